@@ -1,0 +1,61 @@
+"""Simulated instruments: are they fast enough to drive the other benchmarks?
+
+Targets (issue 2): camera >= 2,000 frames/s and power meter / DAQ >= 10 M samples/s on
+one core. Each rate is printed next to the memory-copy limit for the same bytes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from benchmarks._harness import Report, best_time
+from daq_storage.sim import SimulatedCamera, SimulatedDaqCard, SimulatedPowerMeter
+
+
+def main() -> None:
+    report = Report("simulated instruments (one core)")
+
+    camera = SimulatedCamera(seed=0, start_ns=0)
+    n = 200
+    out = np.empty((n, *camera.shape), np.uint16)
+    frames_s = n / best_time(lambda: camera.frames(n, out=out), repeat=5)
+    source = camera.frames(n).frames.copy()
+    copy_s = n / best_time(lambda: np.copyto(out, source), repeat=5)
+    report.add(
+        "camera 640x480 uint16",
+        frames_s,
+        "frames/s",
+        reference="memcpy of the frames",
+        ratio=frames_s / copy_s,
+        note=f"target 2,000 frames/s: {frames_s / 2000:.1f}x",
+    )
+
+    meter = SimulatedPowerMeter(seed=0, start_ns=0)
+    rows = 10_000
+    meter_s = rows / best_time(lambda: meter.read_batch(rows), repeat=20)
+    report.add(
+        "power meter, 10k-row batches",
+        meter_s,
+        "samples/s",
+        note=f"target 10 M/s: {meter_s / 10e6:.1f}x",
+    )
+
+    card = SimulatedDaqCard(8, seed=0, start_ns=0)
+    block = 65_536
+    card_s = block * card.n_channels / best_time(lambda: card.read_block(block), repeat=20)
+    raw = np.empty((block, 8), np.int16)
+    src = card.read_block(block).samples
+    copy_samples = block * 8 / best_time(lambda: np.copyto(raw, src), repeat=20)
+    report.add(
+        "DAQ card 8 ch int16, 64k-sample blocks",
+        card_s,
+        "samples/s",
+        reference="memcpy of the samples",
+        ratio=card_s / copy_samples,
+        note=f"target 10 M/s: {card_s / 10e6:.0f}x",
+    )
+    report.print()
+
+
+if __name__ == "__main__":
+    main()

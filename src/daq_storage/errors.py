@@ -1,0 +1,72 @@
+"""Every error daq-storage raises on purpose.
+
+One root, :class:`DaqStorageError`; each leaf also inherits the builtin a caller
+would naturally catch (``except ValueError`` still works for a bad config value).
+Messages name the file, stream, column, key or value at fault.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "DaqStorageError",
+    "InvalidName",
+    "RingBusy",
+    "RingCorrupt",
+    "RingError",
+    "RingFull",
+    "SchemaMismatch",
+    "StorageIOError",
+    "UnsupportedData",
+    "WriterClosedError",
+]
+
+
+class DaqStorageError(Exception):
+    """Root of every error raised by daq-storage."""
+
+
+class ConfigError(DaqStorageError, ValueError):
+    """A configuration key is unknown or its value is out of range."""
+
+
+class InvalidName(DaqStorageError, ValueError):
+    """A stream, experiment or file name cannot be made safe (empty, NUL, ...)."""
+
+
+class RingError(DaqStorageError):
+    """Base of ring-buffer errors."""
+
+
+class RingFull(RingError, BufferError):
+    """``overflow="block"``: the slowest consumer did not free space within the timeout,
+    or a record is larger than the ring can ever hold."""
+
+
+class RingCorrupt(RingError, ValueError):
+    """The ring file's header or a record header is invalid (magic, version, geometry,
+    length out of bounds, ...)."""
+
+
+class RingBusy(RingError, BlockingIOError):
+    """Another live process already holds the ring's single writer lock."""
+
+
+class SchemaMismatch(DaqStorageError, TypeError):
+    """Data does not match what a stream already holds (column type, frame dtype/shape)."""
+
+
+class UnsupportedData(DaqStorageError, TypeError):
+    """The destination cannot hold this kind of data (frames into CSV, an Arrow type
+    that has no mapping, ...)."""
+
+
+class WriterClosedError(DaqStorageError, RuntimeError):
+    """An operation was attempted on a closed writer, ring or reader."""
+
+
+class StorageIOError(DaqStorageError, OSError):
+    """Writing to disk failed (unwritable directory, disk full, file-size limit, ...).
+
+    ``errno`` and ``filename`` are set when the underlying OS error had them.
+    """

@@ -1,0 +1,386 @@
+"""Simulated instruments for the demo, the tests and the benchmarks.
+
+Each simulator is deterministic for a given ``seed``: the same seed gives the same
+values, and timestamps are ``start_ns`` plus a fixed period (``start_ns`` defaults to
+the wall clock at construction, so pass it explicitly for byte-identical output).
+
+The data are shaped like what real instruments produce, because compression ratios
+and writer throughput depend on it: camera frames have a smooth scene, shot noise
+and read noise (they compress like real sCMOS frames, neither like zeros nor like
+white noise); the power meter drifts and ripples; the DAQ card records sines plus
+noise quantised by a 16-bit ADC.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+
+__all__ = [
+    "POWER_METER_SCHEMA",
+    "DaqBlock",
+    "Frame",
+    "FrameBlock",
+    "SimulatedCamera",
+    "SimulatedDaqCard",
+    "SimulatedPowerMeter",
+]
+
+#: The seeds' scalar-measurement schema (seed 002).
+POWER_METER_SCHEMA = pa.schema(
+    [
+        pa.field("timestamp_ns", pa.uint64(), nullable=False),
+        pa.field("channel", pa.utf8(), nullable=False),
+        pa.field("value", pa.float64(), nullable=False),
+        pa.field("unit", pa.utf8(), nullable=True),
+    ]
+)
+
+_NS_PER_S = 1_000_000_000
+
+
+def _now_ns(start_ns: int | None) -> int:
+    return time.time_ns() if start_ns is None else int(start_ns)
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One camera frame."""
+
+    array: npt.NDArray[np.uint16]
+    frame_number: int
+    timestamp_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class FrameBlock:
+    """Consecutive frames as one ``(n, height, width)`` stack."""
+
+    frames: npt.NDArray[np.uint16]
+    timestamps_ns: npt.NDArray[np.uint64]
+    frame_numbers: npt.NDArray[np.uint64]
+
+    def __len__(self) -> int:
+        return int(self.frames.shape[0])
+
+
+class SimulatedCamera:
+    """A 16-bit camera looking at a smooth scene with a moving bright spot.
+
+    Frames are built from a bank of ``bank_size`` pre-computed noisy exposures of the
+    scene (Poisson shot noise + Gaussian read noise), so producing a frame costs a copy
+    plus a small moving spot: thousands of frames per second on one core. The first
+    four pixels of each frame carry the frame counter (as some cameras stamp it), so a
+    frame's identity can be checked after a round trip.
+
+    Args:
+        shape: ``(height, width)`` of a frame.
+        seed: seed of the random generator; the same seed gives identical frames.
+        fps: frame rate, which sets the timestamp spacing.
+        start_ns: timestamp of frame 0 in ns since the epoch (default: now).
+        bank_size: number of distinct noise realisations cycled through.
+        full_well: peak signal in counts (12-bit-like scenes by default).
+    """
+
+    def __init__(
+        self,
+        shape: tuple[int, int] = (480, 640),
+        *,
+        seed: int = 0,
+        fps: float = 100.0,
+        start_ns: int | None = None,
+        bank_size: int = 16,
+        full_well: int = 3000,
+    ) -> None:
+        height, width = shape
+        if height < 8 or width < 8:
+            raise ValueError(f"SimulatedCamera shape {shape} is too small (minimum 8x8)")
+        if fps <= 0:
+            raise ValueError(f"SimulatedCamera fps must be > 0, got {fps}")
+        if bank_size < 1:
+            raise ValueError(f"SimulatedCamera bank_size must be >= 1, got {bank_size}")
+        self.shape = (int(height), int(width))
+        self.dtype = np.dtype(np.uint16)
+        self.fps = float(fps)
+        self.start_ns = _now_ns(start_ns)
+        self._period_ns = round(_NS_PER_S / self.fps)
+        self._next = 0
+        rng = np.random.default_rng(seed)
+        scene = self._scene(rng, full_well)
+        dark = 100.0
+        bank = rng.poisson(scene, size=(bank_size, *self.shape)).astype(np.float32)
+        bank += dark + rng.normal(0.0, 2.0, size=bank.shape).astype(np.float32)
+        self._bank = np.clip(bank, 0, 65535).astype(np.uint16)
+        self._order = rng.permutation(bank_size)
+        spot_size = max(4, min(height, width) // 12)
+        yy, xx = np.mgrid[:spot_size, :spot_size].astype(np.float32) - (spot_size - 1) / 2
+        spot = 0.5 * full_well * np.exp(-(xx**2 + yy**2) / (2 * (spot_size / 5) ** 2))
+        self._spot = spot.astype(np.uint16)
+
+    def _scene(self, rng: np.random.Generator, full_well: int) -> npt.NDArray[np.float64]:
+        height, width = self.shape
+        y = np.linspace(0.0, 1.0, height)[:, None]
+        x = np.linspace(0.0, 1.0, width)[None, :]
+        scene = 0.15 * full_well * (0.6 + 0.4 * x) * (0.8 + 0.2 * y)
+        for _ in range(6):
+            cy, cx = rng.uniform(0.1, 0.9, size=2)
+            sigma = rng.uniform(0.04, 0.15)
+            amplitude = rng.uniform(0.2, 0.7) * full_well
+            scene = scene + amplitude * np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / (2 * sigma**2))
+        return np.asarray(np.clip(scene, 0.0, full_well))
+
+    @property
+    def frame_count(self) -> int:
+        """Number of frames produced so far."""
+        return self._next
+
+    @property
+    def frame_nbytes(self) -> int:
+        """Size of one frame in bytes."""
+        return self.shape[0] * self.shape[1] * self.dtype.itemsize
+
+    def _render(self, number: int, out: npt.NDArray[np.uint16]) -> None:
+        np.copyto(out, self._bank[self._order[number % len(self._order)]])
+        height, width = self.shape
+        sh, sw = self._spot.shape
+        # The spot circles the frame once every 200 frames: motion between frames.
+        angle = 2 * np.pi * (number % 200) / 200
+        top = int((height - sh) * (0.5 + 0.35 * np.sin(angle)))
+        left = int((width - sw) * (0.5 + 0.35 * np.cos(angle)))
+        out[top : top + sh, left : left + sw] += self._spot
+        counter = number & 0xFFFF_FFFF_FFFF_FFFF
+        out[0, :4] = [(counter >> shift) & 0xFFFF for shift in (48, 32, 16, 0)]
+
+    @staticmethod
+    def frame_number_of(frame: npt.NDArray[np.uint16]) -> int:
+        """The frame counter stamped into the first four pixels of ``frame``."""
+        words = [int(w) for w in frame.reshape(-1)[:4]]
+        return (words[0] << 48) | (words[1] << 32) | (words[2] << 16) | words[3]
+
+    def next_frame(self) -> Frame:
+        """Produce the next frame."""
+        number = self._next
+        out = np.empty(self.shape, dtype=np.uint16)
+        self._render(number, out)
+        self._next += 1
+        return Frame(out, number, self.start_ns + number * self._period_ns)
+
+    def frames(self, n: int, *, out: npt.NDArray[np.uint16] | None = None) -> FrameBlock:
+        """Produce the next ``n`` frames as one stack (written into ``out`` if given)."""
+        if n < 0:
+            raise ValueError(f"frame count must be >= 0, got {n}")
+        if out is None:
+            out = np.empty((n, *self.shape), dtype=np.uint16)
+        elif out.shape != (n, *self.shape) or out.dtype != np.uint16:
+            raise ValueError(
+                f"out has shape {out.shape} dtype {out.dtype}; expected {(n, *self.shape)} uint16"
+            )
+        first = self._next
+        for i in range(n):
+            self._render(first + i, out[i])
+        self._next += n
+        numbers = np.arange(first, first + n, dtype=np.uint64)
+        timestamps = np.uint64(self.start_ns) + numbers * np.uint64(self._period_ns)
+        return FrameBlock(out, timestamps, numbers)
+
+
+def _repeated_utf8(value: str, n: int) -> pa.Array:
+    """A utf8 array of ``n`` copies of ``value``, built from buffers (no Python loop)."""
+    encoded = value.encode()
+    offsets = np.arange(n + 1, dtype=np.int32) * len(encoded)
+    data = np.frombuffer(encoded * n, dtype=np.uint8) if n and encoded else np.empty(0, np.uint8)
+    return pa.Array.from_buffers(pa.utf8(), n, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+
+
+class SimulatedPowerMeter:
+    """An optical power meter streaming scalar readings as Arrow record batches.
+
+    Readings follow the seeds' schema (:data:`POWER_METER_SCHEMA`). With several
+    channels the rows interleave channels sample by sample, as a multiplexing meter
+    reports them.
+
+    Args:
+        channels: channel names.
+        unit: unit of ``value`` (``None`` leaves the column null).
+        rate_hz: samples per second per channel.
+        seed: seed of the random generator.
+        start_ns: timestamp of sample 0 (default: now).
+        power_w: mean power per channel in watts.
+    """
+
+    def __init__(
+        self,
+        channels: Sequence[str] = ("power_meter_01",),
+        *,
+        unit: str | None = "W",
+        rate_hz: float = 10_000.0,
+        seed: int = 0,
+        start_ns: int | None = None,
+        power_w: float = 1.0e-3,
+    ) -> None:
+        if not channels:
+            raise ValueError("SimulatedPowerMeter needs at least one channel")
+        if rate_hz <= 0:
+            raise ValueError(f"SimulatedPowerMeter rate_hz must be > 0, got {rate_hz}")
+        self.channels = tuple(channels)
+        self.unit = unit
+        self.rate_hz = float(rate_hz)
+        self.start_ns = _now_ns(start_ns)
+        self._period_ns = _NS_PER_S / self.rate_hz
+        self._rng = np.random.default_rng(seed)
+        self._means = power_w * (1.0 + 0.1 * np.arange(len(self.channels)))
+        self._sample = 0
+        self._channel_arrays: dict[int, pa.Array] = {}
+        self._unit_arrays: dict[int, pa.Array] = {}
+
+    @property
+    def schema(self) -> pa.Schema:
+        """The schema of every batch."""
+        return POWER_METER_SCHEMA
+
+    @property
+    def samples_read(self) -> int:
+        """Samples per channel produced so far."""
+        return self._sample
+
+    def read_batch(self, n: int) -> pa.RecordBatch:
+        """The next ``n`` samples of every channel (``n * len(channels)`` rows)."""
+        if n < 0:
+            raise ValueError(f"sample count must be >= 0, got {n}")
+        n_channels = len(self.channels)
+        index = np.arange(self._sample, self._sample + n, dtype=np.float64)
+        t_s = index / self.rate_hz
+        # Slow thermal drift plus a 50 Hz ripple, relative to the channel's mean power.
+        shape = 1.0 + 0.02 * np.sin(2 * np.pi * 0.05 * t_s) + 0.005 * np.sin(2 * np.pi * 50.0 * t_s)
+        noise = self._rng.normal(0.0, 0.002, size=(n, n_channels))
+        values = (shape[:, None] + noise) * self._means[None, :]
+        stamps = self.start_ns + np.round(index * self._period_ns).astype(np.uint64)
+        self._sample += n
+        rows = n * n_channels
+        if n_channels == 1:
+            channel = self._cached(self._channel_arrays, self.channels[0], rows)
+        else:
+            channel = pa.DictionaryArray.from_arrays(
+                pa.array(np.tile(np.arange(n_channels, dtype=np.int32), n)),
+                pa.array(self.channels, pa.utf8()),
+            ).cast(pa.utf8())
+        if self.unit is None:
+            unit = pa.nulls(rows, pa.utf8())
+        else:
+            unit = self._cached(self._unit_arrays, self.unit, rows)
+        return pa.RecordBatch.from_arrays(
+            [pa.array(np.repeat(stamps, n_channels)), channel, pa.array(values.reshape(-1)), unit],
+            schema=POWER_METER_SCHEMA,
+        )
+
+    @staticmethod
+    def _cached(cache: dict[int, pa.Array], value: str, rows: int) -> pa.Array:
+        array = cache.get(rows)
+        if array is None:
+            array = cache[rows] = _repeated_utf8(value, rows)
+        return array
+
+
+@dataclass(frozen=True, slots=True)
+class DaqBlock:
+    """A block of raw ADC samples from a multi-channel DAQ card."""
+
+    samples: npt.NDArray[np.int16]  # (n_samples, n_channels)
+    first_sample: int
+    timestamp_ns: int  # of the first sample
+    sample_rate: float
+    channel_names: tuple[str, ...]
+    volts_per_count: float
+
+    def to_record_batch(self) -> pa.RecordBatch:
+        """One int16 column per channel plus a ``sample_index`` column."""
+        n = self.samples.shape[0]
+        index = pa.array(np.arange(self.first_sample, self.first_sample + n, dtype=np.uint64))
+        columns = [index] + [pa.array(self.samples[:, i]) for i in range(self.samples.shape[1])]
+        metadata = {
+            b"sample_rate": str(self.sample_rate).encode(),
+            b"volts_per_count": repr(self.volts_per_count).encode(),
+            b"timestamp_ns": str(self.timestamp_ns).encode(),
+        }
+        return pa.RecordBatch.from_arrays(
+            columns, names=["sample_index", *self.channel_names], metadata=metadata
+        )
+
+
+class SimulatedDaqCard:
+    """A multi-channel 16-bit DAQ card (think NI or Comedi analog input).
+
+    Each channel records a sine of its own frequency plus Gaussian noise, digitised by a
+    16-bit ADC over ``±range_v``. One pre-computed period of ``table_length`` samples is
+    replayed, so generation is a memory copy (tens of millions of samples per second);
+    the frequencies are chosen to make that period seamless.
+
+    Args:
+        n_channels: number of analog inputs.
+        sample_rate: samples per second per channel.
+        seed: seed of the random generator.
+        start_ns: timestamp of sample 0 (default: now).
+        range_v: input range in volts (symmetric).
+        table_length: length of the replayed waveform, in samples.
+    """
+
+    def __init__(
+        self,
+        n_channels: int = 8,
+        *,
+        sample_rate: float = 100_000.0,
+        seed: int = 0,
+        start_ns: int | None = None,
+        range_v: float = 10.0,
+        table_length: int = 1 << 16,
+    ) -> None:
+        if n_channels < 1:
+            raise ValueError(f"SimulatedDaqCard n_channels must be >= 1, got {n_channels}")
+        if sample_rate <= 0:
+            raise ValueError(f"SimulatedDaqCard sample_rate must be > 0, got {sample_rate}")
+        self.n_channels = int(n_channels)
+        self.sample_rate = float(sample_rate)
+        self.start_ns = _now_ns(start_ns)
+        self.range_v = float(range_v)
+        self.channel_names = tuple(f"ai{i}" for i in range(self.n_channels))
+        self.volts_per_count = self.range_v / 32768.0
+        rng = np.random.default_rng(seed)
+        t = np.arange(table_length, dtype=np.float64)[:, None]
+        # Whole cycles per table so the replay has no seam.
+        cycles = np.arange(1, self.n_channels + 1, dtype=np.float64)[None, :] * 37.0
+        amplitude = self.range_v * rng.uniform(0.2, 0.8, size=(1, self.n_channels))
+        volts = amplitude * np.sin(2 * np.pi * cycles * t / table_length)
+        volts += rng.normal(0.0, 0.002 * self.range_v, size=volts.shape)
+        counts = np.clip(np.round(volts / self.volts_per_count), -32768, 32767).astype(np.int16)
+        # Two copies back to back: any block of <= table_length samples is one slice.
+        self._table = np.ascontiguousarray(np.concatenate([counts, counts]))
+        self._table_length = table_length
+        self._sample = 0
+
+    @property
+    def samples_read(self) -> int:
+        """Samples per channel produced so far."""
+        return self._sample
+
+    def read_block(self, n: int) -> DaqBlock:
+        """The next ``n`` samples of every channel."""
+        if n < 0:
+            raise ValueError(f"sample count must be >= 0, got {n}")
+        out = np.empty((n, self.n_channels), dtype=np.int16)
+        done = 0
+        while done < n:
+            start = (self._sample + done) % self._table_length
+            take = min(n - done, self._table_length)
+            out[done : done + take] = self._table[start : start + take]
+            done += take
+        first = self._sample
+        self._sample += n
+        timestamp = self.start_ns + round(first * _NS_PER_S / self.sample_rate)
+        return DaqBlock(
+            out, first, timestamp, self.sample_rate, self.channel_names, self.volts_per_count
+        )

@@ -1,0 +1,78 @@
+"""Fixtures shared by the whole suite, and guards that fail tests leaking resources."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# Threads that libraries keep for the life of the process by design (not leaks).
+_LONG_LIVED_THREAD_PREFIXES = ("zarr", "asyncio", "pydevd")
+SHM_DIR = Path("/dev/shm") if Path("/dev/shm").is_dir() else None
+SHM_TEST_PREFIX = f"daq_storage_test_{os.getpid()}_"
+
+
+def _foreign_threads(before: set[int]) -> list[threading.Thread]:
+    return [
+        t
+        for t in threading.enumerate()
+        if t.ident not in before
+        and t.is_alive()
+        and not t.name.startswith(_LONG_LIVED_THREAD_PREFIXES)
+    ]
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_threads_or_processes() -> Iterator[None]:
+    """Fail a test that leaves threads or child processes running."""
+    before = {t.ident for t in threading.enumerate() if t.ident is not None}
+    yield
+    deadline = time.monotonic() + 2.0
+    while (
+        _foreign_threads(before) or multiprocessing.active_children()
+    ) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    threads = _foreign_threads(before)
+    children = multiprocessing.active_children()
+    for child in children:
+        child.kill()
+        child.join(5)
+    assert not threads, f"test left threads running: {[t.name for t in threads]}"
+    assert not children, f"test left child processes running: {children}"
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_shm_files() -> Iterator[None]:
+    """Fail a test that leaves one of its shared-memory files behind."""
+    yield
+    if SHM_DIR is None:
+        return
+    left = sorted(SHM_DIR.glob(f"{SHM_TEST_PREFIX}*"))
+    for path in left:
+        path.unlink(missing_ok=True)
+    assert not left, f"test left shared-memory files: {[p.name for p in left]}"
+
+
+@pytest.fixture
+def shm_path() -> Path:
+    """A fresh path for a ring file in /dev/shm (the temp dir where there is none).
+
+    The test must unlink it; the leak guard fails the test otherwise.
+    """
+    base = SHM_DIR if SHM_DIR is not None else Path(os.environ.get("TMPDIR", "/tmp"))
+    return base / f"{SHM_TEST_PREFIX}{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """No DAQ_STORAGE_* variables from the developer's shell leak into the test."""
+    for name in list(os.environ):
+        if name.startswith("DAQ_STORAGE_"):
+            monkeypatch.delenv(name)
+    return monkeypatch

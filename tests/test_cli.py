@@ -1,0 +1,118 @@
+"""The daq-storage command, run as a user would run it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+from click.testing import CliRunner
+
+from daq_storage import __version__
+from daq_storage.cli import cli
+
+
+def run_cli(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("DAQ_STORAGE_")}
+    environ.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "daq_storage.cli", *args],
+        cwd=cwd,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_version():
+    result = CliRunner().invoke(cli, ["--version"])
+    assert result.exit_code == 0
+    assert __version__ in result.output
+
+
+def test_config_show_reports_sources(tmp_path: Path):
+    config = tmp_path / "daq.toml"
+    config.write_text("[storage]\ncompression_level = 7\n")
+    result = run_cli(
+        "config",
+        "show",
+        "--config",
+        str(config),
+        "--json",
+        cwd=tmp_path,
+        env={"DAQ_STORAGE_OUTPUT_DIR": "/mnt/data"},
+    )
+    assert result.returncode == 0, result.stderr
+    shown = json.loads(result.stdout)
+    assert shown["storage.compression_level"] == {"value": 7, "source": f"file {config}"}
+    assert shown["storage.output_dir"] == {
+        "value": "/mnt/data",
+        "source": "env DAQ_STORAGE_OUTPUT_DIR",
+    }
+    assert shown["storage.compression"] == {"value": "gzip", "source": "default"}
+
+
+def test_config_show_table(tmp_path: Path):
+    result = run_cli("config", "show", cwd=tmp_path, env={"DAQ_STORAGE_COMPRESSION_LEVEL": "3"})
+    assert result.returncode == 0, result.stderr
+    line = next(ln for ln in result.stdout.splitlines() if "storage.compression_level" in ln)
+    assert "3" in line
+    assert "env DAQ_STORAGE_COMPRESSION_LEVEL" in line
+
+
+def test_bad_config_is_one_clear_line_and_exit_2(tmp_path: Path):
+    config = tmp_path / "daq.toml"
+    config.write_text("[storage]\ncompression_level = 12\n")
+    result = run_cli("config", "show", "--config", str(config), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "ConfigError" in result.stderr
+    assert "storage.compression_level" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_demo_writes_files_readable_by_pyarrow(tmp_path: Path):
+    result = run_cli("demo", "--frames", "20", "--seconds", "0.2", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "camera_1" in result.stdout
+    files = sorted((tmp_path / "data").iterdir())
+    assert len(files) == 3
+    camera_file = next(f for f in files if "camera_1" in f.name)
+    with pa.OSFile(str(camera_file)) as source:
+        table = pa.ipc.open_stream(source).read_all()
+    assert table.num_rows == 20
+    assert table.column("frame_number").to_pylist() == list(range(20))
+    assert table.schema.metadata[b"instrument_id"] == b"camera_1"
+    frames = table.column("frame").combine_chunks().to_numpy_ndarray()
+    assert frames.shape == (20, 480, 640)
+
+
+def test_demo_never_overwrites(tmp_path: Path):
+    for _ in range(2):
+        result = run_cli(
+            "demo", "--frames", "2", "--seconds", "0.1", "--output-dir", "out", cwd=tmp_path
+        )
+        assert result.returncode == 0, result.stderr
+    assert len(list((tmp_path / "out").iterdir())) == 6
+
+
+def test_demo_into_unwritable_place_fails_clearly(tmp_path: Path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    result = run_cli("demo", "--frames", "1", "--output-dir", str(blocker / "sub"), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "StorageIOError" in result.stderr
+    assert "cannot create output directory" in result.stderr
+
+
+@pytest.mark.parametrize("args", [["--frames", "-1"], ["--bogus"]])
+def test_demo_rejects_bad_arguments(tmp_path: Path, args: list[str]):
+    result = CliRunner().invoke(cli, ["demo", *args])
+    assert result.exit_code == 2

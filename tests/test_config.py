@@ -1,0 +1,223 @@
+"""Configuration: defaults < TOML file < DAQ_STORAGE_* environment, and every validation error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from daq_storage.config import (
+    BACKENDS,
+    RingBufferConfig,
+    StorageConfig,
+    StorageSettings,
+    default_ring_path,
+)
+from daq_storage.errors import ConfigError
+
+FULL_FILE = """
+[storage]
+default_backend = "parquet"
+output_dir = "/srv/lab/data"
+output_path = "/srv/lab/data/run.parquet"
+experiment = "wavelength_scan"
+compression = "zstd"
+compression_level = 7
+chunk_size = 4096
+flush_interval_ms = 250
+auto_flush_interval_secs = 30
+
+[ring_buffer]
+path = "/dev/shm/lab_ring"
+size_mb = 512
+frames = 1000
+overflow = "block"
+block_timeout_secs = 2.5
+max_readers = 4
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "daq.toml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_work_with_no_file_and_no_env():
+    config = StorageConfig.load(environ={})
+    assert config.storage.default_backend == "hdf5"
+    assert config.storage.output_dir == Path("data")
+    assert config.storage.compression == "gzip"
+    assert config.storage.compression_level == 4
+    assert config.storage.flush_interval_ms == 1000
+    assert config.storage.auto_flush_interval_secs == 0
+    assert config.ring_buffer.path == default_ring_path()
+    assert config.ring_buffer.overflow == "discard_oldest"
+    assert config.ring_buffer.capacity_bytes == 256 << 20
+    assert {v.source for v in config.sources()} == {"default"}
+
+
+def test_file_values_replace_defaults(tmp_path: Path):
+    config = StorageConfig.load(write(tmp_path, FULL_FILE), environ={})
+    assert config.storage == StorageSettings(
+        default_backend="parquet",
+        output_dir=Path("/srv/lab/data"),
+        output_path=Path("/srv/lab/data/run.parquet"),
+        experiment="wavelength_scan",
+        compression="zstd",
+        compression_level=7,
+        chunk_size=4096,
+        flush_interval_ms=250,
+        auto_flush_interval_secs=30,
+    )
+    assert config.ring_buffer == RingBufferConfig(
+        path=Path("/dev/shm/lab_ring"),
+        size_mb=512,
+        frames=1000,
+        overflow="block",
+        block_timeout_secs=2.5,
+        max_readers=4,
+    )
+    assert all(v.source.startswith("file ") for v in config.sources())
+
+
+def test_env_overrides_file_which_overrides_default(tmp_path: Path):
+    path = write(tmp_path, "[storage]\ncompression_level = 7\noutput_dir = 'from_file'\n")
+    environ = {
+        "DAQ_STORAGE_COMPRESSION_LEVEL": "2",
+        "DAQ_STORAGE_RING_BUFFER_SIZE_MB": "64",
+    }
+    config = StorageConfig.load(path, environ=environ)
+    assert config.storage.compression_level == 2  # env beats file
+    assert config.storage.output_dir == Path("from_file")  # file beats default
+    assert config.storage.compression == "gzip"  # default
+    assert config.ring_buffer.size_mb == 64
+    sources = {v.key: v.source for v in config.sources()}
+    assert sources["storage.compression_level"] == "env DAQ_STORAGE_COMPRESSION_LEVEL"
+    assert sources["storage.output_dir"] == f"file {path}"
+    assert sources["storage.compression"] == "default"
+    assert sources["ring_buffer.size_mb"] == "env DAQ_STORAGE_RING_BUFFER_SIZE_MB"
+
+
+def test_env_names_the_config_file(tmp_path: Path):
+    path = write(tmp_path, "[storage]\nexperiment = 'from_env_file'\n")
+    config = StorageConfig.load(environ={"DAQ_STORAGE_CONFIG": str(path)})
+    assert config.storage.experiment == "from_env_file"
+
+
+def test_plain_constructor_reads_the_process_environment(clean_env: pytest.MonkeyPatch):
+    clean_env.setenv("DAQ_STORAGE_OUTPUT_DIR", "/mnt/data")
+    clean_env.setenv("DAQ_STORAGE_FORMAT", "zarr")
+    config = StorageConfig()
+    assert config.storage.output_dir == Path("/mnt/data")
+    assert config.storage.default_backend == "zarr"
+
+
+def test_format_is_an_alias_of_default_backend(tmp_path: Path):
+    config = StorageConfig.load(write(tmp_path, "[storage]\nformat = 'csv'\n"), environ={})
+    assert config.storage.default_backend == "csv"
+
+
+def test_seed_legacy_keys_are_mapped(tmp_path: Path):
+    text = """
+[storage]
+ring_buffer_path = "/dev/shm/daq_ring"
+ring_buffer_frames = 1000
+hdf5_compression = "gzip"
+hdf5_compression_level = 4
+"""
+    config = StorageConfig.load(write(tmp_path, text), environ={})
+    assert config.ring_buffer.path == Path("/dev/shm/daq_ring")
+    assert config.ring_buffer.frames == 1000
+    assert config.storage.compression == "gzip"
+    assert config.storage.compression_level == 4
+
+
+def test_config_is_frozen():
+    config = StorageConfig.load(environ={})
+    with pytest.raises(ValueError, match="frozen"):
+        config.storage.compression_level = 9  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[storage]\ncompression_level = 12", r"storage\.compression_level: 12 .*<= 9"),
+        ("[storage]\ncompression_level = -1", r"storage\.compression_level: -1 .*>= 0"),
+        ("[storage]\ncompression_level = 'high'", r"storage\.compression_level: 'high'"),
+        ("[storage]\ndefault_backend = 'hdf6'", r"default_backend: 'hdf6'.*'hdf5', 'arrow'"),
+        ("[storage]\nformat = 'xlsx'", r"default_backend: 'xlsx'.*as storage\.format"),
+        ("[storage]\ncompression = 'rar'", r"compression: 'rar'.*one of 'none', 'gzip'"),
+        ("[storage]\nflush_interval_ms = -5", r"flush_interval_ms: -5 .*>= 0"),
+        ("[storage]\nauto_flush_interval_secs = -1.5", r"auto_flush_interval_secs: -1\.5"),
+        ("[storage]\nchunk_size = 0", r"chunk_size: 0 .*>= 1"),
+        ("[storage]\nexperiment = ''", r"experiment: ''.*at least 1 character"),
+        ("[ring_buffer]\nsize_mb = 0", r"ring_buffer\.size_mb: 0 .*>= 1"),
+        ("[ring_buffer]\nframes = -3", r"ring_buffer\.frames: -3"),
+        ("[ring_buffer]\noverflow = 'resize'", r"overflow: 'resize'.*'discard_oldest', 'block'"),
+        ("[ring_buffer]\nblock_timeout_secs = -1", r"block_timeout_secs: -1 .*>= 0"),
+        ("[ring_buffer]\nmax_readers = 0", r"max_readers: 0 .*>= 1"),
+        ("[storage]\nbogus = 1", r"unknown config key storage\.bogus.*known keys: default_backend"),
+        ("[ring_buffer]\nsizemb = 1", r"unknown config key ring_buffer\.sizemb"),
+        ("[stroage]\noutput_dir = 'x'", r"unknown config section \[stroage\].*\[storage\]"),
+        ("storage = 3", r"must be a \[storage\] table"),
+        ("[storage\n", r"not valid TOML"),
+        ("[storage]\nformat = 'csv'\ndefault_backend = 'hdf5'", r"given twice"),
+    ],
+)
+def test_invalid_file_values_name_key_value_and_range(tmp_path: Path, text: str, expected: str):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError, match=expected) as info:
+        StorageConfig.load(path, environ={})
+    assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        (
+            {"DAQ_STORAGE_COMPRESSION_LEVEL": "12"},
+            r"compression_level: '12' \(env DAQ_STORAGE_COMPRESSION_LEVEL\).*<= 9",
+        ),
+        ({"DAQ_STORAGE_DEFAULT_BACKEND": "excel"}, r"default_backend: 'excel' \(env "),
+        ({"DAQ_STORAGE_FLUSH_INTERVAL_MS": "-1"}, r"flush_interval_ms: '-1'.*>= 0"),
+        ({"DAQ_STORAGE_RING_BUFFER_OVERFLOW": "grow"}, r"ring_buffer\.overflow: 'grow'"),
+        (
+            {"DAQ_STORAGE_OUTPUT_DIRR": "/x"},
+            r"unknown environment variable DAQ_STORAGE_OUTPUT_DIRR.*DAQ_STORAGE_OUTPUT_DIR",
+        ),
+        (
+            {"DAQ_STORAGE_CONFIG": "/nonexistent/daq.toml"},
+            r"config file /nonexistent/daq\.toml does not exist",
+        ),
+    ],
+)
+def test_invalid_env_values_name_the_variable(environ: dict[str, str], expected: str):
+    with pytest.raises(ConfigError, match=expected):
+        StorageConfig.load(environ=environ)
+
+
+def test_missing_and_unreadable_files(tmp_path: Path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        StorageConfig.load(tmp_path / "absent.toml", environ={})
+    with pytest.raises(ConfigError, match="cannot be read"):
+        StorageConfig.load(tmp_path, environ={})  # a directory
+    binary = tmp_path / "binary.toml"
+    binary.write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        StorageConfig.load(binary, environ={})
+
+
+def test_several_problems_are_reported_together(tmp_path: Path):
+    path = write(tmp_path, "[storage]\ncompression_level = 99\nflush_interval_ms = -1\n")
+    with pytest.raises(ConfigError, match=r"compression_level.*flush_interval_ms"):
+        StorageConfig.load(path, environ={})
+
+
+def test_constructor_arguments_are_validated_too():
+    with pytest.raises(ConfigError, match=r"storage\.compression_level: 10 \(argument\)"):
+        StorageConfig(storage={"compression_level": 10})
+
+
+def test_backends_list_matches_the_writer_names():
+    assert set(BACKENDS) == {"hdf5", "arrow", "parquet", "csv", "zarr", "tiff"}

@@ -1,0 +1,163 @@
+"""Simulated instruments: deterministic, realistic, and in the seeds' schema."""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from daq_storage.sim import (
+    POWER_METER_SCHEMA,
+    SimulatedCamera,
+    SimulatedDaqCard,
+    SimulatedPowerMeter,
+)
+
+START = 1_700_000_000_000_000_000
+
+
+@pytest.fixture(scope="module")
+def camera_frames() -> np.ndarray:
+    return SimulatedCamera(seed=3, start_ns=START).frames(8).frames
+
+
+def test_camera_frames_are_640x480_uint16(camera_frames: np.ndarray):
+    assert camera_frames.shape == (8, 480, 640)
+    assert camera_frames.dtype == np.uint16
+
+
+def test_camera_is_deterministic_for_a_seed(camera_frames: np.ndarray):
+    again = SimulatedCamera(seed=3, start_ns=START).frames(8)
+    np.testing.assert_array_equal(again.frames, camera_frames)
+    other = SimulatedCamera(seed=4, start_ns=START).frames(8).frames
+    assert not np.array_equal(other, camera_frames)
+
+
+def test_camera_single_frames_match_blocks(camera_frames: np.ndarray):
+    camera = SimulatedCamera(seed=3, start_ns=START, fps=50.0)
+    for i in range(3):
+        frame = camera.next_frame()
+        np.testing.assert_array_equal(frame.array, camera_frames[i])
+        assert frame.frame_number == i
+        assert frame.timestamp_ns == START + i * 20_000_000
+
+
+def test_camera_stamps_counter_and_timestamps():
+    camera = SimulatedCamera(seed=0, start_ns=START, fps=100.0)
+    camera.frames(5)
+    block = camera.frames(3)
+    np.testing.assert_array_equal(block.frame_numbers, [5, 6, 7])
+    np.testing.assert_array_equal(block.timestamps_ns, START + np.array([5, 6, 7]) * 10_000_000)
+    assert [SimulatedCamera.frame_number_of(f) for f in block.frames] == [5, 6, 7]
+    assert camera.frame_count == 8
+
+
+def test_camera_frames_compress_like_real_data(camera_frames: np.ndarray):
+    for frame in camera_frames[:3]:
+        raw = frame.tobytes()
+        ratio = len(zlib.compress(raw, 6)) / len(raw)
+        assert 0.2 <= ratio <= 0.8, f"gzip ratio {ratio:.2f} is not camera-like"
+
+
+def test_camera_frames_differ_and_have_shot_noise(camera_frames: np.ndarray):
+    assert not np.array_equal(camera_frames[0], camera_frames[1])
+    # Shot noise: variance grows with signal (Poisson), unlike constant-variance noise.
+    diff = camera_frames[2].astype(np.float64) - camera_frames[3]
+    mean = (camera_frames[2].astype(np.float64) + camera_frames[3]) / 2
+    bright, dim = mean > np.percentile(mean, 90), mean < np.percentile(mean, 10)
+    assert diff[bright].var() > 2 * diff[dim].var()
+    assert camera_frames.max() < 4096 + 2000  # a 12-bit-like scene, no saturation at 65535
+
+
+def test_camera_frames_into_a_given_buffer():
+    out = np.zeros((4, 480, 640), np.uint16)
+    block = SimulatedCamera(seed=0, start_ns=0).frames(4, out=out)
+    assert block.frames is out
+    assert out.any()
+    with pytest.raises(ValueError, match="expected"):
+        SimulatedCamera(seed=0).frames(4, out=np.zeros((3, 480, 640), np.uint16))
+
+
+def test_camera_rejects_bad_parameters():
+    with pytest.raises(ValueError, match="fps"):
+        SimulatedCamera(fps=0)
+    with pytest.raises(ValueError, match="too small"):
+        SimulatedCamera(shape=(2, 2))
+    with pytest.raises(ValueError, match=">= 0"):
+        SimulatedCamera().frames(-1)
+
+
+def test_power_meter_batches_follow_the_seed_schema():
+    meter = SimulatedPowerMeter(seed=1, start_ns=START, rate_hz=1000)
+    batch = meter.read_batch(100)
+    assert batch.schema == POWER_METER_SCHEMA
+    assert batch.num_rows == 100
+    assert batch.column("channel").to_pylist() == ["power_meter_01"] * 100
+    assert batch.column("unit").to_pylist() == ["W"] * 100
+    stamps = batch.column("timestamp_ns").to_numpy()
+    np.testing.assert_array_equal(np.diff(stamps), 1_000_000)
+    assert stamps[0] == START
+    values = batch.column("value").to_numpy()
+    assert 0.9e-3 < values.mean() < 1.1e-3
+    assert values.std() > 0
+    second = meter.read_batch(10)
+    assert second.column("timestamp_ns")[0].as_py() == START + 100 * 1_000_000
+
+
+def test_power_meter_is_deterministic_and_multichannel():
+    a = SimulatedPowerMeter(["a", "b"], seed=2, start_ns=START).read_batch(50)
+    b = SimulatedPowerMeter(["a", "b"], seed=2, start_ns=START).read_batch(50)
+    assert a.equals(b)
+    assert a.num_rows == 100
+    assert a.column("channel").to_pylist()[:4] == ["a", "b", "a", "b"]
+    assert a.schema.field("channel").type == pa.utf8()
+
+
+def test_power_meter_without_unit_has_null_units():
+    batch = SimulatedPowerMeter(unit=None, seed=0, start_ns=0).read_batch(5)
+    assert batch.column("unit").null_count == 5
+
+
+def test_power_meter_rejects_bad_parameters():
+    with pytest.raises(ValueError, match="at least one channel"):
+        SimulatedPowerMeter([])
+    with pytest.raises(ValueError, match="rate_hz"):
+        SimulatedPowerMeter(rate_hz=-1)
+
+
+def test_daq_card_blocks_are_int16_and_continuous():
+    card = SimulatedDaqCard(4, sample_rate=1000, seed=5, start_ns=START, table_length=1024)
+    blocks = [card.read_block(700) for _ in range(4)]  # crosses the table seam
+    whole = np.concatenate([b.samples for b in blocks])
+    assert whole.dtype == np.int16
+    assert whole.shape == (2800, 4)
+    assert [b.first_sample for b in blocks] == [0, 700, 1400, 2100]
+    assert blocks[1].timestamp_ns == START + 700 * 1_000_000
+    np.testing.assert_array_equal(whole[:1024], whole[1024:2048])  # replayed period
+    # Each channel is a sine of its own frequency: the spectra peak in different bins.
+    peaks = np.abs(np.fft.rfft(whole[:1024].astype(np.float64), axis=0))[1:].argmax(axis=0)
+    assert len(set(peaks.tolist())) == 4
+
+
+def test_daq_card_is_deterministic():
+    a = SimulatedDaqCard(2, seed=9, start_ns=0).read_block(5000).samples
+    b = SimulatedDaqCard(2, seed=9, start_ns=0).read_block(5000).samples
+    np.testing.assert_array_equal(a, b)
+
+
+def test_daq_block_as_record_batch():
+    block = SimulatedDaqCard(3, sample_rate=2000, seed=0, start_ns=START).read_block(10)
+    batch = block.to_record_batch()
+    assert batch.schema.names == ["sample_index", "ai0", "ai1", "ai2"]
+    assert batch.schema.field("ai0").type == pa.int16()
+    assert batch.schema.metadata[b"sample_rate"] == b"2000.0"
+    np.testing.assert_array_equal(batch.column("ai1").to_numpy(), block.samples[:, 1])
+
+
+def test_daq_card_rejects_bad_parameters():
+    with pytest.raises(ValueError, match="n_channels"):
+        SimulatedDaqCard(0)
+    with pytest.raises(ValueError, match="sample_rate"):
+        SimulatedDaqCard(sample_rate=0)
