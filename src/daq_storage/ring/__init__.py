@@ -1,0 +1,9 @@
+"""The shared-memory ring buffer: one writer, many readers, in any process or language.
+
+The byte layout is specified in ``docs/ring-format.md``.
+"""
+
+from daq_storage.ring._reader import Record, RingReader
+from daq_storage.ring._writer import ReaderStats, RingBuffer, RingStats
+
+__all__ = ["ReaderStats", "Record", "RingBuffer", "RingReader", "RingStats"]

@@ -1,0 +1,167 @@
+"""A mapped ring file and its stream / schema tables, shared by writer and readers."""
+
+from __future__ import annotations
+
+import mmap
+import os
+from pathlib import Path
+
+import pyarrow as pa
+
+from daq_storage.errors import RingCorrupt, WriterClosedError
+from daq_storage.ring import _format as f
+
+_MADV_POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE", 23)
+
+
+def prefault(mm: mmap.mmap, start: int, length: int) -> None:
+    """Fault in every page of ``mm[start:start+length]`` for writing, now.
+
+    First-touch faults in a fresh /dev/shm mapping made copies several times slower;
+    paying them at create/open keeps the first lap of a run as fast as the rest.
+    """
+    try:
+        mm.madvise(_MADV_POPULATE_WRITE, start, length)
+    except (OSError, ValueError):
+        pass  # Linux < 5.14: touch one byte per page instead.
+    else:
+        return
+    view = memoryview(mm)
+    try:
+        for offset in range(start, start + length, mmap.PAGESIZE):
+            view[offset] = view[offset]
+    finally:
+        view.release()
+
+
+class RingFile:
+    """Open file descriptor + shared mapping + validated geometry."""
+
+    def __init__(self, path: str | os.PathLike[str], fd: int, mm: mmap.mmap) -> None:
+        self.path = Path(path)
+        self._fd = fd
+        self._mm = mm
+        self.buf = memoryview(mm)
+        self.geometry, self.flags = f.read_geometry(self.buf, len(mm), str(self.path))
+        g = self.geometry
+        self.capacity = g.capacity
+        self.data_offset = g.header_size
+        self._stream_names: list[str] = []
+        self._stream_ids: dict[str, int] = {}
+        self._schemas: dict[int, pa.Schema] = {}
+        self.closed = False
+
+    @classmethod
+    def open_existing(cls, path: str | os.PathLike[str], *, writable: bool) -> RingFile:
+        flags = os.O_RDWR if writable else os.O_RDONLY
+        try:
+            fd = os.open(path, flags | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"no ring buffer at {path}") from None
+        try:
+            size = os.fstat(fd).st_size
+            if size < f.IDENTITY.size:
+                raise RingCorrupt(f"ring file {path} is too small ({size} bytes) to be a ring")
+            prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
+            mm = mmap.mmap(fd, size, mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0), prot)
+            return cls(path, fd, mm)
+        except BaseException:
+            os.close(fd)
+            raise
+
+    @property
+    def fd(self) -> int:
+        return self._fd
+
+    def check_open(self, what: str) -> None:
+        if self.closed:
+            raise WriterClosedError(f"{what} on ring {self.path} after close()")
+
+    # --- header words ---
+    def u64(self, offset: int) -> int:
+        value: int = f.U64.unpack_from(self.buf, offset)[0]
+        return value
+
+    def set_u64(self, offset: int, value: int) -> None:
+        f.U64.pack_into(self.buf, offset, value)
+
+    # --- stream table ---
+    def stream_slot(self, stream_id: int) -> int:
+        return self.geometry.streams_offset + stream_id * f.STREAM_SLOT_SIZE
+
+    def refresh_streams(self) -> None:
+        """Learn streams declared since the last call (the table is append-only)."""
+        count = min(self.u64(f.OFF_STREAM_COUNT), self.geometry.max_streams)
+        for stream_id in range(len(self._stream_names), count):
+            slot = self.stream_slot(stream_id)
+            length = self.buf[slot + f.STREAM_NAME_LEN]
+            if not 0 < length <= f.STREAM_NAME_MAX:
+                raise RingCorrupt(
+                    f"ring file {self.path}: stream {stream_id} has name length {length}"
+                )
+            raw = bytes(self.buf[slot + f.STREAM_NAME : slot + f.STREAM_NAME + length])
+            try:
+                name = raw.decode()
+            except UnicodeDecodeError:
+                raise RingCorrupt(
+                    f"ring file {self.path}: stream {stream_id} name {raw!r} is not UTF-8"
+                ) from None
+            self._stream_names.append(name)
+            self._stream_ids[name] = stream_id
+
+    def stream_name(self, stream_id: int) -> str:
+        if stream_id >= len(self._stream_names):
+            self.refresh_streams()
+            if stream_id >= len(self._stream_names):
+                raise RingCorrupt(
+                    f"ring file {self.path}: record names undeclared stream {stream_id}"
+                )
+        return self._stream_names[stream_id]
+
+    def stream_id(self, name: str) -> int | None:
+        if name not in self._stream_ids:
+            self.refresh_streams()
+        return self._stream_ids.get(name)
+
+    @property
+    def streams(self) -> list[str]:
+        self.refresh_streams()
+        return list(self._stream_names)
+
+    # --- schema table ---
+    def schema(self, schema_id: int) -> pa.Schema:
+        schema = self._schemas.get(schema_id)
+        if schema is not None:
+            return schema
+        g = self.geometry
+        if schema_id >= min(self.u64(f.OFF_SCHEMA_COUNT), g.max_schemas):
+            raise RingCorrupt(f"ring file {self.path}: record names undeclared schema {schema_id}")
+        offset, length, _stream = f.SCHEMA_SLOT.unpack_from(
+            self.buf, g.schemas_offset + schema_id * f.SCHEMA_SLOT_SIZE
+        )
+        if offset + length > g.schema_heap_size or length == 0:
+            raise RingCorrupt(
+                f"ring file {self.path}: schema {schema_id} at heap offset {offset} length "
+                f"{length} is outside the {g.schema_heap_size}-byte schema heap"
+            )
+        start = g.heap_offset + offset
+        try:
+            schema = pa.ipc.read_schema(pa.py_buffer(bytes(self.buf[start : start + length])))
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise RingCorrupt(
+                f"ring file {self.path}: schema {schema_id} is unreadable: {exc}"
+            ) from None
+        self._schemas[schema_id] = schema
+        return schema
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self.buf.release()
+            self._mm.close()
+        except BufferError:
+            # A zero-copy record still views the mapping; it is unmapped when released.
+            pass
+        os.close(self._fd)
