@@ -297,7 +297,7 @@ def test_bad_input_is_refused_with_clear_errors(ring: RingBuffer):
     with pytest.raises(SchemaMismatch, match="numpy array"):
         ring.write_frame([1, 2, 3], stream="list")  # type: ignore[arg-type]
     with pytest.raises(SchemaMismatch, match="RecordBatch"):
-        ring.write_batch({"a": 1}, stream="t")  # type: ignore[arg-type]
+        ring.write_batch({"a": 1}, stream="t")
     with pytest.raises(InvalidName, match="non-empty"):
         ring.write(b"x", stream="")
     with pytest.raises(InvalidName, match="NUL"):
