@@ -92,10 +92,10 @@ FLAG_CRC = 1  # identity flags: records carry a CRC-32 of the payload
 FRAME_HEADER = struct.Struct("<8sIIQ8Q")
 FRAME_MAX_DIMS = 8
 
-U64 = struct.Struct("<Q")
-U64X2 = struct.Struct("<QQ")
-U64X3 = struct.Struct("<QQQ")
-
+# Words that another process reads while they change (positions, counters, cursors) are
+# accessed through a numpy uint64 view: an aligned single 8-byte load or store. Never use
+# struct.pack_into for them: CPython zero-fills the target before packing, so a
+# concurrent reader can see a transient 0.
 if sys.byteorder != "little":  # pragma: no cover - no big-endian CI machine
     raise ImportError("daq_storage.ring supports little-endian machines only")
 

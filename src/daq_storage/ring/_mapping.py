@@ -6,6 +6,7 @@ import mmap
 import os
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 
 from daq_storage.errors import RingCorrupt, WriterClosedError
@@ -46,6 +47,8 @@ class RingFile:
         g = self.geometry
         self.capacity = g.capacity
         self.data_offset = g.header_size
+        # The header as 8-byte words: atomic loads/stores of the shared counters.
+        self.words = np.frombuffer(self.buf, np.uint64, count=g.header_size // 8)
         self._stream_names: list[str] = []
         self._stream_ids: dict[str, int] = {}
         self._schemas: dict[int, pa.Schema] = {}
@@ -79,11 +82,11 @@ class RingFile:
 
     # --- header words ---
     def u64(self, offset: int) -> int:
-        value: int = f.U64.unpack_from(self.buf, offset)[0]
+        value: int = self.words.item(offset >> 3)
         return value
 
     def set_u64(self, offset: int, value: int) -> None:
-        f.U64.pack_into(self.buf, offset, value)
+        self.words[offset >> 3] = value
 
     # --- stream table ---
     def stream_slot(self, stream_id: int) -> int:
@@ -158,6 +161,7 @@ class RingFile:
         if self.closed:
             return
         self.closed = True
+        self.words = np.empty(0, np.uint64)
         try:
             self.buf.release()
             self._mm.close()

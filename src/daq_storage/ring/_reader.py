@@ -23,8 +23,6 @@ from daq_storage.ring._writer import RingStats, ring_stats
 __all__ = ["Record", "RingReader"]
 
 Start = Literal["oldest", "latest"]
-_SLOT_PUBLISH = f.U64X3  # cursor, heartbeat, delivered (lost follows)
-_SLOT_COUNTS = f.U64X2
 
 
 class Record:
@@ -66,6 +64,10 @@ class Record:
 
     def __len__(self) -> int:
         return len(self.data)
+
+    def __bool__(self) -> bool:
+        # A zero-length payload is still a record: `if reader.read_next():` must hold.
+        return True
 
     def __repr__(self) -> str:
         return (
@@ -217,13 +219,16 @@ class RingReader:
 
     # ------------------------------------------------------------------ positions
     def _check_consistent(self) -> tuple[int, int]:
-        intent = self._ring.u64(f.OFF_TAIL_INTENT)
-        tail = self._ring.u64(f.OFF_TAIL)
-        if intent < tail or intent - tail > self.capacity:
-            raise RingCorrupt(
-                f"ring {self.path}: tail_intent {intent} and tail {tail} are inconsistent"
-            )
-        return intent, tail
+        """``(tail_intent, tail)``, read in the order that makes ``intent >= tail``."""
+        for _ in range(100):
+            tail = self._ring.u64(f.OFF_TAIL)
+            fence()
+            intent = self._ring.u64(f.OFF_TAIL_INTENT)
+            if intent >= tail:
+                return intent, tail
+        raise RingCorrupt(
+            f"ring {self.path}: tail_intent {intent} is behind tail {tail} (never valid)"
+        )
 
     def _start_position(self, start: Start) -> tuple[int, int]:
         for _ in range(1000):
@@ -282,8 +287,9 @@ class RingReader:
             buf = self._buf
             buf[slot + f.SLOT_NAME : slot + f.SLOT_NAME + 64] = name.ljust(64, b"\x00")
             self._ring.set_u64(slot + f.SLOT_PID, os.getpid())
-            _SLOT_PUBLISH.pack_into(buf, slot + f.SLOT_CURSOR, self._pos, monotonic_ns(), 0)
-            self._ring.set_u64(slot + f.SLOT_LOST, 0)
+            for field, value in ((f.SLOT_CURSOR, self._pos), (f.SLOT_HEARTBEAT, monotonic_ns()),
+                                 (f.SLOT_DELIVERED, 0), (f.SLOT_LOST, 0)):  # fmt: skip
+                self._ring.set_u64(slot + field, value)
             fence()
             self._ring.set_u64(slot + f.SLOT_STATE, f.STATE_ACTIVE)
             self._slot = slot
@@ -298,13 +304,14 @@ class RingReader:
         slot = self._slot
         if slot is None:
             return
-        buf = self._buf
-        if not self.evicted and f.U64.unpack_from(buf, slot + f.SLOT_STATE)[0] == f.STATE_EVICTED:
+        words = self._ring.words
+        base = slot >> 3
+        if not self.evicted and words.item(base + (f.SLOT_STATE >> 3)) == f.STATE_EVICTED:
             self.evicted = True
-        _SLOT_PUBLISH.pack_into(
-            buf, slot + f.SLOT_CURSOR, self._pos, monotonic_ns(), self.delivered
-        )
-        f.U64.pack_into(buf, slot + f.SLOT_LOST, self.lost)
+        words[base + (f.SLOT_CURSOR >> 3)] = self._pos
+        words[base + (f.SLOT_HEARTBEAT >> 3)] = monotonic_ns()
+        words[base + (f.SLOT_DELIVERED >> 3)] = self.delivered
+        words[base + (f.SLOT_LOST >> 3)] = self.lost
 
     def _lapped(self) -> None:
         self.laps += 1
@@ -329,10 +336,11 @@ class RingReader:
         buf = self._buf
         cap = self.capacity
         data = self._data
-        unpack_u64 = f.U64.unpack_from
+        word = self._ring.words.item
+        w_tail, w_intent = f.OFF_TAIL >> 3, f.OFF_TAIL_INTENT >> 3
         while True:
             pos = self._pos
-            tail = unpack_u64(buf, f.OFF_TAIL)[0]
+            tail = word(w_tail)
             if pos >= tail:
                 if pos > tail and pos - tail > cap:
                     raise self._corrupt(pos, f"reader is ahead of the tail {tail}")
@@ -346,7 +354,7 @@ class RingReader:
             at = data + idx
             length, kind, sid, seq, ts, aux, crc = f.RECORD_HEADER.unpack_from(buf, at)
             fence()
-            if unpack_u64(buf, f.OFF_TAIL_INTENT)[0] - pos > cap:
+            if word(w_intent) - pos > cap:
                 self.retries += 1
                 self._lapped()
                 continue
@@ -365,7 +373,7 @@ class RingReader:
             else:
                 payload = buf[at + f.RECORD_HEADER_SIZE : at + length].toreadonly()
             fence()
-            if unpack_u64(buf, f.OFF_TAIL_INTENT)[0] - pos > cap:
+            if word(w_intent) - pos > cap:
                 self.retries += 1
                 self._lapped()
                 continue
@@ -416,7 +424,7 @@ class RingReader:
         ring = self._ring
         while len(out) < max_records:
             pos = self._pos
-            tail = f.U64.unpack_from(buf, f.OFF_TAIL)[0]
+            tail = ring.u64(f.OFF_TAIL)
             if pos >= tail:
                 break
             fence()
@@ -430,7 +438,7 @@ class RingReader:
                 continue
             chunk = bytes(buf[self._data + idx : self._data + idx + span])
             fence()
-            if f.U64.unpack_from(buf, f.OFF_TAIL_INTENT)[0] - pos > cap:
+            if ring.u64(f.OFF_TAIL_INTENT) - pos > cap:
                 self.retries += 1
                 self._lapped()
                 continue

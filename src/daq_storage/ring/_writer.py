@@ -106,6 +106,7 @@ class RingBuffer:
         self._stream_schema_id: dict[int, int] = {}
         self._frame_specs: dict[int, tuple[str, tuple[int, ...]]] = {}
         self._np = np.frombuffer(ring.buf, dtype=np.uint8)
+        self._words = ring.words
         ring.refresh_streams()
         for name in ring.streams:
             sid = ring.stream_id(name)
@@ -238,6 +239,7 @@ class RingBuffer:
             return
         unlock_byte(self._ring.fd, _WRITER_LOCK_BYTE)
         self._np = np.empty(0, np.uint8)
+        self._words = np.empty(0, np.uint64)
         self._ring.close()
 
     def unlink(self) -> None:
@@ -341,10 +343,11 @@ class RingBuffer:
         if self.overflow == "block" and end - self._min_cursor_cache > cap:
             self._wait_for_readers(end)
         buf = self._buf
+        words = self._words
         if room:
             # Padding to the end of the data region; published on its own so that a
             # writer that dies inside the next record leaves exactly one record to undo.
-            f.U64.pack_into(buf, f.OFF_TAIL_INTENT, pos + room)
+            words[f.OFF_TAIL_INTENT >> 3] = pos + room
             fence()
             if room >= f.RECORD_HEADER_SIZE:
                 f.RECORD_HEADER.pack_into(
@@ -352,27 +355,29 @@ class RingBuffer:
                 )
             pos += room
             fence()
-            f.U64.pack_into(buf, f.OFF_TAIL, pos)
+            words[f.OFF_TAIL >> 3] = pos
             self._tail = pos
-        f.U64.pack_into(buf, f.OFF_TAIL_INTENT, end)
+        words[f.OFF_TAIL_INTENT >> 3] = end
         fence()
         segment = pos // self._seg_size
         if segment != self._last_segment:
             self._last_segment = segment
-            f.U64.pack_into(buf, f.OFF_CHECKPOINTS + (segment % f.CHECKPOINTS) * 8, pos)
+            words[(f.OFF_CHECKPOINTS >> 3) + segment % f.CHECKPOINTS] = pos
         return pos
 
     def _publish(self, pos: int, end: int, sid: int, records: int, payload_bytes: int) -> None:
         fence()  # the record bytes are visible before the tail that publishes them
-        buf = self._buf
-        f.U64X2.pack_into(buf, f.OFF_TAIL, end, pos)  # tail, latest
+        words = self._words
+        words[f.OFF_LATEST >> 3] = pos
+        words[f.OFF_TAIL >> 3] = end
         self._tail = end
         self._seq += records
         self._written += records
         self._bytes += payload_bytes
-        f.U64.pack_into(buf, f.OFF_NEXT_SEQ, self._seq)
-        f.U64X2.pack_into(buf, f.OFF_RECORDS_WRITTEN, self._written, self._bytes)
-        f.U64.pack_into(buf, self._ring.stream_slot(sid) + f.STREAM_LATEST, pos + 1)
+        words[f.OFF_NEXT_SEQ >> 3] = self._seq
+        words[f.OFF_RECORDS_WRITTEN >> 3] = self._written
+        words[f.OFF_BYTES_WRITTEN >> 3] = self._bytes
+        words[(self._ring.stream_slot(sid) + f.STREAM_LATEST) >> 3] = pos + 1
 
     def _header(self, at: int, length: int, kind: int, sid: int, seq: int, ts: int, aux: int,
                 payload: Any) -> None:  # fmt: skip

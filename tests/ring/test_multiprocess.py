@@ -1,0 +1,227 @@
+"""Real processes: lapped and paused readers, block mode, and killed processes."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import random
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from daq_storage.errors import RingFull
+from daq_storage.ring import RingBuffer, RingReader
+from tests.ring import _workers
+
+CTX = multiprocessing.get_context("spawn")
+
+
+def wait_for(path: Path, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path.name} never appeared"
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def procs() -> Iterator[list[multiprocessing.process.BaseProcess]]:
+    started: list[multiprocessing.process.BaseProcess] = []
+    yield started
+    for proc in started:
+        if proc.is_alive():
+            os.kill(proc.pid or 0, signal.SIGCONT)
+            proc.kill()
+        proc.join(10)
+
+
+def run_stress(
+    shm_path: Path, tmp_path: Path, procs: list, total: int, capacity: int
+) -> list[dict]:
+    RingBuffer.create(shm_path, capacity_bytes=capacity).close()
+    results = [tmp_path / f"reader{i}.json" for i in range(4)]
+    readers = [
+        CTX.Process(target=_workers.read_records, args=(str(shm_path), total, str(results[0]))),
+        CTX.Process(
+            target=_workers.read_records, args=(str(shm_path), total, str(results[1]), "recorder")
+        ),
+        CTX.Process(
+            target=_workers.read_records,
+            args=(str(shm_path), total, str(results[2]), None, 5000, 0.002),
+        ),
+        CTX.Process(target=_workers.read_records, args=(str(shm_path), total, str(results[3]))),
+    ]
+    for proc in readers:
+        proc.start()
+        procs.append(proc)
+    time.sleep(1.0)  # spawned readers import and attach before the first record
+    writer = CTX.Process(target=_workers.write_records, args=(str(shm_path), total, 2000))
+    writer.start()
+    procs.append(writer)
+    rng = random.Random(0)
+    paused = readers[3]
+    while writer.is_alive():  # SIGSTOP/SIGCONT the last reader at random: forces laps
+        time.sleep(rng.uniform(0.02, 0.2))
+        os.kill(paused.pid or 0, signal.SIGSTOP)
+        time.sleep(rng.uniform(0.02, 0.3))
+        os.kill(paused.pid or 0, signal.SIGCONT)
+    writer.join(60)
+    assert writer.exitcode == 0
+    for proc in readers:
+        proc.join(600)
+        assert proc.exitcode == 0
+    shm_path.unlink()
+    return [json.loads(r.read_text()) for r in results]
+
+
+@pytest.mark.parametrize(
+    ("total", "capacity"),
+    [
+        pytest.param(1_000_000, 1 << 20, id="1M-records-1MiB-ring"),
+        pytest.param(10_000_000, 4 << 20, id="10M-records-4MiB-ring", marks=pytest.mark.stress),
+    ],
+)
+@pytest.mark.timeout(600)
+def test_one_writer_four_readers_lossless_accounting(
+    shm_path: Path, tmp_path: Path, procs: list, total: int, capacity: int
+):
+    results = run_stress(shm_path, tmp_path, procs, total, capacity)
+    for i, result in enumerate(results):
+        assert result["corrupt"] == 0, f"reader {i} got corrupt records: {result}"
+        assert result["last_seq"] == total - 1, f"reader {i} did not reach the end: {result}"
+        assert result["delivered"] + result["lost"] == total, f"reader {i}: {result}"
+    assert results[3]["lost"] > 0  # the paused reader was lapped...
+    assert sum(r["retries"] for r in results) > 0  # ...and the race paths ran
+
+
+def test_block_mode_slow_consumer_loses_nothing(shm_path: Path, tmp_path: Path, procs: list):
+    total = 30_000
+    RingBuffer.create(
+        shm_path, capacity_bytes=64 * 1024, overflow="block", block_timeout=10
+    ).close()
+    result_file = tmp_path / "slow.json"
+    reader = CTX.Process(
+        target=_workers.read_records,
+        args=(str(shm_path), total, str(result_file), "slow", 3000, 0.05),
+    )
+    reader.start()
+    procs.append(reader)
+    with RingBuffer.open(shm_path, block_timeout=10) as ring:
+        deadline = time.monotonic() + 30
+        while not ring.stats().readers:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        for seq in range(total):
+            ring.write(_workers.record_payload(seq), stream="s")
+        stats = ring.stats()
+    reader.join(60)
+    result = json.loads(result_file.read_text())
+    assert result == result | {"delivered": total, "lost": 0, "corrupt": 0}
+    assert stats.dropped == 0
+    shm_path.unlink()
+
+
+@pytest.mark.parametrize("how", ["kill", "stop"])
+def test_block_mode_evicts_dead_or_silent_consumer(
+    shm_path: Path, tmp_path: Path, procs: list, how: str
+):
+    ring = RingBuffer.create(
+        shm_path,
+        capacity_bytes=64 * 1024,
+        overflow="block",
+        block_timeout=10,
+        heartbeat_timeout=0.5,
+    )
+    ready = tmp_path / "ready"
+    stalled = CTX.Process(target=_workers.hold_consumer_slot, args=(str(shm_path), str(ready)))
+    stalled.start()
+    procs.append(stalled)
+    ring.write(b"hello", stream="s")
+    wait_for(ready)
+    if how == "kill":
+        stalled.kill()
+        stalled.join(10)
+    else:
+        os.kill(stalled.pid or 0, signal.SIGSTOP)
+    started = time.monotonic()
+    for seq in range(2000):  # ~1 MB through a 64 KiB ring: needs the stalled slot gone
+        ring.write(_workers.record_payload(seq), stream="s")
+    waited = time.monotonic() - started
+    stats = ring.stats()
+    assert stats.evictions == 1
+    assert stats.dropped == 0
+    (slot,) = stats.readers
+    assert slot.state == "evicted"
+    assert slot.name == "stalled"
+    assert waited < 10  # evicted well before block_timeout
+    ring.close()
+    ring.unlink()
+
+
+def test_block_mode_timeout_raises_ring_full_and_counts_the_drop(ring_block: RingBuffer):
+    with RingReader.open(ring_block.path, consumer="never_reads"):
+        payload = b"x" * 1000
+        with pytest.raises(RingFull, match=r"after 0\.2 s.*record dropped"):
+            for _ in range(100):
+                ring_block.write(payload, stream="s")
+        assert ring_block.stats().dropped == 1
+    ring_block.write(payload, stream="s")  # the consumer left: room again
+
+
+@pytest.fixture
+def ring_block(shm_path: Path) -> Iterator[RingBuffer]:
+    ring = RingBuffer.create(
+        shm_path, capacity_bytes=64 * 1024, overflow="block", block_timeout=0.2
+    )
+    yield ring
+    ring.close()
+    ring.unlink()
+
+
+def test_anonymous_reader_never_blocks_the_writer(ring_block: RingBuffer):
+    with RingReader.open(ring_block.path) as reader:
+        for _ in range(500):
+            ring_block.write(b"y" * 1000, stream="s")
+        records = reader.read_many(1000)
+        assert reader.lost + reader.delivered == 500
+        assert records[-1].seq == 499
+
+
+def test_writer_killed_mid_run_leaves_no_partial_record(
+    shm_path: Path, tmp_path: Path, procs: list
+):
+    RingBuffer.create(shm_path, capacity_bytes=8 << 20).close()
+    ready = tmp_path / "ready"
+    with RingReader.open(shm_path, consumer="viewer") as reader:
+        camera = CTX.Process(target=_workers.write_frames_forever, args=(str(shm_path), str(ready)))
+        camera.start()
+        procs.append(camera)
+        wait_for(ready)
+        seen = 0
+        for _ in range(200):
+            for record in reader.read_many(100, timeout=0.01):
+                frame = record.array()
+                assert (frame == record.frame_number % 65_000).all()  # never torn
+                seen += 1
+        camera.kill()  # SIGKILL, wherever it is: possibly inside a frame copy
+        camera.join(10)
+        assert not reader.writer_alive
+        started = time.monotonic()
+        while (record := reader.read_next(timeout=0.2)) is not None:
+            assert (record.array() == record.frame_number % 65_000).all()
+            seen += 1
+        assert time.monotonic() - started < 30  # drained, then returned: no hang
+        latest = reader.read_latest("camera_1")
+        assert latest is not None
+        assert (latest.array() == latest.frame_number % 65_000).all()
+        assert seen > 0
+        assert reader.delivered + reader.lost == reader.next_seq
+    # The stale writer lock is recoverable, and writing continues where it stopped.
+    with RingBuffer.open(shm_path) as writer:
+        seq = writer.write_frame(np.zeros((480, 640), np.uint16), stream="camera_1")
+        assert seq == reader.next_seq or seq > 0
+    shm_path.unlink()
