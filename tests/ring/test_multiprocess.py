@@ -40,8 +40,12 @@ def procs() -> Iterator[list[multiprocessing.process.BaseProcess]]:
 
 
 def run_stress(
-    shm_path: Path, tmp_path: Path, procs: list, total: int, capacity: int
-) -> list[dict]:
+    shm_path: Path,
+    tmp_path: Path,
+    procs: list[multiprocessing.process.BaseProcess],
+    total: int,
+    capacity: int,
+) -> list[dict[str, int]]:
     RingBuffer.create(shm_path, capacity_bytes=capacity).close()
     results = [tmp_path / f"reader{i}.json" for i in range(4)]
     readers = [
@@ -87,7 +91,11 @@ def run_stress(
 )
 @pytest.mark.timeout(600)
 def test_one_writer_four_readers_lossless_accounting(
-    shm_path: Path, tmp_path: Path, procs: list, total: int, capacity: int
+    shm_path: Path,
+    tmp_path: Path,
+    procs: list[multiprocessing.process.BaseProcess],
+    total: int,
+    capacity: int,
 ):
     results = run_stress(shm_path, tmp_path, procs, total, capacity)
     for i, result in enumerate(results):
@@ -98,7 +106,9 @@ def test_one_writer_four_readers_lossless_accounting(
     assert sum(r["retries"] for r in results) > 0  # ...and the race paths ran
 
 
-def test_block_mode_slow_consumer_loses_nothing(shm_path: Path, tmp_path: Path, procs: list):
+def test_block_mode_slow_consumer_loses_nothing(
+    shm_path: Path, tmp_path: Path, procs: list[multiprocessing.process.BaseProcess]
+):
     total = 30_000
     RingBuffer.create(
         shm_path, capacity_bytes=64 * 1024, overflow="block", block_timeout=10
@@ -127,7 +137,7 @@ def test_block_mode_slow_consumer_loses_nothing(shm_path: Path, tmp_path: Path, 
 
 @pytest.mark.parametrize("how", ["kill", "stop"])
 def test_block_mode_evicts_dead_or_silent_consumer(
-    shm_path: Path, tmp_path: Path, procs: list, how: str
+    shm_path: Path, tmp_path: Path, procs: list[multiprocessing.process.BaseProcess], how: str
 ):
     ring = RingBuffer.create(
         shm_path,
@@ -165,9 +175,10 @@ def test_block_mode_evicts_dead_or_silent_consumer(
 def test_block_mode_timeout_raises_ring_full_and_counts_the_drop(ring_block: RingBuffer):
     with RingReader.open(ring_block.path, consumer="never_reads"):
         payload = b"x" * 1000
+        for _ in range(64):  # fills the 64 KiB ring
+            ring_block.write(payload, stream="s")
         with pytest.raises(RingFull, match=r"after 0\.2 s.*record dropped"):
-            for _ in range(100):
-                ring_block.write(payload, stream="s")
+            ring_block.write(payload, stream="s")
         assert ring_block.stats().dropped == 1
     ring_block.write(payload, stream="s")  # the consumer left: room again
 
@@ -211,7 +222,8 @@ def test_writer_killed_mid_run_leaves_no_partial_record(
         camera.join(10)
         assert not reader.writer_alive
         started = time.monotonic()
-        while (record := reader.read_next(timeout=0.2)) is not None:
+        while (more := reader.read_next(timeout=0.2)) is not None:
+            record = more
             assert (record.array() == record.frame_number % 65_000).all()
             seen += 1
         assert time.monotonic() - started < 30  # drained, then returned: no hang
