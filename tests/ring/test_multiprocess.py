@@ -175,7 +175,7 @@ def test_block_mode_evicts_dead_or_silent_consumer(
 def test_block_mode_timeout_raises_ring_full_and_counts_the_drop(ring_block: RingBuffer):
     with RingReader.open(ring_block.path, consumer="never_reads"):
         payload = b"x" * 1000
-        for _ in range(64):  # fills the 64 KiB ring
+        for _ in range(63):  # fills the 64 KiB ring (63 records of 1032 bytes)
             ring_block.write(payload, stream="s")
         with pytest.raises(RingFull, match=r"after 0\.2 s.*record dropped"):
             ring_block.write(payload, stream="s")
@@ -203,7 +203,7 @@ def test_anonymous_reader_never_blocks_the_writer(ring_block: RingBuffer):
 
 
 def test_writer_killed_mid_run_leaves_no_partial_record(
-    shm_path: Path, tmp_path: Path, procs: list
+    shm_path: Path, tmp_path: Path, procs: list[multiprocessing.process.BaseProcess]
 ):
     RingBuffer.create(shm_path, capacity_bytes=8 << 20).close()
     ready = tmp_path / "ready"
