@@ -4,8 +4,8 @@ Memory ordering: the writer stores ``tail_intent``, then the record, then ``tail
 a reader loads ``tail``, copies, then loads ``tail_intent``. On x86-64 (TSO) stores are
 seen in program order and loads are not reordered with older loads, so no fence is
 needed (the Linux BPF ring buffer relies on the same). On weakly ordered CPUs
-(aarch64, ...) :func:`fence` is a full ``__atomic_thread_fence(SEQ_CST)`` from
-libatomic, called at the four points documented in ``docs/ring-format.md``.
+(aarch64, ...) :func:`fence` is a full sequentially consistent fence from libatomic
+(``atomic_thread_fence``), called at the four points documented in docs/ring-format.md.
 
 Liveness: the writer and each registered reader hold an open-file-description lock
 (``F_OFD_SETLK``) on one byte of the file; the kernel drops it when the process dies, so
@@ -43,7 +43,7 @@ def _load_fence() -> Callable[[], None]:
     name = ctypes.util.find_library("atomic") or "libatomic.so.1"
     try:
         lib = ctypes.CDLL(name)
-        thread_fence = lib.__atomic_thread_fence
+        thread_fence = lib.atomic_thread_fence  # C11's function form, exported since GCC 7
     except (OSError, AttributeError):
         # Any call into a C function that takes a lock is a full barrier; a
         # pthread mutex round trip is the portable fallback when libatomic is absent.
