@@ -45,5 +45,5 @@ def test_storage_io_error_keeps_errno_and_filename():
 
 
 def test_every_error_is_exported_from_the_package():
-    for name in errors.__all__:
+    for name in errors.__all__:  # errors are importable from the top level too
         assert getattr(daq_storage, name) is getattr(errors, name)

@@ -26,6 +26,7 @@ from collections.abc import Callable
 __all__ = [
     "NEEDS_FENCE",
     "fence",
+    "load_fence",
     "lock_byte",
     "lock_holder_alive",
     "monotonic_ns",
@@ -37,8 +38,9 @@ NEEDS_FENCE = platform.machine().lower() not in _TSO_MACHINES
 _SEQ_CST = 5
 
 
-def _load_fence() -> Callable[[], None]:
-    if not NEEDS_FENCE:
+def load_fence(needed: bool = NEEDS_FENCE) -> Callable[[], None]:
+    """The fence for this CPU: a no-op on TSO machines, libatomic's otherwise."""
+    if not needed:
         return lambda: None
     name = ctypes.util.find_library("atomic") or "libatomic.so.1"
     try:
@@ -61,7 +63,7 @@ def _load_fence() -> Callable[[], None]:
     return lambda: thread_fence(_SEQ_CST)
 
 
-fence: Callable[[], None] = _load_fence()
+fence: Callable[[], None] = load_fence()
 monotonic_ns = time.monotonic_ns
 
 # struct flock on Linux (x86-64 and aarch64): short type, short whence, off_t start,
