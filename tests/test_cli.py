@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pyarrow as pa
@@ -14,12 +15,19 @@ from click.testing import CliRunner
 
 from daq_storage import __version__
 from daq_storage.cli import cli
+from tests.conftest import SHM_DIR, SHM_TEST_PREFIX
+
+SHM_BASE = SHM_DIR if SHM_DIR is not None else Path("/tmp")
 
 
 def run_cli(
     *args: str, cwd: Path, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     environ = {k: v for k, v in os.environ.items() if not k.startswith("DAQ_STORAGE_")}
+    # The demo's ring goes where the leak guard looks, never to the user's default ring.
+    ring = SHM_BASE / f"{SHM_TEST_PREFIX}cli_{uuid.uuid4().hex[:8]}"
+    environ["DAQ_STORAGE_RING_BUFFER_PATH"] = str(ring)
+    environ["DAQ_STORAGE_RING_BUFFER_SIZE_MB"] = "32"
     environ.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "daq_storage.cli", *args],
@@ -82,6 +90,7 @@ def test_demo_writes_files_readable_by_pyarrow(tmp_path: Path):
     result = run_cli("demo", "--frames", "20", "--seconds", "0.2", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "camera_1" in result.stdout
+    assert "records through shared memory, 0 lost, 0 dropped" in result.stdout
     files = sorted((tmp_path / "data").iterdir())
     assert len(files) == 3
     camera_file = next(f for f in files if "camera_1" in f.name)

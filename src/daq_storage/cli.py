@@ -144,6 +144,10 @@ def demo(
             s.file.name,
         )
     console.print(table)
+    console.print(
+        f"ring {result.ring_path}: {result.ring_records:,} records through shared memory, "
+        f"{result.lost} lost, {result.dropped} dropped"
+    )
 
 
 def main() -> None:

@@ -1,23 +1,32 @@
-"""The main job in miniature: simulated instruments record a short run into ``output_dir``.
+"""The main job in miniature: simulated instruments -> shared-memory ring -> files.
 
-``daq-storage demo`` (and ``make demo``) runs this with the default configuration.
+``daq-storage demo`` (and ``make demo``) runs this with the default configuration: an
+acquisition process writes camera frames, power-meter readings and DAQ blocks into the
+ring at ``[ring_buffer] path`` (``/dev/shm``), and this process drains the ring into one
+file per stream in ``[storage] output_dir`` (``./data``).
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 
 from daq_storage.config import StorageConfig
-from daq_storage.errors import StorageIOError
+from daq_storage.errors import DaqStorageError, StorageIOError
 from daq_storage.naming import claim_path
+from daq_storage.ring import Record, RingBuffer, RingReader
 from daq_storage.sim import SimulatedCamera, SimulatedDaqCard, SimulatedPowerMeter
 
 __all__ = ["DemoResult", "StreamSummary", "run_demo"]
+
+_FRAMES_PER_BATCH = 50
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,30 +48,109 @@ class DemoResult:
     streams: list[StreamSummary]
     seconds: float
     output_dir: Path
+    ring_path: Path
+    ring_records: int
+    lost: int
+    dropped: int
 
 
-def _frames_batch(
-    block_frames: np.ndarray, stamps: np.ndarray, numbers: np.ndarray
-) -> pa.RecordBatch:
-    _, height, width = block_frames.shape
-    tensor_type = pa.fixed_shape_tensor(pa.uint16(), [height, width], dim_names=["y", "x"])
-    storage = pa.FixedSizeListArray.from_arrays(pa.array(block_frames.reshape(-1)), height * width)
-    tensors = pa.ExtensionArray.from_storage(tensor_type, storage)
-    return pa.RecordBatch.from_arrays(
-        [pa.array(stamps), pa.array(numbers), tensors],
-        names=["timestamp_ns", "frame_number", "frame"],
-    )
+def acquire(ring_path: str, frames: int, seconds: float, seed: int) -> None:
+    """The acquisition process: simulated instruments writing into the ring."""
+    start_ns = time.time_ns()
+    camera = SimulatedCamera(seed=seed, start_ns=start_ns, fps=100.0)
+    meter = SimulatedPowerMeter(("power_meter_01",), seed=seed, start_ns=start_ns)
+    daq = SimulatedDaqCard(8, sample_rate=100_000, seed=seed, start_ns=start_ns)
+    ticks = max(frames, round(seconds * 10))
+    with RingBuffer.open(ring_path) as ring:
+        for tick in range(ticks):
+            if tick < frames:
+                frame = camera.next_frame()
+                ring.write_frame(frame.array, stream="camera_1", timestamp_ns=frame.timestamp_ns,
+                                 frame_number=frame.frame_number)  # fmt: skip
+            if tick < round(seconds * 10):  # 100 ms of scalar data per tick
+                ring.write_batch(meter.read_batch(1_000), stream="power_meter_01")
+                block = daq.read_block(10_000)
+                ring.write_batch(block.to_record_batch(), stream="daq_card",
+                                 timestamp_ns=block.timestamp_ns)  # fmt: skip
 
 
-def _write_ipc(path: Path, batches: list[pa.RecordBatch], metadata: dict[str, str]) -> int:
-    schema = batches[0].schema.with_metadata(metadata)
-    try:
-        with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
-            for batch in batches:
-                writer.write_batch(batch.replace_schema_metadata(metadata))
-    except OSError as exc:
-        raise StorageIOError(exc.errno, f"cannot write demo file: {exc}", str(path)) from exc
-    return sum(b.nbytes for b in batches)
+class _StreamFile:
+    """One Arrow IPC stream file per ring stream, opened on its first record."""
+
+    def __init__(self, path: Path, stream: str, kind: str, experiment: str) -> None:
+        self.path = path
+        self.stream = stream
+        self.kind = kind
+        self.metadata = {"instrument_id": stream, "experiment": experiment,
+                         "application": "daq-storage"}  # fmt: skip
+        self.records = 0
+        self.raw_bytes = 0
+        self._sink: pa.OSFile | None = None
+        self._writer: pa.ipc.RecordBatchStreamWriter | None = None
+        self._frames: list[npt.NDArray[np.generic]] = []
+        self._stamps: list[int] = []
+        self._numbers: list[int] = []
+
+    def add(self, record: Record) -> None:
+        if record.kind == "frame":
+            self._frames.append(record.array(copy=True))
+            self._stamps.append(record.timestamp_ns)
+            self._numbers.append(record.frame_number)
+            if len(self._frames) >= _FRAMES_PER_BATCH:
+                self._flush_frames()
+        else:
+            batch = record.batch()
+            self.records += batch.num_rows
+            self.raw_bytes += batch.nbytes
+            self._write(batch.replace_schema_metadata(self.metadata))
+
+    def _flush_frames(self) -> None:
+        if not self._frames:
+            return
+        stack = np.stack(self._frames)
+        tensor_type = pa.fixed_shape_tensor(pa.from_numpy_dtype(stack.dtype), list(stack.shape[1:]))
+        storage = pa.FixedSizeListArray.from_arrays(
+            pa.array(stack.reshape(-1)), int(np.prod(stack.shape[1:]))
+        )
+        columns = [
+            pa.array(np.array(self._stamps, np.uint64)),
+            pa.array(np.array(self._numbers, np.uint64)),
+            pa.ExtensionArray.from_storage(tensor_type, storage),
+        ]
+        batch = pa.RecordBatch.from_arrays(
+            columns, names=["timestamp_ns", "frame_number", "frame"]
+        ).replace_schema_metadata(self.metadata)
+        self.records += len(self._frames)
+        self.raw_bytes += stack.nbytes
+        self._frames, self._stamps, self._numbers = [], [], []
+        self._write(batch)
+
+    def _write(self, batch: pa.RecordBatch) -> None:
+        try:
+            if self._writer is None:
+                self._sink = pa.OSFile(str(self.path), "wb")
+                self._writer = pa.ipc.new_stream(self._sink, batch.schema)
+            self._writer.write_batch(batch)
+        except OSError as exc:
+            raise StorageIOError(
+                exc.errno, f"cannot write demo file: {exc}", str(self.path)
+            ) from exc
+
+    def close(self) -> StreamSummary:
+        self._flush_frames()
+        if self._writer is not None:
+            self._writer.close()
+        if self._sink is not None:
+            self._sink.close()
+        kind = "frames" if self.kind == "frame" else "table"
+        return StreamSummary(self.stream, kind, self.records, self.raw_bytes, self.path,
+                             self.path.stat().st_size)  # fmt: skip
+
+    def __enter__(self) -> _StreamFile:
+        return self
+
+    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self.close()
 
 
 def run_demo(
@@ -74,35 +162,55 @@ def run_demo(
 ) -> DemoResult:
     """Record ``frames`` camera frames and ``seconds`` of power-meter and DAQ data.
 
-    Files go to ``config.storage.output_dir`` and are named by the naming scheme.
-    Formats written so far: Arrow IPC streams (``.arrows``), one per instrument.
+    The acquisition runs in its own process and only writes to the ring; this process
+    drains the ring into ``config.storage.output_dir``, named by the naming scheme. The
+    ring file is removed at the end. Formats written so far: Arrow IPC streams
+    (``.arrows``), one per instrument.
     """
     config = config or StorageConfig.load()
     output_dir = config.storage.output_dir
     experiment = config.storage.experiment
     started = time.perf_counter()
-    start_ns = time.time_ns()
-    summaries: list[StreamSummary] = []
-
-    camera = SimulatedCamera(seed=seed, start_ns=start_ns, fps=100.0)
-    camera_batches = []
-    for _ in range(0, frames, 50):
-        block = camera.frames(min(50, frames - camera.frame_count))
-        camera_batches.append(_frames_batch(block.frames, block.timestamps_ns, block.frame_numbers))
-    meter = SimulatedPowerMeter(("power_meter_01",), seed=seed, start_ns=start_ns, rate_hz=10_000)
-    meter_batches = [meter.read_batch(1_000) for _ in range(round(seconds * 10))]
-    daq = SimulatedDaqCard(8, sample_rate=100_000, seed=seed, start_ns=start_ns)
-    daq_batches = [daq.read_block(10_000).to_record_batch() for _ in range(round(seconds * 10))]
-
-    for stream, kind, batches, count in (
-        ("camera_1", "frames", camera_batches, frames),
-        ("power_meter_01", "table", meter_batches, sum(b.num_rows for b in meter_batches)),
-        ("daq_card", "table", daq_batches, sum(b.num_rows for b in daq_batches)),
-    ):
-        if not batches:
-            continue
-        path = claim_path(output_dir, f"{experiment}_{stream}", "arrows")
-        metadata = {"instrument_id": stream, "experiment": experiment, "application": "daq-storage"}
-        raw = _write_ipc(path, batches, metadata)
-        summaries.append(StreamSummary(stream, kind, count, raw, path, path.stat().st_size))
-    return DemoResult(summaries, time.perf_counter() - started, output_dir)
+    ring = RingBuffer.from_config(config.ring_buffer, exist_ok=True)
+    ring_path = ring.path
+    ring.close()  # the acquisition process attaches as the writer
+    files: dict[str, _StreamFile] = {}
+    try:
+        with RingReader.open(ring_path, start="oldest", consumer="demo") as reader:
+            producer = multiprocessing.get_context("spawn").Process(
+                target=acquire, args=(str(ring_path), frames, seconds, seed), name="acquisition"
+            )
+            producer.start()
+            try:
+                while True:
+                    records = reader.read_many(256, timeout=0.2)
+                    if not records and not producer.is_alive():
+                        records = reader.read_many(1 << 20)  # what arrived before it exited
+                        if not records:
+                            break
+                    for record in records:
+                        stream_file = files.get(record.stream)
+                        if stream_file is None:
+                            path = claim_path(output_dir, f"{experiment}_{record.stream}", "arrows")
+                            stream_file = files[record.stream] = _StreamFile(
+                                path, record.stream, record.kind, experiment
+                            )
+                        stream_file.add(record)
+            finally:
+                producer.join(30)
+                if producer.is_alive():
+                    producer.kill()
+                    producer.join()
+            if producer.exitcode != 0:
+                raise DaqStorageError(
+                    f"the acquisition process failed (exit code {producer.exitcode})"
+                )
+            stats = reader.stats()
+            summaries = [f.close() for f in files.values()]
+            files.clear()
+            return DemoResult(summaries, time.perf_counter() - started, output_dir, ring_path,
+                              stats.written, reader.lost, stats.dropped)  # fmt: skip
+    finally:
+        for stream_file in files.values():
+            stream_file.close()
+        ring_path.unlink(missing_ok=True)
