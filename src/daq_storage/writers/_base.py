@@ -1,0 +1,261 @@
+"""The writer interface every format implements."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, ClassVar
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+
+from daq_storage.errors import (
+    InvalidName,
+    SchemaMismatch,
+    StorageIOError,
+    UnsupportedData,
+    WriterClosedError,
+)
+from daq_storage.naming import sanitize_name
+
+__all__ = ["FrameBlock", "Writer", "WriterStats", "json_value", "storage_errors"]
+
+
+@dataclass
+class WriterStats:
+    """What a writer has done so far."""
+
+    batches: int = 0
+    rows: int = 0
+    frames: int = 0
+    bytes_written: int = 0  # payload bytes handed to the format (before compression)
+    file_size: int = 0  # bytes on disk now
+    files: list[Path] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class FrameBlock:
+    """Frames validated by :meth:`Writer.write_frames`: ``(n, *shape)`` plus per-frame ids."""
+
+    frames: npt.NDArray[Any]
+    timestamps_ns: npt.NDArray[np.uint64]
+    frame_numbers: npt.NDArray[np.uint64]
+
+
+def json_value(value: Any, *, what: str) -> str:
+    """``value`` as JSON text, or :class:`UnsupportedData` naming ``what``."""
+    try:
+        return json.dumps(value, default=_json_default, allow_nan=True)
+    except (TypeError, ValueError) as exc:
+        raise UnsupportedData(f"{what}: value {value!r} is not JSON-serialisable ({exc})") from None
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
+
+
+@contextmanager
+def storage_errors(path: Path | str, action: str) -> Iterator[None]:
+    """Turn OS errors (disk full, permissions, file-size limit) into :class:`StorageIOError`."""
+    try:
+        yield
+    except StorageIOError:
+        raise
+    except OSError as exc:
+        code = exc.errno if exc.errno is not None else errno.EIO
+        raise StorageIOError(code, f"{action}: {exc.strerror or exc}", str(path)) from exc
+
+
+class Writer(ABC):
+    """A destination for tables (Arrow record batches) and frames (N-d arrays), by stream.
+
+    Writers are synchronous and single-threaded from the caller's side; async callers
+    reach them through a thread. Use as a context manager, or call :meth:`close`.
+    """
+
+    #: Registry name ("hdf5", "arrow", ...).
+    name: ClassVar[str]
+    #: File suffixes, the first is the default.
+    suffixes: ClassVar[tuple[str, ...]]
+    supports_frames: ClassVar[bool]
+    supports_tables: ClassVar[bool]
+    supports_append: ClassVar[bool] = True
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._closed = False
+        self._stats = WriterStats()
+        self._stream_names: dict[str, str] = {}  # safe name -> stream as given
+        self._frame_specs: dict[str, tuple[np.dtype[Any], tuple[int, ...]]] = {}
+        self._frames_seen: dict[str, int] = {}
+
+    # ------------------------------------------------------------------ public API
+    @abstractmethod
+    def write_batch(self, stream: str, batch: pa.RecordBatch) -> None:
+        """Append an Arrow record batch to ``stream``."""
+
+    def write_frames(
+        self,
+        stream: str,
+        frames: npt.NDArray[Any],
+        *,
+        timestamps_ns: npt.ArrayLike | None = None,
+        frame_numbers: npt.ArrayLike | None = None,
+    ) -> None:
+        """Append ``frames`` (``(n, *frame_shape)``) to ``stream``.
+
+        Raises:
+            UnsupportedData: the format cannot hold images.
+            SchemaMismatch: dtype or frame shape differs from the stream's.
+        """
+        self._check_open()
+        raise UnsupportedData(
+            f"{self.name} writer cannot store frames (stream {stream!r}); "
+            "use hdf5, zarr, tiff, arrow or parquet"
+        )
+
+    @abstractmethod
+    def set_metadata(self, key: str, value: Any, *, stream: str | None = None) -> None:
+        """Attach ``key = value`` to the file (``stream=None``) or to one stream."""
+
+    @abstractmethod
+    def flush(self) -> None:
+        """Make everything written so far durable and visible to readers."""
+
+    def close(self) -> None:
+        """Flush and close; idempotent."""
+        if self._closed:
+            return
+        try:
+            self._close()
+        finally:
+            self._closed = True
+
+    @abstractmethod
+    def _close(self) -> None: ...
+
+    @property
+    def stats(self) -> WriterStats:
+        """Counters, with ``file_size`` measured now."""
+        size = 0
+        for path in self._stats.files:
+            size += _disk_size(path)
+        self._stats.file_size = size
+        return self._stats
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self) -> Writer:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ helpers
+    def _check_open(self) -> None:
+        if self._closed:
+            raise WriterClosedError(f"{self.name} writer for {self.path} is closed")
+
+    def _safe_stream(self, stream: str) -> str:
+        """The stream's name as used in paths, consistent over the writer's life.
+
+        Unsafe characters are replaced (``a/b`` -> ``a_b``, ``../x`` -> ``x``); two
+        streams that would map to the same name are refused.
+        """
+        safe = sanitize_name(stream, what="stream name")
+        owner = self._stream_names.setdefault(safe, stream)
+        if owner != stream:
+            raise InvalidName(
+                f"stream names {owner!r} and {stream!r} both map to {safe!r} in {self.path}"
+            )
+        return safe
+
+    def _check_batch(self, stream: str, batch: pa.RecordBatch) -> pa.RecordBatch:
+        self._check_open()
+        if isinstance(batch, pa.Table):
+            batch = batch.combine_chunks().to_batches()[0] if batch.num_rows else None
+        if not isinstance(batch, pa.RecordBatch):
+            raise UnsupportedData(
+                f"stream {stream!r}: write_batch needs a pyarrow RecordBatch, "
+                f"got {type(batch).__name__}"
+            )
+        return batch
+
+    def _check_frames(
+        self,
+        stream: str,
+        frames: npt.NDArray[Any],
+        timestamps_ns: npt.ArrayLike | None,
+        frame_numbers: npt.ArrayLike | None,
+    ) -> FrameBlock:
+        self._check_open()
+        if not isinstance(frames, np.ndarray):
+            raise SchemaMismatch(
+                f"stream {stream!r}: frames must be a numpy array, got {type(frames).__name__}"
+            )
+        if frames.ndim < 2:
+            raise SchemaMismatch(
+                f"stream {stream!r}: frames must be (n, *frame_shape), got shape {frames.shape}"
+            )
+        if frames.dtype.kind not in "biuf" or frames.dtype.itemsize > 8:
+            raise UnsupportedData(f"stream {stream!r}: frame dtype {frames.dtype} is not supported")
+        spec = (frames.dtype, frames.shape[1:])
+        known = self._frame_specs.setdefault(stream, spec)
+        if known != spec:
+            raise SchemaMismatch(
+                f"stream {stream!r} holds frames of dtype {known[0]} shape {known[1]}; "
+                f"got dtype {frames.dtype} shape {frames.shape[1:]}"
+            )
+        n = frames.shape[0]
+        first = self._frames_seen.get(stream, 0)
+        self._frames_seen[stream] = first + n
+        numbers = (
+            np.arange(first, first + n, dtype=np.uint64)
+            if frame_numbers is None
+            else np.asarray(frame_numbers, np.uint64)
+        )
+        stamps = (
+            np.zeros(n, np.uint64)
+            if timestamps_ns is None
+            else np.asarray(timestamps_ns, np.uint64)
+        )
+        for label, values in (("timestamps_ns", stamps), ("frame_numbers", numbers)):
+            if values.shape != (n,):
+                raise SchemaMismatch(
+                    f"stream {stream!r}: {label} has shape {values.shape}, expected ({n},)"
+                )
+        return FrameBlock(np.ascontiguousarray(frames), stamps, numbers)
+
+    def _add_file(self, path: Path) -> None:
+        if path not in self._stats.files:
+            self._stats.files.append(path)
+
+
+def _disk_size(path: Path) -> int:
+    try:
+        if path.is_dir():
+            return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+        return path.stat().st_size
+    except OSError:
+        return 0

@@ -1,0 +1,58 @@
+"""Shared logic of the formats that keep one file per stream (Arrow IPC, Parquet, CSV, TIFF).
+
+``path`` names a directory; stream ``s`` goes to ``path/s.<suffix>``. When a stream's
+schema changes incompatibly, the writer continues in ``path/s.part0001.<suffix>`` and
+so on, so nothing already written is rewritten or lost.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from daq_storage.writers._base import Writer, json_value, storage_errors
+
+__all__ = ["PerStreamWriter"]
+
+
+class PerStreamWriter(Writer):
+    """A writer whose streams are separate files in one directory."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        super().__init__(path)
+        with storage_errors(self.path, "cannot create output directory"):
+            self.path.mkdir(parents=True, exist_ok=True)
+            if not os.access(self.path, os.W_OK):
+                raise PermissionError(13, "Permission denied")
+        self._file_metadata: dict[str, str] = {}
+        self._stream_metadata: dict[str, dict[str, str]] = {}
+        self._parts: dict[str, int] = {}
+        self._suffix = self.suffixes[0]
+
+    def _stream_path(self, stream: str, *, new_part: bool = False) -> Path:
+        safe = self._safe_stream(stream)
+        part = self._parts.get(stream, 0) + (1 if new_part else 0)
+        self._parts[stream] = part
+        name = safe if part == 0 else f"{safe}.part{part:04d}"
+        path = self.path / f"{name}{self._suffix}"
+        self._add_file(path)
+        return path
+
+    def _metadata_for(self, stream: str) -> dict[str, str]:
+        return {**self._file_metadata, **self._stream_metadata.get(stream, {})}
+
+    def set_metadata(self, key: str, value: Any, *, stream: str | None = None) -> None:
+        """Stored as Arrow schema key-value metadata (JSON values) of the stream's file(s).
+
+        Metadata set before a stream's first write lands in its file header; later
+        values are kept for the next file part and, where the format allows, attached
+        to the next batch.
+        """
+        self._check_open()
+        text = json_value(value, what=f"metadata {key!r}")
+        if stream is None:
+            self._file_metadata[key] = text
+        else:
+            self._safe_stream(stream)
+            self._stream_metadata.setdefault(stream, {})[key] = text

@@ -1,0 +1,141 @@
+"""Arrow IPC: one streaming-format file per stream (``.arrows``), file format optional."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy.typing as npt
+import pyarrow as pa
+
+from daq_storage.errors import ConfigError
+from daq_storage.writers._base import storage_errors
+from daq_storage.writers._per_stream import PerStreamWriter
+from daq_storage.writers._tensor import frames_to_batch
+
+__all__ = ["ArrowWriter"]
+
+
+@dataclass
+class _Open:
+    path: Path
+    sink: pa.NativeFile
+    writer: pa.ipc.RecordBatchStreamWriter | pa.ipc.RecordBatchFileWriter
+    schema: pa.Schema
+    metadata: dict[str, str]
+
+
+class ArrowWriter(PerStreamWriter):
+    """Arrow IPC files, one per stream, in the directory ``path``.
+
+    The streaming format (default) is appended batch by batch and survives a killed
+    process: a reader gets every batch up to the last complete one. ``ipc_format="file"``
+    writes the random-access file format (readable only after :meth:`close`).
+    Frames are stored as a ``fixed_shape_tensor`` column ``frame`` beside
+    ``timestamp_ns`` and ``frame_number``.
+
+    Args:
+        path: output directory.
+        ipc_format: ``"stream"`` (``.arrows``) or ``"file"`` (``.arrow``).
+        compression: ``None``, ``"lz4"`` or ``"zstd"`` IPC buffer compression.
+    """
+
+    name: ClassVar[str] = "arrow"
+    suffixes: ClassVar[tuple[str, ...]] = (".arrows", ".arrow")
+    supports_frames: ClassVar[bool] = True
+    supports_tables: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        ipc_format: Literal["stream", "file"] = "stream",
+        compression: Literal["lz4", "zstd"] | None = None,
+    ) -> None:
+        if ipc_format not in ("stream", "file"):
+            raise ConfigError(f"arrow ipc_format must be 'stream' or 'file', got {ipc_format!r}")
+        if compression not in (None, "none", "lz4", "zstd"):
+            raise ConfigError(
+                f"arrow compression must be None, 'lz4' or 'zstd', got {compression!r}"
+            )
+        super().__init__(path)
+        self.ipc_format = ipc_format
+        self._suffix = ".arrows" if ipc_format == "stream" else ".arrow"
+        self._options = pa.ipc.IpcWriteOptions(
+            compression=None if compression in (None, "none") else compression
+        )
+        self._open: dict[str, _Open] = {}
+
+    def _writer_for(self, stream: str, schema: pa.Schema) -> _Open:
+        current = self._open.get(stream)
+        if current is not None and current.schema.equals(schema):
+            return current
+        if current is not None:  # schema changed: finish this part, start the next
+            self._finish(current)
+        path = self._stream_path(stream, new_part=current is not None)
+        metadata = self._metadata_for(stream)
+        full = schema.with_metadata({**(schema.metadata or {}), **metadata})
+        with storage_errors(path, "cannot create Arrow IPC file"):
+            sink = pa.OSFile(str(path), "wb")
+            if self.ipc_format == "stream":
+                writer: Any = pa.ipc.new_stream(sink, full, options=self._options)
+            else:
+                writer = pa.ipc.new_file(sink, full, options=self._options)
+        opened = self._open[stream] = _Open(path, sink, writer, schema, dict(metadata))
+        return opened
+
+    def _write(self, stream: str, batch: pa.RecordBatch) -> None:
+        target = self._writer_for(stream, batch.schema)
+        metadata = self._metadata_for(stream)
+        late = {k: v for k, v in metadata.items() if target.metadata.get(k) != v}
+        with storage_errors(target.path, "cannot write Arrow IPC batch"):
+            if late:
+                target.writer.write_batch(batch, custom_metadata=late)
+                target.metadata.update(late)
+            else:
+                target.writer.write_batch(batch)
+        self._stats.batches += 1
+        self._stats.bytes_written += batch.nbytes
+
+    def write_batch(self, stream: str, batch: pa.RecordBatch) -> None:
+        batch = self._check_batch(stream, batch)
+        self._write(stream, batch)
+        self._stats.rows += batch.num_rows
+
+    def write_frames(
+        self,
+        stream: str,
+        frames: npt.NDArray[Any],
+        *,
+        timestamps_ns: npt.ArrayLike | None = None,
+        frame_numbers: npt.ArrayLike | None = None,
+    ) -> None:
+        block = self._check_frames(stream, frames, timestamps_ns, frame_numbers)
+        self._write(stream, frames_to_batch(block))
+        self._stats.frames += len(block.frames)
+
+    def flush(self) -> None:
+        self._check_open()
+        for opened in self._open.values():
+            with storage_errors(opened.path, "cannot flush Arrow IPC file"):
+                opened.sink.flush()
+
+    def _finish(self, opened: _Open) -> None:
+        with storage_errors(opened.path, "cannot close Arrow IPC file"):
+            try:
+                opened.writer.close()
+            finally:
+                opened.sink.close()
+
+    def _close(self) -> None:
+        errors: list[BaseException] = []
+        for opened in self._open.values():
+            try:
+                self._finish(opened)
+            except OSError as exc:
+                errors.append(exc)
+        self._open.clear()
+        if errors:
+            raise errors[0]

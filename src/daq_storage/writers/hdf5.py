@@ -1,0 +1,458 @@
+"""HDF5 (h5py + hdf5plugin), in the layout of the seeds' storage actor.
+
+```
+file.h5                      attrs: created_at, created_timestamp_ns, application, <meta>
+├── <stream>/        attrs: instrument_id, created_at, schema (Arrow schema JSON), <metadata>
+│   ├── <column>             1-D (or N-d for fixed-size lists / tensors), chunked, resizable;
+│   │                        attrs: schema (the field as JSON), arrow_type, unit
+│   ├── <column>.valid       bool mask, only for columns that have had nulls
+│   ├── frames               (n, *frame_shape) for frame streams
+│   ├── timestamp_ns         (n,) uint64 for frame streams
+│   └── frame_number         (n,) uint64 for frame streams
+└── metadata/                values too large for an attribute (> 64 KiB)
+```
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+import h5py
+import hdf5plugin
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+
+from daq_storage._version import __version__
+from daq_storage.errors import ConfigError, SchemaMismatch, UnsupportedData
+from daq_storage.schema import Column, flatten_batch, widened
+from daq_storage.writers._base import FrameBlock, Writer, json_value, storage_errors
+
+__all__ = ["Hdf5Writer"]
+
+_COMPRESSIONS = ("none", "gzip", "lzf", "lz4", "zstd", "blosc-lz4", "blosc-zstd")
+_ATTRIBUTE_LIMIT = 64 * 1024
+_TABLE_CHUNK_BYTES = 1 << 20
+_STRING = h5py.string_dtype("utf-8")
+
+
+def _filters(compression: str, level: int, shuffle: bool) -> dict[str, Any]:
+    if compression == "none":
+        return {}
+    if compression == "gzip":
+        return {"compression": "gzip", "compression_opts": level, "shuffle": shuffle}
+    if compression == "lzf":
+        return {"compression": "lzf", "shuffle": shuffle}
+    if compression == "lz4":
+        return {**hdf5plugin.LZ4(), "shuffle": shuffle}
+    if compression == "zstd":
+        return {**hdf5plugin.Zstd(clevel=max(1, level)), "shuffle": shuffle}
+    cname: Any = compression.removeprefix("blosc-")
+    return dict(hdf5plugin.Blosc(cname=cname, clevel=level, shuffle=hdf5plugin.Blosc.SHUFFLE))
+
+
+def _now() -> tuple[str, int]:
+    ns = time.time_ns()
+    return datetime.fromtimestamp(ns / 1e9, UTC).isoformat(), ns
+
+
+class Hdf5Writer(Writer):
+    """One HDF5 file; one group per stream; one resizable dataset per column.
+
+    Args:
+        path: the file; created (an existing empty file, as made by
+            :func:`~daq_storage.naming.claim_path`, is taken over; a non-empty one is
+            never overwritten).
+        compression: ``none``, ``gzip`` (default: readable everywhere without plugins),
+            ``lzf``, ``lz4``, ``zstd``, ``blosc-lz4``, ``blosc-zstd``.
+        compression_level: 0-9.
+        shuffle: byte-shuffle before gzip/lzf/lz4/zstd (blosc always shuffles).
+        chunk_size: rows per chunk for tables (default: about 1 MiB of data) and frames
+            per chunk for images (default 1).
+        swmr: single-writer/multiple-reader mode: readers may open the file while it is
+            written and see flushed rows. SWMR starts at the first :meth:`flush`; no new
+            stream or column can be added after that.
+        threads: compression threads for blosc frame streams (default: CPU count).
+    """
+
+    name: ClassVar[str] = "hdf5"
+    suffixes: ClassVar[tuple[str, ...]] = (".h5", ".hdf5")
+    supports_frames: ClassVar[bool] = True
+    supports_tables: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        compression: str = "gzip",
+        compression_level: int = 4,
+        shuffle: bool = True,
+        chunk_size: int | None = None,
+        swmr: bool = False,
+        threads: int | None = None,
+    ) -> None:
+        if compression not in _COMPRESSIONS:
+            raise ConfigError(f"hdf5 compression {compression!r} is not one of {_COMPRESSIONS}")
+        if not 0 <= compression_level <= 9:
+            raise ConfigError(f"hdf5 compression_level must be 0..9, got {compression_level}")
+        if chunk_size is not None and chunk_size < 1:
+            raise ConfigError(f"hdf5 chunk_size must be >= 1, got {chunk_size}")
+        super().__init__(path)
+        self.compression = compression
+        self.compression_level = compression_level
+        self.chunk_size = chunk_size
+        self.swmr = swmr
+        self._filters = _filters(compression, compression_level, shuffle)
+        mode = "w" if self.path.exists() and self.path.stat().st_size == 0 else "w-"
+        with storage_errors(self.path, "cannot create HDF5 file"):
+            try:
+                self._file = h5py.File(self.path, mode, libver="latest" if swmr else "earliest")
+            except FileExistsError:
+                raise FileExistsError(17, "File exists (never overwritten)") from None
+        created_at, created_ns = _now()
+        self._file.attrs["created_at"] = created_at
+        self._file.attrs["created_timestamp_ns"] = np.uint64(created_ns)
+        self._file.attrs["application"] = f"daq-storage {__version__}"
+        self._add_file(self.path)
+        self._rows: dict[str, int] = {}  # rows per table stream
+        self._schemas: dict[str, pa.Schema] = {}
+        self._pool: ThreadPoolExecutor | None = None
+        self._threads = threads or os.cpu_count() or 1
+        self._pending_frames: dict[str, list[FrameBlock]] = {}
+        self._swmr_started = False
+
+    # ------------------------------------------------------------------ structure
+    def _group(self, stream: str) -> h5py.Group:
+        safe = self._safe_stream(stream)
+        group = self._file.get(safe)
+        if group is None:
+            self._check_can_create(stream)
+            group = self._file.create_group(safe)
+            group.attrs["instrument_id"] = stream
+            group.attrs["created_at"] = _now()[0]
+        return group
+
+    def _check_can_create(self, stream: str) -> None:
+        if self._swmr_started:
+            raise UnsupportedData(
+                f"{self.path}: SWMR mode has started; stream {stream!r} cannot gain new "
+                "datasets (write every stream and column once before the first flush)"
+            )
+
+    def _chunk_rows(self, column: Column) -> int:
+        if self.chunk_size is not None:
+            return self.chunk_size
+        if column.kind != "fixed":
+            return 4096
+        row_bytes = max(1, column.values[:1].nbytes or column.values.dtype.itemsize)
+        return int(max(1024, min(1 << 20, _TABLE_CHUNK_BYTES // row_bytes)))
+
+    def _create_column(self, group: h5py.Group, column: Column, rows_before: int,
+                       field_json: str) -> h5py.Dataset:  # fmt: skip
+        if column.kind == "string":
+            dtype: Any = _STRING
+            fill: Any = ""
+        elif column.kind == "vlen":
+            dtype = h5py.vlen_dtype(column.values[0].dtype if len(column.values) else np.float64)
+            fill = None
+        else:
+            dtype = column.values.dtype
+            fill = np.nan if dtype.kind == "f" else 0
+        inner = column.values.shape[1:]
+        chunk = (self._chunk_rows(column), *inner)
+        filters = self._filters if column.kind == "fixed" else {}
+        dataset = group.create_dataset(
+            column.name, shape=(rows_before, *inner), maxshape=(None, *inner), dtype=dtype,
+            chunks=chunk, fillvalue=fill, **filters,
+        )  # fmt: skip
+        dataset.attrs["schema"] = field_json
+        for key, value in column.attrs.items():
+            dataset.attrs[key] = value
+        if rows_before:  # a column that appears mid-run: earlier rows are invalid
+            self._mask(group, column.name, rows_before, default=False)
+        return dataset
+
+    def _mask(self, group: h5py.Group, name: str, rows: int, *, default: bool) -> h5py.Dataset:
+        mask = group.get(f"{name}.valid")
+        if mask is None:
+            mask = group.create_dataset(
+                f"{name}.valid", shape=(rows,), maxshape=(None,), dtype=bool,
+                chunks=(65536,), fillvalue=default, **self._filters,
+            )  # fmt: skip
+            mask[...] = default
+            mask.attrs["meaning"] = f"True where {name} holds a value; False where it is null"
+        return mask
+
+    # ------------------------------------------------------------------ tables
+    def write_batch(self, stream: str, batch: pa.RecordBatch) -> None:
+        batch = self._check_batch(stream, batch)
+        if stream in self._frame_specs:
+            raise SchemaMismatch(f"stream {stream!r} holds frames; tables go to another stream")
+        columns = flatten_batch(batch)
+        group = self._group(stream)
+        rows = self._rows.get(stream, 0)
+        n = batch.num_rows
+        # Plan every column before touching the file: a refused batch changes nothing.
+        plan: list[tuple[Column, h5py.Dataset | None, np.dtype[Any] | None]] = []
+        for column in columns:
+            if column.kind == "string" and "\x00" in "".join(column.values):
+                raise UnsupportedData(
+                    f"stream {stream!r} column {column.name!r}: HDF5 strings cannot contain "
+                    "NUL characters"
+                )
+            existing = group.get(column.name)
+            if existing is None:
+                self._check_can_create(stream)
+                plan.append((column, None, None))
+                continue
+            old = existing.dtype
+            if column.kind == "fixed":
+                if existing.shape[1:] != column.values.shape[1:] or old.kind in "OS":
+                    raise SchemaMismatch(
+                        f"stream {stream!r} column {column.name!r}: stored as "
+                        f"{existing.attrs.get('arrow_type', old)} shape {existing.shape[1:]}, "
+                        f"got {column.attrs['arrow_type']} shape {column.values.shape[1:]}"
+                    )
+                target = widened(old, column.values.dtype)
+                if target is None:
+                    raise SchemaMismatch(
+                        f"stream {stream!r} column {column.name!r}: type changed from "
+                        f"{existing.attrs.get('arrow_type', old)} to {column.attrs['arrow_type']}"
+                        " (not a safe widening)"
+                    )
+                plan.append((column, existing, target))
+            else:
+                same = (column.kind == "string") == (h5py.check_string_dtype(old) is not None)
+                if not same:
+                    raise SchemaMismatch(
+                        f"stream {stream!r} column {column.name!r}: type changed from "
+                        f"{existing.attrs.get('arrow_type', old)} to {column.attrs['arrow_type']}"
+                    )
+                plan.append((column, existing, None))
+        schema_json = _schema_json(batch.schema)
+        with storage_errors(self.path, f"cannot write stream {stream!r}"):
+            fields = {f.name: f for f in batch.schema}
+            for column, dataset, target in plan:
+                if dataset is None:
+                    top = fields.get(column.name.split(".")[0])
+                    dataset = self._create_column(
+                        group, column, rows, _field_json(top) if top is not None else "{}"
+                    )
+                elif target is not None and target != dataset.dtype:
+                    dataset = self._widen(group, dataset, target, column)
+                end = rows + n
+                dataset.resize(end, axis=0)
+                if n:
+                    dataset[rows:end] = column.values
+                if column.valid is not None or f"{column.name}.valid" in group:
+                    mask = self._mask(group, column.name, rows, default=True)
+                    mask.resize((end,))
+                    mask[rows:end] = True if column.valid is None else column.valid
+            present = {c.name for c in columns}
+            for name, dataset in group.items():  # columns absent from this batch: null
+                if (
+                    name.endswith(".valid")
+                    or name in present
+                    or not isinstance(dataset, h5py.Dataset)
+                ):
+                    continue
+                dataset.resize(rows + n, axis=0)
+                mask = self._mask(group, name, rows, default=True)
+                mask.resize((rows + n,))
+                mask[rows : rows + n] = False
+            group.attrs["schema"] = schema_json
+        self._rows[stream] = rows + n
+        self._schemas[stream] = batch.schema
+        self._stats.batches += 1
+        self._stats.rows += n
+        self._stats.bytes_written += batch.nbytes
+
+    def _widen(self, group: h5py.Group, dataset: h5py.Dataset, dtype: np.dtype[Any],
+               column: Column) -> h5py.Dataset:  # fmt: skip
+        """Rewrite ``dataset`` with a wider dtype (HDF5 cannot change it in place)."""
+        name = dataset.name.rsplit("/", 1)[-1]
+        attrs = dict(dataset.attrs)
+        temporary = f"{name}.widening"
+        new = group.create_dataset(
+            temporary, shape=dataset.shape, maxshape=dataset.maxshape, dtype=dtype,
+            chunks=dataset.chunks, fillvalue=np.nan if dtype.kind == "f" else 0, **self._filters,
+        )  # fmt: skip
+        step = dataset.chunks[0] * 16
+        for start in range(0, dataset.shape[0], step):
+            new[start : start + step] = dataset[start : start + step].astype(dtype)
+        del group[name]
+        group.move(temporary, name)
+        for key, value in attrs.items():
+            new.attrs[key] = value
+        new.attrs["arrow_type"] = column.attrs["arrow_type"]
+        return new
+
+    # ------------------------------------------------------------------ frames
+    def write_frames(
+        self,
+        stream: str,
+        frames: npt.NDArray[Any],
+        *,
+        timestamps_ns: npt.ArrayLike | None = None,
+        frame_numbers: npt.ArrayLike | None = None,
+    ) -> None:
+        if stream in self._rows:
+            raise SchemaMismatch(f"stream {stream!r} holds a table; frames go to another stream")
+        block = self._check_frames(stream, frames, timestamps_ns, frame_numbers)
+        group = self._group(stream)
+        with storage_errors(self.path, f"cannot write frames of stream {stream!r}"):
+            if "frames" not in group:
+                self._check_can_create(stream)
+                per_chunk = self.chunk_size or 1
+                shape = block.frames.shape[1:]
+                dataset = group.create_dataset(
+                    "frames", shape=(0, *shape), maxshape=(None, *shape),
+                    dtype=block.frames.dtype, chunks=(per_chunk, *shape), **self._filters,
+                )  # fmt: skip
+                dataset.attrs["dim_names"] = ",".join(["frame", "y", "x"][: 1 + len(shape)])
+                for name in ("timestamp_ns", "frame_number"):
+                    group.create_dataset(name, shape=(0,), maxshape=(None,), dtype=np.uint64,
+                                         chunks=(4096,))  # fmt: skip
+                group["timestamp_ns"].attrs["unit"] = "ns"
+            if self.compression.startswith("blosc"):
+                self._write_frames_direct(stream, group, block)
+            else:
+                self._append_frames(group, block)
+        self._stats.frames += len(block.frames)
+        self._stats.bytes_written += block.frames.nbytes
+
+    @staticmethod
+    def _append_frames(group: h5py.Group, block: FrameBlock) -> None:
+        dataset = group["frames"]
+        start, n = dataset.shape[0], len(block.frames)
+        for name, values in (("frames", block.frames), ("timestamp_ns", block.timestamps_ns),
+                             ("frame_number", block.frame_numbers)):  # fmt: skip
+            group[name].resize(start + n, axis=0)
+            group[name][start : start + n] = values
+
+    def _write_frames_direct(self, stream: str, group: h5py.Group, block: FrameBlock) -> None:
+        """Blosc frames: compress whole chunks on a thread pool, store them with direct
+        chunk writes (the areaDetector approach; blosc releases the GIL)."""
+        import numcodecs.blosc
+
+        pending = self._pending_frames.setdefault(stream, [])
+        pending.append(block)
+        per_chunk = group["frames"].chunks[0]
+        buffered = sum(len(b.frames) for b in pending)
+        whole = buffered // per_chunk * per_chunk
+        if whole == 0:
+            return
+        joined = _join(pending)
+        ready, rest = _split(joined, whole)
+        pending[:] = [rest] if len(rest.frames) else []
+        dataset = group["frames"]
+        start = dataset.shape[0]
+        numcodecs.blosc.use_threads = False  # contextual blosc: thread-safe, GIL released
+        codec = numcodecs.Blosc(
+            cname=self.compression.removeprefix("blosc-"),
+            clevel=self.compression_level,
+            shuffle=numcodecs.Blosc.SHUFFLE,
+        )
+        chunks = [ready.frames[i : i + per_chunk] for i in range(0, whole, per_chunk)]
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="daq_storage_hdf5")
+        encoded = self._pool.map(lambda c: codec.encode(np.ascontiguousarray(c)), chunks)
+        for name, values in (("timestamp_ns", ready.timestamps_ns),
+                             ("frame_number", ready.frame_numbers)):  # fmt: skip
+            group[name].resize(start + whole, axis=0)
+            group[name][start : start + whole] = values
+        dataset.resize(start + whole, axis=0)
+        zeros = (0,) * (dataset.ndim - 1)
+        for i, data in enumerate(encoded):
+            dataset.id.write_direct_chunk((start + i * per_chunk, *zeros), data)
+
+    def _drain_frames(self) -> None:
+        for stream, pending in self._pending_frames.items():
+            if pending:
+                group = self._file[self._safe_stream(stream)]
+                self._append_frames(group, _join(pending))
+                pending.clear()
+
+    # ------------------------------------------------------------------ metadata
+    def set_metadata(self, key: str, value: Any, *, stream: str | None = None) -> None:
+        """An attribute of the file or of the stream's group; JSON text for dicts and
+        lists; values over 64 KiB become datasets under ``/metadata``."""
+        self._check_open()
+        if not isinstance(key, str) or not key or "/" in key or "\x00" in key:
+            raise UnsupportedData(f"metadata key {key!r} must be a non-empty name without '/'")
+        target = self._file if stream is None else self._group(stream)
+        native = isinstance(value, str | int | float | bool | np.generic) or (
+            isinstance(value, np.ndarray) and value.dtype.kind in "biuf"
+        )
+        stored: Any = value if native else json_value(value, what=f"metadata {key!r}")
+        size = stored.nbytes if isinstance(stored, np.ndarray | np.generic) else len(str(stored))
+        with storage_errors(self.path, f"cannot store metadata {key!r}"):
+            if size > _ATTRIBUTE_LIMIT:
+                where = "metadata" if stream is None else f"metadata/{self._safe_stream(stream)}"
+                holder = self._file.require_group(where)
+                if key in holder:
+                    del holder[key]
+                holder.create_dataset(key, data=stored)
+                target.attrs[key] = f"<stored in /{where}/{key}>"
+            else:
+                target.attrs[key] = stored
+
+    # ------------------------------------------------------------------ lifecycle
+    def flush(self) -> None:
+        self._check_open()
+        with storage_errors(self.path, "cannot flush HDF5 file"):
+            self._drain_frames()
+            if self.swmr and not self._swmr_started:
+                self._file.swmr_mode = True
+                self._swmr_started = True
+            self._file.flush()
+
+    def _close(self) -> None:
+        try:
+            with storage_errors(self.path, "cannot close HDF5 file"):
+                self._drain_frames()
+                self._file.close()
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown()
+                self._pool = None
+            if self._file.id.valid:
+                self._file.close()
+
+
+def _join(blocks: list[FrameBlock]) -> FrameBlock:
+    if len(blocks) == 1:
+        return blocks[0]
+    return FrameBlock(
+        np.concatenate([b.frames for b in blocks]),
+        np.concatenate([b.timestamps_ns for b in blocks]),
+        np.concatenate([b.frame_numbers for b in blocks]),
+    )
+
+
+def _split(block: FrameBlock, at: int) -> tuple[FrameBlock, FrameBlock]:
+    return (
+        FrameBlock(block.frames[:at], block.timestamps_ns[:at], block.frame_numbers[:at]),
+        FrameBlock(block.frames[at:], block.timestamps_ns[at:], block.frame_numbers[at:]),
+    )
+
+
+def _field_json(field: pa.Field) -> str:
+    metadata = {k.decode(): v.decode() for k, v in (field.metadata or {}).items()}
+    return json.dumps(
+        {"name": field.name, "type": str(field.type), "nullable": field.nullable,
+         "metadata": metadata}
+    )  # fmt: skip
+
+
+def _schema_json(schema: pa.Schema) -> str:
+    return json.dumps({
+        "fields": [json.loads(_field_json(f)) for f in schema],
+        "metadata": {k.decode(errors="replace"): v.decode(errors="replace")
+                     for k, v in (schema.metadata or {}).items()},
+    })  # fmt: skip

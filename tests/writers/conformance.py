@@ -1,0 +1,185 @@
+"""The conformance suite every writer's tests subclass (zarr's StoreTests, xarray's roundtrip).
+
+A subclass says how to open its writer and how a scientist reads the result back; the
+tests here write, close, read back with that reader and compare values, types and
+metadata.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from daq_storage.errors import InvalidName, UnsupportedData, WriterClosedError
+from daq_storage.sim import SimulatedCamera, SimulatedPowerMeter
+from daq_storage.writers import Writer, open_writer
+
+
+class WriterConformance:
+    """Subclass and fill in the class attributes and the ``read_*`` methods."""
+
+    writer_name: ClassVar[str]
+    target: ClassVar[str]  # file or directory name inside tmp_path
+    options: ClassVar[dict[str, Any]] = {}
+    frames_supported: ClassVar[bool] = True
+
+    # --- how a scientist reads the result ---
+    def read_table(self, path: Path, stream: str) -> pa.Table:
+        raise NotImplementedError
+
+    def read_frames(self, path: Path, stream: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def read_metadata(self, path: Path, stream: str | None) -> dict[str, Any]:
+        raise NotImplementedError
+
+    # --- helpers ---
+    def open(self, tmp_path: Path, **options: Any) -> Writer:
+        return open_writer(self.writer_name, tmp_path / self.target, **{**self.options, **options})
+
+    def compare_tables(self, got: pa.Table, expected: pa.Table) -> None:
+        assert got.num_rows == expected.num_rows
+        for name in expected.column_names:
+            g = got.column(name).to_pylist()
+            e = expected.column(name).to_pylist()
+            if pa.types.is_floating(expected.schema.field(name).type):
+                np.testing.assert_allclose(np.array(g, float), np.array(e, float), rtol=1e-12)
+            else:
+                assert g == e, name
+
+    # --- the tests ---
+    def test_appended_batches_read_back(self, tmp_path: Path):
+        meter = SimulatedPowerMeter(["pm_a", "pm_b"], seed=1, start_ns=1_700_000_000_000_000_000)
+        batches = [meter.read_batch(500) for _ in range(6)]
+        with self.open(tmp_path) as writer:
+            for batch in batches:
+                writer.write_batch("power_meter_01", batch)
+            stats = writer.stats
+            assert (stats.batches, stats.rows) == (6, 6000)
+        self.compare_tables(self.read_table(tmp_path / self.target, "power_meter_01"),
+                            pa.Table.from_batches(batches))  # fmt: skip
+        assert writer.stats.file_size > 0
+
+    def test_two_streams_stay_separate(self, tmp_path: Path):
+        a = pa.record_batch({"x": pa.array([1, 2, 3], pa.int32())})
+        b = pa.record_batch({"y": pa.array([0.5, 1.5], pa.float64())})
+        with self.open(tmp_path) as writer:
+            writer.write_batch("first", a)
+            writer.write_batch("second", b)
+            writer.write_batch("first", a)
+        path = tmp_path / self.target
+        assert self.read_table(path, "first").column("x").to_pylist() == [1, 2, 3, 1, 2, 3]
+        assert self.read_table(path, "second").column("y").to_pylist() == [0.5, 1.5]
+
+    def test_metadata_file_and_stream_level(self, tmp_path: Path):
+        with self.open(tmp_path) as writer:
+            writer.set_metadata("experiment", "wavelength_scan")
+            writer.set_metadata("wavelength_nm", 633.0, stream="power_meter_01")
+            writer.set_metadata("settings", {"gain": 2, "modes": ["a", "b"]})
+            writer.write_batch(
+                "power_meter_01", SimulatedPowerMeter(seed=0, start_ns=0).read_batch(10)
+            )
+        path = tmp_path / self.target
+        file_level = self.read_metadata(path, None)
+        assert file_level["experiment"] == "wavelength_scan"
+        assert file_level["settings"] == {"gain": 2, "modes": ["a", "b"]}
+        assert self.read_metadata(path, "power_meter_01")["wavelength_nm"] == 633.0
+
+    def test_frames_roundtrip(self, tmp_path: Path):
+        block = SimulatedCamera((48, 64), seed=2, start_ns=1000).frames(7)
+        if not self.frames_supported:
+            with self.open(tmp_path) as writer, pytest.raises(UnsupportedData, match="camera_1"):
+                writer.write_frames("camera_1", block.frames)
+            return
+        with self.open(tmp_path) as writer:
+            writer.write_frames("camera_1", block.frames[:3], timestamps_ns=block.timestamps_ns[:3],
+                                frame_numbers=block.frame_numbers[:3])  # fmt: skip
+            writer.write_frames("camera_1", block.frames[3:], timestamps_ns=block.timestamps_ns[3:],
+                                frame_numbers=block.frame_numbers[3:])  # fmt: skip
+            assert writer.stats.frames == 7
+        frames, stamps, numbers = self.read_frames(tmp_path / self.target, "camera_1")
+        np.testing.assert_array_equal(frames, block.frames)
+        assert frames.dtype == np.uint16
+        np.testing.assert_array_equal(stamps, block.timestamps_ns)
+        np.testing.assert_array_equal(numbers, block.frame_numbers)
+
+    def test_unsafe_stream_names_are_escaped_consistently(self, tmp_path: Path):
+        batch = pa.record_batch({"v": [1.0]})
+        with self.open(tmp_path) as writer:
+            writer.write_batch("../x", batch)
+            writer.write_batch("../x", batch)
+            writer.write_batch("a/b", batch)
+            with pytest.raises(InvalidName, match="both map to 'x'"):
+                writer.write_batch("x", batch)
+            with pytest.raises(InvalidName):
+                writer.write_batch("", batch)
+            with pytest.raises(InvalidName, match="NUL"):
+                writer.write_batch("a\x00b", batch)
+        path = tmp_path / self.target
+        assert self.read_table(path, "x").num_rows == 2
+        assert self.read_table(path, "a_b").num_rows == 1
+        assert not (tmp_path / "x").exists()  # nothing escaped the target
+
+    def test_writing_after_close_raises(self, tmp_path: Path):
+        writer = self.open(tmp_path)
+        writer.close()
+        writer.close()  # idempotent
+        with pytest.raises(WriterClosedError, match="closed"):
+            writer.write_batch("s", pa.record_batch({"v": [1]}))
+        with pytest.raises(WriterClosedError):
+            writer.flush()
+
+    def test_non_batch_input_is_refused(self, tmp_path: Path):
+        with self.open(tmp_path) as writer, pytest.raises(UnsupportedData, match="RecordBatch"):
+            writer.write_batch("s", {"v": [1]})  # type: ignore[arg-type]
+
+    @settings(
+        max_examples=25,
+        deadline=None,
+        suppress_health_check=[
+            HealthCheck.function_scoped_fixture,
+            HealthCheck.differing_executors,
+        ],
+    )
+    @given(
+        st.lists(
+            st.tuples(
+                st.integers(-(2**31), 2**31 - 1),
+                st.floats(allow_nan=False, width=64),
+                st.text(st.characters(exclude_characters="\x00"), max_size=12),
+                st.booleans(),
+            ),
+            min_size=1,
+            max_size=40,
+        ),
+        st.integers(1, 4),
+    )
+    def test_generated_batches_roundtrip(
+        self,
+        tmp_path_factory: pytest.TempPathFactory,
+        rows: list[tuple[int, float, str, bool]],
+        parts: int,
+    ) -> None:
+        tmp_path = tmp_path_factory.mktemp("gen")
+        table = pa.table(
+            {
+                "i": pa.array([r[0] for r in rows], pa.int32()),
+                "f": pa.array([r[1] for r in rows], pa.float64()),
+                "s": pa.array([r[2] for r in rows], pa.utf8()),
+                "b": pa.array([r[3] for r in rows], pa.bool_()),
+            }
+        )
+        with self.open(tmp_path) as writer:
+            for batch in np.array_split(np.arange(len(rows)), parts):
+                if len(batch):
+                    writer.write_batch(
+                        "gen",
+                        table.slice(int(batch[0]), len(batch)).combine_chunks().to_batches()[0],
+                    )
+        self.compare_tables(self.read_table(tmp_path / self.target, "gen"), table)
