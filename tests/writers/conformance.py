@@ -137,7 +137,7 @@ class WriterConformance:
 
     def test_non_batch_input_is_refused(self, tmp_path: Path):
         with self.open(tmp_path) as writer, pytest.raises(UnsupportedData, match="RecordBatch"):
-            writer.write_batch("s", {"v": [1]})  # type: ignore[arg-type]
+            writer.write_batch("s", {"v": [1]})
 
     @settings(
         max_examples=25,

@@ -112,5 +112,8 @@ class TestCsv(WriterConformance):
         return frame.with_columns(pl.col(pl.String).fill_null("")).to_arrow()
 
     def read_metadata(self, path: Path, stream: str | None) -> dict[str, Any]:
-        document = json.loads((path / "metadata.json").read_text())
-        return document["file"] if stream is None else document["streams"][stream]
+        document: dict[str, Any] = json.loads((path / "metadata.json").read_text())
+        section: dict[str, Any] = (
+            document["file"] if stream is None else document["streams"][stream]
+        )
+        return section
