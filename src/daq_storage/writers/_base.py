@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -68,16 +69,33 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
 
 
+_ERRNO_IN_MESSAGE = re.compile(r"errno = (\d+)")
+
+
 @contextmanager
-def storage_errors(path: Path | str, action: str) -> Iterator[None]:
-    """Turn OS errors (disk full, permissions, file-size limit) into :class:`StorageIOError`."""
+def storage_errors(
+    path: Path | str, action: str, *, library_errors: tuple[type[Exception], ...] = ()
+) -> Iterator[None]:
+    """Turn OS errors (disk full, permissions, file-size limit) into :class:`StorageIOError`.
+
+    ``library_errors`` are further exception types a library uses for I/O failures
+    (h5py raises ``RuntimeError`` from HDF5's write path); their errno is taken from
+    the message when it names one.
+    """
     try:
         yield
-    except StorageIOError:
+    except (StorageIOError, WriterClosedError, UnsupportedData, SchemaMismatch):
         raise
     except OSError as exc:
-        code = exc.errno if exc.errno is not None else errno.EIO
+        code = exc.errno if exc.errno is not None else _errno_in(str(exc))
         raise StorageIOError(code, f"{action}: {exc.strerror or exc}", str(path)) from exc
+    except library_errors as exc:
+        raise StorageIOError(_errno_in(str(exc)), f"{action}: {exc}", str(path)) from exc
+
+
+def _errno_in(message: str) -> int:
+    found = _ERRNO_IN_MESSAGE.search(message)
+    return int(found.group(1)) if found else errno.EIO
 
 
 class Writer(ABC):

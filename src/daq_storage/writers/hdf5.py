@@ -15,8 +15,10 @@ file.h5                      attrs: created_at, created_timestamp_ns, applicatio
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import resource
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -29,7 +31,7 @@ import numpy.typing as npt
 import pyarrow as pa
 
 from daq_storage._version import __version__
-from daq_storage.errors import ConfigError, SchemaMismatch, UnsupportedData
+from daq_storage.errors import ConfigError, SchemaMismatch, StorageIOError, UnsupportedData
 from daq_storage.schema import Column, flatten_batch, widened
 from daq_storage.writers._base import FrameBlock, Writer, json_value, storage_errors
 
@@ -39,6 +41,13 @@ _COMPRESSIONS = ("none", "gzip", "lzf", "lz4", "zstd", "blosc-lz4", "blosc-zstd"
 _ATTRIBUTE_LIMIT = 64 * 1024
 _TABLE_CHUNK_BYTES = 1 << 20
 _STRING = h5py.string_dtype("utf-8")
+# HDF5 cannot survive a write that fails half-way (the superblock then promises bytes the
+# file does not have, and the whole file becomes unreadable). So the writer refuses a
+# write up front when the disk, or the process's file-size limit, leaves less than the
+# data plus this much headroom for HDF5's own metadata.
+_HEADROOM = 4 << 20
+# HDF5 reports failed writes (disk full, file-size limit) through h5py as RuntimeError.
+_H5_ERRORS: tuple[type[Exception], ...] = (RuntimeError,)
 
 
 def _filters(compression: str, level: int, shuffle: bool) -> dict[str, Any]:
@@ -109,7 +118,7 @@ class Hdf5Writer(Writer):
         self.swmr = swmr
         self._filters = _filters(compression, compression_level, shuffle)
         mode = "w" if self.path.exists() and self.path.stat().st_size == 0 else "w-"
-        with storage_errors(self.path, "cannot create HDF5 file"):
+        with storage_errors(self.path, "cannot create HDF5 file", library_errors=_H5_ERRORS):
             try:
                 self._file = h5py.File(self.path, mode, libver="latest" if swmr else "earliest")
             except FileExistsError:
@@ -125,6 +134,28 @@ class Hdf5Writer(Writer):
         self._threads = threads or os.cpu_count() or 1
         self._pending_frames: dict[str, list[FrameBlock]] = {}
         self._swmr_started = False
+
+    def _ensure_room(self, nbytes: int, what: str) -> None:
+        """Refuse (``StorageIOError``, nothing written) when ``nbytes`` might not fit."""
+        need = nbytes + _HEADROOM
+        size = self.path.stat().st_size if self.path.exists() else 0
+        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+        if limit != resource.RLIM_INFINITY and size + need > limit:
+            raise StorageIOError(
+                errno.EFBIG,
+                f"cannot write {what}: the file-size limit ({limit} bytes) leaves no room "
+                f"for {nbytes} more bytes; the file is closed cleanly with what it holds",
+                str(self.path),
+            )
+        disk = os.statvfs(self.path.parent)
+        free = disk.f_bavail * disk.f_frsize
+        if free < need:
+            raise StorageIOError(
+                errno.ENOSPC,
+                f"cannot write {what}: {free} bytes free on the disk, {nbytes} needed "
+                f"(+{_HEADROOM} headroom); the file keeps everything written before",
+                str(self.path),
+            )
 
     # ------------------------------------------------------------------ structure
     def _group(self, stream: str) -> h5py.Group:
@@ -194,6 +225,7 @@ class Hdf5Writer(Writer):
         if stream in self._frame_specs:
             raise SchemaMismatch(f"stream {stream!r} holds frames; tables go to another stream")
         columns = flatten_batch(batch)
+        self._ensure_room(batch.nbytes, f"stream {stream!r}")
         group = self._group(stream)
         rows = self._rows.get(stream, 0)
         n = batch.num_rows
@@ -235,7 +267,9 @@ class Hdf5Writer(Writer):
                     )
                 plan.append((column, existing, None))
         schema_json = _schema_json(batch.schema)
-        with storage_errors(self.path, f"cannot write stream {stream!r}"):
+        with storage_errors(
+            self.path, f"cannot write stream {stream!r}", library_errors=_H5_ERRORS
+        ):
             fields = {f.name: f for f in batch.schema}
             for column, dataset, target in plan:
                 if dataset is None:
@@ -304,8 +338,11 @@ class Hdf5Writer(Writer):
         if stream in self._rows:
             raise SchemaMismatch(f"stream {stream!r} holds a table; frames go to another stream")
         block = self._check_frames(stream, frames, timestamps_ns, frame_numbers)
+        self._ensure_room(block.frames.nbytes, f"frames of stream {stream!r}")
         group = self._group(stream)
-        with storage_errors(self.path, f"cannot write frames of stream {stream!r}"):
+        with storage_errors(
+            self.path, f"cannot write frames of stream {stream!r}", library_errors=_H5_ERRORS
+        ):
             if "frames" not in group:
                 self._check_can_create(stream)
                 per_chunk = self.chunk_size or 1
@@ -391,7 +428,7 @@ class Hdf5Writer(Writer):
         )
         stored: Any = value if native else json_value(value, what=f"metadata {key!r}")
         size = stored.nbytes if isinstance(stored, np.ndarray | np.generic) else len(str(stored))
-        with storage_errors(self.path, f"cannot store metadata {key!r}"):
+        with storage_errors(self.path, f"cannot store metadata {key!r}", library_errors=_H5_ERRORS):
             if size > _ATTRIBUTE_LIMIT:
                 where = "metadata" if stream is None else f"metadata/{self._safe_stream(stream)}"
                 holder = self._file.require_group(where)
@@ -405,7 +442,7 @@ class Hdf5Writer(Writer):
     # ------------------------------------------------------------------ lifecycle
     def flush(self) -> None:
         self._check_open()
-        with storage_errors(self.path, "cannot flush HDF5 file"):
+        with storage_errors(self.path, "cannot flush HDF5 file", library_errors=_H5_ERRORS):
             self._drain_frames()
             if self.swmr and not self._swmr_started:
                 self._file.swmr_mode = True
@@ -414,7 +451,7 @@ class Hdf5Writer(Writer):
 
     def _close(self) -> None:
         try:
-            with storage_errors(self.path, "cannot close HDF5 file"):
+            with storage_errors(self.path, "cannot close HDF5 file", library_errors=_H5_ERRORS):
                 self._drain_frames()
                 self._file.close()
         finally:

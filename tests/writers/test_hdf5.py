@@ -1,0 +1,303 @@
+"""HDF5 specifics: Arrow types, nulls, schema evolution, metadata, compression, SWMR, h5dump."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import h5py
+import hdf5plugin  # noqa: F401  (registers the lz4/zstd/blosc filters for reading)
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from daq_storage.errors import ConfigError, SchemaMismatch, StorageIOError, UnsupportedData
+from daq_storage.naming import claim_path
+from daq_storage.sim import SimulatedCamera, SimulatedPowerMeter
+from daq_storage.writers import Hdf5Writer
+
+
+def test_file_layout_follows_the_seeds(tmp_path: Path):
+    path = tmp_path / "run.h5"
+    with Hdf5Writer(path) as writer:
+        writer.write_batch("power_meter_01", SimulatedPowerMeter(seed=0, start_ns=0).read_batch(5))
+        writer.set_metadata("wavelength_nm", "633.0", stream="power_meter_01")
+    with h5py.File(path, "r") as f:
+        assert f.attrs["application"].startswith("daq-storage ")
+        assert f.attrs["created_at"].endswith("+00:00")
+        assert f.attrs["created_timestamp_ns"] > 1_600_000_000_000_000_000
+        group = f["power_meter_01"]
+        assert group.attrs["instrument_id"] == "power_meter_01"
+        assert "created_at" in group.attrs
+        assert group.attrs["wavelength_nm"] == "633.0"
+        assert set(group) == {"timestamp_ns", "channel", "value", "unit"}
+        assert group["value"].dtype == np.float64
+        assert group["timestamp_ns"].dtype == np.uint64
+        assert '"name": "value"' in group["value"].attrs["schema"]
+        assert group["value"].chunks is not None
+        assert group["value"].maxshape == (None,)
+
+
+def test_every_supported_arrow_type(tmp_path: Path):
+    n = 4
+    batch = pa.record_batch(
+        {
+            **{f"i{b}": pa.array(range(n), getattr(pa, f"int{b}")()) for b in (8, 16, 32, 64)},
+            **{f"u{b}": pa.array(range(n), getattr(pa, f"uint{b}")()) for b in (8, 16, 32, 64)},
+            "f16": pa.array(np.arange(n, dtype=np.float16)),
+            "f32": pa.array(range(n), pa.float32()),
+            "f64": pa.array(range(n), pa.float64()),
+            "flag": pa.array([True, False, True, False]),
+            "ts": pa.array([0, 1, 2, 3], pa.timestamp("us", tz="UTC")),
+            "dur": pa.array([5, 6, 7, 8], pa.duration("ms")),
+            "text": pa.array(["a", "bé", "", "долго"], pa.utf8()),
+            "big_text": pa.array(["x", "y", "z", "w"], pa.large_utf8()),
+            "category": pa.array(["on", "off", "on", "on"]).dictionary_encode(),
+            "ragged": pa.array([[1.0], [2.0, 3.0], [], [4.0, 5.0, 6.0]], pa.list_(pa.float64())),
+            "xyz": pa.array([[1, 2, 3]] * n, pa.list_(pa.int32(), 3)),
+            "image": pa.FixedShapeTensorArray.from_numpy_ndarray(
+                np.arange(n * 6, dtype=np.uint16).reshape(n, 2, 3)
+            ),
+            "pos": pa.array(
+                [{"x": 1.0, "y": 2.0}] * n, pa.struct([("x", pa.float64()), ("y", pa.float64())])
+            ),
+        }
+    )
+    path = tmp_path / "types.h5"
+    with Hdf5Writer(path) as writer:
+        writer.write_batch("s", batch)
+        writer.write_batch("s", batch)
+    with h5py.File(path, "r") as f:
+        g = f["s"]
+        for b in (8, 16, 32, 64):
+            assert g[f"i{b}"].dtype == np.dtype(f"int{b}")
+            assert g[f"u{b}"].dtype == np.dtype(f"uint{b}")
+        assert g["f16"].dtype == np.float16
+        assert g["flag"].dtype == bool
+        np.testing.assert_array_equal(g["ts"][:4], [0, 1, 2, 3])
+        assert (g["ts"].attrs["unit"], g["ts"].attrs["tz"]) == ("us", "UTC")
+        assert g["dur"].attrs["unit"] == "ms"
+        assert [v.decode() for v in g["text"][:4]] == ["a", "bé", "", "долго"]
+        assert [v.decode() for v in g["category"][:4]] == ["on", "off", "on", "on"]
+        assert [list(v) for v in g["ragged"][:4]] == [[1.0], [2.0, 3.0], [], [4.0, 5.0, 6.0]]
+        assert g["xyz"].shape == (8, 3)
+        assert g["image"].shape == (8, 2, 3)
+        np.testing.assert_array_equal(g["image"][:4], np.arange(n * 6).reshape(n, 2, 3))
+        np.testing.assert_array_equal(g["pos.x"][:], 1.0)
+        np.testing.assert_array_equal(g["pos.y"][:], 2.0)
+
+
+def test_nulls_get_fill_values_and_a_valid_mask(tmp_path: Path):
+    path = tmp_path / "nulls.h5"
+    with Hdf5Writer(path) as writer:
+        writer.write_batch("s", pa.record_batch({"v": pa.array([1.0, 2.0]), "t": ["a", "b"]}))
+        writer.write_batch("s", pa.record_batch({"v": pa.array([None, 4.0]), "t": [None, "d"]}))
+    with h5py.File(path, "r") as f:
+        v = f["s/v"][:]
+        assert np.isnan(v[2])
+        assert list(f["s/v.valid"][:]) == [True, True, False, True]
+        assert list(f["s/t.valid"][:]) == [True, True, False, True]
+        assert f["s/t"][2] == b""
+
+
+def test_new_column_mid_run_is_back_filled(tmp_path: Path):
+    path = tmp_path / "evolve.h5"
+    with Hdf5Writer(path) as writer:
+        writer.write_batch("s", pa.record_batch({"a": pa.array([1, 2], pa.int32())}))
+        writer.write_batch("s", pa.record_batch({"a": pa.array([3], pa.int32()), "b": [9.5]}))
+        writer.write_batch("s", pa.record_batch({"b": [7.5]}))  # "a" missing: null
+    with h5py.File(path, "r") as f:
+        assert list(f["s/a"][:]) == [1, 2, 3, 0]
+        assert list(f["s/a.valid"][:]) == [True, True, True, False]
+        b = f["s/b"][:]
+        assert np.isnan(b[:2]).all()
+        assert list(b[2:]) == [9.5, 7.5]
+        assert list(f["s/b.valid"][:]) == [False, False, True, True]
+
+
+def test_safe_widening_is_applied(tmp_path: Path):
+    path = tmp_path / "widen.h5"
+    with Hdf5Writer(path) as writer:
+        writer.write_batch(
+            "s",
+            pa.record_batch(
+                {"a": pa.array([1, 2], pa.int32()), "f": pa.array([0.5], pa.float32()).take([0, 0])}
+            ),
+        )
+        writer.write_batch(
+            "s",
+            pa.record_batch(
+                {"a": pa.array([2**40], pa.int64()), "f": pa.array([1e300], pa.float64())}
+            ),
+        )
+        writer.write_batch(
+            "s",
+            pa.record_batch({"a": pa.array([5], pa.int16()), "f": pa.array([1.0], pa.float32())}),
+        )
+    with h5py.File(path, "r") as f:
+        assert f["s/a"].dtype == np.int64
+        assert list(f["s/a"][:]) == [1, 2, 2**40, 5]
+        assert f["s/f"].dtype == np.float64
+        assert list(f["s/f"][:]) == [0.5, 0.5, 1e300, 1.0]
+
+
+def test_incompatible_change_is_refused_and_damages_nothing(tmp_path: Path):
+    path = tmp_path / "mismatch.h5"
+    with Hdf5Writer(path) as writer:
+        writer.write_batch(
+            "power", pa.record_batch({"v": [1.0, 2.0], "n": pa.array([1, 2], pa.int64())})
+        )
+        with pytest.raises(SchemaMismatch, match=r"stream 'power' column 'v'.*double.*string"):
+            writer.write_batch(
+                "power", pa.record_batch({"v": ["x"], "n": pa.array([3], pa.int64())})
+            )
+        with pytest.raises(SchemaMismatch, match=r"column 'n'.*int64 to double"):
+            writer.write_batch("power", pa.record_batch({"v": [3.0], "n": pa.array([0.5])}))
+        writer.write_batch("power", pa.record_batch({"v": [3.0], "n": pa.array([3], pa.int64())}))
+    with h5py.File(path, "r") as f:
+        assert list(f["power/v"][:]) == [1.0, 2.0, 3.0]
+        assert list(f["power/n"][:]) == [1, 2, 3]
+
+
+def test_unsupported_types_are_named(tmp_path: Path):
+    with Hdf5Writer(tmp_path / "u.h5") as writer:
+        with pytest.raises(UnsupportedData, match=r"column 'when'.*date32"):
+            writer.write_batch("s", pa.record_batch({"when": pa.array([0], pa.date32())}))
+        with pytest.raises(UnsupportedData, match="NUL"):
+            writer.write_batch("s", pa.record_batch({"t": ["a\x00b"]}))
+
+
+def test_frames_and_tables_do_not_mix_in_one_stream(tmp_path: Path):
+    with Hdf5Writer(tmp_path / "mix.h5") as writer:
+        writer.write_frames("cam", np.zeros((2, 4, 4), np.uint16))
+        with pytest.raises(SchemaMismatch, match="holds frames"):
+            writer.write_batch("cam", pa.record_batch({"v": [1]}))
+        with pytest.raises(SchemaMismatch, match=r"dtype uint16 shape \(4, 4\).*shape \(4, 5\)"):
+            writer.write_frames("cam", np.zeros((1, 4, 5), np.uint16))
+        with pytest.raises(SchemaMismatch, match="frame_numbers has shape"):
+            writer.write_frames("cam", np.zeros((2, 4, 4), np.uint16), frame_numbers=[1])
+
+
+def test_large_metadata_goes_to_a_dataset(tmp_path: Path):
+    path = tmp_path / "meta.h5"
+    calibration = np.linspace(0, 1, 100_000)  # 800 kB: far over the 64 KiB attribute limit
+    with Hdf5Writer(path) as writer:
+        writer.set_metadata("calibration", calibration)
+        writer.set_metadata("notes", "x" * 70_000, stream="s")
+        writer.set_metadata("small", 3)
+    with h5py.File(path, "r") as f:
+        np.testing.assert_array_equal(f["metadata/calibration"][:], calibration)
+        assert f.attrs["calibration"] == "<stored in /metadata/calibration>"
+        assert f["metadata/s/notes"][()].decode() == "x" * 70_000
+        assert f.attrs["small"] == 3
+
+
+@pytest.mark.parametrize("compression", ["gzip", "lzf", "lz4", "zstd", "blosc-lz4", "blosc-zstd"])
+def test_compression_really_compresses_camera_frames(tmp_path: Path, compression: str):
+    frames = SimulatedCamera(seed=0, start_ns=0).frames(8).frames
+    path = tmp_path / f"{compression}.h5"
+    with Hdf5Writer(path, compression=compression, compression_level=5, chunk_size=4) as writer:
+        writer.write_frames("camera_1", frames)
+    assert path.stat().st_size < 0.9 * frames.nbytes
+    with h5py.File(path, "r") as f:
+        np.testing.assert_array_equal(f["camera_1/frames"][:], frames)
+
+
+def test_bad_options_raise_config_error(tmp_path: Path):
+    with pytest.raises(ConfigError, match="compression 'rar'"):
+        Hdf5Writer(tmp_path / "a.h5", compression="rar")
+    with pytest.raises(ConfigError, match="compression_level"):
+        Hdf5Writer(tmp_path / "a.h5", compression_level=12)
+
+
+def test_never_overwrites_but_takes_over_a_claimed_empty_file(tmp_path: Path):
+    claimed = claim_path(tmp_path, "scan", "h5")
+    with Hdf5Writer(claimed) as writer:
+        writer.write_batch("s", pa.record_batch({"v": [1]}))
+    with pytest.raises(StorageIOError, match="cannot create HDF5 file") as info:
+        Hdf5Writer(claimed)
+    assert info.value.filename == str(claimed)
+    with h5py.File(claimed, "r") as f:
+        assert list(f["s/v"][:]) == [1]
+
+
+def test_unwritable_directory_raises_storage_io_error():
+    with pytest.raises(StorageIOError, match="cannot create HDF5 file"):
+        Hdf5Writer("/proc/daq_storage_test.h5")
+
+
+def test_disk_full_keeps_earlier_data_readable(tmp_path: Path):
+    """A file-size limit (as on a full disk) makes a write fail; what came before stays."""
+    path = tmp_path / "full.h5"
+    script = textwrap.dedent(
+        f"""
+        import resource, signal
+        import numpy as np, pyarrow as pa
+        from daq_storage.errors import StorageIOError
+        from daq_storage.writers import Hdf5Writer
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        writer = Hdf5Writer({str(path)!r}, compression="none", chunk_size=10_000)
+        writer.write_batch("s", pa.record_batch({{"v": np.arange(10_000, dtype=np.float64)}}))
+        writer.flush()
+        resource.setrlimit(resource.RLIMIT_FSIZE, (2_000_000, 2_000_000))
+        try:
+            for i in range(1, 100):
+                writer.write_batch("s", pa.record_batch({{"v": np.full(10_000, i, np.float64)}}))
+                writer.flush()
+        except StorageIOError as exc:
+            print("STORAGE_IO_ERROR", exc.errno)
+        try:
+            writer.close()
+        except StorageIOError:
+            pass
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=120, check=False)  # fmt: skip
+    assert "STORAGE_IO_ERROR" in result.stdout, result.stdout + result.stderr
+    with h5py.File(path, "r") as f:
+        values = f["s/v"][:10_000]
+    np.testing.assert_array_equal(values, np.arange(10_000))
+
+
+def test_swmr_reader_sees_flushed_rows_while_writing(tmp_path: Path):
+    path = tmp_path / "swmr.h5"
+    reader_script = textwrap.dedent(
+        f"""
+        import h5py
+        with h5py.File({str(path)!r}, "r", libver="latest", swmr=True) as f:
+            dataset = f["s/v"]
+            dataset.refresh()
+            print(dataset.shape[0])
+        """
+    )
+    with Hdf5Writer(path, swmr=True) as writer:
+        writer.write_batch("s", pa.record_batch({"v": np.arange(100.0)}))
+        writer.flush()
+        first = subprocess.run([sys.executable, "-c", reader_script], capture_output=True,
+                               text=True, timeout=60, check=True)  # fmt: skip
+        writer.write_batch("s", pa.record_batch({"v": np.arange(50.0)}))
+        writer.flush()
+        second = subprocess.run([sys.executable, "-c", reader_script], capture_output=True,
+                                text=True, timeout=60, check=True)  # fmt: skip
+        with pytest.raises(UnsupportedData, match="SWMR mode has started"):
+            writer.write_batch("new_stream", pa.record_batch({"v": [1.0]}))
+    assert (int(first.stdout), int(second.stdout)) == (100, 150)
+
+
+@pytest.mark.skipif(
+    shutil.which("h5dump") is None, reason="h5dump (Debian hdf5-tools) not installed"
+)
+def test_h5dump_reads_the_file(tmp_path: Path):
+    path = tmp_path / "dump.h5"
+    with Hdf5Writer(path) as writer:
+        writer.write_batch("power_meter_01", pa.record_batch({"value": [1.5, 2.5]}))
+        writer.write_frames("camera_1", np.arange(8, dtype=np.uint16).reshape(2, 2, 2))
+    result = subprocess.run(["h5dump", str(path)], capture_output=True, text=True, timeout=60,
+                            check=True)  # fmt: skip
+    assert 'GROUP "power_meter_01"' in result.stdout
+    assert "1.5, 2.5" in result.stdout
+    assert 'DATASET "frames"' in result.stdout
