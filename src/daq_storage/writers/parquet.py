@@ -113,7 +113,8 @@ class ParquetWriter(PerStreamWriter):
         table = pa.Table.from_batches(target.pending, schema=target.schema)
         target.pending, target.pending_rows = [], 0
         with storage_errors(target.path, "cannot write Parquet row group"):
-            target.writer.write_table(table, row_group_size=self.row_group_size)
+            # One row group per drain: batches are never split across groups.
+            target.writer.write_table(table, row_group_size=max(1, table.num_rows))
 
     def write_batch(self, stream: str, batch: pa.RecordBatch) -> None:
         batch = self._check_batch(stream, batch)
