@@ -84,7 +84,7 @@ def test_arrow_schema_change_continues_in_a_new_part(tmp_path: Path):
 @pytest.mark.parametrize("compression", ["lz4", "zstd"])
 def test_arrow_buffer_compression_compresses_frames(tmp_path: Path, compression: str):
     frames = SimulatedCamera(seed=0, start_ns=0).frames(4).frames
-    with ArrowWriter(tmp_path / "c", compression=compression) as writer:
+    with ArrowWriter(tmp_path / "c", compression=compression)  # type: ignore[arg-type] as writer:
         writer.write_frames("cam", frames)
     path = tmp_path / "c" / "cam.arrows"
     assert path.stat().st_size < frames.nbytes  # lz4 without shuffle gains little on noise
@@ -152,6 +152,7 @@ def test_parquet_flush_interval_bounds_what_a_crash_loses(tmp_path: Path):
         writer.write_batch("s", pa.record_batch({"v": [3]}))
         # Each batch was written as its own row group at once (interval 0).
         assert writer._open["s"].pending == []
+    assert pq.ParquetFile(tmp_path / "p" / "s.parquet").metadata.num_row_groups == 2
 
 
 def test_parquet_rotates_on_incompatible_schema(tmp_path: Path):
