@@ -84,7 +84,7 @@ def test_arrow_schema_change_continues_in_a_new_part(tmp_path: Path):
 @pytest.mark.parametrize("compression", ["lz4", "zstd"])
 def test_arrow_buffer_compression_compresses_frames(tmp_path: Path, compression: str):
     frames = SimulatedCamera(seed=0, start_ns=0).frames(4).frames
-    with ArrowWriter(tmp_path / "c", compression=compression)  # type: ignore[arg-type] as writer:
+    with ArrowWriter(tmp_path / "c", compression=compression) as writer:  # type: ignore[arg-type]
         writer.write_frames("cam", frames)
     path = tmp_path / "c" / "cam.arrows"
     assert path.stat().st_size < frames.nbytes  # lz4 without shuffle gains little on noise
