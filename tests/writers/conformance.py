@@ -152,7 +152,7 @@ class WriterConformance:
             st.tuples(
                 st.integers(-(2**31), 2**31 - 1),
                 st.floats(allow_nan=False, width=64),
-                st.text(st.characters(exclude_characters="\x00"), max_size=12),
+                st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=12),
                 st.booleans(),
             ),
             min_size=1,
