@@ -11,6 +11,8 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
+import xarray as xr
+import zarr
 
 from tests.writers.conformance import WriterConformance
 
@@ -117,3 +119,24 @@ class TestCsv(WriterConformance):
             document["file"] if stream is None else document["streams"][stream]
         )
         return section
+
+
+class TestZarr(WriterConformance):
+    writer_name = "zarr"
+    target = "run.zarr"
+    options: ClassVar[dict[str, Any]] = {"chunk_size": 2, "shard_frames": 4}
+
+    def read_table(self, path: Path, stream: str) -> pa.Table:
+        dataset = xr.open_zarr(path, group=stream, consolidated=False)
+        return pa.table({name: np.asarray(dataset[name].values) for name in dataset.data_vars})
+
+    def read_frames(self, path: Path, stream: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        dataset = xr.open_zarr(path, group=stream, consolidated=False)
+        assert dataset["frames"].dims == ("frame", "y", "x")
+        return (dataset["frames"].values, dataset["timestamp_ns"].values,
+                dataset["frame_number"].values)  # fmt: skip
+
+    def read_metadata(self, path: Path, stream: str | None) -> dict[str, Any]:
+        group = zarr.open_group(path, mode="r")
+        node = group if stream is None else group[stream]
+        return dict(node.attrs)

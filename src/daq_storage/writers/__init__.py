@@ -1,6 +1,7 @@
 """Format writers behind one interface, selectable by name.
 
-``open_writer("hdf5", "run.h5")`` · ``"arrow"`` · ``"parquet"`` · ``"csv"``; third-party
+``open_writer("hdf5", "run.h5")`` · ``"arrow"`` · ``"parquet"`` · ``"csv"`` · ``"zarr"`` ·
+``"tiff"``; third-party
 writers register under the entry-point group ``daq_storage.writers``.
 """
 
@@ -15,6 +16,8 @@ from daq_storage.writers.arrow_ipc import ArrowWriter
 from daq_storage.writers.csv import CsvWriter
 from daq_storage.writers.hdf5 import Hdf5Writer
 from daq_storage.writers.parquet import ParquetWriter
+from daq_storage.writers.tiff import TiffWriter
+from daq_storage.writers.zarr import ZarrWriter
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -22,8 +25,10 @@ __all__ = [
     "CsvWriter",
     "Hdf5Writer",
     "ParquetWriter",
+    "TiffWriter",
     "Writer",
     "WriterStats",
+    "ZarrWriter",
     "available_writers",
     "get_writer_class",
     "open_writer",

@@ -19,6 +19,8 @@ _BUILTIN = {
     "arrow": "daq_storage.writers.arrow_ipc:ArrowWriter",
     "parquet": "daq_storage.writers.parquet:ParquetWriter",
     "csv": "daq_storage.writers.csv:CsvWriter",
+    "zarr": "daq_storage.writers.zarr:ZarrWriter",
+    "tiff": "daq_storage.writers.tiff:TiffWriter",
 }
 
 
