@@ -126,24 +126,18 @@ def demo(
             update={"storage": config.storage.model_copy(update={"output_dir": output_dir})}
         )
     result = run_demo(config, frames=frames, seconds=seconds, seed=seed)
-    table = Table(
-        title=f"daq-storage demo: {result.output_dir} ({result.seconds:.2f} s)",
-        title_justify="left",
-    )
-    for column in ("stream", "kind", "records", "raw MB", "file MB", "file"):
-        table.add_column(
-            column, justify="right" if "MB" in column or column == "records" else "left"
-        )
+    console.print(f"daq-storage demo: {result.backend} -> {result.path} in {result.seconds:.2f} s")
+    table = Table()
+    for column in ("stream", "kind", "records", "raw MB", "note"):
+        table.add_column(column, justify="right" if column in ("records", "raw MB") else "left")
     for s in result.streams:
-        table.add_row(
-            s.stream,
-            s.kind,
-            f"{s.records:,}",
-            f"{s.raw_bytes / 1e6:.1f}",
-            f"{s.file_bytes / 1e6:.1f}",
-            s.file.name,
-        )
+        table.add_row(s.stream, s.kind, f"{s.records:,}", f"{s.raw_bytes / 1e6:.1f}", s.skipped)
     console.print(table)
+    raw = sum(s.raw_bytes for s in result.streams)
+    console.print(
+        f"{result.path}: {result.file_bytes / 1e6:.1f} MB on disk for {raw / 1e6:.1f} MB of data"
+        + (f" ({result.file_bytes / raw:.0%})" if raw else "")
+    )
     console.print(
         f"ring {result.ring_path}: {result.ring_records:,} records through shared memory, "
         f"{result.lost} lost, {result.dropped} dropped"

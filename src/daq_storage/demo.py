@@ -1,9 +1,9 @@
-"""The main job in miniature: simulated instruments -> shared-memory ring -> files.
+"""The main job in miniature: simulated instruments -> shared-memory ring -> a writer.
 
 ``daq-storage demo`` (and ``make demo``) runs this with the default configuration: an
 acquisition process writes camera frames, power-meter readings and DAQ blocks into the
-ring at ``[ring_buffer] path`` (``/dev/shm``), and this process drains the ring into one
-file per stream in ``[storage] output_dir`` (``./data``).
+ring at ``[ring_buffer] path`` (``/dev/shm``), and this process drains the ring into the
+``[storage] default_backend`` format (HDF5) in ``[storage] output_dir`` (``./data``).
 """
 
 from __future__ import annotations
@@ -12,33 +12,30 @@ import multiprocessing
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
 import numpy as np
-import numpy.typing as npt
-import pyarrow as pa
 
 from daq_storage.config import StorageConfig
-from daq_storage.errors import DaqStorageError, StorageIOError
+from daq_storage.errors import DaqStorageError
 from daq_storage.naming import claim_path
 from daq_storage.ring import Record, RingBuffer, RingReader
 from daq_storage.sim import SimulatedCamera, SimulatedDaqCard, SimulatedPowerMeter
+from daq_storage.writers import Writer, get_writer_class
 
 __all__ = ["DemoResult", "StreamSummary", "run_demo"]
 
 _FRAMES_PER_BATCH = 50
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class StreamSummary:
     """What the demo wrote for one instrument."""
 
     stream: str
     kind: str  # "frames" or "table"
-    records: int  # frames, or rows
-    raw_bytes: int
-    file: Path
-    file_bytes: int
+    records: int = 0  # frames, or rows
+    raw_bytes: int = 0
+    skipped: str = ""  # why nothing was stored, when the format cannot hold the data
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +45,9 @@ class DemoResult:
     streams: list[StreamSummary]
     seconds: float
     output_dir: Path
+    backend: str
+    path: Path
+    file_bytes: int
     ring_path: Path
     ring_records: int
     lost: int
@@ -74,85 +74,6 @@ def acquire(ring_path: str, frames: int, seconds: float, seed: int) -> None:
                                  timestamp_ns=block.timestamp_ns)  # fmt: skip
 
 
-class _StreamFile:
-    """One Arrow IPC stream file per ring stream, opened on its first record."""
-
-    def __init__(self, path: Path, stream: str, kind: str, experiment: str) -> None:
-        self.path = path
-        self.stream = stream
-        self.kind = kind
-        self.metadata = {"instrument_id": stream, "experiment": experiment,
-                         "application": "daq-storage"}  # fmt: skip
-        self.records = 0
-        self.raw_bytes = 0
-        self._sink: pa.OSFile | None = None
-        self._writer: pa.ipc.RecordBatchStreamWriter | None = None
-        self._frames: list[npt.NDArray[np.generic]] = []
-        self._stamps: list[int] = []
-        self._numbers: list[int] = []
-
-    def add(self, record: Record) -> None:
-        if record.kind == "frame":
-            self._frames.append(record.array(copy=True))
-            self._stamps.append(record.timestamp_ns)
-            self._numbers.append(record.frame_number)
-            if len(self._frames) >= _FRAMES_PER_BATCH:
-                self._flush_frames()
-        else:
-            batch = record.batch()
-            self.records += batch.num_rows
-            self.raw_bytes += batch.nbytes
-            self._write(batch.replace_schema_metadata(self.metadata))
-
-    def _flush_frames(self) -> None:
-        if not self._frames:
-            return
-        stack = np.stack(self._frames)
-        tensor_type = pa.fixed_shape_tensor(pa.from_numpy_dtype(stack.dtype), list(stack.shape[1:]))
-        storage = pa.FixedSizeListArray.from_arrays(
-            pa.array(stack.reshape(-1)), int(np.prod(stack.shape[1:]))
-        )
-        columns = [
-            pa.array(np.array(self._stamps, np.uint64)),
-            pa.array(np.array(self._numbers, np.uint64)),
-            pa.ExtensionArray.from_storage(tensor_type, storage),
-        ]
-        batch = pa.RecordBatch.from_arrays(
-            columns, names=["timestamp_ns", "frame_number", "frame"]
-        ).replace_schema_metadata(self.metadata)
-        self.records += len(self._frames)
-        self.raw_bytes += stack.nbytes
-        self._frames, self._stamps, self._numbers = [], [], []
-        self._write(batch)
-
-    def _write(self, batch: pa.RecordBatch) -> None:
-        try:
-            if self._writer is None:
-                self._sink = pa.OSFile(str(self.path), "wb")
-                self._writer = pa.ipc.new_stream(self._sink, batch.schema)
-            self._writer.write_batch(batch)
-        except OSError as exc:
-            raise StorageIOError(
-                exc.errno, f"cannot write demo file: {exc}", str(self.path)
-            ) from exc
-
-    def close(self) -> StreamSummary:
-        self._flush_frames()
-        if self._writer is not None:
-            self._writer.close()
-        if self._sink is not None:
-            self._sink.close()
-        kind = "frames" if self.kind == "frame" else "table"
-        return StreamSummary(self.stream, kind, self.records, self.raw_bytes, self.path,
-                             self.path.stat().st_size)  # fmt: skip
-
-    def __enter__(self) -> _StreamFile:
-        return self
-
-    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
-        self.close()
-
-
 def run_demo(
     config: StorageConfig | None = None,
     *,
@@ -168,15 +89,28 @@ def run_demo(
     (``.arrows``), one per instrument.
     """
     config = config or StorageConfig.load()
-    output_dir = config.storage.output_dir
-    experiment = config.storage.experiment
+    settings = config.storage
+    backend = settings.default_backend
+    writer_class = get_writer_class(backend)
     started = time.perf_counter()
+    if settings.output_path is not None:
+        path = settings.output_path
+    else:
+        suffix = writer_class.suffixes[0].lstrip(".")
+        path = claim_path(settings.output_dir, settings.experiment, suffix,
+                          directory=writer_class.path_is_directory)  # fmt: skip
     ring = RingBuffer.from_config(config.ring_buffer, exist_ok=True)
     ring_path = ring.path
     ring.close()  # the acquisition process attaches as the writer
-    files: dict[str, _StreamFile] = {}
+    summaries: dict[str, StreamSummary] = {}
+    frames_pending: dict[str, list[Record]] = {}
     try:
-        with RingReader.open(ring_path, start="oldest", consumer="demo") as reader:
+        with (
+            writer_class(path, **writer_class.options_from_config(settings)) as writer,
+            RingReader.open(ring_path, start="oldest", consumer="demo") as reader,
+        ):
+            writer.set_metadata("experiment", settings.experiment)
+            writer.set_metadata("source", "daq-storage demo (simulated instruments)")
             producer = multiprocessing.get_context("spawn").Process(
                 target=acquire, args=(str(ring_path), frames, seconds, seed), name="acquisition"
             )
@@ -189,13 +123,9 @@ def run_demo(
                         if not records:
                             break
                     for record in records:
-                        stream_file = files.get(record.stream)
-                        if stream_file is None:
-                            path = claim_path(output_dir, f"{experiment}_{record.stream}", "arrows")
-                            stream_file = files[record.stream] = _StreamFile(
-                                path, record.stream, record.kind, experiment
-                            )
-                        stream_file.add(record)
+                        _store(writer, record, summaries, frames_pending)
+                for stream, pending in frames_pending.items():
+                    _write_frames(writer, stream, pending, summaries[stream])
             finally:
                 producer.join(30)
                 if producer.is_alive():
@@ -206,11 +136,48 @@ def run_demo(
                     f"the acquisition process failed (exit code {producer.exitcode})"
                 )
             stats = reader.stats()
-            summaries = [f.close() for f in files.values()]
-            files.clear()
-            return DemoResult(summaries, time.perf_counter() - started, output_dir, ring_path,
-                              stats.written, reader.lost, stats.dropped)  # fmt: skip
+        return DemoResult(
+            list(summaries.values()), time.perf_counter() - started, settings.output_dir,
+            backend, path, writer.stats.file_size, ring_path, stats.written, reader.lost,
+            stats.dropped,
+        )  # fmt: skip
     finally:
-        for stream_file in files.values():
-            stream_file.close()
         ring_path.unlink(missing_ok=True)
+
+
+def _store(writer: Writer, record: Record, summaries: dict[str, StreamSummary],
+           frames_pending: dict[str, list[Record]]) -> None:  # fmt: skip
+    stream = record.stream
+    if record.kind == "frame":
+        summary = summaries.setdefault(stream, StreamSummary(stream, "frames"))
+        if not writer.supports_frames:
+            summary.skipped = f"{writer.name} cannot hold frames"
+            return
+        pending = frames_pending.setdefault(stream, [])
+        pending.append(record)
+        if len(pending) >= _FRAMES_PER_BATCH:
+            _write_frames(writer, stream, pending, summary)
+        return
+    summary = summaries.setdefault(stream, StreamSummary(stream, "table"))
+    if not writer.supports_tables:
+        summary.skipped = f"{writer.name} cannot hold tables"
+        return
+    batch = record.batch()
+    writer.write_batch(stream, batch)
+    summary.records += batch.num_rows
+    summary.raw_bytes += batch.nbytes
+
+
+def _write_frames(writer: Writer, stream: str, pending: list[Record],
+                  summary: StreamSummary) -> None:  # fmt: skip
+    if not pending:
+        return
+    stack = np.stack([r.array() for r in pending])
+    writer.write_frames(
+        stream, stack,
+        timestamps_ns=np.array([r.timestamp_ns for r in pending], np.uint64),
+        frame_numbers=np.array([r.frame_number for r in pending], np.uint64),
+    )  # fmt: skip
+    summary.records += len(pending)
+    summary.raw_bytes += stack.nbytes
+    pending.clear()

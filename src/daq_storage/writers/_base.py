@@ -18,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
+from daq_storage.config import StorageSettings
 from daq_storage.errors import (
     InvalidName,
     SchemaMismatch,
@@ -112,6 +113,13 @@ class Writer(ABC):
     supports_frames: ClassVar[bool]
     supports_tables: ClassVar[bool]
     supports_append: ClassVar[bool] = True
+    #: ``path`` names a directory (one file per stream, or a Zarr store), not a file.
+    path_is_directory: ClassVar[bool] = True
+
+    @classmethod
+    def options_from_config(cls, settings: StorageSettings) -> dict[str, Any]:
+        """Writer options taken from the ``[storage]`` config section (none by default)."""
+        return {}
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)

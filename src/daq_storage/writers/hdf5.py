@@ -31,6 +31,7 @@ import numpy.typing as npt
 import pyarrow as pa
 
 from daq_storage._version import __version__
+from daq_storage.config import StorageSettings
 from daq_storage.errors import ConfigError, SchemaMismatch, StorageIOError, UnsupportedData
 from daq_storage.schema import Column, flatten_batch, widened
 from daq_storage.writers._base import FrameBlock, Writer, json_value, storage_errors
@@ -93,6 +94,18 @@ class Hdf5Writer(Writer):
     suffixes: ClassVar[tuple[str, ...]] = (".h5", ".hdf5")
     supports_frames: ClassVar[bool] = True
     supports_tables: ClassVar[bool] = True
+    path_is_directory: ClassVar[bool] = False
+
+    @classmethod
+    def options_from_config(cls, settings: StorageSettings) -> dict[str, Any]:
+        """``compression`` (if HDF5 has it), ``compression_level``, ``chunk_size``."""
+        options: dict[str, Any] = {
+            "compression_level": settings.compression_level,
+            "chunk_size": settings.chunk_size,
+        }
+        if settings.compression in _COMPRESSIONS:
+            options["compression"] = settings.compression
+        return options
 
     def __init__(
         self,
