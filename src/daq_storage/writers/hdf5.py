@@ -132,6 +132,7 @@ class Hdf5Writer(Writer):
         self._filters = _filters(compression, compression_level, shuffle)
         mode = "w" if self.path.exists() and self.path.stat().st_size == 0 else "w-"
         with storage_errors(self.path, "cannot create HDF5 file", library_errors=_H5_ERRORS):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             try:
                 self._file = h5py.File(self.path, mode, libver="latest" if swmr else "earliest")
             except FileExistsError:

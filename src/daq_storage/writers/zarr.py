@@ -162,7 +162,7 @@ class ZarrWriter(Writer):
                         column.name, shape=(rows, *inner),
                         chunks=(self.chunk_size or 65536, *inner), dtype=dtype,
                         dimension_names=["row", *(f"{column.name}_{i}" for i in range(len(inner)))],
-                        compressors=self._compressors if column.kind == "fixed" else None,
+                        compressors=self._compressors,
                         attributes=dict(column.attrs),
                     )  # fmt: skip
                 _array(group, column.name).append(column.values, axis=0)
