@@ -28,7 +28,7 @@ from daq_storage.errors import (
 )
 from daq_storage.naming import sanitize_name
 
-__all__ = ["FrameBlock", "Writer", "WriterStats", "json_value", "storage_errors"]
+__all__ = ["FrameBlock", "Writer", "WriterStats", "join_frames", "json_value", "storage_errors"]
 
 
 @dataclass
@@ -50,6 +50,17 @@ class FrameBlock:
     frames: npt.NDArray[Any]
     timestamps_ns: npt.NDArray[np.uint64]
     frame_numbers: npt.NDArray[np.uint64]
+
+
+def join_frames(blocks: list[FrameBlock]) -> FrameBlock:
+    """Consecutive frame blocks as one."""
+    if len(blocks) == 1:
+        return blocks[0]
+    return FrameBlock(
+        np.concatenate([b.frames for b in blocks]),
+        np.concatenate([b.timestamps_ns for b in blocks]),
+        np.concatenate([b.frame_numbers for b in blocks]),
+    )
 
 
 def json_value(value: Any, *, what: str) -> str:

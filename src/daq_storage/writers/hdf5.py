@@ -34,7 +34,7 @@ from daq_storage._version import __version__
 from daq_storage.config import StorageSettings
 from daq_storage.errors import ConfigError, SchemaMismatch, StorageIOError, UnsupportedData
 from daq_storage.schema import Column, flatten_batch, widened
-from daq_storage.writers._base import FrameBlock, Writer, json_value, storage_errors
+from daq_storage.writers._base import FrameBlock, Writer, join_frames, json_value, storage_errors
 
 __all__ = ["Hdf5Writer"]
 
@@ -398,7 +398,7 @@ class Hdf5Writer(Writer):
         whole = buffered // per_chunk * per_chunk
         if whole == 0:
             return
-        joined = _join(pending)
+        joined = join_frames(pending)
         ready, rest = _split(joined, whole)
         pending[:] = [rest] if len(rest.frames) else []
         dataset = group["frames"]
@@ -426,7 +426,7 @@ class Hdf5Writer(Writer):
         for stream, pending in self._pending_frames.items():
             if pending:
                 group = self._file[self._safe_stream(stream)]
-                self._append_frames(group, _join(pending))
+                self._append_frames(group, join_frames(pending))
                 pending.clear()
 
     # ------------------------------------------------------------------ metadata
@@ -474,16 +474,6 @@ class Hdf5Writer(Writer):
                 self._pool = None
             if self._file.id.valid:
                 self._file.close()
-
-
-def _join(blocks: list[FrameBlock]) -> FrameBlock:
-    if len(blocks) == 1:
-        return blocks[0]
-    return FrameBlock(
-        np.concatenate([b.frames for b in blocks]),
-        np.concatenate([b.timestamps_ns for b in blocks]),
-        np.concatenate([b.frame_numbers for b in blocks]),
-    )
 
 
 def _split(block: FrameBlock, at: int) -> tuple[FrameBlock, FrameBlock]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
 
 import numpy as np
@@ -15,7 +16,7 @@ import zarr.codecs
 
 from daq_storage.errors import ConfigError, SchemaMismatch, UnsupportedData
 from daq_storage.schema import flatten_batch
-from daq_storage.writers._base import FrameBlock, Writer, json_value, storage_errors
+from daq_storage.writers._base import FrameBlock, Writer, join_frames, json_value, storage_errors
 
 __all__ = ["ZarrWriter"]
 
@@ -82,6 +83,8 @@ class ZarrWriter(Writer):
             self._root = zarr.open_group(zarr.storage.LocalStore(self.path), mode="a")
         self._add_file(self.path)
         self._pending: dict[str, list[FrameBlock]] = {}
+        self._pool: ThreadPoolExecutor | None = None
+        self._direct_shards = compression.startswith("blosc-") and shard_frames is not None
 
     # ------------------------------------------------------------------ seeds' builder
     def create_array(
@@ -192,12 +195,26 @@ class ZarrWriter(Writer):
                     if len(shape) == 2
                     else ["frame", *(f"dim_{i}" for i in range(1, 1 + len(shape)))]
                 )
-                group.create_array(
-                    "frames", shape=(0, *shape), chunks=(per_chunk, *shape),
-                    shards=None if self.shard_frames is None else (self.shard_frames, *shape),
-                    dtype=block.frames.dtype, dimension_names=names,
-                    compressors=self._compressors, fill_value=0,
-                )  # fmt: skip
+                if self._direct_shards:
+                    # Our own shard files: the inner chunks' codecs and a plain index.
+                    assert self.shard_frames is not None
+                    serializer = zarr.codecs.ShardingCodec(
+                        chunk_shape=(per_chunk, *shape),
+                        codecs=[zarr.codecs.BytesCodec(), self._compressors],
+                        index_codecs=[zarr.codecs.BytesCodec()],
+                    )
+                    group.create_array(
+                        "frames", shape=(0, *shape), chunks=(self.shard_frames, *shape),
+                        serializer=serializer, compressors=None, dtype=block.frames.dtype,
+                        dimension_names=names, fill_value=0,
+                    )  # fmt: skip
+                else:
+                    group.create_array(
+                        "frames", shape=(0, *shape), chunks=(per_chunk, *shape),
+                        shards=None if self.shard_frames is None else (self.shard_frames, *shape),
+                        dtype=block.frames.dtype, dimension_names=names,
+                        compressors=self._compressors, fill_value=0,
+                    )  # fmt: skip
                 for name in ("timestamp_ns", "frame_number"):
                     group.create_array(name, shape=(0,), chunks=(4096,), dtype=np.uint64,
                                        dimension_names=["frame"])  # fmt: skip
@@ -208,9 +225,69 @@ class ZarrWriter(Writer):
             buffered = sum(len(b.frames) for b in pending)
             if buffered >= unit:
                 whole = buffered // unit * unit
-                self._append_frames(group, pending, whole)
+                if self._direct_shards:
+                    self._write_shards(safe, group, pending, whole)
+                else:
+                    self._append_frames(group, pending, whole)
         self._stats.frames += len(block.frames)
         self._stats.bytes_written += block.frames.nbytes
+
+    def _write_shards(
+        self, safe: str, group: zarr.Group, pending: list[FrameBlock], count: int
+    ) -> None:
+        """Blosc + sharding: encode inner chunks on a thread pool (blosc releases the GIL)
+        and write whole shard objects directly, as acquire-zarr does; the array metadata
+        is then resized once. Frames that would not start on a shard boundary go through
+        zarr first."""
+        import numcodecs.blosc
+
+        assert self.shard_frames is not None
+        frames_array = _array(group, "frames")
+        length = frames_array.shape[0]
+        align = (-length) % self.shard_frames
+        if align:
+            self._append_frames(group, pending, min(align, count))
+            count -= min(align, count)
+            length = frames_array.shape[0]
+            if count < self.shard_frames:
+                return
+            count = count // self.shard_frames * self.shard_frames
+        block = join_frames(pending)
+        ready = FrameBlock(block.frames[:count], block.timestamps_ns[:count],
+                           block.frame_numbers[:count])  # fmt: skip
+        pending.clear()
+        if count < len(block.frames):
+            pending.append(FrameBlock(block.frames[count:], block.timestamps_ns[count:],
+                                      block.frame_numbers[count:]))  # fmt: skip
+        per_chunk = self.chunk_size or 1
+        numcodecs.blosc.use_threads = False  # contextual blosc: thread-safe, GIL released
+        codec = numcodecs.Blosc(
+            cname=self.compression.removeprefix("blosc-"),
+            clevel=self.compression_level,
+            shuffle=numcodecs.Blosc.SHUFFLE,
+        )
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(
+                os.cpu_count() or 1, thread_name_prefix="daq_storage_zarr"
+            )
+        inner = [ready.frames[i : i + per_chunk] for i in range(0, count, per_chunk)]
+        encoded = list(self._pool.map(lambda c: codec.encode(np.ascontiguousarray(c)), inner))
+        per_shard = self.shard_frames // per_chunk
+        trailing = ["0"] * (ready.frames.ndim - 1)
+        for k in range(count // self.shard_frames):
+            parts = encoded[k * per_shard : (k + 1) * per_shard]
+            offsets = np.cumsum([0] + [len(p) for p in parts[:-1]], dtype=np.uint64)
+            index = np.column_stack([offsets, [len(p) for p in parts]]).astype("<u8")
+            shard_index = length // self.shard_frames + k
+            key = self.path / safe / "frames" / "c" / str(shard_index) / "/".join(trailing)
+            key.parent.mkdir(parents=True, exist_ok=True)
+            temporary = key.with_name(key.name + ".partial")
+            with temporary.open("wb") as handle:
+                handle.writelines([*parts, index.tobytes()])
+            temporary.replace(key)  # readers never see half a shard
+        frames_array.resize((length + count, *ready.frames.shape[1:]))
+        _array(group, "timestamp_ns").append(ready.timestamps_ns)
+        _array(group, "frame_number").append(ready.frame_numbers)
 
     @staticmethod
     def _append_frames(group: zarr.Group, pending: list[FrameBlock], count: int) -> None:
@@ -247,7 +324,12 @@ class ZarrWriter(Writer):
                     self._append_frames(group, pending, count)
 
     def _close(self) -> None:
-        self.flush()
+        try:
+            self.flush()
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown()
+                self._pool = None
 
 
 def _array(group: zarr.Group, name: str) -> zarr.Array[Any]:
