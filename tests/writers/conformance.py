@@ -7,6 +7,9 @@ metadata.
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -28,6 +31,9 @@ class WriterConformance:
     target: ClassVar[str]  # file or directory name inside tmp_path
     options: ClassVar[dict[str, Any]] = {}
     frames_supported: ClassVar[bool] = True
+    #: Whether the file-size limit can stand in for a full disk (not for stores made of
+    #: many small files, such as Zarr).
+    file_size_limit_applies: ClassVar[bool] = True
 
     # --- how a scientist reads the result ---
     def read_table(self, path: Path, stream: str) -> pa.Table:
@@ -125,6 +131,39 @@ class WriterConformance:
         assert self.read_table(path, "x").num_rows == 2
         assert self.read_table(path, "a_b").num_rows == 1
         assert not (tmp_path / "x").exists()  # nothing escaped the target
+
+    def test_full_disk_refuses_the_write_and_keeps_what_came_before(self, tmp_path: Path):
+        if not self.file_size_limit_applies:
+            pytest.skip(f"{self.writer_name} writes many small files: no single file fills up")
+        target = tmp_path / self.target
+        script = textwrap.dedent(
+            f"""
+            import resource, signal
+            import numpy as np, pyarrow as pa
+            from daq_storage.errors import StorageIOError
+            from daq_storage.writers import open_writer
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a full disk: EFBIG, not a kill
+            writer = open_writer({self.writer_name!r}, {str(target)!r}, **{self.options!r})
+            writer.write_batch("s", pa.record_batch({{"v": np.arange(1000, dtype=np.float64)}}))
+            writer.flush()
+            resource.setrlimit(resource.RLIMIT_FSIZE, (8 << 20, 8 << 20))
+            try:
+                for i in range(1, 200):
+                    noise = np.random.default_rng(i).random(10_000)  # incompressible
+                    writer.write_batch("s", pa.record_batch({{"v": noise}}))
+                    writer.flush()
+            except StorageIOError as exc:
+                print("REFUSED", exc.errno, exc)
+            writer.close()
+            """
+        )
+        result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                                timeout=120, check=False)  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        assert "REFUSED 27" in result.stdout, result.stdout
+        values = self.read_table(target, "s").column("v").to_pylist()
+        assert values[:1000] == list(range(1000))
+        assert len(values) > 1000  # it kept writing until the limit was near
 
     def test_writing_after_close_raises(self, tmp_path: Path):
         writer = self.open(tmp_path)

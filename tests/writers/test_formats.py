@@ -125,6 +125,7 @@ class TestZarr(WriterConformance):
     writer_name = "zarr"
     target = "run.zarr"
     options: ClassVar[dict[str, Any]] = {"chunk_size": 2, "shard_frames": 4}
+    file_size_limit_applies = False
 
     def read_table(self, path: Path, stream: str) -> pa.Table:
         dataset = xr.open_zarr(path, group=stream, consolidated=False)

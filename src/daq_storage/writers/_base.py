@@ -6,6 +6,7 @@ import errno
 import json
 import os
 import re
+import resource
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -80,6 +81,9 @@ def _json_default(value: Any) -> Any:
         return str(value)
     raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
 
+
+#: Bytes kept free for a format's own metadata (indexes, footers, directories).
+HEADROOM = 4 << 20
 
 _ERRNO_IN_MESSAGE = re.compile(r"errno = (\d+)")
 
@@ -283,6 +287,41 @@ class Writer(ABC):
                     f"stream {stream!r}: {label} has shape {values.shape}, expected ({n},)"
                 )
         return FrameBlock(np.ascontiguousarray(frames), stamps, numbers)
+
+    def _ensure_room(self, nbytes: int, what: str, file: Path) -> None:
+        """Refuse a write of ``nbytes`` to ``file`` up front (``StorageIOError``, nothing
+        written) when the disk or the process's file-size limit leaves too little room.
+
+        A write that fails half-way can leave a file unreadable (HDF5's superblock then
+        promises bytes that are missing; a Parquet file needs room for its footer), so
+        every writer checks first and keeps :data:`HEADROOM` bytes for its own metadata.
+        """
+        need = nbytes + HEADROOM
+        try:
+            size = file.stat().st_size
+        except OSError:
+            size = 0
+        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+        if limit != resource.RLIM_INFINITY and size + need > limit:
+            raise StorageIOError(
+                errno.EFBIG,
+                f"cannot write {what}: the file-size limit ({limit} bytes) leaves no room for "
+                f"{nbytes} more bytes; everything written before stays readable",
+                str(file),
+            )
+        folder = file if file.is_dir() else file.parent
+        try:
+            disk = os.statvfs(folder)
+        except OSError:
+            return  # the write itself will report what is wrong
+        free = disk.f_bavail * disk.f_frsize
+        if free < need:
+            raise StorageIOError(
+                errno.ENOSPC,
+                f"cannot write {what}: {free} bytes free on the disk, {nbytes} needed "
+                f"(+{HEADROOM} headroom); everything written before stays readable",
+                str(file),
+            )
 
     def _add_file(self, path: Path) -> None:
         if path not in self._stats.files:

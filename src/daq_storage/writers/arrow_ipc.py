@@ -88,6 +88,7 @@ class ArrowWriter(PerStreamWriter):
 
     def _write(self, stream: str, batch: pa.RecordBatch) -> None:
         target = self._writer_for(stream, batch.schema)
+        self._ensure_room(batch.nbytes, f"stream {stream!r}", target.path)
         metadata = self._metadata_for(stream)
         late = {k: v for k, v in metadata.items() if target.metadata.get(k) != v}
         with storage_errors(target.path, "cannot write Arrow IPC batch"):

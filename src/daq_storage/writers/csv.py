@@ -80,6 +80,8 @@ class CsvWriter(PerStreamWriter):
                 options = pacsv.WriteOptions(include_header=True, delimiter=self.delimiter)
                 writer = pacsv.CSVWriter(sink, batch.schema, write_options=options)
             entry = self._writers[stream] = (path, sink, writer, batch.schema)
+        # Text takes more room than the binary values: assume three times as much.
+        self._ensure_room(3 * batch.nbytes, f"stream {stream!r}", entry[0])
         with storage_errors(entry[0], "cannot write CSV rows"):
             entry[2].write_batch(batch)
         self._stats.batches += 1

@@ -15,10 +15,8 @@ file.h5                      attrs: created_at, created_timestamp_ns, applicatio
 
 from __future__ import annotations
 
-import errno
 import json
 import os
-import resource
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -32,7 +30,7 @@ import pyarrow as pa
 
 from daq_storage._version import __version__
 from daq_storage.config import StorageSettings
-from daq_storage.errors import ConfigError, SchemaMismatch, StorageIOError, UnsupportedData
+from daq_storage.errors import ConfigError, SchemaMismatch, UnsupportedData
 from daq_storage.schema import Column, flatten_batch, widened
 from daq_storage.writers._base import FrameBlock, Writer, join_frames, json_value, storage_errors
 
@@ -42,11 +40,6 @@ _COMPRESSIONS = ("none", "gzip", "lzf", "lz4", "zstd", "blosc-lz4", "blosc-zstd"
 _ATTRIBUTE_LIMIT = 64 * 1024
 _TABLE_CHUNK_BYTES = 1 << 20
 _STRING = h5py.string_dtype("utf-8")
-# HDF5 cannot survive a write that fails half-way (the superblock then promises bytes the
-# file does not have, and the whole file becomes unreadable). So the writer refuses a
-# write up front when the disk, or the process's file-size limit, leaves less than the
-# data plus this much headroom for HDF5's own metadata.
-_HEADROOM = 4 << 20
 # HDF5 reports failed writes (disk full, file-size limit) through h5py as RuntimeError.
 _H5_ERRORS: tuple[type[Exception], ...] = (RuntimeError,)
 
@@ -149,28 +142,6 @@ class Hdf5Writer(Writer):
         self._pending_frames: dict[str, list[FrameBlock]] = {}
         self._swmr_started = False
 
-    def _ensure_room(self, nbytes: int, what: str) -> None:
-        """Refuse (``StorageIOError``, nothing written) when ``nbytes`` might not fit."""
-        need = nbytes + _HEADROOM
-        size = self.path.stat().st_size if self.path.exists() else 0
-        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
-        if limit != resource.RLIM_INFINITY and size + need > limit:
-            raise StorageIOError(
-                errno.EFBIG,
-                f"cannot write {what}: the file-size limit ({limit} bytes) leaves no room "
-                f"for {nbytes} more bytes; the file is closed cleanly with what it holds",
-                str(self.path),
-            )
-        disk = os.statvfs(self.path.parent)
-        free = disk.f_bavail * disk.f_frsize
-        if free < need:
-            raise StorageIOError(
-                errno.ENOSPC,
-                f"cannot write {what}: {free} bytes free on the disk, {nbytes} needed "
-                f"(+{_HEADROOM} headroom); the file keeps everything written before",
-                str(self.path),
-            )
-
     # ------------------------------------------------------------------ structure
     def _group(self, stream: str) -> h5py.Group:
         safe = self._safe_stream(stream)
@@ -239,7 +210,7 @@ class Hdf5Writer(Writer):
         if stream in self._frame_specs:
             raise SchemaMismatch(f"stream {stream!r} holds frames; tables go to another stream")
         columns = flatten_batch(batch)
-        self._ensure_room(batch.nbytes, f"stream {stream!r}")
+        self._ensure_room(batch.nbytes, f"stream {stream!r}", self.path)
         group = self._group(stream)
         rows = self._rows.get(stream, 0)
         n = batch.num_rows
@@ -352,7 +323,7 @@ class Hdf5Writer(Writer):
         if stream in self._rows:
             raise SchemaMismatch(f"stream {stream!r} holds a table; frames go to another stream")
         block = self._check_frames(stream, frames, timestamps_ns, frame_numbers)
-        self._ensure_room(block.frames.nbytes, f"frames of stream {stream!r}")
+        self._ensure_room(block.frames.nbytes, f"frames of stream {stream!r}", self.path)
         group = self._group(stream)
         with storage_errors(
             self.path, f"cannot write frames of stream {stream!r}", library_errors=_H5_ERRORS

@@ -112,6 +112,10 @@ class ParquetWriter(PerStreamWriter):
             return
         table = pa.Table.from_batches(target.pending, schema=target.schema)
         target.pending, target.pending_rows = [], 0
+        # Refused rows are dropped here and reported by the error: they are never retried
+        # silently, and the file keeps room for its footer.
+        self._ensure_room(table.nbytes, f"{table.num_rows} buffered rows of {target.path.name}",
+                          target.path)  # fmt: skip
         with storage_errors(target.path, "cannot write Parquet row group"):
             # One row group per drain: batches are never split across groups.
             target.writer.write_table(table, row_group_size=max(1, table.num_rows))

@@ -109,6 +109,7 @@ class TiffWriter(PerStreamWriter):
     ) -> None:
         block = self._check_frames(stream, frames, timestamps_ns, frame_numbers)
         stack = self._stack(stream, block.frames.nbytes)
+        self._ensure_room(block.frames.nbytes, f"frames of stream {stream!r}", stack.path)
         with storage_errors(stack.path, f"cannot write frames of stream {stream!r}"):
             if self.imagej:
                 # One contiguous series: ImageJ reads it as a T stack of the frame shape.

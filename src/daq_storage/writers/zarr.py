@@ -137,6 +137,7 @@ class ZarrWriter(Writer):
         batch = self._check_batch(stream, batch)
         safe = self._safe_stream(stream)
         columns = flatten_batch(batch)
+        self._ensure_room(batch.nbytes, f"stream {stream!r}", self.path)
         group = self._root.require_group(safe)
         rows = _rows(group.attrs.get("rows", 0))
         for column in columns:  # check everything before appending anything
@@ -184,6 +185,7 @@ class ZarrWriter(Writer):
         frame_numbers: npt.ArrayLike | None = None,
     ) -> None:
         block = self._check_frames(stream, frames, timestamps_ns, frame_numbers)
+        self._ensure_room(block.frames.nbytes, f"frames of stream {stream!r}", self.path)
         safe = self._safe_stream(stream)
         group = self._root.require_group(safe)
         per_chunk = self.chunk_size or 1
