@@ -251,7 +251,8 @@ class Hdf5Writer(Writer):
                         f"{existing.attrs.get('arrow_type', old)} to {column.attrs['arrow_type']}"
                     )
                 plan.append((column, existing, None))
-        schema_json = _schema_json(batch.schema)
+        previous = self._schemas.get(stream)
+        schema_changed = previous is None or not previous.equals(batch.schema, check_metadata=True)
         with storage_errors(
             self.path, f"cannot write stream {stream!r}", library_errors=_H5_ERRORS
         ):
@@ -284,7 +285,8 @@ class Hdf5Writer(Writer):
                 mask = self._mask(group, name, rows, default=True)
                 mask.resize((rows + n,))
                 mask[rows : rows + n] = False
-            group.attrs["schema"] = schema_json
+            if schema_changed:  # rewriting an attribute every batch costs more than the rows
+                group.attrs["schema"] = _schema_json(batch.schema)
         self._rows[stream] = rows + n
         self._schemas[stream] = batch.schema
         self._stats.batches += 1
