@@ -8,12 +8,17 @@ so on, so nothing already written is rewritten or lost.
 from __future__ import annotations
 
 import os
+from abc import abstractmethod
 from pathlib import Path
 from typing import Any
 
-from daq_storage.writers._base import Writer, json_value, storage_errors
+import numpy.typing as npt
+import pyarrow as pa
 
-__all__ = ["PerStreamWriter"]
+from daq_storage.writers._base import Writer, json_value, storage_errors
+from daq_storage.writers._tensor import frames_to_batch
+
+__all__ = ["ArrowBatchWriter", "PerStreamWriter"]
 
 
 class PerStreamWriter(Writer):
@@ -56,3 +61,48 @@ class PerStreamWriter(Writer):
         else:
             self._safe_stream(stream)
             self._stream_metadata.setdefault(stream, {})[key] = text
+
+
+class ArrowBatchWriter(PerStreamWriter):
+    """A per-stream writer whose files take Arrow record batches (Arrow IPC, Parquet):
+    frames arrive as a ``fixed_shape_tensor`` column beside ``timestamp_ns`` and
+    ``frame_number``."""
+
+    @abstractmethod
+    def _write(self, stream: str, batch: pa.RecordBatch) -> None:
+        """Append ``batch`` to the stream's current file."""
+
+    _open: dict[str, Any]  # stream -> its open file (format-specific)
+
+    @abstractmethod
+    def _finish(self, opened: Any) -> None:
+        """Complete and close one stream's open file."""
+
+    def write_batch(self, stream: str, batch: pa.RecordBatch) -> None:
+        batch = self._check_batch(stream, batch)
+        self._write(stream, batch)
+        self._stats.rows += batch.num_rows
+
+    def write_frames(
+        self,
+        stream: str,
+        frames: npt.NDArray[Any],
+        *,
+        timestamps_ns: npt.ArrayLike | None = None,
+        frame_numbers: npt.ArrayLike | None = None,
+    ) -> None:
+        block = self._check_frames(stream, frames, timestamps_ns, frame_numbers)
+        self._write(stream, frames_to_batch(block))
+        self._stats.frames += len(block.frames)
+
+    def _close(self) -> None:
+        # Every file is closed even when another fails; the first failure is raised.
+        errors: list[BaseException] = []
+        for opened in self._open.values():
+            try:
+                self._finish(opened)
+            except OSError as exc:
+                errors.append(exc)
+        self._open.clear()
+        if errors:
+            raise errors[0]

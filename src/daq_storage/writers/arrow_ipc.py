@@ -7,13 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-import numpy.typing as npt
 import pyarrow as pa
 
 from daq_storage.errors import ConfigError
 from daq_storage.writers._base import storage_errors
-from daq_storage.writers._per_stream import PerStreamWriter
-from daq_storage.writers._tensor import frames_to_batch
+from daq_storage.writers._per_stream import ArrowBatchWriter
 
 __all__ = ["ArrowWriter"]
 
@@ -27,7 +25,7 @@ class _Open:
     metadata: dict[str, str]
 
 
-class ArrowWriter(PerStreamWriter):
+class ArrowWriter(ArrowBatchWriter):
     """Arrow IPC files, one per stream, in the directory ``path``.
 
     The streaming format (default) is appended batch by batch and survives a killed
@@ -100,23 +98,6 @@ class ArrowWriter(PerStreamWriter):
         self._stats.batches += 1
         self._stats.bytes_written += batch.nbytes
 
-    def write_batch(self, stream: str, batch: pa.RecordBatch) -> None:
-        batch = self._check_batch(stream, batch)
-        self._write(stream, batch)
-        self._stats.rows += batch.num_rows
-
-    def write_frames(
-        self,
-        stream: str,
-        frames: npt.NDArray[Any],
-        *,
-        timestamps_ns: npt.ArrayLike | None = None,
-        frame_numbers: npt.ArrayLike | None = None,
-    ) -> None:
-        block = self._check_frames(stream, frames, timestamps_ns, frame_numbers)
-        self._write(stream, frames_to_batch(block))
-        self._stats.frames += len(block.frames)
-
     def flush(self) -> None:
         self._check_open()
         for opened in self._open.values():
@@ -129,14 +110,3 @@ class ArrowWriter(PerStreamWriter):
                 opened.writer.close()
             finally:
                 opened.sink.close()
-
-    def _close(self) -> None:
-        errors: list[BaseException] = []
-        for opened in self._open.values():
-            try:
-                self._finish(opened)
-            except OSError as exc:
-                errors.append(exc)
-        self._open.clear()
-        if errors:
-            raise errors[0]

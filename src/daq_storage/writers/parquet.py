@@ -8,14 +8,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from daq_storage.errors import ConfigError
 from daq_storage.writers._base import storage_errors
-from daq_storage.writers._per_stream import PerStreamWriter
-from daq_storage.writers._tensor import frames_to_batch
+from daq_storage.writers._per_stream import ArrowBatchWriter
 
 __all__ = ["ParquetWriter"]
 
@@ -32,7 +30,7 @@ class _Open:
     oldest: float = 0.0  # monotonic time of the oldest buffered batch
 
 
-class ParquetWriter(PerStreamWriter):
+class ParquetWriter(ArrowBatchWriter):
     """Parquet files, one per stream, in the directory ``path``.
 
     Batches are buffered into row groups of ``row_group_size`` rows (large groups
@@ -120,23 +118,6 @@ class ParquetWriter(PerStreamWriter):
             # One row group per drain: batches are never split across groups.
             target.writer.write_table(table, row_group_size=max(1, table.num_rows))
 
-    def write_batch(self, stream: str, batch: pa.RecordBatch) -> None:
-        batch = self._check_batch(stream, batch)
-        self._write(stream, batch)
-        self._stats.rows += batch.num_rows
-
-    def write_frames(
-        self,
-        stream: str,
-        frames: npt.NDArray[Any],
-        *,
-        timestamps_ns: npt.ArrayLike | None = None,
-        frame_numbers: npt.ArrayLike | None = None,
-    ) -> None:
-        block = self._check_frames(stream, frames, timestamps_ns, frame_numbers)
-        self._write(stream, frames_to_batch(block))
-        self._stats.frames += len(block.frames)
-
     def set_metadata(self, key: str, value: Any, *, stream: str | None = None) -> None:
         """File key-value metadata (JSON values); also added to files already open."""
         super().set_metadata(key, value, stream=stream)
@@ -157,14 +138,3 @@ class ParquetWriter(PerStreamWriter):
         finally:
             with storage_errors(opened.path, "cannot close Parquet file"):
                 opened.writer.close()
-
-    def _close(self) -> None:
-        errors: list[BaseException] = []
-        for opened in self._open.values():
-            try:
-                self._finish(opened)
-            except OSError as exc:
-                errors.append(exc)
-        self._open.clear()
-        if errors:
-            raise errors[0]
