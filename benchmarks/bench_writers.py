@@ -268,12 +268,13 @@ def bench_tables(report: Report, tmp: Path) -> None:
                                  chunks=(131072 if dtype is not string else 4096,),
                                  **({"compression": "gzip", "compression_opts": 4, "shuffle": True}
                                     if dtype is not string else {}))  # fmt: skip
+            columns = {name: g[name] for name in dtypes}  # handles kept, as a careful user would
+            n = 0
             for batch in batches:
-                n = g["value"].shape[0]
-                for name in dtypes:
-                    d = g[name]
-                    d.resize(n + batch.num_rows, axis=0)
-                    d[n:] = batch.column(name).to_numpy(zero_copy_only=False)
+                for name, dataset in columns.items():
+                    dataset.resize(n + batch.num_rows, axis=0)
+                    dataset[n:] = batch.column(name).to_numpy(zero_copy_only=False)
+                n += batch.num_rows
 
     def arrow_raw(path: Path) -> None:
         with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, batches[0].schema) as w:

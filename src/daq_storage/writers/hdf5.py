@@ -136,6 +136,8 @@ class Hdf5Writer(Writer):
         self._file.attrs["application"] = f"daq-storage {__version__}"
         self._add_file(self.path)
         self._rows: dict[str, int] = {}  # rows per table stream
+        self._datasets: dict[str, dict[str, h5py.Dataset]] = {}  # stream -> column -> dataset
+        self._masks: dict[str, dict[str, h5py.Dataset]] = {}  # stream -> column -> .valid
         self._schemas: dict[str, pa.Schema] = {}
         self._pool: ThreadPoolExecutor | None = None
         self._threads = threads or os.cpu_count() or 1
@@ -189,11 +191,9 @@ class Hdf5Writer(Writer):
         dataset.attrs["schema"] = field_json
         for key, value in column.attrs.items():
             dataset.attrs[key] = value
-        if rows_before:  # a column that appears mid-run: earlier rows are invalid
-            self._mask(group, column.name, rows_before, default=False)
         return dataset
 
-    def _mask(self, group: h5py.Group, name: str, rows: int, *, default: bool) -> h5py.Dataset:
+    def _mask(self, group: h5py.Group, name: str, rows: int, default: bool) -> h5py.Dataset:
         mask = group.get(f"{name}.valid")
         if mask is None:
             mask = group.create_dataset(
@@ -212,6 +212,10 @@ class Hdf5Writer(Writer):
         columns = flatten_batch(batch)
         self._ensure_room(batch.nbytes, f"stream {stream!r}", self.path)
         group = self._group(stream)
+        # Dataset handles are cached: looking them up in the file every batch costs more
+        # than appending small batches.
+        datasets = self._datasets.setdefault(stream, {})
+        masks = self._masks.setdefault(stream, {})
         rows = self._rows.get(stream, 0)
         n = batch.num_rows
         # Plan every column before touching the file: a refused batch changes nothing.
@@ -222,7 +226,7 @@ class Hdf5Writer(Writer):
                     f"stream {stream!r} column {column.name!r}: HDF5 strings cannot contain "
                     "NUL characters"
                 )
-            existing = group.get(column.name)
+            existing = datasets.get(column.name)
             if existing is None:
                 self._check_can_create(stream)
                 plan.append((column, None, None))
@@ -263,26 +267,27 @@ class Hdf5Writer(Writer):
                     dataset = self._create_column(
                         group, column, rows, _field_json(top) if top is not None else "{}"
                     )
+                    if rows:  # a column that appears mid-run: earlier rows are invalid
+                        masks[column.name] = self._mask(group, column.name, rows, False)
                 elif target is not None and target != dataset.dtype:
                     dataset = self._widen(group, dataset, target, column)
+                datasets[column.name] = dataset
                 end = rows + n
                 dataset.resize(end, axis=0)
                 if n:
                     dataset[rows:end] = column.values
-                if column.valid is not None or f"{column.name}.valid" in group:
-                    mask = self._mask(group, column.name, rows, default=True)
+                if column.valid is not None or column.name in masks:
+                    mask = masks.get(column.name) or self._mask(group, column.name, rows, True)
+                    masks[column.name] = mask
                     mask.resize((end,))
                     mask[rows:end] = True if column.valid is None else column.valid
             present = {c.name for c in columns}
-            for name, dataset in group.items():  # columns absent from this batch: null
-                if (
-                    name.endswith(".valid")
-                    or name in present
-                    or not isinstance(dataset, h5py.Dataset)
-                ):
+            for name, dataset in datasets.items():  # columns absent from this batch: null
+                if name in present:
                     continue
                 dataset.resize(rows + n, axis=0)
-                mask = self._mask(group, name, rows, default=True)
+                mask = masks.get(name) or self._mask(group, name, rows, True)
+                masks[name] = mask
                 mask.resize((rows + n,))
                 mask[rows : rows + n] = False
             if schema_changed:  # rewriting an attribute every batch costs more than the rows
