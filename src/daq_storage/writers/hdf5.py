@@ -174,7 +174,9 @@ class Hdf5Writer(Writer):
                        field_json: str) -> h5py.Dataset:  # fmt: skip
         if column.kind == "string":
             dtype: Any = _STRING
-            fill: Any = ""
+            # No explicit fill: HDF5 would write "" into every new chunk's global heap
+            # before the data overwrites it. Unwritten strings read back as "" anyway.
+            fill: Any = None
         elif column.kind == "vlen":
             dtype = h5py.vlen_dtype(column.values[0].dtype if len(column.values) else np.float64)
             fill = None
