@@ -107,6 +107,7 @@ class TestCsv(WriterConformance):
     writer_name = "csv"
     target = "run_csv"
     frames_supported = False
+    text_prefix = "s"
 
     def read_table(self, path: Path, stream: str) -> pa.Table:
         frame = pl.read_csv(path / f"{stream}.csv", infer_schema_length=None)

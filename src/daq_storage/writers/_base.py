@@ -84,6 +84,7 @@ def _json_default(value: Any) -> Any:
 
 #: Bytes kept free for a format's own metadata (indexes, footers, directories).
 HEADROOM = 4 << 20
+_CHECK_EVERY = HEADROOM // 4
 
 _ERRNO_IN_MESSAGE = re.compile(r"errno = (\d+)")
 
@@ -143,6 +144,7 @@ class Writer(ABC):
         self._stream_names: dict[str, str] = {}  # safe name -> stream as given
         self._frame_specs: dict[str, tuple[np.dtype[Any], tuple[int, ...]]] = {}
         self._frames_seen: dict[str, int] = {}
+        self._unchecked_bytes = 0
 
     # ------------------------------------------------------------------ public API
     @abstractmethod
@@ -296,6 +298,12 @@ class Writer(ABC):
         promises bytes that are missing; a Parquet file needs room for its footer), so
         every writer checks first and keeps :data:`HEADROOM` bytes for its own metadata.
         """
+        # Checking costs three system calls; small writes are checked once per
+        # _CHECK_EVERY bytes, which the headroom (4x larger) covers.
+        if self._unchecked_bytes + nbytes < _CHECK_EVERY:
+            self._unchecked_bytes += nbytes
+            return
+        self._unchecked_bytes = 0
         need = nbytes + HEADROOM
         try:
             size = file.stat().st_size
