@@ -34,6 +34,7 @@ class PerStreamWriter(Writer):
         self._stream_metadata: dict[str, dict[str, str]] = {}
         self._parts: dict[str, int] = {}
         self._suffix = self.suffixes[0]
+        self._metadata_version = 0  # bumped by set_metadata, so writers notice late values
 
     def _stream_path(self, stream: str, *, new_part: bool = False) -> Path:
         safe = self._safe_stream(stream)
@@ -56,6 +57,7 @@ class PerStreamWriter(Writer):
         """
         self._check_open()
         text = json_value(value, what=f"metadata {key!r}")
+        self._metadata_version += 1
         if stream is None:
             self._file_metadata[key] = text
         else:

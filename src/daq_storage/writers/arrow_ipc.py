@@ -23,6 +23,7 @@ class _Open:
     writer: pa.ipc.RecordBatchStreamWriter | pa.ipc.RecordBatchFileWriter
     schema: pa.Schema
     metadata: dict[str, str]
+    metadata_version: int = 0
 
 
 class ArrowWriter(ArrowBatchWriter):
@@ -81,22 +82,31 @@ class ArrowWriter(ArrowBatchWriter):
                 writer: Any = pa.ipc.new_stream(sink, full, options=self._options)
             else:
                 writer = pa.ipc.new_file(sink, full, options=self._options)
-        opened = self._open[stream] = _Open(path, sink, writer, schema, dict(metadata))
+        opened = self._open[stream] = _Open(
+            path, sink, writer, schema, dict(metadata), self._metadata_version
+        )
         return opened
 
     def _write(self, stream: str, batch: pa.RecordBatch) -> None:
         target = self._writer_for(stream, batch.schema)
-        self._ensure_room(batch.nbytes, f"stream {stream!r}", target.path)
-        metadata = self._metadata_for(stream)
-        late = {k: v for k, v in metadata.items() if target.metadata.get(k) != v}
-        with storage_errors(target.path, "cannot write Arrow IPC batch"):
+        nbytes = batch.nbytes
+        self._ensure_room(nbytes, f"stream {stream!r}", target.path)
+        late: dict[str, str] = {}
+        if target.metadata_version != self._metadata_version:  # set_metadata was called
+            metadata = self._metadata_for(stream)
+            late = {k: v for k, v in metadata.items() if target.metadata.get(k) != v}
+            target.metadata.update(late)
+            target.metadata_version = self._metadata_version
+        try:
             if late:
                 target.writer.write_batch(batch, custom_metadata=late)
-                target.metadata.update(late)
             else:
                 target.writer.write_batch(batch)
+        except OSError:
+            with storage_errors(target.path, "cannot write Arrow IPC batch"):
+                raise
         self._stats.batches += 1
-        self._stats.bytes_written += batch.nbytes
+        self._stats.bytes_written += nbytes
 
     def flush(self) -> None:
         self._check_open()
