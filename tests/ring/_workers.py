@@ -39,17 +39,20 @@ def read_records(path: str, total: int, result_file: str, consumer: str | None =
                  pause_every: int = 0, pause_s: float = 0.0) -> None:  # fmt: skip
     """A verifying reader: checks every record's payload, reports its accounting."""
     corrupt = 0
+    received = 0  # counted here, independently of the reader's own accounting
     last_seq = -1
     with RingReader.open(path, consumer=consumer) as reader:
         deadline = time.monotonic() + 600
         while last_seq < total - 1 and time.monotonic() < deadline:
             for record in reader.read_many(4096, timeout=0.05):
+                received += 1
                 if record.seq <= last_seq or record.data != record_payload(record.seq):
                     corrupt += 1
                 last_seq = record.seq
                 if pause_every and record.seq % pause_every == 0:
                     time.sleep(pause_s)
         result: dict[str, Any] = {
+            "received": received,
             "delivered": reader.delivered,
             "lost": reader.lost,
             "retries": reader.retries,
