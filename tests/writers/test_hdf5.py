@@ -81,6 +81,11 @@ def test_every_supported_arrow_type(tmp_path: Path):
         assert (g["ts"].attrs["unit"], g["ts"].attrs["tz"]) == ("us", "UTC")
         assert g["dur"].attrs["unit"] == "ms"
         assert [v.decode() for v in g["text"][:4]] == ["a", "bé", "", "долго"]
+        assert [v.decode() for v in g["big_text"][:4]] == ["x", "y", "z", "w"]
+        assert g["ts"].dtype == g["dur"].dtype == np.int64
+        np.testing.assert_array_equal(g["dur"][:4], [5, 6, 7, 8])
+        np.testing.assert_array_equal(g["f32"][:4], [0.0, 1.0, 2.0, 3.0])
+        assert g["f32"].dtype == np.float32
         assert [v.decode() for v in g["category"][:4]] == ["on", "off", "on", "on"]
         assert [list(v) for v in g["ragged"][:4]] == [[1.0], [2.0, 3.0], [], [4.0, 5.0, 6.0]]
         assert g["xyz"].shape == (8, 3)
@@ -263,31 +268,6 @@ def test_disk_full_keeps_earlier_data_readable(tmp_path: Path):
     np.testing.assert_array_equal(values, np.arange(10_000))
 
 
-def test_swmr_reader_sees_flushed_rows_while_writing(tmp_path: Path):
-    path = tmp_path / "swmr.h5"
-    reader_script = textwrap.dedent(
-        f"""
-        import h5py
-        with h5py.File({str(path)!r}, "r", libver="latest", swmr=True) as f:
-            dataset = f["s/v"]
-            dataset.refresh()
-            print(dataset.shape[0])
-        """
-    )
-    with Hdf5Writer(path, swmr=True) as writer:
-        writer.write_batch("s", pa.record_batch({"v": np.arange(100.0)}))
-        writer.flush()
-        first = subprocess.run([sys.executable, "-c", reader_script], capture_output=True,
-                               text=True, timeout=60, check=True)  # fmt: skip
-        writer.write_batch("s", pa.record_batch({"v": np.arange(50.0)}))
-        writer.flush()
-        second = subprocess.run([sys.executable, "-c", reader_script], capture_output=True,
-                                text=True, timeout=60, check=True)  # fmt: skip
-        with pytest.raises(UnsupportedData, match="SWMR mode has started"):
-            writer.write_batch("new_stream", pa.record_batch({"v": [1.0]}))
-    assert (int(first.stdout), int(second.stdout)) == (100, 150)
-
-
 @pytest.mark.skipif(
     shutil.which("h5dump") is None, reason="h5dump (Debian hdf5-tools) not installed"
 )
@@ -301,3 +281,113 @@ def test_h5dump_reads_the_file(tmp_path: Path):
     assert 'GROUP "power_meter_01"' in result.stdout
     assert "1.5, 2.5" in result.stdout
     assert 'DATASET "frames"' in result.stdout
+
+
+def test_units_from_field_metadata_and_chunk_size(tmp_path: Path):
+    schema = pa.schema([pa.field("power", pa.float64(), metadata={"unit": "W"}),
+                        pa.field("t", pa.timestamp("ns"))])  # fmt: skip
+    batch = pa.record_batch([pa.array([1.0, 2.0]), pa.array([1, 2], pa.timestamp("ns"))],
+                            schema=schema)  # fmt: skip
+    path = tmp_path / "units.h5"
+    with Hdf5Writer(path, chunk_size=512) as writer:
+        writer.write_batch("pm", batch)
+        writer.write_frames("cam", np.zeros((3, 4, 5), np.uint16))
+    with h5py.File(path, "r") as f:
+        assert f["pm/power"].attrs["unit"] == "W"
+        assert f["pm/t"].attrs["unit"] == "ns"
+        assert f["pm/power"].chunks == (512,)
+        assert f["cam/frames"].chunks == (512, 4, 5)
+        assert f["cam/timestamp_ns"].attrs["unit"] == "ns"
+
+
+def test_widening_after_swmr_started_is_refused_and_the_file_stays_readable(tmp_path: Path):
+    """Widening rewrites a dataset, which SWMR forbids: refused before anything changes."""
+    path = tmp_path / "swmr_widen.h5"
+    with Hdf5Writer(path, swmr=True) as writer:
+        writer.write_batch("s", pa.record_batch({"v": pa.array([1, 2], pa.int32())}))
+        writer.flush()
+        with pytest.raises(SchemaMismatch, match=r"column 'v': widening int32 to int64.*SWMR"):
+            writer.write_batch("s", pa.record_batch({"v": pa.array([3], pa.int64())}))
+        writer.write_batch("s", pa.record_batch({"v": pa.array([3], pa.int32())}))
+    with h5py.File(path, "r") as f:
+        assert f["s/v"].dtype == np.int32
+        assert list(f["s/v"][:]) == [1, 2, 3]
+
+
+@pytest.mark.parametrize(
+    "compression", ["none", "gzip", "zstd", "blosc-lz4", "blosc-zstd", "lz4", "lzf"]
+)
+def test_frames_through_flushes_and_odd_calls(tmp_path: Path, compression: str):
+    """Whole chunks by direct chunk writes (compressed on the pool), partial chunks through
+    HDF5's pipeline at a flush, and later frames continuing the partial chunk."""
+    block = SimulatedCamera((60, 80), seed=4, start_ns=10).frames(23)
+    path = tmp_path / f"{compression}.h5"
+    with Hdf5Writer(path, compression=compression, chunk_size=4) as writer:
+        for start, stop in ((0, 3), (3, 10), (10, 11), (11, 19), (19, 23)):
+            writer.write_frames("cam", block.frames[start:stop],
+                                timestamps_ns=block.timestamps_ns[start:stop],
+                                frame_numbers=block.frame_numbers[start:stop])  # fmt: skip
+            if stop in (3, 11):
+                writer.flush()
+                with h5py.File(path, "r") as f:  # what a flush promises is on disk
+                    np.testing.assert_array_equal(f["cam/frames"][:], block.frames[:stop])
+                    np.testing.assert_array_equal(f["cam/timestamp_ns"][:],
+                                                  block.timestamps_ns[:stop])  # fmt: skip
+    with h5py.File(path, "r") as f:
+        np.testing.assert_array_equal(f["cam/frames"][:], block.frames)
+        np.testing.assert_array_equal(f["cam/timestamp_ns"][:], block.timestamps_ns)
+        np.testing.assert_array_equal(f["cam/frame_number"][:], block.frame_numbers)
+        assert f["cam/frames"].chunks == (4, 60, 80)
+    if compression != "none":
+        plain = tmp_path / "plain.h5"
+        with Hdf5Writer(plain, compression="none", chunk_size=4) as writer:
+            writer.write_frames("cam", block.frames)
+        assert path.stat().st_size < 0.9 * plain.stat().st_size
+
+
+def test_caller_may_reuse_its_frame_buffer(tmp_path: Path):
+    """Frames are compressed (or copied) before write_frames returns."""
+    block = SimulatedCamera((32, 32), seed=5, start_ns=0).frames(10)
+    buffer = np.empty((5, 32, 32), np.uint16)
+    path = tmp_path / "reuse.h5"
+    with Hdf5Writer(path, compression="blosc-lz4", chunk_size=2) as writer:
+        for start in (0, 5):
+            buffer[...] = block.frames[start : start + 5]
+            writer.write_frames("cam", buffer)
+            buffer[...] = 0
+    with h5py.File(path, "r") as f:
+        np.testing.assert_array_equal(f["cam/frames"][:], block.frames)
+
+
+def test_swmr_reader_sees_flushed_rows_and_frames_while_writing(tmp_path: Path):
+    path = tmp_path / "swmr.h5"
+    reader_script = textwrap.dedent(
+        f"""
+        import h5py, hdf5plugin
+        with h5py.File({str(path)!r}, "r", libver="latest", swmr=True) as f:
+            rows, frames = f["s/v"], f["cam/frames"]
+            rows.refresh()
+            frames.refresh()
+            print(rows.shape[0], frames.shape[0], int(frames[-1].sum()))
+        """
+    )
+
+    def read_while_writing() -> list[int]:
+        result = subprocess.run([sys.executable, "-c", reader_script], capture_output=True,
+                                text=True, timeout=60, check=True)  # fmt: skip
+        return [int(word) for word in result.stdout.split()]
+
+    block = SimulatedCamera((16, 16), seed=6, start_ns=0).frames(12)
+    with Hdf5Writer(path, swmr=True, compression="blosc-lz4", chunk_size=2) as writer:
+        writer.write_batch("s", pa.record_batch({"v": np.arange(100.0)}))
+        writer.write_frames("cam", block.frames[:5])
+        writer.flush()
+        first = read_while_writing()
+        writer.write_batch("s", pa.record_batch({"v": np.arange(50.0)}))
+        writer.write_frames("cam", block.frames[5:])
+        writer.flush()
+        second = read_while_writing()
+        with pytest.raises(UnsupportedData, match="SWMR mode has started"):
+            writer.write_batch("new_stream", pa.record_batch({"v": [1.0]}))
+    assert first == [100, 5, int(block.frames[4].sum())]
+    assert second == [150, 12, int(block.frames[11].sum())]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -33,6 +34,13 @@ from daq_storage.config import StorageSettings
 from daq_storage.errors import ConfigError, SchemaMismatch, UnsupportedData
 from daq_storage.schema import Column, flatten_batch, widened
 from daq_storage.writers._base import FrameBlock, Writer, join_frames, json_value, storage_errors
+from daq_storage.writers._chunks import (
+    ChunkEncode,
+    blosc_encoder,
+    deflate_encoder,
+    encode_while,
+    zstd_encoder,
+)
 
 __all__ = ["Hdf5Writer"]
 
@@ -57,6 +65,21 @@ def _filters(compression: str, level: int, shuffle: bool) -> dict[str, Any]:
         return {**hdf5plugin.Zstd(clevel=max(1, level)), "shuffle": shuffle}
     cname: Any = compression.removeprefix("blosc-")
     return dict(hdf5plugin.Blosc(cname=cname, clevel=level, shuffle=hdf5plugin.Blosc.SHUFFLE))
+
+
+#: Frame chunks stored by direct chunk writes; lz4 and lzf go through HDF5's pipeline.
+_DIRECT = ("none", "gzip", "zstd", "blosc-lz4", "blosc-zstd")
+
+
+def _chunk_encoder(compression: str, level: int, shuffle: bool) -> ChunkEncode | None:
+    """Our encoder for whole frame chunks (``None``: none, or HDF5 compresses them)."""
+    if compression == "gzip":
+        return deflate_encoder(level, shuffle)
+    if compression == "zstd":
+        return zstd_encoder(max(1, level), shuffle)
+    if compression.startswith("blosc-"):
+        return blosc_encoder(compression.removeprefix("blosc-"), level)
+    return None
 
 
 def _now() -> tuple[str, int]:
@@ -141,7 +164,8 @@ class Hdf5Writer(Writer):
         self._schemas: dict[str, pa.Schema] = {}
         self._pool: ThreadPoolExecutor | None = None
         self._threads = threads or os.cpu_count() or 1
-        self._pending_frames: dict[str, list[FrameBlock]] = {}
+        self._encode = _chunk_encoder(compression, compression_level, shuffle)
+        self._frame_streams: dict[str, _FrameStream] = {}
         self._swmr_started = False
 
     # ------------------------------------------------------------------ structure
@@ -211,7 +235,7 @@ class Hdf5Writer(Writer):
         batch = self._check_batch(stream, batch)
         if stream in self._frame_specs:
             raise SchemaMismatch(f"stream {stream!r} holds frames; tables go to another stream")
-        columns = flatten_batch(batch)
+        columns = flatten_batch(batch, stream=stream)
         self._ensure_room(batch.nbytes, f"stream {stream!r}", self.path)
         group = self._group(stream)
         # Dataset handles are cached: looking them up in the file every batch costs more
@@ -247,6 +271,13 @@ class Hdf5Writer(Writer):
                         f"stream {stream!r} column {column.name!r}: type changed from "
                         f"{existing.attrs.get('arrow_type', old)} to {column.attrs['arrow_type']}"
                         " (not a safe widening)"
+                    )
+                if target != old and self._swmr_started:
+                    raise SchemaMismatch(
+                        f"stream {stream!r} column {column.name!r}: widening "
+                        f"{existing.attrs.get('arrow_type', old)} to {column.attrs['arrow_type']}"
+                        " rewrites the dataset, which SWMR mode (started at the first flush) "
+                        "does not allow"
                     )
                 plan.append((column, existing, target))
             else:
@@ -329,85 +360,96 @@ class Hdf5Writer(Writer):
         timestamps_ns: npt.ArrayLike | None = None,
         frame_numbers: npt.ArrayLike | None = None,
     ) -> None:
+        """Append frames to ``<stream>/frames`` (and their ids to ``timestamp_ns`` and
+        ``frame_number``).
+
+        With ``none``, ``gzip``, ``zstd`` and ``blosc-*`` compression, whole chunks are
+        compressed on a thread pool and stored with direct chunk writes; a chunk's
+        bytes reach the file during the next call or at :meth:`flush`. Frames short of
+        a whole chunk wait (copied) for the next call or :meth:`flush`.
+        """
         if stream in self._rows:
             raise SchemaMismatch(f"stream {stream!r} holds a table; frames go to another stream")
         block = self._check_frames(stream, frames, timestamps_ns, frame_numbers)
         self._ensure_room(block.frames.nbytes, f"frames of stream {stream!r}", self.path)
-        group = self._group(stream)
         with storage_errors(
             self.path, f"cannot write frames of stream {stream!r}", library_errors=_H5_ERRORS
         ):
-            if "frames" not in group:
-                self._check_can_create(stream)
-                per_chunk = self.chunk_size or 1
-                shape = block.frames.shape[1:]
-                dataset = group.create_dataset(
-                    "frames", shape=(0, *shape), maxshape=(None, *shape),
-                    dtype=block.frames.dtype, chunks=(per_chunk, *shape), **self._filters,
-                )  # fmt: skip
-                dataset.attrs["dim_names"] = ",".join(["frame", "y", "x"][: 1 + len(shape)])
-                for name in ("timestamp_ns", "frame_number"):
-                    group.create_dataset(name, shape=(0,), maxshape=(None,), dtype=np.uint64,
-                                         chunks=(4096,))  # fmt: skip
-                group["timestamp_ns"].attrs["unit"] = "ns"
-            if self.compression.startswith("blosc"):
-                self._write_frames_direct(stream, group, block)
+            target = self._frame_stream(stream, block)
+            if self.compression in _DIRECT:
+                self._write_chunks(target, block)
             else:
-                self._append_frames(group, block)
+                target.append(block)
         self._stats.frames += len(block.frames)
         self._stats.bytes_written += block.frames.nbytes
 
-    @staticmethod
-    def _append_frames(group: h5py.Group, block: FrameBlock) -> None:
-        dataset = group["frames"]
-        start, n = dataset.shape[0], len(block.frames)
-        for name, values in (("frames", block.frames), ("timestamp_ns", block.timestamps_ns),
-                             ("frame_number", block.frame_numbers)):  # fmt: skip
-            group[name].resize(start + n, axis=0)
-            group[name][start : start + n] = values
+    def _frame_stream(self, stream: str, block: FrameBlock) -> _FrameStream:
+        target = self._frame_streams.get(stream)
+        if target is not None:
+            return target
+        group = self._group(stream)
+        self._check_can_create(stream)
+        per_chunk = self.chunk_size or 1
+        shape = block.frames.shape[1:]
+        frames = group.create_dataset(
+            "frames", shape=(0, *shape), maxshape=(None, *shape),
+            dtype=block.frames.dtype, chunks=(per_chunk, *shape), **self._filters,
+        )  # fmt: skip
+        frames.attrs["dim_names"] = ",".join(["frame", "y", "x"][: 1 + len(shape)])
+        stamps, numbers = (
+            group.create_dataset(name, shape=(0,), maxshape=(None,), dtype=np.uint64,
+                                 chunks=(4096,))
+            for name in ("timestamp_ns", "frame_number")
+        )  # fmt: skip
+        stamps.attrs["unit"] = "ns"
+        target = self._frame_streams[stream] = _FrameStream(frames, stamps, numbers)
+        return target
 
-    def _write_frames_direct(self, stream: str, group: h5py.Group, block: FrameBlock) -> None:
-        """Blosc frames: compress whole chunks on a thread pool, store them with direct
-        chunk writes (the areaDetector approach; blosc releases the GIL)."""
-        import numcodecs.blosc
-
-        pending = self._pending_frames.setdefault(stream, [])
-        pending.append(block)
-        per_chunk = group["frames"].chunks[0]
-        buffered = sum(len(b.frames) for b in pending)
-        whole = buffered // per_chunk * per_chunk
-        if whole == 0:
+    def _write_chunks(self, target: _FrameStream, block: FrameBlock) -> None:
+        """Whole chunks by direct chunk writes (compressed on the pool); the rest waits."""
+        per_chunk = target.frames.chunks[0]
+        if target.partial is not None:
+            block = join_frames([target.partial, block])
+            target.partial = None
+        misaligned = (-target.length) % per_chunk  # after a flush wrote a partial chunk
+        if misaligned:
+            self._store_encoded(target)
+            target.append(_part(block, 0, min(misaligned, len(block.frames))))
+            block = _part(block, min(misaligned, len(block.frames)), len(block.frames))
+        whole = len(block.frames) // per_chunk * per_chunk
+        if whole < len(block.frames):  # copied: the caller may reuse its array
+            rest = _part(block, whole, len(block.frames))
+            target.partial = FrameBlock(rest.frames.copy(), rest.timestamps_ns.copy(),
+                                        rest.frame_numbers.copy())  # fmt: skip
+        if not whole:
             return
-        joined = join_frames(pending)
-        ready, rest = _split(joined, whole)
-        pending[:] = [rest] if len(rest.frames) else []
-        dataset = group["frames"]
-        start = dataset.shape[0]
-        numcodecs.blosc.use_threads = False  # contextual blosc: thread-safe, GIL released
-        codec = numcodecs.Blosc(
-            cname=self.compression.removeprefix("blosc-"),
-            clevel=self.compression_level,
-            shuffle=numcodecs.Blosc.SHUFFLE,
-        )
+        ready = _part(block, 0, whole)
         chunks = [ready.frames[i : i + per_chunk] for i in range(0, whole, per_chunk)]
+        start = target.length
+        target.length += whole
+        if self._encode is None:  # no compression: the frames' own bytes are the chunks
+            self._store_encoded(target)
+            target.store(start, ready.timestamps_ns, ready.frame_numbers, chunks)
+            return
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="daq_storage_hdf5")
-        encoded = self._pool.map(lambda c: codec.encode(np.ascontiguousarray(c)), chunks)
-        for name, values in (("timestamp_ns", ready.timestamps_ns),
-                             ("frame_number", ready.frame_numbers)):  # fmt: skip
-            group[name].resize(start + whole, axis=0)
-            group[name][start : start + whole] = values
-        dataset.resize(start + whole, axis=0)
-        zeros = (0,) * (dataset.ndim - 1)
-        for i, data in enumerate(encoded):
-            dataset.id.write_direct_chunk((start + i * per_chunk, *zeros), data)
+        encoded = encode_while(self._pool, self._encode, chunks,
+                               lambda: self._store_encoded(target))  # fmt: skip
+        target.encoded.append((start, ready.timestamps_ns, ready.frame_numbers, encoded))
+
+    @staticmethod
+    def _store_encoded(target: _FrameStream) -> None:
+        while target.encoded:
+            start, stamps, numbers, chunks = target.encoded[0]
+            target.store(start, stamps, numbers, chunks)
+            target.encoded.pop(0)
 
     def _drain_frames(self) -> None:
-        for stream, pending in self._pending_frames.items():
-            if pending:
-                group = self._file[self._safe_stream(stream)]
-                self._append_frames(group, join_frames(pending))
-                pending.clear()
+        for target in self._frame_streams.values():
+            self._store_encoded(target)
+            if target.partial is not None:
+                target.append(target.partial)
+                target.partial = None
 
     # ------------------------------------------------------------------ metadata
     def set_metadata(self, key: str, value: Any, *, stream: str | None = None) -> None:
@@ -456,11 +498,52 @@ class Hdf5Writer(Writer):
                 self._file.close()
 
 
-def _split(block: FrameBlock, at: int) -> tuple[FrameBlock, FrameBlock]:
-    return (
-        FrameBlock(block.frames[:at], block.timestamps_ns[:at], block.frame_numbers[:at]),
-        FrameBlock(block.frames[at:], block.timestamps_ns[at:], block.frame_numbers[at:]),
-    )
+def _part(block: FrameBlock, start: int, stop: int) -> FrameBlock:
+    return FrameBlock(block.frames[start:stop], block.timestamps_ns[start:stop],
+                      block.frame_numbers[start:stop])  # fmt: skip
+
+
+class _FrameStream:
+    """A frame stream's datasets (handles kept: a dropped handle flushes HDF5's chunk
+    cache in its destructor, where write errors would go unreported) and the frames on
+    their way to them."""
+
+    def __init__(self, frames: h5py.Dataset, timestamps: h5py.Dataset,
+                 numbers: h5py.Dataset) -> None:  # fmt: skip
+        self.frames = frames
+        self.timestamps = timestamps
+        self.numbers = numbers
+        self.length = frames.shape[0]  # frames stored or compressed and queued
+        self.partial: FrameBlock | None = None
+        #: compressed whole chunks waiting for their write: (first frame, ids, chunk bytes)
+        self.encoded: list[tuple[int, npt.NDArray[np.uint64], npt.NDArray[np.uint64],
+                                 list[bytes]]] = []  # fmt: skip
+
+    def _grow(self, start: int, stamps: npt.NDArray[np.uint64],
+              numbers: npt.NDArray[np.uint64]) -> int:  # fmt: skip
+        end = start + len(stamps)
+        for dataset in (self.frames, self.timestamps, self.numbers):
+            if dataset.shape[0] < end:
+                dataset.resize(end, axis=0)
+        self.timestamps[start:end] = stamps
+        self.numbers[start:end] = numbers
+        return end
+
+    def append(self, block: FrameBlock) -> None:
+        """Through HDF5's own filter pipeline (partial chunks, lz4 and lzf)."""
+        start = self.frames.shape[0]
+        end = self._grow(start, block.timestamps_ns, block.frame_numbers)
+        self.frames[start:end] = block.frames
+        self.length = max(self.length, end)
+
+    def store(self, start: int, stamps: npt.NDArray[np.uint64], numbers: npt.NDArray[np.uint64],
+              chunks: Sequence[Any]) -> None:  # fmt: skip
+        """Chunks already in their on-disk form, by direct chunk writes."""
+        self._grow(start, stamps, numbers)
+        per_chunk = self.frames.chunks[0]
+        zeros = (0,) * (self.frames.ndim - 1)
+        for i, data in enumerate(chunks):
+            self.frames.id.write_direct_chunk((start + i * per_chunk, *zeros), data)
 
 
 def _field_json(field: pa.Field) -> str:
