@@ -78,7 +78,7 @@ def _primitive(name: str, array: pa.Array, field_type: pa.DataType) -> Column:
         fill = float("nan") if pa.types.is_floating(t) else 0
         values = _fill_nulls(array, fill).to_numpy(zero_copy_only=False)
         return Column(name, np.asarray(values, dtype=t.to_pandas_dtype()), valid, "fixed", attrs)
-    raise UnsupportedData(f"column {name!r}: Arrow type {field_type} has no HDF5 mapping")
+    raise UnsupportedData(f"column {name!r}: Arrow type {field_type} is not supported")
 
 
 def _is_primitive_numeric(t: pa.DataType) -> bool:
@@ -129,15 +129,21 @@ def _columns(name: str, array: pa.Array) -> Iterator[Column]:
         yield _primitive(name, array, t)
 
 
-def flatten_batch(batch: pa.RecordBatch) -> list[Column]:
+def flatten_batch(batch: pa.RecordBatch, *, stream: str | None = None) -> list[Column]:
     """The batch's columns in storable form (structs flattened to ``parent.child``).
 
     Raises:
-        UnsupportedData: a column's Arrow type has no mapping (named).
+        UnsupportedData: a column's Arrow type has no mapping (named, with ``stream``).
     """
     out: list[Column] = []
     for field, array in zip(batch.schema, batch.columns, strict=True):
-        for column in _columns(field.name, array):
+        try:
+            columns = list(_columns(field.name, array))
+        except UnsupportedData as exc:
+            if stream is None:
+                raise
+            raise UnsupportedData(f"stream {stream!r} {exc}") from None
+        for column in columns:
             unit = (field.metadata or {}).get(b"unit")
             if unit is not None and "unit" not in column.attrs:
                 column.attrs["unit"] = unit.decode()

@@ -1,4 +1,16 @@
-"""Zarr V3 (zarr-python 3): one store, a group per stream, named dimensions for xarray."""
+"""Zarr V3 (zarr-python 3): one store, a group per stream, named dimensions for xarray.
+
+```
+run.zarr/
+├── <table stream>/      attrs: instrument_id, rows
+│   ├── <column>         (row, ...) one array per column (struct fields as parent.child)
+│   └── <column>.valid   bool, only for columns that have had nulls or gaps
+└── <frame stream>/      attrs: instrument_id
+    ├── frames           (frame, y, x)
+    ├── timestamp_ns     (frame,) uint64
+    └── frame_number     (frame,) uint64
+```
+"""
 
 from __future__ import annotations
 
@@ -6,6 +18,8 @@ import json
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -15,12 +29,15 @@ import zarr
 import zarr.codecs
 
 from daq_storage.errors import ConfigError, SchemaMismatch, UnsupportedData
-from daq_storage.schema import flatten_batch
+from daq_storage.schema import Column, flatten_batch
 from daq_storage.writers._base import FrameBlock, Writer, join_frames, json_value, storage_errors
+from daq_storage.writers._chunks import ChunkEncode, blosc_encoder, encode_while
 
 __all__ = ["ZarrWriter"]
 
 _COMPRESSIONS = ("none", "blosc-lz4", "blosc-zstd", "zstd", "gzip")
+_TABLE_CHUNK_ROWS = 65536
+_ID_CHUNK = 4096
 
 
 def _compressors(compression: str, level: int) -> Any:
@@ -34,13 +51,56 @@ def _compressors(compression: str, level: int) -> Any:
     return zarr.codecs.GzipCodec(level=level)
 
 
+def _part(block: FrameBlock, start: int, stop: int) -> FrameBlock:
+    return FrameBlock(block.frames[start:stop], block.timestamps_ns[start:stop],
+                      block.frame_numbers[start:stop])  # fmt: skip
+
+
+@dataclass
+class _Frames:
+    """A frame stream's arrays (handles kept: looking them up costs more than a shard)
+    and the frames on their way to them."""
+
+    folder: Path  # the frames array's chunk folder
+    frames: zarr.Array[Any]
+    timestamps: zarr.Array[Any]
+    numbers: zarr.Array[Any]
+    length: int = 0  # frames stored in the store, visible or not
+    #: frames short of a whole shard (or chunk), copied: the caller may reuse its array
+    partial: FrameBlock | None = None
+    #: compressed shards waiting for their file write: (shard index, inner chunk bytes)
+    encoded: list[tuple[int, list[bytes]]] = field(default_factory=list)
+    #: ids of stored frames not yet in the id arrays
+    ids: list[FrameBlock] = field(default_factory=list)
+
+
+@dataclass
+class _Table:
+    """A table stream's arrays and the rows waiting to fill whole chunks."""
+
+    group: zarr.Group
+    arrays: dict[str, zarr.Array[Any]] = field(default_factory=dict)
+    masks: dict[str, zarr.Array[Any]] = field(default_factory=dict)
+    #: the column's storage dtype and inner shape, fixed by its first batch
+    kinds: dict[str, tuple[np.dtype[Any], tuple[int, ...], dict[str, str]]] = field(
+        default_factory=dict
+    )
+    rows: int = 0  # rows in the arrays
+    pending: list[tuple[int, dict[str, Column]]] = field(default_factory=list)
+    pending_rows: int = 0
+
+
 class ZarrWriter(Writer):
     """A Zarr V3 directory store.
 
     Frame streams become ``<stream>/frames`` ``(frame, y, x)`` plus ``timestamp_ns`` and
-    ``frame_number`` along ``frame``; table streams become 1-D arrays along ``row``.
-    Frames are buffered and appended a whole shard (or chunk) at a time. The seeds'
-    builder is here too: :meth:`create_array` and :meth:`write_chunk`.
+    ``frame_number`` along ``frame``; table streams become one array per column along
+    ``row`` (a ``<column>.valid`` mask beside columns with nulls or gaps). Rows are
+    buffered into whole chunks and frames into whole shards (or chunks); with blosc
+    and sharding, shards are compressed on a thread pool and written as whole objects,
+    as acquire-zarr does. Everything is visible to readers after :meth:`flush` (and
+    :meth:`close`). The seeds' builder is here too: :meth:`create_array` and
+    :meth:`write_chunk`.
 
     Args:
         path: the store directory (created; an existing non-empty one is refused).
@@ -48,6 +108,7 @@ class ZarrWriter(Writer):
         compression_level: codec level.
         chunk_size: frames per chunk (default 1) / rows per chunk for tables (65536).
         shard_frames: frames per shard (default: none, one object per chunk).
+        threads: compression threads for sharded blosc frames (default: CPU count).
     """
 
     name: ClassVar[str] = "zarr"
@@ -63,13 +124,16 @@ class ZarrWriter(Writer):
         compression_level: int = 5,
         chunk_size: int | None = None,
         shard_frames: int | None = None,
+        threads: int | None = None,
     ) -> None:
         if compression not in _COMPRESSIONS:
             raise ConfigError(f"zarr compression {compression!r} is not one of {_COMPRESSIONS}")
-        if shard_frames is not None and chunk_size and shard_frames % chunk_size:
+        if chunk_size is not None and chunk_size < 1:
+            raise ConfigError(f"zarr chunk_size must be >= 1, got {chunk_size}")
+        if shard_frames is not None and (shard_frames < 1 or shard_frames % (chunk_size or 1)):
             raise ConfigError(
-                f"zarr shard_frames ({shard_frames}) must be a multiple of "
-                f"chunk_size ({chunk_size})"
+                f"zarr shard_frames ({shard_frames}) must be a positive multiple of "
+                f"chunk_size ({chunk_size or 1})"
             )
         super().__init__(path)
         self.compression = compression
@@ -82,9 +146,13 @@ class ZarrWriter(Writer):
                 raise FileExistsError(17, "File exists (a non-empty store is never overwritten)")
             self._root = zarr.open_group(zarr.storage.LocalStore(self.path), mode="a")
         self._add_file(self.path)
-        self._pending: dict[str, list[FrameBlock]] = {}
+        self._tables: dict[str, _Table] = {}
+        self._frame_streams: dict[str, _Frames] = {}
         self._pool: ThreadPoolExecutor | None = None
-        self._direct_shards = compression.startswith("blosc-") and shard_frames is not None
+        self._threads = threads or os.cpu_count() or 1
+        self._encode: ChunkEncode | None = None
+        if compression.startswith("blosc-") and shard_frames is not None:
+            self._encode = blosc_encoder(compression.removeprefix("blosc-"), compression_level)
 
     # ------------------------------------------------------------------ seeds' builder
     def create_array(
@@ -123,59 +191,139 @@ class ZarrWriter(Writer):
                 f"data of shape {values.shape}"
             )
         region = tuple(slice(c, c + s) for c, s in zip(coords, values.shape, strict=True))
-        if any(r.stop > n for r, n in zip(region, array.shape, strict=True)):
+        if any(r.start < 0 or r.stop > n for r, n in zip(region, array.shape, strict=True)):
             raise SchemaMismatch(
                 f"array {name!r} of shape {array.shape}: data {values.shape} at {list(coords)} "
                 "does not fit"
             )
+        self._ensure_room(values.nbytes, f"array {name!r}", self.path)
         with storage_errors(self.path, f"cannot write to array {name!r}"):
             array[region] = values
         self._stats.bytes_written += values.nbytes
 
-    # ------------------------------------------------------------------ streams
+    # ------------------------------------------------------------------ tables
     def write_batch(self, stream: str, batch: pa.RecordBatch) -> None:
+        """Append ``batch`` to ``stream``'s column arrays (buffered to whole chunks).
+
+        A column absent from a batch is null there; a new column is null for earlier
+        rows; nulls are filled (0, NaN, ``""``) and marked in ``<column>.valid``.
+        """
         batch = self._check_batch(stream, batch)
-        safe = self._safe_stream(stream)
-        columns = flatten_batch(batch)
+        if stream in self._frame_streams:
+            raise SchemaMismatch(f"stream {stream!r} holds frames; tables go to another stream")
+        columns = flatten_batch(batch, stream=stream)
         self._ensure_room(batch.nbytes, f"stream {stream!r}", self.path)
-        group = self._root.require_group(safe)
-        rows = _rows(group.attrs.get("rows", 0))
-        for column in columns:  # check everything before appending anything
+        table = self._table(stream)
+        for column in columns:  # check everything before accepting anything
             if column.kind == "vlen":
-                raise UnsupportedData(f"zarr: column {column.name!r} of stream {stream!r} "
-                                      "is a variable-length list")  # fmt: skip
-            if column.name in group:
-                existing = _array(group, column.name)
-                stored_string = existing.dtype.kind in "OTU"
-                same = (
-                    stored_string
-                    if column.kind == "string"
-                    else np.dtype(existing.dtype) == column.values.dtype
+                raise UnsupportedData(
+                    f"zarr: stream {stream!r} column {column.name!r} is a variable-length "
+                    "list; zarr arrays are rectangular (use hdf5, arrow or parquet)"
                 )
-                if not same:
-                    raise SchemaMismatch(
-                        f"stream {stream!r} column {column.name!r}: stored as {existing.dtype}, "
-                        f"got {column.values.dtype}"
-                    )
-        with storage_errors(self.path, f"cannot write stream {stream!r}"):
-            for column in columns:
-                if column.name not in group:
-                    inner = column.values.shape[1:]
-                    dtype: Any = str if column.kind == "string" else column.values.dtype
-                    group.create_array(
-                        column.name, shape=(rows, *inner),
-                        chunks=(self.chunk_size or 65536, *inner), dtype=dtype,
-                        dimension_names=["row", *(f"{column.name}_{i}" for i in range(len(inner)))],
-                        compressors=self._compressors,
-                        attributes=dict(column.attrs),
-                    )  # fmt: skip
-                _array(group, column.name).append(column.values, axis=0)
-            group.attrs["rows"] = rows + batch.num_rows
-            group.attrs["instrument_id"] = stream
+            known = table.kinds.get(column.name)
+            dtype, inner = _storage_kind(column)
+            if known is not None and (known[0], known[1]) != (dtype, inner):
+                raise SchemaMismatch(
+                    f"stream {stream!r} column {column.name!r}: stored as "
+                    f"{known[2].get('arrow_type', known[0])} {known[1] or ''}, got "
+                    f"{column.attrs.get('arrow_type', dtype)} {inner or ''}".rstrip()
+                )
+        for column in columns:
+            table.kinds.setdefault(column.name, (*_storage_kind(column), column.attrs))
+        table.pending.append((batch.num_rows, {c.name: c for c in columns}))
+        table.pending_rows += batch.num_rows
+        chunk_rows = self.chunk_size or _TABLE_CHUNK_ROWS
+        if table.pending_rows >= chunk_rows:
+            aligned = table.rows + table.pending_rows
+            count = aligned - aligned % chunk_rows - table.rows
+            with storage_errors(self.path, f"cannot write stream {stream!r}"):
+                self._commit_rows(stream, table, count)
         self._stats.batches += 1
         self._stats.rows += batch.num_rows
         self._stats.bytes_written += batch.nbytes
 
+    def _table(self, stream: str) -> _Table:
+        table = self._tables.get(stream)
+        if table is None:
+            with storage_errors(self.path, f"cannot create stream {stream!r}"):
+                group = self._root.require_group(self._safe_stream(stream))
+                group.attrs.update({"instrument_id": stream, "rows": 0})
+            table = self._tables[stream] = _Table(group)
+        return table
+
+    def _commit_rows(self, stream: str, table: _Table, count: int) -> None:
+        """Write the first ``count`` pending rows to the arrays; keep the rest pending."""
+        if count <= 0:
+            return
+        start, end = table.rows, table.rows + count
+        for name in table.kinds:
+            if name not in table.arrays:
+                table.arrays[name] = self._column_array(table, name, start)
+        merged: dict[str, tuple[npt.NDArray[Any], npt.NDArray[np.bool_] | None]] = {}
+        for name in table.kinds:
+            dtype, inner, _ = table.kinds[name]
+            parts: list[npt.NDArray[Any]] = []
+            valid: list[npt.NDArray[np.bool_]] = []
+            gaps = False
+            for rows, columns in table.pending:
+                column = columns.get(name)
+                if column is None:
+                    parts.append(_filled(rows, dtype, inner))
+                    valid.append(np.zeros(rows, bool))
+                    gaps = True
+                else:
+                    parts.append(column.values.astype(dtype, copy=False))
+                    valid.append(np.ones(rows, bool) if column.valid is None else column.valid)
+                    gaps = gaps or column.valid is not None
+            merged[name] = (
+                np.concatenate(parts) if len(parts) > 1 else parts[0],
+                np.concatenate(valid) if gaps or name in table.masks else None,
+            )
+        rest = table.pending_rows - count
+        table.pending = (
+            [(rest, {n: _rows_of(table.kinds[n], v, m, count) for n, (v, m) in merged.items()})]
+            if rest
+            else []
+        )
+        table.pending_rows = rest
+        for name, (values, validity) in merged.items():
+            array = table.arrays[name]
+            array.resize((end, *array.shape[1:]))
+            array[start:end] = values[:count]
+            if validity is not None:
+                mask = table.masks.get(name)
+                if mask is None:  # first null: every earlier row held a value
+                    mask = table.masks[name] = self._mask_array(table, name, start, True)
+                mask.resize((end,))
+                mask[start:end] = validity[:count]
+        table.rows = end
+        table.group.attrs["rows"] = end
+
+    def _column_array(self, table: _Table, name: str, rows: int) -> zarr.Array[Any]:
+        dtype, inner, attrs = table.kinds[name]
+        chunks = (self.chunk_size or _TABLE_CHUNK_ROWS, *inner)
+        array = table.group.create_array(
+            name, shape=(rows, *inner), chunks=chunks,
+            dtype=str if dtype.kind == "O" else dtype,
+            dimension_names=["row", *(f"{name}_{i}" for i in range(len(inner)))],
+            compressors=self._compressors, attributes=dict(attrs),
+            fill_value="" if dtype.kind == "O" else (np.nan if dtype.kind == "f" else 0),
+        )  # fmt: skip
+        if rows:  # a column that appears mid-run: earlier rows are null
+            table.masks[name] = self._mask_array(table, name, rows, False)
+        return array
+
+    def _mask_array(self, table: _Table, name: str, rows: int, earlier: bool) -> zarr.Array[Any]:
+        """``<name>.valid``: True where the column holds a value; ``earlier`` for the
+        ``rows`` rows written before the mask existed."""
+        return table.group.create_array(
+            f"{name}.valid", shape=(rows,), chunks=(self.chunk_size or _TABLE_CHUNK_ROWS,),
+            dtype=bool, dimension_names=["row"], compressors=self._compressors,
+            fill_value=earlier, attributes={
+                "meaning": f"True where {name} holds a value; False where it is null"},
+        )  # fmt: skip
+
+    # ------------------------------------------------------------------ frames
     def write_frames(
         self,
         stream: str,
@@ -184,146 +332,169 @@ class ZarrWriter(Writer):
         timestamps_ns: npt.ArrayLike | None = None,
         frame_numbers: npt.ArrayLike | None = None,
     ) -> None:
+        """Append frames to ``<stream>/frames`` and their ids to ``timestamp_ns`` and
+        ``frame_number``, a whole shard (or chunk) at a time; the rest waits (copied)
+        for the next call or :meth:`flush`."""
+        if stream in self._tables:
+            raise SchemaMismatch(f"stream {stream!r} holds a table; frames go to another stream")
         block = self._check_frames(stream, frames, timestamps_ns, frame_numbers)
         self._ensure_room(block.frames.nbytes, f"frames of stream {stream!r}", self.path)
-        safe = self._safe_stream(stream)
-        group = self._root.require_group(safe)
-        per_chunk = self.chunk_size or 1
         with storage_errors(self.path, f"cannot write frames of stream {stream!r}"):
-            if "frames" not in group:
-                shape = block.frames.shape[1:]
-                names = (
-                    ["frame", "y", "x"]
-                    if len(shape) == 2
-                    else ["frame", *(f"dim_{i}" for i in range(1, 1 + len(shape)))]
-                )
-                if self._direct_shards:
-                    # Our own shard files: the inner chunks' codecs and a plain index.
-                    assert self.shard_frames is not None
-                    serializer = zarr.codecs.ShardingCodec(
-                        chunk_shape=(per_chunk, *shape),
-                        codecs=[zarr.codecs.BytesCodec(), self._compressors],
-                        index_codecs=[zarr.codecs.BytesCodec()],
-                    )
-                    group.create_array(
-                        "frames", shape=(0, *shape), chunks=(self.shard_frames, *shape),
-                        serializer=serializer, compressors=None, dtype=block.frames.dtype,
-                        dimension_names=names, fill_value=0,
-                    )  # fmt: skip
+            target = self._frames(stream, block)
+            if target.partial is not None:
+                block = join_frames([target.partial, block])
+                target.partial = None
+            unit = self.shard_frames or self.chunk_size or 1
+            misaligned = (-target.length) % unit  # after a flush wrote a partial shard
+            if misaligned:
+                head = min(misaligned, len(block.frames))
+                self._write_through_zarr(target, _part(block, 0, head))
+                block = _part(block, head, len(block.frames))
+            whole = len(block.frames) // unit * unit
+            if whole < len(block.frames):
+                rest = _part(block, whole, len(block.frames))
+                target.partial = FrameBlock(rest.frames.copy(), rest.timestamps_ns.copy(),
+                                            rest.frame_numbers.copy())  # fmt: skip
+            if whole:
+                ready = _part(block, 0, whole)
+                if self._encode is None:
+                    self._write_through_zarr(target, ready)
                 else:
-                    group.create_array(
-                        "frames", shape=(0, *shape), chunks=(per_chunk, *shape),
-                        shards=None if self.shard_frames is None else (self.shard_frames, *shape),
-                        dtype=block.frames.dtype, dimension_names=names,
-                        compressors=self._compressors, fill_value=0,
-                    )  # fmt: skip
-                for name in ("timestamp_ns", "frame_number"):
-                    group.create_array(name, shape=(0,), chunks=(4096,), dtype=np.uint64,
-                                       dimension_names=["frame"])  # fmt: skip
-                group.attrs["instrument_id"] = stream
-            pending = self._pending.setdefault(stream, [])
-            pending.append(block)
-            unit = self.shard_frames or per_chunk
-            buffered = sum(len(b.frames) for b in pending)
-            if buffered >= unit:
-                whole = buffered // unit * unit
-                if self._direct_shards:
-                    self._write_shards(safe, group, pending, whole)
-                else:
-                    self._append_frames(group, pending, whole)
-        self._stats.frames += len(block.frames)
-        self._stats.bytes_written += block.frames.nbytes
+                    self._encode_shards(target, ready)
+        self._stats.frames += len(frames)
+        self._stats.bytes_written += frames.nbytes
 
-    def _write_shards(
-        self, safe: str, group: zarr.Group, pending: list[FrameBlock], count: int
-    ) -> None:
-        """Blosc + sharding: encode inner chunks on a thread pool (blosc releases the GIL)
-        and write whole shard objects directly, as acquire-zarr does; the array metadata
-        is then resized once. Frames that would not start on a shard boundary go through
-        zarr first."""
-        import numcodecs.blosc
-
-        assert self.shard_frames is not None
-        frames_array = _array(group, "frames")
-        length = frames_array.shape[0]
-        align = (-length) % self.shard_frames
-        if align:
-            self._append_frames(group, pending, min(align, count))
-            count -= min(align, count)
-            length = frames_array.shape[0]
-            if count < self.shard_frames:
-                return
-            count = count // self.shard_frames * self.shard_frames
-        block = join_frames(pending)
-        ready = FrameBlock(block.frames[:count], block.timestamps_ns[:count],
-                           block.frame_numbers[:count])  # fmt: skip
-        pending.clear()
-        if count < len(block.frames):
-            pending.append(FrameBlock(block.frames[count:], block.timestamps_ns[count:],
-                                      block.frame_numbers[count:]))  # fmt: skip
+    def _frames(self, stream: str, block: FrameBlock) -> _Frames:
+        target = self._frame_streams.get(stream)
+        if target is not None:
+            return target
+        group = self._root.require_group(self._safe_stream(stream))
+        group.attrs["instrument_id"] = stream
+        shape = block.frames.shape[1:]
         per_chunk = self.chunk_size or 1
-        numcodecs.blosc.use_threads = False  # contextual blosc: thread-safe, GIL released
-        codec = numcodecs.Blosc(
-            cname=self.compression.removeprefix("blosc-"),
-            clevel=self.compression_level,
-            shuffle=numcodecs.Blosc.SHUFFLE,
-        )
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(
-                os.cpu_count() or 1, thread_name_prefix="daq_storage_zarr"
+        names = (["frame", "y", "x"] if len(shape) == 2
+                 else ["frame", *(f"dim_{i}" for i in range(1, 1 + len(shape)))])  # fmt: skip
+        if self._encode is not None:
+            # Our own shard objects: the inner chunks' codecs and a plain (crc-free) index.
+            assert self.shard_frames is not None
+            serializer = zarr.codecs.ShardingCodec(
+                chunk_shape=(per_chunk, *shape),
+                codecs=[zarr.codecs.BytesCodec(), self._compressors],
+                index_codecs=[zarr.codecs.BytesCodec()],
             )
+            frames = group.create_array(
+                "frames", shape=(0, *shape), chunks=(self.shard_frames, *shape),
+                serializer=serializer, compressors=None, dtype=block.frames.dtype,
+                dimension_names=names, fill_value=0,
+            )  # fmt: skip
+        else:
+            frames = group.create_array(
+                "frames", shape=(0, *shape), chunks=(per_chunk, *shape),
+                shards=None if self.shard_frames is None else (self.shard_frames, *shape),
+                dtype=block.frames.dtype, dimension_names=names,
+                compressors=self._compressors, fill_value=0,
+            )  # fmt: skip
+        stamps, numbers = (
+            group.create_array(name, shape=(0,), chunks=(_ID_CHUNK,), dtype=np.uint64,
+                               dimension_names=["frame"])
+            for name in ("timestamp_ns", "frame_number")
+        )  # fmt: skip
+        stamps.attrs["unit"] = "ns"
+        folder = self.path / self._safe_stream(stream) / "frames" / "c"
+        target = self._frame_streams[stream] = _Frames(folder, frames, stamps, numbers)
+        return target
+
+    def _write_through_zarr(self, target: _Frames, block: FrameBlock) -> None:
+        """zarr-python encodes and writes (partial shards, codecs without an encoder here)."""
+        self._store_shards(target)
+        start, end = target.length, target.length + len(block.frames)
+        target.frames.resize((end, *target.frames.shape[1:]))
+        target.frames[start:end] = block.frames
+        target.length = end
+        self._add_ids(target, block)
+
+    def _add_ids(self, target: _Frames, block: FrameBlock) -> None:
+        target.ids.append(FrameBlock(block.frames[:0], block.timestamps_ns.copy(),
+                                     block.frame_numbers.copy()))  # fmt: skip
+        if sum(len(b.timestamps_ns) for b in target.ids) >= _ID_CHUNK:
+            self._publish(target)
+
+    def _encode_shards(self, target: _Frames, ready: FrameBlock) -> None:
+        """Compress the shards' inner chunks on the pool while the previous call's shards
+        are written; keep this call's for the next call (or flush)."""
+        assert self.shard_frames is not None
+        assert self._encode is not None
+        per_chunk = self.chunk_size or 1
+        count = len(ready.frames)
         inner = [ready.frames[i : i + per_chunk] for i in range(0, count, per_chunk)]
-        encoded = list(self._pool.map(lambda c: codec.encode(np.ascontiguousarray(c)), inner))
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="daq_storage_zarr")
+        encoded = encode_while(self._pool, self._encode, inner,
+                               lambda: self._store_shards(target))  # fmt: skip
         per_shard = self.shard_frames // per_chunk
-        trailing = ["0"] * (ready.frames.ndim - 1)
+        first_shard = target.length // self.shard_frames
         for k in range(count // self.shard_frames):
-            parts = encoded[k * per_shard : (k + 1) * per_shard]
-            offsets = np.cumsum([0] + [len(p) for p in parts[:-1]], dtype=np.uint64)
-            index = np.column_stack([offsets, [len(p) for p in parts]]).astype("<u8")
-            shard_index = length // self.shard_frames + k
-            key = self.path / safe / "frames" / "c" / str(shard_index) / "/".join(trailing)
+            target.encoded.append((first_shard + k, encoded[k * per_shard : (k + 1) * per_shard]))
+        target.length += count
+        self._add_ids(target, ready)
+
+    @staticmethod
+    def _store_shards(target: _Frames) -> None:
+        """Write the compressed shards as whole objects (temporary name, then renamed:
+        readers never see half a shard)."""
+        trailing = "/".join(["0"] * (target.frames.ndim - 1))
+        while target.encoded:
+            shard, parts = target.encoded[0]
+            sizes = [len(p) for p in parts]
+            offsets = np.cumsum([0, *sizes[:-1]], dtype=np.uint64)
+            index = np.column_stack([offsets, sizes]).astype("<u8")
+            key = target.folder / str(shard) / trailing
             key.parent.mkdir(parents=True, exist_ok=True)
             temporary = key.with_name(key.name + ".partial")
             with temporary.open("wb") as handle:
                 handle.writelines([*parts, index.tobytes()])
-            temporary.replace(key)  # readers never see half a shard
-        frames_array.resize((length + count, *ready.frames.shape[1:]))
-        _array(group, "timestamp_ns").append(ready.timestamps_ns)
-        _array(group, "frame_number").append(ready.frame_numbers)
+            temporary.replace(key)
+            target.encoded.pop(0)
 
-    @staticmethod
-    def _append_frames(group: zarr.Group, pending: list[FrameBlock], count: int) -> None:
-        frames = np.concatenate([b.frames for b in pending])
-        stamps = np.concatenate([b.timestamps_ns for b in pending])
-        numbers = np.concatenate([b.frame_numbers for b in pending])
-        _array(group, "frames").append(frames[:count], axis=0)
-        _array(group, "timestamp_ns").append(stamps[:count])
-        _array(group, "frame_number").append(numbers[:count])
-        pending.clear()
-        if count < len(frames):
-            pending.append(FrameBlock(frames[count:], stamps[count:], numbers[count:]))
+    def _publish(self, target: _Frames) -> None:
+        """Make every stored frame visible: shard objects, the array's shape, the ids."""
+        self._store_shards(target)
+        if target.frames.shape[0] < target.length:
+            target.frames.resize((target.length, *target.frames.shape[1:]))
+        if target.ids:
+            joined = join_frames(target.ids) if len(target.ids) > 1 else target.ids[0]
+            start = target.timestamps.shape[0]
+            end = start + len(joined.timestamps_ns)
+            for array, values in ((target.timestamps, joined.timestamps_ns),
+                                  (target.numbers, joined.frame_numbers)):  # fmt: skip
+                array.resize((end,))
+                array[start:end] = values
+            target.ids.clear()
 
     # ------------------------------------------------------------------ metadata, lifecycle
     def set_metadata(self, key: str, value: Any, *, stream: str | None = None) -> None:
         """A Zarr attribute (JSON) of the root group or of the stream's group."""
         self._check_open()
         text = json_value(value, what=f"metadata {key!r}")
-        target = (
-            self._root if stream is None else self._root.require_group(self._safe_stream(stream))
-        )
         with storage_errors(self.path, f"cannot store metadata {key!r}"):
+            target = (
+                self._root
+                if stream is None
+                else self._root.require_group(self._safe_stream(stream))
+            )
             target.attrs[key] = json.loads(text)
 
     def flush(self) -> None:
-        """Write buffered frames (a partial shard is written as it is)."""
+        """Write everything buffered (a partial shard or chunk as it is) and make it visible."""
         self._check_open()
         with storage_errors(self.path, "cannot flush Zarr store"):
-            for stream, pending in self._pending.items():
-                if pending:
-                    count = sum(len(b.frames) for b in pending)
-                    group = self._root[self._safe_stream(stream)]
-                    assert isinstance(group, zarr.Group)
-                    self._append_frames(group, pending, count)
+            for stream, table in self._tables.items():
+                self._commit_rows(stream, table, table.pending_rows)
+            for target in self._frame_streams.values():
+                if target.partial is not None:
+                    partial, target.partial = target.partial, None
+                    self._write_through_zarr(target, partial)
+                self._publish(target)
 
     def _close(self) -> None:
         try:
@@ -334,12 +505,31 @@ class ZarrWriter(Writer):
                 self._pool = None
 
 
+def _storage_kind(column: Column) -> tuple[np.dtype[Any], tuple[int, ...]]:
+    dtype = np.dtype(object) if column.kind == "string" else column.values.dtype
+    return dtype, tuple(column.values.shape[1:])
+
+
+def _filled(rows: int, dtype: np.dtype[Any], inner: tuple[int, ...]) -> npt.NDArray[Any]:
+    if dtype.kind == "O":
+        return np.full((rows, *inner), "", dtype=object)
+    return np.full((rows, *inner), np.nan if dtype.kind == "f" else 0, dtype=dtype)
+
+
+def _rows_of(
+    kind: tuple[np.dtype[Any], tuple[int, ...], dict[str, str]],
+    values: npt.NDArray[Any],
+    valid: npt.NDArray[np.bool_] | None,
+    start: int,
+) -> Column:
+    """Rows ``start:`` of a merged column, as a pending column."""
+    dtype = kind[0]
+    return Column("", values[start:], None if valid is None else valid[start:],
+                  "string" if dtype.kind == "O" else "fixed", kind[2])  # fmt: skip
+
+
 def _array(group: zarr.Group, name: str) -> zarr.Array[Any]:
     node = group[name]
     if not isinstance(node, zarr.Array):
         raise SchemaMismatch(f"zarr node {name!r} is a group, not an array")
     return node
-
-
-def _rows(value: object) -> int:
-    return int(value) if isinstance(value, int | float) else 0
