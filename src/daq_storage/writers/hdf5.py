@@ -166,15 +166,16 @@ class Hdf5Writer(Writer):
         self._threads = threads or os.cpu_count() or 1
         self._encode = _chunk_encoder(compression, compression_level, shuffle)
         self._frame_streams: dict[str, _FrameStream] = {}
+        self._groups: dict[str, h5py.Group] = {}
         self._swmr_started = False
 
     # ------------------------------------------------------------------ structure
     def _group(self, stream: str) -> h5py.Group:
-        safe = self._safe_stream(stream)
-        group = self._file.get(safe)
+        group = self._groups.get(stream)
         if group is None:
+            safe = self._safe_stream(stream)
             self._check_can_create(stream)
-            group = self._file.create_group(safe)
+            group = self._groups[stream] = self._file.create_group(safe)
             group.attrs["instrument_id"] = stream
             group.attrs["created_at"] = _now()[0]
         return group
@@ -237,7 +238,6 @@ class Hdf5Writer(Writer):
             raise SchemaMismatch(f"stream {stream!r} holds frames; tables go to another stream")
         columns = flatten_batch(batch, stream=stream)
         self._ensure_room(batch.nbytes, f"stream {stream!r}", self.path)
-        group = self._group(stream)
         # Dataset handles are cached: looking them up in the file every batch costs more
         # than appending small batches.
         datasets = self._datasets.setdefault(stream, {})
@@ -293,6 +293,7 @@ class Hdf5Writer(Writer):
         with storage_errors(
             self.path, f"cannot write stream {stream!r}", library_errors=_H5_ERRORS
         ):
+            group = self._group(stream)
             fields = {f.name: f for f in batch.schema}
             for column, dataset, target in plan:
                 if dataset is None:
