@@ -90,7 +90,9 @@ def raw_write(data: list[bytes] | list[np.ndarray]) -> Run:
 
 
 # ---------------------------------------------------------------------------------- frames
-def frame_runs(frames: np.ndarray, stamps: np.ndarray) -> tuple[Callable[..., Run], list]:
+def frame_runs(
+    frames: np.ndarray, stamps: np.ndarray
+) -> tuple[Callable[..., Run], list[np.ndarray]]:
     calls = [frames[i : i + FRAMES_PER_CALL] for i in range(0, len(frames), FRAMES_PER_CALL)]
 
     def ours(name: str, **options: object) -> Run:
