@@ -15,6 +15,7 @@ file.h5                      attrs: created_at, created_timestamp_ns, applicatio
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -539,12 +540,24 @@ class _FrameStream:
 
     def store(self, start: int, stamps: npt.NDArray[np.uint64], numbers: npt.NDArray[np.uint64],
               chunks: Sequence[Any]) -> None:  # fmt: skip
-        """Chunks already in their on-disk form, by direct chunk writes."""
+        """Chunks already in their on-disk form, by direct chunk writes.
+
+        If a write fails (a full disk), the datasets shrink back to the frames stored,
+        so no frame reads back as fill values.
+        """
         self._grow(start, stamps, numbers)
         per_chunk = self.frames.chunks[0]
         zeros = (0,) * (self.frames.ndim - 1)
-        for i, data in enumerate(chunks):
-            self.frames.id.write_direct_chunk((start + i * per_chunk, *zeros), data)
+        stored = start
+        try:
+            for data in chunks:
+                self.frames.id.write_direct_chunk((stored, *zeros), data)
+                stored += per_chunk
+        except BaseException:
+            with contextlib.suppress(Exception):  # the write's own error is the one to report
+                for dataset in (self.frames, self.timestamps, self.numbers):
+                    dataset.resize(stored, axis=0)
+            raise
 
 
 def _field_json(field: pa.Field) -> str:
