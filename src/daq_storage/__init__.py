@@ -1,5 +1,8 @@
 """daq-storage: store what laboratory instruments produce, without making acquisition wait."""
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from daq_storage._version import __version__
 from daq_storage.config import RingBufferConfig, StorageConfig, StorageSettings
 from daq_storage.errors import (
@@ -17,6 +20,20 @@ from daq_storage.errors import (
 )
 from daq_storage.ring import Record, RingBuffer, RingReader, RingStats
 
+if TYPE_CHECKING:
+    from daq_storage.writers import (
+        ArrowWriter,
+        CsvWriter,
+        Hdf5Writer,
+        ParquetWriter,
+        TiffWriter,
+        Writer,
+        WriterStats,
+        ZarrWriter,
+        available_writers,
+        open_writer,
+    )
+
 __all__ = [
     # configuration
     "RingBufferConfig",
@@ -27,6 +44,17 @@ __all__ = [
     "RingBuffer",
     "RingReader",
     "RingStats",
+    # writers
+    "open_writer",
+    "available_writers",
+    "Writer",
+    "WriterStats",
+    "ArrowWriter",
+    "CsvWriter",
+    "Hdf5Writer",
+    "ParquetWriter",
+    "TiffWriter",
+    "ZarrWriter",
     # errors
     "ConfigError",
     "DaqStorageError",
@@ -41,3 +69,26 @@ __all__ = [
     "WriterClosedError",
     "__version__",
 ]
+
+_WRITERS = frozenset(
+    {
+        "open_writer",
+        "available_writers",
+        "Writer",
+        "WriterStats",
+        "ArrowWriter",
+        "CsvWriter",
+        "Hdf5Writer",
+        "ParquetWriter",
+        "TiffWriter",
+        "ZarrWriter",
+    }
+)
+
+
+def __getattr__(name: str) -> Any:
+    # The writers load on first use: a process that only uses the ring (a reader, the
+    # CLI's help) does not wait for h5py, zarr and tifffile to import.
+    if name in _WRITERS:
+        return getattr(importlib.import_module("daq_storage.writers"), name)
+    raise AttributeError(f"module 'daq_storage' has no attribute {name!r}")

@@ -1,8 +1,8 @@
 """Format writers behind one interface, selectable by name.
 
-``open_writer("hdf5", "run.h5")`` · ``"arrow"`` · ``"parquet"`` · ``"csv"`` · ``"zarr"`` ·
-``"tiff"``; third-party
-writers register under the entry-point group ``daq_storage.writers``.
+``open_writer("hdf5", "run.h5")``; likewise ``"arrow"``, ``"parquet"``, ``"csv"``, ``"zarr"``
+and ``"tiff"``. Third-party writers register under the entry-point group
+``daq_storage.writers``.
 """
 
 from daq_storage.writers._base import Writer, WriterStats

@@ -49,11 +49,11 @@ class PerStreamWriter(Writer):
         return {**self._file_metadata, **self._stream_metadata.get(stream, {})}
 
     def set_metadata(self, key: str, value: Any, *, stream: str | None = None) -> None:
-        """Stored as Arrow schema key-value metadata (JSON values) of the stream's file(s).
+        """Stored as key-value metadata (JSON values) of the stream's file(s).
 
         Metadata set before a stream's first write lands in its file header; later
-        values are kept for the next file part and, where the format allows, attached
-        to the next batch.
+        values are kept for the next file part; each format documents where they go in
+        a file already open.
         """
         self._check_open()
         text = json_value(value, what=f"metadata {key!r}")
@@ -83,6 +83,7 @@ class ArrowBatchWriter(PerStreamWriter):
     def write_batch(self, stream: str, batch: pa.RecordBatch) -> None:
         batch = self._check_batch(stream, batch)
         self._write(stream, batch)
+        self._stats.batches += 1  # write_batch calls only, as in every format
         self._stats.rows += batch.num_rows
 
     def write_frames(

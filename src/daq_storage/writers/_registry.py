@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 from importlib.metadata import entry_points
 from typing import Any
@@ -29,7 +30,11 @@ def _plugins() -> dict[str, str]:
 
 
 def available_writers() -> list[str]:
-    """Names accepted by :func:`open_writer`: built-ins, then installed plug-ins."""
+    """Names accepted by :func:`open_writer`: built-ins, then installed plug-ins.
+
+    A plug-in is a :class:`Writer` subclass named by an entry point in the group
+    ``daq_storage.writers`` (``name = "package.module:Class"``); built-in names win.
+    """
     return [*_BUILTIN, *sorted(set(_plugins()) - set(_BUILTIN))]
 
 
@@ -38,13 +43,31 @@ def get_writer_class(name: str) -> type[Writer]:
     target = _BUILTIN.get(name) or _plugins().get(name)
     if target is None:
         raise ConfigError(f"unknown writer {name!r}; available: {', '.join(available_writers())}")
-    module_name, _, class_name = target.partition(":")
-    cls = getattr(importlib.import_module(module_name), class_name)
-    if not (isinstance(cls, type) and issubclass(cls, Writer)):
+    module_name, _, attribute = target.partition(":")
+    try:
+        found: Any = importlib.import_module(module_name)
+        for part in attribute.split("."):
+            found = getattr(found, part)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"writer {name!r} ({target}) cannot be loaded: {exc}") from exc
+    if not (isinstance(found, type) and issubclass(found, Writer)):
         raise ConfigError(f"writer {name!r} ({target}) is not a daq_storage Writer")
-    return cls
+    return found
 
 
 def open_writer(name: str, path: str | os.PathLike[str], **options: Any) -> Writer:
-    """Create the writer registered as ``name`` for ``path`` with format ``options``."""
-    return get_writer_class(name)(path, **options)
+    """Create the writer registered as ``name`` for ``path`` with format ``options``.
+
+    Raises:
+        ConfigError: ``name`` is unknown, or an option is not one the writer takes.
+    """
+    cls = get_writer_class(name)
+    signature = inspect.signature(cls)
+    try:
+        signature.bind(path, **options)
+    except TypeError as exc:
+        accepted = [p for p in signature.parameters if p != "path"]
+        raise ConfigError(
+            f"writer {name!r}: {exc}; its options are: {', '.join(accepted) or 'none'}"
+        ) from None
+    return cls(path, **options)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -11,20 +12,53 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from daq_storage.errors import SchemaMismatch, UnsupportedData
+from daq_storage.errors import ConfigError, SchemaMismatch, UnsupportedData
 from daq_storage.writers._base import storage_errors
 from daq_storage.writers._per_stream import PerStreamWriter
 
 __all__ = ["CsvWriter"]
 
+# Rows turned into text per chunk: pyarrow's default (1,024) makes 10k-row batches
+# about 15% slower; 16k rows of text stay a few MB.
+_CHUNK_ROWS = 16_384
+_ISO_UTC = "%Y-%m-%dT%H:%M:%SZ"  # %S carries the unit's sub-second digits
+_ISO_NAIVE = "%Y-%m-%dT%H:%M:%S"
+
+
+@dataclass
+class _CsvFile:
+    path: Path
+    sink: pa.NativeFile
+    writer: pacsv.CSVWriter
+    #: The stream's column types (dictionaries decoded, widened as batches arrive).
+    columns: pa.Schema
+    #: The last batch schema found compatible with ``columns``.
+    accepted: pa.Schema
+    #: Batches of schema ``accepted`` must be cast to ``columns``.
+    cast: bool
+    #: ``(index, kind)`` of columns written as ISO-8601 text.
+    iso: tuple[tuple[int, str], ...]
+    #: The schema the text is made from (``columns`` with ISO columns as strings).
+    written: pa.Schema
+
 
 class CsvWriter(PerStreamWriter):
-    """CSV files, one per stream, in the directory ``path``.
+    """CSV files, one per stream, in the directory ``path``; metadata in ``metadata.json``.
+
+    A column keeps its kind for the life of a stream, so every reader infers one type
+    for it: a batch whose column types differ is cast when that is a lossless widening
+    (``int32`` -> ``int64``, ``uint16`` -> ``int32``, ``float32`` -> ``float64``,
+    ``string`` -> ``large_string``, a dictionary to its values, an all-null column) and
+    refused with :class:`SchemaMismatch` otherwise (an integer column cannot take
+    ``0.5`` or text).
 
     Args:
         path: output directory.
-        iso_timestamps: write ``timestamp`` columns, and integer columns named
-            ``timestamp_ns`` / ``*_ns``, as ISO-8601 text instead of numbers.
+        iso_timestamps: write timestamp columns, and integer columns named
+            ``timestamp_ns`` or ``*_timestamp_ns`` (nanoseconds since the Unix epoch), as
+            ISO-8601 text with the unit's sub-second digits, in UTC with a ``Z`` suffix
+            (``2023-11-14T22:13:20.123456789Z``) so pandas and polars parse them as UTC.
+            Timestamps without a time zone are written without a suffix.
         delimiter: field separator.
     """
 
@@ -36,70 +70,139 @@ class CsvWriter(PerStreamWriter):
     def __init__(
         self, path: str | os.PathLike[str], *, iso_timestamps: bool = False, delimiter: str = ","
     ) -> None:
+        if len(delimiter) != 1 or delimiter in '"\r\n':
+            raise ConfigError(
+                f"csv delimiter must be one character other than a quote or a "
+                f"line break, got {delimiter!r}"
+            )
         super().__init__(path)
         self.iso_timestamps = iso_timestamps
         self.delimiter = delimiter
-        self._writers: dict[str, tuple[Path, pa.NativeFile, pacsv.CSVWriter, pa.Schema]] = {}
-
-    def _convert(self, stream: str, batch: pa.RecordBatch) -> pa.RecordBatch:
-        columns, fields = [], []
-        for field, column in zip(batch.schema, batch.columns, strict=True):
-            kind = field.type
-            if pa.types.is_dictionary(kind):
-                column, kind = column.dictionary_decode(), kind.value_type
-            if pa.types.is_nested(kind) or isinstance(kind, pa.ExtensionType):
-                raise UnsupportedData(
-                    f"CSV cannot hold column {field.name!r} of type {field.type} "
-                    f"(stream {stream!r})"
-                )
-            if self.iso_timestamps:
-                if pa.types.is_integer(kind) and field.name.endswith("_ns"):
-                    column = pc.cast(pc.cast(column, pa.int64()), pa.timestamp("ns", "UTC"))
-                if pa.types.is_timestamp(column.type):
-                    column = pc.strftime(column, format="%Y-%m-%dT%H:%M:%S", locale="C")
-            columns.append(column)
-            fields.append(pa.field(field.name, column.type, field.nullable))
-        return pa.RecordBatch.from_arrays(columns, schema=pa.schema(fields))
+        self._files: dict[str, _CsvFile] = {}
 
     def write_batch(self, stream: str, batch: pa.RecordBatch) -> None:
-        batch = self._convert(stream, self._check_batch(stream, batch))
-        entry = self._writers.get(stream)
-        if entry is not None and not entry[3].equals(batch.schema):
-            if entry[3].names != batch.schema.names:
-                raise SchemaMismatch(
-                    f"stream {stream!r}: CSV columns {entry[3].names} cannot change to "
-                    f"{batch.schema.names}"
-                )
-            batch = batch.cast(entry[3]) if _castable(batch.schema, entry[3]) else None
-            if batch is None:
-                raise SchemaMismatch(f"stream {stream!r}: column types changed incompatibly")
-        if entry is None:
-            path = self._stream_path(stream)
-            with storage_errors(path, "cannot create CSV file"):
-                sink = pa.OSFile(str(path), "wb")
-                options = pacsv.WriteOptions(include_header=True, delimiter=self.delimiter)
-                writer = pacsv.CSVWriter(sink, batch.schema, write_options=options)
-            entry = self._writers[stream] = (path, sink, writer, batch.schema)
+        batch = self._check_batch(stream, batch)
+        opened = self._files.get(stream)
+        if opened is None:
+            opened = self._open_file(stream, batch.schema)
+        elif not batch.schema.equals(opened.accepted):
+            self._accept(stream, opened, batch.schema)
+        nbytes = batch.nbytes
+        rows = batch.num_rows
+        if opened.cast:
+            batch = batch.cast(opened.columns)
+        if opened.iso:
+            batch = self._to_iso(stream, batch, opened)
         # Text takes more room than the binary values: assume three times as much.
-        self._ensure_room(3 * batch.nbytes, f"stream {stream!r}", entry[0])
-        with storage_errors(entry[0], "cannot write CSV rows"):
-            entry[2].write_batch(batch)
+        self._ensure_room(3 * nbytes, f"stream {stream!r}", opened.path)
+        with storage_errors(opened.path, "cannot write CSV rows"):
+            opened.writer.write_batch(batch)
         self._stats.batches += 1
-        self._stats.rows += batch.num_rows
-        self._stats.bytes_written += batch.nbytes
+        self._stats.rows += rows
+        self._stats.bytes_written += nbytes
 
     def write_frames(self, stream: str, frames: Any, **_: Any) -> None:
         self._check_open()
         raise UnsupportedData(
-            f"CSV cannot store frames (stream {stream!r}); use hdf5, zarr or tiff"
+            f"CSV cannot store frames (stream {stream!r}); use hdf5, zarr, tiff, arrow or parquet"
         )
 
+    # ------------------------------------------------------------------ columns
+    def _open_file(self, stream: str, schema: pa.Schema) -> _CsvFile:
+        columns = pa.schema([pa.field(f.name, _csv_type(stream, f.name, f.type)) for f in schema])
+        iso, written = self._text_schema(columns)
+        path = self._stream_path(stream)
+        with storage_errors(path, "cannot create CSV file"):
+            sink = pa.OSFile(str(path), "wb")
+            try:
+                writer = self._csv_writer(sink, written, header=True)
+            except BaseException:
+                sink.close()
+                raise
+        opened = self._files[stream] = _CsvFile(
+            path, sink, writer, columns, schema, _needs_cast(schema, columns), iso, written
+        )
+        return opened
+
+    def _accept(self, stream: str, opened: _CsvFile, schema: pa.Schema) -> None:
+        """Make batches of ``schema`` writable to ``opened``, widening its columns if
+        need be, or raise :class:`SchemaMismatch` leaving the file as it was."""
+        if schema.names != opened.columns.names:
+            raise SchemaMismatch(
+                f"stream {stream!r}: CSV columns {opened.columns.names} of {opened.path} "
+                f"cannot change to {schema.names}"
+            )
+        fields = []
+        for old, new in zip(opened.columns, schema, strict=True):
+            incoming = _csv_type(stream, new.name, new.type)
+            common = _common_type(old.type, incoming)
+            if common is None:
+                raise SchemaMismatch(
+                    f"stream {stream!r}: column {new.name!r} of {opened.path} holds {old.type}, "
+                    f"got {new.type}; CSV takes only a lossless widening (such as int32 -> "
+                    "int64) so readers see one type per column. Nothing was written"
+                )
+            fields.append(pa.field(old.name, common))
+        columns = pa.schema(fields)
+        if not columns.equals(opened.columns):
+            iso, written = self._text_schema(columns)
+            if not written.equals(opened.written):
+                # Same file, same header: only the text of later rows comes from wider types.
+                with storage_errors(opened.path, "cannot write CSV rows"):
+                    opened.writer.close()  # leaves the sink open
+                    opened.writer = self._csv_writer(opened.sink, written, header=False)
+            opened.columns, opened.iso, opened.written = columns, iso, written
+        opened.accepted = schema
+        opened.cast = _needs_cast(schema, opened.columns)
+
+    def _text_schema(self, columns: pa.Schema) -> tuple[tuple[tuple[int, str], ...], pa.Schema]:
+        if not self.iso_timestamps:
+            return (), columns
+        iso: list[tuple[int, str]] = []
+        for index, field in enumerate(columns):
+            if pa.types.is_timestamp(field.type):
+                iso.append((index, "utc" if field.type.tz is not None else "naive"))
+            elif pa.types.is_integer(field.type) and (
+                field.name == "timestamp_ns" or field.name.endswith("_timestamp_ns")
+            ):
+                iso.append((index, "epoch_ns"))
+        written = columns
+        for index, _ in iso:
+            written = written.set(index, pa.field(columns.field(index).name, pa.string()))
+        return tuple(iso), written
+
+    def _csv_writer(self, sink: pa.NativeFile, schema: pa.Schema, *, header: bool) -> Any:
+        options = pacsv.WriteOptions(
+            include_header=header, delimiter=self.delimiter, batch_size=_CHUNK_ROWS
+        )
+        return pacsv.CSVWriter(sink, schema, write_options=options)
+
+    def _to_iso(self, stream: str, batch: pa.RecordBatch, opened: _CsvFile) -> pa.RecordBatch:
+        arrays = list(batch.columns)
+        for index, kind in opened.iso:
+            column = arrays[index]
+            if kind == "epoch_ns":
+                try:
+                    column = pc.cast(column, pa.int64()).cast(pa.timestamp("ns", "UTC"))
+                except pa.ArrowInvalid as exc:
+                    raise UnsupportedData(
+                        f"stream {stream!r}: column {batch.schema.names[index]!r} holds a value "
+                        f"that is no time since the epoch in nanoseconds ({exc}); nothing of "
+                        "this batch was written"
+                    ) from None
+            elif kind == "utc":
+                column = column.cast(pa.timestamp(column.type.unit, "UTC"))
+            fmt = _ISO_NAIVE if kind == "naive" else _ISO_UTC
+            arrays[index] = pc.strftime(column, format=fmt, locale="C")
+        return pa.RecordBatch.from_arrays(arrays, schema=opened.written)
+
+    # ------------------------------------------------------------------ files
     def flush(self) -> None:
         self._check_open()
         self._write_metadata_sidecar()
-        for path, sink, _, _ in self._writers.values():
-            with storage_errors(path, "cannot flush CSV file"):
-                sink.flush()
+        for opened in self._files.values():
+            with storage_errors(opened.path, "cannot flush CSV file"):
+                opened.sink.flush()
 
     def _write_metadata_sidecar(self) -> None:
         """CSV has no place for metadata: it goes to ``metadata.json`` beside the files."""
@@ -118,19 +221,88 @@ class CsvWriter(PerStreamWriter):
         self._add_file(path)
 
     def _close(self) -> None:
-        self._write_metadata_sidecar()
-        for path, sink, writer, _ in self._writers.values():
-            with storage_errors(path, "cannot close CSV file"):
-                try:
-                    writer.close()
-                finally:
-                    sink.close()
-        self._writers.clear()
+        # Every file is closed even when another fails; the first failure is raised.
+        errors: list[BaseException] = []
+        try:
+            self._write_metadata_sidecar()
+        except OSError as exc:
+            errors.append(exc)
+        for opened in self._files.values():
+            try:
+                with storage_errors(opened.path, "cannot close CSV file"):
+                    try:
+                        opened.writer.close()
+                    finally:
+                        opened.sink.close()
+            except OSError as exc:
+                errors.append(exc)
+        self._files.clear()
+        if errors:
+            raise errors[0]
 
 
-def _castable(source: pa.Schema, target: pa.Schema) -> bool:
-    try:
-        pa.RecordBatch.from_pylist([], schema=source).cast(target)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, TypeError):
-        return False
-    return True
+def _csv_type(stream: str, column: str, kind: pa.DataType) -> pa.DataType:
+    """The type ``column`` is written as, or :class:`UnsupportedData`."""
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    if pa.types.is_string_view(kind):
+        return pa.large_string()  # pyarrow.csv does not write views; the text is the same
+    if pa.types.is_binary_view(kind):
+        return pa.large_binary()
+    # Extension, nested and interval types have no CSV text (pyarrow refuses them).
+    if (
+        pa.types.is_null(kind)
+        or pa.types.is_boolean(kind)
+        or pa.types.is_integer(kind)
+        or pa.types.is_floating(kind)
+        or pa.types.is_decimal(kind)
+        or (pa.types.is_temporal(kind) and not pa.types.is_interval(kind))
+        or pa.types.is_string(kind)
+        or pa.types.is_large_string(kind)
+        or pa.types.is_binary(kind)
+        or pa.types.is_large_binary(kind)
+        or pa.types.is_fixed_size_binary(kind)
+    ):
+        return kind
+    raise UnsupportedData(f"CSV cannot hold column {column!r} of type {kind} (stream {stream!r})")
+
+
+def _needs_cast(schema: pa.Schema, columns: pa.Schema) -> bool:
+    return any(f.type != c.type for f, c in zip(schema, columns, strict=True))
+
+
+_INT_BITS = {
+    pa.int8(): (8, True),
+    pa.int16(): (16, True),
+    pa.int32(): (32, True),
+    pa.int64(): (64, True),
+    pa.uint8(): (8, False),
+    pa.uint16(): (16, False),
+    pa.uint32(): (32, False),
+    pa.uint64(): (64, False),
+}
+_FLOAT_ORDER = [pa.float16(), pa.float32(), pa.float64()]
+
+
+def _common_type(old: pa.DataType, new: pa.DataType) -> pa.DataType | None:
+    """The narrowest type holding every value of ``old`` and ``new`` with the same kind of
+    CSV text, or ``None``: integers stay integers, floats floats, text text."""
+    if old == new or pa.types.is_null(new):
+        return old
+    if pa.types.is_null(old):
+        return new
+    if old in _INT_BITS and new in _INT_BITS:
+        (old_bits, old_signed), (new_bits, new_signed) = _INT_BITS[old], _INT_BITS[new]
+        if old_signed == new_signed:
+            return old if old_bits >= new_bits else new
+        # Mixed signs: a signed type twice as wide as the unsigned one holds both.
+        unsigned_bits = new_bits if old_signed else old_bits
+        signed_bits = old_bits if old_signed else new_bits
+        bits = max(signed_bits, 2 * unsigned_bits)
+        return {16: pa.int16(), 32: pa.int32(), 64: pa.int64()}.get(bits)
+    if old in _FLOAT_ORDER and new in _FLOAT_ORDER:
+        return max(old, new, key=_FLOAT_ORDER.index)
+    for narrow, wide in ((pa.string(), pa.large_string()), (pa.binary(), pa.large_binary())):
+        if {old, new} <= {narrow, wide}:
+            return wide
+    return None
