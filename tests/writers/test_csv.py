@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 import numpy as np
-import pandas as pd  # type: ignore[import-untyped]  # no stubs installed
+import pandas as pd
 import polars as pl
 import pyarrow as pa
 import pytest

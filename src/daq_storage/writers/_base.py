@@ -7,6 +7,7 @@ import json
 import os
 import re
 import resource
+import stat
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -306,9 +307,12 @@ class Writer(ABC):
         self._unchecked_bytes = 0
         need = nbytes + HEADROOM
         try:
-            size = file.stat().st_size
+            status = os.stat(file)
         except OSError:
-            size = 0
+            size, folder = 0, file.parent
+        else:
+            size = status.st_size
+            folder = file if stat.S_ISDIR(status.st_mode) else file.parent
         limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
         if limit != resource.RLIM_INFINITY and size + need > limit:
             raise StorageIOError(
@@ -317,7 +321,6 @@ class Writer(ABC):
                 f"{nbytes} more bytes; everything written before stays readable",
                 str(file),
             )
-        folder = file if file.is_dir() else file.parent
         try:
             disk = os.statvfs(folder)
         except OSError:
