@@ -31,6 +31,9 @@ class WriterConformance:
     target: ClassVar[str]  # file or directory name inside tmp_path
     options: ClassVar[dict[str, Any]] = {}
     frames_supported: ClassVar[bool] = True
+    #: False for a frames-only writer (TIFF): its table tests check that ``write_batch``
+    #: is refused, and the feature tests write frames instead of tables.
+    tables_supported: ClassVar[bool] = True
     #: Whether the file-size limit can stand in for a full disk (not for stores made of
     #: many small files, such as Zarr).
     file_size_limit_applies: ClassVar[bool] = True
@@ -51,6 +54,12 @@ class WriterConformance:
     def open(self, tmp_path: Path, **options: Any) -> Writer:
         return open_writer(self.writer_name, tmp_path / self.target, **{**self.options, **options})
 
+    def assert_tables_refused(self, tmp_path: Path, stream: str, batch: Any) -> None:
+        """A frames-only writer refuses a table, naming the stream, and writes no file."""
+        with self.open(tmp_path) as writer, pytest.raises(UnsupportedData, match=repr(stream)):
+            writer.write_batch(stream, batch)
+        assert writer.stats.files == []
+
     def compare_tables(self, got: pa.Table, expected: pa.Table) -> None:
         assert got.num_rows == expected.num_rows
         for name in expected.column_names:
@@ -65,6 +74,9 @@ class WriterConformance:
     def test_appended_batches_read_back(self, tmp_path: Path):
         meter = SimulatedPowerMeter(["pm_a", "pm_b"], seed=1, start_ns=1_700_000_000_000_000_000)
         batches = [meter.read_batch(500) for _ in range(6)]
+        if not self.tables_supported:
+            self.assert_tables_refused(tmp_path, "power_meter_01", batches[0])
+            return
         with self.open(tmp_path) as writer:
             for batch in batches:
                 writer.write_batch("power_meter_01", batch)
@@ -77,6 +89,9 @@ class WriterConformance:
     def test_two_streams_stay_separate(self, tmp_path: Path):
         a = pa.record_batch({"x": pa.array([1, 2, 3], pa.int32())})
         b = pa.record_batch({"y": pa.array([0.5, 1.5], pa.float64())})
+        if not self.tables_supported:
+            self.assert_tables_refused(tmp_path, "second", b)
+            return
         with self.open(tmp_path) as writer:
             writer.write_batch("first", a)
             writer.write_batch("second", b)
@@ -90,9 +105,12 @@ class WriterConformance:
             writer.set_metadata("experiment", "wavelength_scan")
             writer.set_metadata("wavelength_nm", 633.0, stream="power_meter_01")
             writer.set_metadata("settings", {"gain": 2, "modes": ["a", "b"]})
-            writer.write_batch(
-                "power_meter_01", SimulatedPowerMeter(seed=0, start_ns=0).read_batch(10)
-            )
+            if self.tables_supported:
+                writer.write_batch(
+                    "power_meter_01", SimulatedPowerMeter(seed=0, start_ns=0).read_batch(10)
+                )
+            else:
+                writer.write_frames("power_meter_01", np.zeros((2, 4, 4), np.uint16))
         path = tmp_path / self.target
         file_level = self.read_metadata(path, None)
         assert file_level["experiment"] == "wavelength_scan"
@@ -119,25 +137,44 @@ class WriterConformance:
 
     def test_unsafe_stream_names_are_escaped_consistently(self, tmp_path: Path):
         batch = pa.record_batch({"v": [1.0]})
-        with self.open(tmp_path) as writer:
-            writer.write_batch("../x", batch)
-            writer.write_batch("../x", batch)
-            writer.write_batch("a/b", batch)
-            with pytest.raises(InvalidName, match="both map to 'x'"):
-                writer.write_batch("x", batch)
-            with pytest.raises(InvalidName):
-                writer.write_batch("", batch)
-            with pytest.raises(InvalidName, match="NUL"):
-                writer.write_batch("a\x00b", batch)
+        frame = np.arange(12, dtype=np.uint16).reshape(1, 3, 4)
         path = tmp_path / self.target
-        assert self.read_table(path, "x").num_rows == 2
-        assert self.read_table(path, "a_b").num_rows == 1
+
+        def write(writer: Writer, stream: str) -> None:
+            if self.tables_supported:
+                writer.write_batch(stream, batch)
+            else:
+                writer.write_frames(stream, frame)
+
+        def count(stream: str) -> int:
+            if self.tables_supported:
+                return int(self.read_table(path, stream).num_rows)
+            return len(self.read_frames(path, stream)[0])
+
+        with self.open(tmp_path) as writer:
+            write(writer, "../x")
+            write(writer, "../x")
+            write(writer, "a/b")
+            with pytest.raises(InvalidName, match="both map to 'x'"):
+                write(writer, "x")
+            with pytest.raises(InvalidName):
+                write(writer, "")
+            with pytest.raises(InvalidName, match="NUL"):
+                write(writer, "a\x00b")
+        assert count("x") == 2
+        assert count("a_b") == 1
         assert not (tmp_path / "x").exists()  # nothing escaped the target
 
     def test_full_disk_refuses_the_write_and_keeps_what_came_before(self, tmp_path: Path):
         if not self.file_size_limit_applies:
             pytest.skip(f"{self.writer_name} writes many small files: no single file fills up")
         target = tmp_path / self.target
+        # Tables: a column "v"; a frames-only writer gets the values as 10x100 float32
+        # frames (a dtype every frame format holds, ImageJ's included).
+        if self.tables_supported:
+            write = 'writer.write_batch("s", pa.record_batch({"v": values}))'
+        else:
+            write = 'writer.write_frames("s", values.astype(np.float32).reshape(-1, 10, 100))'
         script = textwrap.dedent(
             f"""
             import resource, signal
@@ -146,13 +183,14 @@ class WriterConformance:
             from daq_storage.writers import open_writer
             signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a full disk: EFBIG, not a kill
             writer = open_writer({self.writer_name!r}, {str(target)!r}, **{self.options!r})
-            writer.write_batch("s", pa.record_batch({{"v": np.arange(1000, dtype=np.float64)}}))
+            values = np.arange(1000, dtype=np.float64)
+            {write}
             writer.flush()
             resource.setrlimit(resource.RLIMIT_FSIZE, (8 << 20, 8 << 20))
             try:
                 for i in range(1, 200):
-                    noise = np.random.default_rng(i).random(10_000)  # incompressible
-                    writer.write_batch("s", pa.record_batch({{"v": noise}}))
+                    values = np.random.default_rng(i).random(10_000)  # incompressible
+                    {write}
                     writer.flush()
             except StorageIOError as exc:
                 print("REFUSED", exc.errno, exc)
@@ -163,7 +201,10 @@ class WriterConformance:
                                 timeout=120, check=False)  # fmt: skip
         assert result.returncode == 0, result.stderr
         assert "REFUSED 27" in result.stdout, result.stdout
-        values = self.read_table(target, "s").column("v").to_pylist()
+        if self.tables_supported:
+            values = self.read_table(target, "s").column("v").to_pylist()
+        else:
+            values = self.read_frames(target, "s")[0].reshape(-1).tolist()
         assert values[:1000] == list(range(1000))
         assert len(values) > 1000  # it kept writing until the limit was near
 
@@ -173,10 +214,16 @@ class WriterConformance:
         writer.close()  # idempotent
         with pytest.raises(WriterClosedError, match="closed"):
             writer.write_batch("s", pa.record_batch({"v": [1]}))
+        if not self.tables_supported:
+            with pytest.raises(WriterClosedError, match="closed"):
+                writer.write_frames("s", np.zeros((1, 2, 2), np.uint16))
         with pytest.raises(WriterClosedError):
             writer.flush()
 
     def test_non_batch_input_is_refused(self, tmp_path: Path):
+        if not self.tables_supported:
+            self.assert_tables_refused(tmp_path, "s", {"v": [1]})
+            return
         with self.open(tmp_path) as writer, pytest.raises(UnsupportedData, match="RecordBatch"):
             writer.write_batch("s", {"v": [1]})
 
@@ -216,6 +263,9 @@ class WriterConformance:
                 "b": pa.array([r[3] for r in rows], pa.bool_()),
             }
         )
+        if not self.tables_supported:
+            self.assert_tables_refused(tmp_path, "gen", table.to_batches()[0])
+            return
         with self.open(tmp_path) as writer:
             for batch in np.array_split(np.arange(len(rows)), parts):
                 if len(batch):

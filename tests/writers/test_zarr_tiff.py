@@ -1,20 +1,18 @@
-"""Zarr V3 builder and sharding; TIFF stacks, BigTIFF, ImageJ."""
+"""Zarr V3 builder and sharding (TIFF tests are in test_tiff.py)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pytest
-import tifffile
 import xarray as xr
 import zarr
 
 from daq_storage.errors import ConfigError, SchemaMismatch, UnsupportedData
 from daq_storage.sim import SimulatedCamera
-from daq_storage.writers import TiffWriter, ZarrWriter
+from daq_storage.writers import ZarrWriter
 
 
 def test_zarr_4d_nested_scan_shows_dimension_names_in_xarray(tmp_path: Path):
@@ -70,59 +68,3 @@ def test_zarr_bad_input(tmp_path: Path):
     (tmp_path / "d.zarr" / "keep").write_text("x")
     with pytest.raises(OSError, match="never overwritten"):
         ZarrWriter(tmp_path / "d.zarr")
-
-
-def test_tiff_stack_with_per_frame_ids(tmp_path: Path):
-    block = SimulatedCamera((48, 64), seed=0, start_ns=5000).frames(6)
-    with TiffWriter(tmp_path / "t", compression="zlib") as writer:
-        writer.set_metadata("exposure_ms", 10, stream="camera_1")
-        writer.write_frames("camera_1", block.frames[:4], timestamps_ns=block.timestamps_ns[:4],
-                            frame_numbers=block.frame_numbers[:4])  # fmt: skip
-        writer.write_frames("camera_1", block.frames[4:], timestamps_ns=block.timestamps_ns[4:],
-                            frame_numbers=block.frame_numbers[4:])  # fmt: skip
-    path = tmp_path / "t" / "camera_1.tif"
-    np.testing.assert_array_equal(tifffile.imread(path), block.frames)
-    with tifffile.TiffFile(path) as tif:
-        ids = [json.loads(page.description) for page in tif.pages]  # type: ignore[union-attr]
-        assert [i["frame_number"] for i in ids] == block.frame_numbers.tolist()
-        assert [i["timestamp_ns"] for i in ids] == block.timestamps_ns.tolist()
-        assert ids[0]["metadata"] == {"exposure_ms": 10}
-        assert tif.pages[0].compression == tifffile.COMPRESSION.ADOBE_DEFLATE
-    assert path.stat().st_size < block.frames.nbytes
-
-
-@pytest.mark.parametrize("compression", ["zstd", "lzw"])
-def test_tiff_codecs(tmp_path: Path, compression: str):
-    frames = SimulatedCamera(seed=0, start_ns=0).frames(3).frames
-    with TiffWriter(tmp_path / compression, compression=compression) as writer:
-        writer.write_frames("cam", frames)
-    path = tmp_path / compression / "cam.tif"
-    np.testing.assert_array_equal(tifffile.imread(path), frames)
-    assert path.stat().st_size < frames.nbytes
-
-
-def test_tiff_imagej_hyperstack_and_bigtiff(tmp_path: Path):
-    block = SimulatedCamera((32, 40), seed=0, start_ns=0).frames(5)
-    with TiffWriter(tmp_path / "ij", imagej=True) as writer:
-        writer.write_frames("cam", block.frames, frame_numbers=block.frame_numbers)
-    with tifffile.TiffFile(tmp_path / "ij" / "cam.tif") as tif:
-        assert tif.is_imagej
-        assert (tif.imagej_metadata or {})["images"] == 5
-        np.testing.assert_array_equal(tif.asarray(), block.frames)
-    lines = (tmp_path / "ij" / "cam.frames.csv").read_text().splitlines()
-    assert lines[0] == "frame_number,timestamp_ns"
-    assert [int(line.split(",")[0]) for line in lines[1:]] == [0, 1, 2, 3, 4]
-    with TiffWriter(tmp_path / "big", bigtiff=True) as writer:
-        writer.write_frames("cam", block.frames)
-    with tifffile.TiffFile(tmp_path / "big" / "cam.tif") as tif:
-        assert tif.is_bigtiff
-    with pytest.raises(ConfigError, match="imagej"):
-        TiffWriter(tmp_path / "x", imagej=True, compression="zlib")
-
-
-def test_tiff_refuses_tables(tmp_path: Path):
-    with (
-        TiffWriter(tmp_path / "t") as writer,
-        pytest.raises(UnsupportedData, match="TIFF cannot store tables"),
-    ):
-        writer.write_batch("s", pa.record_batch({"v": [1]}))
