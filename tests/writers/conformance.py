@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from daq_storage.errors import InvalidName, UnsupportedData, WriterClosedError
+from daq_storage.errors import InvalidName, SchemaMismatch, UnsupportedData, WriterClosedError
 from daq_storage.sim import SimulatedCamera, SimulatedPowerMeter
 from daq_storage.writers import Writer, open_writer
 
@@ -134,6 +134,25 @@ class WriterConformance:
         assert frames.dtype == np.uint16
         np.testing.assert_array_equal(stamps, block.timestamps_ns)
         np.testing.assert_array_equal(numbers, block.frame_numbers)
+
+    def test_refused_frames_change_nothing(self, tmp_path: Path):
+        """Bad ids or a new dtype/shape are refused; numbering continues as if they never came."""
+        if not self.frames_supported:
+            return
+        block = SimulatedCamera((8, 8), seed=3, start_ns=0).frames(3)
+        with self.open(tmp_path) as writer:
+            writer.write_frames("cam", block.frames[:2], timestamps_ns=block.timestamps_ns[:2])
+            with pytest.raises(SchemaMismatch, match=r"stream 'cam'.*timestamps_ns"):
+                writer.write_frames("cam", block.frames, timestamps_ns=block.timestamps_ns[:2])
+            with pytest.raises(SchemaMismatch, match=r"stream 'cam'.*dtype uint16.*float32"):
+                writer.write_frames("cam", block.frames.astype(np.float32))
+            with pytest.raises(SchemaMismatch, match=r"stream 'cam'.*\(8, 8\).*\(8, 9\)"):
+                writer.write_frames("cam", np.zeros((1, 8, 9), np.uint16))
+            writer.write_frames("cam", block.frames[2:], timestamps_ns=block.timestamps_ns[2:])
+        frames, stamps, numbers = self.read_frames(tmp_path / self.target, "cam")
+        np.testing.assert_array_equal(frames, block.frames)
+        np.testing.assert_array_equal(stamps, block.timestamps_ns)
+        assert list(numbers) == [0, 1, 2]
 
     def test_unsafe_stream_names_are_escaped_consistently(self, tmp_path: Path):
         batch = pa.record_batch({"v": [1.0]})

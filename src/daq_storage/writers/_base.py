@@ -265,7 +265,7 @@ class Writer(ABC):
         if frames.dtype.kind not in "biuf" or frames.dtype.itemsize > 8:
             raise UnsupportedData(f"stream {stream!r}: frame dtype {frames.dtype} is not supported")
         spec = (frames.dtype, frames.shape[1:])
-        known = self._frame_specs.setdefault(stream, spec)
+        known = self._frame_specs.get(stream, spec)
         if known != spec:
             raise SchemaMismatch(
                 f"stream {stream!r} holds frames of dtype {known[0]} shape {known[1]}; "
@@ -273,7 +273,6 @@ class Writer(ABC):
             )
         n = frames.shape[0]
         first = self._frames_seen.get(stream, 0)
-        self._frames_seen[stream] = first + n
         numbers = (
             np.arange(first, first + n, dtype=np.uint64)
             if frame_numbers is None
@@ -289,6 +288,8 @@ class Writer(ABC):
                 raise SchemaMismatch(
                     f"stream {stream!r}: {label} has shape {values.shape}, expected ({n},)"
                 )
+        self._frame_specs[stream] = spec  # only for an accepted call
+        self._frames_seen[stream] = first + n
         return FrameBlock(np.ascontiguousarray(frames), stamps, numbers)
 
     def _ensure_room(self, nbytes: int, what: str, file: Path) -> None:
