@@ -80,7 +80,7 @@ def interleaved(runs: dict[str, Run], tmp: Path, repeats: int = REPEATS) -> dict
 
 def raw_write(data: list[bytes] | list[np.ndarray]) -> Run:
     """The disk limit: the same bytes with plain (unbuffered) write() system calls."""
-    views = [memoryview(c.reshape(-1).view(np.uint8) if isinstance(c, np.ndarray) else c)
+    views = [c.reshape(-1).view(np.uint8).data if isinstance(c, np.ndarray) else memoryview(c)
              for c in data]  # fmt: skip
 
     def run(path: Path) -> None:
