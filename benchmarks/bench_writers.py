@@ -223,7 +223,7 @@ def bench_frames(report: Report, tmp: Path) -> None:
         for chunk in calls:
             array.append(chunk, axis=0)
 
-    zarr_ours = ours("zarr", compression="blosc-lz4", chunk_size=1, shard_frames=FRAMES_PER_CALL)
+    zarr_ours = ours("zarr", compression="blosc-lz4", shard_frames=FRAMES_PER_CALL)
     runs = {"ours": zarr_ours, "raw": zarr_raw}
     peer = acquire_zarr_run(frames)
     if peer is not None:

@@ -7,6 +7,7 @@ metadata.
 
 from __future__ import annotations
 
+import errno
 import subprocess
 import sys
 import textwrap
@@ -19,7 +20,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from daq_storage.errors import InvalidName, SchemaMismatch, UnsupportedData, WriterClosedError
+from daq_storage.errors import (
+    InvalidName,
+    SchemaMismatch,
+    StorageIOError,
+    UnsupportedData,
+    WriterClosedError,
+)
 from daq_storage.sim import SimulatedCamera, SimulatedPowerMeter
 from daq_storage.writers import Writer, open_writer
 
@@ -226,6 +233,38 @@ class WriterConformance:
             values = self.read_frames(target, "s")[0].reshape(-1).tolist()
         assert values[:1000] == list(range(1000))
         assert len(values) > 1000  # it kept writing until the limit was near
+
+    def test_real_full_disk_refuses_the_write_and_keeps_what_came_before(self, small_disk: Path):
+        """A real filesystem that fills up (a 24 MiB tmpfs): every format, Zarr included."""
+        target = small_disk / self.target
+
+        def write(writer: Writer, values: np.ndarray) -> None:
+            if self.tables_supported:
+                writer.write_batch("s", pa.record_batch({"v": values}))
+            else:  # 10x100 float32 frames: a dtype every frame format holds
+                writer.write_frames("s", values.astype(np.float32).reshape(-1, 10, 100))
+
+        writer = open_writer(self.writer_name, target, **self.options)
+        write(writer, np.arange(1000, dtype=np.float64))
+        writer.flush()
+        refused: StorageIOError | None = None
+        for i in range(1, 1000):
+            try:
+                write(writer, np.random.default_rng(i).random(10_000))  # incompressible
+                writer.flush()
+            except StorageIOError as exc:
+                refused = exc
+                break
+        writer.close()
+        assert refused is not None, "the disk never filled up"
+        assert refused.errno == errno.ENOSPC
+        assert "free on the disk" in str(refused), refused
+        if self.tables_supported:
+            values = self.read_table(target, "s").column("v").to_pylist()
+        else:
+            values = self.read_frames(target, "s")[0].reshape(-1).tolist()
+        assert values[:1000] == list(range(1000))
+        assert len(values) > 1000 + 10_000  # it kept writing until the disk was nearly full
 
     def test_writing_after_close_raises(self, tmp_path: Path):
         writer = self.open(tmp_path)

@@ -59,7 +59,7 @@ class TestHdf5(WriterConformance):
 
 
 class TestHdf5Blosc(TestHdf5):
-    options: ClassVar[dict[str, Any]] = {"compression": "blosc-lz4", "chunk_size": 2}
+    options: ClassVar[dict[str, Any]] = {"compression": "blosc-lz4", "frames_per_chunk": 2}
 
 
 class TestArrow(WriterConformance):
@@ -125,7 +125,7 @@ class TestCsv(WriterConformance):
 class TestZarr(WriterConformance):
     writer_name = "zarr"
     target = "run.zarr"
-    options: ClassVar[dict[str, Any]] = {"chunk_size": 2, "shard_frames": 4}
+    options: ClassVar[dict[str, Any]] = {"frames_per_chunk": 2, "shard_frames": 4}
     file_size_limit_applies = False
 
     def read_table(self, path: Path, stream: str) -> pa.Table:

@@ -204,7 +204,9 @@ def test_large_metadata_goes_to_a_dataset(tmp_path: Path):
 def test_compression_really_compresses_camera_frames(tmp_path: Path, compression: str):
     frames = SimulatedCamera(seed=0, start_ns=0).frames(8).frames
     path = tmp_path / f"{compression}.h5"
-    with Hdf5Writer(path, compression=compression, compression_level=5, chunk_size=4) as writer:
+    with Hdf5Writer(
+        path, compression=compression, compression_level=5, frames_per_chunk=4
+    ) as writer:
         writer.write_frames("camera_1", frames)
     assert path.stat().st_size < 0.9 * frames.nbytes
     with h5py.File(path, "r") as f:
@@ -289,14 +291,14 @@ def test_units_from_field_metadata_and_chunk_size(tmp_path: Path):
     batch = pa.record_batch([pa.array([1.0, 2.0]), pa.array([1, 2], pa.timestamp("ns"))],
                             schema=schema)  # fmt: skip
     path = tmp_path / "units.h5"
-    with Hdf5Writer(path, chunk_size=512) as writer:
+    with Hdf5Writer(path, chunk_size=512, frames_per_chunk=2) as writer:
         writer.write_batch("pm", batch)
         writer.write_frames("cam", np.zeros((3, 4, 5), np.uint16))
     with h5py.File(path, "r") as f:
         assert f["pm/power"].attrs["unit"] == "W"
         assert f["pm/t"].attrs["unit"] == "ns"
         assert f["pm/power"].chunks == (512,)
-        assert f["cam/frames"].chunks == (512, 4, 5)
+        assert f["cam/frames"].chunks == (2, 4, 5)
         assert f["cam/timestamp_ns"].attrs["unit"] == "ns"
 
 
@@ -322,7 +324,7 @@ def test_frames_through_flushes_and_odd_calls(tmp_path: Path, compression: str):
     HDF5's pipeline at a flush, and later frames continuing the partial chunk."""
     block = SimulatedCamera((60, 80), seed=4, start_ns=10).frames(23)
     path = tmp_path / f"{compression}.h5"
-    with Hdf5Writer(path, compression=compression, chunk_size=4) as writer:
+    with Hdf5Writer(path, compression=compression, frames_per_chunk=4) as writer:
         for start, stop in ((0, 3), (3, 10), (10, 11), (11, 19), (19, 23)):
             writer.write_frames("cam", block.frames[start:stop],
                                 timestamps_ns=block.timestamps_ns[start:stop],
@@ -340,7 +342,7 @@ def test_frames_through_flushes_and_odd_calls(tmp_path: Path, compression: str):
         assert f["cam/frames"].chunks == (4, 60, 80)
     if compression != "none":
         plain = tmp_path / "plain.h5"
-        with Hdf5Writer(plain, compression="none", chunk_size=4) as writer:
+        with Hdf5Writer(plain, compression="none", frames_per_chunk=4) as writer:
             writer.write_frames("cam", block.frames)
         assert path.stat().st_size < 0.9 * plain.stat().st_size
 
@@ -350,7 +352,7 @@ def test_caller_may_reuse_its_frame_buffer(tmp_path: Path):
     block = SimulatedCamera((32, 32), seed=5, start_ns=0).frames(10)
     buffer = np.empty((5, 32, 32), np.uint16)
     path = tmp_path / "reuse.h5"
-    with Hdf5Writer(path, compression="blosc-lz4", chunk_size=2) as writer:
+    with Hdf5Writer(path, compression="blosc-lz4", frames_per_chunk=2) as writer:
         for start in (0, 5):
             buffer[...] = block.frames[start : start + 5]
             writer.write_frames("cam", buffer)
@@ -378,7 +380,7 @@ def test_swmr_reader_sees_flushed_rows_and_frames_while_writing(tmp_path: Path):
         return [int(word) for word in result.stdout.split()]
 
     block = SimulatedCamera((16, 16), seed=6, start_ns=0).frames(12)
-    with Hdf5Writer(path, swmr=True, compression="blosc-lz4", chunk_size=2) as writer:
+    with Hdf5Writer(path, swmr=True, compression="blosc-lz4", frames_per_chunk=2) as writer:
         writer.write_batch("s", pa.record_batch({"v": np.arange(100.0)}))
         writer.write_frames("cam", block.frames[:5])
         writer.flush()

@@ -95,7 +95,7 @@ def test_frames_through_flushes_and_odd_calls(tmp_path: Path, compression: str):
     a flush mid-shard writes a partial shard that later frames continue."""
     block = SimulatedCamera((60, 80), seed=4, start_ns=10).frames(23)
     path = tmp_path / "f.zarr"
-    with ZarrWriter(path, compression=compression, chunk_size=2, shard_frames=4) as writer:
+    with ZarrWriter(path, compression=compression, frames_per_chunk=2, shard_frames=4) as writer:
         for start, stop in ((0, 3), (3, 10), (10, 11), (11, 19), (19, 23)):
             writer.write_frames("cam", block.frames[start:stop],
                                 timestamps_ns=block.timestamps_ns[start:stop],
@@ -123,7 +123,7 @@ def test_caller_may_reuse_its_frame_buffer(tmp_path: Path):
     block = SimulatedCamera((32, 32), seed=5, start_ns=0).frames(10)
     buffer = np.empty((5, 32, 32), np.uint16)
     path = tmp_path / "f.zarr"
-    with ZarrWriter(path, chunk_size=1, shard_frames=4) as writer:
+    with ZarrWriter(path, shard_frames=4) as writer:
         for start in (0, 5):
             buffer[...] = block.frames[start : start + 5]
             writer.write_frames("cam", buffer)

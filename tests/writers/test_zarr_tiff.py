@@ -43,7 +43,7 @@ def test_zarr_4d_nested_scan_shows_dimension_names_in_xarray(tmp_path: Path):
 def test_zarr_sharded_frames_are_compressed_and_complete(tmp_path: Path):
     frames = SimulatedCamera(seed=0, start_ns=0).frames(10).frames
     path = tmp_path / "frames.zarr"
-    with ZarrWriter(path, compression="blosc-lz4", chunk_size=1, shard_frames=4) as writer:
+    with ZarrWriter(path, compression="blosc-lz4", shard_frames=4) as writer:
         for i in range(0, 10, 3):  # appends that do not line up with shards
             writer.write_frames("camera_1", frames[i : i + 3])
     array = zarr.open_array(path / "camera_1" / "frames", mode="r")
@@ -55,7 +55,7 @@ def test_zarr_sharded_frames_are_compressed_and_complete(tmp_path: Path):
 
 def test_zarr_bad_input(tmp_path: Path):
     with pytest.raises(ConfigError, match="shard_frames"):
-        ZarrWriter(tmp_path / "a.zarr", chunk_size=3, shard_frames=4)
+        ZarrWriter(tmp_path / "a.zarr", frames_per_chunk=3, shard_frames=4)
     with pytest.raises(ConfigError, match="compression"):
         ZarrWriter(tmp_path / "b.zarr", compression="rar")
     with ZarrWriter(tmp_path / "c.zarr") as writer:

@@ -99,8 +99,10 @@ class Hdf5Writer(Writer):
             ``lzf``, ``lz4``, ``zstd``, ``blosc-lz4``, ``blosc-zstd``.
         compression_level: 0-9.
         shuffle: byte-shuffle before gzip/lzf/lz4/zstd (blosc always shuffles).
-        chunk_size: rows per chunk for tables (default: about 1 MiB of data) and frames
-            per chunk for images (default 1).
+        chunk_size: rows per chunk for tables (the seeds' "samples per chunk"; default:
+            about 1 MiB of data per chunk).
+        frames_per_chunk: frames per chunk for images (default 1: one frame is read
+            without touching its neighbours).
         swmr: single-writer/multiple-reader mode: readers may open the file while it is
             written and see flushed rows. SWMR starts at the first :meth:`flush`; no new
             stream or column can be added after that.
@@ -132,6 +134,7 @@ class Hdf5Writer(Writer):
         compression_level: int = 4,
         shuffle: bool = True,
         chunk_size: int | None = None,
+        frames_per_chunk: int = 1,
         swmr: bool = False,
         threads: int | None = None,
     ) -> None:
@@ -141,10 +144,13 @@ class Hdf5Writer(Writer):
             raise ConfigError(f"hdf5 compression_level must be 0..9, got {compression_level}")
         if chunk_size is not None and chunk_size < 1:
             raise ConfigError(f"hdf5 chunk_size must be >= 1, got {chunk_size}")
+        if frames_per_chunk < 1:
+            raise ConfigError(f"hdf5 frames_per_chunk must be >= 1, got {frames_per_chunk}")
         super().__init__(path)
         self.compression = compression
         self.compression_level = compression_level
         self.chunk_size = chunk_size
+        self.frames_per_chunk = frames_per_chunk
         self.swmr = swmr
         self._filters = _filters(compression, compression_level, shuffle)
         mode = "w" if self.path.exists() and self.path.stat().st_size == 0 else "w-"
@@ -391,7 +397,7 @@ class Hdf5Writer(Writer):
             return target
         group = self._group(stream)
         self._check_can_create(stream)
-        per_chunk = self.chunk_size or 1
+        per_chunk = self.frames_per_chunk
         shape = block.frames.shape[1:]
         frames = group.create_dataset(
             "frames", shape=(0, *shape), maxshape=(None, *shape),

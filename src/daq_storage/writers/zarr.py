@@ -38,6 +38,7 @@ __all__ = ["ZarrWriter"]
 _COMPRESSIONS = ("none", "blosc-lz4", "blosc-zstd", "zstd", "gzip")
 _TABLE_CHUNK_ROWS = 65536
 _ID_CHUNK = 4096
+_BLOCK = 4096  # the least a file takes on disk
 
 
 def _compressors(compression: str, level: int) -> Any:
@@ -106,8 +107,10 @@ class ZarrWriter(Writer):
         path: the store directory (created; an existing non-empty one is refused).
         compression: ``blosc-lz4`` (default), ``blosc-zstd``, ``zstd``, ``gzip``, ``none``.
         compression_level: codec level.
-        chunk_size: frames per chunk (default 1) / rows per chunk for tables (65536).
-        shard_frames: frames per shard (default: none, one object per chunk).
+        chunk_size: rows per chunk for tables (default 65536).
+        frames_per_chunk: frames per chunk for images (default 1).
+        shard_frames: frames per shard, a multiple of ``frames_per_chunk`` (default:
+            no sharding, one object per chunk).
         threads: compression threads for sharded blosc frames (default: CPU count).
     """
 
@@ -123,6 +126,7 @@ class ZarrWriter(Writer):
         compression: str = "blosc-lz4",
         compression_level: int = 5,
         chunk_size: int | None = None,
+        frames_per_chunk: int = 1,
         shard_frames: int | None = None,
         threads: int | None = None,
     ) -> None:
@@ -130,15 +134,18 @@ class ZarrWriter(Writer):
             raise ConfigError(f"zarr compression {compression!r} is not one of {_COMPRESSIONS}")
         if chunk_size is not None and chunk_size < 1:
             raise ConfigError(f"zarr chunk_size must be >= 1, got {chunk_size}")
-        if shard_frames is not None and (shard_frames < 1 or shard_frames % (chunk_size or 1)):
+        if frames_per_chunk < 1:
+            raise ConfigError(f"zarr frames_per_chunk must be >= 1, got {frames_per_chunk}")
+        if shard_frames is not None and (shard_frames < 1 or shard_frames % frames_per_chunk):
             raise ConfigError(
                 f"zarr shard_frames ({shard_frames}) must be a positive multiple of "
-                f"chunk_size ({chunk_size or 1})"
+                f"frames_per_chunk ({frames_per_chunk})"
             )
         super().__init__(path)
         self.compression = compression
         self.compression_level = compression_level
         self.chunk_size = chunk_size
+        self.frames_per_chunk = frames_per_chunk
         self.shard_frames = shard_frames
         self._compressors = _compressors(compression, compression_level)
         with storage_errors(self.path, "cannot create Zarr store"):
@@ -212,7 +219,9 @@ class ZarrWriter(Writer):
         if stream in self._frame_streams:
             raise SchemaMismatch(f"stream {stream!r} holds frames; tables go to another stream")
         columns = flatten_batch(batch, stream=stream)
-        self._ensure_room(batch.nbytes, f"stream {stream!r}", self.path)
+        # Every chunk is a file, and a file takes at least a disk block.
+        chunks = len(columns) * (batch.num_rows // (self.chunk_size or _TABLE_CHUNK_ROWS) + 1)
+        self._ensure_room(batch.nbytes + chunks * _BLOCK, f"stream {stream!r}", self.path)
         table = self._table(stream)
         for column in columns:  # check everything before accepting anything
             if column.kind == "vlen":
@@ -338,13 +347,15 @@ class ZarrWriter(Writer):
         if stream in self._tables:
             raise SchemaMismatch(f"stream {stream!r} holds a table; frames go to another stream")
         block = self._check_frames(stream, frames, timestamps_ns, frame_numbers)
-        self._ensure_room(block.frames.nbytes, f"frames of stream {stream!r}", self.path)
+        objects = len(block.frames) // (self.shard_frames or self.frames_per_chunk) + 1
+        self._ensure_room(block.frames.nbytes + objects * _BLOCK,
+                          f"frames of stream {stream!r}", self.path)  # fmt: skip
         with storage_errors(self.path, f"cannot write frames of stream {stream!r}"):
             target = self._frames(stream, block)
             if target.partial is not None:
                 block = join_frames([target.partial, block])
                 target.partial = None
-            unit = self.shard_frames or self.chunk_size or 1
+            unit = self.shard_frames or self.frames_per_chunk
             misaligned = (-target.length) % unit  # after a flush wrote a partial shard
             if misaligned:
                 head = min(misaligned, len(block.frames))
@@ -371,7 +382,7 @@ class ZarrWriter(Writer):
         group = self._root.require_group(self._safe_stream(stream))
         group.attrs["instrument_id"] = stream
         shape = block.frames.shape[1:]
-        per_chunk = self.chunk_size or 1
+        per_chunk = self.frames_per_chunk
         names = (["frame", "y", "x"] if len(shape) == 2
                  else ["frame", *(f"dim_{i}" for i in range(1, 1 + len(shape)))])  # fmt: skip
         if self._encode is not None:
@@ -424,7 +435,7 @@ class ZarrWriter(Writer):
         are written; keep this call's for the next call (or flush)."""
         assert self.shard_frames is not None
         assert self._encode is not None
-        per_chunk = self.chunk_size or 1
+        per_chunk = self.frames_per_chunk
         count = len(ready.frames)
         inner = [ready.frames[i : i + per_chunk] for i in range(0, count, per_chunk)]
         if self._pool is None:
