@@ -102,7 +102,7 @@ class StorageSettings(BaseModel):
     )
     compression_level: int = Field(4, ge=0, le=9, description="Codec level, 0 (off) to 9 (max).")
     chunk_size: int | None = Field(
-        None, ge=1, description="Rows per chunk (tables) or frames per chunk (images)."
+        None, ge=1, description="Samples (table rows) per chunk; frames are chunked one by one."
     )
     flush_interval_ms: int = Field(
         1000, ge=0, description="Longest time data waits in memory before it is written."
