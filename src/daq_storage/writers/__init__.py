@@ -15,7 +15,7 @@ from daq_storage.writers._registry import (
 from daq_storage.writers.arrow_ipc import ArrowWriter
 from daq_storage.writers.csv import CsvWriter
 from daq_storage.writers.hdf5 import Hdf5Writer
-from daq_storage.writers.parquet import ParquetWriter
+from daq_storage.writers.parquet import ParquetWriter, repair_parquet
 from daq_storage.writers.tiff import TiffWriter
 from daq_storage.writers.zarr import ZarrWriter
 
@@ -32,4 +32,5 @@ __all__ = [
     "available_writers",
     "get_writer_class",
     "open_writer",
+    "repair_parquet",
 ]

@@ -1,32 +1,396 @@
-"""Parquet: one file per stream, large row groups, a bounded crash-loss window."""
+"""Parquet: one file per stream, large row groups, a complete file after every row group.
+
+A Parquet file is readable only through its footer, which lists every row group and
+is normally written once, at close. Here every row group is committed on its own:
+
+1. the row group is encoded by a short-lived ``pyarrow.parquet.ParquetWriter`` into
+   memory; pyarrow writes files only from offset 0, so the absolute file offsets in
+   its metadata are shifted to where the row group will sit in the file;
+2. the row-group bytes and a new footer (the stream's key-value metadata, every row
+   group so far; merged by pyarrow's ``FileMetaData.append_row_groups``) are written
+   over the previous footer;
+3. the new footer and the length of the data before it are saved, with a checksum,
+   in a hidden recovery file next to the Parquet file (``.s.parquet.recovery``),
+   removed at close.
+
+Between row groups the file is therefore a complete Parquet file holding every row
+group written so far. A process killed *during* step 2 leaves an incomplete tail;
+:func:`repair_parquet` cuts it off and restores the last footer from the recovery file
+(a recovery file left in a directory also stops ``polars.read_parquet(directory)``,
+which reads every file in it; a glob such as ``directory/*.parquet`` is unaffected).
+Nothing is fsynced: this guards against a killed process, not against power loss.
+
+The footer grows with every row group and is rewritten (twice: file and recovery
+file) after each one, so a stream continues in a new part file
+(``s.part0001.parquet``, ...) once its footer reaches ``max_footer_bytes``.
+"""
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import os
+import struct
 import time
+import zlib
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeAlias
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from daq_storage.errors import ConfigError
+from daq_storage.errors import ConfigError, StorageIOError, UnsupportedData
 from daq_storage.writers._base import storage_errors
 from daq_storage.writers._per_stream import ArrowBatchWriter
 
-__all__ = ["ParquetWriter"]
+__all__ = ["ParquetWriter", "repair_parquet"]
 
 _CODECS = ("none", "snappy", "gzip", "zstd", "lz4", "brotli")
+_CODECS_WITHOUT_LEVEL = ("none", "snappy")
+_MAGIC = b"PAR1"
+_RECOVERY_SUFFIX = ".recovery"
+_RECOVERY_MAGIC = b"DAQPQRC1"
+# After the magic: data length, footer length; then crc32 of those and the footer.
+_RECOVERY_FIELDS = struct.Struct("<QI")
 
 
+# ---------------------------------------------------------------------- footer offsets
+# The footer is Thrift compact protocol (parquet.thrift). pyarrow has no API to move a
+# row group's metadata to another offset, so the few i64 fields that hold absolute file
+# offsets are rewritten here; everything else is copied byte for byte.
+_T_STOP, _T_TRUE, _T_FALSE, _T_I8, _T_I16, _T_I32, _T_I64, _T_DOUBLE = range(8)
+_T_BINARY, _T_LIST, _T_SET, _T_MAP, _T_STRUCT, _T_UUID = range(8, 14)
+
+#: Per Thrift struct, the field ids holding file offsets (``None``) or structs to enter.
+_Fields: TypeAlias = "dict[int, _Fields | list[_Fields] | None]"
+# ColumnMetaData: data_page_offset, index_page_offset, dictionary_page_offset,
+# bloom_filter_offset. Page indexes (ColumnChunk 4 and 6) hold offsets in the data
+# too, so the writer never writes them; they are shifted here for completeness only.
+_COLUMN_META_DATA: _Fields = {9: None, 10: None, 11: None, 14: None}
+_COLUMN_CHUNK: _Fields = {2: None, 3: _COLUMN_META_DATA, 4: None, 6: None}
+_ROW_GROUP: _Fields = {1: [_COLUMN_CHUNK], 5: None}  # columns, file_offset
+_FILE_META_DATA: _Fields = {4: [_ROW_GROUP]}  # row_groups
+
+
+class _FooterShift:
+    """Copy a serialized ``FileMetaData`` with every non-zero file offset moved by ``delta``."""
+
+    def __init__(self, footer: bytes, delta: int) -> None:
+        self.data = footer
+        self.delta = delta
+        self.pos = 0
+        self.copied = 0
+        self.out = bytearray()
+
+    def run(self) -> bytes:
+        try:
+            self.struct(_FILE_META_DATA)
+        except IndexError:
+            raise ValueError("Parquet footer ends inside a field") from None
+        if self.pos != len(self.data):
+            raise ValueError(f"Parquet footer has {len(self.data) - self.pos} trailing bytes")
+        self.out += self.data[self.copied :]
+        return bytes(self.out)
+
+    def varint(self) -> int:
+        value = shift = 0
+        while True:
+            byte = self.data[self.pos]
+            self.pos += 1
+            value |= (byte & 0x7F) << shift
+            if byte < 0x80:
+                return value
+            shift += 7
+
+    def zigzag(self) -> int:
+        value = self.varint()
+        return (value >> 1) ^ -(value & 1)
+
+    def struct(self, fields: _Fields) -> None:
+        field_id = 0
+        while True:
+            head = self.data[self.pos]
+            self.pos += 1
+            kind = head & 0x0F
+            if kind == _T_STOP:
+                return
+            field_id = field_id + (head >> 4) if head >> 4 else self.zigzag()
+            if field_id not in fields:
+                self.skip(kind, in_container=False)
+                continue
+            inner = fields[field_id]
+            if inner is None:
+                self.shift_i64(kind, field_id)
+            elif isinstance(inner, list):
+                size, element = self.list_header(kind, field_id)
+                if element != _T_STRUCT:
+                    raise ValueError(f"Parquet footer field {field_id} is not a list of structs")
+                for _ in range(size):
+                    self.struct(inner[0])
+            elif kind == _T_STRUCT:
+                self.struct(inner)
+            else:
+                raise ValueError(f"Parquet footer field {field_id} has type {kind}, not struct")
+
+    def shift_i64(self, kind: int, field_id: int) -> None:
+        if kind != _T_I64:
+            raise ValueError(f"Parquet footer offset field {field_id} has type {kind}, not i64")
+        start = self.pos
+        value = self.zigzag()
+        if value == 0:  # unset (ColumnChunk.file_offset is deprecated and written as 0)
+            return
+        self.out += self.data[self.copied : start]
+        self.out += _varint(_to_zigzag(value + self.delta))
+        self.copied = self.pos
+
+    def list_header(self, kind: int, field_id: int) -> tuple[int, int]:
+        if kind not in (_T_LIST, _T_SET):
+            raise ValueError(f"Parquet footer field {field_id} has type {kind}, not list")
+        head = self.data[self.pos]
+        self.pos += 1
+        size = head >> 4
+        return (self.varint() if size == 15 else size), head & 0x0F
+
+    def skip(self, kind: int, *, in_container: bool) -> None:
+        if kind in (_T_TRUE, _T_FALSE):
+            self.pos += 1 if in_container else 0  # a bool field's value is in its type
+        elif kind == _T_I8:
+            self.pos += 1
+        elif kind in (_T_I16, _T_I32, _T_I64):
+            self.varint()
+        elif kind == _T_DOUBLE:
+            self.pos += 8
+        elif kind == _T_BINARY:
+            length = self.varint()
+            self.pos += length
+        elif kind == _T_UUID:
+            self.pos += 16
+        elif kind in (_T_LIST, _T_SET):
+            size, element = self.list_header(kind, -1)
+            for _ in range(size):
+                self.skip(element, in_container=True)
+        elif kind == _T_MAP:
+            size = self.varint()
+            if size:
+                types = self.data[self.pos]
+                self.pos += 1
+                for _ in range(size):
+                    self.skip(types >> 4, in_container=True)
+                    self.skip(types & 0x0F, in_container=True)
+        elif kind == _T_STRUCT:
+            self.struct({})
+        else:
+            raise ValueError(f"unknown Thrift type {kind} in Parquet footer")
+        if self.pos > len(self.data):
+            raise ValueError("Parquet footer ends inside a field")
+
+
+def _to_zigzag(value: int) -> int:
+    return (value << 1) ^ (value >> 63)
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _footer_block(metadata: Any) -> bytes:
+    """``metadata`` as the end of a Parquet file: Thrift footer, its length, magic."""
+    sink = pa.BufferOutputStream()
+    metadata.write_metadata_file(sink)  # magic + footer + length + magic
+    return bytes(sink.getvalue().to_pybytes()[len(_MAGIC) :])
+
+
+def _read_footer(block: bytes | pa.Buffer) -> Any:
+    """The ``FileMetaData`` of a footer block (or of a whole in-memory Parquet file)."""
+    source = block if isinstance(block, pa.Buffer) else pa.py_buffer(_MAGIC + block)
+    return pq.read_metadata(pa.BufferReader(source))
+
+
+# ---------------------------------------------------------------------- recovery file
+def _recovery_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}{_RECOVERY_SUFFIX}")
+
+
+def _pwrite_all(fd: int, pieces: Sequence[bytes | pa.Buffer], offset: int) -> int:
+    """Write ``pieces`` at ``offset``; returns the offset after them."""
+    for piece in pieces:
+        view = memoryview(piece)
+        while view.nbytes:
+            written = os.pwrite(fd, view, offset)
+            if written <= 0:
+                raise OSError(errno.EIO, "write made no progress")
+            view = view[written:]
+            offset += written
+    return offset
+
+
+def _write_recovery(fd: int, data_end: int, block: bytes) -> None:
+    """Record a file's last complete state, its data length and footer block, in ``fd``.
+
+    Written in place: the Parquet file is complete whenever this runs, so a record torn
+    by a crash (its checksum fails) needs no repair. Not by temp file and rename:
+    replacing a file by rename makes ext4 write it to disk at once (~1 ms per row group).
+    """
+    fields = _RECOVERY_FIELDS.pack(data_end, len(block))
+    checksum = zlib.crc32(block, zlib.crc32(fields)).to_bytes(4, "little")
+    _pwrite_all(fd, [_RECOVERY_MAGIC, fields, checksum, block], 0)
+
+
+def _parse_recovery(record: bytes) -> tuple[int, bytes] | None:
+    """``(data length, footer block)`` from a recovery record; ``None`` if it is torn or
+    not consistent with itself."""
+    start = len(_RECOVERY_MAGIC) + _RECOVERY_FIELDS.size + 4
+    if len(record) < start or not record.startswith(_RECOVERY_MAGIC):
+        return None
+    fields = record[len(_RECOVERY_MAGIC) : start - 4]
+    data_end, length = _RECOVERY_FIELDS.unpack(fields)
+    block = record[start : start + length]
+    if (
+        len(block) != length
+        or zlib.crc32(block, zlib.crc32(fields))
+        != int.from_bytes(record[start - 4 : start], "little")
+        or not block.endswith(_MAGIC)
+        or _data_length(block) > data_end
+    ):
+        return None
+    return data_end, block
+
+
+def _data_length(block: bytes) -> int:
+    """Bytes from the start of the file to the end of the last column chunk in ``block``
+    (a footer); more than any file holds when ``block`` is not a footer."""
+    try:
+        metadata = _read_footer(block)
+    except (pa.ArrowException, OSError):
+        return 1 << 63
+    end = len(_MAGIC)
+    for group in range(metadata.num_row_groups):
+        for column in range(metadata.num_columns):
+            chunk = metadata.row_group(group).column(column)
+            start = chunk.dictionary_page_offset if chunk.has_dictionary_page else None
+            start = chunk.data_page_offset if start is None else start
+            end = max(end, start + chunk.total_compressed_size)
+    return end
+
+
+def _is_complete(fd: int) -> bool:
+    """Whether the file starts with the magic and ends with a footer whose column chunks
+    all lie before it."""
+    size = os.fstat(fd).st_size
+    if size < 12 or os.pread(fd, 4, 0) != _MAGIC:
+        return False
+    tail = os.pread(fd, 8, size - 8)
+    length = int.from_bytes(tail[:4], "little")
+    if tail[4:] != _MAGIC or length > size - 12:
+        return False
+    block = os.pread(fd, length + 8, size - 8 - length)
+    return _data_length(block) <= size - 8 - length
+
+
+def repair_parquet(path: str | os.PathLike[str]) -> list[Path]:
+    """Restore Parquet files whose writer was killed, from their recovery files.
+
+    ``path`` is one ``.parquet`` file or a directory (every file in it that has a
+    recovery file). Each file is cut back to its last complete row group and gets that
+    state's footer again: everything flushed before the crash is kept, rows that were
+    being written are dropped. A file whose writer was killed between row groups is
+    already complete; repairing it changes nothing but removing the recovery file.
+
+    Returns:
+        The files that had a recovery file (now removed).
+
+    Raises:
+        StorageIOError: a writer still has the file open, or the file is incomplete and
+            its recovery file cannot restore it (damaged, or the file is shorter than
+            the state it records).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise StorageIOError(errno.ENOENT, f"cannot repair {path}: it does not exist", str(path))
+    if path.is_dir():
+        targets = sorted(
+            p.with_name(p.name[1 : -len(_RECOVERY_SUFFIX)])
+            for p in path.glob(f".*.parquet{_RECOVERY_SUFFIX}")
+        )
+    else:
+        targets = [path] if _recovery_path(path).exists() else []
+    for target in targets:
+        _repair_one(target)
+    return targets
+
+
+def _repair_one(target: Path) -> None:
+    recovery = _recovery_path(target)
+    with storage_errors(recovery, "cannot read Parquet recovery file"):
+        record = _parse_recovery(recovery.read_bytes())
+    with storage_errors(target, "cannot repair Parquet file"):
+        fd = os.open(target, os.O_RDWR)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise StorageIOError(
+                    errno.EBUSY,
+                    f"cannot repair {target.name}: a writer still has it open",
+                    str(target),
+                ) from None
+            if record is None:
+                # Torn while being rewritten, which happens only when the file is complete.
+                if not _is_complete(fd):
+                    raise StorageIOError(
+                        errno.EINVAL,
+                        f"cannot repair {target.name}: it is incomplete and its recovery "
+                        f"file {recovery.name} is damaged",
+                        str(target),
+                    )
+            else:
+                data_end, block = record
+                size = os.fstat(fd).st_size
+                if size < data_end:
+                    raise StorageIOError(
+                        errno.EINVAL,
+                        f"cannot repair {target.name}: it has {size} bytes, fewer than the "
+                        f"{data_end} its recovery file says were complete",
+                        str(target),
+                    )
+                os.ftruncate(fd, data_end)
+                _pwrite_all(fd, [block], data_end)
+        finally:
+            os.close(fd)
+    try:
+        pq.read_metadata(target)
+    except (pa.ArrowException, OSError) as exc:
+        raise StorageIOError(
+            errno.EINVAL, f"{target.name} is still unreadable after repair: {exc}", str(target)
+        ) from exc
+    recovery.unlink()
+
+
+# ---------------------------------------------------------------------- the writer
 @dataclass
 class _Open:
+    stream: str
     path: Path
-    writer: pq.ParquetWriter
-    schema: pa.Schema
+    fd: int
+    recovery_fd: int  # the recovery file, rewritten after every row group
+    schema: pa.Schema  # the batches' schema
+    header: pa.Buffer  # an empty Parquet file carrying the file's key-value metadata
+    metadata: dict[str, str]  # the key-value metadata in ``header``
+    data_end: int  # where the footer starts: PAR1 and every row group before it
+    footer: bytes  # the committed footer block (Thrift, length, magic)
+    row_groups: Any = None  # FileMetaData of every committed row group
+    intact: bool = True  # False when a failed write could not be undone (see recovery file)
     pending: list[pa.RecordBatch] = field(default_factory=list)
     pending_rows: int = 0
+    pending_bytes: int = 0
     oldest: float = 0.0  # monotonic time of the oldest buffered batch
 
 
@@ -34,16 +398,29 @@ class ParquetWriter(ArrowBatchWriter):
     """Parquet files, one per stream, in the directory ``path``.
 
     Batches are buffered into row groups of ``row_group_size`` rows (large groups
-    write faster and compress better) but never held longer than
-    ``flush_interval_s``: at most that much data is lost if the process dies. A
-    schema change that Parquet cannot append continues in a new part file.
+    write faster and compress better) but never held longer than ``flush_interval_s``
+    (checked at each write: a stream that goes quiet keeps its rows until its next
+    write, :meth:`flush` or :meth:`close`; there is no timer thread). After every row group
+    the file is a complete Parquet file with all rows written so far, so a killed
+    process loses only the rows still buffered; if it dies while a row group is being
+    written, :func:`repair_parquet` restores the file to the row group before. Frames
+    are stored as a ``fixed_shape_tensor`` column ``frame`` beside ``timestamp_ns``
+    and ``frame_number``. A schema change continues the stream in a new part file, as
+    does a footer that has grown to ``max_footer_bytes``.
 
     Args:
         path: output directory.
         compression: ``snappy`` (default), ``gzip``, ``zstd``, ``lz4``, ``brotli`` or ``none``.
-        compression_level: codec level (codec-specific range), ``None`` for the default.
-        row_group_size: rows per row group.
+        compression_level: codec level (``gzip`` 1-9, ``zstd`` up to 22, ``lz4`` 1-12,
+            ``brotli`` 0-11), ``None`` for the codec's default.
+        row_group_size: rows per row group (batches are not split, so a group can hold
+            up to one batch more).
+        row_group_bytes: a row group is also written once this many payload bytes are
+            buffered (bounds the memory taken by frame streams).
         flush_interval_s: longest time a row stays buffered in memory.
+        max_footer_bytes: footer size at which the stream continues in a new part file.
+            The footer (about 100 bytes per column per row group) is rewritten after
+            each row group, so this bounds that cost in long runs.
     """
 
     name: ClassVar[str] = "parquet"
@@ -58,83 +435,283 @@ class ParquetWriter(ArrowBatchWriter):
         compression: str = "snappy",
         compression_level: int | None = None,
         row_group_size: int = 1_000_000,
+        row_group_bytes: int = 256 << 20,
         flush_interval_s: float = 1.0,
+        max_footer_bytes: int = 1 << 20,
     ) -> None:
         if compression not in _CODECS:
             raise ConfigError(f"parquet compression {compression!r} is not one of {_CODECS}")
-        if row_group_size < 1:
-            raise ConfigError(f"parquet row_group_size must be >= 1, got {row_group_size}")
+        if compression_level is not None:
+            _check_level(compression, compression_level)
+        for name, value in (
+            ("row_group_size", row_group_size),
+            ("row_group_bytes", row_group_bytes),
+            ("max_footer_bytes", max_footer_bytes),
+        ):
+            if value < 1:
+                raise ConfigError(f"parquet {name} must be >= 1, got {value}")
         if flush_interval_s < 0:
             raise ConfigError(f"parquet flush_interval_s must be >= 0, got {flush_interval_s}")
         super().__init__(path)
         self.compression = compression
         self.compression_level = compression_level
         self.row_group_size = row_group_size
+        self.row_group_bytes = row_group_bytes
         self.flush_interval_s = flush_interval_s
+        self.max_footer_bytes = max_footer_bytes
         self._open: dict[str, _Open] = {}
 
+    # ------------------------------------------------------------------ files
     def _writer_for(self, stream: str, schema: pa.Schema) -> _Open:
         current = self._open.get(stream)
         if current is not None and current.schema.equals(schema):
             return current
-        if current is not None:
+        if current is not None:  # schema changed: finish this part, start the next
+            del self._open[stream]
             self._finish(current)
-        path = self._stream_path(stream, new_part=current is not None)
-        full = schema.with_metadata({**(schema.metadata or {}), **self._metadata_for(stream)})
-        with storage_errors(path, "cannot create Parquet file"):
-            writer = pq.ParquetWriter(
-                str(path),
-                full,
-                compression=self.compression,
-                compression_level=self.compression_level,
-            )
-        opened = self._open[stream] = _Open(path, writer, schema)
+        metadata = self._metadata_for(stream)
+        header = self._empty_file(stream, schema, metadata)
+        path = self._stream_path(stream, new_part=stream in self._parts)
+        fd, recovery_fd = self._create(path, header)
+        opened = _Open(stream, path, fd, recovery_fd, schema, header, metadata, len(_MAGIC),
+                       header.to_pybytes()[len(_MAGIC) :])  # fmt: skip
+        self._open[stream] = opened
         return opened
 
+    def _create(self, path: Path, header: pa.Buffer) -> tuple[int, int]:
+        """Start ``path`` as an empty Parquet file and its recovery file; their fds."""
+        recovery = _recovery_path(path)
+        with storage_errors(path, "cannot create Parquet file"):
+            try:
+                recovery_fd = os.open(recovery, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
+            except FileExistsError:
+                raise StorageIOError(
+                    errno.EEXIST,
+                    f"{path.name} has a recovery file: its writer is still running or did "
+                    "not close; run daq_storage.writers.parquet.repair_parquet on it or "
+                    "write elsewhere",
+                    str(path),
+                ) from None
+            fd = -1
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+                try:
+                    # Held while writing: repair_parquet refuses a file a live writer owns.
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    raise StorageIOError(
+                        errno.EBUSY, f"{path.name} is being written by another writer", str(path)
+                    ) from None
+                # Truncating an empty file is not a no-op: ext4 then writes the whole
+                # file back at close (its protection for truncate-and-rewrite).
+                if os.fstat(fd).st_size:
+                    os.ftruncate(fd, 0)
+                _pwrite_all(fd, [header], 0)
+                _write_recovery(recovery_fd, len(_MAGIC), header.to_pybytes()[len(_MAGIC) :])
+            except BaseException:
+                if fd >= 0:
+                    os.close(fd)
+                os.close(recovery_fd)
+                recovery.unlink(missing_ok=True)
+                raise
+        return fd, recovery_fd
+
+    def _empty_file(self, stream: str, schema: pa.Schema, metadata: dict[str, str]) -> pa.Buffer:
+        full = schema.with_metadata({**(schema.metadata or {}), **metadata})
+        sink = pa.BufferOutputStream()
+        with self._encoding_errors(stream):
+            pq.ParquetWriter(sink, full, **self._options()).close()
+        return sink.getvalue()
+
+    def _options(self) -> dict[str, Any]:
+        return {"compression": self.compression, "compression_level": self.compression_level}
+
+    @contextmanager
+    def _encoding_errors(self, stream: str) -> Iterator[None]:
+        try:
+            yield
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+            raise UnsupportedData(
+                f"stream {stream!r}: Parquet cannot store this data: {exc}"
+            ) from exc
+
+    # ------------------------------------------------------------------ writing
     def _write(self, stream: str, batch: pa.RecordBatch) -> None:
         target = self._writer_for(stream, batch.schema)
+        nbytes = batch.nbytes
         if not target.pending:
             target.oldest = time.monotonic()
         target.pending.append(batch)
         target.pending_rows += batch.num_rows
-        self._stats.batches += 1
-        self._stats.bytes_written += batch.nbytes
+        target.pending_bytes += nbytes
+        self._stats.bytes_written += nbytes
         if (
             target.pending_rows >= self.row_group_size
+            or target.pending_bytes >= self.row_group_bytes
             or time.monotonic() - target.oldest >= self.flush_interval_s
         ):
-            self._drain(target)
+            self._drain(target, uncounted_rows=batch.num_rows)
+            if len(target.footer) >= self.max_footer_bytes:
+                del self._open[stream]
+                self._finish(target)
 
-    def _drain(self, target: _Open) -> None:
-        if not target.pending:
+    def _drain(self, target: _Open, *, uncounted_rows: int = 0) -> None:
+        """Write the buffered rows as one row group; on failure they are dropped (the
+        error says how many) and taken out of the stats.
+
+        ``uncounted_rows`` of them belong to the ``write_batch`` call under way, which
+        counts its rows only when it succeeds.
+        """
+        if not target.pending_rows:
+            target.pending = []  # empty batches: the file already has the schema
             return
         table = pa.Table.from_batches(target.pending, schema=target.schema)
-        target.pending, target.pending_rows = [], 0
-        # Refused rows are dropped here and reported by the error: they are never retried
-        # silently, and the file keeps room for its footer.
-        self._ensure_room(table.nbytes, f"{table.num_rows} buffered rows of {target.path.name}",
-                          target.path)  # fmt: skip
-        with storage_errors(target.path, "cannot write Parquet row group"):
-            # One row group per drain: batches are never split across groups.
-            target.writer.write_table(table, row_group_size=max(1, table.num_rows))
+        rows, nbytes = target.pending_rows, target.pending_bytes
+        target.pending, target.pending_rows, target.pending_bytes = [], 0, 0
+        try:
+            data, row_group = self._encode(target, table)
+            self._commit(target, data, row_group, f"{rows} buffered rows of stream "
+                         f"{target.stream!r} (dropped)")  # fmt: skip
+        except BaseException:
+            counted = rows - uncounted_rows
+            if target.stream in self._frame_specs:
+                self._stats.frames -= counted
+            else:
+                self._stats.rows -= counted
+            self._stats.bytes_written -= nbytes
+            raise
+        self._record(target)  # the rows are in the file even if this fails
 
+    def _encode(self, target: _Open, table: pa.Table) -> tuple[pa.Buffer, Any]:
+        """``table`` as one row group's bytes, and its metadata with the file offsets it
+        will have at ``target.data_end``."""
+        sink = pa.BufferOutputStream()
+        collected: list[Any] = []
+        with self._encoding_errors(target.stream):
+            # store_schema=False: the Arrow schema goes into the merged footer only.
+            writer = pq.ParquetWriter(sink, target.schema, store_schema=False,
+                                      metadata_collector=collected, **self._options())  # fmt: skip
+            try:
+                writer.write_table(table, row_group_size=max(1, table.num_rows))
+            finally:
+                writer.close()
+        encoded = sink.getvalue()
+        footer_length = int.from_bytes(encoded[-8:-4].to_pybytes(), "little")
+        footer_start = len(encoded) - 8 - footer_length
+        delta = target.data_end - len(_MAGIC)
+        try:
+            shifted = _FooterShift(encoded[footer_start:-8].to_pybytes(), delta).run()
+            row_group = _read_footer(shifted + len(shifted).to_bytes(4, "little") + _MAGIC)
+            _check_shift(collected[0], row_group, delta)
+        except (ValueError, pa.ArrowException) as exc:
+            raise StorageIOError(
+                errno.EIO,
+                f"cannot place a row group of stream {target.stream!r}: unexpected Parquet "
+                f"footer from pyarrow {pa.__version__} ({exc}); nothing was written",
+                str(target.path),
+            ) from exc
+        return encoded.slice(len(_MAGIC), footer_start - len(_MAGIC)), row_group
+
+    def _commit(self, target: _Open, data: pa.Buffer | bytes, row_group: Any, what: str) -> None:
+        """Write ``data`` and a footer listing every row group (and ``row_group``) over
+        the current footer; :meth:`_record` then saves the new state."""
+        metadata = self._metadata_for(target.stream)
+        if metadata != target.metadata:  # set_metadata since the header was made
+            target.header = self._empty_file(target.stream, target.schema, metadata)
+            target.metadata = metadata
+        merged = _read_footer(target.header)
+        if target.row_groups is not None:
+            merged.append_row_groups(target.row_groups)
+        if row_group is not None:
+            merged.append_row_groups(row_group)
+        block = _footer_block(merged)
+        self._ensure_room(len(data) + len(block), what, target.path)
+        old_end = target.data_end + len(target.footer)
+        with storage_errors(target.path, f"cannot write {what}; the file keeps every "
+                            "row group before"):  # fmt: skip
+            try:
+                end = _pwrite_all(target.fd, [data, block], target.data_end)
+                if end < old_end:  # a shorter footer (metadata replaced by shorter values)
+                    os.ftruncate(target.fd, end)
+            except OSError:
+                self._restore(target)
+                raise
+        target.data_end += len(data)
+        target.footer = block
+        target.row_groups = merged
+
+    def _record(self, target: _Open) -> None:
+        """Save the committed state in the recovery file."""
+        with storage_errors(_recovery_path(target.path), "cannot update Parquet recovery file"):
+            _write_recovery(target.recovery_fd, target.data_end, target.footer)
+
+    def _rewrite_footer(self, target: _Open) -> None:
+        """Put metadata set since the last footer into the file."""
+        if self._metadata_for(target.stream) != target.metadata:
+            self._commit(target, b"", None, f"the footer of {target.path.name}")
+            self._record(target)
+
+    def _restore(self, target: _Open) -> None:
+        """Put the committed footer back after a failed write (it fits: it was there)."""
+        try:
+            os.ftruncate(target.fd, target.data_end)
+            _pwrite_all(target.fd, [target.footer], target.data_end)
+        except OSError:
+            target.intact = False  # repair_parquet restores it from the recovery file
+
+    # ------------------------------------------------------------------ public API
     def set_metadata(self, key: str, value: Any, *, stream: str | None = None) -> None:
-        """File key-value metadata (JSON values); also added to files already open."""
+        """File key-value metadata (JSON values), also in the Arrow schema of the file.
+
+        Files already open get it with their next footer: the next row group,
+        :meth:`flush` or :meth:`close`.
+        """
         super().set_metadata(key, value, stream=stream)
-        targets = self._open.items() if stream is None else [(stream, self._open.get(stream))]
-        for name, opened in targets:
-            if opened is not None:
-                opened.writer.add_key_value_metadata({key: self._metadata_for(name)[key]})
 
     def flush(self) -> None:
-        """Write buffered rows as row groups (files are complete only after close)."""
+        """Write buffered rows as row groups and late metadata into the footers; every
+        file is then complete and readable."""
         self._check_open()
-        for opened in self._open.values():
+        for opened in list(self._open.values()):
             self._drain(opened)
+            self._rewrite_footer(opened)
 
     def _finish(self, opened: _Open) -> None:
         try:
             self._drain(opened)
+            self._rewrite_footer(opened)
         finally:
             with storage_errors(opened.path, "cannot close Parquet file"):
-                opened.writer.close()
+                try:
+                    os.close(opened.fd)
+                finally:
+                    os.close(opened.recovery_fd)
+                if opened.intact:
+                    _recovery_path(opened.path).unlink(missing_ok=True)
+
+
+def _check_level(compression: str, level: int) -> None:
+    if compression in _CODECS_WITHOUT_LEVEL:
+        raise ConfigError(
+            f"parquet compression {compression!r} takes no compression_level (got {level}); "
+            "levels apply to gzip, zstd, lz4 and brotli"
+        )
+    low = pa.Codec.minimum_compression_level(compression)
+    high = pa.Codec.maximum_compression_level(compression)
+    if not low <= level <= high:
+        raise ConfigError(
+            f"parquet compression_level for {compression!r} must be {low}..{high}, got {level}"
+        )
+
+
+def _check_shift(original: Any, shifted: Any, delta: int) -> None:
+    """The moved metadata must point exactly ``delta`` bytes further, column by column."""
+    for group in range(original.num_row_groups):
+        for column in range(original.num_columns):
+            before = original.row_group(group).column(column)
+            after = shifted.row_group(group).column(column)
+            if after.data_page_offset != before.data_page_offset + delta or (
+                before.has_dictionary_page
+                and after.dictionary_page_offset != before.dictionary_page_offset + delta
+            ):
+                raise ValueError(f"column {column} of row group {group} was not moved")
