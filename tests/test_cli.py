@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 import uuid
 from pathlib import Path
 
@@ -138,3 +139,36 @@ def test_demo_into_unwritable_place_fails_clearly(tmp_path: Path):
 def test_demo_rejects_bad_arguments(tmp_path: Path, args: list[str]):
     result = CliRunner().invoke(cli, ["demo", *args])
     assert result.exit_code == 2
+
+
+def test_repair_restores_a_killed_parquet_writers_files(tmp_path: Path):
+    folder = tmp_path / "run"
+    script = textwrap.dedent(
+        f"""
+        import sys, time
+        import pyarrow as pa
+        from daq_storage.writers import ParquetWriter
+        writer = ParquetWriter({str(folder)!r})
+        writer.write_batch("pm", pa.record_batch({{"v": [1.0, 2.0, 3.0]}}))
+        writer.flush()
+        print("READY", flush=True)
+        time.sleep(60)
+        """
+    )
+    with subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                          text=True) as child:  # fmt: skip
+        try:
+            assert child.stdout is not None
+            assert child.stdout.readline().strip() == "READY"
+            busy = run_cli("repair", str(folder), cwd=tmp_path)  # the writer is still alive
+            assert busy.returncode == 2
+            assert "still has it open" in busy.stderr
+        finally:
+            child.kill()
+    result = run_cli("repair", str(folder), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert f"repaired {folder / 'pm.parquet'}" in result.stdout
+    assert pl.read_parquet(folder / "pm.parquet")["v"].to_list() == [1.0, 2.0, 3.0]
+    assert sorted(p.name for p in folder.iterdir()) == ["pm.parquet"]  # recovery file gone
+    again = run_cli("repair", str(folder), cwd=tmp_path)
+    assert "nothing to repair" in again.stdout

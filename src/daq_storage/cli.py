@@ -144,6 +144,21 @@ def demo(
     )
 
 
+@cli.command()
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@_reports_errors
+def repair(path: Path) -> None:
+    """Restore files whose writer was killed (Parquet: cut back to the last complete row
+    group). PATH is a file or a directory of them."""
+    from daq_storage.writers import repair_parquet
+
+    repaired = repair_parquet(path)
+    for target in repaired:
+        console.print(f"repaired {target}")
+    if not repaired:
+        console.print(f"{path}: nothing to repair")
+
+
 def main() -> None:
     """Entry point of the ``daq-storage`` console script."""
     cli()
