@@ -29,9 +29,9 @@ import zarr
 import zarr.codecs
 
 from benchmarks._harness import Report
+from daq_storage.schema import FrameBlock
 from daq_storage.sim import SimulatedCamera, SimulatedPowerMeter
 from daq_storage.writers import open_writer
-from daq_storage.writers._base import FrameBlock
 from daq_storage.writers._tensor import frames_to_batch
 
 FRAMES = int(os.environ.get("DAQ_BENCH_FRAMES", "2000"))

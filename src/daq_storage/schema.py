@@ -13,7 +13,40 @@ import pyarrow.compute as pc
 
 from daq_storage.errors import UnsupportedData
 
-__all__ = ["Column", "flatten_batch", "widened"]
+__all__ = ["Column", "FrameBlock", "flatten_batch", "join_frames", "widened"]
+
+
+@dataclass(frozen=True, slots=True)
+class FrameBlock:
+    """Consecutive frames as one ``(n, *frame_shape)`` stack, with per-frame ids."""
+
+    frames: npt.NDArray[Any]
+    timestamps_ns: npt.NDArray[np.uint64]
+    frame_numbers: npt.NDArray[np.uint64]
+
+    def __len__(self) -> int:
+        return int(self.frames.shape[0])
+
+    def part(self, start: int, stop: int) -> FrameBlock:
+        """Frames ``start:stop`` (views, no copy)."""
+        return FrameBlock(self.frames[start:stop], self.timestamps_ns[start:stop],
+                          self.frame_numbers[start:stop])  # fmt: skip
+
+    def copy(self) -> FrameBlock:
+        """A copy that owns its memory (the caller may reuse the original's buffers)."""
+        return FrameBlock(self.frames.copy(), self.timestamps_ns.copy(), self.frame_numbers.copy())
+
+
+def join_frames(blocks: list[FrameBlock]) -> FrameBlock:
+    """Consecutive frame blocks as one (the block itself when there is one)."""
+    if len(blocks) == 1:
+        return blocks[0]
+    return FrameBlock(
+        np.concatenate([b.frames for b in blocks]),
+        np.concatenate([b.timestamps_ns for b in blocks]),
+        np.concatenate([b.frame_numbers for b in blocks]),
+    )
+
 
 # Safe widenings: the new type holds every value of the old one exactly.
 _WIDER: dict[str, tuple[str, ...]] = {

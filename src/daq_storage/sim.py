@@ -21,6 +21,8 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
+from daq_storage.schema import FrameBlock
+
 __all__ = [
     "POWER_METER_SCHEMA",
     "DaqBlock",
@@ -55,18 +57,6 @@ class Frame:
     array: npt.NDArray[np.uint16]
     frame_number: int
     timestamp_ns: int
-
-
-@dataclass(frozen=True, slots=True)
-class FrameBlock:
-    """Consecutive frames as one ``(n, height, width)`` stack."""
-
-    frames: npt.NDArray[np.uint16]
-    timestamps_ns: npt.NDArray[np.uint64]
-    frame_numbers: npt.NDArray[np.uint64]
-
-    def __len__(self) -> int:
-        return int(self.frames.shape[0])
 
 
 class SimulatedCamera:

@@ -11,6 +11,7 @@ import errno
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -27,8 +28,23 @@ from daq_storage.errors import (
     UnsupportedData,
     WriterClosedError,
 )
+from daq_storage.schema import FrameBlock
 from daq_storage.sim import SimulatedCamera, SimulatedPowerMeter
 from daq_storage.writers import Writer, open_writer
+
+
+def write_in_odd_calls(
+    writer: Writer, block: FrameBlock, after_flush: Callable[[int], None]
+) -> None:
+    """Write ``block`` to stream ``cam`` in calls that line up with no chunk or shard size,
+    flushing after frames 3 and 11 and calling ``after_flush(frames so far)``."""
+    for start, stop in ((0, 3), (3, 10), (10, 11), (11, 19), (19, 23)):
+        writer.write_frames("cam", block.frames[start:stop],
+                            timestamps_ns=block.timestamps_ns[start:stop],
+                            frame_numbers=block.frame_numbers[start:stop])  # fmt: skip
+        if stop in (3, 11):
+            writer.flush()
+            after_flush(stop)
 
 
 class WriterConformance:
@@ -141,6 +157,23 @@ class WriterConformance:
         assert frames.dtype == np.uint16
         np.testing.assert_array_equal(stamps, block.timestamps_ns)
         np.testing.assert_array_equal(numbers, block.frame_numbers)
+
+    def test_frames_through_flushes_and_odd_calls(self, tmp_path: Path):
+        """What a flush promises is readable at once; calls cross chunks and shards."""
+        if not self.frames_supported:
+            return
+        block = SimulatedCamera((60, 80), seed=4, start_ns=10).frames(23)
+        path = tmp_path / self.target
+
+        def visible(count: int) -> None:
+            frames, stamps, numbers = self.read_frames(path, "cam")
+            np.testing.assert_array_equal(frames, block.frames[:count])
+            np.testing.assert_array_equal(stamps, block.timestamps_ns[:count])
+            np.testing.assert_array_equal(numbers, block.frame_numbers[:count])
+
+        with self.open(tmp_path) as writer:
+            write_in_odd_calls(writer, block, visible)
+        visible(len(block.frames))
 
     def test_refused_frames_change_nothing(self, tmp_path: Path):
         """Bad ids or a new dtype/shape are refused; numbering continues as if they never came."""

@@ -13,6 +13,7 @@ import zarr
 from daq_storage.errors import ConfigError, SchemaMismatch, UnsupportedData
 from daq_storage.sim import SimulatedCamera, SimulatedPowerMeter
 from daq_storage.writers import ZarrWriter
+from tests.writers.conformance import write_in_odd_calls
 
 
 def test_zarr_4d_nested_scan_shows_dimension_names_in_xarray(tmp_path: Path):
@@ -150,17 +151,14 @@ def test_frames_through_flushes_and_odd_calls(tmp_path: Path, compression: str):
     a flush mid-shard writes a partial shard that later frames continue."""
     block = SimulatedCamera((60, 80), seed=4, start_ns=10).frames(23)
     path = tmp_path / "f.zarr"
+
+    def visible(count: int) -> None:
+        dataset = xr.open_zarr(path, group="cam", consolidated=False)
+        np.testing.assert_array_equal(dataset["frames"].values, block.frames[:count])
+        np.testing.assert_array_equal(dataset["timestamp_ns"].values, block.timestamps_ns[:count])
+
     with ZarrWriter(path, compression=compression, frames_per_chunk=2, shard_frames=4) as writer:
-        for start, stop in ((0, 3), (3, 10), (10, 11), (11, 19), (19, 23)):
-            writer.write_frames("cam", block.frames[start:stop],
-                                timestamps_ns=block.timestamps_ns[start:stop],
-                                frame_numbers=block.frame_numbers[start:stop])  # fmt: skip
-            if stop in (3, 11):
-                writer.flush()
-                visible = xr.open_zarr(path, group="cam", consolidated=False)
-                np.testing.assert_array_equal(visible["frames"].values, block.frames[:stop])
-                np.testing.assert_array_equal(visible["timestamp_ns"].values,
-                                              block.timestamps_ns[:stop])  # fmt: skip
+        write_in_odd_calls(writer, block, visible)
     dataset = xr.open_zarr(path, group="cam", consolidated=False)
     np.testing.assert_array_equal(dataset["frames"].values, block.frames)
     np.testing.assert_array_equal(dataset["timestamp_ns"].values, block.timestamps_ns)

@@ -29,6 +29,7 @@ from daq_storage.errors import (
     WriterClosedError,
 )
 from daq_storage.naming import sanitize_name
+from daq_storage.schema import FrameBlock, join_frames
 
 __all__ = ["FrameBlock", "Writer", "WriterStats", "join_frames", "json_value", "storage_errors"]
 
@@ -43,26 +44,6 @@ class WriterStats:
     bytes_written: int = 0  # payload bytes handed to the format (before compression)
     file_size: int = 0  # bytes on disk now
     files: list[Path] = field(default_factory=list)
-
-
-@dataclass(frozen=True, slots=True)
-class FrameBlock:
-    """Frames validated by :meth:`Writer.write_frames`: ``(n, *shape)`` plus per-frame ids."""
-
-    frames: npt.NDArray[Any]
-    timestamps_ns: npt.NDArray[np.uint64]
-    frame_numbers: npt.NDArray[np.uint64]
-
-
-def join_frames(blocks: list[FrameBlock]) -> FrameBlock:
-    """Consecutive frame blocks as one."""
-    if len(blocks) == 1:
-        return blocks[0]
-    return FrameBlock(
-        np.concatenate([b.frames for b in blocks]),
-        np.concatenate([b.timestamps_ns for b in blocks]),
-        np.concatenate([b.frame_numbers for b in blocks]),
-    )
 
 
 def json_value(value: Any, *, what: str) -> str:

@@ -33,8 +33,8 @@ import pyarrow as pa
 from daq_storage._version import __version__
 from daq_storage.config import StorageSettings
 from daq_storage.errors import ConfigError, SchemaMismatch, UnsupportedData
-from daq_storage.schema import Column, flatten_batch, widened
-from daq_storage.writers._base import FrameBlock, Writer, join_frames, json_value, storage_errors
+from daq_storage.schema import Column, FrameBlock, flatten_batch, join_frames, widened
+from daq_storage.writers._base import Writer, json_value, storage_errors
 from daq_storage.writers._chunks import (
     ChunkEncode,
     blosc_encoder,
@@ -422,16 +422,15 @@ class Hdf5Writer(Writer):
         misaligned = (-target.length) % per_chunk  # after a flush wrote a partial chunk
         if misaligned:
             self._store_encoded(target)
-            target.append(_part(block, 0, min(misaligned, len(block.frames))))
-            block = _part(block, min(misaligned, len(block.frames)), len(block.frames))
+            target.append(block.part(0, min(misaligned, len(block.frames))))
+            block = block.part(min(misaligned, len(block.frames)), len(block.frames))
         whole = len(block.frames) // per_chunk * per_chunk
         if whole < len(block.frames):  # copied: the caller may reuse its array
-            rest = _part(block, whole, len(block.frames))
-            target.partial = FrameBlock(rest.frames.copy(), rest.timestamps_ns.copy(),
-                                        rest.frame_numbers.copy())  # fmt: skip
+            rest = block.part(whole, len(block.frames))
+            target.partial = rest.copy()
         if not whole:
             return
-        ready = _part(block, 0, whole)
+        ready = block.part(0, whole)
         chunks = [ready.frames[i : i + per_chunk] for i in range(0, whole, per_chunk)]
         start = target.length
         target.length += whole
@@ -504,11 +503,6 @@ class Hdf5Writer(Writer):
                 self._pool = None
             if self._file.id.valid:
                 self._file.close()
-
-
-def _part(block: FrameBlock, start: int, stop: int) -> FrameBlock:
-    return FrameBlock(block.frames[start:stop], block.timestamps_ns[start:stop],
-                      block.frame_numbers[start:stop])  # fmt: skip
 
 
 class _FrameStream:

@@ -29,8 +29,8 @@ import zarr
 import zarr.codecs
 
 from daq_storage.errors import ConfigError, SchemaMismatch, UnsupportedData
-from daq_storage.schema import Column, flatten_batch
-from daq_storage.writers._base import FrameBlock, Writer, join_frames, json_value, storage_errors
+from daq_storage.schema import Column, FrameBlock, flatten_batch, join_frames
+from daq_storage.writers._base import Writer, json_value, storage_errors
 from daq_storage.writers._chunks import ChunkEncode, blosc_encoder, encode_while
 
 __all__ = ["ZarrWriter"]
@@ -50,11 +50,6 @@ def _compressors(compression: str, level: int) -> Any:
     if compression == "zstd":
         return zarr.codecs.ZstdCodec(level=level)
     return zarr.codecs.GzipCodec(level=level)
-
-
-def _part(block: FrameBlock, start: int, stop: int) -> FrameBlock:
-    return FrameBlock(block.frames[start:stop], block.timestamps_ns[start:stop],
-                      block.frame_numbers[start:stop])  # fmt: skip
 
 
 @dataclass
@@ -359,15 +354,14 @@ class ZarrWriter(Writer):
             misaligned = (-target.length) % unit  # after a flush wrote a partial shard
             if misaligned:
                 head = min(misaligned, len(block.frames))
-                self._write_through_zarr(target, _part(block, 0, head))
-                block = _part(block, head, len(block.frames))
+                self._write_through_zarr(target, block.part(0, head))
+                block = block.part(head, len(block.frames))
             whole = len(block.frames) // unit * unit
             if whole < len(block.frames):
-                rest = _part(block, whole, len(block.frames))
-                target.partial = FrameBlock(rest.frames.copy(), rest.timestamps_ns.copy(),
-                                            rest.frame_numbers.copy())  # fmt: skip
+                rest = block.part(whole, len(block.frames))
+                target.partial = rest.copy()
             if whole:
-                ready = _part(block, 0, whole)
+                ready = block.part(0, whole)
                 if self._encode is None:
                     self._write_through_zarr(target, ready)
                 else:
