@@ -416,7 +416,8 @@ class ParquetWriter(ArrowBatchWriter):
         row_group_size: rows per row group (batches are not split, so a group can hold
             up to one batch more).
         row_group_bytes: a row group is also written once this many payload bytes are
-            buffered (bounds the memory taken by frame streams).
+            buffered (default 64 MiB: bounds the memory taken by frame streams; row
+            groups are encoded in memory, and much larger ones wrote slower here).
         flush_interval_s: longest time a row stays buffered in memory.
         max_footer_bytes: footer size at which the stream continues in a new part file.
             The footer (about 100 bytes per column per row group) is rewritten after
@@ -435,7 +436,7 @@ class ParquetWriter(ArrowBatchWriter):
         compression: str = "snappy",
         compression_level: int | None = None,
         row_group_size: int = 1_000_000,
-        row_group_bytes: int = 256 << 20,
+        row_group_bytes: int = 64 << 20,
         flush_interval_s: float = 1.0,
         max_footer_bytes: int = 1 << 20,
     ) -> None:
