@@ -2,22 +2,24 @@
 
 HDF5's filter pipeline and zarr-python compress one chunk at a time on the calling
 thread. Blosc, zlib and zstd release the GIL while they work, so the writers here
-compress every whole chunk of a call in parallel and store the previous call's
-chunks while that runs (the areaDetector and acquire-zarr approach). The caller's
-arrays are no longer referenced once the call returns.
+compress every whole chunk of a call in parallel (the areaDetector and acquire-zarr
+approach) and store chunks while others are being compressed. The caller's arrays are
+no longer referenced once the call returns.
 """
 
 from __future__ import annotations
 
 import zlib
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor, wait
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["ChunkEncode", "blosc_encoder", "deflate_encoder", "encode_while", "zstd_encoder"]
+__all__ = ["ChunkEncode", "blosc_encoder", "deflate_encoder", "run_parallel", "zstd_encoder"]
+
+T = TypeVar("T")
 
 #: Compresses one C-contiguous chunk into the bytes a reader's filter decodes.
 ChunkEncode = Callable[[npt.NDArray[Any]], bytes]
@@ -67,24 +69,38 @@ def zstd_encoder(level: int, shuffle: bool) -> ChunkEncode:
     return encode
 
 
-def encode_while(
+def run_parallel(
     pool: ThreadPoolExecutor,
-    encode: ChunkEncode,
-    chunks: Sequence[npt.NDArray[Any]],
-    meanwhile: Callable[[], None],
-) -> list[bytes]:
-    """Compress ``chunks`` on ``pool``, run ``meanwhile()`` on this thread, return the bytes.
+    jobs: Sequence[Callable[[], T]],
+    meanwhile: Callable[[], None] | None = None,
+) -> list[T]:
+    """Run ``jobs`` on ``pool`` and return their results in order.
 
-    ``meanwhile`` typically stores what the previous call compressed, so disk writes and
-    compression overlap. Every chunk is finished before this returns, even when
-    ``meanwhile`` raises.
+    The calling thread first runs ``meanwhile()`` (typically: store what the previous
+    call compressed), then takes over jobs no worker has started, so no core idles
+    while the last jobs of a call finish. Every job has finished when this returns, even
+    when one raised; the first failure is then raised.
     """
-    futures = [pool.submit(encode, np.ascontiguousarray(chunk)) for chunk in chunks]
+    futures = [pool.submit(job) for job in jobs]
     try:
-        meanwhile()
+        if meanwhile is not None:
+            meanwhile()
     finally:
-        done = [future.exception() is None for future in futures]  # waits for all
-    if not all(done):
-        for future in futures:
-            future.result()  # raises the first failure
-    return [future.result() for future in futures]
+        inline: dict[int, T | BaseException] = {}
+        for index in reversed(range(len(futures))):
+            if futures[index].cancel():
+                try:
+                    inline[index] = jobs[index]()
+                except BaseException as exc:  # re-raised below, after every job is done
+                    inline[index] = exc
+        wait(futures)
+    results: list[T] = []
+    for index, future in enumerate(futures):
+        if index in inline:
+            outcome = inline[index]
+            if isinstance(outcome, BaseException):
+                raise outcome
+            results.append(outcome)
+        else:
+            results.append(future.result())
+    return results

@@ -16,10 +16,11 @@ file.h5                      attrs: created_at, created_timestamp_ns, applicatio
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -39,7 +40,7 @@ from daq_storage.writers._chunks import (
     ChunkEncode,
     blosc_encoder,
     deflate_encoder,
-    encode_while,
+    run_parallel,
     zstd_encoder,
 )
 
@@ -372,9 +373,9 @@ class Hdf5Writer(Writer):
         ``frame_number``).
 
         With ``none``, ``gzip``, ``zstd`` and ``blosc-*`` compression, whole chunks are
-        compressed on a thread pool and stored with direct chunk writes; a chunk's
-        bytes reach the file during the next call or at :meth:`flush`. Frames short of
-        a whole chunk wait (copied) for the next call or :meth:`flush`.
+        stored with direct chunk writes, compressed and written by a thread pool (and
+        this thread) in parallel. Frames short of a whole chunk wait (copied) for the
+        next call or :meth:`flush`.
         """
         if stream in self._rows:
             raise SchemaMismatch(f"stream {stream!r} holds a table; frames go to another stream")
@@ -419,44 +420,32 @@ class Hdf5Writer(Writer):
         if target.partial is not None:
             block = join_frames([target.partial, block])
             target.partial = None
-        misaligned = (-target.length) % per_chunk  # after a flush wrote a partial chunk
+        misaligned = (-len(target)) % per_chunk  # after a flush wrote a partial chunk
         if misaligned:
-            self._store_encoded(target)
-            target.append(block.part(0, min(misaligned, len(block.frames))))
-            block = block.part(min(misaligned, len(block.frames)), len(block.frames))
-        whole = len(block.frames) // per_chunk * per_chunk
-        if whole < len(block.frames):  # copied: the caller may reuse its array
-            rest = block.part(whole, len(block.frames))
-            target.partial = rest.copy()
+            head = min(misaligned, len(block))
+            target.append(block.part(0, head))
+            block = block.part(head, len(block))
+        whole = len(block) // per_chunk * per_chunk
+        if whole < len(block):  # copied: the caller may reuse its array
+            target.partial = block.part(whole, len(block)).copy()
         if not whole:
             return
         ready = block.part(0, whole)
         chunks = [ready.frames[i : i + per_chunk] for i in range(0, whole, per_chunk)]
-        start = target.length
-        target.length += whole
         if self._encode is None:  # no compression: the frames' own bytes are the chunks
-            self._store_encoded(target)
-            target.store(start, ready.timestamps_ns, ready.frame_numbers, chunks)
+            target.store(ready, [functools.partial(np.ascontiguousarray, c) for c in chunks])
             return
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="daq_storage_hdf5")
-        encoded = encode_while(self._pool, self._encode, chunks,
-                               lambda: self._store_encoded(target))  # fmt: skip
-        target.encoded.append((start, ready.timestamps_ns, ready.frame_numbers, encoded))
-
-    @staticmethod
-    def _store_encoded(target: _FrameStream) -> None:
-        while target.encoded:
-            start, stamps, numbers, chunks = target.encoded[0]
-            target.store(start, stamps, numbers, chunks)
-            target.encoded.pop(0)
+        encode = self._encode
+        target.store(ready, [functools.partial(encode, c) for c in chunks], self._pool)
 
     def _drain_frames(self) -> None:
         for target in self._frame_streams.values():
-            self._store_encoded(target)
             if target.partial is not None:
                 target.append(target.partial)
                 target.partial = None
+            target.write_ids()
 
     # ------------------------------------------------------------------ metadata
     def set_metadata(self, key: str, value: Any, *, stream: str | None = None) -> None:
@@ -507,57 +496,87 @@ class Hdf5Writer(Writer):
 
 class _FrameStream:
     """A frame stream's datasets (handles kept: a dropped handle flushes HDF5's chunk
-    cache in its destructor, where write errors would go unreported) and the frames on
-    their way to them."""
+    cache in its destructor, where write errors would go unreported) and the frames
+    short of a whole chunk."""
 
     def __init__(self, frames: h5py.Dataset, timestamps: h5py.Dataset,
                  numbers: h5py.Dataset) -> None:  # fmt: skip
         self.frames = frames
         self.timestamps = timestamps
         self.numbers = numbers
-        self.length = frames.shape[0]  # frames stored or compressed and queued
         self.partial: FrameBlock | None = None
-        #: compressed whole chunks waiting for their write: (first frame, ids, chunk bytes)
-        self.encoded: list[tuple[int, npt.NDArray[np.uint64], npt.NDArray[np.uint64],
-                                 list[bytes]]] = []  # fmt: skip
+        #: ids of stored frames not yet in their datasets (written a chunk at a time, and
+        #: at every flush: a small h5py write costs as much as compressing a frame)
+        self.ids: list[FrameBlock] = []
 
-    def _grow(self, start: int, stamps: npt.NDArray[np.uint64],
-              numbers: npt.NDArray[np.uint64]) -> int:  # fmt: skip
+    def __len__(self) -> int:
+        return int(self.frames.shape[0])
+
+    def _queue_ids(self, block: FrameBlock) -> None:
+        self.ids.append(FrameBlock(block.frames[:0], block.timestamps_ns.copy(),
+                                   block.frame_numbers.copy()))  # fmt: skip
+        if sum(len(b.timestamps_ns) for b in self.ids) >= self.timestamps.chunks[0]:
+            self.write_ids()
+
+    def write_ids(self) -> None:
+        """Write the queued ids (the id datasets then match the frames)."""
+        if not self.ids:
+            return
+        stamps = np.concatenate([b.timestamps_ns for b in self.ids])
+        numbers = np.concatenate([b.frame_numbers for b in self.ids])
+        start = self.timestamps.shape[0]
         end = start + len(stamps)
-        for dataset in (self.frames, self.timestamps, self.numbers):
-            if dataset.shape[0] < end:
-                dataset.resize(end, axis=0)
-        self.timestamps[start:end] = stamps
-        self.numbers[start:end] = numbers
-        return end
+        for dataset, values in ((self.timestamps, stamps), (self.numbers, numbers)):
+            dataset.resize(end, axis=0)
+            dataset[start:end] = values
+        self.ids.clear()
 
     def append(self, block: FrameBlock) -> None:
         """Through HDF5's own filter pipeline (partial chunks, lz4 and lzf)."""
-        start = self.frames.shape[0]
-        end = self._grow(start, block.timestamps_ns, block.frame_numbers)
-        self.frames[start:end] = block.frames
-        self.length = max(self.length, end)
+        start = len(self)
+        self.frames.resize(start + len(block), axis=0)
+        self.frames[start:] = block.frames
+        self._queue_ids(block)
 
-    def store(self, start: int, stamps: npt.NDArray[np.uint64], numbers: npt.NDArray[np.uint64],
-              chunks: Sequence[Any]) -> None:  # fmt: skip
-        """Chunks already in their on-disk form, by direct chunk writes.
+    def store(self, block: FrameBlock, chunks: Sequence[Callable[[], Any]],
+              pool: ThreadPoolExecutor | None = None) -> None:  # fmt: skip
+        """Whole chunks by direct chunk writes: ``chunks`` make each chunk's on-disk
+        bytes. With a ``pool``, workers make and store chunks in parallel (h5py
+        serialises the writes; compression runs without the GIL), and this thread
+        joins in.
 
-        If a write fails (a full disk), the datasets shrink back to the frames stored,
-        so no frame reads back as fill values.
+        If a write fails (a full disk), the frame dataset shrinks back to the frames
+        before the first chunk that failed, so no frame reads back as fill values.
         """
-        self._grow(start, stamps, numbers)
+        start = len(self)
+        self.frames.resize(start + len(block), axis=0)
         per_chunk = self.frames.chunks[0]
         zeros = (0,) * (self.frames.ndim - 1)
-        stored = start
+        write = self.frames.id.write_direct_chunk
+        failed: list[int] = []
+
+        def job(index: int) -> None:
+            try:
+                write((start + index * per_chunk, *zeros), chunks[index]())
+            except BaseException:
+                failed.append(index)
+                raise
+
+        jobs = [functools.partial(job, i) for i in range(len(chunks))]
         try:
-            for data in chunks:
-                self.frames.id.write_direct_chunk((stored, *zeros), data)
-                stored += per_chunk
+            if pool is None:
+                for one in jobs:
+                    one()
+            else:
+                run_parallel(pool, jobs)
         except BaseException:
+            stored = min(failed, default=0) * per_chunk
             with contextlib.suppress(Exception):  # the write's own error is the one to report
-                for dataset in (self.frames, self.timestamps, self.numbers):
-                    dataset.resize(stored, axis=0)
+                self.frames.resize(start + stored, axis=0)
+            if stored:
+                self._queue_ids(block.part(0, stored))
             raise
+        self._queue_ids(block)
 
 
 def _field_json(field: pa.Field) -> str:

@@ -14,6 +14,7 @@ run.zarr/
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Sequence
@@ -31,7 +32,7 @@ import zarr.codecs
 from daq_storage.errors import ConfigError, SchemaMismatch, UnsupportedData
 from daq_storage.schema import Column, FrameBlock, flatten_batch, join_frames
 from daq_storage.writers._base import Writer, json_value, storage_errors
-from daq_storage.writers._chunks import ChunkEncode, blosc_encoder, encode_while
+from daq_storage.writers._chunks import ChunkEncode, blosc_encoder, run_parallel
 
 __all__ = ["ZarrWriter"]
 
@@ -434,8 +435,9 @@ class ZarrWriter(Writer):
         inner = [ready.frames[i : i + per_chunk] for i in range(0, count, per_chunk)]
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="daq_storage_zarr")
-        encoded = encode_while(self._pool, self._encode, inner,
-                               lambda: self._store_shards(target))  # fmt: skip
+        encode = self._encode
+        encoded = run_parallel(self._pool, [functools.partial(encode, c) for c in inner],
+                               meanwhile=lambda: self._store_shards(target))  # fmt: skip
         per_shard = self.shard_frames // per_chunk
         first_shard = target.length // self.shard_frames
         for k in range(count // self.shard_frames):
