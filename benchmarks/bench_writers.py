@@ -3,7 +3,7 @@
 2,000 simulated 640x480 uint16 frames (1.2 GB) handed over 16 per call, and 10 M
 power-meter rows in 10 k-row batches, written to a temporary directory on the real disk
 (page cache included, as in a run). Each writer and its reference run alternately, and
-the best of ``DAQ_BENCH_REPEATS`` (3) runs of each is kept, so a burst of background
+the best of ``DAQ_BENCH_REPEATS`` (4) runs of each is kept, so a burst of background
 write-back or of load on the other core does not decide a ratio. acquire-zarr, when
 installed, is measured on the same frames with the same codec as a peer.
 """
@@ -36,7 +36,7 @@ from daq_storage.writers._tensor import frames_to_batch
 
 FRAMES = int(os.environ.get("DAQ_BENCH_FRAMES", "2000"))
 ROWS = int(os.environ.get("DAQ_BENCH_ROWS", "10000000"))
-REPEATS = int(os.environ.get("DAQ_BENCH_REPEATS", "3"))
+REPEATS = int(os.environ.get("DAQ_BENCH_REPEATS", "4"))
 GZIP_FRAMES = min(FRAMES, 400)  # gzip runs at ~100 MB/s: fewer frames, same ratio
 BATCH_ROWS = 10_000
 FRAMES_PER_CALL = 16  # what a recorder hands a writer per drain
@@ -65,10 +65,13 @@ class Timing:
 
 
 def interleaved(runs: dict[str, Run], tmp: Path, repeats: int = REPEATS) -> dict[str, Timing]:
-    """Each run (including close) ``repeats`` times, alternating; best time of each."""
+    """Each run (including close) ``repeats`` times, alternating, in reversed order every
+    other round (whichever writes first after the previous round's files were deleted
+    pays more for fresh page-cache pages); best time of each."""
     best = {name: Timing(float("inf"), 0) for name in runs}
-    for _ in range(repeats):
-        for name, run in runs.items():
+    for round_ in range(repeats):
+        order = list(runs.items())
+        for name, run in order if round_ % 2 == 0 else reversed(order):
             path = tmp / f"target_{name.replace(' ', '_')}"
             started = time.perf_counter()
             run(path)

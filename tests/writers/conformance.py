@@ -104,10 +104,13 @@ class WriterConformance:
             for batch in batches:
                 writer.write_batch("power_meter_01", batch)
             stats = writer.stats
-            assert (stats.batches, stats.rows) == (6, 6000)
+            assert (stats.batches, stats.rows, stats.frames) == (6, 6000, 0)
+            assert stats.bytes_written == sum(batch.nbytes for batch in batches)
         self.compare_tables(self.read_table(tmp_path / self.target, "power_meter_01"),
                             pa.Table.from_batches(batches))  # fmt: skip
         assert writer.stats.file_size > 0
+        assert writer.stats.files
+        assert all(path.exists() for path in writer.stats.files)
 
     def test_two_streams_stay_separate(self, tmp_path: Path):
         a = pa.record_batch({"x": pa.array([1, 2, 3], pa.int32())})
@@ -151,7 +154,9 @@ class WriterConformance:
                                 frame_numbers=block.frame_numbers[:3])  # fmt: skip
             writer.write_frames("camera_1", block.frames[3:], timestamps_ns=block.timestamps_ns[3:],
                                 frame_numbers=block.frame_numbers[3:])  # fmt: skip
-            assert writer.stats.frames == 7
+            assert (writer.stats.frames, writer.stats.batches, writer.stats.rows) == (7, 0, 0)
+            assert writer.stats.bytes_written >= block.frames.nbytes
+        assert writer.stats.file_size > 0
         frames, stamps, numbers = self.read_frames(tmp_path / self.target, "camera_1")
         np.testing.assert_array_equal(frames, block.frames)
         assert frames.dtype == np.uint16

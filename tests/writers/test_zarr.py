@@ -10,7 +10,7 @@ import pytest
 import xarray as xr
 import zarr
 
-from daq_storage.errors import ConfigError, SchemaMismatch, UnsupportedData
+from daq_storage.errors import ConfigError, SchemaMismatch, StorageIOError, UnsupportedData
 from daq_storage.sim import SimulatedCamera, SimulatedPowerMeter
 from daq_storage.writers import ZarrWriter
 from tests.writers.conformance import write_in_odd_calls
@@ -22,7 +22,7 @@ def test_zarr_4d_nested_scan_shows_dimension_names_in_xarray(tmp_path: Path):
     camera = SimulatedCamera((32, 32), seed=0, start_ns=0)
     with ZarrWriter(path) as writer:
         writer.create_array(
-            "camera_frames", shape=[10, 5, 32, 32], chunks=[10, 1, 32, 32],
+            "camera_frames", shape=[10, 5, 32, 32], chunks=[10, 1, 32, 32], shards=[10, 5, 32, 32],
             dimension_names=["wavelength", "position", "y", "x"], dtype=np.uint16,
             attributes={"wavelength_nm": list(range(700, 1000, 30))},
         )  # fmt: skip
@@ -35,6 +35,7 @@ def test_zarr_4d_nested_scan_shows_dimension_names_in_xarray(tmp_path: Path):
             writer.write_chunk("camera_frames", [0, 5, 0, 0], block)
     dataset = xr.open_zarr(path, consolidated=False)
     assert dataset["camera_frames"].dims == ("wavelength", "position", "y", "x")
+    assert zarr.open_array(path / "camera_frames", mode="r").shards == (10, 5, 32, 32)
     np.testing.assert_array_equal(dataset["camera_frames"].values, expected)
     wavelengths = zarr.open_array(path / "camera_frames", mode="r").attrs["wavelength_nm"]
     assert isinstance(wavelengths, list)
@@ -67,8 +68,12 @@ def test_zarr_bad_input(tmp_path: Path):
             writer.write_batch("t", pa.record_batch({"xs": [[1.0, 2.0]]}))
     (tmp_path / "d.zarr").mkdir()
     (tmp_path / "d.zarr" / "keep").write_text("x")
-    with pytest.raises(OSError, match="never overwritten"):
+    with pytest.raises(StorageIOError, match="never overwritten"):
         ZarrWriter(tmp_path / "d.zarr")
+    (tmp_path / "file").write_text("x")  # a directory that cannot be made, even by root
+    with pytest.raises(StorageIOError, match="cannot create Zarr store") as info:
+        ZarrWriter(tmp_path / "file" / "e.zarr")
+    assert info.value.filename == str(tmp_path / "file" / "e.zarr")
 
 
 def _column(path: Path, stream: str, name: str) -> np.ndarray:
