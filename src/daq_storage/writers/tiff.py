@@ -81,6 +81,23 @@ class _Layout:
         return b"".join(parts), where
 
 
+def _image_entries(frame: npt.NDArray[Any], offset_type: int) -> list[tuple[int, int, int, int]]:
+    """The IFD entries of an uncompressed one-strip grayscale page shaped like ``frame``."""
+    height, width = frame.shape
+    return [
+        (_WIDTH, _LONG, 1, width),
+        (_HEIGHT, _LONG, 1, height),
+        (_BITS, _SHORT, 1, frame.dtype.itemsize * 8),
+        (_COMPRESSION, _SHORT, 1, 1),
+        (_PHOTOMETRIC, _SHORT, 1, 1),  # min-is-black
+        (_STRIP_OFFSETS, offset_type, 1, 0),
+        (_SAMPLES, _SHORT, 1, 1),
+        (_ROWS_PER_STRIP, _LONG, 1, height),
+        (_STRIP_BYTES, offset_type, 1, frame.nbytes),
+        (_SAMPLE_FORMAT, _SHORT, 1, _SAMPLE_FORMATS[frame.dtype.kind]),
+    ]
+
+
 def _pwrite_all(fd: int, buffers: Sequence[Any], offset: int) -> None:
     """Write ``buffers`` at ``offset``, however many system calls it takes."""
     views = [memoryview(b) for b in buffers]
@@ -176,22 +193,9 @@ class _PageStack(_Stack):
     def __init__(self, path: Path, bigtiff: bool, limit: int, frame: npt.NDArray[Any]) -> None:
         super().__init__(path, bigtiff, limit)
         self.layout = layout = _Layout(bigtiff)
-        height, width = frame.shape
         self.frame_bytes = frame.nbytes
         offset_type = _LONG8 if bigtiff else _LONG
-        entries = [
-            (_WIDTH, _LONG, 1, width),
-            (_HEIGHT, _LONG, 1, height),
-            (_BITS, _SHORT, 1, frame.dtype.itemsize * 8),
-            (_COMPRESSION, _SHORT, 1, 1),
-            (_PHOTOMETRIC, _SHORT, 1, 1),  # min-is-black
-            (_DESCRIPTION, _ASCII, 0, 0),
-            (_STRIP_OFFSETS, offset_type, 1, 0),
-            (_SAMPLES, _SHORT, 1, 1),
-            (_ROWS_PER_STRIP, _LONG, 1, height),
-            (_STRIP_BYTES, offset_type, 1, frame.nbytes),
-            (_SAMPLE_FORMAT, _SHORT, 1, _SAMPLE_FORMATS[frame.dtype.kind]),
-        ]
+        entries = [*_image_entries(frame, offset_type), (_DESCRIPTION, _ASCII, 0, 0)]
         self.template, where = layout.ifd(entries)
         self.description_field = where[_DESCRIPTION]
         self.strip_field = where[_STRIP_OFFSETS] + layout.value_shift
@@ -275,23 +279,12 @@ class _ImageJStack(_Stack):
     def __init__(self, path: Path, limit: int, frame: npt.NDArray[Any], stream_json: str) -> None:
         super().__init__(path, False, limit)
         self.layout = layout = _Layout(bigtiff=False)
-        self.shape = height, width = frame.shape
+        self.shape = frame.shape
         self.frame_bytes = frame.nbytes
         self.stream_json = stream_json
         self.sidecar = path.with_suffix(".frames.csv")
         self.description_size = len(self._description(10**15)) + 1
-        common = [
-            (_WIDTH, _LONG, 1, width),
-            (_HEIGHT, _LONG, 1, height),
-            (_BITS, _SHORT, 1, frame.dtype.itemsize * 8),
-            (_COMPRESSION, _SHORT, 1, 1),
-            (_PHOTOMETRIC, _SHORT, 1, 1),
-            (_STRIP_OFFSETS, _LONG, 1, 0),
-            (_SAMPLES, _SHORT, 1, 1),
-            (_ROWS_PER_STRIP, _LONG, 1, height),
-            (_STRIP_BYTES, _LONG, 1, frame.nbytes),
-            (_SAMPLE_FORMAT, _SHORT, 1, _SAMPLE_FORMATS[frame.dtype.kind]),
-        ]
+        common = _image_entries(frame, _LONG)
         extra = [
             (_DESCRIPTION, _ASCII, self.description_size, 0),
             (_IJ_BYTE_COUNTS, _LONG, 2, 0),  # ImageJ's header and Info lengths
