@@ -180,6 +180,19 @@ class WriterConformance:
             write_in_odd_calls(writer, block, visible)
         visible(len(block.frames))
 
+    def test_big_endian_frames_keep_their_values(self, tmp_path: Path):
+        """Frames in the other byte order are stored by value, whatever path they take."""
+        if not self.frames_supported:
+            return
+        block = SimulatedCamera((8, 8), seed=7, start_ns=0).frames(7)
+        swapped = block.frames.astype(">u2")
+        with self.open(tmp_path) as writer:
+            for start, stop in ((0, 3), (3, 4), (4, 7)):  # odd calls: partial chunks joined
+                writer.write_frames("cam", swapped[start:stop],
+                                    timestamps_ns=block.timestamps_ns[start:stop])  # fmt: skip
+        frames, _, _ = self.read_frames(tmp_path / self.target, "cam")
+        np.testing.assert_array_equal(frames, block.frames)
+
     def test_refused_frames_change_nothing(self, tmp_path: Path):
         """Bad ids or a new dtype/shape are refused; numbering continues as if they never came."""
         if not self.frames_supported:

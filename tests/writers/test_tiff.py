@@ -442,3 +442,13 @@ def test_read_only_directory(tmp_path: Path):
                 writer.write_frames("cam", np.zeros((1, 4, 4), np.uint16))
         finally:
             later.chmod(0o700)
+
+
+def test_refused_first_frames_leave_the_stream_free(tmp_path: Path):
+    """Frames ImageJ cannot hold are refused before they fix the stream's dtype."""
+    with TiffWriter(tmp_path / "t", imagej=True) as writer:
+        with pytest.raises(UnsupportedData, match="ImageJ hyperstack holds"):
+            writer.write_frames("cam", np.zeros((2, 4, 4), np.int16))
+        writer.write_frames("cam", np.ones((2, 4, 4), np.uint16))
+    with tifffile.TiffFile(tmp_path / "t" / "cam.tif") as tif:
+        np.testing.assert_array_equal(tif.series[0].asarray(), np.ones((2, 4, 4), np.uint16))

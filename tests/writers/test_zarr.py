@@ -188,3 +188,34 @@ def test_caller_may_reuse_its_frame_buffer(tmp_path: Path):
             buffer[...] = 0
     np.testing.assert_array_equal(zarr.open_array(path / "cam" / "frames", mode="r")[:],
                                   block.frames)  # fmt: skip
+
+
+def test_a_commit_failing_on_a_full_disk_refuses_only_that_batch(
+    small_disk: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """The disk fills between the room check and the write (another process): the batch
+    whose commit fails is refused, rows accepted before stay pending and are written once
+    there is room, and every column stays aligned."""
+    monkeypatch.setattr(ZarrWriter, "_ensure_room", lambda *args: None)
+    filler = small_disk / "filler"
+    path = small_disk / "t.zarr"
+    rng = np.random.default_rng(0)
+    first = pa.record_batch({"a": np.arange(600, dtype=np.int64)})
+    second = pa.record_batch({"a": np.arange(600, 1200, dtype=np.int64),
+                              "b": rng.random(600)})  # fmt: skip
+    with ZarrWriter(path, chunk_size=1000, compression="none") as writer:
+        writer.write_batch("s", first)  # buffered: less than a chunk
+        with filler.open("wb") as handle:  # another process fills the disk
+            while True:
+                try:
+                    handle.write(b"\0" * (1 << 20))
+                    handle.flush()
+                except OSError:
+                    break
+        with pytest.raises(StorageIOError, match="cannot write stream 's'"):
+            writer.write_batch("s", second)  # 1,200 rows: the first chunk is committed
+        filler.unlink()
+        writer.write_batch("s", pa.record_batch({"a": np.arange(600, 700, dtype=np.int64)}))
+    dataset = xr.open_zarr(path, group="s", consolidated=False)
+    assert list(dataset.data_vars) == ["a"]  # "b" came only with the refused batch
+    np.testing.assert_array_equal(dataset["a"].values, np.arange(700))

@@ -245,6 +245,9 @@ class Writer(ABC):
             )
         if frames.dtype.kind not in "biuf" or frames.dtype.itemsize > 8:
             raise UnsupportedData(f"stream {stream!r}: frame dtype {frames.dtype} is not supported")
+        if not frames.dtype.isnative:  # stored (and compressed) in this machine's byte order
+            frames = frames.astype(frames.dtype.newbyteorder("="))
+        self._check_frame_format(stream, frames)
         spec = (frames.dtype, frames.shape[1:])
         known = self._frame_specs.get(stream, spec)
         if known != spec:
@@ -272,6 +275,12 @@ class Writer(ABC):
         self._frame_specs[stream] = spec  # only for an accepted call
         self._frames_seen[stream] = first + n
         return FrameBlock(np.ascontiguousarray(frames), stamps, numbers)
+
+    def _check_frame_format(self, stream: str, frames: npt.NDArray[Any]) -> None:
+        """Refuse frames this format cannot hold, before the stream's frame spec is fixed
+        (a refused first call leaves the stream free for other frames). Any frame by
+        default."""
+        return
 
     def _ensure_room(self, nbytes: int, what: str, file: Path) -> None:
         """Refuse a write of ``nbytes`` to ``file`` up front (``StorageIOError``, nothing

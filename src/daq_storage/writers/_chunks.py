@@ -17,7 +17,17 @@ from typing import Any, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["ChunkEncode", "blosc_encoder", "deflate_encoder", "run_parallel", "zstd_encoder"]
+from daq_storage.schema import FrameBlock
+
+__all__ = [
+    "ChunkEncode",
+    "FrameIds",
+    "blosc_encoder",
+    "deflate_encoder",
+    "run_parallel",
+    "split_frames",
+    "zstd_encoder",
+]
 
 T = TypeVar("T")
 
@@ -26,11 +36,15 @@ ChunkEncode = Callable[[npt.NDArray[Any]], bytes]
 
 
 def blosc_encoder(cname: str, level: int) -> ChunkEncode:
-    """Blosc 1 frames with byte shuffle: HDF5 filter 32001, Zarr's ``blosc`` codec."""
+    """Blosc 1 frames with byte shuffle: HDF5 filter 32001, Zarr's ``blosc`` codec.
+
+    Sets ``numcodecs.blosc.use_threads = False`` for the process: numcodecs then uses
+    contextual blosc, which is thread-safe and runs without the GIL (blosc's own global
+    threads would serialise the pool's workers).
+    """
     import numcodecs
     import numcodecs.blosc
 
-    # Contextual (non-global) blosc: thread-safe and without the GIL.
     numcodecs.blosc.use_threads = False
     codec = numcodecs.Blosc(cname=cname, clevel=level, shuffle=numcodecs.Blosc.SHUFFLE)
 
@@ -104,3 +118,52 @@ def run_parallel(
         else:
             results.append(future.result())
     return results
+
+
+def split_frames(
+    block: FrameBlock, stored: int, unit: int
+) -> tuple[FrameBlock, FrameBlock, FrameBlock]:
+    """``block``, continuing a stream of ``stored`` frames stored in units (chunks or
+    shards) of ``unit`` frames, as three parts: the frames that complete a partial unit
+    (left by a flush), whole units, and the rest (short of a unit)."""
+    head = min((-stored) % unit, len(block))
+    whole = head + (len(block) - head) // unit * unit
+    return block.part(0, head), block.part(head, whole), block.part(whole, len(block))
+
+
+class FrameIds:
+    """Ids of stored frames on their way to their own arrays, written a batch at a time.
+
+    ``pending()`` gives where the queued ids go; only ``written()`` moves the start on,
+    so a write that failed is retried at the same place (the id arrays never drift
+    from the frames).
+    """
+
+    def __init__(self, written: int) -> None:
+        self._written = written
+        self._parts: list[tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64]]] = []
+        self._queued = 0
+
+    def __len__(self) -> int:
+        return self._queued
+
+    def add(self, block: FrameBlock) -> None:
+        """Queue ``block``'s ids (copied: the caller may reuse its arrays)."""
+        self._parts.append((block.timestamps_ns.copy(), block.frame_numbers.copy()))
+        self._queued += len(block)
+
+    def pending(self) -> tuple[int, npt.NDArray[np.uint64], npt.NDArray[np.uint64]] | None:
+        """``(start, timestamps_ns, frame_numbers)`` of the queued ids, or ``None``."""
+        if not self._parts:
+            return None
+        if len(self._parts) > 1:
+            self._parts = [(np.concatenate([p[0] for p in self._parts]),
+                            np.concatenate([p[1] for p in self._parts]))]  # fmt: skip
+        stamps, numbers = self._parts[0]
+        return self._written, stamps, numbers
+
+    def written(self) -> None:
+        """The pending ids are in their arrays."""
+        self._written += self._queued
+        self._parts.clear()
+        self._queued = 0

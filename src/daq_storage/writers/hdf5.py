@@ -38,9 +38,11 @@ from daq_storage.schema import Column, FrameBlock, flatten_batch, join_frames, w
 from daq_storage.writers._base import Writer, json_value, storage_errors
 from daq_storage.writers._chunks import (
     ChunkEncode,
+    FrameIds,
     blosc_encoder,
     deflate_encoder,
     run_parallel,
+    split_frames,
     zstd_encoder,
 )
 
@@ -415,30 +417,29 @@ class Hdf5Writer(Writer):
         return target
 
     def _write_chunks(self, target: _FrameStream, block: FrameBlock) -> None:
-        """Whole chunks by direct chunk writes (compressed on the pool); the rest waits."""
-        per_chunk = target.frames.chunks[0]
+        """Whole chunks by direct chunk writes (compressed on the pool); the rest waits.
+
+        If storing fails, the frames not stored (this call's, and any still waiting for
+        a whole chunk) are dropped; the error reports the failure.
+        """
         if target.partial is not None:
             block = join_frames([target.partial, block])
             target.partial = None
-        misaligned = (-len(target)) % per_chunk  # after a flush wrote a partial chunk
-        if misaligned:
-            head = min(misaligned, len(block))
-            target.append(block.part(0, head))
-            block = block.part(head, len(block))
-        whole = len(block) // per_chunk * per_chunk
-        if whole < len(block):  # copied: the caller may reuse its array
-            target.partial = block.part(whole, len(block)).copy()
-        if not whole:
-            return
-        ready = block.part(0, whole)
-        chunks = [ready.frames[i : i + per_chunk] for i in range(0, whole, per_chunk)]
-        if self._encode is None:  # no compression: the frames' own bytes are the chunks
-            target.store(ready, [functools.partial(np.ascontiguousarray, c) for c in chunks])
-            return
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="daq_storage_hdf5")
-        encode = self._encode
-        target.store(ready, [functools.partial(encode, c) for c in chunks], self._pool)
+        head, whole, rest = split_frames(block, len(target), target.frames.chunks[0])
+        if len(head):  # completes the partial chunk a flush wrote
+            target.append(head)
+        if len(whole):
+            per_chunk = target.frames.chunks[0]
+            chunks = [whole.frames[i : i + per_chunk] for i in range(0, len(whole), per_chunk)]
+            if self._encode is None:  # no compression: the frames' own bytes are the chunks
+                target.store(whole, [functools.partial(np.ascontiguousarray, c) for c in chunks])
+            else:
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(self._threads, "daq_storage_hdf5")
+                encode = self._encode
+                target.store(whole, [functools.partial(encode, c) for c in chunks], self._pool)
+        if len(rest):  # copied: the caller may reuse its array
+            target.partial = rest.copy()
 
     def _drain_frames(self) -> None:
         for target in self._frame_streams.values():
@@ -507,29 +508,27 @@ class _FrameStream:
         self.partial: FrameBlock | None = None
         #: ids of stored frames not yet in their datasets (written a chunk at a time, and
         #: at every flush: a small h5py write costs as much as compressing a frame)
-        self.ids: list[FrameBlock] = []
+        self.ids = FrameIds(timestamps.shape[0])
 
     def __len__(self) -> int:
         return int(self.frames.shape[0])
 
     def _queue_ids(self, block: FrameBlock) -> None:
-        self.ids.append(FrameBlock(block.frames[:0], block.timestamps_ns.copy(),
-                                   block.frame_numbers.copy()))  # fmt: skip
-        if sum(len(b.timestamps_ns) for b in self.ids) >= self.timestamps.chunks[0]:
+        self.ids.add(block)
+        if len(self.ids) >= self.timestamps.chunks[0]:
             self.write_ids()
 
     def write_ids(self) -> None:
         """Write the queued ids (the id datasets then match the frames)."""
-        if not self.ids:
+        pending = self.ids.pending()
+        if pending is None:
             return
-        stamps = np.concatenate([b.timestamps_ns for b in self.ids])
-        numbers = np.concatenate([b.frame_numbers for b in self.ids])
-        start = self.timestamps.shape[0]
+        start, stamps, numbers = pending
         end = start + len(stamps)
         for dataset, values in ((self.timestamps, stamps), (self.numbers, numbers)):
             dataset.resize(end, axis=0)
             dataset[start:end] = values
-        self.ids.clear()
+        self.ids.written()
 
     def append(self, block: FrameBlock) -> None:
         """Through HDF5's own filter pipeline (partial chunks, lz4 and lzf)."""

@@ -546,7 +546,6 @@ class TiffWriter(PerStreamWriter):
     ) -> None:
         block = self._check_frames(stream, frames, timestamps_ns, frame_numbers)
         frames = block.frames
-        self._check_pages(stream, frames)
         count = len(frames)
         if count == 0:
             return
@@ -579,7 +578,7 @@ class TiffWriter(PerStreamWriter):
             self._stats.bytes_written += nbytes
             done += fitting
 
-    def _check_pages(self, stream: str, frames: npt.NDArray[Any]) -> None:
+    def _check_frame_format(self, stream: str, frames: npt.NDArray[Any]) -> None:
         """Refuse frames a TIFF page (or an ImageJ hyperstack) cannot hold."""
         shape = frames.shape[1:]
         rgb = len(shape) == 3 and shape[2] in (3, 4) and frames.dtype.kind in "ui"

@@ -14,6 +14,7 @@ run.zarr/
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -32,7 +33,13 @@ import zarr.codecs
 from daq_storage.errors import ConfigError, SchemaMismatch, UnsupportedData
 from daq_storage.schema import Column, FrameBlock, flatten_batch, join_frames
 from daq_storage.writers._base import Writer, json_value, storage_errors
-from daq_storage.writers._chunks import ChunkEncode, blosc_encoder, run_parallel
+from daq_storage.writers._chunks import (
+    ChunkEncode,
+    FrameIds,
+    blosc_encoder,
+    run_parallel,
+    split_frames,
+)
 
 __all__ = ["ZarrWriter"]
 
@@ -68,7 +75,7 @@ class _Frames:
     #: compressed shards waiting for their file write: (shard index, inner chunk bytes)
     encoded: list[tuple[int, list[bytes]]] = field(default_factory=list)
     #: ids of stored frames not yet in the id arrays
-    ids: list[FrameBlock] = field(default_factory=list)
+    ids: FrameIds = field(default_factory=lambda: FrameIds(0))
 
 
 @dataclass
@@ -233,16 +240,24 @@ class ZarrWriter(Writer):
                     f"{known[2].get('arrow_type', known[0])} {known[1] or ''}, got "
                     f"{column.attrs.get('arrow_type', dtype)} {inner or ''}".rstrip()
                 )
-        for column in columns:
-            table.kinds.setdefault(column.name, (*_storage_kind(column), column.attrs))
+        new = [c for c in columns if c.name not in table.kinds]
+        for column in new:
+            table.kinds[column.name] = (*_storage_kind(column), column.attrs)
         table.pending.append((batch.num_rows, {c.name: c for c in columns}))
         table.pending_rows += batch.num_rows
         chunk_rows = self.chunk_size or _TABLE_CHUNK_ROWS
         if table.pending_rows >= chunk_rows:
             aligned = table.rows + table.pending_rows
             count = aligned - aligned % chunk_rows - table.rows
-            with storage_errors(self.path, f"cannot write stream {stream!r}"):
-                self._commit_rows(stream, table, count)
+            try:
+                with storage_errors(self.path, f"cannot write stream {stream!r}"):
+                    self._commit_rows(stream, table, count)
+            except BaseException:  # this batch is refused; rows accepted before stay pending
+                table.pending.pop()
+                table.pending_rows -= batch.num_rows
+                for column in new:
+                    del table.kinds[column.name]
+                raise
         self._stats.batches += 1
         self._stats.rows += batch.num_rows
         self._stats.bytes_written += batch.nbytes
@@ -261,12 +276,52 @@ class ZarrWriter(Writer):
         if count <= 0:
             return
         start, end = table.rows, table.rows + count
-        for name in table.kinds:
-            if name not in table.arrays:
+        created = [name for name in table.kinds if name not in table.arrays]
+        had_masks = set(table.masks)
+        try:
+            for name in created:
                 table.arrays[name] = self._column_array(table, name, start)
+            merged = self._merged_pending(table)
+            for name, (values, validity) in merged.items():
+                array = table.arrays[name]
+                array.resize((end, *array.shape[1:]))
+                array[start:end] = values[:count]
+                if validity is not None:
+                    mask = table.masks.get(name)
+                    if mask is None:  # first null: every earlier row held a value
+                        mask = table.masks[name] = self._mask_array(table, name, start, True)
+                    mask.resize((end,))
+                    mask[start:end] = validity[:count]
+            table.group.attrs["rows"] = end
+        except BaseException:
+            # Nothing counts as written: arrays made now go, the rest are cut back at the
+            # next commit (which writes from the same row), and every row stays pending.
+            with contextlib.suppress(Exception):
+                for name in [*created, *(f"{n}.valid" for n in set(table.masks) - had_masks)]:
+                    if name in table.group:
+                        del table.group[name]
+            for name in created:
+                table.arrays.pop(name, None)
+            for name in set(table.masks) - had_masks:
+                del table.masks[name]
+            raise
+        rest = table.pending_rows - count
+        table.pending = (
+            [(rest, {n: _rows_of(table.kinds[n], v, m, count) for n, (v, m) in merged.items()})]
+            if rest
+            else []
+        )
+        table.pending_rows = rest
+        table.rows = end
+
+    @staticmethod
+    def _merged_pending(
+        table: _Table,
+    ) -> dict[str, tuple[npt.NDArray[Any], npt.NDArray[np.bool_] | None]]:
+        """Every column's pending rows as one array (missing columns filled) and its
+        validity (``None`` when the column has no nulls, gaps or mask)."""
         merged: dict[str, tuple[npt.NDArray[Any], npt.NDArray[np.bool_] | None]] = {}
-        for name in table.kinds:
-            dtype, inner, _ = table.kinds[name]
+        for name, (dtype, inner, _) in table.kinds.items():
             parts: list[npt.NDArray[Any]] = []
             valid: list[npt.NDArray[np.bool_]] = []
             gaps = False
@@ -284,25 +339,7 @@ class ZarrWriter(Writer):
                 np.concatenate(parts) if len(parts) > 1 else parts[0],
                 np.concatenate(valid) if gaps or name in table.masks else None,
             )
-        rest = table.pending_rows - count
-        table.pending = (
-            [(rest, {n: _rows_of(table.kinds[n], v, m, count) for n, (v, m) in merged.items()})]
-            if rest
-            else []
-        )
-        table.pending_rows = rest
-        for name, (values, validity) in merged.items():
-            array = table.arrays[name]
-            array.resize((end, *array.shape[1:]))
-            array[start:end] = values[:count]
-            if validity is not None:
-                mask = table.masks.get(name)
-                if mask is None:  # first null: every earlier row held a value
-                    mask = table.masks[name] = self._mask_array(table, name, start, True)
-                mask.resize((end,))
-                mask[start:end] = validity[:count]
-        table.rows = end
-        table.group.attrs["rows"] = end
+        return merged
 
     def _column_array(self, table: _Table, name: str, rows: int) -> zarr.Array[Any]:
         dtype, inner, attrs = table.kinds[name]
@@ -352,21 +389,16 @@ class ZarrWriter(Writer):
                 block = join_frames([target.partial, block])
                 target.partial = None
             unit = self.shard_frames or self.frames_per_chunk
-            misaligned = (-target.length) % unit  # after a flush wrote a partial shard
-            if misaligned:
-                head = min(misaligned, len(block.frames))
-                self._write_through_zarr(target, block.part(0, head))
-                block = block.part(head, len(block.frames))
-            whole = len(block.frames) // unit * unit
-            if whole < len(block.frames):
-                rest = block.part(whole, len(block.frames))
-                target.partial = rest.copy()
-            if whole:
-                ready = block.part(0, whole)
+            head, whole, rest = split_frames(block, target.length, unit)
+            if len(head):  # completes the partial shard a flush wrote
+                self._write_through_zarr(target, head)
+            if len(whole):
                 if self._encode is None:
-                    self._write_through_zarr(target, ready)
+                    self._write_through_zarr(target, whole)
                 else:
-                    self._encode_shards(target, ready)
+                    self._encode_shards(target, whole)
+            if len(rest):  # copied: the caller may reuse its array
+                target.partial = rest.copy()
         self._stats.frames += len(frames)
         self._stats.bytes_written += frames.nbytes
 
@@ -420,9 +452,8 @@ class ZarrWriter(Writer):
         self._add_ids(target, block)
 
     def _add_ids(self, target: _Frames, block: FrameBlock) -> None:
-        target.ids.append(FrameBlock(block.frames[:0], block.timestamps_ns.copy(),
-                                     block.frame_numbers.copy()))  # fmt: skip
-        if sum(len(b.timestamps_ns) for b in target.ids) >= _ID_CHUNK:
+        target.ids.add(block)
+        if len(target.ids) >= _ID_CHUNK:
             self._publish(target)
 
     def _encode_shards(self, target: _Frames, ready: FrameBlock) -> None:
@@ -468,15 +499,14 @@ class ZarrWriter(Writer):
         self._store_shards(target)
         if target.frames.shape[0] < target.length:
             target.frames.resize((target.length, *target.frames.shape[1:]))
-        if target.ids:
-            joined = join_frames(target.ids) if len(target.ids) > 1 else target.ids[0]
-            start = target.timestamps.shape[0]
-            end = start + len(joined.timestamps_ns)
-            for array, values in ((target.timestamps, joined.timestamps_ns),
-                                  (target.numbers, joined.frame_numbers)):  # fmt: skip
+        pending = target.ids.pending()
+        if pending is not None:
+            start, stamps, numbers = pending
+            end = start + len(stamps)
+            for array, values in ((target.timestamps, stamps), (target.numbers, numbers)):
                 array.resize((end,))
                 array[start:end] = values
-            target.ids.clear()
+            target.ids.written()
 
     # ------------------------------------------------------------------ metadata, lifecycle
     def set_metadata(self, key: str, value: Any, *, stream: str | None = None) -> None:

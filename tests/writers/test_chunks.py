@@ -1,0 +1,83 @@
+"""The shared machinery of the chunked frame writers: parallel jobs, frame splitting, ids."""
+
+from __future__ import annotations
+
+import functools
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from daq_storage.schema import FrameBlock
+from daq_storage.writers._chunks import FrameIds, run_parallel, split_frames
+
+
+def _block(first: int, count: int) -> FrameBlock:
+    ids = np.arange(first, first + count, dtype=np.uint64)
+    return FrameBlock(np.zeros((count, 2, 2), np.uint16), ids * 10, ids)
+
+
+def test_run_parallel_keeps_order_and_lets_the_caller_take_unstarted_jobs():
+    release = threading.Event()
+    callers: set[str] = set()
+
+    def job(value: int) -> int:
+        callers.add(threading.current_thread().name)
+        if value == 0:
+            release.wait(5)  # holds the only worker: the caller must take the rest
+        return value * value
+
+    with ThreadPoolExecutor(1, "worker") as pool:
+        results = run_parallel(pool, [functools.partial(job, v) for v in range(5)],
+                               meanwhile=lambda: None)  # fmt: skip
+        release.set()
+    assert results == [0, 1, 4, 9, 16]
+    assert threading.current_thread().name in callers
+
+
+def test_run_parallel_raises_the_first_failure_after_every_job_finished():
+    finished: list[int] = []
+
+    def job(value: int) -> int:
+        if value == 1:
+            raise ValueError("job 1 failed")
+        finished.append(value)
+        return value
+
+    with ThreadPoolExecutor(2) as pool, pytest.raises(ValueError, match="job 1 failed"):
+        run_parallel(pool, [functools.partial(job, v) for v in range(6)])
+    assert sorted(finished) == [0, 2, 3, 4, 5]
+
+
+@pytest.mark.parametrize(
+    ("stored", "count", "unit", "parts"),
+    [(0, 10, 4, (0, 8, 2)), (3, 10, 4, (1, 8, 1)), (3, 1, 4, (1, 0, 0)), (6, 2, 4, (2, 0, 0)),
+     (4, 3, 4, (0, 0, 3)), (0, 5, 1, (0, 5, 0))],
+)  # fmt: skip
+def test_split_frames(stored: int, count: int, unit: int, parts: tuple[int, int, int]):
+    head, whole, rest = split_frames(_block(0, count), stored, unit)
+    assert (len(head), len(whole), len(rest)) == parts
+    joined = np.concatenate([head.frame_numbers, whole.frame_numbers, rest.frame_numbers])
+    assert list(joined) == list(range(count))
+
+
+def test_frame_ids_retry_at_the_same_place_until_written():
+    ids = FrameIds(written=5)
+    assert ids.pending() is None
+    ids.add(_block(5, 2))
+    ids.add(_block(7, 3))
+    assert len(ids) == 5
+    pending = ids.pending()
+    assert pending is not None
+    start, stamps, numbers = pending
+    assert (start, list(numbers), list(stamps)) == (5, [5, 6, 7, 8, 9], [50, 60, 70, 80, 90])
+    again = ids.pending()  # not written yet: the same place again
+    assert again is not None
+    assert again[0] == 5
+    np.testing.assert_array_equal(again[2], numbers)
+    ids.written()
+    ids.add(_block(10, 1))
+    later = ids.pending()
+    assert later is not None
+    assert later[0] == 10
