@@ -153,12 +153,13 @@ def test_killed_mid_row_group_is_repaired_to_the_last_complete_one(tmp_path: Pat
         for _ in range(3):
             writer.write_batch("power", meter.read_batch(1000))
             writer.flush()
-        real_pwrite = os.pwrite
-        def pwrite_half_then_die(fd, data, offset):
+        real_pwritev = os.pwritev
+        def pwritev_half_then_die(fd, buffers, offset):
             # Real bytes reach the file, then the process dies as a SIGKILL would take it.
-            real_pwrite(fd, memoryview(data)[: len(data) // 2], offset)
+            data = memoryview(buffers[0])
+            real_pwritev(fd, [data[: len(data) // 2]], offset)
             os.kill(os.getpid(), signal.SIGKILL)
-        os.pwrite = pwrite_half_then_die
+        os.pwritev = pwritev_half_then_die
         writer.write_batch("power", meter.read_batch(5000))
         writer.flush()
         """
@@ -563,3 +564,18 @@ def test_footer_offsets_move_and_nothing_else_changes():
             assert new.total_compressed_size == old.total_compressed_size
     with pytest.raises(ValueError, match="ends inside a field"):
         _FooterShift(footer[:-5], delta).run()
+
+
+def test_nulls_in_a_non_nullable_column_are_refused_at_once(tmp_path: Path):
+    """Refused by the call, not later when the row group is written (when the error would
+    hit close, and other streams)."""
+    schema = pa.schema([pa.field("x", pa.int64(), nullable=False)])
+    bad = pa.RecordBatch.from_arrays([pa.array([1, None])], schema=schema)
+    with ParquetWriter(tmp_path / "p") as writer:
+        writer.write_batch("a", pa.record_batch({"y": [1, 2, 3]}))
+        with pytest.raises(UnsupportedData, match=r"stream 'b' column 'x'.*non-nullable.*1 null"):
+            writer.write_batch("b", bad)
+        writer.write_batch("c", pa.record_batch({"y": [4, 5, 6]}))
+    assert pq.read_table(tmp_path / "p" / "a.parquet")["y"].to_pylist() == [1, 2, 3]
+    assert pq.read_table(tmp_path / "p" / "c.parquet")["y"].to_pylist() == [4, 5, 6]
+    assert sorted(p.name for p in (tmp_path / "p").iterdir()) == ["a.parquet", "c.parquet"]

@@ -452,3 +452,15 @@ def test_refused_first_frames_leave_the_stream_free(tmp_path: Path):
         writer.write_frames("cam", np.ones((2, 4, 4), np.uint16))
     with tifffile.TiffFile(tmp_path / "t" / "cam.tif") as tif:
         np.testing.assert_array_equal(tif.series[0].asarray(), np.ones((2, 4, 4), np.uint16))
+
+
+def test_imagej_metadata_set_between_calls_reaches_the_file(tmp_path: Path):
+    with TiffWriter(tmp_path / "t", imagej=True) as writer:
+        writer.set_metadata("exp", "scan")
+        writer.write_frames("cam", np.zeros((2, 4, 4), np.uint16))
+        writer.set_metadata("late", 5, stream="cam")
+        writer.write_frames("cam", np.ones((2, 4, 4), np.uint16))
+    with tifffile.TiffFile(tmp_path / "t" / "cam.tif") as tif:
+        metadata = dict(tif.imagej_metadata or {})
+    assert metadata["images"] == 4
+    assert json.loads(metadata["Info"])["metadata"] == {"exp": "scan", "late": 5}

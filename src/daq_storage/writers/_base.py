@@ -9,7 +9,7 @@ import re
 import resource
 import stat
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +31,16 @@ from daq_storage.errors import (
 from daq_storage.naming import sanitize_name
 from daq_storage.schema import FrameBlock, join_frames
 
-__all__ = ["FrameBlock", "Writer", "WriterStats", "join_frames", "json_value", "storage_errors"]
+__all__ = [
+    "FrameBlock",
+    "Writer",
+    "WriterStats",
+    "finish_all",
+    "join_frames",
+    "json_value",
+    "pwrite_all",
+    "storage_errors",
+]
 
 
 @dataclass
@@ -44,6 +53,36 @@ class WriterStats:
     bytes_written: int = 0  # payload bytes handed to the format (before compression)
     file_size: int = 0  # bytes on disk now
     files: list[Path] = field(default_factory=list)
+
+
+def finish_all(steps: Iterable[Callable[[], object]]) -> None:
+    """Run every step (closing or flushing one file each) even when one fails, then raise
+    the first failure: one stream's error never costs another stream its data."""
+    errors: list[Exception] = []
+    for step in steps:
+        try:
+            step()
+        except Exception as exc:
+            errors.append(exc)
+    if errors:
+        raise errors[0]
+
+
+def pwrite_all(fd: int, buffers: Sequence[Any], offset: int) -> int:
+    """Write ``buffers`` at ``offset``, however many system calls it takes; returns the
+    offset after them."""
+    views = [memoryview(b).cast("B") for b in buffers]
+    while views:
+        written = os.pwritev(fd, views, offset)
+        if written == 0 and any(view.nbytes for view in views):
+            raise OSError(errno.EIO, "the file took no more bytes")
+        offset += written
+        while views and written >= views[0].nbytes:
+            written -= views[0].nbytes
+            views.pop(0)
+        if views and written:
+            views[0] = views[0][written:]
+    return offset
 
 
 def json_value(value: Any, *, what: str) -> str:

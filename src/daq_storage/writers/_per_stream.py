@@ -7,6 +7,7 @@ so on, so nothing already written is rewritten or lost.
 
 from __future__ import annotations
 
+import functools
 import os
 from abc import abstractmethod
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any
 import numpy.typing as npt
 import pyarrow as pa
 
-from daq_storage.writers._base import Writer, json_value, storage_errors
+from daq_storage.writers._base import Writer, finish_all, json_value, storage_errors
 from daq_storage.writers._tensor import frames_to_batch
 
 __all__ = ["ArrowBatchWriter", "PerStreamWriter"]
@@ -99,13 +100,7 @@ class ArrowBatchWriter(PerStreamWriter):
         self._stats.frames += len(block.frames)
 
     def _close(self) -> None:
-        # Every file is closed even when another fails; the first failure is raised.
-        errors: list[BaseException] = []
-        for opened in self._open.values():
-            try:
-                self._finish(opened)
-            except OSError as exc:
-                errors.append(exc)
-        self._open.clear()
-        if errors:
-            raise errors[0]
+        try:
+            finish_all(functools.partial(self._finish, opened) for opened in self._open.values())
+        finally:
+            self._open.clear()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from daq_storage.errors import ConfigError, SchemaMismatch, UnsupportedData
-from daq_storage.writers._base import storage_errors
+from daq_storage.writers._base import finish_all, storage_errors
 from daq_storage.writers._per_stream import PerStreamWriter
 
 __all__ = ["CsvWriter"]
@@ -221,24 +222,19 @@ class CsvWriter(PerStreamWriter):
         self._add_file(path)
 
     def _close(self) -> None:
-        # Every file is closed even when another fails; the first failure is raised.
-        errors: list[BaseException] = []
         try:
-            self._write_metadata_sidecar()
-        except OSError as exc:
-            errors.append(exc)
-        for opened in self._files.values():
-            try:
-                with storage_errors(opened.path, "cannot close CSV file"):
-                    try:
-                        opened.writer.close()
-                    finally:
-                        opened.sink.close()
-            except OSError as exc:
-                errors.append(exc)
-        self._files.clear()
-        if errors:
-            raise errors[0]
+            closing = [functools.partial(_close_file, f) for f in self._files.values()]
+            finish_all([self._write_metadata_sidecar, *closing])
+        finally:
+            self._files.clear()
+
+
+def _close_file(opened: _CsvFile) -> None:
+    with storage_errors(opened.path, "cannot close CSV file"):
+        try:
+            opened.writer.close()
+        finally:
+            opened.sink.close()
 
 
 def _csv_type(stream: str, column: str, kind: pa.DataType) -> pa.DataType:

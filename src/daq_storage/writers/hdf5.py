@@ -109,7 +109,8 @@ class Hdf5Writer(Writer):
         swmr: single-writer/multiple-reader mode: readers may open the file while it is
             written and see flushed rows. SWMR starts at the first :meth:`flush`; no new
             stream or column can be added after that.
-        threads: compression threads for blosc frame streams (default: CPU count).
+        threads: pool threads that compress and store frame chunks with gzip, zstd or
+            blosc (default: CPU count; the calling thread joins them).
     """
 
     name: ClassVar[str] = "hdf5"

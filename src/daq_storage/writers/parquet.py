@@ -29,11 +29,12 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import functools
 import os
 import struct
 import time
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +44,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from daq_storage.errors import ConfigError, StorageIOError, UnsupportedData
-from daq_storage.writers._base import storage_errors
+from daq_storage.writers._base import finish_all, pwrite_all, storage_errors
 from daq_storage.writers._per_stream import ArrowBatchWriter
 
 __all__ = ["ParquetWriter", "repair_parquet"]
@@ -219,19 +220,6 @@ def _recovery_path(path: Path) -> Path:
     return path.with_name(f".{path.name}{_RECOVERY_SUFFIX}")
 
 
-def _pwrite_all(fd: int, pieces: Sequence[bytes | pa.Buffer], offset: int) -> int:
-    """Write ``pieces`` at ``offset``; returns the offset after them."""
-    for piece in pieces:
-        view = memoryview(piece)
-        while view.nbytes:
-            written = os.pwrite(fd, view, offset)
-            if written <= 0:
-                raise OSError(errno.EIO, "write made no progress")
-            view = view[written:]
-            offset += written
-    return offset
-
-
 def _write_recovery(fd: int, data_end: int, block: bytes) -> None:
     """Record a file's last complete state, its data length and footer block, in ``fd``.
 
@@ -241,7 +229,7 @@ def _write_recovery(fd: int, data_end: int, block: bytes) -> None:
     """
     fields = _RECOVERY_FIELDS.pack(data_end, len(block))
     checksum = zlib.crc32(block, zlib.crc32(fields)).to_bytes(4, "little")
-    _pwrite_all(fd, [_RECOVERY_MAGIC, fields, checksum, block], 0)
+    pwrite_all(fd, [_RECOVERY_MAGIC, fields, checksum, block], 0)
 
 
 def _parse_recovery(record: bytes) -> tuple[int, bytes] | None:
@@ -362,7 +350,7 @@ def _repair_one(target: Path) -> None:
                         str(target),
                     )
                 os.ftruncate(fd, data_end)
-                _pwrite_all(fd, [block], data_end)
+                pwrite_all(fd, [block], data_end)
         finally:
             os.close(fd)
     try:
@@ -507,7 +495,7 @@ class ParquetWriter(ArrowBatchWriter):
                 # file back at close (its protection for truncate-and-rewrite).
                 if os.fstat(fd).st_size:
                     os.ftruncate(fd, 0)
-                _pwrite_all(fd, [header], 0)
+                pwrite_all(fd, [header], 0)
                 _write_recovery(recovery_fd, len(_MAGIC), header.to_pybytes()[len(_MAGIC) :])
             except BaseException:
                 if fd >= 0:
@@ -538,6 +526,12 @@ class ParquetWriter(ArrowBatchWriter):
 
     # ------------------------------------------------------------------ writing
     def _write(self, stream: str, batch: pa.RecordBatch) -> None:
+        for declared, column in zip(batch.schema, batch.columns, strict=True):
+            if not declared.nullable and column.null_count:  # Parquet would refuse the group
+                raise UnsupportedData(
+                    f"stream {stream!r} column {declared.name!r} is declared non-nullable but "
+                    f"holds {column.null_count} nulls"
+                )
         target = self._writer_for(stream, batch.schema)
         nbytes = batch.nbytes
         if not target.pending:
@@ -617,10 +611,10 @@ class ParquetWriter(ArrowBatchWriter):
         """Write ``data`` and a footer listing every row group (and ``row_group``) over
         the current footer; :meth:`_record` then saves the new state."""
         metadata = self._metadata_for(target.stream)
+        header = target.header
         if metadata != target.metadata:  # set_metadata since the header was made
-            target.header = self._empty_file(target.stream, target.schema, metadata)
-            target.metadata = metadata
-        merged = _read_footer(target.header)
+            header = self._empty_file(target.stream, target.schema, metadata)
+        merged = _read_footer(header)
         if target.row_groups is not None:
             merged.append_row_groups(target.row_groups)
         if row_group is not None:
@@ -631,7 +625,7 @@ class ParquetWriter(ArrowBatchWriter):
         with storage_errors(target.path, f"cannot write {what}; the file keeps every "
                             "row group before"):  # fmt: skip
             try:
-                end = _pwrite_all(target.fd, [data, block], target.data_end)
+                end = pwrite_all(target.fd, [data, block], target.data_end)
                 if end < old_end:  # a shorter footer (metadata replaced by shorter values)
                     os.ftruncate(target.fd, end)
             except OSError:
@@ -640,6 +634,7 @@ class ParquetWriter(ArrowBatchWriter):
         target.data_end += len(data)
         target.footer = block
         target.row_groups = merged
+        target.header, target.metadata = header, metadata  # only once they are in the file
 
     def _record(self, target: _Open) -> None:
         """Save the committed state in the recovery file."""
@@ -656,7 +651,7 @@ class ParquetWriter(ArrowBatchWriter):
         """Put the committed footer back after a failed write (it fits: it was there)."""
         try:
             os.ftruncate(target.fd, target.data_end)
-            _pwrite_all(target.fd, [target.footer], target.data_end)
+            pwrite_all(target.fd, [target.footer], target.data_end)
         except OSError:
             target.intact = False  # repair_parquet restores it from the recovery file
 
@@ -671,11 +666,13 @@ class ParquetWriter(ArrowBatchWriter):
 
     def flush(self) -> None:
         """Write buffered rows as row groups and late metadata into the footers; every
-        file is then complete and readable."""
+        file is then complete and readable (one stream's failure stops no other)."""
         self._check_open()
-        for opened in list(self._open.values()):
-            self._drain(opened)
-            self._rewrite_footer(opened)
+        finish_all([functools.partial(self._flush_one, opened) for opened in self._open.values()])
+
+    def _flush_one(self, opened: _Open) -> None:
+        self._drain(opened)
+        self._rewrite_footer(opened)
 
     def _finish(self, opened: _Open) -> None:
         try:

@@ -9,7 +9,7 @@ boolean frames go through tifffile page by page. Every file is read back by tiff
 
 from __future__ import annotations
 
-import errno
+import functools
 import json
 import os
 import struct
@@ -25,7 +25,7 @@ import pyarrow as pa
 import tifffile
 
 from daq_storage.errors import ConfigError, UnsupportedData
-from daq_storage.writers._base import storage_errors
+from daq_storage.writers._base import finish_all, pwrite_all, storage_errors
 from daq_storage.writers._per_stream import PerStreamWriter
 
 __all__ = ["TiffWriter"]
@@ -98,21 +98,6 @@ def _image_entries(frame: npt.NDArray[Any], offset_type: int) -> list[tuple[int,
     ]
 
 
-def _pwrite_all(fd: int, buffers: Sequence[Any], offset: int) -> None:
-    """Write ``buffers`` at ``offset``, however many system calls it takes."""
-    views = [memoryview(b) for b in buffers]
-    while views:
-        written = os.pwritev(fd, views, offset)
-        if written == 0 and any(view.nbytes for view in views):
-            raise OSError(errno.EIO, "the file took no more bytes")
-        offset += written
-        while views and written >= views[0].nbytes:
-            written -= views[0].nbytes
-            views.pop(0)
-        if views and written:
-            views[0] = views[0][written:]
-
-
 def _metadata_json(items: dict[str, str]) -> str:
     """Metadata (values already JSON) as one JSON object."""
     return "{" + ", ".join(f"{json.dumps(key)}: {value}" for key, value in items.items()) + "}"
@@ -157,6 +142,10 @@ class _Pages:
 
 class _Stack(ABC):
     """One TIFF file of a stream; the file is created by the first write."""
+
+    #: Each batch's first page can carry metadata set since the previous batch (ImageJ
+    #: keeps it in the first page only, rewritten at close).
+    takes_late_metadata: ClassVar[bool] = True
 
     def __init__(self, path: Path, bigtiff: bool, limit: int) -> None:
         self.path = path
@@ -217,7 +206,7 @@ class _PageStack(_Stack):
         if self.fd < 0:
             self.fd = os.open(self.path, _CREATE, 0o666)
         if self.pages == 0:
-            _pwrite_all(self.fd, [self.layout.header], 0)
+            pwrite_all(self.fd, [self.layout.header], 0)
         frames = pages.frames
         pack_offset = self.layout.offset.pack_into
         pack_description = self.layout.count_and_value.pack_into
@@ -241,8 +230,8 @@ class _PageStack(_Stack):
                 self.last_description_entry = at + self.description_field
                 next_link = at + self.next_field
             at = following
-        _pwrite_all(self.fd, [frames.reshape(-1).view(np.uint8), ifds], data_at)
-        _pwrite_all(self.fd, [self.layout.offset.pack(first_ifd)], self.link)  # publish
+        pwrite_all(self.fd, [frames.reshape(-1).view(np.uint8), ifds], data_at)
+        pwrite_all(self.fd, [self.layout.offset.pack(first_ifd)], self.link)  # publish
         self.link = next_link
         self.end = at
         self.pages += len(frames)
@@ -257,8 +246,8 @@ class _PageStack(_Stack):
         try:
             if metadata is not None and self.last is not None:
                 description = self.last.last_description(metadata).encode("ascii") + b"\0"
-                _pwrite_all(self.fd, [description], self.end)
-                _pwrite_all(
+                pwrite_all(self.fd, [description], self.end)
+                pwrite_all(
                     self.fd,
                     [self.layout.count_and_value.pack(len(description), self.end)],
                     self.last_description_entry,
@@ -275,6 +264,8 @@ class _ImageJStack(_Stack):
     each batch; ImageJ's remaining IFDs go after the data at close. Per-frame ids go to
     ``<file>.frames.csv``, the stream's metadata to ImageJ's ``Info`` property.
     """
+
+    takes_late_metadata: ClassVar[bool] = False
 
     def __init__(self, path: Path, limit: int, frame: npt.NDArray[Any], stream_json: str) -> None:
         super().__init__(path, False, limit)
@@ -324,15 +315,15 @@ class _ImageJStack(_Stack):
             self.sidecar_fd = os.open(self.sidecar, _CREATE, 0o666)
         if self.pages == 0:
             prefix = self._prefix(description, pages.metadata or "{}")
-            _pwrite_all(self.fd, [prefix, frames], 0)
+            pwrite_all(self.fd, [prefix, frames], 0)
             sidecar_end = self._write_sidecar("frame_number,timestamp_ns\n" + lines, 0)
-            _pwrite_all(self.fd, [self.layout.offset.pack(8)], self.layout.first_link)
+            pwrite_all(self.fd, [self.layout.offset.pack(8)], self.layout.first_link)
             self.data_at = self.end = len(prefix)
         else:
-            _pwrite_all(self.fd, [frames], self.end)
+            pwrite_all(self.fd, [frames], self.end)
             sidecar_end = self._write_sidecar(lines, self.sidecar_end)
             description_at = 8 + len(self.first_ifd)
-            _pwrite_all(self.fd, [description], description_at)  # publish
+            pwrite_all(self.fd, [description], description_at)  # publish
         self.end += frames.nbytes
         self.sidecar_end = sidecar_end
         self.pages = images
@@ -363,7 +354,7 @@ class _ImageJStack(_Stack):
     def _write_sidecar(self, lines: str, at: int) -> int:
         """Write ``lines`` to the sidecar at ``at``; where they end."""
         data = lines.encode("ascii")
-        _pwrite_all(self.sidecar_fd, [data], at)
+        pwrite_all(self.sidecar_fd, [data], at)
         return at + len(data)
 
     def flush(self) -> None:
@@ -396,15 +387,15 @@ class _ImageJStack(_Stack):
         if metadata is not None:
             counts, info = self._info(metadata)
             tail += counts + info
-        _pwrite_all(self.fd, [bytes(first_trailing - self.end), tail], self.end)
+        pwrite_all(self.fd, [bytes(first_trailing - self.end), tail], self.end)
         patch = self.layout.count_and_value.pack
         if self.pages > 1:
             next_link = 8 + len(self.first_ifd) - 4
-            _pwrite_all(self.fd, [self.layout.offset.pack(first_trailing)], next_link)
+            pwrite_all(self.fd, [self.layout.offset.pack(first_trailing)], next_link)
         if metadata is not None:
-            _pwrite_all(self.fd, [patch(len(counts) // 4, counts_at)],
+            pwrite_all(self.fd, [patch(len(counts) // 4, counts_at)],
                         8 + self.first_where[_IJ_BYTE_COUNTS])  # fmt: skip
-            _pwrite_all(self.fd, [patch(len(info), counts_at + len(counts))],
+            pwrite_all(self.fd, [patch(len(info), counts_at + len(counts))],
                         8 + self.first_where[_IJ_METADATA])  # fmt: skip
 
 
@@ -463,8 +454,8 @@ class _TifffileStack(_Stack):
         fd = os.open(self.path, os.O_WRONLY | os.O_CLOEXEC)
         try:
             end = _align(os.fstat(fd).st_size)
-            _pwrite_all(fd, [description], end)
-            _pwrite_all(fd, [layout.count_and_value.pack(len(description), end)], entry + 4)
+            pwrite_all(fd, [description], end)
+            pwrite_all(fd, [layout.count_and_value.pack(len(description), end)], entry + 4)
         finally:
             os.close(fd)
 
@@ -488,7 +479,8 @@ class TiffWriter(PerStreamWriter):
     Size: a classic TIFF addresses 4 GiB (:attr:`classic_limit`). With ``bigtiff=None``
     (default) a stack starts as classic TIFF and, when the next frames would pass the
     limit, continues in a BigTIFF part ``<stream>.part0001.tif`` that can grow without
-    bound; readers of the stream concatenate the parts in order. ``bigtiff=True``
+    bound; readers of the stream concatenate the parts in part order (``<stream>.tif``,
+    then ``<stream>.part0001.tif``, ...: a plain sorted glob puts the parts first). ``bigtiff=True``
     writes BigTIFF from the start (one file); ``bigtiff=False`` keeps every part
     classic (for old readers), starting a new part at each limit. ImageJ hyperstacks
     are always classic and continue in new parts the same way.
@@ -571,9 +563,11 @@ class TiffWriter(PerStreamWriter):
             nbytes = pages.frames.nbytes
             self._ensure_room(nbytes + fitting * _PAGE_OVERHEAD + reserve,
                               f"frames of stream {stream!r}", stack.path)  # fmt: skip
+            first = stack.pages == 0
             with storage_errors(stack.path, f"cannot write frames of stream {stream!r}"):
                 stack.write(pages)
-            stack.metadata = metadata
+            if first or stack.takes_late_metadata:
+                stack.metadata = metadata
             self._stats.frames += fitting
             self._stats.bytes_written += nbytes
             done += fitting
@@ -645,13 +639,8 @@ class TiffWriter(PerStreamWriter):
             stack.close(metadata if stack.pages and stack.metadata != metadata else None)
 
     def _close(self) -> None:
-        # Every file is closed even when another fails; the first failure is raised.
-        errors: list[BaseException] = []
-        for stream, stack in self._stacks.items():
-            try:
-                self._finish(stream, stack)
-            except OSError as exc:
-                errors.append(exc)
-        self._stacks.clear()
-        if errors:
-            raise errors[0]
+        try:
+            finish_all(functools.partial(self._finish, stream, stack)
+                       for stream, stack in self._stacks.items())  # fmt: skip
+        finally:
+            self._stacks.clear()
