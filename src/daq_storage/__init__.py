@@ -32,6 +32,7 @@ if TYPE_CHECKING:
         ZarrWriter,
         available_writers,
         open_writer,
+        repair_parquet,
     )
 
 __all__ = [
@@ -55,6 +56,7 @@ __all__ = [
     "ParquetWriter",
     "TiffWriter",
     "ZarrWriter",
+    "repair_parquet",
     # errors
     "ConfigError",
     "DaqStorageError",
@@ -70,25 +72,11 @@ __all__ = [
     "__version__",
 ]
 
-_WRITERS = frozenset(
-    {
-        "open_writer",
-        "available_writers",
-        "Writer",
-        "WriterStats",
-        "ArrowWriter",
-        "CsvWriter",
-        "Hdf5Writer",
-        "ParquetWriter",
-        "TiffWriter",
-        "ZarrWriter",
-    }
-)
-
 
 def __getattr__(name: str) -> Any:
     # The writers load on first use: a process that only uses the ring (a reader, the
-    # CLI's help) does not wait for h5py, zarr and tifffile to import.
-    if name in _WRITERS:
+    # CLI's help) does not wait for h5py, zarr and tifffile to import. Every other name
+    # in __all__ is imported above, so only those reach this function.
+    if name in __all__:
         return getattr(importlib.import_module("daq_storage.writers"), name)
     raise AttributeError(f"module 'daq_storage' has no attribute {name!r}")
