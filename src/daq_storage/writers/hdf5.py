@@ -71,10 +71,6 @@ def _filters(compression: str, level: int, shuffle: bool) -> dict[str, Any]:
     return dict(hdf5plugin.Blosc(cname=cname, clevel=level, shuffle=hdf5plugin.Blosc.SHUFFLE))
 
 
-#: Frame chunks stored by direct chunk writes; lz4 and lzf go through HDF5's pipeline.
-_DIRECT = ("none", "gzip", "zstd", "blosc-lz4", "blosc-zstd")
-
-
 def _chunk_encoder(compression: str, level: int, shuffle: bool) -> ChunkEncode | None:
     """Our encoder for whole frame chunks (``None``: none, or HDF5 compresses them)."""
     if compression == "gzip":
@@ -388,7 +384,8 @@ class Hdf5Writer(Writer):
             self.path, f"cannot write frames of stream {stream!r}", library_errors=_H5_ERRORS
         ):
             target = self._frame_stream(stream, block)
-            if self.compression in _DIRECT:
+            # Direct chunk writes unless HDF5 must compress (lz4, lzf: no encoder here).
+            if self._encode is not None or self.compression == "none":
                 self._write_chunks(target, block)
             else:
                 target.append(block)
