@@ -11,7 +11,6 @@ from daq_storage.config import (
     RingBufferConfig,
     StorageConfig,
     StorageSettings,
-    default_ring_path,
 )
 from daq_storage.errors import ConfigError
 
@@ -51,7 +50,7 @@ def test_defaults_work_with_no_file_and_no_env():
     assert config.storage.compression_level == 4
     assert config.storage.flush_interval_ms == 1000
     assert config.storage.auto_flush_interval_secs == 0
-    assert config.ring_buffer.path == default_ring_path()
+    assert config.ring_buffer.path is None  # each run makes a ring of its own
     assert config.ring_buffer.overflow == "discard_oldest"
     assert config.ring_buffer.capacity_bytes == 256 << 20
     assert {v.source for v in config.sources()} == {"default"}
@@ -221,3 +220,25 @@ def test_constructor_arguments_are_validated_too():
 
 def test_backends_list_matches_the_writer_names():
     assert set(BACKENDS) == {"hdf5", "arrow", "parquet", "csv", "zarr", "tiff"}
+
+
+def test_an_empty_variable_for_a_required_key_is_reported_as_given():
+    with pytest.raises(ConfigError) as caught:
+        StorageConfig.load(environ={"DAQ_STORAGE_EXPERIMENT": ""})
+    message = str(caught.value)
+    assert "storage.experiment: ''" in message
+    assert "None" not in message
+
+
+def test_an_empty_variable_unsets_an_optional_key():
+    config = StorageConfig.load(environ={"DAQ_STORAGE_RING_BUFFER_PATH": ""})
+    assert config.ring_buffer.path is None
+
+
+@pytest.mark.parametrize("spelling", ["HDF5", "Parquet", "zarr"])
+def test_format_and_codec_names_ignore_case(spelling: str):
+    config = StorageConfig.load(
+        environ={"DAQ_STORAGE_FORMAT": spelling, "DAQ_STORAGE_COMPRESSION": "GZIP"}
+    )
+    assert config.storage.default_backend == spelling.lower()
+    assert config.storage.compression == "gzip"

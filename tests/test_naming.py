@@ -164,7 +164,7 @@ def test_hostile_experiment_stays_inside_output_dir(tmp_path: Path):
     assert path.name.startswith("escape_")
 
 
-@pytest.mark.parametrize("ext", ["", "../h5", "h5/x", ".", "h 5", "a" * 40, "h5."])
+@pytest.mark.parametrize("ext", ["../h5", "h5/x", ".", "h 5", "a" * 40, "h5."])
 def test_bad_extensions_are_rejected(ext: str):
     with pytest.raises(InvalidName, match="extension"):
         format_filename("scan", WHEN, 1, ext)
@@ -185,3 +185,13 @@ def test_any_string_sanitises_to_one_safe_component_or_is_refused(name: str):
     assert all(ch.isprintable() and not ch.isspace() for ch in safe)
     assert Path(safe).name == safe
     assert sanitize_name(safe) == safe  # idempotent
+
+
+def test_a_run_directory_has_no_extension(tmp_path: Path):
+    when = datetime(2026, 1, 25, 14, 32, 45)
+    first = claim_path(tmp_path, "scan", "", when=when, directory=True)
+    second = claim_path(tmp_path, "scan", "", when=when, directory=True)
+    assert first.name == "scan_2026-01-25_14-32-45_v1"
+    assert second.name == "scan_2026-01-25_14-32-45_v2"
+    assert first.is_dir()
+    assert second.is_dir()

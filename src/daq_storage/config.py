@@ -12,7 +12,7 @@ The TOML file has the seeds' two sections::
     auto_flush_interval_secs = 0
 
     [ring_buffer]
-    path = "/dev/shm/daq_storage_ring"
+    path = "/dev/shm/lab_ring"      # unset: each run makes a ring of its own in /dev/shm
     size_mb = 256
     overflow = "discard_oldest"
 
@@ -36,7 +36,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import annotated_types
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+)
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -50,7 +57,7 @@ __all__ = [
     "RingBufferConfig",
     "StorageConfig",
     "StorageSettings",
-    "default_ring_path",
+    "default_ring_dir",
 ]
 
 ENV_PREFIX = "DAQ_STORAGE_"
@@ -75,11 +82,10 @@ _LEGACY_STORAGE_KEYS: dict[str, tuple[str, str]] = {
 }
 
 
-def default_ring_path() -> Path:
-    """``/dev/shm/daq_storage_ring`` where /dev/shm exists, else a file in the temp dir."""
+def default_ring_dir() -> Path:
+    """Where rings go when no path is configured: ``/dev/shm``, else the temp dir."""
     shm = Path("/dev/shm")
-    base = shm if shm.is_dir() else Path(tempfile.gettempdir())
-    return base / "daq_storage_ring"
+    return shm if shm.is_dir() else Path(tempfile.gettempdir())
 
 
 class StorageSettings(BaseModel):
@@ -111,14 +117,21 @@ class StorageSettings(BaseModel):
         0, ge=0, description="Periodic file flush for the storage actor; 0 = manual only."
     )
 
+    @field_validator("default_backend", "compression", mode="before")
+    @classmethod
+    def _names_ignore_case(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
 
 class RingBufferConfig(BaseModel):
     """The ``[ring_buffer]`` section: the shared-memory ring that producers write to."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    path: Path = Field(
-        default_factory=default_ring_path, description="File backing the ring (tmpfs)."
+    path: Path | None = Field(
+        None,
+        description="File backing the ring (tmpfs); unset: each run makes a ring of its own "
+        "in /dev/shm, so two runs never share one by accident.",
     )
     size_mb: int = Field(256, ge=1, le=1 << 20, description="Capacity in MiB.")
     frames: int | None = Field(
@@ -246,10 +259,16 @@ def _read_env(environ: Mapping[str, str]) -> tuple[dict[str, dict[str, Any]], di
                 f"{', '.join(sorted([*known, _ENV_CONFIG_FILE]))}"
             )
         section, key = known[name]
-        # An empty value means "unset" for optional keys, as shells make unsetting awkward.
-        parsed: Any = None if value == "" else value
+        # An empty value means "unset" for optional keys, as shells make unsetting awkward;
+        # for the others it is the value given, refused by validation with its real text.
+        parsed: Any = None if value == "" and _is_optional(section, key) else value
         _set_nested(out, origins, section, key, parsed, f"env {name}")
     return out, origins
+
+
+def _is_optional(section: str, key: str) -> bool:
+    annotation = _SECTIONS[section].model_fields[key].annotation
+    return type(None) in typing.get_args(annotation)
 
 
 class _DictSource(PydanticBaseSettingsSource):

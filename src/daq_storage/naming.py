@@ -1,7 +1,9 @@
 """File names: ``{experiment}_{YYYY-MM-DD}_{HH-MM-SS}_v{N}.{ext}`` (seed 001).
 
+A run that is a directory of files (one per stream) has no extension:
+``{experiment}_{YYYY-MM-DD}_{HH-MM-SS}_v{N}/``, so that nobody mistakes it for one file.
 A new file never overwrites an old one: :func:`claim_path` takes the next free version
-number and creates the file (or directory, for Zarr) atomically, so two recorders
+number and creates the file (or directory) atomically, so two recorders
 started in the same second get ``_v1`` and ``_v2``. Names coming from users or
 instruments pass through :func:`sanitize_name` first.
 """
@@ -59,6 +61,8 @@ def sanitize_name(name: str, *, what: str = "name", max_length: int = MAX_NAME_L
 
 
 def _extension(ext: str) -> str:
+    if ext == "":
+        return ""  # a directory
     ext = ext.removeprefix(".")
     if not _EXTENSION.match(ext) or ".." in ext or ext.endswith("."):
         raise InvalidName(f"file extension {ext!r} is not safe (letters, digits and dots only)")
@@ -66,11 +70,13 @@ def _extension(ext: str) -> str:
 
 
 def format_filename(experiment: str, when: datetime, version: int, ext: str) -> str:
-    """The file name for ``experiment`` at ``when``, version ``version`` (from 1)."""
+    """The file name for ``experiment`` at ``when``, version ``version`` (from 1); an
+    empty ``ext`` names a directory (no extension)."""
     if version < 1:
-        raise ValueError(f"version must be >= 1, got {version}")
+        raise InvalidName(f"version must be >= 1, got {version}")
     stem = sanitize_name(experiment, what="experiment name")
-    return f"{stem}_{when:%Y-%m-%d}_{when:%H-%M-%S}_v{version}.{_extension(ext)}"
+    ext = _extension(ext)
+    return f"{stem}_{when:%Y-%m-%d}_{when:%H-%M-%S}_v{version}" + (f".{ext}" if ext else "")
 
 
 def next_path(
@@ -101,7 +107,8 @@ def claim_path(
 ) -> Path:
     """Create the next free ``{experiment}_{date}_{time}_v{N}.{ext}`` and return its path.
 
-    The file is created empty with ``O_EXCL`` (or the directory with ``mkdir``), so a
+    The file is created empty with ``O_EXCL`` (or the directory with ``mkdir``; ``ext``
+    may then be empty), so a
     concurrent claim of the same name gets the next version instead. ``output_dir`` is
     created if missing.
 
