@@ -1,8 +1,21 @@
 # Two commands: `make demo` and `make test`. Every target bootstraps .venv on demand.
 PYTHON ?= python3
-VENV   := .venv
+VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+
+# PYTHON named on the command line or in the environment must be the interpreter of
+# .venv: otherwise .venv is rebuilt with it (a PYTHON= that an existing .venv silently
+# ignored ran the suite on the wrong Python).
+ifneq ($(filter command line environment,$(origin PYTHON)),)
+ifneq ($(wildcard $(BIN)/python),)
+_version = $(shell $(1) -c 'import sys; print(sys.version.split()[0], sys.implementation.name)' 2>/dev/null)
+ifneq ($(call _version,$(BIN)/python),$(call _version,$(PYTHON)))
+$(info .venv runs Python $(call _version,$(BIN)/python); PYTHON=$(PYTHON) is $(call _version,$(PYTHON)): rebuilding .venv)
+$(shell rm -rf $(VENV))
+endif
+endif
+endif
 
 .DEFAULT_GOAL := help
 .PHONY: help demo test lint typecheck pytest bench stress clean distclean venv
@@ -13,7 +26,7 @@ help:
 	@echo "make lint    ruff check + ruff format --check"
 	@echo "make bench   run benchmarks/ and print ratios against the physical limits"
 	@echo "make stress  the long multi-process ring stress tests"
-	@echo "make clean   remove ./data and caches (distclean also removes .venv)"
+	@echo "make clean   remove caches (distclean also removes .venv); ./data, your recordings, stays"
 
 # Reinstalls only when pyproject.toml or the constraints change.
 $(STAMP): pyproject.toml constraints.txt
@@ -46,8 +59,9 @@ bench: $(STAMP)
 stress: $(STAMP)
 	$(BIN)/python -m pytest -m stress -p no:cacheprovider
 
+# ./data is where recordings go by default: no target deletes it.
 clean:
-	rm -rf data .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf .pytest_cache .mypy_cache .ruff_cache .hypothesis
 
 distclean: clean
 	rm -rf $(VENV)

@@ -1,6 +1,10 @@
 """A camera process writes frames into a shared-memory ring; this process records
 every frame and, like a live viewer, peeks at the newest one.
 
+The recorder is a registered consumer of a ring in ``overflow="block"`` mode, so the
+camera waits for it rather than overwriting frames it has not read: every frame is
+recorded. The live viewer is anonymous and never slows anyone down.
+
 Run: python examples/ring_live_view.py
 """
 
@@ -10,15 +14,19 @@ import multiprocessing
 import os
 import tempfile
 import uuid
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 from daq_storage import RingBuffer, RingReader
 from daq_storage.sim import SimulatedCamera, SimulatedPowerMeter
 
+FRAMES = 200
 
-def camera_process(path: str, frames: int) -> None:
-    """The acquisition side: never waits, whatever the readers do."""
+
+def camera_process(path: str, frames: int, ready: Connection) -> None:
+    """The acquisition side: attaches as the ring's writer, then writes."""
     with RingBuffer.open(path) as ring:
+        ready.send(True)
         camera = SimulatedCamera(seed=0)
         meter = SimulatedPowerMeter(seed=0)
         for _ in range(frames):
@@ -36,22 +44,27 @@ def camera_process(path: str, frames: int) -> None:
 def main() -> None:
     shm = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir())
     path = shm / f"example_ring_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    ring = RingBuffer.create(path, capacity_bytes=64 << 20)
-    ring.close()  # the camera process attaches as the writer
+    ring = RingBuffer.create(path, capacity_bytes=64 << 20, overflow="block", block_timeout=30)
     try:
         with (
             RingReader.open(path, consumer="recorder") as recorder,
             RingReader.open(path) as viewer,
         ):
-            producer = multiprocessing.get_context("spawn").Process(
-                target=camera_process, args=(str(path), 200)
+            ring.close()  # the camera process attaches as the writer
+            context = multiprocessing.get_context("spawn")
+            ready, ready_sender = context.Pipe(duplex=False)
+            producer = context.Process(
+                target=camera_process, args=(str(path), FRAMES, ready_sender)
             )
             producer.start()
+            ready.recv()  # the camera is attached: from now on "no data" means "not yet"
             frames = rows = 0
             while True:
-                records = recorder.read_many(256, timeout=1.0)
-                if not records:
-                    break  # nothing for a second: the camera has finished
+                records = recorder.read_many(256, timeout=0.1)
+                if not records and not producer.is_alive():
+                    records = recorder.read_many(1 << 20)  # what came before it exited
+                    if not records:
+                        break
                 for record in records:
                     if record.kind == "frame":
                         frames += 1
@@ -67,6 +80,7 @@ def main() -> None:
             print(f"recorded {frames} frames and {rows} power-meter rows; "
                   f"lost {recorder.lost}, ring wrote {stats.written} records")  # fmt: skip
     finally:
+        ring.close()
         path.unlink(missing_ok=True)
 
 

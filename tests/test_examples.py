@@ -1,8 +1,9 @@
-"""Every example in examples/ runs and exits cleanly."""
+"""Every example in examples/ runs and prints what it promises (not just exit 0)."""
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,9 +14,31 @@ from daq_storage.config import StorageConfig
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
+#: Lines each example must print: the results it promises, checked by pattern.
+EXPECTED: dict[str, list[str]] = {
+    "ring_live_view.py": [
+        r"^recorded 200 frames and 20000 power-meter rows; lost 0, ring wrote 400 records$",
+    ],
+    "simulated_instruments.py": [
+        r"^camera: \(10, 480, 640\) uint16, gzip ratio 0\.\d\d$",
+        r"^  frame numbers \[0, 1, 2, 3, 4, 5, 6, 7, 8, 9\]$",
+        r"^power meter: 2000 rows",
+        r"^DAQ card: \(10000, 8\) int16 at 100000\.0 S/s$",
+    ],
+    "writers_every_format.py": [
+        r"^h5py: \(10, 120, 160\) ",
+        r"^polars: \(1000, 4\)$",
+        r"^tifffile: \(10, 120, 160\)$",
+    ],
+}
+
+
+def test_every_example_has_expectations():
+    assert sorted(EXPECTED) == sorted(p.name for p in EXAMPLES.glob("*.py"))
+
 
 @pytest.mark.parametrize("script", sorted(EXAMPLES.glob("*.py")), ids=lambda p: p.name)
-def test_example_runs(script: Path, tmp_path: Path):
+def test_example_prints_its_results(script: Path, tmp_path: Path):
     environ = {k: v for k, v in os.environ.items() if not k.startswith("DAQ_STORAGE_")}
     result = subprocess.run(
         [sys.executable, str(script), str(tmp_path)],
@@ -27,6 +50,10 @@ def test_example_runs(script: Path, tmp_path: Path):
         check=False,
     )
     assert result.returncode == 0, f"{script.name} failed:\n{result.stdout}\n{result.stderr}"
+    for pattern in EXPECTED[script.name]:
+        assert re.search(pattern, result.stdout, re.MULTILINE), (
+            f"{script.name} did not print {pattern!r}:\n{result.stdout}"
+        )
 
 
 @pytest.mark.parametrize("config", sorted(EXAMPLES.glob("*.toml")), ids=lambda p: p.name)
