@@ -18,6 +18,7 @@ from daq_storage import errors
         (errors.RingFull, BufferError),
         (errors.RingCorrupt, ValueError),
         (errors.RingBusy, BlockingIOError),
+        (errors.RingExists, FileExistsError),
         (errors.SchemaMismatch, TypeError),
         (errors.UnsupportedData, TypeError),
         (errors.WriterClosedError, RuntimeError),
@@ -32,7 +33,7 @@ def test_leaf_errors_inherit_root_and_builtin(error: type[Exception], builtin: t
 
 
 def test_ring_errors_share_a_base():
-    for error in (errors.RingFull, errors.RingCorrupt, errors.RingBusy):
+    for error in (errors.RingFull, errors.RingCorrupt, errors.RingBusy, errors.RingExists):
         assert issubclass(error, errors.RingError)
 
 

@@ -14,6 +14,7 @@ __all__ = [
     "RingBusy",
     "RingCorrupt",
     "RingError",
+    "RingExists",
     "RingFull",
     "SchemaMismatch",
     "StorageIOError",
@@ -49,7 +50,12 @@ class RingCorrupt(RingError, ValueError):
 
 
 class RingBusy(RingError, BlockingIOError):
-    """Another live process already holds the ring's single writer lock."""
+    """The ring is in use: another live process holds its single writer lock, or a
+    ring cannot be replaced while a writer or reader is attached to it."""
+
+
+class RingExists(RingError, FileExistsError):
+    """A ring (or another file) already exists where a new ring was to be created."""
 
 
 class SchemaMismatch(DaqStorageError, TypeError):
