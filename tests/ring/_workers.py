@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import mmap
 import os
+import resource
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from daq_storage.errors import StorageIOError
 from daq_storage.ring import RingBuffer, RingReader
+from tests.ring.conftest import run_python
 
 
 def record_size(seq: int) -> int:
@@ -35,13 +39,23 @@ def write_records(path: str, total: int, batch: int) -> None:
             seq += count
 
 
-def read_records(path: str, total: int, result_file: str, consumer: str | None = None,
-                 pause_every: int = 0, pause_s: float = 0.0) -> None:  # fmt: skip
-    """A verifying reader: checks every record's payload, reports its accounting."""
+def read_records(
+    path: str,
+    total: int,
+    result_file: str,
+    consumer: str | None = None,
+    pause_every: int = 0,
+    pause_s: float = 0.0,
+    ready: Any = None,
+) -> None:
+    """A verifying reader: checks every record's payload, reports its accounting.
+    ``ready`` (an event) is set once attached."""
     corrupt = 0
     received = 0  # counted here, independently of the reader's own accounting
     last_seq = -1
     with RingReader.open(path, consumer=consumer) as reader:
+        if ready is not None:
+            ready.set()
         deadline = time.monotonic() + 600
         while last_seq < total - 1 and time.monotonic() < deadline:
             for record in reader.read_many(4096, timeout=0.05):
@@ -83,3 +97,82 @@ def write_frames_forever(path: str, ready_file: str) -> None:
             if number == 50:
                 Path(ready_file).write_text("ready")
             number += 1
+
+
+# --- ring creation in a child process: a SIGBUS or the OOM killer takes only the child ---
+
+
+def _shmem_kb() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("RssShmem:"):
+            return int(line.split()[1])
+    return 0
+
+
+def _limit_address_space(headroom: int) -> None:
+    """Refuse any mapping beyond ``headroom`` more bytes: if ring creation ever tried to
+    map a huge ring again, the test would fail instead of exhausting the machine."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmSize:"):
+            limit = int(line.split()[1]) * 1024 + headroom
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def _attempt(path: str, capacity: int, **options: Any) -> dict[str, Any]:
+    before = _shmem_kb()
+    try:
+        RingBuffer.create(path, capacity_bytes=capacity, **options).close()
+    except StorageIOError as exc:
+        outcome: dict[str, Any] = {"errno": exc.errno, "message": str(exc)}
+    else:
+        outcome = {"created": True}
+        Path(path).unlink()
+    outcome["shmem_growth_kb"] = _shmem_kb() - before
+    outcome["left"] = sorted(os.listdir(os.path.dirname(path)))
+    return outcome
+
+
+def create_once(path: str, capacity: str, force: str = "") -> None:
+    """Create (and remove) one ring; print what happened as JSON."""
+    _limit_address_space(1 << 30)
+    print(json.dumps(_attempt(path, int(capacity), force=bool(force))))
+
+
+def replace_while_mapped(path: str, capacity: str) -> None:
+    """Replace a ring that a lockless reader still maps: its pages stay allocated, so
+    the room counted before the old file is removed is not there when reserving."""
+    RingBuffer.create(path, capacity_bytes=int(capacity)).close()
+    fd = os.open(path, os.O_RDONLY)
+    mapping = mmap.mmap(fd, 0, prot=mmap.PROT_READ)
+    outcome = _attempt(path, int(capacity), exist_ok=True)
+    mapping.close()
+    os.close(fd)
+    print(json.dumps(outcome))
+
+
+def second_ring(first: str, second: str, capacity: str) -> None:
+    """Create a ring, then a second one that does not fit next to it."""
+    with RingBuffer.create(first, capacity_bytes=int(capacity)) as ring:
+        ring.write(b"kept", stream="s")
+        outcome = _attempt(second, int(capacity))
+        with RingReader.open(first) as reader:
+            outcome["first_ring"] = [r.tobytes().decode() for r in reader.read_many()]
+    Path(first).unlink()
+    print(json.dumps(outcome))
+
+
+def run_child(function: str, *args: str) -> tuple[int, dict[str, Any]]:
+    """Run one of the functions above in a fresh interpreter."""
+    script = f"import sys; from tests.ring._workers import {function}; {function}(*sys.argv[1:])"
+    return run_python(script, *args)
+
+
+def attach_and_read(path: str, consumer: str, ready: Any, proceed: Any, result_file: str) -> None:
+    """Attach (anonymously when ``consumer`` is empty), read what is there, say so, wait
+    for ``proceed``, read what came since and report both."""
+    with RingReader.open(path, consumer=consumer or None) as reader:
+        before = [r.tobytes().decode() for r in reader.read_many()]
+        ready.set()
+        proceed.wait(120)
+        after = [r.tobytes().decode() for r in reader.read_many(timeout=10)]
+    Path(result_file).write_text(json.dumps({"before": before, "after": after}))

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,3 +32,37 @@ def payload_for(seq: int, size: int) -> bytes:
     """Bytes derived from the sequence number, so a torn or stale record shows."""
     pattern = seq.to_bytes(8, "little") * (size // 8 + 1)
     return pattern[:size]
+
+
+@pytest.fixture
+def mount_tmpfs(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
+    """Mount real tmpfs filesystems of a given size (``"16m"``); skipped where mounting
+    is not permitted (the suite runs as root in CI). Unmounted afterwards."""
+    mounted: list[Path] = []
+
+    def mount(size: str) -> Path:
+        if os.geteuid() != 0 or shutil.which("mount") is None:
+            pytest.skip("mounting a tmpfs needs root")
+        point = tmp_path / f"tmpfs{len(mounted)}"
+        point.mkdir()
+        command = ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(point)]
+        result = subprocess.run(command, capture_output=True, check=False)
+        if result.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {result.stderr.decode().strip()}")
+        mounted.append(point)
+        return point
+
+    yield mount
+    for point in mounted:
+        subprocess.run(["umount", "-l", str(point)], check=False)
+
+
+def run_python(script: str, *args: str, timeout: float = 120) -> tuple[int, dict[str, Any]]:
+    """Run ``script`` with ``args`` in a fresh interpreter; its exit code and the JSON
+    object it printed last (``{}`` if none). The child can die by a signal (SIGBUS, the
+    OOM killer) without taking the test run with it."""
+    command = [sys.executable, "-c", textwrap.dedent(script), *args]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
+                            check=False)  # fmt: skip
+    lines = result.stdout.strip().splitlines()
+    return result.returncode, json.loads(lines[-1]) if lines else {}

@@ -48,21 +48,21 @@ def run_stress(
 ) -> list[dict[str, int]]:
     RingBuffer.create(shm_path, capacity_bytes=capacity).close()
     results = [tmp_path / f"reader{i}.json" for i in range(4)]
+    attached = [CTX.Event() for _ in range(4)]
+    # (consumer, pause_every, pause_s) of each reader: anonymous, registered, slow, paused
+    kinds = [(None, 0, 0.0), ("recorder", 0, 0.0), (None, 5000, 0.002), (None, 0, 0.0)]
     readers = [
-        CTX.Process(target=_workers.read_records, args=(str(shm_path), total, str(results[0]))),
-        CTX.Process(
-            target=_workers.read_records, args=(str(shm_path), total, str(results[1]), "recorder")
-        ),
         CTX.Process(
             target=_workers.read_records,
-            args=(str(shm_path), total, str(results[2]), None, 5000, 0.002),
-        ),
-        CTX.Process(target=_workers.read_records, args=(str(shm_path), total, str(results[3]))),
+            args=(str(shm_path), total, str(result), *kind, event),
+        )
+        for result, kind, event in zip(results, kinds, attached, strict=True)
     ]
     for proc in readers:
         proc.start()
         procs.append(proc)
-    time.sleep(1.0)  # spawned readers import and attach before the first record
+    for event in attached:  # every reader sees the ring from its first record
+        assert event.wait(120), "a reader never attached"
     writer = CTX.Process(target=_workers.write_records, args=(str(shm_path), total, 2000))
     writer.start()
     procs.append(writer)

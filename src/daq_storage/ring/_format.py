@@ -7,9 +7,14 @@ from __future__ import annotations
 
 import struct
 import sys
+import zlib
 from dataclasses import dataclass
+from typing import Any
 
-from daq_storage.errors import RingCorrupt
+import numpy as np
+import numpy.typing as npt
+
+from daq_storage.errors import RingCorrupt, SchemaMismatch
 
 MAGIC = b"DAQRING\x00"
 VERSION = 1
@@ -195,3 +200,38 @@ def read_geometry(buf: memoryview | bytes, file_size: int, path: str) -> tuple[G
             f"(header {header_size} + capacity {capacity})"
         )
     return geometry, flags
+
+
+def frame_dtype_code(array: npt.NDArray[Any]) -> bytes:
+    """The 8-byte dtype field of a frame header for ``array``."""
+    code = array.dtype.str.encode()
+    if array.dtype.hasobject or array.dtype.fields is not None or len(code) > 8:
+        raise SchemaMismatch(f"frame dtype {array.dtype} cannot be stored in the ring")
+    return code.ljust(8, b"\x00")
+
+
+def raw_records(
+    rows: npt.NDArray[np.uint8],
+    stream_id: int,
+    first_seq: int,
+    stamps: npt.NDArray[np.uint64],
+    *,
+    crc: bool,
+) -> npt.NDArray[np.uint8]:
+    """Raw records of equal-length payloads (one per row), laid out as in the ring:
+    one row of ``align(RECORD_HEADER_SIZE + payload)`` bytes per record."""
+    n, size = rows.shape
+    length = RECORD_HEADER_SIZE + size
+    block = np.zeros((n, align(length)), np.uint8)
+    header = block[:, :RECORD_HEADER_SIZE]
+    header[:, 0:4] = np.frombuffer(np.uint32(length).tobytes(), np.uint8)
+    header[:, 4:6] = np.frombuffer(np.uint16(KIND_RAW).tobytes(), np.uint8)
+    header[:, 6:8] = np.frombuffer(np.uint16(stream_id).tobytes(), np.uint8)
+    seqs = np.arange(first_seq, first_seq + n, dtype=np.uint64)
+    header[:, 8:16] = seqs.view(np.uint8).reshape(n, 8)
+    header[:, 16:24] = stamps.view(np.uint8).reshape(n, 8)
+    if crc:
+        crcs = np.fromiter((zlib.crc32(r.data) for r in rows), np.uint32, n)
+        header[:, 28:32] = crcs.view(np.uint8).reshape(n, 4)
+    block[:, RECORD_HEADER_SIZE:length] = rows
+    return block

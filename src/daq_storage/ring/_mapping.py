@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import mmap
 import os
 from pathlib import Path
@@ -11,6 +12,8 @@ import pyarrow as pa
 
 from daq_storage.errors import RingCorrupt, WriterClosedError
 from daq_storage.ring import _format as f
+from daq_storage.ring._attach import open_attached
+from daq_storage.ring._platform import fence
 
 _MADV_POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE", 23)
 
@@ -20,11 +23,17 @@ def prefault(mm: mmap.mmap, start: int, length: int) -> None:
 
     First-touch faults in a fresh /dev/shm mapping made copies several times slower;
     paying them at create/open keeps the first lap of a run as fast as the rest.
+
+    Raises:
+        OSError: a page could not be provided (the kernel's answer instead of SIGBUS).
     """
     try:
         mm.madvise(_MADV_POPULATE_WRITE, start, length)
-    except (OSError, ValueError):
-        pass  # Linux < 5.14: touch one byte per page instead.
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:
+            raise
+        # Linux < 5.14 has no MADV_POPULATE_WRITE: touch one byte per page instead
+        # (the caller has reserved every page, so no touch can fault).
     else:
         return
     view = memoryview(mm)
@@ -55,12 +64,12 @@ class RingFile:
         self.closed = False
 
     @classmethod
-    def open_existing(cls, path: str | os.PathLike[str], *, writable: bool) -> RingFile:
-        flags = os.O_RDWR if writable else os.O_RDONLY
-        try:
-            fd = os.open(path, flags | os.O_CLOEXEC)
-        except FileNotFoundError:
-            raise FileNotFoundError(f"no ring buffer at {path}") from None
+    def open_existing(
+        cls, path: str | os.PathLike[str], *, writable: bool, lock: int, shared: bool
+    ) -> RingFile:
+        """Attach to the ring at ``path`` holding the lock on byte ``lock`` (see
+        :func:`~daq_storage.ring._attach.open_attached`), and map it."""
+        fd = open_attached(path, writable=writable, offset=lock, shared=shared)
         try:
             size = os.fstat(fd).st_size
             if size < f.IDENTITY.size:
@@ -156,6 +165,19 @@ class RingFile:
             ) from None
         self._schemas[schema_id] = schema
         return schema
+
+    def recover_unfinished_record(self) -> None:
+        """Turn the record a dead writer left half-written into padding, and publish it."""
+        intent = self.u64(f.OFF_TAIL_INTENT)
+        tail = self.u64(f.OFF_TAIL)
+        if intent == tail:
+            return
+        if intent < tail or intent - tail > self.capacity:
+            raise RingCorrupt(f"ring {self.path}: tail_intent {intent} and tail {tail} disagree")
+        at = self.data_offset + tail % self.capacity
+        f.RECORD_HEADER.pack_into(self.buf, at, intent - tail, f.KIND_PADDING, 0, 0, 0, 0, 0)
+        fence()
+        self.set_u64(f.OFF_TAIL, intent)
 
     def close(self) -> None:
         if self.closed:

@@ -1,15 +1,18 @@
 """What the ring needs from the OS and the CPU: memory fences, file locks, clocks.
 
 Memory ordering: the writer stores ``tail_intent``, then the record, then ``tail``;
-a reader loads ``tail``, copies, then loads ``tail_intent``. On x86-64 (TSO) stores are
-seen in program order and loads are not reordered with older loads, so no fence is
-needed (the Linux BPF ring buffer relies on the same). On weakly ordered CPUs
-(aarch64, ...) :func:`fence` is a full sequentially consistent fence from libatomic
-(``atomic_thread_fence``), called at the four points documented in docs/ring-format.md.
+a reader loads ``tail``, copies, then loads ``tail_intent``. On x86-64 (TSO) ordinary
+stores are seen in program order and loads are not reordered with older loads, so
+:func:`fence` is a no-op there (the Linux BPF ring buffer relies on the same). Non-temporal
+stores are the exception: a ``memcpy`` of a large block may use them, and they are weakly
+ordered even on x86-64, so after copying :data:`LARGE_COPY_BYTES` or more the writer calls
+:func:`store_fence`, a real fence on every CPU. On weakly ordered CPUs (aarch64, ...) both
+are libatomic's ``atomic_thread_fence(memory_order_seq_cst)``, called at the four points
+documented in docs/ring-format.md.
 
-Liveness: the writer and each registered reader hold an open-file-description lock
-(``F_OFD_SETLK``) on one byte of the file; the kernel drops it when the process dies, so
-a stale writer lock or a dead consumer is detected without trusting PIDs.
+Liveness: the writer, each reader and a creator replacing a ring hold open-file-description
+locks (``F_OFD_SETLK``) on bytes of the file; the kernel drops them when the process
+dies, so a dead writer or reader is detected without trusting PIDs.
 """
 
 from __future__ import annotations
@@ -24,12 +27,15 @@ import time
 from collections.abc import Callable
 
 __all__ = [
+    "LARGE_COPY_BYTES",
     "NEEDS_FENCE",
+    "conflicting_lock",
     "fence",
     "load_fence",
     "lock_byte",
     "lock_holder_alive",
     "monotonic_ns",
+    "store_fence",
     "unlock_byte",
 ]
 
@@ -64,6 +70,14 @@ def load_fence(needed: bool = NEEDS_FENCE) -> Callable[[], None]:
 
 
 fence: Callable[[], None] = load_fence()
+# On x86-64 libatomic's seq_cst fence is ``mfence`` or a ``lock``-prefixed instruction
+# (GCC 12 emits ``lock or``); the Intel and AMD manuals both order every earlier store,
+# non-temporal ones included, before any later store for either.
+store_fence: Callable[[], None] = load_fence(True)
+# glibc's memcpy switches to non-temporal stores above a threshold derived from the cache
+# size (megabytes on servers, lower with small caches or GLIBC_TUNABLES); copies at least
+# this large are followed by store_fence. Smaller ones stay fence-free on x86-64.
+LARGE_COPY_BYTES = 256 << 10
 monotonic_ns = time.monotonic_ns
 
 # struct flock on Linux (x86-64 and aarch64): short type, short whence, off_t start,
@@ -73,24 +87,31 @@ _OFD_SETLK = getattr(fcntl, "F_OFD_SETLK", 37)
 _OFD_GETLK = getattr(fcntl, "F_OFD_GETLK", 36)
 
 
-def lock_byte(fd: int, offset: int) -> bool:
-    """Take an exclusive lock on byte ``offset`` of ``fd``; ``False`` if someone holds it."""
-    request = _FLOCK.pack(fcntl.F_WRLCK, os.SEEK_SET, offset, 1, 0)
+def lock_byte(fd: int, offset: int, length: int = 1, *, shared: bool = False) -> bool:
+    """Lock ``length`` bytes of ``fd`` from ``offset`` (0: to the end of the file and
+    beyond), exclusively or ``shared``; ``False`` if a conflicting lock is held."""
+    kind = fcntl.F_RDLCK if shared else fcntl.F_WRLCK
     try:
-        fcntl.fcntl(fd, _OFD_SETLK, request)
+        fcntl.fcntl(fd, _OFD_SETLK, _FLOCK.pack(kind, os.SEEK_SET, offset, length, 0))
     except (BlockingIOError, PermissionError):
         return False
     return True
 
 
-def unlock_byte(fd: int, offset: int) -> None:
+def unlock_byte(fd: int, offset: int, length: int = 1) -> None:
     """Release a lock taken with :func:`lock_byte`."""
-    fcntl.fcntl(fd, _OFD_SETLK, _FLOCK.pack(fcntl.F_UNLCK, os.SEEK_SET, offset, 1, 0))
+    fcntl.fcntl(fd, _OFD_SETLK, _FLOCK.pack(fcntl.F_UNLCK, os.SEEK_SET, offset, length, 0))
+
+
+def conflicting_lock(fd: int, offset: int, length: int = 1) -> tuple[int, int] | None:
+    """``(start, length)`` of a lock another open file description holds on any of these
+    bytes (length 0: to the end of the file), or ``None``. Shared locks count."""
+    request = _FLOCK.pack(fcntl.F_WRLCK, os.SEEK_SET, offset, length, 0)
+    kind, _whence, start, held_length, _pid = _FLOCK.unpack(fcntl.fcntl(fd, _OFD_GETLK, request))
+    return None if kind == fcntl.F_UNLCK else (start, held_length)
 
 
 def lock_holder_alive(fd: int, offset: int) -> bool:
     """Whether some open file description (another process, or another open of the
     file in this one) holds a lock on byte ``offset``."""
-    request = _FLOCK.pack(fcntl.F_WRLCK, os.SEEK_SET, offset, 1, 0)
-    answer = fcntl.fcntl(fd, _OFD_GETLK, request)
-    return bool(_FLOCK.unpack(answer)[0] != fcntl.F_UNLCK)
+    return conflicting_lock(fd, offset) is not None

@@ -16,9 +16,16 @@ import pyarrow as pa
 
 from daq_storage.errors import RingBusy, RingCorrupt, UnsupportedData
 from daq_storage.ring import _format as f
+from daq_storage.ring._attach import READER_BYTE, WRITER_BYTE
 from daq_storage.ring._mapping import RingFile
-from daq_storage.ring._platform import fence, lock_byte, lock_holder_alive, monotonic_ns
-from daq_storage.ring._writer import RingStats, ring_stats
+from daq_storage.ring._platform import (
+    fence,
+    lock_byte,
+    lock_holder_alive,
+    monotonic_ns,
+    unlock_byte,
+)
+from daq_storage.ring._stats import RingStats, ring_stats
 
 __all__ = ["Record", "RingReader"]
 
@@ -151,7 +158,9 @@ class RingReader:
 
     Anonymous readers (``consumer=None``) map the file read-only and never slow the
     writer. Named consumers take a reader slot: the ring reports their lag and losses,
-    and in ``overflow="block"`` mode the writer waits for them.
+    and in ``overflow="block"`` mode the writer waits for them. Either kind holds a lock
+    while attached, so ``RingBuffer.create(exist_ok=True)`` never replaces the ring
+    under it.
     """
 
     def __init__(self, ring: RingFile, start: Start, consumer: str | None) -> None:
@@ -171,6 +180,9 @@ class RingReader:
         self._pos, self._next_seq = self._start_position(start)
         if consumer is not None:
             self._register(consumer)
+            # The slot's lock now says a reader is attached; the shared lock stays the
+            # sign of anonymous readers only.
+            unlock_byte(ring.fd, READER_BYTE)
 
     @classmethod
     def open(
@@ -191,7 +203,9 @@ class RingReader:
         """
         if start not in ("oldest", "latest"):
             raise ValueError(f"start must be 'oldest' or 'latest', got {start!r}")
-        ring = RingFile.open_existing(path, writable=consumer is not None)
+        ring = RingFile.open_existing(
+            path, writable=consumer is not None, lock=READER_BYTE, shared=True
+        )
         try:
             return cls(ring, start, consumer)
         except BaseException:
@@ -535,7 +549,7 @@ class RingReader:
     @property
     def writer_alive(self) -> bool:
         """Whether a process currently holds the ring's writer lock."""
-        return lock_holder_alive(self._ring.fd, 0)
+        return lock_holder_alive(self._ring.fd, WRITER_BYTE)
 
     @property
     def next_seq(self) -> int:

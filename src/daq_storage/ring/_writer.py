@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import mmap
 import os
 import time
 import zlib
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,59 +14,25 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
-from daq_storage.errors import InvalidName, RingBusy, RingCorrupt, RingFull, SchemaMismatch
+from daq_storage.errors import ConfigError, InvalidName, RingFull, SchemaMismatch
 from daq_storage.ring import _format as f
-from daq_storage.ring._mapping import RingFile, prefault
+from daq_storage.ring._attach import WRITER_BYTE
+from daq_storage.ring._block import wait_for_consumers
+from daq_storage.ring._create import create_ring
+from daq_storage.ring._mapping import RingFile
 from daq_storage.ring._platform import (
+    LARGE_COPY_BYTES,
     fence,
-    lock_byte,
-    lock_holder_alive,
     monotonic_ns,
+    store_fence,
     unlock_byte,
 )
+from daq_storage.ring._stats import RingStats, ring_stats
 
-__all__ = ["ReaderStats", "RingBuffer", "RingStats"]
+__all__ = ["RingBuffer"]
 
 Overflow = Literal["discard_oldest", "block"]
-_WRITER_LOCK_BYTE = 0
 _DEFAULT_HEARTBEAT_TIMEOUT = 5.0
-
-
-@dataclass(frozen=True, slots=True)
-class ReaderStats:
-    """One registered reader as the ring sees it."""
-
-    slot: int
-    name: str
-    pid: int
-    state: str  # "active" or "evicted"
-    lag_bytes: int
-    delivered: int
-    lost: int
-    alive: bool
-
-
-@dataclass(frozen=True, slots=True)
-class RingStats:
-    """Counters of a ring (see :meth:`RingBuffer.stats`)."""
-
-    path: Path
-    capacity: int
-    overflow: str
-    written: int  # records
-    bytes: int  # payload bytes
-    dropped: int  # records refused by block-mode timeouts
-    evictions: int
-    used_bytes: int  # bytes between the oldest retained position and the tail
-    streams: list[str]
-    readers: list[ReaderStats]
-
-
-def _frame_dtype(array: np.ndarray) -> bytes:
-    code = array.dtype.str.encode()
-    if array.dtype.hasobject or array.dtype.fields is not None or len(code) > 8:
-        raise SchemaMismatch(f"frame dtype {array.dtype} cannot be stored in the ring")
-    return code.ljust(8, b"\x00")
 
 
 class RingBuffer:
@@ -133,12 +97,17 @@ class RingBuffer:
         heartbeat_timeout: float = _DEFAULT_HEARTBEAT_TIMEOUT,
         mode: int = 0o600,
         exist_ok: bool = False,
+        force: bool = False,
     ) -> RingBuffer:
         """Create a ring file at ``path`` and attach as its writer.
+
+        The whole file is reserved before it is touched, so a ring that does not fit is
+        an error, never a SIGBUS; it gets its name only once complete.
 
         Args:
             path: file to create, normally in /dev/shm.
             capacity_bytes: size of the data region, rounded up to a multiple of 4 KiB.
+                :func:`~daq_storage.ring.max_ring_bytes` tells the largest accepted.
             overflow: ``"discard_oldest"`` (never wait; slow readers lose the oldest
                 records, counted) or ``"block"`` (wait for registered consumers up to
                 ``block_timeout`` seconds, then raise :class:`RingFull`).
@@ -150,46 +119,39 @@ class RingBuffer:
             crc: store a CRC-32 of every payload, checked by readers.
             heartbeat_timeout: block mode: a consumer silent this long is evicted.
             mode: file permissions (owner-only by default).
-            exist_ok: replace an existing file at ``path`` (its writer must be gone).
+            exist_ok: replace an existing ring at ``path`` if no writer and no reader
+                (registered or anonymous) is attached to it.
+            force: on a memory-backed filesystem (tmpfs), allow more than the RAM share
+                (half of the smaller of physical memory and the memory cgroup limit, at
+                most the memory available now).
 
         Raises:
-            FileExistsError: ``path`` exists and ``exist_ok`` is false.
-            RingBusy: ``exist_ok`` and a live writer holds the existing ring.
-            ValueError: bad geometry or overflow mode.
+            RingExists: ``path`` exists and ``exist_ok`` is false (a
+                ``FileExistsError``), or it is not a ring file.
+            RingBusy: ``exist_ok`` and a live writer or reader is attached to the
+                existing ring (the message names them).
+            StorageIOError: ``ENOSPC``: the file does not fit the filesystem;
+                ``ENOMEM``: it exceeds the RAM share and ``force`` is false; other
+                errnos: the directory is missing, not writable, ...
+            ConfigError: bad geometry or overflow mode (a ``ValueError``).
         """
         _check_overflow(overflow)
         capacity = max(f.MIN_CAPACITY, (int(capacity_bytes) + f.PAGE - 1) // f.PAGE * f.PAGE)
-        geometry = f.check_geometry(
-            capacity, max_readers, max_streams, max_schemas, f.align(schema_heap_bytes)
-        )
-        path = Path(path)
-        if exist_ok and path.exists():
-            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
-            try:
-                if not lock_byte(fd, _WRITER_LOCK_BYTE):
-                    raise RingBusy(f"ring {path} is held by a live writer; cannot replace it")
-            finally:
-                os.close(fd)
-            path.unlink()
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
         try:
-            os.fchmod(fd, mode)  # the umask must not widen or narrow what was asked
-            if not lock_byte(fd, _WRITER_LOCK_BYTE):  # pragma: no cover - O_EXCL just made it
-                raise RingBusy(f"ring {path} is held by another writer")
-            os.ftruncate(fd, geometry.file_size)
-            mm = mmap.mmap(fd, geometry.file_size, mmap.MAP_SHARED)
-            prefault(mm, 0, geometry.file_size)
-            f.IDENTITY.pack_into(
-                mm, f.OFF_IDENTITY, f.MAGIC, f.VERSION, f.ENDIAN_MARK, geometry.header_size,
-                geometry.capacity, max_readers, max_streams, max_schemas,
-                f.FLAG_CRC if crc else 0, geometry.schema_heap_size, time.time_ns(),
-            )  # fmt: skip
-            ring = RingFile(path, fd, mm)
-        except BaseException:
-            os.close(fd)
-            path.unlink(missing_ok=True)
-            raise
-        return cls(ring, overflow, block_timeout, heartbeat_timeout)
+            geometry = f.check_geometry(
+                capacity, max_readers, max_streams, max_schemas, f.align(schema_heap_bytes)
+            )
+        except ValueError as exc:
+            raise ConfigError(f"ring {path}: {exc}") from None
+        return create_ring(
+            Path(path),
+            geometry,
+            lambda ring: cls(ring, overflow, block_timeout, heartbeat_timeout),
+            crc=crc,
+            mode=mode,
+            exist_ok=exist_ok,
+            force=force,
+        )
 
     @classmethod
     def open(
@@ -203,18 +165,16 @@ class RingBuffer:
         """Re-attach as the writer of an existing ring (e.g. after a writer crash).
 
         Raises:
+            FileNotFoundError: no file at ``path``.
             RingBusy: another live process (or open) is the writer.
             RingCorrupt: the file is not a valid ring.
         """
-        ring = RingFile.open_existing(path, writable=True)
+        ring = RingFile.open_existing(path, writable=True, lock=WRITER_BYTE, shared=False)
         try:
-            if not lock_byte(ring.fd, _WRITER_LOCK_BYTE):
-                pid = ring.u64(f.OFF_WRITER_PID)
-                raise RingBusy(f"ring {path} already has a live writer (pid {pid})")
             if overflow is None:
                 overflow = "block" if ring.u64(f.OFF_OVERFLOW) == 1 else "discard_oldest"
             _check_overflow(overflow)
-            _recover_unfinished_record(ring)
+            ring.recover_unfinished_record()
             ring.set_u64(f.OFF_WRITER_GENERATION, ring.u64(f.OFF_WRITER_GENERATION) + 1)
             return cls(ring, overflow, block_timeout, heartbeat_timeout)
         except BaseException:
@@ -222,22 +182,47 @@ class RingBuffer:
             raise
 
     @classmethod
-    def from_config(cls, config: Any, *, exist_ok: bool = True) -> RingBuffer:
-        """Create the ring described by a :class:`~daq_storage.config.RingBufferConfig`."""
+    def from_config(
+        cls,
+        config: Any,
+        *,
+        path: str | os.PathLike[str] | None = None,
+        exist_ok: bool = True,
+        force: bool = False,
+    ) -> RingBuffer:
+        """Create the ring described by a :class:`~daq_storage.config.RingBufferConfig`.
+
+        Args:
+            config: ``capacity_bytes``, ``overflow``, ``block_timeout_secs``,
+                ``max_readers`` and ``path`` are read from it.
+            path: where to create the ring, overriding ``config.path`` (which may be
+                ``None``: the caller picks a path of its own for each run).
+            exist_ok, force: as for :meth:`create`.
+
+        Raises:
+            ConfigError: neither ``path`` nor ``config.path`` is set.
+        """
+        where = path if path is not None else config.path
+        if where is None:
+            raise ConfigError(
+                "the [ring_buffer] configuration sets no path and none was given: "
+                "pass path= (a file on a tmpfs such as /dev/shm)"
+            )
         return cls.create(
-            config.path,
+            where,
             capacity_bytes=config.capacity_bytes,
             overflow=config.overflow,
             block_timeout=config.block_timeout_secs,
             max_readers=config.max_readers,
             exist_ok=exist_ok,
+            force=force,
         )
 
     def close(self) -> None:
         """Detach (the file stays; readers keep reading what is there)."""
         if self._ring.closed:
             return
-        unlock_byte(self._ring.fd, _WRITER_LOCK_BYTE)
+        unlock_byte(self._ring.fd, WRITER_BYTE)
         self._np = np.empty(0, np.uint8)
         self._words = np.empty(0, np.uint64)
         self._ring.close()
@@ -341,7 +326,9 @@ class RingBuffer:
             end = pos + total
             room = 0
         if self.overflow == "block" and end - self._min_cursor_cache > cap:
-            self._wait_for_readers(end)
+            self._min_cursor_cache = wait_for_consumers(
+                self._ring, end, pos, self.block_timeout, self.heartbeat_timeout
+            )
         buf = self._buf
         words = self._words
         if room:
@@ -365,8 +352,17 @@ class RingBuffer:
             words[(f.OFF_CHECKPOINTS >> 3) + segment % f.CHECKPOINTS] = pos
         return pos
 
-    def _publish(self, pos: int, end: int, sid: int, records: int, payload_bytes: int) -> None:
-        fence()  # the record bytes are visible before the tail that publishes them
+    def _publish(
+        self, pos: int, end: int, sid: int, records: int, payload_bytes: int, copied: int
+    ) -> None:
+        """Publish records ending at ``end`` (the last starts at ``pos``) after ``copied``
+        bytes were copied into the ring."""
+        # The record bytes are visible before the tail that publishes them. A copy this
+        # large may have used non-temporal stores, weakly ordered even on x86-64.
+        if copied >= LARGE_COPY_BYTES:
+            store_fence()
+        else:
+            fence()
         words = self._words
         words[f.OFF_LATEST >> 3] = pos
         words[f.OFF_TAIL >> 3] = end
@@ -413,7 +409,7 @@ class RingBuffer:
         ts = time.time_ns() if timestamp_ns is None else timestamp_ns
         self._header(at, length, f.KIND_RAW, sid, seq, ts, 0, view)
         self._buf[at + f.RECORD_HEADER_SIZE : at + length] = view
-        self._publish(pos, pos + f.align(length), sid, 1, n)
+        self._publish(pos, pos + f.align(length), sid, 1, n, length)
         return seq
 
     def write_many(
@@ -456,18 +452,7 @@ class RingBuffer:
             stamps = np.asarray(timestamps_ns, np.uint64)
             if stamps.shape != (n,):
                 raise SchemaMismatch(f"timestamps_ns has shape {stamps.shape}; expected ({n},)")
-        block = np.zeros((n, stride), np.uint8)
-        header = block[:, : f.RECORD_HEADER_SIZE]
-        header[:, 0:4] = np.frombuffer(np.uint32(length).tobytes(), np.uint8)
-        header[:, 4:6] = np.frombuffer(np.uint16(f.KIND_RAW).tobytes(), np.uint8)
-        header[:, 6:8] = np.frombuffer(np.uint16(sid).tobytes(), np.uint8)
-        seqs = np.arange(first_seq, first_seq + n, dtype=np.uint64)
-        header[:, 8:16] = seqs.view(np.uint8).reshape(n, 8)
-        header[:, 16:24] = stamps.view(np.uint8).reshape(n, 8)
-        if self._crc:
-            crcs = np.fromiter((zlib.crc32(r.data) for r in rows), np.uint32, n)
-            header[:, 28:32] = crcs.view(np.uint8).reshape(n, 4)
-        block[:, f.RECORD_HEADER_SIZE : length] = rows
+        block = f.raw_records(rows, sid, first_seq, stamps, crc=self._crc)
         # Copy up to one checkpoint segment of whole records at a time, never across
         # the wrap (a chunk that would cross it starts after a padding record instead).
         cap = self.capacity
@@ -480,7 +465,7 @@ class RingBuffer:
             pos = self._reserve(nbytes)
             at = self._data + pos % cap
             self._np[at : at + nbytes] = block[done : done + take].reshape(-1)
-            self._publish(pos + nbytes - stride, pos + nbytes, sid, take, take * size)
+            self._publish(pos + nbytes - stride, pos + nbytes, sid, take, take * size, nbytes)
             done += take
         return range(first_seq, first_seq + n)
 
@@ -514,7 +499,7 @@ class RingBuffer:
                 )
             if array.ndim > f.FRAME_MAX_DIMS:
                 raise SchemaMismatch(f"frames have at most {f.FRAME_MAX_DIMS} dimensions")
-            _frame_dtype(array)
+            f.frame_dtype_code(array)
             self._frame_specs[sid] = (array.dtype.str, array.shape)
         meta = b"" if not metadata else json.dumps(metadata, separators=(",", ":")).encode()
         prefix = f.FRAME_HEADER.size + f.align(len(meta))
@@ -527,7 +512,7 @@ class RingBuffer:
         shape = list(array.shape) + [0] * (f.FRAME_MAX_DIMS - array.ndim)
         body = at + f.RECORD_HEADER_SIZE
         f.FRAME_HEADER.pack_into(
-            self._buf, body, _frame_dtype(array), array.ndim, len(meta), number, *shape
+            self._buf, body, f.frame_dtype_code(array), array.ndim, len(meta), number, *shape
         )
         if meta:
             start = body + f.FRAME_HEADER.size
@@ -540,7 +525,7 @@ class RingBuffer:
         ts = time.time_ns() if timestamp_ns is None else timestamp_ns
         payload = self._buf[body : at + length] if self._crc else b""
         self._header(at, length, f.KIND_FRAME, sid, seq, ts, 0, payload)
-        self._publish(pos, pos + f.align(length), sid, 1, length - f.RECORD_HEADER_SIZE)
+        self._publish(pos, pos + f.align(length), sid, 1, length - f.RECORD_HEADER_SIZE, length)
         return seq
 
     def write_batch(
@@ -574,55 +559,8 @@ class RingBuffer:
         self._np[at + f.RECORD_HEADER_SIZE : at + length] = np.frombuffer(message, np.uint8)
         payload = self._buf[at + f.RECORD_HEADER_SIZE : at + length] if self._crc else b""
         self._header(at, length, f.KIND_ARROW, sid, seq, ts, schema_id, payload)
-        self._publish(pos, pos + f.align(length), sid, 1, n)
+        self._publish(pos, pos + f.align(length), sid, 1, n, length)
         return seq
-
-    # ------------------------------------------------------------------ block mode
-    def _reader_slots(self) -> Iterable[tuple[int, int]]:
-        g = self._ring.geometry
-        for i in range(g.max_readers):
-            slot = f.OFF_READERS + i * f.READER_SLOT_SIZE
-            if self._ring.u64(slot + f.SLOT_STATE) == f.STATE_ACTIVE:
-                yield i, slot
-
-    def _min_cursor(self) -> int:
-        cursors = [self._ring.u64(slot + f.SLOT_CURSOR) for _, slot in self._reader_slots()]
-        return min(cursors, default=self._tail)
-
-    def _evict_dead(self) -> None:
-        now = monotonic_ns()
-        limit = int(self.heartbeat_timeout * 1e9)
-        for _, slot in self._reader_slots():
-            dead = not lock_holder_alive(self._ring.fd, slot)
-            stale = now - self._ring.u64(slot + f.SLOT_HEARTBEAT) > limit
-            if dead or stale:
-                self._ring.set_u64(slot + f.SLOT_STATE, f.STATE_EVICTED)
-                self._ring.set_u64(f.OFF_EVICTIONS, self._ring.u64(f.OFF_EVICTIONS) + 1)
-
-    def _wait_for_readers(self, end: int) -> None:
-        cap = self.capacity
-        deadline = time.monotonic() + self.block_timeout
-        next_check = 0.0
-        sleep = 0.0
-        while True:
-            fence()
-            self._min_cursor_cache = self._min_cursor()
-            if end - self._min_cursor_cache <= cap:
-                return
-            now = time.monotonic()
-            if now >= next_check:
-                self._evict_dead()
-                next_check = now + 0.05
-                continue
-            if now >= deadline:
-                self._ring.set_u64(f.OFF_DROPPED, self._ring.u64(f.OFF_DROPPED) + 1)
-                raise RingFull(
-                    f"ring {self.path}: no room for {end - self._tail} bytes after "
-                    f"{self.block_timeout} s; the slowest consumer is "
-                    f"{end - cap - self._min_cursor_cache} bytes behind (record dropped)"
-                )
-            time.sleep(sleep)
-            sleep = min(0.001, sleep + 0.00005)
 
     # ------------------------------------------------------------------ stats
     def heartbeat(self) -> None:
@@ -640,57 +578,6 @@ class RingBuffer:
         return list(self._streams)
 
 
-def ring_stats(ring: RingFile, overflow: str) -> RingStats:
-    """Read a ring's counters and reader slots (works from any attached process)."""
-    tail = ring.u64(f.OFF_TAIL)
-    readers = []
-    for i in range(ring.geometry.max_readers):
-        slot = f.OFF_READERS + i * f.READER_SLOT_SIZE
-        state = ring.u64(slot + f.SLOT_STATE)
-        if state not in (f.STATE_ACTIVE, f.STATE_EVICTED):
-            continue
-        raw_name = bytes(ring.buf[slot + f.SLOT_NAME : slot + f.SLOT_NAME + 64]).rstrip(b"\x00")
-        readers.append(
-            ReaderStats(
-                slot=i,
-                name=raw_name.decode(errors="replace"),
-                pid=ring.u64(slot + f.SLOT_PID),
-                state="active" if state == f.STATE_ACTIVE else "evicted",
-                lag_bytes=max(0, tail - ring.u64(slot + f.SLOT_CURSOR)),
-                delivered=ring.u64(slot + f.SLOT_DELIVERED),
-                lost=ring.u64(slot + f.SLOT_LOST),
-                alive=lock_holder_alive(ring.fd, slot),
-            )
-        )
-    return RingStats(
-        path=ring.path,
-        capacity=ring.capacity,
-        overflow=overflow,
-        written=ring.u64(f.OFF_RECORDS_WRITTEN),
-        bytes=ring.u64(f.OFF_BYTES_WRITTEN),
-        dropped=ring.u64(f.OFF_DROPPED),
-        evictions=ring.u64(f.OFF_EVICTIONS),
-        used_bytes=min(tail, ring.capacity),
-        streams=ring.streams,
-        readers=readers,
-    )
-
-
 def _check_overflow(overflow: str) -> None:
     if overflow not in ("discard_oldest", "block"):
-        raise ValueError(f"overflow must be 'discard_oldest' or 'block', got {overflow!r}")
-
-
-def _recover_unfinished_record(ring: RingFile) -> None:
-    """Turn the record a dead writer left half-written into padding, and publish it."""
-    intent = ring.u64(f.OFF_TAIL_INTENT)
-    tail = ring.u64(f.OFF_TAIL)
-    if intent == tail:
-        return
-    if intent < tail or intent - tail > ring.capacity:
-        raise RingCorrupt(f"ring {ring.path}: tail_intent {intent} and tail {tail} disagree")
-    gap = intent - tail
-    at = ring.data_offset + tail % ring.capacity
-    f.RECORD_HEADER.pack_into(ring.buf, at, gap, f.KIND_PADDING, 0, 0, 0, 0, 0)
-    fence()
-    ring.set_u64(f.OFF_TAIL, intent)
+        raise ConfigError(f"overflow must be 'discard_oldest' or 'block', got {overflow!r}")
