@@ -1,10 +1,13 @@
 /*
  * daq_ring_reader: a stand-alone reader of daq-storage ring buffers, written from
  * docs/ring-format.md alone. It attaches read-only (anonymous reader: never slows the
- * writer), prints one line per record still in the ring, and exits.
+ * writer) holding the anonymous readers' shared lock, so the ring is not replaced under
+ * it, prints one line per record still in the ring, and exits.
  *
  *   cc -O2 -std=c11 -o daq_ring_reader daq_ring_reader.c
- *   ./daq_ring_reader /dev/shm/daq_storage_ring
+ *   ./daq_ring_reader [--wait] /dev/shm/daq_storage_ring
+ *
+ * --wait: stay attached after the last line until standard input reaches end of file.
  *
  * Output, one line per record:
  *   seq=N stream=NAME kind=raw|frame|arrow ts=NS len=BYTES fnv=HEX64
@@ -18,8 +21,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define MAGIC "DAQRING\0"
@@ -42,6 +47,7 @@
 #define KIND_RAW 1
 #define KIND_FRAME 2
 #define KIND_ARROW 3
+#define READER_LOCK_BYTE 1
 
 static const uint8_t *base;
 static uint64_t capacity, data_offset, max_streams, streams_offset;
@@ -109,10 +115,37 @@ static void print_frame(const uint8_t *payload, uint32_t n) {
     }
 }
 
+/* Open the ring and take the anonymous readers' shared lock on byte 1 (ring-format.md,
+ * Liveness). Refused only while a creator replacing the file holds its whole-file lock;
+ * a file replaced between open and lock no longer has the name: open the path again. */
+static int attach(const char *path) {
+    for (int attempt = 0; attempt < 5000; attempt++) {
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0) return -1;
+        struct flock lock = {.l_type = F_RDLCK, .l_whence = SEEK_SET,
+                             .l_start = READER_LOCK_BYTE, .l_len = 1, .l_pid = 0};
+        if (fcntl(fd, F_OFD_SETLK, &lock) == 0) {
+            struct stat opened, named;
+            if (fstat(fd, &opened) == 0 && stat(path, &named) == 0 &&
+                opened.st_dev == named.st_dev && opened.st_ino == named.st_ino)
+                return fd;
+        } else if (errno != EAGAIN && errno != EACCES) {
+            close(fd);
+            return -1;
+        }
+        close(fd);
+        struct timespec pause = {0, 1000000};
+        nanosleep(&pause, NULL);
+    }
+    errno = EBUSY;
+    return -1;
+}
+
 int main(int argc, char **argv) {
-    if (argc != 2) return fail("usage: daq_ring_reader RING_FILE");
-    int fd = open(argv[1], O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return fail("cannot open the ring file");
+    int wait = argc == 3 && !strcmp(argv[1], "--wait");
+    if (argc != 2 + wait) return fail("usage: daq_ring_reader [--wait] RING_FILE");
+    int fd = attach(argv[argc - 1]);
+    if (fd < 0) return fail(errno == EBUSY ? "the ring is being replaced" : "cannot open the ring file");
     struct stat st;
     if (fstat(fd, &st) != 0 || st.st_size < 128) return fail("file too small to be a ring");
     base = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
@@ -188,7 +221,12 @@ int main(int argc, char **argv) {
         pos += size;
     }
     printf("records=%" PRIu64 " lost=%" PRIu64 "\n", records, lost);
+    fflush(stdout);
+    if (wait) {
+        char sink[256];
+        while (read(STDIN_FILENO, sink, sizeof sink) > 0) {}
+    }
     munmap((void *)base, (size_t)st.st_size);
-    close(fd);
+    close(fd); /* releases the lock */
     return 0;
 }

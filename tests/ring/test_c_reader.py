@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from daq_storage.errors import RingBusy
 from daq_storage.ring import RingBuffer
 from daq_storage.sim import SimulatedCamera, SimulatedPowerMeter
 from tests.ring.conftest import payload_for
@@ -106,3 +107,27 @@ def test_c_reader_refuses_corrupt_files(c_reader: Path, tmp_path: Path):
                             timeout=60, check=False)  # fmt: skip
     assert result.returncode == 2
     assert "bad magic" in result.stderr
+
+
+def test_c_reader_holds_the_anonymous_reader_lock_while_attached(c_reader: Path, shm_path: Path):
+    with RingBuffer.create(shm_path, capacity_bytes=64 * 1024) as ring:
+        ring.write(b"held", stream="s")
+    command = [str(c_reader), "--wait", str(shm_path)]
+    with subprocess.Popen(
+        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    ) as reader:
+        assert reader.stdin is not None
+        assert reader.stdout is not None
+        try:
+            line = reader.stdout.readline()
+            while line and not line.startswith("records="):
+                line = reader.stdout.readline()
+            # Attached, done reading, now waiting for the end of its input.
+            assert line.split() == ["records=1", "lost=0"]
+            with pytest.raises(RingBusy, match="an anonymous reader"):
+                RingBuffer.create(shm_path, capacity_bytes=64 * 1024, exist_ok=True)
+        finally:
+            reader.stdin.close()  # the reader detaches and exits
+        assert reader.wait(60) == 0
+    RingBuffer.create(shm_path, capacity_bytes=64 * 1024, exist_ok=True).close()
+    shm_path.unlink()
