@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
+import time
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import h5py
@@ -22,24 +25,76 @@ from tests.conftest import SHM_DIR, SHM_TEST_PREFIX
 SHM_BASE = SHM_DIR if SHM_DIR is not None else Path("/tmp")
 
 
-def run_cli(
-    *args: str, cwd: Path, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
+_children: list[int] = []  # pids of the CLI processes the current test started
+
+
+def start_cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """``daq-storage ARGS`` in a child process, with no DAQ_STORAGE_* from the shell."""
     environ = {k: v for k, v in os.environ.items() if not k.startswith("DAQ_STORAGE_")}
-    # The demo's ring goes where the leak guard looks, never to the user's default ring.
-    ring = SHM_BASE / f"{SHM_TEST_PREFIX}cli_{uuid.uuid4().hex[:8]}"
-    environ["DAQ_STORAGE_RING_BUFFER_PATH"] = str(ring)
-    environ["DAQ_STORAGE_RING_BUFFER_SIZE_MB"] = "32"
     environ.update(env or {})
-    return subprocess.run(
+    child = subprocess.Popen(
         [sys.executable, "-m", "daq_storage.cli", *args],
         cwd=cwd,
         env=environ,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=60,
-        check=False,
     )
+    _children.append(child.pid)
+    return child
+
+
+def run_cli(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    with start_cli(*args, cwd=cwd, env=env) as child:
+        try:
+            out, err = child.communicate(timeout=90)
+        except BaseException:
+            child.kill()
+            raise
+    return subprocess.CompletedProcess(child.args, child.returncode, out, err)
+
+
+def _demo_rings(pid: int) -> list[Path]:
+    """The rings a demo run made for itself (``daq_storage_<experiment>_<pid>_<id>``)."""
+    return [p for p in SHM_BASE.glob("daq_storage_*") if f"_{pid}_" in p.name]
+
+
+@pytest.fixture(autouse=True)
+def _demo_rings_removed() -> Iterator[None]:
+    """Every demo run removes its own ring at the end."""
+    _children.clear()
+    yield
+    left = [ring for pid in _children for ring in _demo_rings(pid)]
+    for path in left:
+        path.unlink(missing_ok=True)
+    assert not left, f"a demo run left its ring behind: {sorted(left)}"
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """A real 64 MiB tmpfs, the size of Docker's default /dev/shm (needs root, as in CI)."""
+    mount = tmp_path / "shm64"
+    mount.mkdir()
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a small tmpfs needs root")
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)],
+                            capture_output=True, text=True, check=False)  # fmt: skip
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {result.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "--lazy", str(mount)], capture_output=True, check=False)
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+    """Wait for another process to reach a state we can observe (not a fixed sleep)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
 
 
 def test_version():
@@ -88,10 +143,24 @@ def test_bad_config_is_one_clear_line_and_exit_2(tmp_path: Path):
     assert "Traceback" not in result.stderr
 
 
+def _table_rows(stdout: str) -> dict[str, list[str]]:
+    """The demo's summary table: stream -> its cells."""
+    rows = {}
+    for line in stdout.splitlines():
+        cells = [c.strip() for c in line.strip("│┃ ").split("│")]
+        if len(cells) >= 6 and cells[0] in ("camera_1", "power_meter_01", "daq_card"):
+            rows[cells[0]] = cells
+    return rows
+
+
 def test_demo_records_through_the_ring_into_hdf5(tmp_path: Path):
     result = run_cli("demo", "--frames", "20", "--seconds", "0.2", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "records through shared memory, 0 lost, 0 dropped" in result.stdout
+    rows = _table_rows(result.stdout)
+    assert rows["camera_1"][:5] == ["camera_1", "frames", "20", "20", "0"]
+    assert rows["power_meter_01"][:5] == ["power_meter_01", "table", "2,000", "2,000", "0"]
+    assert rows["daq_card"][:5] == ["daq_card", "table", "20,000", "20,000", "0"]
     (path,) = sorted((tmp_path / "data").iterdir())
     assert path.name.startswith("experiment_")
     assert path.name.endswith("_v1.h5")
@@ -103,16 +172,164 @@ def test_demo_records_through_the_ring_into_hdf5(tmp_path: Path):
         assert f.attrs["experiment"] == "experiment"
 
 
-@pytest.mark.parametrize("backend", ["arrow", "parquet", "csv", "zarr", "tiff"])
-def test_demo_with_every_backend(tmp_path: Path, backend: str):
-    result = run_cli("demo", "--frames", "4", "--seconds", "0.1", cwd=tmp_path,
-                     env={"DAQ_STORAGE_FORMAT": backend})  # fmt: skip
+def _open_lines(stdout: str) -> dict[str, str]:
+    lines = stdout.splitlines()
+    start = lines.index("open with:")
+    return dict(line.strip().split(": ", 1) for line in lines[start + 1 :] if line.strip())
+
+
+@pytest.mark.parametrize("backend", ["hdf5", "arrow", "parquet", "csv", "zarr", "tiff"])
+def test_demo_in_every_format_prints_lines_that_open_each_stream(
+    tmp_path: Path, backend: str, monkeypatch: pytest.MonkeyPatch
+):
+    """Every "open with" line the summary prints runs as written and gives the stream."""
+    import pyarrow.ipc
+    import pyarrow.parquet
+    import tifffile
+    import xarray
+
+    result = run_cli("demo", "--format", backend.upper(), "--frames", "4", "--seconds", "0.1",
+                     cwd=tmp_path)  # fmt: skip
     assert result.returncode == 0, result.stderr
     (path,) = sorted((tmp_path / "data").iterdir())
-    assert path.is_dir()
-    assert any(path.iterdir())
-    if backend == "parquet":
-        assert pl.read_parquet(path / "power_meter_01.parquet").height == 1000
+    if backend in ("hdf5", "zarr"):
+        assert path.suffix == {"hdf5": ".h5", "zarr": ".zarr"}[backend]
+    else:  # a directory of one file per stream is named as a directory
+        assert path.is_dir()
+        assert path.name.endswith("_v1")
+    lines = _open_lines(result.stdout)
+    expected = {"camera_1": 4, "power_meter_01": 1000, "daq_card": 10_000}
+    holds_frames = backend not in ("csv",)
+    holds_tables = backend != "tiff"
+    wanted = {s for s in expected if (s == "camera_1" and holds_frames)
+              or (s != "camera_1" and holds_tables)}  # fmt: skip
+    assert set(lines) == wanted
+    monkeypatch.chdir(tmp_path)  # the printed paths are relative, as the user gave them
+    names = {"h5py": h5py, "polars": pl, "pyarrow": pyarrow, "tifffile": tifffile,
+             "xarray": xarray}  # fmt: skip
+    for stream, line in lines.items():
+        opened = eval(line, names)
+        if stream == "camera_1":
+            assert tuple(opened.shape) == (4, 480, 640), line
+        elif backend in ("hdf5", "zarr"):
+            assert (
+                len(opened["sample_index" if stream == "daq_card" else "value"]) == expected[stream]
+            ), line
+        else:
+            assert len(opened) == expected[stream], line
+        if hasattr(opened, "file"):
+            opened.file.close()
+
+
+def test_demo_that_loses_data_says_so_per_stream_and_exits_3(tmp_path: Path):
+    # A ring far smaller than the run, that never waits, and instruments as fast as
+    # they can go: the recorder is lapped.
+    result = run_cli(
+        "demo", "--frames", "200", "--seconds", "0.5", "--unpaced", cwd=tmp_path,
+        env={"DAQ_STORAGE_RING_BUFFER_SIZE_MB": "8",
+             "DAQ_STORAGE_RING_BUFFER_OVERFLOW": "discard_oldest"},
+    )  # fmt: skip
+    assert result.returncode == 3, result.stdout + result.stderr
+    rows = _table_rows(result.stdout)
+    camera = rows["camera_1"]
+    assert camera[2] == "200"
+    assert int(camera[4].replace(",", "")) > 0
+    assert "LOST DATA" in camera[-1] or "NOTHING STORED" in camera[-1]
+    assert "data lost: camera_1 stored" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_block_mode_ring_that_times_out_counts_the_refused_records(tmp_path: Path):
+    result = run_cli(
+        "demo", "--frames", "200", "--seconds", "0.5", "--unpaced", cwd=tmp_path,
+        env={"DAQ_STORAGE_RING_BUFFER_SIZE_MB": "8",
+             "DAQ_STORAGE_RING_BUFFER_OVERFLOW": "block",
+             "DAQ_STORAGE_RING_BUFFER_BLOCK_TIMEOUT_SECS": "0"},
+    )  # fmt: skip
+    assert "Traceback" not in result.stderr
+    assert "RingFull" not in result.stderr
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "refused by the full ring" in result.stdout
+    assert "data lost:" in result.stderr
+
+
+def test_two_demos_at_once_each_record_everything(tmp_path: Path):
+    first = start_cli("demo", "--frames", "300", "--seconds", "3", "--output-dir", "one",
+                      cwd=tmp_path)  # fmt: skip
+    try:
+        # The first run's own ring exists: it is recording.
+        wait_for(lambda: bool(_demo_rings(first.pid)) or first.poll() is not None,
+                 "the first run's ring")  # fmt: skip
+        second = run_cli("demo", "--frames", "20", "--seconds", "0.2", "--output-dir", "two",
+                         cwd=tmp_path)  # fmt: skip
+        out, err = first.communicate(timeout=120)
+    finally:
+        first.kill()
+        first.wait()
+    assert first.returncode == 0, out + err
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert _table_rows(out)["camera_1"][:5] == ["camera_1", "frames", "300", "300", "0"]
+    assert _table_rows(second.stdout)["camera_1"][:5] == ["camera_1", "frames", "20", "20", "0"]
+
+
+def test_a_configured_ring_in_use_is_never_replaced(tmp_path: Path):
+    ring = SHM_BASE / f"{SHM_TEST_PREFIX}cli_{uuid.uuid4().hex[:8]}"
+    env = {"DAQ_STORAGE_RING_BUFFER_PATH": str(ring)}
+    first = start_cli("demo", "--frames", "300", "--seconds", "3", "--output-dir", "one",
+                      cwd=tmp_path, env=env)  # fmt: skip
+    try:
+        wait_for(lambda: (ring.exists() and ring.stat().st_size > 0) or first.poll() is not None,
+                 "the first run's ring")  # fmt: skip
+        second = run_cli("demo", "--frames", "2", "--output-dir", "two", cwd=tmp_path, env=env)
+        out, err = first.communicate(timeout=120)
+    finally:
+        first.kill()
+        first.wait()
+    assert second.returncode == 2, second.stdout + second.stderr
+    assert "RingBusy" in second.stderr
+    assert str(ring) in second.stderr
+    assert first.returncode == 0, out + err
+    assert _table_rows(out)["camera_1"][:5] == ["camera_1", "frames", "300", "300", "0"]
+    assert not ring.exists()
+
+
+def test_demo_fits_its_ring_into_a_small_tmpfs(small_tmpfs: Path, tmp_path: Path):
+    """Docker's default /dev/shm is 64 MiB: the default 256 MiB ring must shrink to fit,
+    and the run still loses nothing."""
+    env = {"DAQ_STORAGE_RING_BUFFER_PATH": str(small_tmpfs / "ring")}
+    result = run_cli("demo", "--frames", "60", "--seconds", "0.3", cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 lost, 0 dropped" in result.stdout
+    assert _table_rows(result.stdout)["camera_1"][:5] == ["camera_1", "frames", "60", "60", "0"]
+    assert list(small_tmpfs.iterdir()) == []
+
+
+def test_a_configured_ring_too_big_for_its_tmpfs_is_refused_clearly(
+    small_tmpfs: Path, tmp_path: Path
+):
+    env = {"DAQ_STORAGE_RING_BUFFER_PATH": str(small_tmpfs / "ring"),
+           "DAQ_STORAGE_RING_BUFFER_SIZE_MB": "64"}  # fmt: skip
+    result = run_cli("demo", "--frames", "2", cwd=tmp_path, env=env)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "StorageIOError" in result.stderr
+    assert str(small_tmpfs) in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert list(small_tmpfs.iterdir()) == []
+
+
+def test_user_text_with_brackets_is_printed_literally(tmp_path: Path):
+    config = tmp_path / "typo.toml"
+    config.write_text('[storge]\ncompression = "lz4"\n')
+    result = run_cli("config", "show", "--config", str(config), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "unknown config section [storge]" in result.stderr
+    assert "known sections: [storage], [ring_buffer]" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1  # never wrapped
+    shown = run_cli("demo", "--frames", "1", "--seconds", "0", "--output-dir", "scan[a]",
+                    cwd=tmp_path)  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    (path,) = (tmp_path / "scan[a]").iterdir()
+    assert f"-> scan[a]/{path.name}" in shown.stdout
 
 
 def test_demo_never_overwrites(tmp_path: Path):
@@ -161,14 +378,34 @@ def test_repair_restores_a_killed_parquet_writers_files(tmp_path: Path):
             assert child.stdout is not None
             assert child.stdout.readline().strip() == "READY"
             busy = run_cli("repair", str(folder), cwd=tmp_path)  # the writer is still alive
-            assert busy.returncode == 2
+            assert busy.returncode == 3
             assert "still has it open" in busy.stderr
         finally:
             child.kill()
-    result = run_cli("repair", str(folder), cwd=tmp_path)
+    result = run_cli("repair", str(tmp_path), cwd=tmp_path)  # the folder above the run
     assert result.returncode == 0, result.stderr
     assert f"repaired {folder / 'pm.parquet'}" in result.stdout
     assert pl.read_parquet(folder / "pm.parquet")["v"].to_list() == [1.0, 2.0, 3.0]
     assert sorted(p.name for p in folder.iterdir()) == ["pm.parquet"]  # recovery file gone
     again = run_cli("repair", str(folder), cwd=tmp_path)
-    assert "nothing to repair" in again.stdout
+    assert again.returncode == 0
+    assert f"ok       {folder / 'pm.parquet'}: 3 rows in 1 row groups" in again.stdout
+
+
+def test_repair_reads_every_file_it_claims_to_have_checked(tmp_path: Path):
+    run = tmp_path / "data" / "scan_v1"
+    run.mkdir(parents=True)
+    (run / "bad.parquet").write_text("hello")
+    (run / "bad.h5").write_text("hello")
+    (run / "README.md").write_text("notes")
+    with h5py.File(tmp_path / "data" / "good.h5", "w") as f:
+        f["x"] = [1, 2, 3]
+    result = run_cli("repair", str(tmp_path / "data"), cwd=tmp_path)
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert f"damaged  {run / 'bad.parquet'}" in result.stdout
+    assert f"damaged  {run / 'bad.h5'}" in result.stdout
+    assert f"skipped  {run / 'README.md'}" in result.stdout
+    assert f"ok       {tmp_path / 'data' / 'good.h5'}: HDF5 with 1 datasets" in result.stdout
+    assert "2 checked" not in result.stdout
+    assert "3 checked, 0 repaired, 2 with problems, 1 skipped" in result.stdout
+    assert "nothing to repair" not in result.stdout

@@ -7,7 +7,7 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import click
 from rich.console import Console
@@ -17,12 +17,20 @@ from daq_storage._version import __version__
 from daq_storage.config import StorageConfig
 from daq_storage.errors import DaqStorageError
 
+if TYPE_CHECKING:
+    from daq_storage.demo import DemoResult
+
 P = ParamSpec("P")
 R = TypeVar("R")
 
-# Pipes and CI logs get wide tables rather than names cut at 80 columns.
-console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
-err_console = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 160)
+# Exit statuses: 0 done, 2 an error (bad input, config, I/O), 3 finished but data is
+# missing or damaged (a run that lost records; files that need repair).
+EXIT_ERROR = 2
+EXIT_DATA_LOST = 3
+
+# User text (paths, config sections like "[storage]") is printed literally: no rich
+# markup. Pipes and CI logs get wide tables rather than names cut at 80 columns.
+console = Console(highlight=False, markup=False, width=None if sys.stdout.isatty() else 160)
 
 _config_option = click.option(
     "--config",
@@ -33,6 +41,11 @@ _config_option = click.option(
 )
 
 
+def _error_line(text: str) -> None:
+    """One line on stderr, never wrapped or interpreted (log readers grep for it)."""
+    click.echo("error: " + " ".join(text.split("\n")), err=True)
+
+
 def _reports_errors(fn: Callable[P, R]) -> Callable[P, R]:
     """Turn our own errors into one clear line on stderr and exit status 2."""
 
@@ -41,8 +54,8 @@ def _reports_errors(fn: Callable[P, R]) -> Callable[P, R]:
         try:
             return fn(*args, **kwargs)
         except DaqStorageError as exc:
-            err_console.print(f"[bold red]error:[/] {type(exc).__name__}: {exc}")
-            sys.exit(2)
+            _error_line(f"{type(exc).__name__}: {exc}")
+            sys.exit(EXIT_ERROR)
 
     return wrapper
 
@@ -99,11 +112,18 @@ def config_show(config_file: Path | None, as_json: bool) -> None:
     help="Directory for the files (default: storage.output_dir, ./data).",
 )
 @click.option(
+    "--format",
+    "backend",
+    default=None,
+    metavar="FORMAT",
+    help="hdf5, arrow, parquet, csv, zarr or tiff (default: storage.default_backend).",
+)
+@click.option(
     "--frames",
     type=click.IntRange(min=0),
     default=200,
     show_default=True,
-    help="Camera frames to record.",
+    help="Camera frames to record (100 frames/s).",
 )
 @click.option(
     "--seconds",
@@ -113,11 +133,26 @@ def config_show(config_file: Path | None, as_json: bool) -> None:
     help="Seconds of power-meter and DAQ data to record.",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Simulator seed.")
+@click.option(
+    "--paced/--unpaced",
+    default=True,
+    show_default=True,
+    help="Run the simulated instruments at their real rates, or as fast as they can.",
+)
 @_reports_errors
 def demo(
-    config_file: Path | None, output_dir: Path | None, frames: int, seconds: float, seed: int
+    config_file: Path | None,
+    output_dir: Path | None,
+    backend: str | None,
+    frames: int,
+    seconds: float,
+    seed: int,
+    paced: bool,
 ) -> None:
-    """Record a short run of simulated instruments and print a summary."""
+    """Record a short run of simulated instruments and print a summary.
+
+    Exits with status 3 when any frame or row was lost on the way.
+    """
     from daq_storage.demo import run_demo
 
     config = StorageConfig.load(config_file)
@@ -125,13 +160,41 @@ def demo(
         config = config.model_copy(
             update={"storage": config.storage.model_copy(update={"output_dir": output_dir})}
         )
-    result = run_demo(config, frames=frames, seconds=seconds, seed=seed)
+    result = run_demo(
+        config, frames=frames, seconds=seconds, seed=seed, backend=backend, paced=paced
+    )
+    _print_demo(result)
+    if not result.complete:
+        for s in result.streams:
+            if s.lost:
+                _error_line(
+                    f"data lost: {s.stream} stored {s.stored:,} of {s.produced:,} "
+                    f"{'frames' if s.kind == 'frames' else 'rows'} ({s.lost:,} lost)"
+                )
+        if result.lost_records:
+            _error_line(
+                f"data lost: the ring overwrote {result.lost_records:,} records before they "
+                'were read; use a bigger ring or overflow = "block"'
+            )
+        sys.exit(EXIT_DATA_LOST)
+
+
+def _print_demo(result: DemoResult) -> None:
+    from daq_storage.demo import how_to_open
+
     console.print(f"daq-storage demo: {result.backend} -> {result.path} in {result.seconds:.2f} s")
     table = Table()
-    for column in ("stream", "kind", "records", "raw MB", "note"):
-        table.add_column(column, justify="right" if column in ("records", "raw MB") else "left")
+    for column in ("stream", "kind", "produced", "stored", "lost", "raw MB", "note"):
+        numeric = column in ("produced", "stored", "lost", "raw MB")
+        table.add_column(column, justify="right" if numeric else "left")
     for s in result.streams:
-        table.add_row(s.stream, s.kind, f"{s.records:,}", f"{s.raw_bytes / 1e6:.1f}", s.skipped)
+        note = s.skipped or ("LOST DATA" if s.lost else "")
+        if not s.skipped and not s.stored:
+            note = "NOTHING STORED"
+        if s.dropped:
+            note += f" ({s.dropped:,} refused by the full ring)"
+        table.add_row(s.stream, s.kind, f"{s.produced:,}", f"{s.stored:,}", f"{s.lost:,}",
+                      f"{s.raw_bytes / 1e6:.1f}", note)  # fmt: skip
     console.print(table)
     raw = sum(s.raw_bytes for s in result.streams)
     console.print(
@@ -139,24 +202,42 @@ def demo(
         + (f" ({result.file_bytes / raw:.0%})" if raw else "")
     )
     console.print(
-        f"ring {result.ring_path}: {result.ring_records:,} records through shared memory, "
-        f"{result.lost} lost, {result.dropped} dropped"
+        f"ring {result.ring_path} ({result.ring_capacity >> 20} MiB, {result.overflow}): "
+        f"{result.ring_records:,} records through shared memory, {result.lost_records} lost, "
+        f"{result.dropped_records} dropped"
     )
+    console.print("open with:")
+    for s in result.streams:
+        line = how_to_open(result.backend, result.path, s)
+        if line and not s.skipped:
+            console.print(f"  {s.stream}: {line}", soft_wrap=True)
 
 
 @cli.command()
 @click.argument("path", type=click.Path(exists=True, path_type=Path))
 @_reports_errors
 def repair(path: Path) -> None:
-    """Restore files whose writer was killed (Parquet: cut back to the last complete row
-    group). PATH is a file or a directory of them."""
-    from daq_storage.writers import repair_parquet
+    """Check every file under PATH (a file, a run directory or a folder of runs) with
+    its format's reader, and restore files whose writer was killed (Parquet: cut back
+    to the last complete row group).
 
-    repaired = repair_parquet(path)
-    for target in repaired:
-        console.print(f"repaired {target}")
-    if not repaired:
-        console.print(f"{path}: nothing to repair")
+    Exits with status 3 when a file is damaged or a live writer still holds it.
+    """
+    from daq_storage.repair import check_files
+
+    checks = check_files(path)
+    for check in checks:
+        console.print(f"{check.status:8s} {check.path}: {check.detail}", soft_wrap=True)
+    checked = [c for c in checks if c.status != "skipped"]
+    problems = [c for c in checks if c.problem]
+    console.print(
+        f"{path}: {len(checked)} checked, {sum(c.status == 'repaired' for c in checks)} "
+        f"repaired, {len(problems)} with problems, {len(checks) - len(checked)} skipped"
+    )
+    if problems:
+        for check in problems:
+            _error_line(f"{check.status}: {check.path}: {check.detail}")
+        sys.exit(EXIT_DATA_LOST)
 
 
 def main() -> None:

@@ -1,0 +1,175 @@
+"""Check what a run left on disk, and restore what a killed writer left incomplete.
+
+:func:`check_files` walks a file or a directory tree (run directories included) and
+opens every file this project writes with the reader a scientist would use, so
+"nothing to repair" is said only of files that were actually read. Parquet files that a
+killed writer left with a recovery record are repaired first (cut back to their last
+complete row group). One damaged file never stops the check of the others.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from daq_storage.errors import StorageIOError
+
+__all__ = ["FileCheck", "check_files"]
+
+Status = Literal["ok", "repaired", "damaged", "busy", "skipped"]
+_RECOVERY_SUFFIX = ".recovery"
+
+
+@dataclass(frozen=True, slots=True)
+class FileCheck:
+    """The outcome for one file (or one Zarr store)."""
+
+    path: Path
+    status: Status
+    detail: str
+
+    @property
+    def problem(self) -> bool:
+        """The file is damaged or could not be checked because a writer holds it."""
+        return self.status in ("damaged", "busy")
+
+
+def check_files(path: str | Path) -> list[FileCheck]:
+    """Check (and where needed repair) every file under ``path``, in name order.
+
+    Raises:
+        StorageIOError: ``path`` does not exist.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise StorageIOError(errno.ENOENT, f"cannot check {path}: it does not exist", str(path))
+    return [_check_one(target) for target in _targets(path)]
+
+
+def _targets(path: Path) -> Iterator[Path]:
+    if path.is_file() or _is_zarr_store(path):
+        yield path
+        return
+    for entry in sorted(path.iterdir()):
+        if entry.name.startswith(".") and entry.name.endswith(_RECOVERY_SUFFIX):
+            continue  # read along with the file it restores
+        if entry.is_dir() and not _is_zarr_store(entry):
+            yield from _targets(entry)
+        elif entry.is_file() or entry.is_dir():
+            yield entry
+
+
+def _is_zarr_store(path: Path) -> bool:
+    return path.is_dir() and path.suffix == ".zarr"
+
+
+def _check_one(path: Path) -> FileCheck:
+    checker = _CHECKERS.get(path.suffix.lower())
+    if checker is None:
+        return FileCheck(path, "skipped", "not a kind of file daq-storage writes")
+    try:
+        return checker(path)
+    except StorageIOError as exc:
+        status: Status = "busy" if exc.errno == errno.EBUSY else "damaged"
+        return FileCheck(path, status, str(exc))
+    except Exception as exc:  # any reader's failure is this file's verdict, not the run's
+        return FileCheck(path, "damaged", f"{type(exc).__name__}: {exc}")
+
+
+def _check_parquet(path: Path) -> FileCheck:
+    import pyarrow.parquet as pq
+
+    from daq_storage.writers import repair_parquet
+
+    repaired = bool(repair_parquet(path))
+    metadata = pq.ParquetFile(path).metadata
+    detail = f"{metadata.num_rows:,} rows in {metadata.num_row_groups} row groups"
+    if repaired:
+        return FileCheck(path, "repaired", f"cut back to its last complete row group: {detail}")
+    return FileCheck(path, "ok", detail)
+
+
+def _check_hdf5(path: Path) -> FileCheck:
+    import h5py
+
+    datasets: list[h5py.Dataset] = []
+
+    def collect(_name: str, item: object) -> None:
+        if isinstance(item, h5py.Dataset):
+            datasets.append(item)
+
+    with h5py.File(path, "r") as f:
+        f.visititems(collect)  # opening every object reads its header: that is the check
+        shapes = [d.shape for d in datasets]
+    return FileCheck(path, "ok", f"HDF5 with {len(shapes)} datasets")
+
+
+def _check_arrow(path: Path) -> FileCheck:
+    import pyarrow as pa
+
+    rows = batches = 0
+    with pa.OSFile(str(path)) as source:
+        head = source.read(6)
+    if head == b"ARROW1":
+        reader = pa.ipc.open_file(str(path))
+        for i in range(reader.num_record_batches):
+            rows += reader.get_batch(i).num_rows
+            batches += 1
+    else:
+        with pa.ipc.open_stream(str(path)) as stream:
+            for batch in stream:
+                rows += batch.num_rows
+                batches += 1
+    return FileCheck(path, "ok", f"Arrow IPC, {rows:,} rows in {batches} batches")
+
+
+def _check_csv(path: Path) -> FileCheck:
+    import pyarrow.csv as pcsv
+
+    rows = 0
+    with pcsv.open_csv(str(path)) as reader:
+        for batch in reader:
+            rows += batch.num_rows
+    return FileCheck(path, "ok", f"CSV, {rows:,} rows")
+
+
+def _check_tiff(path: Path) -> FileCheck:
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        pages = len(tif.pages)
+        shape = tif.series[0].shape if tif.series else ()
+    return FileCheck(path, "ok", f"TIFF, {pages} pages, shape {shape}")
+
+
+def _check_zarr(path: Path) -> FileCheck:
+    import zarr
+
+    group = zarr.open_group(path, mode="r")
+    arrays = sum(1 for _ in group.arrays()) + sum(
+        1 for _, sub in group.groups() for _ in sub.arrays()
+    )
+    return FileCheck(path, "ok", f"Zarr store with {arrays} arrays")
+
+
+def _check_json(path: Path) -> FileCheck:
+    json.loads(path.read_text(encoding="utf-8"))
+    return FileCheck(path, "ok", "JSON metadata")
+
+
+_CHECKERS: dict[str, Callable[[Path], FileCheck]] = {
+    ".parquet": _check_parquet,
+    ".h5": _check_hdf5,
+    ".hdf5": _check_hdf5,
+    ".arrows": _check_arrow,
+    ".arrow": _check_arrow,
+    ".csv": _check_csv,
+    ".tif": _check_tiff,
+    ".tiff": _check_tiff,
+    ".zarr": _check_zarr,
+    ".json": _check_json,
+}
