@@ -12,13 +12,14 @@ from daq_storage.errors import (
     RingBusy,
     RingCorrupt,
     RingError,
+    RingExists,
     RingFull,
     SchemaMismatch,
     StorageIOError,
     UnsupportedData,
     WriterClosedError,
 )
-from daq_storage.ring import Record, RingBuffer, RingReader, RingStats
+from daq_storage.ring import Record, RingBuffer, RingReader, RingStats, max_ring_bytes
 
 if TYPE_CHECKING:
     from daq_storage.writers import (
@@ -45,6 +46,7 @@ __all__ = [
     "RingBuffer",
     "RingReader",
     "RingStats",
+    "max_ring_bytes",
     # writers
     "open_writer",
     "available_writers",
@@ -64,6 +66,7 @@ __all__ = [
     "RingBusy",
     "RingCorrupt",
     "RingError",
+    "RingExists",
     "RingFull",
     "SchemaMismatch",
     "StorageIOError",
