@@ -19,6 +19,8 @@ from daq_storage import errors
         (errors.RingCorrupt, ValueError),
         (errors.RingBusy, BlockingIOError),
         (errors.RingExists, FileExistsError),
+        (errors.RingNotFound, FileNotFoundError),
+        (errors.RingNotTrusted, PermissionError),
         (errors.SchemaMismatch, TypeError),
         (errors.UnsupportedData, TypeError),
         (errors.WriterClosedError, RuntimeError),
@@ -33,7 +35,15 @@ def test_leaf_errors_inherit_root_and_builtin(error: type[Exception], builtin: t
 
 
 def test_ring_errors_share_a_base():
-    for error in (errors.RingFull, errors.RingCorrupt, errors.RingBusy, errors.RingExists):
+    ring_errors = (
+        errors.RingFull,
+        errors.RingCorrupt,
+        errors.RingBusy,
+        errors.RingExists,
+        errors.RingNotFound,
+        errors.RingNotTrusted,
+    )
+    for error in ring_errors:
         assert issubclass(error, errors.RingError)
 
 

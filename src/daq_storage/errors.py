@@ -16,6 +16,8 @@ __all__ = [
     "RingError",
     "RingExists",
     "RingFull",
+    "RingNotFound",
+    "RingNotTrusted",
     "SchemaMismatch",
     "StorageIOError",
     "UnsupportedData",
@@ -56,6 +58,16 @@ class RingBusy(RingError, BlockingIOError):
 
 class RingExists(RingError, FileExistsError):
     """A ring (or another file) already exists where a new ring was to be created."""
+
+
+class RingNotFound(RingError, FileNotFoundError):
+    """No ring file where one was to be opened."""
+
+
+class RingNotTrusted(RingError, PermissionError):
+    """The ring file may have been made or changed by another user: it is owned by
+    someone other than this user or root, group or others may write it, or its path is
+    a symbolic link. ``trust_foreign=True`` accepts it on purpose (a shared account)."""
 
 
 class SchemaMismatch(DaqStorageError, TypeError):
