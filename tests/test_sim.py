@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import zlib
 
 import numpy as np
@@ -96,14 +97,23 @@ def test_power_meter_batches_follow_the_seed_schema():
     assert batch.num_rows == 100
     assert batch.column("channel").to_pylist() == ["power_meter_01"] * 100
     assert batch.column("unit").to_pylist() == ["W"] * 100
-    stamps = batch.column("timestamp_ns").to_numpy()
+    stamps = batch.column("timestamp_ns").cast(pa.int64()).to_numpy()
     np.testing.assert_array_equal(np.diff(stamps), 1_000_000)
     assert stamps[0] == START
     values = batch.column("value").to_numpy()
     assert 0.9e-3 < values.mean() < 1.1e-3
     assert values.std() > 0
     second = meter.read_batch(10)
-    assert second.column("timestamp_ns")[0].as_py() == START + 100 * 1_000_000
+    assert second.column("timestamp_ns").cast(pa.int64())[0].as_py() == START + 100 * 1_000_000
+
+
+def test_power_meter_times_are_dates_and_values_have_units():
+    """The seeds' ns since the epoch as an Arrow timestamp; the value's unit as CF metadata."""
+    batch = SimulatedPowerMeter(seed=0, start_ns=START).read_batch(3)
+    assert batch.schema.field("timestamp_ns").type == pa.timestamp("ns", "UTC")
+    assert batch.schema.field("value").metadata == {b"units": b"W"}
+    first = batch.column("timestamp_ns").to_numpy()[0]
+    assert first == np.datetime64(START, "ns")
 
 
 def test_power_meter_is_deterministic_and_multichannel():
@@ -154,6 +164,28 @@ def test_daq_block_as_record_batch():
     assert batch.schema.field("ai0").type == pa.int16()
     assert batch.schema.metadata[b"sample_rate"] == b"2000.0"
     np.testing.assert_array_equal(batch.column("ai1").to_numpy(), block.samples[:, 1])
+
+
+def test_daq_schema_is_the_same_for_every_block_and_says_time_and_volts():
+    """A per-block value would make a ring store a schema per block; the block's own time
+    is its timestamp_ns."""
+    card = SimulatedDaqCard(2, sample_rate=1000, seed=0, start_ns=START)
+    first, second = card.read_block(100), card.read_block(100)
+    batch = second.to_record_batch()
+    assert batch.schema.equals(first.to_record_batch().schema, check_metadata=True)
+    assert batch.schema.equals(card.schema, check_metadata=True)
+    assert second.timestamp_ns == START + 100 * 1_000_000
+    metadata = {k.decode(): json.loads(v) for k, v in batch.schema.metadata.items()}
+    assert metadata == {"sample_rate": 1000.0, "volts_per_count": card.volts_per_count,
+                        "start_ns": START}  # fmt: skip
+    ai0 = batch.schema.field("ai0").metadata
+    assert ai0[b"units"] == b"V"
+    assert json.loads(ai0[b"scale_factor"]) == card.volts_per_count
+    index = batch.schema.field("sample_index").metadata
+    assert b"start_ns + sample_index" in index[b"description"]
+    # The sample at index i is at start_ns + i / sample_rate.
+    i = batch.column("sample_index")[5].as_py()
+    assert START + i * 1_000_000_000 // 1000 == second.timestamp_ns + 5 * 1_000_000
 
 
 def test_daq_card_rejects_bad_parameters():

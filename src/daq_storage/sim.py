@@ -13,6 +13,8 @@ noise quantised by a 16-bit ADC.
 
 from __future__ import annotations
 
+import functools
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,12 +35,14 @@ __all__ = [
     "SimulatedPowerMeter",
 ]
 
-#: The seeds' scalar-measurement schema (seed 002).
+#: The seeds' scalar-measurement schema (seed 002). ``timestamp_ns`` is the seeds' "ns
+#: since epoch" as an Arrow timestamp (the same int64, with its meaning attached, so
+#: readers show dates); ``value`` carries its CF ``units`` as field metadata.
 POWER_METER_SCHEMA = pa.schema(
     [
-        pa.field("timestamp_ns", pa.uint64(), nullable=False),
+        pa.field("timestamp_ns", pa.timestamp("ns", "UTC"), nullable=False),
         pa.field("channel", pa.utf8(), nullable=False),
-        pa.field("value", pa.float64(), nullable=False),
+        pa.field("value", pa.float64(), nullable=False, metadata={"units": "W"}),
         pa.field("unit", pa.utf8(), nullable=True),
     ]
 )
@@ -190,13 +194,13 @@ def _repeated_utf8(value: str, n: int) -> pa.Array:
 class SimulatedPowerMeter:
     """An optical power meter streaming scalar readings as Arrow record batches.
 
-    Readings follow the seeds' schema (:data:`POWER_METER_SCHEMA`). With several
-    channels the rows interleave channels sample by sample, as a multiplexing meter
-    reports them.
+    Readings follow the seeds' schema (:data:`POWER_METER_SCHEMA`): ``value`` in watts.
+    With several channels the rows interleave channels sample by sample, as a
+    multiplexing meter reports them.
 
     Args:
         channels: channel names.
-        unit: unit of ``value`` (``None`` leaves the column null).
+        unit: the text of the ``unit`` column (``None`` leaves the column null).
         rate_hz: samples per second per channel.
         seed: seed of the random generator.
         start_ns: timestamp of sample 0 (default: now).
@@ -249,7 +253,7 @@ class SimulatedPowerMeter:
         shape = 1.0 + 0.02 * np.sin(2 * np.pi * 0.05 * t_s) + 0.005 * np.sin(2 * np.pi * 50.0 * t_s)
         noise = self._rng.normal(0.0, 0.002, size=(n, n_channels))
         values = (shape[:, None] + noise) * self._means[None, :]
-        stamps = self.start_ns + np.round(index * self._period_ns).astype(np.uint64)
+        stamps = self.start_ns + np.round(index * self._period_ns).astype(np.int64)
         self._sample += n
         rows = n * n_channels
         if n_channels == 1:
@@ -263,9 +267,9 @@ class SimulatedPowerMeter:
             unit = pa.nulls(rows, pa.utf8())
         else:
             unit = self._cached(self._unit_arrays, self.unit, rows)
+        times = pa.array(np.repeat(stamps, n_channels), POWER_METER_SCHEMA.field(0).type)
         return pa.RecordBatch.from_arrays(
-            [pa.array(np.repeat(stamps, n_channels)), channel, pa.array(values.reshape(-1)), unit],
-            schema=POWER_METER_SCHEMA,
+            [times, channel, pa.array(values.reshape(-1)), unit], schema=POWER_METER_SCHEMA
         )
 
     @staticmethod
@@ -274,6 +278,37 @@ class SimulatedPowerMeter:
         if array is None:
             array = cache[rows] = _repeated_utf8(value, rows)
         return array
+
+
+@functools.lru_cache(maxsize=64)
+def _daq_schema(
+    channel_names: tuple[str, ...], sample_rate: float, volts_per_count: float, start_ns: int
+) -> pa.Schema:
+    """The schema of a DAQ card's record batches: the same for every block of a card.
+
+    Schema metadata (JSON text): ``sample_rate`` (samples per second), ``volts_per_count``
+    and ``start_ns`` (time of sample 0, ns since the epoch). Each channel carries the CF
+    attributes ``units = "V"`` and ``scale_factor = volts_per_count``, so xarray decodes
+    the counts to volts; ``sample_index`` says how it maps to time.
+    """
+    channel = {"units": "V", "scale_factor": json.dumps(volts_per_count)}
+    index = {
+        "long_name": "sample index",
+        "description": "time in ns since the epoch = start_ns + sample_index * 1e9 / "
+        "sample_rate (start_ns and sample_rate: the stream metadata)",
+    }
+    channels = [
+        pa.field(name, pa.int16(), nullable=False,
+                 metadata={**channel, "long_name": f"{name} voltage"})
+        for name in channel_names
+    ]  # fmt: skip
+    metadata = {
+        "sample_rate": json.dumps(sample_rate),
+        "volts_per_count": json.dumps(volts_per_count),
+        "start_ns": json.dumps(start_ns),
+    }
+    index_field = pa.field("sample_index", pa.uint64(), nullable=False, metadata=index)
+    return pa.schema([index_field, *channels], metadata=metadata)
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,20 +321,18 @@ class DaqBlock:
     sample_rate: float
     channel_names: tuple[str, ...]
     volts_per_count: float
+    start_ns: int  # of sample 0 of the card
 
     def to_record_batch(self) -> pa.RecordBatch:
-        """One int16 column per channel plus a ``sample_index`` column."""
+        """One int16 column per channel plus a ``sample_index`` column, in the card's
+        schema (:attr:`SimulatedDaqCard.schema`: the same for every block, so a ring
+        stores it once). The block's own time is :attr:`timestamp_ns`."""
         n = self.samples.shape[0]
         index = pa.array(np.arange(self.first_sample, self.first_sample + n, dtype=np.uint64))
         columns = [index] + [pa.array(self.samples[:, i]) for i in range(self.samples.shape[1])]
-        metadata = {
-            b"sample_rate": str(self.sample_rate).encode(),
-            b"volts_per_count": repr(self.volts_per_count).encode(),
-            b"timestamp_ns": str(self.timestamp_ns).encode(),
-        }
-        return pa.RecordBatch.from_arrays(
-            columns, names=["sample_index", *self.channel_names], metadata=metadata
-        )
+        schema = _daq_schema(self.channel_names, self.sample_rate, self.volts_per_count,
+                            self.start_ns)  # fmt: skip
+        return pa.RecordBatch.from_arrays(columns, schema=schema)
 
 
 class SimulatedDaqCard:
@@ -357,6 +390,12 @@ class SimulatedDaqCard:
         """Samples per channel produced so far."""
         return self._sample
 
+    @property
+    def schema(self) -> pa.Schema:
+        """The schema of every block's record batch (see :meth:`DaqBlock.to_record_batch`)."""
+        return _daq_schema(self.channel_names, self.sample_rate, self.volts_per_count,
+                           self.start_ns)  # fmt: skip
+
     def read_block(self, n: int) -> DaqBlock:
         """The next ``n`` samples of every channel."""
         if n < 0:
@@ -371,6 +410,5 @@ class SimulatedDaqCard:
         first = self._sample
         self._sample += n
         timestamp = self.start_ns + round(first * _NS_PER_S / self.sample_rate)
-        return DaqBlock(
-            out, first, timestamp, self.sample_rate, self.channel_names, self.volts_per_count
-        )
+        return DaqBlock(out, first, timestamp, self.sample_rate, self.channel_names,
+                        self.volts_per_count, self.start_ns)  # fmt: skip

@@ -31,6 +31,7 @@ from daq_storage.errors import (
 from daq_storage.schema import FrameBlock
 from daq_storage.sim import SimulatedCamera, SimulatedPowerMeter
 from daq_storage.writers import Writer, open_writer
+from tests.writers.conformance_first_use import FirstUseConformance
 
 
 def write_in_odd_calls(
@@ -47,36 +48,24 @@ def write_in_odd_calls(
             after_flush(stop)
 
 
-class WriterConformance:
-    """Subclass and fill in the class attributes and the ``read_*`` methods."""
+def _as_ns(column: pa.ChunkedArray | pa.Array) -> list[Any]:
+    """A time column as int64 nanoseconds (whatever unit and time zone a reader chose)."""
+    if pa.types.is_timestamp(column.type):
+        column = column.cast(pa.timestamp(column.type.unit)).cast(pa.timestamp("ns"))
+    return list(column.cast(pa.int64()).to_pylist())
 
-    writer_name: ClassVar[str]
-    target: ClassVar[str]  # file or directory name inside tmp_path
-    options: ClassVar[dict[str, Any]] = {}
-    frames_supported: ClassVar[bool] = True
-    #: False for a frames-only writer (TIFF): its table tests check that ``write_batch``
-    #: is refused, and the feature tests write frames instead of tables.
-    tables_supported: ClassVar[bool] = True
+
+class WriterConformance(FirstUseConformance):
+    """Subclass and fill in the class attributes and the ``read_*`` methods (declared,
+    with the class attributes every test uses, by :class:`FirstUseConformance`)."""
+
     #: Whether the file-size limit can stand in for a full disk (not for stores made of
     #: many small files, such as Zarr).
     file_size_limit_applies: ClassVar[bool] = True
     #: Prefix for generated text; CSV needs one so "1" or "nan" is not read back as a number.
     text_prefix: ClassVar[str] = ""
 
-    # --- how a scientist reads the result ---
-    def read_table(self, path: Path, stream: str) -> pa.Table:
-        raise NotImplementedError
-
-    def read_frames(self, path: Path, stream: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        raise NotImplementedError
-
-    def read_metadata(self, path: Path, stream: str | None) -> dict[str, Any]:
-        raise NotImplementedError
-
     # --- helpers ---
-    def open(self, tmp_path: Path, **options: Any) -> Writer:
-        return open_writer(self.writer_name, tmp_path / self.target, **{**self.options, **options})
-
     def assert_tables_refused(self, tmp_path: Path, stream: str, batch: Any) -> None:
         """A frames-only writer refuses a table, naming the stream, and writes no file."""
         with self.open(tmp_path) as writer, pytest.raises(UnsupportedData, match=repr(stream)):
@@ -88,7 +77,9 @@ class WriterConformance:
         for name in expected.column_names:
             g = got.column(name).to_pylist()
             e = expected.column(name).to_pylist()
-            if pa.types.is_floating(expected.schema.field(name).type):
+            if pa.types.is_timestamp(expected.schema.field(name).type):
+                assert _as_ns(got.column(name)) == _as_ns(expected.column(name)), name
+            elif pa.types.is_floating(expected.schema.field(name).type):
                 np.testing.assert_allclose(np.array(g, float), np.array(e, float), rtol=1e-12)
             else:
                 assert g == e, name

@@ -196,7 +196,11 @@ def test_stats_and_metadata_sidecar(tmp_path: Path):
     assert writer.stats.files[-1] == directory / "metadata.json"
     assert writer.stats.file_size == sum(p.stat().st_size for p in writer.stats.files)
     document = json.loads((directory / "metadata.json").read_text())
-    assert document == {"file": {"operator": "ada"}, "streams": {"power": {"wavelength_nm": 633.0}}}
+    assert document == {
+        "file": {"operator": "ada"},
+        "streams": {"power": {"wavelength_nm": 633.0}},
+        "columns": {"power": {"value": {"units": "W"}}},  # the field metadata
+    }
     frame = pl.read_csv(directory / "power.csv")
     assert frame.height == 350
     assert frame["value"].to_list() == [

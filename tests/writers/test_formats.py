@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 
 import h5py
 import numpy as np
+import pandas as pd
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -15,6 +16,22 @@ import xarray as xr
 import zarr
 
 from tests.writers.conformance import WriterConformance
+
+
+def _attribute(value: Any) -> Any:
+    """An HDF5 or Zarr attribute as Python (numbers and text as they are)."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _cf_decoded(values: np.ndarray, attrs: Any) -> np.ndarray:
+    """Integers decoded by their CF attributes (units, calendar), as xarray does."""
+    variable = xr.Variable(("row",), values, {k: _attribute(v) for k, v in attrs.items()})
+    return np.asarray(xr.decode_cf(xr.Dataset({"v": variable}))["v"].values)
+
+
+def _field_attributes(schema: pa.Schema, column: str) -> dict[str, Any]:
+    metadata = schema.field(column).metadata or {}
+    return {k.decode(): v.decode() for k, v in metadata.items()}
 
 
 def _maybe_json(value: Any) -> Any:
@@ -44,8 +61,25 @@ class TestHdf5(WriterConformance):
                 values = dataset[()]
                 if h5py.check_string_dtype(dataset.dtype) is not None:
                     values = [v.decode() for v in values]
+                elif "calendar" in dataset.attrs:  # a time: decoded by its CF attributes
+                    values = _cf_decoded(values, dataset.attrs)
                 columns[name] = values
         return pa.table(columns)
+
+    def read_column_attributes(self, path: Path, stream: str, column: str) -> dict[str, Any]:
+        with h5py.File(path, "r") as f:
+            return {k: _attribute(v) for k, v in f[stream][column].attrs.items()}
+
+    def read_times(self, path: Path, stream: str, column: str) -> np.ndarray:
+        with h5py.File(path, "r") as f:
+            dataset = f[stream][column]
+            assert dataset.attrs["arrow_type"] == "timestamp[ns, tz=UTC]"
+            return _cf_decoded(dataset[()], dataset.attrs)
+
+    def read_frame_times(self, path: Path, stream: str) -> np.ndarray:
+        with h5py.File(path, "r") as f:
+            dataset = f[stream]["timestamp_ns"]
+            return _cf_decoded(dataset[()], dataset.attrs)
 
     def read_frames(self, path: Path, stream: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         with h5py.File(path, "r") as f:
@@ -66,6 +100,8 @@ class TestArrow(WriterConformance):
     writer_name = "arrow"
     target = "run_arrow"
 
+    typed_attributes = False  # Arrow field metadata is text
+
     def _read(self, path: Path, stream: str) -> pa.Table:
         with pa.OSFile(str(path / f"{stream}.arrows")) as source:
             return pa.ipc.open_stream(source).read_all()
@@ -76,18 +112,34 @@ class TestArrow(WriterConformance):
     def read_frames(self, path: Path, stream: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         table = self._read(path, stream)
         frames = table.column("frame").combine_chunks().to_numpy_ndarray()
-        return (frames, table.column("timestamp_ns").to_numpy(),
-                table.column("frame_number").to_numpy())  # fmt: skip
+        stamps = table.column("timestamp_ns").cast(pa.int64()).to_numpy().astype(np.uint64)
+        return frames, stamps, table.column("frame_number").to_numpy()
 
     def read_metadata(self, path: Path, stream: str | None) -> dict[str, Any]:
-        name = stream or "power_meter_01"
-        metadata = self._read(path, name).schema.metadata or {}
+        # The documented recipe: schema metadata, updated by each batch's custom metadata.
+        with pa.OSFile(str(path / f"{stream or 'power_meter_01'}.arrows")) as source:
+            reader = pa.ipc.open_stream(source)
+            metadata = dict(reader.schema.metadata or {})
+            for _, custom in reader.iter_batches_with_custom_metadata():
+                metadata.update(custom or {})
         return {k.decode(): _maybe_json(v) for k, v in metadata.items()}
+
+    def read_column_attributes(self, path: Path, stream: str, column: str) -> dict[str, Any]:
+        return _field_attributes(self._read(path, stream).schema, column)
+
+    def read_times(self, path: Path, stream: str, column: str) -> np.ndarray:
+        series = pl.read_ipc_stream(path / f"{stream}.arrows")[column]
+        assert series.dtype == pl.Datetime("ns", "UTC")
+        return series.to_numpy()
+
+    def read_frame_times(self, path: Path, stream: str) -> np.ndarray:
+        return self.read_times(path, stream, "timestamp_ns")
 
 
 class TestParquet(WriterConformance):
     writer_name = "parquet"
     target = "run_parquet"
+    typed_attributes = False  # Parquet key-value metadata is text
 
     def read_table(self, path: Path, stream: str) -> pa.Table:
         return pl.read_parquet(path / f"{stream}.parquet").to_arrow()
@@ -95,12 +147,23 @@ class TestParquet(WriterConformance):
     def read_frames(self, path: Path, stream: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         table = pq.read_table(path / f"{stream}.parquet")
         frames = table.column("frame").combine_chunks().to_numpy_ndarray()
-        return (frames, table.column("timestamp_ns").to_numpy(),
-                table.column("frame_number").to_numpy())  # fmt: skip
+        stamps = table.column("timestamp_ns").cast(pa.int64()).to_numpy().astype(np.uint64)
+        return frames, stamps, table.column("frame_number").to_numpy()
 
     def read_metadata(self, path: Path, stream: str | None) -> dict[str, Any]:
         metadata = pq.read_schema(path / f"{stream or 'power_meter_01'}.parquet").metadata or {}
         return {k.decode(): _maybe_json(v) for k, v in metadata.items()}
+
+    def read_column_attributes(self, path: Path, stream: str, column: str) -> dict[str, Any]:
+        return _field_attributes(pq.read_schema(path / f"{stream}.parquet"), column)
+
+    def read_times(self, path: Path, stream: str, column: str) -> np.ndarray:
+        series = pd.read_parquet(path / f"{stream}.parquet", columns=[column])[column]
+        assert str(series.dtype) == "datetime64[ns, UTC]"
+        return np.asarray(series.dt.tz_convert(None).to_numpy())
+
+    def read_frame_times(self, path: Path, stream: str) -> np.ndarray:
+        return self.read_times(path, stream, "timestamp_ns")
 
 
 class TestCsv(WriterConformance):
@@ -110,7 +173,7 @@ class TestCsv(WriterConformance):
     text_prefix = "s"
 
     def read_table(self, path: Path, stream: str) -> pa.Table:
-        frame = pl.read_csv(path / f"{stream}.csv", infer_schema_length=None)
+        frame = pl.read_csv(path / f"{stream}.csv", infer_schema_length=None, try_parse_dates=True)
         # CSV cannot tell an empty string from a missing one; the writer has no nulls here.
         return frame.with_columns(pl.col(pl.String).fill_null("")).to_arrow()
 
@@ -121,6 +184,17 @@ class TestCsv(WriterConformance):
         )
         return section
 
+    def read_column_attributes(self, path: Path, stream: str, column: str) -> dict[str, Any]:
+        document = json.loads((path / "metadata.json").read_text())
+        described: dict[str, Any] = document["columns"][stream].get(column, {})
+        return described
+
+    def read_times(self, path: Path, stream: str, column: str) -> np.ndarray:
+        series = pd.read_csv(path / f"{stream}.csv", parse_dates=[column])[column]
+        assert str(series.dtype).startswith("datetime64[")
+        assert str(series.dt.tz) == "UTC"
+        return np.asarray(series.dt.tz_convert(None).to_numpy(), "datetime64[ns]")
+
 
 class TestZarr(WriterConformance):
     writer_name = "zarr"
@@ -129,16 +203,30 @@ class TestZarr(WriterConformance):
     file_size_limit_applies = False
 
     def read_table(self, path: Path, stream: str) -> pa.Table:
-        dataset = xr.open_zarr(path, group=stream, consolidated=False)
-        return pa.table({name: np.asarray(dataset[name].values) for name in dataset.data_vars})
+        dataset = xr.open_zarr(path, group=stream)  # consolidated metadata: no warning
+        names = [name for name in dataset.variables if name not in dataset.dims]
+        return pa.table({name: np.asarray(dataset[name].values) for name in names})
 
     def read_frames(self, path: Path, stream: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        dataset = xr.open_zarr(path, group=stream, consolidated=False)
+        dataset = xr.open_zarr(path, group=stream)
         assert dataset["frames"].dims == ("frame", "y", "x")
-        return (dataset["frames"].values, dataset["timestamp_ns"].values,
-                dataset["frame_number"].values)  # fmt: skip
+        stamps = dataset["timestamp_ns"].values.view(np.int64).astype(np.uint64)
+        return dataset["frames"].values, stamps, dataset["frame_number"].values
 
     def read_metadata(self, path: Path, stream: str | None) -> dict[str, Any]:
-        group = zarr.open_group(path, mode="r")
-        node = group if stream is None else group[stream]
-        return dict(node.attrs)
+        if stream is None:
+            return dict(zarr.open_group(path, mode="r").attrs)
+        return dict(xr.open_zarr(path, group=stream).attrs)
+
+    def read_column_attributes(self, path: Path, stream: str, column: str) -> dict[str, Any]:
+        return dict(zarr.open_array(path / stream / column, mode="r").attrs)
+
+    def read_times(self, path: Path, stream: str, column: str) -> np.ndarray:
+        dataset = xr.open_zarr(path, group=stream)
+        assert column in dataset.coords  # a coordinate of "row"
+        return np.asarray(dataset[column].values)
+
+    def read_frame_times(self, path: Path, stream: str) -> np.ndarray:
+        dataset = xr.open_zarr(path, group=stream)
+        assert set(dataset["frames"].coords) == {"timestamp_ns", "frame_number"}
+        return np.asarray(dataset["timestamp_ns"].values)

@@ -36,7 +36,11 @@ def test_file_layout_follows_the_seeds(tmp_path: Path):
         assert group.attrs["wavelength_nm"] == "633.0"
         assert set(group) == {"timestamp_ns", "channel", "value", "unit"}
         assert group["value"].dtype == np.float64
-        assert group["timestamp_ns"].dtype == np.uint64
+        # An Arrow timestamp: int64 nanoseconds with the CF attributes that say so.
+        assert group["timestamp_ns"].dtype == np.int64
+        assert group["timestamp_ns"].attrs["units"] == "nanoseconds since 1970-01-01"
+        assert group["timestamp_ns"].attrs["arrow_type"] == "timestamp[ns, tz=UTC]"
+        assert group["value"].attrs["units"] == "W"
         assert '"name": "value"' in group["value"].attrs["schema"]
         assert group["value"].chunks is not None
         assert group["value"].maxshape == (None,)
@@ -79,8 +83,12 @@ def test_every_supported_arrow_type(tmp_path: Path):
         assert g["f16"].dtype == np.float16
         assert g["flag"].dtype == bool
         np.testing.assert_array_equal(g["ts"][:4], [0, 1, 2, 3])
-        assert (g["ts"].attrs["unit"], g["ts"].attrs["tz"]) == ("us", "UTC")
-        assert g["dur"].attrs["unit"] == "ms"
+        ts, dur = dict(g["ts"].attrs), dict(g["dur"].attrs)
+        assert (ts["units"], ts["calendar"]) == ("microseconds since 1970-01-01",
+                                                 "proleptic_gregorian")  # fmt: skip
+        assert ts["arrow_type"] == "timestamp[us, tz=UTC]"  # exact: nothing is lost
+        assert (dur["units"], dur["dtype"], dur["arrow_type"]) == (
+            "milliseconds", "timedelta64[ms]", "duration[ms]")  # fmt: skip
         assert [v.decode() for v in g["text"][:4]] == ["a", "bé", "", "долго"]
         assert [v.decode() for v in g["big_text"][:4]] == ["x", "y", "z", "w"]
         assert g["ts"].dtype == g["dur"].dtype == np.int64
@@ -296,11 +304,13 @@ def test_units_from_field_metadata_and_chunk_size(tmp_path: Path):
         writer.write_batch("pm", batch)
         writer.write_frames("cam", np.zeros((3, 4, 5), np.uint16))
     with h5py.File(path, "r") as f:
-        assert f["pm/power"].attrs["unit"] == "W"
-        assert f["pm/t"].attrs["unit"] == "ns"
+        assert f["pm/power"].attrs["unit"] == "W"  # field metadata, as it is
+        assert f["pm/t"].attrs["units"] == "nanoseconds since 1970-01-01"
+        assert f["pm/t"].attrs["calendar"] == "proleptic_gregorian"
         assert f["pm/power"].chunks == (512,)
         assert f["cam/frames"].chunks == (2, 4, 5)
-        assert f["cam/timestamp_ns"].attrs["unit"] == "ns"
+        assert dict(f["cam/timestamp_ns"].attrs) == {
+            "units": "nanoseconds since 1970-01-01", "calendar": "proleptic_gregorian"}  # fmt: skip
 
 
 def test_widening_after_swmr_started_is_refused_and_the_file_stays_readable(tmp_path: Path):

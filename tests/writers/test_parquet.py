@@ -24,7 +24,8 @@ import pytest
 from daq_storage.errors import ConfigError, StorageIOError, UnsupportedData
 from daq_storage.sim import SimulatedCamera, SimulatedPowerMeter
 from daq_storage.writers import ParquetWriter, open_writer
-from daq_storage.writers.parquet import _FooterShift, repair_parquet
+from daq_storage.writers._parquet_footer import FooterShift
+from daq_storage.writers.parquet import repair_parquet
 
 CODECS = ["snappy", "gzip", "zstd", "lz4", "brotli"]
 
@@ -360,8 +361,8 @@ def test_every_codec_roundtrips_and_compresses(
     block = SimulatedCamera((64, 64), seed=0, start_ns=0).frames(16)
     frames = pl.read_parquet(tmp_path / "cam.parquet")["frame"].to_numpy()
     np.testing.assert_array_equal(frames.reshape(block.frames.shape), block.frames)
-    df = pd.read_parquet(tmp_path / "cam.parquet")
-    assert df["timestamp_ns"].tolist() == block.timestamps_ns.tolist()
+    df = pd.read_parquet(tmp_path / "cam.parquet")  # pandas shows the times as dates
+    assert [stamp.value for stamp in df["timestamp_ns"]] == block.timestamps_ns.tolist()
     power = (tmp_path / "power.parquet").stat().st_size
     assert power < 0.95 * uncompressed_sizes["power"]  # noisy readings: ~10 % to ~35 %
     cam = (tmp_path / "cam.parquet").stat().st_size
@@ -545,10 +546,10 @@ def test_footer_offsets_move_and_nothing_else_changes():
     encoded = sink.getvalue().to_pybytes()
     length = int.from_bytes(encoded[-8:-4], "little")
     footer = encoded[-8 - length : -8]
-    assert _FooterShift(footer, 0).run() == footer
+    assert FooterShift(footer, 0).run() == footer
 
     delta = 5 << 32  # beyond 32-bit offsets
-    moved = _FooterShift(footer, delta).run()
+    moved = FooterShift(footer, delta).run()
     before = pq.read_metadata(pa.BufferReader(encoded))
     after = pq.read_metadata(pa.BufferReader(b"PAR1" + moved + len(moved).to_bytes(4, "little")
                                              + b"PAR1"))  # fmt: skip
@@ -563,7 +564,7 @@ def test_footer_offsets_move_and_nothing_else_changes():
             assert new.statistics == old.statistics
             assert new.total_compressed_size == old.total_compressed_size
     with pytest.raises(ValueError, match="ends inside a field"):
-        _FooterShift(footer[:-5], delta).run()
+        FooterShift(footer[:-5], delta).run()
 
 
 def test_nulls_in_a_non_nullable_column_are_refused_at_once(tmp_path: Path):

@@ -111,6 +111,41 @@ def test_importing_the_package_leaves_the_format_libraries_unloaded():
     assert result.stdout.split("\n")[:2] == ["[]", "True"]
 
 
+def test_format_names_ignore_case(tmp_path: Path):
+    assert writers.get_writer_class("Parquet") is daq_storage.ParquetWriter
+    with daq_storage.open_writer("HDF5", tmp_path / "run.h5") as writer:
+        writer.write_batch("s", TABLE)
+    assert isinstance(writer, daq_storage.Hdf5Writer)
+    assert _read_hdf5(tmp_path) == [1.5, 2.5, 3.5]
+    with pytest.raises(ConfigError, match="unknown writer 'HDF'"):
+        daq_storage.open_writer("HDF", tmp_path / "x.h5")
+
+
+def test_path_suffix_says_what_the_path_is_named(tmp_path: Path):
+    """A file or a store takes its suffix; a directory of stream files takes none."""
+    suffixes = {name: writers.get_writer_class(name).path_suffix for name in BUILTIN}
+    assert suffixes == {"hdf5": ".h5", "arrow": "", "parquet": "", "csv": "", "zarr": ".zarr",
+                        "tiff": ""}  # fmt: skip
+
+    class FileWriter(writers.Writer):  # a plug-in that sets only the older class variables
+        suffixes = (".jsonl",)
+        path_is_directory = False
+
+    class DirectoryWriter(writers.Writer):
+        suffixes = (".txt",)
+
+    class Subclass(writers.Hdf5Writer):
+        pass
+
+    class PerStream(writers.CsvWriter):
+        suffixes = (".tsv",)
+
+    assert FileWriter.path_suffix == ".jsonl"
+    assert DirectoryWriter.path_suffix == ""
+    assert Subclass.path_suffix == ".h5"
+    assert PerStream.path_suffix == ""
+
+
 def test_unknown_name_and_option(tmp_path: Path):
     with pytest.raises(
         ConfigError, match=f"unknown writer 'xlsx'; available: {', '.join(BUILTIN)}"
@@ -193,6 +228,7 @@ def plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 
 def test_a_plugin_writer_is_found_and_opened(plugin: Path, tmp_path: Path):
     assert daq_storage.available_writers() == [*BUILTIN, "dict", "gone", "jsonl"]
+    assert writers.get_writer_class("JSONL").path_suffix == ".jsonl"
     with daq_storage.open_writer("jsonl", tmp_path / "run.jsonl", indent=None) as writer:
         assert type(writer).__module__ == "daq_plugin_example"
         writer.write_batch("power", TABLE)

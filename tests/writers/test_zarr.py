@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -11,7 +12,7 @@ import xarray as xr
 import zarr
 
 from daq_storage.errors import ConfigError, SchemaMismatch, StorageIOError, UnsupportedData
-from daq_storage.sim import SimulatedCamera, SimulatedPowerMeter
+from daq_storage.sim import SimulatedCamera, SimulatedDaqCard, SimulatedPowerMeter
 from daq_storage.writers import ZarrWriter
 from tests.writers.conformance import write_in_odd_calls
 
@@ -119,7 +120,7 @@ def test_rows_are_buffered_into_whole_chunks_and_visible_after_flush(tmp_path: P
     expected = pa.Table.from_batches(batches)
     np.testing.assert_array_equal(_column(path, "pm", "value"), expected.column("value"))
     np.testing.assert_array_equal(_column(path, "pm", "timestamp_ns"),
-                                  expected.column("timestamp_ns"))  # fmt: skip
+                                  expected.column("timestamp_ns").cast(pa.int64()))  # fmt: skip
     assert list(_column(path, "pm", "channel")) == expected.column("channel").to_pylist()
     assert not (path / "pm" / "value.valid").exists()
 
@@ -155,18 +156,19 @@ def test_frames_through_flushes_and_odd_calls(tmp_path: Path, compression: str):
     """Shards written whole on the thread pool (blosc) or by zarr-python (other codecs);
     a flush mid-shard writes a partial shard that later frames continue."""
     block = SimulatedCamera((60, 80), seed=4, start_ns=10).frames(23)
+    times = block.timestamps_ns.astype("datetime64[ns]")  # xarray decodes them to dates
     path = tmp_path / "f.zarr"
 
     def visible(count: int) -> None:
         dataset = xr.open_zarr(path, group="cam", consolidated=False)
         np.testing.assert_array_equal(dataset["frames"].values, block.frames[:count])
-        np.testing.assert_array_equal(dataset["timestamp_ns"].values, block.timestamps_ns[:count])
+        np.testing.assert_array_equal(dataset["timestamp_ns"].values, times[:count])
 
     with ZarrWriter(path, compression=compression, frames_per_chunk=2, shard_frames=4) as writer:
         write_in_odd_calls(writer, block, visible)
     dataset = xr.open_zarr(path, group="cam", consolidated=False)
     np.testing.assert_array_equal(dataset["frames"].values, block.frames)
-    np.testing.assert_array_equal(dataset["timestamp_ns"].values, block.timestamps_ns)
+    np.testing.assert_array_equal(dataset["timestamp_ns"].values, times)
     np.testing.assert_array_equal(dataset["frame_number"].values, block.frame_numbers)
     array = zarr.open_array(path / "cam" / "frames", mode="r")
     assert (array.chunks, array.shards) == ((2, 60, 80), (4, 60, 80))
@@ -219,3 +221,73 @@ def test_a_commit_failing_on_a_full_disk_refuses_only_that_batch(
     dataset = xr.open_zarr(path, group="s", consolidated=False)
     assert list(dataset.data_vars) == ["a"]  # "b" came only with the refused batch
     np.testing.assert_array_equal(dataset["a"].values, np.arange(700))
+
+
+def test_xarray_opens_a_stream_without_warnings_in_schema_order_and_in_volts(tmp_path: Path):
+    """The plain call works (consolidated metadata, no warning; pytest turns warnings into
+    errors); variables come in the stream's column order, not sorted by name."""
+    card = SimulatedDaqCard(11, sample_rate=1000.0, seed=0, start_ns=1_700_000_000_000_000_000)
+    blocks = [card.read_block(300) for _ in range(3)]
+    path = tmp_path / "daq.zarr"
+    with ZarrWriter(path, chunk_size=256) as writer:
+        for block in blocks:
+            writer.write_batch("daq_card", block.to_record_batch())
+    dataset = xr.open_zarr(path, group="daq_card")
+    assert list(dataset.data_vars) == ["sample_index", *card.channel_names]
+    assert dataset.attrs["sample_rate"] == 1000.0
+    assert dataset.attrs["start_ns"] == card.start_ns
+    counts = np.concatenate([block.samples[:, 10] for block in blocks])
+    np.testing.assert_allclose(dataset["ai10"].values, counts * card.volts_per_count)
+    assert dataset["ai10"].attrs["units"] == "V"
+    assert list(xr.open_zarr(path).attrs) == []  # the root opens too, without a warning
+
+
+def test_consolidated_metadata_shows_the_last_flush_until_the_next(tmp_path: Path):
+    """Shapes grow between flushes; a reader opening then sees the store as of the last
+    flush, every variable of one length, and the next flush shows the rest."""
+    meter = SimulatedPowerMeter(seed=1, start_ns=0)
+    batches = [meter.read_batch(250) for _ in range(4)]
+    block = SimulatedCamera((8, 8), seed=1, start_ns=0).frames(9)
+    path = tmp_path / "grow.zarr"
+
+    def seen(rows: int, frames: int) -> None:
+        table = xr.open_zarr(path, group="pm")
+        assert {table[name].shape for name in table.variables} == {(rows,)}
+        np.testing.assert_array_equal(table["value"].values,
+                                      pa.Table.from_batches(batches)["value"][:rows])  # fmt: skip
+        cam = xr.open_zarr(path, group="cam")
+        assert cam.sizes["frame"] == frames
+        assert cam["timestamp_ns"].shape == (frames,)
+        group: Any = zarr.open_group(path, mode="r")  # through the root's consolidated metadata
+        assert group["pm"]["value"].shape == (rows,)
+
+    with ZarrWriter(path, chunk_size=100, shard_frames=2) as writer:
+        writer.write_batch("pm", batches[0])
+        writer.write_frames("cam", block.frames[:3], timestamps_ns=block.timestamps_ns[:3])
+        writer.flush()
+        seen(250, 3)
+        for batch in batches[1:]:  # whole chunks are written: the arrays grow
+            writer.write_batch("pm", batch)
+        writer.write_frames("cam", block.frames[3:], timestamps_ns=block.timestamps_ns[3:])
+        assert zarr.open_array(path / "pm" / "value", mode="r").shape[0] > 250
+        seen(250, 3)
+        writer.flush()
+        seen(1000, 9)
+    seen(1000, 9)
+
+
+def test_user_metadata_and_the_stream_metadata_are_attributes(tmp_path: Path):
+    path = tmp_path / "m.zarr"
+    card = SimulatedDaqCard(1, sample_rate=500.0, seed=0, start_ns=7)
+    with ZarrWriter(path) as writer:
+        writer.set_metadata("sample_rate", "set by the user wins", stream="daq")
+        writer.write_batch("daq", card.read_block(10).to_record_batch())
+        writer.set_metadata("operator", "ada")
+    attributes = xr.open_zarr(path, group="daq").attrs
+    assert attributes["sample_rate"] == "set by the user wins"
+    assert (attributes["start_ns"], attributes["instrument_id"], attributes["rows"]) == (
+        7,
+        "daq",
+        10,
+    )
+    assert xr.open_zarr(path).attrs["operator"] == "ada"

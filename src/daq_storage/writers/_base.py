@@ -7,7 +7,9 @@ import json
 import os
 import re
 import resource
+import shutil
 import stat
+import sys
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -29,12 +31,13 @@ from daq_storage.errors import (
     WriterClosedError,
 )
 from daq_storage.naming import sanitize_name
-from daq_storage.schema import FrameBlock, join_frames
+from daq_storage.schema import FrameBlock, StreamMetadata, join_frames
 
 __all__ = [
     "FrameBlock",
     "Writer",
     "WriterStats",
+    "as_record_batch",
     "finish_all",
     "join_frames",
     "json_value",
@@ -103,11 +106,65 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
 
 
+_ACCEPTED = (
+    "a pyarrow RecordBatch or Table, a polars or pandas DataFrame, or an object with "
+    "__arrow_c_array__, __arrow_c_stream__ or to_arrow()"
+)
+
+
+def as_record_batch(data: Any, *, stream: str) -> pa.RecordBatch:
+    """``data`` as one record batch: a ``pyarrow.RecordBatch`` as it is; a ``pyarrow.Table``
+    (chunks joined; an empty table gives an empty batch); a pandas DataFrame (a named or
+    non-default index becomes a column, as ``DataFrame.to_parquet`` does); anything with
+    ``to_arrow()`` (polars), ``__arrow_c_array__`` or ``__arrow_c_stream__``.
+
+    Raises:
+        UnsupportedData: ``data`` is none of these, naming its type and what is accepted.
+    """
+    if isinstance(data, pa.RecordBatch):
+        return data
+    pandas = sys.modules.get("pandas")  # loaded if data can be a pandas DataFrame
+    converted: Any = None
+    try:
+        if isinstance(data, pa.Table):
+            converted = data
+        elif pandas is not None and isinstance(data, pandas.DataFrame):
+            converted = _without_pandas_metadata(pa.Table.from_pandas(data))
+        elif callable(getattr(data, "to_arrow", None)):
+            converted = data.to_arrow()
+        elif hasattr(data, "__arrow_c_array__"):
+            converted = pa.record_batch(data)
+        elif hasattr(data, "__arrow_c_stream__"):
+            converted = pa.RecordBatchReader.from_stream(data).read_all()
+    except (pa.ArrowException, TypeError, ValueError) as exc:
+        raise UnsupportedData(
+            f"stream {stream!r}: cannot read a {type(data).__name__} as a table ({exc})"
+        ) from None
+    if isinstance(converted, pa.RecordBatch):
+        return converted
+    if isinstance(converted, pa.Table):
+        joined = converted.combine_chunks()
+        return pa.RecordBatch.from_arrays(
+            [column.combine_chunks() for column in joined.columns], schema=joined.schema
+        )
+    raise UnsupportedData(
+        f"stream {stream!r}: write_batch takes {_ACCEPTED}; got {type(data).__name__}"
+    )
+
+
+def _without_pandas_metadata(table: pa.Table) -> pa.Table:
+    """pandas' own schema metadata describes the DataFrame's index, which changes with
+    every slice of rows: as stream metadata it would be recorded as a change per batch."""
+    metadata = {k: v for k, v in (table.schema.metadata or {}).items() if k != b"pandas"}
+    return table.replace_schema_metadata(metadata or None)
+
+
 #: Bytes kept free for a format's own metadata (indexes, footers, directories).
 HEADROOM = 4 << 20
 _CHECK_EVERY = HEADROOM // 4
 
 _ERRNO_IN_MESSAGE = re.compile(r"errno = (\d+)")
+_LATEST_NS = np.iinfo(np.int64).max
 
 
 @contextmanager
@@ -141,17 +198,40 @@ class Writer(ABC):
 
     Writers are synchronous and single-threaded from the caller's side; async callers
     reach them through a thread. Use as a context manager, or call :meth:`close`.
+
+    A built-in writer that stores nothing (no rows, no frames, no metadata) leaves
+    nothing behind at :meth:`close`: the file or directories it created are removed (a
+    directory or empty file that existed before is left as it was). While it is open,
+    the name is its own: nothing that exists is overwritten. A subclass opts in with
+    :attr:`removes_unused_output` once it marks what it stores.
     """
 
     #: Registry name ("hdf5", "arrow", ...).
     name: ClassVar[str]
-    #: File suffixes, the first is the default.
+    #: File suffixes, the first is the default (for per-stream writers: of each stream's
+    #: file).
     suffixes: ClassVar[tuple[str, ...]]
     supports_frames: ClassVar[bool]
     supports_tables: ClassVar[bool]
     supports_append: ClassVar[bool] = True
     #: ``path`` names a directory (one file per stream, or a Zarr store), not a file.
     path_is_directory: ClassVar[bool] = True
+    #: What the name of ``path`` ends with: ``".h5"``, ``".zarr"``, or ``""`` for a plain
+    #: directory holding one file per stream. A subclass that does not set it gets
+    #: ``suffixes[0]`` when its path is a file and ``""`` when it is a directory.
+    path_suffix: ClassVar[str] = ""
+    _path_suffix_given: ClassVar[bool] = False
+    #: :meth:`close` removes the files of a writer that stored nothing; only for writers
+    #: that set ``_stored`` whenever they store rows, frames or metadata.
+    removes_unused_output: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "path_suffix" in cls.__dict__:
+            cls._path_suffix_given = True
+        elif not cls._path_suffix_given:
+            suffixes = getattr(cls, "suffixes", ("",))
+            cls.path_suffix = "" if cls.path_is_directory else suffixes[0]
 
     @classmethod
     def options_from_config(cls, settings: StorageSettings) -> dict[str, Any]:
@@ -163,14 +243,31 @@ class Writer(ABC):
         self._closed = False
         self._stats = WriterStats()
         self._stream_names: dict[str, str] = {}  # safe name -> stream as given
+        self._safe_names: dict[str, str] = {}  # stream as given -> safe name
         self._frame_specs: dict[str, tuple[np.dtype[Any], tuple[int, ...]]] = {}
         self._frames_seen: dict[str, int] = {}
         self._unchecked_bytes = 0
+        #: Per table stream: its metadata by the rule of :meth:`write_batch`.
+        self._table_metadata: dict[str, StreamMetadata] = {}
+        self._stored = False  # any rows, frames or metadata: see _discard_unused
+        self._made_dirs: list[Path] = []  # directories this writer created, deepest first
 
     # ------------------------------------------------------------------ public API
     @abstractmethod
     def write_batch(self, stream: str, batch: pa.RecordBatch) -> None:
-        """Append an Arrow record batch to ``stream``."""
+        """Append a table to ``stream``.
+
+        ``batch`` is a ``pyarrow.RecordBatch`` or ``Table``, a polars or pandas
+        DataFrame, or any object with ``__arrow_c_array__``, ``__arrow_c_stream__`` or
+        ``to_arrow()``.
+
+        The schema metadata of the stream's first batch is the stream's metadata (each
+        value as JSON: see :func:`~daq_storage.schema.decode_metadata`); a later batch
+        never overwrites it: each value that changes is recorded in the stream metadata
+        entry ``metadata_changes``, a list of ``{"row": first row with the new value,
+        "key": ..., "value": ...}``. Field metadata (``units``, ``long_name``,
+        ``scale_factor``, ...) describes its column.
+        """
 
     def write_frames(
         self,
@@ -182,9 +279,15 @@ class Writer(ABC):
     ) -> None:
         """Append ``frames`` (``(n, *frame_shape)``) to ``stream``.
 
+        The first axis counts frames: one 2-D image is ``image[np.newaxis]``, and a 2-D
+        array starts a stream of 1-D frames (spectra, lines). ``timestamps_ns`` are
+        nanoseconds since the Unix epoch (default 0); ``frame_numbers`` default to the
+        count of frames before.
+
         Raises:
             UnsupportedData: the format cannot hold images.
-            SchemaMismatch: dtype or frame shape differs from the stream's.
+            SchemaMismatch: dtype or frame shape differs from the stream's (a single frame
+                of the stream's shape is named as such).
         """
         self._check_open()
         raise UnsupportedData(
@@ -201,13 +304,16 @@ class Writer(ABC):
         """Make everything written so far durable and visible to readers."""
 
     def close(self) -> None:
-        """Flush and close; idempotent."""
+        """Flush and close; idempotent. A writer that stored nothing removes what it
+        created."""
         if self._closed:
             return
         try:
             self._close()
         finally:
             self._closed = True
+            if self.removes_unused_output and not self._stored:
+                self._discard_unused()
 
     @abstractmethod
     def _close(self) -> None: ...
@@ -247,24 +353,59 @@ class Writer(ABC):
         Unsafe characters are replaced (``a/b`` -> ``a_b``, ``../x`` -> ``x``); two
         streams that would map to the same name are refused.
         """
+        if isinstance(stream, str) and stream in self._safe_names:
+            return self._safe_names[stream]  # checked once: this runs for every batch
         safe = sanitize_name(stream, what="stream name")
         owner = self._stream_names.setdefault(safe, stream)
         if owner != stream:
             raise InvalidName(
                 f"stream names {owner!r} and {stream!r} both map to {safe!r} in {self.path}"
             )
+        self._safe_names[stream] = safe
         return safe
 
-    def _check_batch(self, stream: str, batch: pa.RecordBatch) -> pa.RecordBatch:
+    def _check_batch(self, stream: str, batch: Any) -> pa.RecordBatch:
         self._check_open()
-        if isinstance(batch, pa.Table):
-            batch = batch.combine_chunks().to_batches()[0] if batch.num_rows else None
-        if not isinstance(batch, pa.RecordBatch):
-            raise UnsupportedData(
-                f"stream {stream!r}: write_batch needs a pyarrow RecordBatch, "
-                f"got {type(batch).__name__}"
-            )
-        return batch
+        self._safe_stream(stream)  # a bad name is refused before anything is made
+        return as_record_batch(batch, stream=stream)
+
+    def _observe_metadata(self, stream: str, batch: pa.RecordBatch) -> None:
+        """Count ``batch``, just stored, in its stream's :class:`StreamMetadata` (and the
+        writer as having stored something)."""
+        self._stored = True
+        metadata = self._table_metadata.get(stream)
+        if metadata is None:
+            metadata = self._table_metadata[stream] = StreamMetadata()
+        metadata.observe(batch.schema.metadata, batch.num_rows)
+
+    def _claim_directory(self, folder: Path) -> None:
+        """Create ``folder`` and its missing parents, remembering which were made here."""
+        missing = [p for p in (folder, *folder.parents) if not p.exists()]
+        folder.mkdir(parents=True, exist_ok=True)
+        self._made_dirs = missing
+
+    def _discard_unused(self) -> None:
+        """Remove the files in :attr:`WriterStats.files` (a directory: what is in it), then
+        the directories this writer created, if empty; errors are ignored (a reader may
+        hold a file, another process may have added one)."""
+        for path in reversed(self._stats.files):
+            try:
+                if path.is_dir() and not path.is_symlink():
+                    for child in path.iterdir():
+                        if child.is_dir() and not child.is_symlink():
+                            shutil.rmtree(child)
+                        else:
+                            child.unlink()
+                else:
+                    path.unlink(missing_ok=True)
+            except OSError:
+                pass
+        for folder in self._made_dirs:
+            try:
+                folder.rmdir()
+            except OSError:
+                break  # not empty, or already gone: its parents stay too
+        self._stats.files.clear()
 
     def _check_frames(
         self,
@@ -274,9 +415,17 @@ class Writer(ABC):
         frame_numbers: npt.ArrayLike | None,
     ) -> FrameBlock:
         self._check_open()
+        self._safe_stream(stream)  # a bad name is refused before anything is made
         if not isinstance(frames, np.ndarray):
             raise SchemaMismatch(
                 f"stream {stream!r}: frames must be a numpy array, got {type(frames).__name__}"
+            )
+        known = self._frame_specs.get(stream)
+        if known is not None and frames.ndim == len(known[1]):
+            raise SchemaMismatch(
+                f"stream {stream!r} holds frames of shape {known[1]}; an array of shape "
+                f"{frames.shape} looks like a single frame; pass frame[np.newaxis] or a "
+                "stack (n, *frame_shape)"
             )
         if frames.ndim < 2:
             raise SchemaMismatch(
@@ -288,7 +437,7 @@ class Writer(ABC):
             frames = frames.astype(frames.dtype.newbyteorder("="))
         self._check_frame_format(stream, frames)
         spec = (frames.dtype, frames.shape[1:])
-        known = self._frame_specs.get(stream, spec)
+        known = known or spec
         if known != spec:
             raise SchemaMismatch(
                 f"stream {stream!r} holds frames of dtype {known[0]} shape {known[1]}; "
@@ -311,6 +460,11 @@ class Writer(ABC):
                 raise SchemaMismatch(
                     f"stream {stream!r}: {label} has shape {values.shape}, expected ({n},)"
                 )
+        if n and int(stamps.max()) > _LATEST_NS:
+            raise SchemaMismatch(
+                f"stream {stream!r}: timestamps_ns holds {int(stamps.max())}, later than any "
+                "int64 nanoseconds since the epoch (year 2262) that readers decode as a date"
+            )
         self._frame_specs[stream] = spec  # only for an accepted call
         self._frames_seen[stream] = first + n
         return FrameBlock(np.ascontiguousarray(frames), stamps, numbers)

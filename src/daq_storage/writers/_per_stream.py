@@ -1,21 +1,26 @@
 """Shared logic of the formats that keep one file per stream (Arrow IPC, Parquet, CSV, TIFF).
 
-``path`` names a directory; stream ``s`` goes to ``path/s.<suffix>``. When a stream's
-schema changes incompatibly, the writer continues in ``path/s.part0001.<suffix>`` and
-so on, so nothing already written is rewritten or lost.
+``path`` names a plain directory (no suffix: a directory named ``run.parquet`` makes
+pandas, pyarrow and polars read every stream in it as one table); stream ``s`` goes to
+``path/s.<suffix>``. When a stream's schema changes incompatibly, the writer continues
+in ``path/s.part0001.<suffix>`` and so on, so nothing already written is rewritten or
+lost; a stream file that already exists is never overwritten.
 """
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 from abc import abstractmethod
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy.typing as npt
 import pyarrow as pa
 
+from daq_storage.errors import ConfigError, StorageIOError
+from daq_storage.schema import METADATA_CHANGES, decode_metadata
 from daq_storage.writers._base import Writer, finish_all, json_value, storage_errors
 from daq_storage.writers._tensor import frames_to_batch
 
@@ -23,12 +28,28 @@ __all__ = ["ArrowBatchWriter", "PerStreamWriter"]
 
 
 class PerStreamWriter(Writer):
-    """A writer whose streams are separate files in one directory."""
+    """A writer whose streams are separate files in one directory.
+
+    Raises:
+        ConfigError: ``path`` ends in one of the stream files' suffixes.
+    """
+
+    path_suffix: ClassVar[str] = ""
+    removes_unused_output: ClassVar[bool] = True
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         super().__init__(path)
+        name = self.path.name.lower()
+        for suffix in self.suffixes:
+            if name.endswith(suffix) and len(name) > len(suffix):
+                raise ConfigError(
+                    f"{self.name} writes one file per stream ({', '.join(self.suffixes)}) into "
+                    f"the directory {self.path}; name the directory without the {suffix!r} "
+                    f"suffix (such as {self.path.with_name(self.path.name[: -len(suffix)])}): "
+                    "readers take a directory named like a file for one"
+                )
         with storage_errors(self.path, "cannot create output directory"):
-            self.path.mkdir(parents=True, exist_ok=True)
+            self._claim_directory(self.path)
             if not os.access(self.path, os.W_OK):
                 raise PermissionError(13, "Permission denied")
         self._file_metadata: dict[str, str] = {}
@@ -43,11 +64,39 @@ class PerStreamWriter(Writer):
         self._parts[stream] = part
         name = safe if part == 0 else f"{safe}.part{part:04d}"
         path = self.path / f"{name}{self._suffix}"
+        try:
+            self._check_new_file(stream, path)
+        except BaseException:
+            self._parts[stream] = part - (1 if new_part else 0)
+            raise
         self._add_file(path)
         return path
 
-    def _metadata_for(self, stream: str) -> dict[str, str]:
-        return {**self._file_metadata, **self._stream_metadata.get(stream, {})}
+    def _check_new_file(self, stream: str, path: Path) -> None:
+        """Refuse to start ``path`` when it exists: nothing is overwritten."""
+        if os.path.lexists(path):
+            raise StorageIOError(
+                errno.EEXIST,
+                f"cannot start stream {stream!r}: {path.name} already exists in {self.path} "
+                "(never overwritten); write to a new directory",
+                str(path),
+            )
+
+    def _metadata_for(self, stream: str, schema: pa.Schema | None = None) -> dict[str, str]:
+        """The key-value metadata (JSON text values) of ``stream``'s file: the stream's
+        schema metadata (that of ``schema`` while the stream has none), its recorded
+        changes, then :meth:`set_metadata` values for every file and for the stream."""
+        tracked = self._table_metadata.get(stream)
+        if tracked is not None and tracked.first is not None:
+            instrument = tracked.first
+        else:
+            instrument = decode_metadata(None if schema is None else schema.metadata)
+        texts = {
+            key: json_value(value, what=f"metadata {key!r}") for key, value in instrument.items()
+        }
+        if tracked is not None and (changes := tracked.changes_json()) is not None:
+            texts[METADATA_CHANGES] = changes
+        return {**texts, **self._file_metadata, **self._stream_metadata.get(stream, {})}
 
     def set_metadata(self, key: str, value: Any, *, stream: str | None = None) -> None:
         """Stored as key-value metadata (JSON values) of the stream's file(s).
@@ -64,6 +113,7 @@ class PerStreamWriter(Writer):
         else:
             self._safe_stream(stream)
             self._stream_metadata.setdefault(stream, {})[key] = text
+        self._stored = True
 
 
 class ArrowBatchWriter(PerStreamWriter):
@@ -84,6 +134,7 @@ class ArrowBatchWriter(PerStreamWriter):
     def write_batch(self, stream: str, batch: pa.RecordBatch) -> None:
         batch = self._check_batch(stream, batch)
         self._write(stream, batch)
+        self._observe_metadata(stream, batch)
         self._stats.batches += 1  # write_batch calls only, as in every format
         self._stats.rows += batch.num_rows
 
@@ -97,6 +148,7 @@ class ArrowBatchWriter(PerStreamWriter):
     ) -> None:
         block = self._check_frames(stream, frames, timestamps_ns, frame_numbers)
         self._write(stream, frames_to_batch(block))
+        self._stored = True
         self._stats.frames += len(block.frames)
 
     def _close(self) -> None:

@@ -38,9 +38,19 @@ def available_writers() -> list[str]:
     return [*_BUILTIN, *sorted(set(_plugins()) - set(_BUILTIN))]
 
 
+def _find(table: dict[str, str], name: str) -> str | None:
+    """``table[name]``, the name compared without regard to case (``"HDF5"`` is ``"hdf5"``)."""
+    if name in table:
+        return table[name]
+    wanted = name.casefold()
+    return next((target for known, target in table.items() if known.casefold() == wanted), None)
+
+
 def get_writer_class(name: str) -> type[Writer]:
-    """The writer class registered as ``name``."""
-    target = _BUILTIN.get(name) or _plugins().get(name)
+    """The writer class registered as ``name`` (compared without regard to case)."""
+    target = None
+    if isinstance(name, str):
+        target = _find(_BUILTIN, name) or _find(_plugins(), name)
     if target is None:
         raise ConfigError(f"unknown writer {name!r}; available: {', '.join(available_writers())}")
     module_name, _, attribute = target.partition(":")

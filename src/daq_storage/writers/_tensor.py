@@ -1,4 +1,5 @@
-"""Frames as Arrow: a ``fixed_shape_tensor`` column beside ``timestamp_ns`` and ``frame_number``."""
+"""Frames as Arrow: a ``fixed_shape_tensor`` column beside ``timestamp_ns`` (an Arrow
+``timestamp("ns", "UTC")``: pandas and polars show dates) and ``frame_number``."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ import pyarrow as pa
 
 from daq_storage.writers._base import FrameBlock
 
-__all__ = ["frames_to_batch"]
+__all__ = ["FRAME_TIMESTAMP", "frames_to_batch"]
+
+#: The type of a frame stream's ``timestamp_ns`` column: nanoseconds since the epoch.
+FRAME_TIMESTAMP = pa.timestamp("ns", "UTC")
 
 
 def frames_to_batch(block: FrameBlock) -> pa.RecordBatch:
@@ -23,7 +27,8 @@ def frames_to_batch(block: FrameBlock) -> pa.RecordBatch:
     storage = pa.FixedSizeListArray.from_arrays(flat, int(np.prod(shape)))
     return pa.RecordBatch.from_arrays(
         [
-            pa.array(block.timestamps_ns, pa.uint64()),
+            # Same int64 nanoseconds; the writers refuse stamps past 2**63 - 1.
+            pa.array(block.timestamps_ns.view(np.int64), FRAME_TIMESTAMP),
             pa.array(block.frame_numbers, pa.uint64()),
             pa.ExtensionArray.from_storage(tensor_type, storage),
         ],

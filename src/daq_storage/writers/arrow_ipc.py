@@ -22,6 +22,7 @@ _BUFFER_BYTES = 1 << 20
 
 @dataclass
 class _Open:
+    stream: str
     path: Path
     sink: pa.BufferedOutputStream  # closes the file beneath it
     writer: pa.ipc.RecordBatchStreamWriter | pa.ipc.RecordBatchFileWriter
@@ -39,12 +40,15 @@ class ArrowWriter(ArrowBatchWriter):
     ``<stream>.part0001.arrows`` and so on. Frames are stored as a
     ``fixed_shape_tensor`` column ``frame`` beside ``timestamp_ns`` and ``frame_number``.
 
-    Metadata (see :meth:`set_metadata`) set before a stream's first write is the schema
-    metadata of its file. An IPC schema cannot change once written, and pyarrow writes
-    the file format's footer with that same schema, so a value set later goes at once
-    into the file as the ``custom_metadata`` of an empty record batch (and into the
-    schema of any later part file). The complete metadata is the schema metadata
-    updated, in order, by each batch's custom metadata::
+    A stream file's schema metadata is the stream's metadata (the schema metadata of
+    its first batch, see :meth:`Writer.write_batch`) and what :meth:`set_metadata` set
+    before the stream's first write, all as JSON text. An IPC schema cannot change once
+    written, and pyarrow writes the file format's footer with that same schema, so a
+    value set later goes at once into the file as the ``custom_metadata`` of an empty
+    record batch (and into the schema of any later part file); changes of the stream's
+    own metadata (``metadata_changes``) go there at :meth:`flush` and :meth:`close`. The
+    complete metadata is the schema metadata updated, in order, by each batch's custom
+    metadata::
 
         with pa.ipc.open_stream(path) as reader:
             metadata = dict(reader.schema.metadata or {})
@@ -89,8 +93,8 @@ class ArrowWriter(ArrowBatchWriter):
             del self._open[stream]
             self._finish(current)
         path = self._stream_path(stream, new_part=current is not None)
-        metadata = self._metadata_for(stream)
-        full = schema.with_metadata({**(schema.metadata or {}), **metadata})
+        metadata = self._metadata_for(stream, schema)
+        full = schema.with_metadata(metadata)
         with storage_errors(path, "cannot create Arrow IPC file"):
             sink = pa.BufferedOutputStream(pa.OSFile(str(path), "wb"), _BUFFER_BYTES)
             try:
@@ -102,7 +106,7 @@ class ArrowWriter(ArrowBatchWriter):
             except BaseException:
                 sink.close()
                 raise
-        opened = self._open[stream] = _Open(path, sink, writer, schema, dict(metadata))
+        opened = self._open[stream] = _Open(stream, path, sink, writer, schema, dict(metadata))
         return opened
 
     def _write(self, stream: str, batch: pa.RecordBatch) -> None:
@@ -127,26 +131,39 @@ class ArrowWriter(ArrowBatchWriter):
         names = list(self._open) if stream is None else [stream]
         for name in names:
             opened = self._open.get(name)
-            if opened is None:
-                continue  # its file does not exist yet: the value goes into its header
-            text = self._metadata_for(name)[key]  # a stream's own value wins over the file's
-            if opened.metadata.get(key) == text:
-                continue
-            empty = pa.RecordBatch.from_pylist([], schema=opened.schema)
-            with storage_errors(opened.path, f"cannot write Arrow IPC metadata {key!r}"):
-                opened.writer.write_batch(empty, custom_metadata={key: text})
-                opened.sink.flush()
-            opened.metadata[key] = text
+            if (
+                opened is not None
+            ):  # else its file does not exist yet: the value goes into its header
+                self._write_late_metadata(opened)
+
+    def _write_late_metadata(self, opened: _Open) -> None:
+        """Metadata the file does not hold yet, as the custom metadata of an empty batch."""
+        late = {
+            key: text
+            for key, text in self._metadata_for(opened.stream).items()
+            if opened.metadata.get(key) != text
+        }
+        if not late:
+            return
+        empty = pa.RecordBatch.from_pylist([], schema=opened.schema)
+        with storage_errors(opened.path, f"cannot write Arrow IPC metadata {sorted(late)}"):
+            opened.writer.write_batch(empty, custom_metadata=late)
+            opened.sink.flush()
+        opened.metadata.update(late)
 
     def flush(self) -> None:
         self._check_open()
         for opened in self._open.values():
             with storage_errors(opened.path, "cannot flush Arrow IPC file"):
+                self._write_late_metadata(opened)
                 opened.sink.flush()
 
     def _finish(self, opened: _Open) -> None:
         with storage_errors(opened.path, "cannot close Arrow IPC file"):
             try:
-                opened.writer.close()
+                self._write_late_metadata(opened)
             finally:
-                opened.sink.close()
+                try:
+                    opened.writer.close()
+                finally:
+                    opened.sink.close()

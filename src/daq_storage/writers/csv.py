@@ -14,6 +14,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from daq_storage.errors import ConfigError, SchemaMismatch, UnsupportedData
+from daq_storage.schema import METADATA_CHANGES, decode_metadata
 from daq_storage.writers._base import finish_all, storage_errors
 from daq_storage.writers._per_stream import PerStreamWriter
 
@@ -44,7 +45,16 @@ class _CsvFile:
 
 
 class CsvWriter(PerStreamWriter):
-    """CSV files, one per stream, in the directory ``path``; metadata in ``metadata.json``.
+    """CSV files, one per stream, in the directory ``path``; metadata in ``metadata.json``:
+
+    ```
+    {"file": {<set_metadata values>},
+     "streams": {<stream>: {<its schema metadata>, "metadata_changes": [...],
+                            <set_metadata values>}},
+     "columns": {<stream>: {<column>: {<its field metadata: units, long_name, ...>}}}}
+    ```
+
+    ``metadata.json`` is written at :meth:`flush` and :meth:`close`.
 
     A column keeps its kind for the life of a stream, so every reader infers one type
     for it: a batch whose column types differ is cast when that is a lossless widening
@@ -80,9 +90,11 @@ class CsvWriter(PerStreamWriter):
         self.iso_timestamps = iso_timestamps
         self.delimiter = delimiter
         self._files: dict[str, _CsvFile] = {}
+        #: Per stream, per column: the field metadata of the column's first batch.
+        self._columns_metadata: dict[str, dict[str, dict[str, Any]]] = {}
 
     def write_batch(self, stream: str, batch: pa.RecordBatch) -> None:
-        batch = self._check_batch(stream, batch)
+        given = batch = self._check_batch(stream, batch)
         opened = self._files.get(stream)
         if opened is None:
             opened = self._open_file(stream, batch.schema)
@@ -98,6 +110,7 @@ class CsvWriter(PerStreamWriter):
         self._ensure_room(3 * nbytes, f"stream {stream!r}", opened.path)
         with storage_errors(opened.path, "cannot write CSV rows"):
             opened.writer.write_batch(batch)
+        self._observe_metadata(stream, given)
         self._stats.batches += 1
         self._stats.rows += rows
         self._stats.bytes_written += nbytes
@@ -123,6 +136,9 @@ class CsvWriter(PerStreamWriter):
         opened = self._files[stream] = _CsvFile(
             path, sink, writer, columns, schema, _needs_cast(schema, columns), iso, written
         )
+        described = {f.name: decode_metadata(f.metadata) for f in schema if f.metadata}
+        if described:
+            self._columns_metadata[stream] = described
         return opened
 
     def _accept(self, stream: str, opened: _CsvFile, schema: pa.Schema) -> None:
@@ -206,19 +222,30 @@ class CsvWriter(PerStreamWriter):
                 opened.sink.flush()
 
     def _write_metadata_sidecar(self) -> None:
-        """CSV has no place for metadata: it goes to ``metadata.json`` beside the files."""
-        if not self._file_metadata and not self._stream_metadata:
+        """CSV has no place for metadata: it goes to ``metadata.json`` beside the files
+        (replaced whole: a reader never sees half of it)."""
+        streams: dict[str, dict[str, Any]] = {}
+        for stream in dict.fromkeys([*self._table_metadata, *self._stream_metadata]):
+            tracked = self._table_metadata.get(stream)
+            entry = dict(tracked.first or {}) if tracked is not None else {}
+            if tracked is not None and tracked.changes:
+                entry[METADATA_CHANGES] = tracked.changes
+            for key, text in self._stream_metadata.get(stream, {}).items():
+                entry[key] = json.loads(text)
+            if entry:
+                streams[self._safe_stream(stream)] = entry
+        if not (self._file_metadata or streams or self._columns_metadata):
             return
         document = {
             "file": {k: json.loads(v) for k, v in self._file_metadata.items()},
-            "streams": {
-                self._safe_stream(stream): {k: json.loads(v) for k, v in values.items()}
-                for stream, values in self._stream_metadata.items()
-            },
+            "streams": streams,
+            "columns": {self._safe_stream(s): c for s, c in self._columns_metadata.items()},
         }
         path = self.path / "metadata.json"
+        temporary = path.with_name(f".{path.name}.partial")
         with storage_errors(path, "cannot write CSV metadata"):
-            path.write_text(json.dumps(document, indent=2))
+            temporary.write_text(json.dumps(document, indent=2, allow_nan=True))
+            temporary.replace(path)
         self._add_file(path)
 
     def _close(self) -> None:

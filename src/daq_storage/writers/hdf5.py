@@ -2,15 +2,23 @@
 
 ```
 file.h5                      attrs: created_at, created_timestamp_ns, application, <meta>
-├── <stream>/        attrs: instrument_id, created_at, schema (Arrow schema JSON), <metadata>
+├── <stream>/        attrs: instrument_id, created_at, schema (Arrow schema JSON), the
+│   │                schema metadata of the first batch, metadata_changes, <metadata>
 │   ├── <column>             1-D (or N-d for fixed-size lists / tensors), chunked, resizable;
-│   │                        attrs: schema (the field as JSON), arrow_type, unit
+│   │                        attrs: schema (the field as JSON), arrow_type, the field's
+│   │                        metadata (units, long_name, scale_factor, ...)
 │   ├── <column>.valid       bool mask, only for columns that have had nulls
 │   ├── frames               (n, *frame_shape) for frame streams
-│   ├── timestamp_ns         (n,) uint64 for frame streams
+│   ├── timestamp_ns         (n,) uint64 for frame streams; CF units and calendar
 │   └── frame_number         (n,) uint64 for frame streams
 └── metadata/                values too large for an attribute (> 64 KiB)
 ```
+
+Times (Arrow ``timestamp`` columns, frames' ``timestamp_ns``) are integers with the CF
+attributes ``units = "nanoseconds since 1970-01-01"`` (in the column's unit) and
+``calendar = "proleptic_gregorian"``; durations have ``units`` and ``dtype``
+(``timedelta64[ms]``). Metadata values are attributes: numbers and text as they are,
+lists and dicts as JSON text.
 """
 
 from __future__ import annotations
@@ -20,7 +28,6 @@ import functools
 import json
 import os
 import time
-from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -34,17 +41,24 @@ import pyarrow as pa
 from daq_storage._version import __version__
 from daq_storage.config import StorageSettings
 from daq_storage.errors import ConfigError, SchemaMismatch, UnsupportedData
-from daq_storage.schema import Column, FrameBlock, flatten_batch, join_frames, widened
+from daq_storage.schema import (
+    METADATA_CHANGES,
+    Column,
+    FrameBlock,
+    flatten_batch,
+    join_frames,
+    time_attrs,
+    widened,
+)
 from daq_storage.writers._base import Writer, json_value, storage_errors
 from daq_storage.writers._chunks import (
     ChunkEncode,
-    FrameIds,
     blosc_encoder,
     deflate_encoder,
-    run_parallel,
     split_frames,
     zstd_encoder,
 )
+from daq_storage.writers._hdf5_frames import FrameStream
 
 __all__ = ["Hdf5Writer"]
 
@@ -114,6 +128,8 @@ class Hdf5Writer(Writer):
     supports_frames: ClassVar[bool] = True
     supports_tables: ClassVar[bool] = True
     path_is_directory: ClassVar[bool] = False
+    path_suffix: ClassVar[str] = ".h5"
+    removes_unused_output: ClassVar[bool] = True
 
     @classmethod
     def options_from_config(cls, settings: StorageSettings) -> dict[str, Any]:
@@ -154,8 +170,9 @@ class Hdf5Writer(Writer):
         self.swmr = swmr
         self._filters = _filters(compression, compression_level, shuffle)
         mode = "w" if self.path.exists() and self.path.stat().st_size == 0 else "w-"
+        self._took_over = mode == "w"  # an empty file made to claim the name
         with storage_errors(self.path, "cannot create HDF5 file", library_errors=_H5_ERRORS):
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._claim_directory(self.path.parent)
             try:
                 self._file = h5py.File(self.path, mode, libver="latest" if swmr else "earliest")
             except FileExistsError:
@@ -172,9 +189,10 @@ class Hdf5Writer(Writer):
         self._pool: ThreadPoolExecutor | None = None
         self._threads = threads or os.cpu_count() or 1
         self._encode = _chunk_encoder(compression, compression_level, shuffle)
-        self._frame_streams: dict[str, _FrameStream] = {}
+        self._frame_streams: dict[str, FrameStream] = {}
         self._groups: dict[str, h5py.Group] = {}
         self._swmr_started = False
+        self._described: set[str] = set()  # streams whose first metadata is stored
 
     # ------------------------------------------------------------------ structure
     def _group(self, stream: str) -> h5py.Group:
@@ -296,7 +314,7 @@ class Hdf5Writer(Writer):
                     )
                 plan.append((column, existing, None))
         previous = self._schemas.get(stream)
-        schema_changed = previous is None or not previous.equals(batch.schema, check_metadata=True)
+        schema_changed = previous is None or not previous.equals(batch.schema)
         with storage_errors(
             self.path, f"cannot write stream {stream!r}", library_errors=_H5_ERRORS
         ):
@@ -331,8 +349,17 @@ class Hdf5Writer(Writer):
                 masks[name] = mask
                 mask.resize((rows + n,))
                 mask[rows : rows + n] = False
+            self._observe_metadata(stream, batch)
+            first = self._table_metadata[stream].first or {}
+            if stream not in self._described:
+                self._described.add(stream)
+                for key, value in first.items():
+                    # Attributes set before (ours, or by set_metadata) stay; the schema
+                    # attribute holds every key.
+                    if key and "\x00" not in key and key not in group.attrs:
+                        self._set_attribute(group, key, value, stream)
             if schema_changed:  # rewriting an attribute every batch costs more than the rows
-                group.attrs["schema"] = _schema_json(batch.schema)
+                group.attrs["schema"] = _schema_json(batch.schema, first)
         self._rows[stream] = rows + n
         self._schemas[stream] = batch.schema
         self._stats.batches += 1
@@ -389,10 +416,11 @@ class Hdf5Writer(Writer):
                 self._write_chunks(target, block)
             else:
                 target.append(block)
+        self._stored = True
         self._stats.frames += len(block.frames)
         self._stats.bytes_written += block.frames.nbytes
 
-    def _frame_stream(self, stream: str, block: FrameBlock) -> _FrameStream:
+    def _frame_stream(self, stream: str, block: FrameBlock) -> FrameStream:
         target = self._frame_streams.get(stream)
         if target is not None:
             return target
@@ -410,11 +438,11 @@ class Hdf5Writer(Writer):
                                  chunks=(4096,))
             for name in ("timestamp_ns", "frame_number")
         )  # fmt: skip
-        stamps.attrs["unit"] = "ns"
-        target = self._frame_streams[stream] = _FrameStream(frames, stamps, numbers)
+        stamps.attrs.update(time_attrs("ns"))
+        target = self._frame_streams[stream] = FrameStream(frames, stamps, numbers)
         return target
 
-    def _write_chunks(self, target: _FrameStream, block: FrameBlock) -> None:
+    def _write_chunks(self, target: FrameStream, block: FrameBlock) -> None:
         """Whole chunks by direct chunk writes (compressed on the pool); the rest waits.
 
         If storing fails, the frames not stored (this call's, and any still waiting for
@@ -454,8 +482,14 @@ class Hdf5Writer(Writer):
         if not isinstance(key, str) or not key or "/" in key or "\x00" in key:
             raise UnsupportedData(f"metadata key {key!r} must be a non-empty name without '/'")
         target = self._file if stream is None else self._group(stream)
-        native = isinstance(value, str | int | float | bool | np.generic) or (
-            isinstance(value, np.ndarray) and value.dtype.kind in "biuf"
+        self._set_attribute(target, key, value, stream)
+        self._stored = True
+
+    def _set_attribute(self, target: h5py.Group, key: str, value: Any, stream: str | None) -> None:
+        native = (
+            isinstance(value, str | float | bool | np.generic)
+            or (isinstance(value, int) and -(2**63) <= value < 2**63)
+            or (isinstance(value, np.ndarray) and value.dtype.kind in "biuf")
         )
         stored: Any = value if native else json_value(value, what=f"metadata {key!r}")
         size = stored.nbytes if isinstance(stored, np.ndarray | np.generic) else len(str(stored))
@@ -463,18 +497,28 @@ class Hdf5Writer(Writer):
             if size > _ATTRIBUTE_LIMIT:
                 where = "metadata" if stream is None else f"metadata/{self._safe_stream(stream)}"
                 holder = self._file.require_group(where)
-                if key in holder:
-                    del holder[key]
-                holder.create_dataset(key, data=stored)
-                target.attrs[key] = f"<stored in /{where}/{key}>"
+                name = key.replace("/", "_")
+                if name in holder:
+                    del holder[name]
+                holder.create_dataset(name, data=stored)
+                target.attrs[key] = f"<stored in /{where}/{name}>"
             else:
                 target.attrs[key] = stored
+
+    def _store_metadata_changes(self) -> None:
+        """``metadata_changes`` of each table stream whose metadata changed since."""
+        for stream, metadata in self._table_metadata.items():
+            if len(metadata.changes) > metadata.stored_changes:
+                changes = metadata.changes_json()
+                self._set_attribute(self._groups[stream], METADATA_CHANGES, changes, stream)
+                metadata.stored_changes = len(metadata.changes)
 
     # ------------------------------------------------------------------ lifecycle
     def flush(self) -> None:
         self._check_open()
         with storage_errors(self.path, "cannot flush HDF5 file", library_errors=_H5_ERRORS):
             self._drain_frames()
+            self._store_metadata_changes()
             if self.swmr and not self._swmr_started:
                 self._file.swmr_mode = True
                 self._swmr_started = True
@@ -484,6 +528,7 @@ class Hdf5Writer(Writer):
         try:
             with storage_errors(self.path, "cannot close HDF5 file", library_errors=_H5_ERRORS):
                 self._drain_frames()
+                self._store_metadata_changes()
                 self._file.close()
         finally:
             if self._pool is not None:
@@ -492,88 +537,12 @@ class Hdf5Writer(Writer):
             if self._file.id.valid:
                 self._file.close()
 
-
-class _FrameStream:
-    """A frame stream's datasets (handles kept: a dropped handle flushes HDF5's chunk
-    cache in its destructor, where write errors would go unreported) and the frames
-    short of a whole chunk."""
-
-    def __init__(self, frames: h5py.Dataset, timestamps: h5py.Dataset,
-                 numbers: h5py.Dataset) -> None:  # fmt: skip
-        self.frames = frames
-        self.timestamps = timestamps
-        self.numbers = numbers
-        self.partial: FrameBlock | None = None
-        #: ids of stored frames not yet in their datasets (written a chunk at a time, and
-        #: at every flush: a small h5py write costs as much as compressing a frame)
-        self.ids = FrameIds(timestamps.shape[0])
-
-    def __len__(self) -> int:
-        return int(self.frames.shape[0])
-
-    def _queue_ids(self, block: FrameBlock) -> None:
-        self.ids.add(block)
-        if len(self.ids) >= self.timestamps.chunks[0]:
-            self.write_ids()
-
-    def write_ids(self) -> None:
-        """Write the queued ids (the id datasets then match the frames)."""
-        pending = self.ids.pending()
-        if pending is None:
-            return
-        start, stamps, numbers = pending
-        end = start + len(stamps)
-        for dataset, values in ((self.timestamps, stamps), (self.numbers, numbers)):
-            dataset.resize(end, axis=0)
-            dataset[start:end] = values
-        self.ids.written()
-
-    def append(self, block: FrameBlock) -> None:
-        """Through HDF5's own filter pipeline (partial chunks, lz4 and lzf)."""
-        start = len(self)
-        self.frames.resize(start + len(block), axis=0)
-        self.frames[start:] = block.frames
-        self._queue_ids(block)
-
-    def store(self, block: FrameBlock, chunks: Sequence[Callable[[], Any]],
-              pool: ThreadPoolExecutor | None = None) -> None:  # fmt: skip
-        """Whole chunks by direct chunk writes: ``chunks`` make each chunk's on-disk
-        bytes. With a ``pool``, workers make and store chunks in parallel (h5py
-        serialises the writes; compression runs without the GIL), and this thread
-        joins in.
-
-        If a write fails (a full disk), the frame dataset shrinks back to the frames
-        before the first chunk that failed, so no frame reads back as fill values.
-        """
-        start = len(self)
-        self.frames.resize(start + len(block), axis=0)
-        per_chunk = self.frames.chunks[0]
-        zeros = (0,) * (self.frames.ndim - 1)
-        write = self.frames.id.write_direct_chunk
-        failed: list[int] = []
-
-        def job(index: int) -> None:
-            try:
-                write((start + index * per_chunk, *zeros), chunks[index]())
-            except BaseException:
-                failed.append(index)
-                raise
-
-        jobs = [functools.partial(job, i) for i in range(len(chunks))]
-        try:
-            if pool is None:
-                for one in jobs:
-                    one()
-            else:
-                run_parallel(pool, jobs)
-        except BaseException:
-            stored = min(failed, default=0) * per_chunk
-            with contextlib.suppress(Exception):  # the write's own error is the one to report
-                self.frames.resize(start + stored, axis=0)
-            if stored:
-                self._queue_ids(block.part(0, stored))
-            raise
-        self._queue_ids(block)
+    def _discard_unused(self) -> None:
+        if self._took_over:  # the empty file that claimed the name stays, empty as it was
+            with contextlib.suppress(OSError):
+                os.truncate(self.path, 0)
+            self._stats.files.remove(self.path)
+        super()._discard_unused()
 
 
 def _field_json(field: pa.Field) -> str:
@@ -584,9 +553,9 @@ def _field_json(field: pa.Field) -> str:
     )  # fmt: skip
 
 
-def _schema_json(schema: pa.Schema) -> str:
+def _schema_json(schema: pa.Schema, metadata: dict[str, Any]) -> str:
+    """The schema's fields as JSON, with the stream's metadata (as JSON text values)."""
     return json.dumps({
         "fields": [json.loads(_field_json(f)) for f in schema],
-        "metadata": {k.decode(errors="replace"): v.decode(errors="replace")
-                     for k, v in (schema.metadata or {}).items()},
+        "metadata": {k: json.dumps(v, allow_nan=True) for k, v in metadata.items()},
     })  # fmt: skip

@@ -38,13 +38,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, TypeAlias
+from typing import Any, ClassVar
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from daq_storage.errors import ConfigError, StorageIOError, UnsupportedData
 from daq_storage.writers._base import finish_all, pwrite_all, storage_errors
+from daq_storage.writers._parquet_footer import FooterShift, check_shift
 from daq_storage.writers._per_stream import ArrowBatchWriter
 
 __all__ = ["ParquetWriter", "repair_parquet"]
@@ -56,150 +57,6 @@ _RECOVERY_SUFFIX = ".recovery"
 _RECOVERY_MAGIC = b"DAQPQRC1"
 # After the magic: data length, footer length; then crc32 of those and the footer.
 _RECOVERY_FIELDS = struct.Struct("<QI")
-
-
-# ---------------------------------------------------------------------- footer offsets
-# The footer is Thrift compact protocol (parquet.thrift). pyarrow has no API to move a
-# row group's metadata to another offset, so the few i64 fields that hold absolute file
-# offsets are rewritten here; everything else is copied byte for byte.
-_T_STOP, _T_TRUE, _T_FALSE, _T_I8, _T_I16, _T_I32, _T_I64, _T_DOUBLE = range(8)
-_T_BINARY, _T_LIST, _T_SET, _T_MAP, _T_STRUCT, _T_UUID = range(8, 14)
-
-#: Per Thrift struct, the field ids holding file offsets (``None``) or structs to enter.
-_Fields: TypeAlias = "dict[int, _Fields | list[_Fields] | None]"
-# ColumnMetaData: data_page_offset, index_page_offset, dictionary_page_offset,
-# bloom_filter_offset. Page indexes (ColumnChunk 4 and 6) hold offsets in the data
-# too, so the writer never writes them; they are shifted here for completeness only.
-_COLUMN_META_DATA: _Fields = {9: None, 10: None, 11: None, 14: None}
-_COLUMN_CHUNK: _Fields = {2: None, 3: _COLUMN_META_DATA, 4: None, 6: None}
-_ROW_GROUP: _Fields = {1: [_COLUMN_CHUNK], 5: None}  # columns, file_offset
-_FILE_META_DATA: _Fields = {4: [_ROW_GROUP]}  # row_groups
-
-
-class _FooterShift:
-    """Copy a serialized ``FileMetaData`` with every non-zero file offset moved by ``delta``."""
-
-    def __init__(self, footer: bytes, delta: int) -> None:
-        self.data = footer
-        self.delta = delta
-        self.pos = 0
-        self.copied = 0
-        self.out = bytearray()
-
-    def run(self) -> bytes:
-        try:
-            self.struct(_FILE_META_DATA)
-        except IndexError:
-            raise ValueError("Parquet footer ends inside a field") from None
-        if self.pos != len(self.data):
-            raise ValueError(f"Parquet footer has {len(self.data) - self.pos} trailing bytes")
-        self.out += self.data[self.copied :]
-        return bytes(self.out)
-
-    def varint(self) -> int:
-        value = shift = 0
-        while True:
-            byte = self.data[self.pos]
-            self.pos += 1
-            value |= (byte & 0x7F) << shift
-            if byte < 0x80:
-                return value
-            shift += 7
-
-    def zigzag(self) -> int:
-        value = self.varint()
-        return (value >> 1) ^ -(value & 1)
-
-    def struct(self, fields: _Fields) -> None:
-        field_id = 0
-        while True:
-            head = self.data[self.pos]
-            self.pos += 1
-            kind = head & 0x0F
-            if kind == _T_STOP:
-                return
-            field_id = field_id + (head >> 4) if head >> 4 else self.zigzag()
-            if field_id not in fields:
-                self.skip(kind, in_container=False)
-                continue
-            inner = fields[field_id]
-            if inner is None:
-                self.shift_i64(kind, field_id)
-            elif isinstance(inner, list):
-                size, element = self.list_header(kind, field_id)
-                if element != _T_STRUCT:
-                    raise ValueError(f"Parquet footer field {field_id} is not a list of structs")
-                for _ in range(size):
-                    self.struct(inner[0])
-            elif kind == _T_STRUCT:
-                self.struct(inner)
-            else:
-                raise ValueError(f"Parquet footer field {field_id} has type {kind}, not struct")
-
-    def shift_i64(self, kind: int, field_id: int) -> None:
-        if kind != _T_I64:
-            raise ValueError(f"Parquet footer offset field {field_id} has type {kind}, not i64")
-        start = self.pos
-        value = self.zigzag()
-        if value == 0:  # unset (ColumnChunk.file_offset is deprecated and written as 0)
-            return
-        self.out += self.data[self.copied : start]
-        self.out += _varint(_to_zigzag(value + self.delta))
-        self.copied = self.pos
-
-    def list_header(self, kind: int, field_id: int) -> tuple[int, int]:
-        if kind not in (_T_LIST, _T_SET):
-            raise ValueError(f"Parquet footer field {field_id} has type {kind}, not list")
-        head = self.data[self.pos]
-        self.pos += 1
-        size = head >> 4
-        return (self.varint() if size == 15 else size), head & 0x0F
-
-    def skip(self, kind: int, *, in_container: bool) -> None:
-        if kind in (_T_TRUE, _T_FALSE):
-            self.pos += 1 if in_container else 0  # a bool field's value is in its type
-        elif kind == _T_I8:
-            self.pos += 1
-        elif kind in (_T_I16, _T_I32, _T_I64):
-            self.varint()
-        elif kind == _T_DOUBLE:
-            self.pos += 8
-        elif kind == _T_BINARY:
-            length = self.varint()
-            self.pos += length
-        elif kind == _T_UUID:
-            self.pos += 16
-        elif kind in (_T_LIST, _T_SET):
-            size, element = self.list_header(kind, -1)
-            for _ in range(size):
-                self.skip(element, in_container=True)
-        elif kind == _T_MAP:
-            size = self.varint()
-            if size:
-                types = self.data[self.pos]
-                self.pos += 1
-                for _ in range(size):
-                    self.skip(types >> 4, in_container=True)
-                    self.skip(types & 0x0F, in_container=True)
-        elif kind == _T_STRUCT:
-            self.struct({})
-        else:
-            raise ValueError(f"unknown Thrift type {kind} in Parquet footer")
-        if self.pos > len(self.data):
-            raise ValueError("Parquet footer ends inside a field")
-
-
-def _to_zigzag(value: int) -> int:
-    return (value << 1) ^ (value >> 63)
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
 
 
 def _footer_block(metadata: Any) -> bytes:
@@ -458,7 +315,7 @@ class ParquetWriter(ArrowBatchWriter):
         if current is not None:  # schema changed: finish this part, start the next
             del self._open[stream]
             self._finish(current)
-        metadata = self._metadata_for(stream)
+        metadata = self._metadata_for(stream, schema)
         header = self._empty_file(stream, schema, metadata)
         path = self._stream_path(stream, new_part=stream in self._parts)
         fd, recovery_fd = self._create(path, header)
@@ -467,6 +324,11 @@ class ParquetWriter(ArrowBatchWriter):
         self._open[stream] = opened
         return opened
 
+    def _check_new_file(self, stream: str, path: Path) -> None:
+        if _recovery_path(path).exists():
+            raise StorageIOError(errno.EEXIST, _waiting_for_repair(path), str(path))
+        super()._check_new_file(stream, path)
+
     def _create(self, path: Path, header: pa.Buffer) -> tuple[int, int]:
         """Start ``path`` as an empty Parquet file and its recovery file; their fds."""
         recovery = _recovery_path(path)
@@ -474,13 +336,7 @@ class ParquetWriter(ArrowBatchWriter):
             try:
                 recovery_fd = os.open(recovery, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
             except FileExistsError:
-                raise StorageIOError(
-                    errno.EEXIST,
-                    f"{path.name} has a recovery file: its writer is still running or did "
-                    "not close; run daq_storage.writers.parquet.repair_parquet on it or "
-                    "write elsewhere",
-                    str(path),
-                ) from None
+                raise StorageIOError(errno.EEXIST, _waiting_for_repair(path), str(path)) from None
             fd = -1
             try:
                 fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
@@ -506,7 +362,7 @@ class ParquetWriter(ArrowBatchWriter):
         return fd, recovery_fd
 
     def _empty_file(self, stream: str, schema: pa.Schema, metadata: dict[str, str]) -> pa.Buffer:
-        full = schema.with_metadata({**(schema.metadata or {}), **metadata})
+        full = schema.with_metadata(metadata)
         sink = pa.BufferOutputStream()
         with self._encoding_errors(stream):
             pq.ParquetWriter(sink, full, **self._options()).close()
@@ -595,9 +451,9 @@ class ParquetWriter(ArrowBatchWriter):
         footer_start = len(encoded) - 8 - footer_length
         delta = target.data_end - len(_MAGIC)
         try:
-            shifted = _FooterShift(encoded[footer_start:-8].to_pybytes(), delta).run()
+            shifted = FooterShift(encoded[footer_start:-8].to_pybytes(), delta).run()
             row_group = _read_footer(shifted + len(shifted).to_bytes(4, "little") + _MAGIC)
-            _check_shift(collected[0], row_group, delta)
+            check_shift(collected[0], row_group, delta)
         except (ValueError, pa.ArrowException) as exc:
             raise StorageIOError(
                 errno.EIO,
@@ -657,10 +513,12 @@ class ParquetWriter(ArrowBatchWriter):
 
     # ------------------------------------------------------------------ public API
     def set_metadata(self, key: str, value: Any, *, stream: str | None = None) -> None:
-        """File key-value metadata (JSON values), also in the Arrow schema of the file.
+        """File key-value metadata (JSON values), also in the Arrow schema of the file,
+        beside the stream's own metadata (the schema metadata of its first batch and
+        ``metadata_changes``, see :meth:`Writer.write_batch`).
 
         Files already open get it with their next footer: the next row group,
-        :meth:`flush` or :meth:`close`.
+        :meth:`flush` or :meth:`close` (as do changes of the stream's metadata).
         """
         super().set_metadata(key, value, stream=stream)
 
@@ -688,6 +546,13 @@ class ParquetWriter(ArrowBatchWriter):
                     _recovery_path(opened.path).unlink(missing_ok=True)
 
 
+def _waiting_for_repair(path: Path) -> str:
+    return (
+        f"{path.name} has a recovery file: its writer is still running or did not close; "
+        "run daq_storage.writers.parquet.repair_parquet on it or write elsewhere"
+    )
+
+
 def _check_level(compression: str, level: int) -> None:
     if compression in _CODECS_WITHOUT_LEVEL:
         raise ConfigError(
@@ -700,16 +565,3 @@ def _check_level(compression: str, level: int) -> None:
         raise ConfigError(
             f"parquet compression_level for {compression!r} must be {low}..{high}, got {level}"
         )
-
-
-def _check_shift(original: Any, shifted: Any, delta: int) -> None:
-    """The moved metadata must point exactly ``delta`` bytes further, column by column."""
-    for group in range(original.num_row_groups):
-        for column in range(original.num_columns):
-            before = original.row_group(group).column(column)
-            after = shifted.row_group(group).column(column)
-            if after.data_page_offset != before.data_page_offset + delta or (
-                before.has_dictionary_page
-                and after.dictionary_page_offset != before.dictionary_page_offset + delta
-            ):
-                raise ValueError(f"column {column} of row group {group} was not moved")

@@ -1,15 +1,22 @@
 """Zarr V3 (zarr-python 3): one store, a group per stream, named dimensions for xarray.
 
 ```
-run.zarr/
-├── <table stream>/      attrs: instrument_id, rows
-│   ├── <column>         (row, ...) one array per column (struct fields as parent.child)
+run.zarr/                attrs: <set_metadata values>
+├── <table stream>/      attrs: the schema metadata of its first batch, metadata_changes,
+│   │                    instrument_id, rows, <set_metadata values>
+│   ├── <column>         (row, ...) one array per column (struct fields as parent.child);
+│   │                    attrs: arrow_type, the field's metadata (units, scale_factor, ...)
 │   └── <column>.valid   bool, only for columns that have had nulls or gaps
-└── <frame stream>/      attrs: instrument_id
-    ├── frames           (frame, y, x)
-    ├── timestamp_ns     (frame,) uint64
+└── <frame stream>/      attrs: instrument_id, <set_metadata values>
+    ├── frames           (frame, y, x); coordinates: timestamp_ns, frame_number
+    ├── timestamp_ns     (frame,) uint64 nanoseconds since the epoch (CF units, calendar)
     └── frame_number     (frame,) uint64
 ```
+
+``xr.open_zarr(store, group=<stream>)`` reads each group through its consolidated
+metadata (written at every flush and at close), variables in the order of the stream's
+columns; timestamp columns (and frames' ``timestamp_ns``) decode to dates and are
+coordinates of ``row`` (``frame``).
 """
 
 from __future__ import annotations
@@ -20,8 +27,6 @@ import json
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -31,14 +36,26 @@ import zarr
 import zarr.codecs
 
 from daq_storage.errors import ConfigError, SchemaMismatch, UnsupportedData
-from daq_storage.schema import Column, FrameBlock, flatten_batch, join_frames
+from daq_storage.schema import (
+    METADATA_CHANGES,
+    FrameBlock,
+    flatten_batch,
+    join_frames,
+    time_attrs,
+)
 from daq_storage.writers._base import Writer, json_value, storage_errors
 from daq_storage.writers._chunks import (
     ChunkEncode,
-    FrameIds,
     blosc_encoder,
     run_parallel,
     split_frames,
+)
+from daq_storage.writers._zarr_metadata import write_group_metadata
+from daq_storage.writers._zarr_streams import (
+    FrameArrays,
+    TableArrays,
+    rows_of,
+    storage_kind,
 )
 
 __all__ = ["ZarrWriter"]
@@ -47,6 +64,9 @@ _COMPRESSIONS = ("none", "blosc-lz4", "blosc-zstd", "zstd", "gzip")
 _TABLE_CHUNK_ROWS = 65536
 _ID_CHUNK = 4096
 _BLOCK = 4096  # the least a file takes on disk
+_FRAME_ARRAYS = ("frames", "timestamp_ns", "frame_number")
+#: The frames' ids are coordinates of the "frame" dimension (CF, as xarray decodes it).
+_FRAME_COORDINATES: dict[str, Any] = {"coordinates": "timestamp_ns frame_number"}
 
 
 def _compressors(compression: str, level: int) -> Any:
@@ -60,40 +80,6 @@ def _compressors(compression: str, level: int) -> Any:
     return zarr.codecs.GzipCodec(level=level)
 
 
-@dataclass
-class _Frames:
-    """A frame stream's arrays (handles kept: looking them up costs more than a shard)
-    and the frames on their way to them."""
-
-    folder: Path  # the frames array's chunk folder
-    frames: zarr.Array[Any]
-    timestamps: zarr.Array[Any]
-    numbers: zarr.Array[Any]
-    length: int = 0  # frames stored in the store, visible or not
-    #: frames short of a whole shard (or chunk), copied: the caller may reuse its array
-    partial: FrameBlock | None = None
-    #: compressed shards waiting for their file write: (shard index, inner chunk bytes)
-    encoded: list[tuple[int, list[bytes]]] = field(default_factory=list)
-    #: ids of stored frames not yet in the id arrays
-    ids: FrameIds = field(default_factory=lambda: FrameIds(0))
-
-
-@dataclass
-class _Table:
-    """A table stream's arrays and the rows waiting to fill whole chunks."""
-
-    group: zarr.Group
-    arrays: dict[str, zarr.Array[Any]] = field(default_factory=dict)
-    masks: dict[str, zarr.Array[Any]] = field(default_factory=dict)
-    #: the column's storage dtype and inner shape, fixed by its first batch
-    kinds: dict[str, tuple[np.dtype[Any], tuple[int, ...], dict[str, str]]] = field(
-        default_factory=dict
-    )
-    rows: int = 0  # rows in the arrays
-    pending: list[tuple[int, dict[str, Column]]] = field(default_factory=list)
-    pending_rows: int = 0
-
-
 class ZarrWriter(Writer):
     """A Zarr V3 directory store.
 
@@ -102,9 +88,10 @@ class ZarrWriter(Writer):
     ``row`` (a ``<column>.valid`` mask beside columns with nulls or gaps). Rows are
     buffered into whole chunks and frames into whole shards (or chunks); with blosc
     and sharding, shards are compressed on a thread pool and written as whole objects,
-    as acquire-zarr does. Everything is visible to readers after :meth:`flush` (and
-    :meth:`close`). The seeds' builder is here too: :meth:`create_array` and
-    :meth:`write_chunk`.
+    as acquire-zarr does. Everything, metadata included, is visible to readers after
+    :meth:`flush` (and :meth:`close`), when each group's consolidated metadata is
+    written: a reader sees the store as of the last flush. The seeds' builder is here
+    too: :meth:`create_array` and :meth:`write_chunk`.
 
     Args:
         path: the store directory (created; an existing non-empty one is refused).
@@ -121,6 +108,8 @@ class ZarrWriter(Writer):
     suffixes: ClassVar[tuple[str, ...]] = (".zarr",)
     supports_frames: ClassVar[bool] = True
     supports_tables: ClassVar[bool] = True
+    path_suffix: ClassVar[str] = ".zarr"
+    removes_unused_output: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -154,10 +143,16 @@ class ZarrWriter(Writer):
         with storage_errors(self.path, "cannot create Zarr store"):
             if self.path.exists() and any(self.path.iterdir()):
                 raise FileExistsError(17, "File exists (a non-empty store is never overwritten)")
+            self._claim_directory(self.path)
             self._root = zarr.open_group(zarr.storage.LocalStore(self.path), mode="a")
         self._add_file(self.path)
-        self._tables: dict[str, _Table] = {}
-        self._frame_streams: dict[str, _Frames] = {}
+        self._tables: dict[str, TableArrays] = {}
+        self._frame_streams: dict[str, FrameArrays] = {}
+        #: group path ("" for the root) -> attributes written at the next flush: ours,
+        #: then set_metadata's
+        self._attributes: dict[str, dict[str, Any]] = {}
+        self._user_attributes: dict[str, dict[str, Any]] = {"": {}}
+        self._order: dict[str, list[str]] = {"": []}  # children in the order they came
         self._pool: ThreadPoolExecutor | None = None
         self._threads = threads or os.cpu_count() or 1
         self._encode: ChunkEncode | None = None
@@ -181,6 +176,7 @@ class ZarrWriter(Writer):
         """Create an N-d array (e.g. wavelength, position, y, x) for :meth:`write_chunk`."""
         self._check_open()
         parts = [self._safe_stream(p) for p in name.split("/")]
+        self._stored = True
         with storage_errors(self.path, f"cannot create array {name!r}"):
             return self._root.create_array(
                 "/".join(parts), shape=tuple(shape), chunks=tuple(chunks),
@@ -233,7 +229,7 @@ class ZarrWriter(Writer):
                     "list; zarr arrays are rectangular (use hdf5, arrow or parquet)"
                 )
             known = table.kinds.get(column.name)
-            dtype, inner = _storage_kind(column)
+            dtype, inner = storage_kind(column)
             if known is not None and (known[0], known[1]) != (dtype, inner):
                 raise SchemaMismatch(
                     f"stream {stream!r} column {column.name!r}: stored as "
@@ -242,7 +238,7 @@ class ZarrWriter(Writer):
                 )
         new = [c for c in columns if c.name not in table.kinds]
         for column in new:
-            table.kinds[column.name] = (*_storage_kind(column), column.attrs)
+            table.kinds[column.name] = (*storage_kind(column), column.attrs)
         table.pending.append((batch.num_rows, {c.name: c for c in columns}))
         table.pending_rows += batch.num_rows
         chunk_rows = self.chunk_size or _TABLE_CHUNK_ROWS
@@ -258,22 +254,32 @@ class ZarrWriter(Writer):
                 for column in new:
                     del table.kinds[column.name]
                 raise
+        self._observe_metadata(stream, batch)
         self._stats.batches += 1
         self._stats.rows += batch.num_rows
         self._stats.bytes_written += batch.nbytes
 
-    def _table(self, stream: str) -> _Table:
+    def _table(self, stream: str) -> TableArrays:
         table = self._tables.get(stream)
         if table is None:
+            safe = self._safe_stream(stream)
             with storage_errors(self.path, f"cannot create stream {stream!r}"):
-                group = self._root.require_group(self._safe_stream(stream))
-                group.attrs.update({"instrument_id": stream, "rows": 0})
-            table = self._tables[stream] = _Table(group)
+                group = self._root.require_group(safe)
+            self._new_group(safe, {"instrument_id": stream, "rows": 0})
+            table = self._tables[stream] = TableArrays(group)
         return table
 
-    def _commit_rows(self, stream: str, table: _Table, count: int) -> None:
-        """Write the first ``count`` pending rows to the arrays; keep the rest pending."""
-        if count <= 0:
+    def _new_group(self, safe: str, attributes: dict[str, Any]) -> None:
+        """Note a stream's group: its attributes and its place in the root's order."""
+        self._attributes[safe] = attributes
+        if safe not in self._order[""]:
+            self._order[""].append(safe)
+
+    def _commit_rows(self, stream: str, table: TableArrays, count: int) -> None:
+        """Write the first ``count`` pending rows to the arrays (making those of new
+        columns, even with no rows: a stream of empty batches has its columns); keep the
+        rest pending."""
+        if count <= 0 and all(name in table.arrays for name in table.kinds):
             return
         start, end = table.rows, table.rows + count
         created = [name for name in table.kinds if name not in table.arrays]
@@ -281,7 +287,7 @@ class ZarrWriter(Writer):
         try:
             for name in created:
                 table.arrays[name] = self._column_array(table, name, start)
-            merged = self._merged_pending(table)
+            merged = table.merged_pending()
             for name, (values, validity) in merged.items():
                 array = table.arrays[name]
                 array.resize((end, *array.shape[1:]))
@@ -292,7 +298,6 @@ class ZarrWriter(Writer):
                         mask = table.masks[name] = self._mask_array(table, name, start, True)
                     mask.resize((end,))
                     mask[start:end] = validity[:count]
-            table.group.attrs["rows"] = end
         except BaseException:
             # Nothing counts as written: arrays made now go, the rest are cut back at the
             # next commit (which writes from the same row), and every row stays pending.
@@ -307,43 +312,25 @@ class ZarrWriter(Writer):
             raise
         rest = table.pending_rows - count
         table.pending = (
-            [(rest, {n: _rows_of(table.kinds[n], v, m, count) for n, (v, m) in merged.items()})]
+            [(rest, {n: rows_of(table.kinds[n], v, m, count) for n, (v, m) in merged.items()})]
             if rest
             else []
         )
         table.pending_rows = rest
         table.rows = end
+        self._attributes[self._safe_stream(stream)]["rows"] = end
 
-    @staticmethod
-    def _merged_pending(
-        table: _Table,
-    ) -> dict[str, tuple[npt.NDArray[Any], npt.NDArray[np.bool_] | None]]:
-        """Every column's pending rows as one array (missing columns filled) and its
-        validity (``None`` when the column has no nulls, gaps or mask)."""
-        merged: dict[str, tuple[npt.NDArray[Any], npt.NDArray[np.bool_] | None]] = {}
-        for name, (dtype, inner, _) in table.kinds.items():
-            parts: list[npt.NDArray[Any]] = []
-            valid: list[npt.NDArray[np.bool_]] = []
-            gaps = False
-            for rows, columns in table.pending:
-                column = columns.get(name)
-                if column is None:
-                    parts.append(_filled(rows, dtype, inner))
-                    valid.append(np.zeros(rows, bool))
-                    gaps = True
-                else:
-                    parts.append(column.values.astype(dtype, copy=False))
-                    valid.append(np.ones(rows, bool) if column.valid is None else column.valid)
-                    gaps = gaps or column.valid is not None
-            merged[name] = (
-                np.concatenate(parts) if len(parts) > 1 else parts[0],
-                np.concatenate(valid) if gaps or name in table.masks else None,
-            )
-        return merged
-
-    def _column_array(self, table: _Table, name: str, rows: int) -> zarr.Array[Any]:
+    def _column_array(self, table: TableArrays, name: str, rows: int) -> zarr.Array[Any]:
         dtype, inner, attrs = table.kinds[name]
         chunks = (self.chunk_size or _TABLE_CHUNK_ROWS, *inner)
+        # Timestamp columns are coordinates of "row" (CF: named by the other columns).
+        times = [
+            other
+            for other, (_, _, other_attrs) in table.kinds.items()
+            if str(other_attrs.get("arrow_type", "")).startswith("timestamp") and " " not in other
+        ]
+        if times and name not in times:
+            attrs = {**attrs, "coordinates": " ".join(times)}
         array = table.group.create_array(
             name, shape=(rows, *inner), chunks=chunks,
             dtype=str if dtype.kind == "O" else dtype,
@@ -355,7 +342,9 @@ class ZarrWriter(Writer):
             table.masks[name] = self._mask_array(table, name, rows, False)
         return array
 
-    def _mask_array(self, table: _Table, name: str, rows: int, earlier: bool) -> zarr.Array[Any]:
+    def _mask_array(
+        self, table: TableArrays, name: str, rows: int, earlier: bool
+    ) -> zarr.Array[Any]:
         """``<name>.valid``: True where the column holds a value; ``earlier`` for the
         ``rows`` rows written before the mask existed."""
         return table.group.create_array(
@@ -399,15 +388,17 @@ class ZarrWriter(Writer):
                     self._encode_shards(target, whole)
             if len(rest):  # copied: the caller may reuse its array
                 target.partial = rest.copy()
+        self._stored = True
         self._stats.frames += len(frames)
         self._stats.bytes_written += frames.nbytes
 
-    def _frames(self, stream: str, block: FrameBlock) -> _Frames:
+    def _frames(self, stream: str, block: FrameBlock) -> FrameArrays:
         target = self._frame_streams.get(stream)
         if target is not None:
             return target
-        group = self._root.require_group(self._safe_stream(stream))
-        group.attrs["instrument_id"] = stream
+        safe = self._safe_stream(stream)
+        group = self._root.require_group(safe)
+        self._new_group(safe, {"instrument_id": stream})
         shape = block.frames.shape[1:]
         per_chunk = self.frames_per_chunk
         names = (["frame", "y", "x"] if len(shape) == 2
@@ -423,26 +414,26 @@ class ZarrWriter(Writer):
             frames = group.create_array(
                 "frames", shape=(0, *shape), chunks=(self.shard_frames, *shape),
                 serializer=serializer, compressors=None, dtype=block.frames.dtype,
-                dimension_names=names, fill_value=0,
+                dimension_names=names, fill_value=0, attributes=_FRAME_COORDINATES,
             )  # fmt: skip
         else:
             frames = group.create_array(
                 "frames", shape=(0, *shape), chunks=(per_chunk, *shape),
                 shards=None if self.shard_frames is None else (self.shard_frames, *shape),
                 dtype=block.frames.dtype, dimension_names=names,
-                compressors=self._compressors, fill_value=0,
+                compressors=self._compressors, fill_value=0, attributes=_FRAME_COORDINATES,
             )  # fmt: skip
         stamps, numbers = (
             group.create_array(name, shape=(0,), chunks=(_ID_CHUNK,), dtype=np.uint64,
                                dimension_names=["frame"])
             for name in ("timestamp_ns", "frame_number")
         )  # fmt: skip
-        stamps.attrs["unit"] = "ns"
+        stamps.attrs.update(time_attrs("ns"))
         folder = self.path / self._safe_stream(stream) / "frames" / "c"
-        target = self._frame_streams[stream] = _Frames(folder, frames, stamps, numbers)
+        target = self._frame_streams[stream] = FrameArrays(folder, frames, stamps, numbers)
         return target
 
-    def _write_through_zarr(self, target: _Frames, block: FrameBlock) -> None:
+    def _write_through_zarr(self, target: FrameArrays, block: FrameBlock) -> None:
         """zarr-python encodes and writes (partial shards, codecs without an encoder here)."""
         self._store_shards(target)
         start, end = target.length, target.length + len(block.frames)
@@ -451,12 +442,12 @@ class ZarrWriter(Writer):
         target.length = end
         self._add_ids(target, block)
 
-    def _add_ids(self, target: _Frames, block: FrameBlock) -> None:
+    def _add_ids(self, target: FrameArrays, block: FrameBlock) -> None:
         target.ids.add(block)
         if len(target.ids) >= _ID_CHUNK:
             self._publish(target)
 
-    def _encode_shards(self, target: _Frames, ready: FrameBlock) -> None:
+    def _encode_shards(self, target: FrameArrays, ready: FrameBlock) -> None:
         """Compress the shards' inner chunks on the pool while the previous call's shards
         are written; keep this call's for the next call (or flush)."""
         assert self.shard_frames is not None
@@ -477,7 +468,7 @@ class ZarrWriter(Writer):
         self._add_ids(target, ready)
 
     @staticmethod
-    def _store_shards(target: _Frames) -> None:
+    def _store_shards(target: FrameArrays) -> None:
         """Write the compressed shards as whole objects (temporary name, then renamed:
         readers never see half a shard)."""
         trailing = "/".join(["0"] * (target.frames.ndim - 1))
@@ -494,7 +485,7 @@ class ZarrWriter(Writer):
             temporary.replace(key)
             target.encoded.pop(0)
 
-    def _publish(self, target: _Frames) -> None:
+    def _publish(self, target: FrameArrays) -> None:
         """Make every stored frame visible: shard objects, the array's shape, the ids."""
         self._store_shards(target)
         if target.frames.shape[0] < target.length:
@@ -510,16 +501,40 @@ class ZarrWriter(Writer):
 
     # ------------------------------------------------------------------ metadata, lifecycle
     def set_metadata(self, key: str, value: Any, *, stream: str | None = None) -> None:
-        """A Zarr attribute (JSON) of the root group or of the stream's group."""
+        """A Zarr attribute (JSON) of the root group or of the stream's group, written at
+        the next :meth:`flush` (or :meth:`close`) with the group's consolidated metadata."""
         self._check_open()
-        text = json_value(value, what=f"metadata {key!r}")
-        with storage_errors(self.path, f"cannot store metadata {key!r}"):
-            target = (
-                self._root
-                if stream is None
-                else self._root.require_group(self._safe_stream(stream))
-            )
-            target.attrs[key] = json.loads(text)
+        value = json.loads(json_value(value, what=f"metadata {key!r}"))
+        where = ""
+        if stream is not None:
+            where = self._safe_stream(stream)
+            if where not in self._attributes:
+                with storage_errors(self.path, f"cannot store metadata {key!r}"):
+                    self._root.require_group(where)
+                self._new_group(where, {"instrument_id": stream})
+        self._user_attributes.setdefault(where, {})[key] = value
+        self._stored = True
+
+    def _write_metadata(self) -> None:
+        """Every group's attributes and consolidated metadata (see ``_zarr_metadata``)."""
+        attributes: dict[str, dict[str, Any]] = {}
+        order = dict(self._order)
+        for safe, ours in self._attributes.items():
+            attributes[safe] = dict(ours)
+        for stream, table in self._tables.items():
+            safe = self._safe_stream(stream)
+            order[safe] = [n for name in table.kinds for n in (name, f"{name}.valid")]
+            tracked = self._table_metadata.get(stream)
+            if tracked is not None:
+                described = dict(tracked.first or {})
+                if tracked.changes:
+                    described[METADATA_CHANGES] = tracked.changes
+                attributes[safe] = {**described, **attributes[safe]}
+        for stream in self._frame_streams:
+            order[self._safe_stream(stream)] = list(_FRAME_ARRAYS)
+        for where, values in self._user_attributes.items():
+            attributes[where] = {**attributes.get(where, {}), **values}
+        write_group_metadata(self.path, attributes, order)
 
     def flush(self) -> None:
         """Write everything buffered (a partial shard or chunk as it is) and make it visible."""
@@ -532,6 +547,7 @@ class ZarrWriter(Writer):
                     partial, target.partial = target.partial, None
                     self._write_through_zarr(target, partial)
                 self._publish(target)
+            self._write_metadata()
 
     def _close(self) -> None:
         try:
@@ -540,29 +556,6 @@ class ZarrWriter(Writer):
             if self._pool is not None:
                 self._pool.shutdown()
                 self._pool = None
-
-
-def _storage_kind(column: Column) -> tuple[np.dtype[Any], tuple[int, ...]]:
-    dtype = np.dtype(object) if column.kind == "string" else column.values.dtype
-    return dtype, tuple(column.values.shape[1:])
-
-
-def _filled(rows: int, dtype: np.dtype[Any], inner: tuple[int, ...]) -> npt.NDArray[Any]:
-    if dtype.kind == "O":
-        return np.full((rows, *inner), "", dtype=object)
-    return np.full((rows, *inner), np.nan if dtype.kind == "f" else 0, dtype=dtype)
-
-
-def _rows_of(
-    kind: tuple[np.dtype[Any], tuple[int, ...], dict[str, str]],
-    values: npt.NDArray[Any],
-    valid: npt.NDArray[np.bool_] | None,
-    start: int,
-) -> Column:
-    """Rows ``start:`` of a merged column, as a pending column."""
-    dtype = kind[0]
-    return Column("", values[start:], None if valid is None else valid[start:],
-                  "string" if dtype.kind == "O" else "fixed", kind[2])  # fmt: skip
 
 
 def _array(group: zarr.Group, name: str) -> zarr.Array[Any]:
