@@ -254,13 +254,13 @@ def test_a_block_mode_ring_that_times_out_counts_the_refused_records(tmp_path: P
 
 
 def test_two_demos_at_once_each_record_everything(tmp_path: Path):
-    first = start_cli("demo", "--frames", "300", "--seconds", "3", "--output-dir", "one",
+    first = start_cli("demo", "--frames", "150", "--seconds", "1.5", "--output-dir", "one",
                       cwd=tmp_path)  # fmt: skip
     try:
         # The first run's own ring exists: it is recording.
         wait_for(lambda: bool(_demo_rings(first.pid)) or first.poll() is not None,
                  "the first run's ring")  # fmt: skip
-        second = run_cli("demo", "--frames", "20", "--seconds", "0.2", "--output-dir", "two",
+        second = run_cli("demo", "--frames", "10", "--seconds", "0.1", "--output-dir", "two",
                          cwd=tmp_path)  # fmt: skip
         out, err = first.communicate(timeout=120)
     finally:
@@ -268,14 +268,14 @@ def test_two_demos_at_once_each_record_everything(tmp_path: Path):
         first.wait()
     assert first.returncode == 0, out + err
     assert second.returncode == 0, second.stdout + second.stderr
-    assert _table_rows(out)["camera_1"][:5] == ["camera_1", "frames", "300", "300", "0"]
-    assert _table_rows(second.stdout)["camera_1"][:5] == ["camera_1", "frames", "20", "20", "0"]
+    assert _table_rows(out)["camera_1"][:5] == ["camera_1", "frames", "150", "150", "0"]
+    assert _table_rows(second.stdout)["camera_1"][:5] == ["camera_1", "frames", "10", "10", "0"]
 
 
 def test_a_configured_ring_in_use_is_never_replaced(tmp_path: Path):
     ring = SHM_BASE / f"{SHM_TEST_PREFIX}cli_{uuid.uuid4().hex[:8]}"
     env = {"DAQ_STORAGE_RING_BUFFER_PATH": str(ring)}
-    first = start_cli("demo", "--frames", "300", "--seconds", "3", "--output-dir", "one",
+    first = start_cli("demo", "--frames", "150", "--seconds", "1.5", "--output-dir", "one",
                       cwd=tmp_path, env=env)  # fmt: skip
     try:
         wait_for(lambda: (ring.exists() and ring.stat().st_size > 0) or first.poll() is not None,
@@ -289,7 +289,7 @@ def test_a_configured_ring_in_use_is_never_replaced(tmp_path: Path):
     assert "RingBusy" in second.stderr
     assert str(ring) in second.stderr
     assert first.returncode == 0, out + err
-    assert _table_rows(out)["camera_1"][:5] == ["camera_1", "frames", "300", "300", "0"]
+    assert _table_rows(out)["camera_1"][:5] == ["camera_1", "frames", "150", "150", "0"]
     assert not ring.exists()
 
 
@@ -335,7 +335,7 @@ def test_user_text_with_brackets_is_printed_literally(tmp_path: Path):
 def test_demo_never_overwrites(tmp_path: Path):
     for _ in range(2):
         result = run_cli(
-            "demo", "--frames", "2", "--seconds", "0.1", "--output-dir", "out", cwd=tmp_path
+            "demo", "--frames", "2", "--seconds", "0", "--output-dir", "out", cwd=tmp_path
         )
         assert result.returncode == 0, result.stderr
     files = sorted((tmp_path / "out").iterdir())
