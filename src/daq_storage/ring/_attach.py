@@ -13,12 +13,14 @@ replaced the one it had opened, never to the orphan.
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 
-from daq_storage.errors import RingBusy
+from daq_storage.errors import DaqStorageError, RingBusy, StorageIOError
 from daq_storage.ring import _format as f
 from daq_storage.ring._platform import conflicting_lock, lock_byte
+from daq_storage.ring._trust import open_ring_file
 
 __all__ = ["READER_BYTE", "WRITER_BYTE", "describe_attached", "open_attached", "same_file"]
 
@@ -50,29 +52,33 @@ def writer_text(fd: int) -> str:
 
 
 def open_attached(
-    path: str | os.PathLike[str], *, writable: bool, offset: int, shared: bool
+    path: str, *, writable: bool, offset: int, shared: bool, trust_foreign: bool = False
 ) -> int:
-    """Open the ring file at ``path`` and take the lock on byte ``offset`` that says who
-    is attached; returns the locked descriptor.
+    """Open the ring file at ``path`` (checked as in :func:`open_ring_file`) and take the
+    lock on byte ``offset`` that says who is attached; returns the locked descriptor.
 
     Raises:
-        FileNotFoundError: no file at ``path``.
+        RingNotFound: no file at ``path`` (a ``FileNotFoundError``).
+        RingNotTrusted, RingCorrupt, StorageIOError: see :func:`open_ring_file`.
         RingBusy: ``offset`` is the writer byte and a live writer holds it, or the file
             is still being replaced after several seconds.
     """
-    flags = (os.O_RDWR if writable else os.O_RDONLY) | os.O_CLOEXEC
     deadline: float | None = None
     while True:
-        try:
-            fd = os.open(path, flags)
-        except FileNotFoundError:
-            raise FileNotFoundError(f"no ring buffer at {path}") from None
+        fd = open_ring_file(path, writable=writable, trust_foreign=trust_foreign)
         try:
             if lock_byte(fd, offset, shared=shared):
                 if same_file(fd, path):
                     return fd
             elif offset == WRITER_BYTE and conflicting_lock(fd, offset) not in (None, WHOLE_FILE):
                 raise RingBusy(f"ring {path} already has {writer_text(fd)}")
+        except OSError as exc:
+            os.close(fd)
+            if isinstance(exc, DaqStorageError):
+                raise
+            raise StorageIOError(
+                exc.errno or errno.EIO, f"cannot lock ring {path}: {exc.strerror}", path
+            ) from None
         except BaseException:
             os.close(fd)
             raise

@@ -7,18 +7,20 @@ import contextlib
 import errno
 import mmap
 import os
+import stat
 import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol, TypeVar
 
-from daq_storage.errors import RingBusy, RingExists, StorageIOError
+from daq_storage.errors import RingBusy, RingExists, RingNotTrusted, StorageIOError
 from daq_storage.ring import _format as f
 from daq_storage.ring._attach import WHOLE_FILE, WRITER_BYTE, describe_attached, same_file
 from daq_storage.ring._mapping import RingFile, prefault
 from daq_storage.ring._platform import conflicting_lock, lock_byte
 from daq_storage.ring._space import check_room, no_room_error
+from daq_storage.ring._trust import describe_file
 
 __all__ = ["create_ring"]
 
@@ -55,21 +57,41 @@ def _make_way(path: Path, file_size: int, *, exist_ok: bool, force: bool) -> boo
 
     Raises:
         RingExists: a file exists at ``path`` and ``exist_ok`` is false, or it is not a ring.
+        RingNotTrusted: ``exist_ok`` and the file at ``path`` belongs to another user.
         RingBusy: a live writer or reader is attached to the existing ring.
         StorageIOError: no room (see ``check_room``), or the old file cannot be removed.
     """
-    if not exist_ok and os.path.lexists(path):
-        raise _exists(path)
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | os.O_NONBLOCK)
+        named = os.lstat(path)
     except FileNotFoundError:
         check_room(path, file_size, force=force)
         return True
     except OSError as exc:
+        raise _os_error(path, exc, "examining the existing file") from None
+    if not exist_ok:
+        raise _exists(path)
+    if named.st_uid != os.geteuid():
+        raise RingNotTrusted(
+            f"{path} exists and belongs to uid {named.st_uid}, not to this user: another user "
+            "may have made it to read or feed this acquisition, so it is neither used nor "
+            "replaced. Create the ring at a path of your own (e.g. in a directory only you "
+            "can write), or have that file removed"
+        )
+    if not stat.S_ISREG(named.st_mode):
+        raise RingExists(
+            f"{path} exists and is {describe_file(named)}, not a ring file; refusing to "
+            "replace it: remove it or choose another path"
+        )
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return False  # removed meanwhile: look again
+    except OSError as exc:
         raise _os_error(path, exc, "opening the existing file to replace it") from None
     try:
-        if not exist_ok:
-            raise _exists(path)  # created since the check above
+        opened = os.fstat(fd)
+        if (opened.st_dev, opened.st_ino) != (named.st_dev, named.st_ino):
+            return False  # replaced meanwhile: look again
         if os.pread(fd, len(f.MAGIC), 0) != f.MAGIC:
             raise RingExists(
                 f"{path} exists and is not a ring buffer (no {f.MAGIC!r} magic); "
