@@ -28,6 +28,11 @@ STREAM_SLOT_SIZE = 64
 SCHEMA_SLOT_SIZE = 16
 STREAM_NAME_MAX = 48
 MIN_CAPACITY = 64 * 1024
+MAX_CAPACITY = 1 << 44  # 16 TiB: far beyond any machine's shared memory
+# Positions and counters stay below this: a file claiming more is corrupt, and no
+# writer arithmetic on accepted values can overflow the 64-bit words.
+POSITION_LIMIT = 1 << 63
+MAX_RECORD = 0xFFFFFFF8  # the largest aligned record: its length is a u32
 MAX_READERS = 1024
 MAX_STREAMS = 4096
 
@@ -150,10 +155,10 @@ def check_geometry(
     capacity: int, max_readers: int, max_streams: int, max_schemas: int, heap: int
 ) -> Geometry:
     """Validate creation parameters; raises ``ValueError`` naming the bad one."""
-    if capacity < MIN_CAPACITY or capacity % PAGE:
+    if not MIN_CAPACITY <= capacity <= MAX_CAPACITY or capacity % PAGE:
         raise ValueError(
-            f"ring capacity must be a multiple of {PAGE} bytes and >= {MIN_CAPACITY}, "
-            f"got {capacity}"
+            f"ring capacity must be a multiple of {PAGE} bytes in {MIN_CAPACITY}.."
+            f"{MAX_CAPACITY}, got {capacity}"
         )
     if not 1 <= max_readers <= MAX_READERS:
         raise ValueError(f"max_readers must be in 1..{MAX_READERS}, got {max_readers}")
@@ -172,7 +177,7 @@ def read_geometry(buf: memoryview | bytes, file_size: int, path: str) -> tuple[G
     Raises:
         RingCorrupt: bad magic, version, byte order or geometry, naming the field.
     """
-    if file_size < IDENTITY.size:
+    if file_size < IDENTITY.size or len(buf) < IDENTITY.size:
         raise RingCorrupt(f"ring file {path} is too small ({file_size} bytes) to be a ring")
     (magic, version, endian, header_size, capacity, max_readers, max_streams, max_schemas,
      flags, heap, _created) = IDENTITY.unpack_from(buf, OFF_IDENTITY)  # fmt: skip
@@ -205,7 +210,12 @@ def read_geometry(buf: memoryview | bytes, file_size: int, path: str) -> tuple[G
 def frame_dtype_code(array: npt.NDArray[Any]) -> bytes:
     """The 8-byte dtype field of a frame header for ``array``."""
     code = array.dtype.str.encode()
-    if array.dtype.hasobject or array.dtype.fields is not None or len(code) > 8:
+    if (
+        array.dtype.hasobject
+        or array.dtype.fields is not None
+        or array.dtype.itemsize == 0
+        or len(code) > 8
+    ):
         raise SchemaMismatch(f"frame dtype {array.dtype} cannot be stored in the ring")
     return code.ljust(8, b"\x00")
 

@@ -10,12 +10,19 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from daq_storage.errors import RingCorrupt, WriterClosedError
+from daq_storage.errors import RingCorrupt, StorageIOError, UnsupportedData, WriterClosedError
 from daq_storage.ring import _format as f
+from daq_storage.ring._arrow import needs_full_validation, read_schema, stored_schema
 from daq_storage.ring._attach import open_attached
-from daq_storage.ring._platform import fence
+from daq_storage.ring._space import check_room, no_room_error
+from daq_storage.ring._trust import ring_path
 
 _MADV_POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE", 23)
+
+
+def allocated(st: os.stat_result) -> bool:
+    """Whether every byte of the file has its block (a sparse file has holes)."""
+    return st.st_blocks * 512 >= st.st_size
 
 
 def prefault(mm: mmap.mmap, start: int, length: int) -> None:
@@ -61,25 +68,69 @@ class RingFile:
         self._stream_names: list[str] = []
         self._stream_ids: dict[str, int] = {}
         self._schemas: dict[int, pa.Schema] = {}
+        self._full: dict[int, bool] = {}
         self.closed = False
 
     @classmethod
     def open_existing(
-        cls, path: str | os.PathLike[str], *, writable: bool, lock: int, shared: bool
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        writable: bool,
+        lock: int,
+        shared: bool,
+        trust_foreign: bool = False,
     ) -> RingFile:
         """Attach to the ring at ``path`` holding the lock on byte ``lock`` (see
-        :func:`~daq_storage.ring._attach.open_attached`), and map it."""
-        fd = open_attached(path, writable=writable, offset=lock, shared=shared)
+        :func:`~daq_storage.ring._attach.open_attached`), and map it.
+
+        The identity block is checked against the file's size before anything is
+        mapped, and pages are pre-faulted only when the file has all of them already:
+        a sparse file whose header claims gigabytes costs a reader nothing.
+        """
+        where = ring_path(path)
+        fd = open_attached(
+            where, writable=writable, offset=lock, shared=shared, trust_foreign=trust_foreign
+        )
         try:
-            size = os.fstat(fd).st_size
-            if size < f.IDENTITY.size:
-                raise RingCorrupt(f"ring file {path} is too small ({size} bytes) to be a ring")
+            st = os.fstat(fd)
+            f.read_geometry(os.pread(fd, f.IDENTITY.size, 0), st.st_size, where)
+            populate = getattr(mmap, "MAP_POPULATE", 0) if allocated(st) else 0
             prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
-            mm = mmap.mmap(fd, size, mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0), prot)
-            return cls(path, fd, mm)
+            try:
+                mm = mmap.mmap(fd, st.st_size, mmap.MAP_SHARED | populate, prot)
+            except OSError as exc:
+                raise StorageIOError(
+                    exc.errno or errno.EIO, f"cannot map ring {where}: {exc.strerror}", where
+                ) from None
+            return cls(where, fd, mm)
         except BaseException:
             os.close(fd)
             raise
+
+    def reserve(self) -> None:
+        """Give every page of the file its block before a writer writes to it: a
+        write to a hole of a full tmpfs is a SIGBUS. A ring made by ``create`` has them
+        all; a sparse file is reserved (and pre-faulted) as ``create`` would.
+
+        Raises:
+            StorageIOError: the filesystem has no room for it (``ENOSPC``, ``ENOMEM``).
+        """
+        st = os.fstat(self._fd)
+        if allocated(st):
+            return
+        check_room(self.path, st.st_size, reclaimable=st.st_blocks * 512)
+        try:
+            os.posix_fallocate(self._fd, 0, st.st_size)
+            prefault(self._mm, 0, st.st_size)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise no_room_error(self.path, st.st_size) from None
+            raise StorageIOError(
+                exc.errno or errno.EIO,
+                f"cannot reserve ring {self.path}: {exc.strerror}",
+                str(self.path),
+            ) from None
 
     @property
     def fd(self) -> int:
@@ -103,6 +154,7 @@ class RingFile:
 
     def refresh_streams(self) -> None:
         """Learn streams declared since the last call (the table is append-only)."""
+        self.check_open("reading the stream table")
         count = min(self.u64(f.OFF_STREAM_COUNT), self.geometry.max_streams)
         for stream_id in range(len(self._stream_names), count):
             slot = self.stream_slot(stream_id)
@@ -145,6 +197,7 @@ class RingFile:
         schema = self._schemas.get(schema_id)
         if schema is not None:
             return schema
+        self.check_open("reading a schema")
         g = self.geometry
         if schema_id >= min(self.u64(f.OFF_SCHEMA_COUNT), g.max_schemas):
             raise RingCorrupt(f"ring file {self.path}: record names undeclared schema {schema_id}")
@@ -157,27 +210,32 @@ class RingFile:
                 f"{length} is outside the {g.schema_heap_size}-byte schema heap"
             )
         start = g.heap_offset + offset
-        try:
-            schema = pa.ipc.read_schema(pa.py_buffer(bytes(self.buf[start : start + length])))
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise RingCorrupt(
-                f"ring file {self.path}: schema {schema_id} is unreadable: {exc}"
-            ) from None
+        schema = read_schema(
+            bytes(self.buf[start : start + length]), f"ring file {self.path}: schema {schema_id}"
+        )
         self._schemas[schema_id] = schema
         return schema
 
-    def recover_unfinished_record(self) -> None:
-        """Turn the record a dead writer left half-written into padding, and publish it."""
-        intent = self.u64(f.OFF_TAIL_INTENT)
-        tail = self.u64(f.OFF_TAIL)
-        if intent == tail:
-            return
-        if intent < tail or intent - tail > self.capacity:
-            raise RingCorrupt(f"ring {self.path}: tail_intent {intent} and tail {tail} disagree")
-        at = self.data_offset + tail % self.capacity
-        f.RECORD_HEADER.pack_into(self.buf, at, intent - tail, f.KIND_PADDING, 0, 0, 0, 0, 0)
-        fence()
-        self.set_u64(f.OFF_TAIL, intent)
+    def full_validation(self, schema_id: int) -> bool:
+        """Whether batches of schema ``schema_id`` need full validation (``_arrow``).
+
+        Raises:
+            RingCorrupt: the schema has types no ring writer stores (dictionaries, views).
+        """
+        full = self._full.get(schema_id)
+        if full is None:
+            schema = self.schema(schema_id)
+            try:
+                plain = stored_schema(schema) is None
+            except UnsupportedData:
+                plain = False
+            if not plain:
+                raise RingCorrupt(
+                    f"ring file {self.path}: schema {schema_id} has dictionary-encoded or "
+                    "view columns, which no ring writer stores"
+                )
+            full = self._full[schema_id] = needs_full_validation(schema)
+        return full
 
     def close(self) -> None:
         if self.closed:

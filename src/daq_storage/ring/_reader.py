@@ -1,20 +1,16 @@
-"""Readers of the ring: :class:`RingReader` and the :class:`Record` it returns."""
+"""Readers of the ring: :class:`RingReader`, which returns :class:`Record` objects."""
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
 import zlib
 from collections.abc import Iterator
+from numbers import Real
 from typing import Any, Literal
 
-import numpy as np
-import numpy.typing as npt
-import pyarrow as pa
-
-from daq_storage.errors import RingBusy, RingCorrupt, UnsupportedData
+from daq_storage.errors import ConfigError, InvalidName, RingBusy, RingCorrupt
 from daq_storage.ring import _format as f
 from daq_storage.ring._attach import READER_BYTE, WRITER_BYTE
 from daq_storage.ring._mapping import RingFile
@@ -25,132 +21,31 @@ from daq_storage.ring._platform import (
     monotonic_ns,
     unlock_byte,
 )
+from daq_storage.ring._record import Record
+from daq_storage.ring._recover import Newest, newest_record
 from daq_storage.ring._stats import RingStats, ring_stats
 
 __all__ = ["Record", "RingReader"]
 
 Start = Literal["oldest", "latest"]
+_UNKNOWN = -1  # next_seq of a reader that started where no record told it
 
 
-class Record:
-    """One record read from the ring.
+def _encodable(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
-    Attributes:
-        seq: sequence number (0, 1, 2, ... over the ring's life).
-        stream: the stream's name.
-        kind: ``"raw"``, ``"frame"`` or ``"arrow"``.
-        timestamp_ns: the writer's timestamp (ns since the epoch).
-        data: the payload (``bytes``-like, read-only).
-        zero_copy: ``data`` views the shared mapping itself rather than a private copy;
-            valid until the reader's next read (registered block-mode consumers) or
-            until the writer laps it (check with :meth:`RingReader.still_valid`).
-    """
 
-    __slots__ = ("_ring", "aux", "data", "kind_code", "position", "seq", "stream_id",
-                 "timestamp_ns", "zero_copy")  # fmt: skip
-
-    def __init__(self, ring: RingFile, position: int, kind: int, stream_id: int, seq: int,
-                 timestamp_ns: int, aux: int, data: Any, zero_copy: bool) -> None:  # fmt: skip
-        self._ring = ring
-        self.position = position
-        self.kind_code = kind
-        self.stream_id = stream_id
-        self.seq = seq
-        self.timestamp_ns = timestamp_ns
-        self.aux = aux
-        self.data = data
-        self.zero_copy = zero_copy
-
-    @property
-    def stream(self) -> str:
-        return self._ring.stream_name(self.stream_id)
-
-    @property
-    def kind(self) -> str:
-        return f.KIND_NAMES.get(self.kind_code, str(self.kind_code))
-
-    def __len__(self) -> int:
-        return len(self.data)
-
-    def __bool__(self) -> bool:
-        # A zero-length payload is still a record: `if reader.read_next():` must hold.
-        return True
-
-    def __repr__(self) -> str:
-        return (
-            f"Record(seq={self.seq}, stream={self.stream!r}, kind={self.kind!r}, "
-            f"timestamp_ns={self.timestamp_ns}, nbytes={len(self.data)})"
-        )
-
-    def tobytes(self) -> bytes:
-        """The payload as ``bytes``."""
-        return bytes(self.data)
-
-    def _frame_header(self) -> tuple[np.dtype[Any], tuple[int, ...], int, bytes, int]:
-        if self.kind_code != f.KIND_FRAME:
-            raise UnsupportedData(f"record {self.seq} of stream {self.stream!r} is not a frame")
-        data = self.data
-        where = f"ring {self._ring.path}: frame record {self.seq}"
-        if len(data) < f.FRAME_HEADER.size:
-            raise RingCorrupt(f"{where} is {len(data)} bytes, shorter than a frame header")
-        code, ndim, meta_len, number, *dims = f.FRAME_HEADER.unpack_from(data, 0)
-        if ndim > f.FRAME_MAX_DIMS:
-            raise RingCorrupt(f"{where} has {ndim} dimensions (max {f.FRAME_MAX_DIMS})")
-        try:
-            dtype = np.dtype(code.rstrip(b"\x00").decode("ascii"))
-        except (TypeError, ValueError, UnicodeDecodeError):
-            raise RingCorrupt(f"{where} has invalid dtype {code!r}") from None
-        shape = tuple(dims[:ndim])
-        offset = f.FRAME_HEADER.size + f.align(meta_len)
-        if dtype.hasobject or offset > len(data):
-            raise RingCorrupt(f"{where} has an invalid dtype or metadata length {meta_len}")
-        # math.prod of Python ints cannot overflow; compare before any allocation.
-        if math.prod(shape) * dtype.itemsize != len(data) - offset:
-            raise RingCorrupt(
-                f"{where}: shape {shape} of {dtype} needs {math.prod(shape) * dtype.itemsize} "
-                f"bytes but the record holds {len(data) - offset}"
-            )
-        meta = bytes(data[f.FRAME_HEADER.size : f.FRAME_HEADER.size + meta_len])
-        return dtype, shape, number, meta, offset
-
-    def array(self, *, copy: bool = False) -> npt.NDArray[Any]:
-        """The frame as an ndarray: a view of :attr:`data` (no copy) unless ``copy``."""
-        dtype, shape, _, _, offset = self._frame_header()
-        array = np.frombuffer(self.data, dtype=dtype, offset=offset).reshape(shape)
-        return array.copy() if copy else array
-
-    @property
-    def frame_number(self) -> int:
-        return self._frame_header()[2]
-
-    @property
-    def metadata(self) -> dict[str, Any]:
-        """The frame's metadata (``{}`` when none was written)."""
-        raw = self._frame_header()[3]
-        if not raw:
-            return {}
-        try:
-            value = json.loads(raw)
-        except ValueError:
-            raise RingCorrupt(f"frame record {self.seq} has invalid metadata JSON") from None
-        if not isinstance(value, dict):
-            raise RingCorrupt(f"frame record {self.seq} metadata is not a JSON object")
-        return value
-
-    @property
-    def schema(self) -> pa.Schema:
-        """The Arrow schema of an ``arrow`` record."""
-        if self.kind_code != f.KIND_ARROW:
-            raise UnsupportedData(f"record {self.seq} of stream {self.stream!r} is not Arrow")
-        return self._ring.schema(self.aux)
-
-    def batch(self) -> pa.RecordBatch:
-        """The Arrow record batch of an ``arrow`` record (zero-copy over :attr:`data`)."""
-        schema = self.schema
-        try:
-            return pa.ipc.read_record_batch(pa.py_buffer(self.data), schema)
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise RingCorrupt(f"arrow record {self.seq} is unreadable: {exc}") from None
+def _deadline(timeout: object) -> float | None:
+    """``time.monotonic()`` value at which a wait of ``timeout`` seconds ends."""
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, Real) or math.isnan(timeout):
+        raise ConfigError(f"timeout must be a number of seconds or None, got {timeout!r}")
+    return time.monotonic() + max(0.0, float(timeout))
 
 
 class RingReader:
@@ -161,6 +56,9 @@ class RingReader:
     and in ``overflow="block"`` mode the writer waits for them. Either kind holds a lock
     while attached, so ``RingBuffer.create(exist_ok=True)`` never replaces the ring
     under it.
+
+    Nothing in the file can crash a reader, make it wait forever or allocate more than a
+    record holds: what does not check out raises :class:`~daq_storage.errors.RingCorrupt`.
     """
 
     def __init__(self, ring: RingFile, start: Start, consumer: str | None) -> None:
@@ -186,7 +84,12 @@ class RingReader:
 
     @classmethod
     def open(
-        cls, path: str | os.PathLike[str], *, start: Start = "oldest", consumer: str | None = None
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        start: Start = "oldest",
+        consumer: str | None = None,
+        trust_foreign: bool = False,
     ) -> RingReader:
         """Attach to the ring at ``path``.
 
@@ -195,16 +98,36 @@ class RingReader:
             start: ``"oldest"`` (everything still in the ring) or ``"latest"`` (from the
                 newest complete record on).
             consumer: a name to register under (``None``: anonymous).
+            trust_foreign: read a ring made by another user, one that group or others
+                may write, or one reached through a symbolic link (a ring shared between
+                accounts on purpose). By default only a regular file of this user's or
+                root's that nobody else may write is read.
 
         Raises:
-            FileNotFoundError: no file at ``path``.
-            RingCorrupt: the file is not a valid ring (says what is wrong).
+            RingNotFound: no file at ``path`` (a ``FileNotFoundError``).
+            RingNotTrusted: see ``trust_foreign`` (a ``PermissionError``).
+            RingCorrupt: the file is not a valid ring (says what is wrong), or ``path``
+                names a directory, FIFO or device.
             RingBusy: ``consumer`` given and every reader slot is taken.
+            StorageIOError: the file cannot be opened or mapped (permissions, ...).
+            ConfigError: ``start`` is neither ``"oldest"`` nor ``"latest"``.
+            InvalidName: ``consumer`` is not a non-empty, printable string.
         """
         if start not in ("oldest", "latest"):
-            raise ValueError(f"start must be 'oldest' or 'latest', got {start!r}")
+            raise ConfigError(f"start must be 'oldest' or 'latest', got {start!r}")
+        if consumer is not None and (
+            not isinstance(consumer, str)
+            or not consumer
+            or not consumer.isprintable()
+            or not _encodable(consumer)
+        ):
+            raise InvalidName(f"consumer {consumer!r} must be a printable, non-empty string")
         ring = RingFile.open_existing(
-            path, writable=consumer is not None, lock=READER_BYTE, shared=True
+            path,
+            writable=consumer is not None,
+            lock=READER_BYTE,
+            shared=True,
+            trust_foreign=bool(trust_foreign),
         )
         try:
             return cls(ring, start, consumer)
@@ -245,20 +168,48 @@ class RingReader:
         )
 
     def _start_position(self, start: Start) -> tuple[int, int]:
+        """Where this reader starts and the sequence number it expects there
+        (``_UNKNOWN`` when only padding is left before the tail)."""
         for _ in range(1000):
             intent, tail = self._check_consistent()
+            if intent >= f.POSITION_LIMIT or intent - tail > self.capacity:
+                raise RingCorrupt(
+                    f"ring {self.path}: tail_intent {intent} and tail {tail} disagree"
+                )
             if tail == 0:
                 return 0, 0
             if start == "latest":
-                pos = self._ring.u64(f.OFF_LATEST)
-            elif intent <= self.capacity:
-                pos = 0
+                newest = self._newest()
+                return (tail, _UNKNOWN) if newest is None else (newest.position, newest.seq)
+            pos = 0 if intent <= self.capacity else self._oldest_checkpoint(intent, tail, 0)
+            while pos < tail:  # skip padding: the first record tells the sequence number
+                header = self._header_at(pos)
+                if header is None:
+                    break  # overwritten meanwhile: look again
+                length, kind = header[0], header[1]
+                room = self.capacity - pos % self.capacity
+                if kind != f.KIND_PADDING or not f.RECORD_HEADER_SIZE <= length <= room:
+                    return pos, header[3]  # a damaged header is reported by the first read
+                pos += f.align(length)
             else:
-                pos = self._oldest_checkpoint(intent, tail, 0)
+                return pos, _UNKNOWN
+        raise RingCorrupt(f"ring {self.path}: no valid starting record found")
+
+    def _newest(self) -> Newest | None:
+        """The newest published record still intact (``latest``, checked; else found
+        by :func:`newest_record`)."""
+        ring = self._ring
+        tail = ring.u64(f.OFF_TAIL)
+        fence()
+        pos = ring.u64(f.OFF_LATEST)
+        if pos < tail:  # stored before tail: names a published record
             header = self._header_at(pos)
             if header is not None:
-                return pos, header[3]
-        raise RingCorrupt(f"ring {self.path}: no valid starting record found")
+                length, kind, sid, seq = header[:4]
+                room = self.capacity - pos % self.capacity
+                if f.RECORD_HEADER_SIZE <= length <= room and kind in f.KIND_NAMES:
+                    return Newest(pos, seq, sid)
+        return newest_record(ring)
 
     def _oldest_checkpoint(self, intent: int, tail: int, floor: int) -> int:
         cap = self.capacity
@@ -268,7 +219,8 @@ class RingReader:
             if floor <= p < tail and intent - p <= cap:
                 valid.append(p)
         if not valid:
-            return self._ring.u64(f.OFF_LATEST)
+            newest = self._newest()
+            return tail if newest is None else newest.position
         # Prefer a record with some margin before the writer reaches it again.
         safe = [p for p in valid if intent - p <= cap - cap // 8]
         return min(safe or valid)
@@ -333,11 +285,14 @@ class RingReader:
         self._pos = self._oldest_checkpoint(intent, tail, self._pos)
 
     def _account(self, seq: int) -> None:
-        if seq < self._next_seq:
-            raise RingCorrupt(
-                f"ring {self.path}: sequence went backwards ({seq} after {self._next_seq - 1})"
-            )
-        self.lost += seq - self._next_seq
+        expected = self._next_seq
+        if seq != expected:
+            if seq < expected:
+                raise RingCorrupt(
+                    f"ring {self.path}: sequence went backwards ({seq} after {expected - 1})"
+                )
+            if expected != _UNKNOWN:
+                self.lost += seq - expected
         self._next_seq = seq + 1
         self.delivered += 1
 
@@ -410,7 +365,7 @@ class RingReader:
         record = self._try_read(copy)
         if record is not None or timeout == 0:
             return record
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = _deadline(timeout)
         sleep = 0.0
         while True:
             time.sleep(sleep)
@@ -429,6 +384,8 @@ class RingReader:
         times faster than calling :meth:`read_next` for each.
         """
         self._ring.check_open("read_many")
+        if isinstance(max_records, bool) or not isinstance(max_records, int) or max_records < 1:
+            raise ConfigError(f"max_records must be a positive int, got {max_records!r}")
         first = self.read_next(timeout)
         if first is None:
             return []
@@ -501,13 +458,16 @@ class RingReader:
         there is none yet. Does not move this reader's position; never slows the writer.
         """
         self._ring.check_open("read_latest")
+        if stream is not None and not isinstance(stream, str):
+            raise InvalidName(f"stream must be a str or None, got {stream!r}")
         ring = self._ring
         cap = self.capacity
         for _ in range(100):
             if stream is None:
-                if ring.u64(f.OFF_TAIL) == 0:
+                newest = self._newest()
+                if newest is None:
                     return None
-                pos = ring.u64(f.OFF_LATEST)
+                pos = newest.position
             else:
                 sid = ring.stream_id(stream)
                 if sid is None:
@@ -552,9 +512,10 @@ class RingReader:
         return lock_holder_alive(self._ring.fd, WRITER_BYTE)
 
     @property
-    def next_seq(self) -> int:
-        """The sequence number this reader expects next."""
-        return self._next_seq
+    def next_seq(self) -> int | None:
+        """The sequence number this reader expects next (``None`` until its first record
+        when it started where only padding was left)."""
+        return None if self._next_seq == _UNKNOWN else self._next_seq
 
     def stats(self) -> RingStats:
         """The ring's counters as seen from this reader."""

@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from daq_storage.errors import StorageIOError
+from daq_storage.errors import ConfigError, StorageIOError
 from daq_storage.ring import _format as f
 
 __all__ = ["check_room", "human_size", "max_ring_bytes", "no_room_error"]
@@ -270,11 +270,15 @@ def max_ring_bytes(
 
     Raises:
         StorageIOError: the directory does not exist or cannot be examined.
+        ConfigError: a slot count or the heap size is out of range.
     """
     target = Path(path)
-    header = f.check_geometry(
-        f.MIN_CAPACITY, max_readers, max_streams, max_schemas, f.align(schema_heap_bytes)
-    ).header_size
+    try:
+        header = f.check_geometry(
+            f.MIN_CAPACITY, max_readers, max_streams, max_schemas, f.align(schema_heap_bytes)
+        ).header_size
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"ring {path}: {exc}") from None
     directory, reclaimable = target.parent, 0
     if target.is_dir():
         directory = target

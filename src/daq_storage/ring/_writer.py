@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import json
+import errno
 import os
+import struct
 import time
 import zlib
 from collections.abc import Mapping, Sequence
@@ -14,7 +15,14 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
-from daq_storage.errors import ConfigError, InvalidName, RingFull, SchemaMismatch
+from daq_storage.errors import (
+    ConfigError,
+    InvalidName,
+    RingFull,
+    SchemaMismatch,
+    StorageIOError,
+)
+from daq_storage.ring import _args as a
 from daq_storage.ring import _format as f
 from daq_storage.ring._attach import WRITER_BYTE
 from daq_storage.ring._block import wait_for_consumers
@@ -27,7 +35,10 @@ from daq_storage.ring._platform import (
     store_fence,
     unlock_byte,
 )
+from daq_storage.ring._recover import recover
 from daq_storage.ring._stats import RingStats, ring_stats
+from daq_storage.ring._tables import StreamTables
+from daq_storage.ring._trust import ring_path
 
 __all__ = ["RingBuffer"]
 
@@ -40,7 +51,8 @@ class RingBuffer:
 
     One writer per ring (enforced with a lock the kernel drops when the process dies);
     any number of :class:`~daq_storage.ring.RingReader` in any process or language.
-    Create with :meth:`create`, re-attach with :meth:`open`.
+    Create with :meth:`create`, re-attach with :meth:`open`: a writer may be killed at
+    any instruction, and the next one continues the ring where its records end.
     """
 
     def __init__(self, ring: RingFile, overflow: Overflow, block_timeout: float,
@@ -59,23 +71,20 @@ class RingBuffer:
         # Writer state cached locally; the file is the source of truth on open().
         self._tail = ring.u64(f.OFF_TAIL)
         self._seq = ring.u64(f.OFF_NEXT_SEQ)
+        self._limit = min(self.capacity, f.MAX_RECORD)  # the largest record
         self._written = ring.u64(f.OFF_RECORDS_WRITTEN)
         self._bytes = ring.u64(f.OFF_BYTES_WRITTEN)
         self._last_segment = -1
         self._min_cursor_cache = 0
-        self._streams: dict[str, int] = {}
-        self._stream_kinds: dict[int, int] = {}
-        self._schema_ids: dict[tuple[int, bytes], int] = {}
-        self._stream_schema: dict[int, pa.Schema] = {}
-        self._stream_schema_id: dict[int, int] = {}
+        tables = StreamTables(ring)
+        self._streams = tables.ids
+        self._stream_kinds = tables.kinds
+        self._stream = tables.declare
+        self._schema_id = tables.schema_id
+        self._stored = tables.stored
         self._frame_specs: dict[int, tuple[str, tuple[int, ...]]] = {}
         self._np = np.frombuffer(ring.buf, dtype=np.uint8)
         self._words = ring.words
-        ring.refresh_streams()
-        for name in ring.streams:
-            sid = ring.stream_id(name)
-            assert sid is not None
-            self._streams[name] = sid
         ring.set_u64(f.OFF_OVERFLOW, 1 if overflow == "block" else 0)
         ring.set_u64(f.OFF_WRITER_PID, os.getpid())
         ring.set_u64(f.OFF_WRITER_HEARTBEAT, monotonic_ns())
@@ -118,9 +127,11 @@ class RingBuffer:
             schema_heap_bytes: space for serialised Arrow schemas.
             crc: store a CRC-32 of every payload, checked by readers.
             heartbeat_timeout: block mode: a consumer silent this long is evicted.
-            mode: file permissions (owner-only by default).
+            mode: file permissions (owner-only by default). A ring that group or others
+                may write is opened again only with ``trust_foreign=True``.
             exist_ok: replace an existing ring at ``path`` if no writer and no reader
-                (registered or anonymous) is attached to it.
+                (registered or anonymous) is attached to it. A file of another user's
+                is never replaced (:class:`RingNotTrusted`).
             force: on a memory-backed filesystem (tmpfs), allow more than the RAM share
                 (half of the smaller of physical memory and the memory cgroup limit, at
                 most the memory available now).
@@ -130,27 +141,37 @@ class RingBuffer:
                 ``FileExistsError``), or it is not a ring file.
             RingBusy: ``exist_ok`` and a live writer or reader is attached to the
                 existing ring (the message names them).
+            RingNotTrusted: ``exist_ok`` and ``path`` belongs to another user.
             StorageIOError: ``ENOSPC``: the file does not fit the filesystem;
                 ``ENOMEM``: it exceeds the RAM share and ``force`` is false; other
                 errnos: the directory is missing, not writable, ...
-            ConfigError: bad geometry or overflow mode (a ``ValueError``).
+            ConfigError: bad geometry, overflow mode, timeout or mode (a ``ValueError``).
+            InvalidName: ``path`` cannot name a file.
         """
-        _check_overflow(overflow)
-        capacity = max(f.MIN_CAPACITY, (int(capacity_bytes) + f.PAGE - 1) // f.PAGE * f.PAGE)
+        where = ring_path(path)
+        a.check_overflow(overflow)
+        block_timeout = a.seconds(block_timeout, "block_timeout")
+        heartbeat_timeout = a.seconds(heartbeat_timeout, "heartbeat_timeout")
+        requested = a.count(capacity_bytes, "capacity_bytes")
+        capacity = max(f.MIN_CAPACITY, (requested + f.PAGE - 1) // f.PAGE * f.PAGE)
         try:
             geometry = f.check_geometry(
-                capacity, max_readers, max_streams, max_schemas, f.align(schema_heap_bytes)
+                capacity,
+                a.count(max_readers, "max_readers"),
+                a.count(max_streams, "max_streams"),
+                a.count(max_schemas, "max_schemas"),
+                f.align(a.count(schema_heap_bytes, "schema_heap_bytes")),
             )
         except ValueError as exc:
-            raise ConfigError(f"ring {path}: {exc}") from None
+            raise ConfigError(f"ring {where}: {exc}") from None
         return create_ring(
-            Path(path),
+            Path(where),
             geometry,
             lambda ring: cls(ring, overflow, block_timeout, heartbeat_timeout),
-            crc=crc,
-            mode=mode,
-            exist_ok=exist_ok,
-            force=force,
+            crc=bool(crc),
+            mode=a.file_mode(mode),
+            exist_ok=bool(exist_ok),
+            force=bool(force),
         )
 
     @classmethod
@@ -161,20 +182,44 @@ class RingBuffer:
         overflow: Overflow | None = None,
         block_timeout: float = 1.0,
         heartbeat_timeout: float = _DEFAULT_HEARTBEAT_TIMEOUT,
+        trust_foreign: bool = False,
     ) -> RingBuffer:
         """Re-attach as the writer of an existing ring (e.g. after a writer crash).
 
+        The previous writer may have died at any instruction: the record it left
+        unfinished becomes padding, and sequence numbers, ``latest`` and the counters
+        continue from the newest record it published (docs/ring-format.md, *Recovery*).
+        Readers attached meanwhile read on without a gap or a repeated sequence number.
+
+        Args:
+            path: the ring file.
+            overflow: as for :meth:`create`; ``None`` keeps the ring's.
+            block_timeout, heartbeat_timeout: as for :meth:`create`.
+            trust_foreign: write to a ring made by another user, one that group or
+                others may write, or one reached through a symbolic link. By default
+                only a regular file of this user's or root's that nobody else may write
+                is opened (anyone else could read or forge the acquisition's records).
+
         Raises:
-            FileNotFoundError: no file at ``path``.
+            RingNotFound: no file at ``path`` (a ``FileNotFoundError``).
             RingBusy: another live process (or open) is the writer.
-            RingCorrupt: the file is not a valid ring.
+            RingNotTrusted: see ``trust_foreign`` (a ``PermissionError``).
+            RingCorrupt: the file is not a valid ring, or holds positions or counters
+                no writer can have stored.
+            StorageIOError: the file cannot be opened, mapped or given its pages.
         """
-        ring = RingFile.open_existing(path, writable=True, lock=WRITER_BYTE, shared=False)
+        if overflow is not None:
+            a.check_overflow(overflow)
+        block_timeout = a.seconds(block_timeout, "block_timeout")
+        heartbeat_timeout = a.seconds(heartbeat_timeout, "heartbeat_timeout")
+        ring = RingFile.open_existing(
+            path, writable=True, lock=WRITER_BYTE, shared=False, trust_foreign=bool(trust_foreign)
+        )
         try:
             if overflow is None:
                 overflow = "block" if ring.u64(f.OFF_OVERFLOW) == 1 else "discard_oldest"
-            _check_overflow(overflow)
-            ring.recover_unfinished_record()
+            ring.reserve()
+            recover(ring)
             ring.set_u64(f.OFF_WRITER_GENERATION, ring.u64(f.OFF_WRITER_GENERATION) + 1)
             return cls(ring, overflow, block_timeout, heartbeat_timeout)
         except BaseException:
@@ -228,8 +273,19 @@ class RingBuffer:
         self._ring.close()
 
     def unlink(self) -> None:
-        """Remove the ring file (attached readers keep their mapping until they close)."""
-        self.path.unlink(missing_ok=True)
+        """Remove the ring file (attached readers keep their mapping until they close).
+
+        Raises:
+            StorageIOError: the file cannot be removed.
+        """
+        try:
+            self.path.unlink(missing_ok=True)
+        except OSError as exc:
+            raise StorageIOError(
+                exc.errno or errno.EIO,
+                f"cannot remove ring {self.path}: {exc.strerror}",
+                str(self.path),
+            ) from None
 
     def __enter__(self) -> RingBuffer:
         return self
@@ -242,71 +298,12 @@ class RingBuffer:
         return self._ring.closed
 
     # ------------------------------------------------------------------ streams
-    def _stream(self, name: str, kind: int) -> int:
-        sid = self._streams.get(name)
-        if sid is not None:
-            existing = self._stream_kinds.get(sid)
-            if existing is None:
-                existing = self._buf[self._ring.stream_slot(sid) + f.STREAM_KIND]
-                self._stream_kinds[sid] = existing
-            if existing != kind:
-                raise SchemaMismatch(
-                    f"stream {name!r} carries {f.KIND_NAMES.get(existing, existing)} records; "
-                    f"cannot write {f.KIND_NAMES[kind]} records to it"
-                )
-            return sid
-        if not isinstance(name, str) or not name or "\x00" in name:
-            raise InvalidName(f"stream name {name!r} must be a non-empty string without NUL")
-        encoded = name.encode()
-        if len(encoded) > f.STREAM_NAME_MAX:
-            raise InvalidName(
-                f"stream name {name!r} is {len(encoded)} bytes; at most {f.STREAM_NAME_MAX}"
-            )
-        sid = len(self._streams)
-        if sid >= self._ring.geometry.max_streams:
-            raise RingFull(
-                f"ring {self.path} has no free stream slot for {name!r} "
-                f"(max_streams={self._ring.geometry.max_streams})"
-            )
-        slot = self._ring.stream_slot(sid)
-        self._buf[slot : slot + f.STREAM_SLOT_SIZE] = bytes(f.STREAM_SLOT_SIZE)
-        self._buf[slot + f.STREAM_KIND] = kind
-        self._buf[slot + f.STREAM_NAME_LEN] = len(encoded)
-        self._buf[slot + f.STREAM_NAME : slot + f.STREAM_NAME + len(encoded)] = encoded
-        fence()  # the slot is complete before the count that publishes it
-        self._ring.set_u64(f.OFF_STREAM_COUNT, sid + 1)
-        self._streams[name] = sid
-        self._stream_kinds[sid] = kind
-        return sid
-
-    def _schema_id(self, sid: int, schema: pa.Schema) -> int:
-        cached = self._stream_schema.get(sid)
-        if cached is not None and (cached is schema or cached.equals(schema, check_metadata=True)):
-            return self._stream_schema_id[sid]
-        serialized = schema.serialize().to_pybytes()
-        key = (sid, serialized)
-        schema_id = self._schema_ids.get(key)
-        if schema_id is None:
-            g = self._ring.geometry
-            count = self._ring.u64(f.OFF_SCHEMA_COUNT)
-            used = self._ring.u64(f.OFF_SCHEMA_HEAP_USED)
-            if count >= g.max_schemas or used + len(serialized) > g.schema_heap_size:
-                raise RingFull(
-                    f"ring {self.path} schema table is full ({count} schemas, {used} of "
-                    f"{g.schema_heap_size} heap bytes); create the ring with more room"
-                )
-            start = g.heap_offset + used
-            self._buf[start : start + len(serialized)] = serialized
-            f.SCHEMA_SLOT.pack_into(
-                self._buf, g.schemas_offset + count * f.SCHEMA_SLOT_SIZE, used, len(serialized), sid
-            )
-            self._ring.set_u64(f.OFF_SCHEMA_HEAP_USED, used + f.align(len(serialized)))
-            fence()
-            self._ring.set_u64(f.OFF_SCHEMA_COUNT, count + 1)
-            schema_id = self._schema_ids[key] = count
-        self._stream_schema[sid] = schema
-        self._stream_schema_id[sid] = schema_id
-        return schema_id
+    def _sid(self, stream: str) -> int | None:
+        """The id of a declared stream (``None``: not declared yet)."""
+        try:
+            return self._streams.get(stream)
+        except TypeError:  # unhashable: certainly no stream name
+            raise InvalidName(f"stream name {stream!r} must be a non-empty string") from None
 
     # ------------------------------------------------------------------ writing
     def _reserve(self, total: int) -> int:
@@ -316,8 +313,11 @@ class RingBuffer:
         readers can tell that the bytes up to it are being overwritten.
         """
         cap = self.capacity
-        if total > cap:
-            raise RingFull(f"record of {total} bytes can never fit ring {self.path} of {cap} bytes")
+        if total > self._limit:
+            raise RingFull(
+                f"record of {total} bytes can never fit ring {self.path} of {cap} bytes "
+                f"(records hold at most {f.MAX_RECORD} bytes)"
+            )
         pos = self._tail
         room = cap - pos % cap
         if room < total:
@@ -351,6 +351,10 @@ class RingBuffer:
             self._last_segment = segment
             words[(f.OFF_CHECKPOINTS >> 3) + segment % f.CHECKPOINTS] = pos
         return pos
+
+    def _unreserve(self) -> None:
+        """Take back a reservation nothing was written into (the call is refused)."""
+        self._words[f.OFF_TAIL_INTENT >> 3] = self._tail
 
     def _publish(
         self, pos: int, end: int, sid: int, records: int, payload_bytes: int, copied: int
@@ -392,22 +396,22 @@ class RingBuffer:
             WriterClosedError: after :meth:`close`.
         """
         self._ring.check_open("write")
-        sid = self._streams.get(stream)
+        sid = self._sid(stream)
         if sid is None or self._stream_kinds.get(sid) != f.KIND_RAW:
             sid = self._stream(stream, f.KIND_RAW)
-        if isinstance(payload, bytes):
-            view: bytes | memoryview = payload
-        elif isinstance(payload, np.ndarray):
-            view = np.ascontiguousarray(payload).data.cast("B")
-        else:
-            view = memoryview(payload).cast("B")
+        view = payload if isinstance(payload, bytes) else a.payload_view(payload)
         n = len(view)
         length = f.RECORD_HEADER_SIZE + n
         pos = self._reserve(f.align(length))
         at = self._data + pos % self.capacity
         seq = self._seq
         ts = time.time_ns() if timestamp_ns is None else timestamp_ns
-        self._header(at, length, f.KIND_RAW, sid, seq, ts, 0, view)
+        try:
+            self._header(at, length, f.KIND_RAW, sid, seq, ts, 0, view)
+        except struct.error:  # checked here, not on every call: nothing is written yet
+            self._unreserve()
+            a.u64(timestamp_ns, "timestamp_ns")
+            raise SchemaMismatch(f"timestamp_ns {timestamp_ns!r} cannot be stored") from None
         self._buf[at + f.RECORD_HEADER_SIZE : at + length] = view
         self._publish(pos, pos + f.align(length), sid, 1, n, length)
         return seq
@@ -426,20 +430,21 @@ class RingBuffer:
         """
         self._ring.check_open("write_many")
         sid = self._stream(stream, f.KIND_RAW)
-        if isinstance(payloads, np.ndarray):
-            if payloads.ndim != 2:
-                raise SchemaMismatch(f"write_many needs a 2-D array, got shape {payloads.shape}")
-            rows = np.ascontiguousarray(payloads).view(np.uint8).reshape(len(payloads), -1)
-        else:
-            sizes = {len(p) for p in payloads}
-            if len(sizes) > 1:
-                first = self._seq
-                for i, p in enumerate(payloads):
-                    ts = None if timestamps_ns is None else int(timestamps_ns[i])
-                    self.write(p, stream=stream, timestamp_ns=ts)
-                return range(first, self._seq)
-            size = sizes.pop() if sizes else 0
-            rows = np.frombuffer(b"".join(payloads), np.uint8).reshape(len(payloads), size)
+        if not isinstance(payloads, np.ndarray | list | tuple):
+            try:
+                payloads = list(payloads)
+            except TypeError:
+                raise SchemaMismatch(
+                    f"write_many needs a sequence of payloads, got {type(payloads).__name__}"
+                ) from None
+        rows = a.payload_rows(payloads)
+        if rows is None:  # lengths differ: one record at a time
+            each = None if timestamps_ns is None else a.timestamps(timestamps_ns, len(payloads))
+            first = self._seq
+            for i, p in enumerate(payloads):
+                ts = None if each is None else int(each[i])
+                self.write(p, stream=stream, timestamp_ns=ts)
+            return range(first, self._seq)
         n, size = rows.shape
         first_seq = self._seq
         if n == 0:
@@ -449,14 +454,14 @@ class RingBuffer:
         if timestamps_ns is None:
             stamps = np.full(n, time.time_ns(), np.uint64)
         else:
-            stamps = np.asarray(timestamps_ns, np.uint64)
-            if stamps.shape != (n,):
-                raise SchemaMismatch(f"timestamps_ns has shape {stamps.shape}; expected ({n},)")
+            stamps = a.timestamps(timestamps_ns, n)
+        if stride > self._limit:
+            raise RingFull(f"records of {stride} bytes can never fit ring {self.path}")
         block = f.raw_records(rows, sid, first_seq, stamps, crc=self._crc)
         # Copy up to one checkpoint segment of whole records at a time, never across
         # the wrap (a chunk that would cross it starts after a padding record instead).
         cap = self.capacity
-        per_chunk = max(1, self._seg_size // stride)
+        per_chunk = max(1, min(self._seg_size, f.MAX_RECORD) // stride)
         done = 0
         while done < n:
             room = (cap - self._tail % cap) // stride
@@ -485,7 +490,7 @@ class RingBuffer:
         shape; a different one raises :class:`SchemaMismatch`.
         """
         self._ring.check_open("write_frame")
-        sid = self._streams.get(stream)
+        sid = self._sid(stream)
         if sid is None or self._stream_kinds.get(sid) != f.KIND_FRAME:
             sid = self._stream(stream, f.KIND_FRAME)
         if not isinstance(array, np.ndarray):
@@ -501,14 +506,16 @@ class RingBuffer:
                 raise SchemaMismatch(f"frames have at most {f.FRAME_MAX_DIMS} dimensions")
             f.frame_dtype_code(array)
             self._frame_specs[sid] = (array.dtype.str, array.shape)
-        meta = b"" if not metadata else json.dumps(metadata, separators=(",", ":")).encode()
+        meta = a.frame_metadata(metadata)
+        number = None if frame_number is None else a.u64(frame_number, "frame_number")
+        ts = time.time_ns() if timestamp_ns is None else a.u64(timestamp_ns, "timestamp_ns")
         prefix = f.FRAME_HEADER.size + f.align(len(meta))
         nbytes = array.nbytes
         length = f.RECORD_HEADER_SIZE + prefix + nbytes
         pos = self._reserve(f.align(length))
         at = self._data + pos % self.capacity
         seq = self._seq
-        number = seq if frame_number is None else frame_number
+        number = seq if number is None else number
         shape = list(array.shape) + [0] * (f.FRAME_MAX_DIMS - array.ndim)
         body = at + f.RECORD_HEADER_SIZE
         f.FRAME_HEADER.pack_into(
@@ -522,7 +529,6 @@ class RingBuffer:
         np.copyto(
             self._np[data_at : data_at + nbytes].view(array.dtype).reshape(array.shape), array
         )
-        ts = time.time_ns() if timestamp_ns is None else timestamp_ns
         payload = self._buf[body : at + length] if self._crc else b""
         self._header(at, length, f.KIND_FRAME, sid, seq, ts, 0, payload)
         self._publish(pos, pos + f.align(length), sid, 1, length - f.RECORD_HEADER_SIZE, length)
@@ -534,7 +540,14 @@ class RingBuffer:
         """Append an Arrow record batch; returns its sequence number.
 
         The stream's schema is stored once in the ring's schema table; each record holds
-        only the IPC record-batch message, so small batches stay cheap.
+        only the IPC record-batch message, so small batches stay cheap. Dictionary-encoded
+        columns are stored decoded, ``string_view`` as ``large_string`` and
+        ``binary_view`` as ``large_binary``: readers get those types back.
+
+        Raises:
+            SchemaMismatch: ``batch`` is not a RecordBatch (or a non-empty Table).
+            UnsupportedData: a column holds a list view, or cannot be converted as above.
+            RingFull: as for :meth:`write`, or the schema table is full.
         """
         self._ring.check_open("write_batch")
         if isinstance(batch, pa.Table):
@@ -545,17 +558,17 @@ class RingBuffer:
             raise SchemaMismatch(
                 f"write_batch needs a pyarrow RecordBatch, got {type(batch).__name__}"
             )
-        sid = self._streams.get(stream)
+        sid = self._sid(stream)
         if sid is None or self._stream_kinds.get(sid) != f.KIND_ARROW:
             sid = self._stream(stream, f.KIND_ARROW)
-        schema_id = self._schema_id(sid, batch.schema)
+        schema_id, batch = self._stored(sid, batch, stream)
+        ts = time.time_ns() if timestamp_ns is None else a.u64(timestamp_ns, "timestamp_ns")
         message = batch.serialize()
         n = message.size
         length = f.RECORD_HEADER_SIZE + n
         pos = self._reserve(f.align(length))
         at = self._data + pos % self.capacity
         seq = self._seq
-        ts = time.time_ns() if timestamp_ns is None else timestamp_ns
         self._np[at + f.RECORD_HEADER_SIZE : at + length] = np.frombuffer(message, np.uint8)
         payload = self._buf[at + f.RECORD_HEADER_SIZE : at + length] if self._crc else b""
         self._header(at, length, f.KIND_ARROW, sid, seq, ts, schema_id, payload)
@@ -576,8 +589,3 @@ class RingBuffer:
     def streams(self) -> list[str]:
         """Stream names declared so far, in id order."""
         return list(self._streams)
-
-
-def _check_overflow(overflow: str) -> None:
-    if overflow not in ("discard_oldest", "block"):
-        raise ConfigError(f"overflow must be 'discard_oldest' or 'block', got {overflow!r}")

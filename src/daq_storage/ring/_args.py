@@ -1,0 +1,153 @@
+"""Checks of what callers pass to the ring writer: every bad value becomes a
+:class:`~daq_storage.errors.DaqStorageError` naming it, before anything is stored."""
+
+from __future__ import annotations
+
+import json
+import operator
+from collections.abc import Mapping, Sequence
+from numbers import Real
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from daq_storage.errors import ConfigError, SchemaMismatch
+
+__all__ = [
+    "check_overflow",
+    "count",
+    "file_mode",
+    "frame_metadata",
+    "payload_rows",
+    "payload_view",
+    "seconds",
+    "timestamps",
+    "u64",
+]
+
+_U64 = 1 << 64
+
+
+def check_overflow(overflow: object) -> None:
+    if overflow not in ("discard_oldest", "block"):
+        raise ConfigError(f"overflow must be 'discard_oldest' or 'block', got {overflow!r}")
+
+
+def seconds(value: object, name: str) -> float:
+    """A duration: a real number >= 0 (infinity allowed: wait forever)."""
+    if isinstance(value, bool) or not isinstance(value, Real) or not float(value) >= 0:
+        raise ConfigError(f"{name} must be a number of seconds >= 0, got {value!r}")
+    return float(value)
+
+
+def count(value: object, name: str) -> int:
+    """An integer option (bytes, slots)."""
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        return operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        raise ConfigError(f"{name} must be an integer, got {value!r}") from None
+
+
+def file_mode(mode: object) -> int:
+    """Permission bits for a new ring file (no set-id or sticky bits)."""
+    bits = count(mode, "mode")
+    if not 0 <= bits <= 0o777:
+        raise ConfigError(f"mode must be permission bits in 0o000..0o777, got {mode!r}")
+    return bits
+
+
+def u64(value: object, name: str) -> int:
+    """A timestamp or frame number: an integer that fits 64 unsigned bits."""
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        number = operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        raise SchemaMismatch(f"{name} must be an integer, got {value!r}") from None
+    if not 0 <= number < _U64:
+        raise SchemaMismatch(f"{name} must be in 0..2**64-1, got {number}")
+    return number
+
+
+def timestamps(values: Any, n: int) -> npt.NDArray[np.uint64]:
+    """``n`` timestamps as uint64, refusing negative, fractional or oversized ones."""
+    try:
+        stamps = np.asarray(values)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise SchemaMismatch(f"timestamps_ns cannot be read as integers: {exc}") from None
+    if stamps.shape != (n,):
+        raise SchemaMismatch(f"timestamps_ns has shape {stamps.shape}; expected ({n},)")
+    if stamps.dtype == object:  # Python ints beyond int64, or anything else
+        return np.fromiter((u64(v, "timestamps_ns") for v in stamps), np.uint64, n)
+    if stamps.dtype.kind not in "iu":
+        raise SchemaMismatch(f"timestamps_ns must be integers, got dtype {stamps.dtype}")
+    if stamps.dtype.kind == "i" and int(stamps.min()) < 0:
+        raise SchemaMismatch(f"timestamps_ns holds {int(stamps.min())}; they must be >= 0")
+    return stamps.astype(np.uint64, copy=False)
+
+
+def payload_view(payload: object) -> bytes | memoryview:
+    """The bytes of one raw record."""
+    if isinstance(payload, bytes):
+        return payload
+    try:
+        if isinstance(payload, np.ndarray):
+            if payload.dtype.hasobject:
+                raise TypeError("an object array has no bytes to store")
+            # A uint8 view: any dtype's bytes, datetimes included (no buffer protocol).
+            return np.ascontiguousarray(payload).reshape(-1).view(np.uint8).data
+        view = memoryview(payload)  # type: ignore[arg-type]
+        return view.cast("B") if view.c_contiguous else memoryview(view.tobytes())
+    except (TypeError, ValueError) as exc:
+        raise SchemaMismatch(
+            f"a raw record needs bytes or a buffer, got {type(payload).__name__} ({exc})"
+        ) from None
+
+
+def payload_rows(payloads: Sequence[Any] | npt.NDArray[Any]) -> npt.NDArray[np.uint8] | None:
+    """Equal-length payloads as a 2-D uint8 array (one row each), or ``None`` when their
+    lengths differ (each is then written on its own)."""
+    if isinstance(payloads, np.ndarray):
+        if payloads.ndim != 2 or payloads.dtype.hasobject:
+            raise SchemaMismatch(
+                f"write_many needs a 2-D array of numbers, got shape {payloads.shape} "
+                f"dtype {payloads.dtype}"
+            )
+        rows = np.ascontiguousarray(payloads)
+        return rows.view(np.uint8).reshape(len(rows), rows.shape[1] * rows.dtype.itemsize)
+    if not isinstance(payloads, list | tuple):
+        try:
+            payloads = list(payloads)
+        except TypeError:
+            raise SchemaMismatch(
+                f"write_many needs a sequence of byte strings, got {type(payloads).__name__}"
+            ) from None
+    n = len(payloads)
+    try:
+        sizes = {len(p) for p in payloads}
+        joined = b"".join(payloads) if len(sizes) == 1 else b""
+        if len(sizes) == 1 and len(joined) != n * next(iter(sizes)):
+            raise TypeError("not flat byte strings")
+    except TypeError:  # not all flat bytes: take each as a buffer
+        views = [payload_view(p) for p in payloads]
+        sizes = {len(v) for v in views}
+        joined = b"".join(views) if len(sizes) == 1 else b""
+    if len(sizes) > 1:
+        return None
+    return np.frombuffer(joined, np.uint8).reshape(n, sizes.pop() if sizes else 0)
+
+
+def frame_metadata(metadata: object) -> bytes:
+    """A frame's metadata as compact UTF-8 JSON (an object); ``b""`` for none."""
+    if not metadata:
+        return b""
+    if not isinstance(metadata, Mapping):
+        raise SchemaMismatch(f"frame metadata must be a mapping, got {type(metadata).__name__}")
+    try:
+        text = json.dumps(metadata, separators=(",", ":"))
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise SchemaMismatch(f"frame metadata cannot be stored as JSON: {exc}") from None
+    return text.encode()
