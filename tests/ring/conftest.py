@@ -59,10 +59,17 @@ def mount_tmpfs(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
 
 def run_python(script: str, *args: str, timeout: float = 120) -> tuple[int, dict[str, Any]]:
     """Run ``script`` with ``args`` in a fresh interpreter; its exit code and the JSON
-    object it printed last (``{}`` if none). The child can die by a signal (SIGBUS, the
-    OOM killer) without taking the test run with it."""
+    object it printed last (``{}`` if none; its stderr's end if it failed without one).
+    The child can die by a signal (SIGBUS, the OOM killer) without taking the test run
+    with it."""
     command = [sys.executable, "-c", textwrap.dedent(script), *args]
     result = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
                             check=False)  # fmt: skip
     lines = result.stdout.strip().splitlines()
-    return result.returncode, json.loads(lines[-1]) if lines else {}
+    try:
+        printed = json.loads(lines[-1]) if lines else {}
+    except ValueError:
+        printed = {}
+    if result.returncode != 0 and not printed:  # say why, in the assertion message
+        printed = {"stderr": result.stderr[-4000:]}
+    return result.returncode, printed
