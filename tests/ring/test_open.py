@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from daq_storage.errors import RingBusy, RingCorrupt
+from daq_storage.errors import DaqStorageError, RingBusy, RingCorrupt
 from daq_storage.ring import RingBuffer, RingReader
 from daq_storage.ring import _format as f
 from tests.ring.conftest import SMALL, payload_for
@@ -175,7 +175,8 @@ def test_corrupt_stream_name_is_detected(ring: RingBuffer):
 def test_fuzzed_files_never_crash_hang_or_read_out_of_bounds(
     shm_path: Path, edits: list[tuple[int, bytes]]
 ):
-    """Random bytes anywhere (header, tables, records): only RingCorrupt or valid records."""
+    """Random bytes anywhere (header, tables, records): only RingCorrupt or valid records
+    for readers, only DaqStorageError for a writer re-attaching."""
     with RingBuffer.create(
         shm_path, capacity_bytes=SMALL, max_streams=4, schema_heap_bytes=4096
     ) as ring:
@@ -200,5 +201,65 @@ def test_fuzzed_files_never_crash_hang_or_read_out_of_bounds(
             reader.stats()
     except RingCorrupt:
         pass
+    try:  # a writer re-attaching walks the records to recover: no crash, no hang
+        with RingBuffer.open(shm_path) as writer:
+            writer.write(b"after", stream="a")
+    except DaqStorageError:
+        pass
+    finally:
+        shm_path.unlink()
+
+
+# The publish block and the counters most often, any header word now and then.
+WORDS = st.sampled_from(range(f.OFF_TAIL_INTENT // 8, f.OFF_CHECKPOINTS // 8)) | st.integers(
+    min_value=0, max_value=(f.OFF_READERS + 4 * f.READER_SLOT_SIZE) // 8 - 1
+)
+VALUES = st.sampled_from([0, 1, 8, 4096, SMALL, SMALL + 8, 2**62, 2**63, 2**64 - 8, 2**64 - 1]) | (
+    st.integers(min_value=0, max_value=2**64 - 1)
+)
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.lists(st.tuples(WORDS, VALUES), min_size=1, max_size=6))
+def test_fuzzed_header_words_never_crash_hang_or_overflow(
+    shm_path: Path, edits: list[tuple[int, int]]
+):
+    """Any 8-byte word of the identity, publish, counter, checkpoint and reader-slot
+    blocks set to anything (near 2**64 included): readers, a re-attaching writer and its
+    writes raise RingCorrupt (or another DaqStorageError) or work."""
+    with RingBuffer.create(shm_path, capacity_bytes=SMALL, max_readers=4) as ring:
+        for seq in range(30):
+            ring.write(payload_for(seq, 1 + seq * 53 % 2000), stream=("a", "b")[seq % 2])
+        ring.write_frame(np.ones((8, 8), np.uint16), stream="cam", metadata={"k": 1})
+    with shm_path.open("r+b") as handle:
+        for word, value in edits:
+            handle.seek(word * 8)
+            handle.write(struct.pack("<Q", value))
+    try:
+        try:
+            with RingReader.open(shm_path, start="latest") as latest:
+                latest.read_latest()
+                latest.read_latest("cam")
+            with RingReader.open(shm_path) as reader:
+                for _ in range(100):
+                    records = reader.read_many(50)
+                    if not records:
+                        break
+                    for record in records:
+                        if record.kind == "frame":
+                            _ = (record.array(), record.metadata, record.frame_number)
+                reader.stats()
+        except DaqStorageError:
+            pass
+        try:
+            with RingBuffer.open(shm_path, block_timeout=0.01) as writer:
+                writer.write(b"after", stream="a")
+                writer.write_many([b"x" * 10] * 3, stream="b")
+                writer.write_frame(np.ones((8, 8), np.uint16), stream="cam")
+                writer.stats()
+        except DaqStorageError:
+            pass
     finally:
         shm_path.unlink()

@@ -119,6 +119,28 @@ def test_arrow_batches_send_schema_once(ring: RingBuffer):
     assert ring.stats().bytes < sum(b.serialize().size for b in [*batches, other]) + schema_bytes
 
 
+def test_dictionary_and_view_columns_are_stored_plain(ring: RingBuffer):
+    """The ring carries neither dictionaries nor view types; their values go through."""
+    batch = pa.record_batch(
+        {
+            "d": pa.array(["a", "b", "a"]).dictionary_encode(),
+            "v": pa.array(["x", None, "a string longer than twelve"], pa.string_view()),
+            "b": pa.array([b"\x00", None, b"y" * 20], pa.binary_view()),
+        }
+    )
+    ring.write_batch(batch, stream="t")
+    ring.write_batch(batch, stream="t")
+    with RingReader.open(ring.path) as reader:
+        first, second = reader.read_many()
+        stored = first.batch()
+        assert stored.schema.types == [pa.string(), pa.large_string(), pa.large_binary()]
+        assert stored.to_pylist() == batch.to_pylist()
+    assert second.batch().equals(stored)  # its schema was read before the reader closed
+    listed = pa.record_batch({"l": pa.array([[1], [], None], pa.list_view(pa.int32()))})
+    with pytest.raises(UnsupportedData, match="column 'l' holds list_view"):
+        ring.write_batch(listed, stream="lists")
+
+
 def test_write_batch_accepts_single_chunk_tables(ring: RingBuffer):
     table = pa.table({"a": [1, 2, 3]})
     ring.write_batch(table, stream="t")
@@ -326,11 +348,16 @@ def test_stream_table_full(shm_path: Path):
 
 
 def test_closed_ring_and_reader_refuse_work(ring: RingBuffer):
+    ring.write_batch(pa.record_batch({"x": [1]}), stream="t")
     reader = RingReader.open(ring.path)
+    record = reader.read_next()
+    assert record is not None
     reader.close()
     reader.close()  # idempotent
     with pytest.raises(WriterClosedError, match="read_next"):
         reader.read_next()
+    with pytest.raises(WriterClosedError, match="reading a schema"):
+        record.batch()  # its schema was never read while the reader was open
     ring.close()
     with pytest.raises(WriterClosedError, match="write"):
         ring.write(b"x")
