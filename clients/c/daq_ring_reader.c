@@ -5,9 +5,13 @@
  * it, prints one line per record still in the ring, and exits.
  *
  *   cc -O2 -std=c11 -o daq_ring_reader daq_ring_reader.c
- *   ./daq_ring_reader [--wait] /dev/shm/daq_storage_ring
+ *   ./daq_ring_reader [--wait] [--trust-foreign] /dev/shm/daq_storage_ring
  *
  * --wait: stay attached after the last line until standard input reaches end of file.
+ * --trust-foreign: read a ring of another user's, one that group or others may write, or
+ *   one reached through a symbolic link (ring-format.md, Trust); refused otherwise.
+ * Only a regular file is opened: a FIFO, directory or device at the path is refused at
+ * once, never waited on.
  *
  * Output, one line per record:
  *   seq=N stream=NAME kind=raw|frame|arrow ts=NS len=BYTES fnv=HEX64
@@ -32,6 +36,8 @@
 #define ENDIAN_MARK 0x01020304u
 #define PAGE 4096u
 #define MIN_CAPACITY 65536u
+#define MAX_CAPACITY (1ull << 44)
+#define POSITION_LIMIT (1ull << 63)
 #define OFF_TAIL_INTENT 128
 #define OFF_TAIL 136
 #define OFF_STREAM_COUNT 296
@@ -115,13 +121,42 @@ static void print_frame(const uint8_t *payload, uint32_t n) {
     }
 }
 
+/* Whether the file may be read (ring-format.md, Trust): a regular file, owned by this
+ * user or root, that neither group nor others may write, unless trust_foreign. */
+static const char *untrusted(const struct stat *st, int trust_foreign) {
+    if (!S_ISREG(st->st_mode)) return "not a regular file (a FIFO, directory or device?)";
+    if (trust_foreign) return NULL;
+    if (st->st_uid != geteuid() && st->st_uid != 0)
+        return "owned by another user (--trust-foreign to read it anyway)";
+    if (st->st_mode & (S_IWGRP | S_IWOTH))
+        return "writable by group or others (--trust-foreign to read it anyway)";
+    return NULL;
+}
+
 /* Open the ring and take the anonymous readers' shared lock on byte 1 (ring-format.md,
  * Liveness). Refused only while a creator replacing the file holds its whole-file lock;
- * a file replaced between open and lock no longer has the name: open the path again. */
-static int attach(const char *path) {
+ * a file replaced between open and lock no longer has the name: open the path again.
+ * On a refusal for what the file is, *why says so and errno is EPERM. */
+static int attach(const char *path, int trust_foreign, const char **why) {
     for (int attempt = 0; attempt < 5000; attempt++) {
-        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        struct stat named;
+        int found = trust_foreign ? stat(path, &named) : lstat(path, &named);
+        if (found != 0) return -1;
+        if (S_ISLNK(named.st_mode)) {
+            *why = "a symbolic link (--trust-foreign to follow it)";
+            errno = EPERM;
+            return -1;
+        }
+        if ((*why = untrusted(&named, trust_foreign)) != NULL) { errno = EPERM; return -1; }
+        /* O_NONBLOCK: a FIFO swapped in since the check must not make open() wait. */
+        int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | (trust_foreign ? 0 : O_NOFOLLOW));
         if (fd < 0) return -1;
+        struct stat opened;
+        if (fstat(fd, &opened) != 0 || (*why = untrusted(&opened, trust_foreign)) != NULL) {
+            close(fd);
+            errno = EPERM;
+            return -1;
+        }
         struct flock lock = {.l_type = F_RDLCK, .l_whence = SEEK_SET,
                              .l_start = READER_LOCK_BYTE, .l_len = 1, .l_pid = 0};
         if (fcntl(fd, F_OFD_SETLK, &lock) == 0) {
@@ -142,9 +177,20 @@ static int attach(const char *path) {
 }
 
 int main(int argc, char **argv) {
-    int wait = argc == 3 && !strcmp(argv[1], "--wait");
-    if (argc != 2 + wait) return fail("usage: daq_ring_reader [--wait] RING_FILE");
-    int fd = attach(argv[argc - 1]);
+    int wait = 0, trust_foreign = 0;
+    for (int i = 1; i < argc - 1; i++) {
+        if (!strcmp(argv[i], "--wait")) wait = 1;
+        else if (!strcmp(argv[i], "--trust-foreign")) trust_foreign = 1;
+        else return fail("usage: daq_ring_reader [--wait] [--trust-foreign] RING_FILE");
+    }
+    if (argc < 2 || argv[argc - 1][0] == '-')
+        return fail("usage: daq_ring_reader [--wait] [--trust-foreign] RING_FILE");
+    const char *why = NULL;
+    int fd = attach(argv[argc - 1], trust_foreign, &why);
+    if (fd < 0 && why) {
+        fprintf(stderr, "daq_ring_reader: refusing the ring file: %s\n", why);
+        return 2;
+    }
     if (fd < 0) return fail(errno == EBUSY ? "the ring is being replaced" : "cannot open the ring file");
     struct stat st;
     if (fstat(fd, &st) != 0 || st.st_size < 128) return fail("file too small to be a ring");
@@ -161,7 +207,8 @@ int main(int argc, char **argv) {
     max_streams = rd32(base + 36);
     uint32_t max_schemas = rd32(base + 40);
     uint64_t heap = rd64(base + 48);
-    if (capacity < MIN_CAPACITY || capacity % PAGE) return fail("bad capacity");
+    if (capacity < MIN_CAPACITY || capacity > MAX_CAPACITY || capacity % PAGE)
+        return fail("bad capacity");
     if (max_readers < 1 || max_readers > 1024 || max_streams < 1 || max_streams > 4096 ||
         max_schemas < 1 || max_schemas > 65536 || heap % 8) return fail("bad geometry");
     streams_offset = OFF_READERS + (uint64_t)max_readers * READER_SLOT;
@@ -174,6 +221,7 @@ int main(int argc, char **argv) {
     /* Start at the oldest record still in the ring. */
     uint64_t tail = load_acquire(OFF_TAIL);
     uint64_t intent = load_acquire(OFF_TAIL_INTENT);
+    if (intent >= POSITION_LIMIT || intent < tail) return fail("bad tail_intent");
     uint64_t pos = 0, next_seq = 0, records = 0, lost = 0;
     int have_seq = 0;
     if (intent > capacity) {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -131,3 +132,34 @@ def test_c_reader_holds_the_anonymous_reader_lock_while_attached(c_reader: Path,
         assert reader.wait(60) == 0
     RingBuffer.create(shm_path, capacity_bytes=64 * 1024, exist_ok=True).close()
     shm_path.unlink()
+
+
+def test_c_reader_refuses_a_fifo_at_once(c_reader: Path, tmp_path: Path):
+    fifo = tmp_path / "ring"
+    os.mkfifo(fifo)
+    for flags in ([], ["--trust-foreign"]):
+        result = subprocess.run([str(c_reader), *flags, str(fifo)], capture_output=True,
+                                text=True, timeout=60, check=False)  # fmt: skip
+        assert result.returncode == 2
+        assert "not a regular file" in result.stderr
+
+
+def test_c_reader_reads_a_ring_others_may_write_only_when_told(c_reader: Path, shm_path: Path):
+    with RingBuffer.create(shm_path, capacity_bytes=64 * 1024, mode=0o666) as ring:
+        ring.write(b"shared", stream="s")
+    refused = subprocess.run([str(c_reader), str(shm_path)], capture_output=True, text=True,
+                             timeout=60, check=False)  # fmt: skip
+    assert refused.returncode == 2
+    assert "writable by group or others" in refused.stderr
+    link = shm_path.with_name(shm_path.name + ".link")
+    link.symlink_to(shm_path)
+    try:
+        refused = subprocess.run([str(c_reader), str(link)], capture_output=True, text=True,
+                                 timeout=60, check=False)  # fmt: skip
+        assert "symbolic link" in refused.stderr
+        read = subprocess.run([str(c_reader), "--trust-foreign", str(link)], capture_output=True,
+                              text=True, timeout=60, check=True)  # fmt: skip
+    finally:
+        link.unlink()
+        shm_path.unlink()
+    assert parse(read.stdout)[-1] == {"records": "1", "lost": "0"}
