@@ -27,9 +27,6 @@ from daq_storage.ring._mapping import RingFile
 SMALL = 64 * 1024
 _LIBC = ctypes.CDLL(None, use_errno=True)
 _PR_SET_PDEATHSIG = 1
-# pyarrow looks for pandas on the first record_batch from a dict: import it here once,
-# not in every forked writer.
-pa.record_batch({"seq": pa.array([0], pa.uint64())})
 _SEQ = struct.Struct("<Q")
 
 
@@ -104,8 +101,9 @@ def write_mixed(ring: RingBuffer, rounds: int) -> None:
         seq = ring._seq
         ring.write_frame(np.full((16, 16), seq % 65_000, np.uint16), stream="cam",
                          frame_number=seq)  # fmt: skip
-        ring.write_batch(pa.record_batch({"seq": pa.array([ring._seq], pa.uint64())}),
-                         stream="table")  # fmt: skip
+        # from_buffers: pa.array() would import pandas in every forked writer
+        seqs = pa.Array.from_buffers(pa.uint64(), 1, [None, pa.py_buffer(_SEQ.pack(ring._seq))])
+        ring.write_batch(pa.RecordBatch.from_arrays([seqs], names=["seq"]), stream="table")
         sizes = [8 + (ring._seq + i) % 50 for i in range(5)]
         first = ring._seq
         ring.write_many([payload(first + i, n) for i, n in enumerate(sizes)], stream="raw2")
