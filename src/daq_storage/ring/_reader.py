@@ -359,6 +359,12 @@ class RingReader:
             timeout: seconds to wait (``0``: don't wait; ``None``: wait forever).
             copy: ``False`` returns a zero-copy view of the shared mapping (see
                 :attr:`Record.zero_copy`).
+
+        Raises:
+            RingCorrupt: the next record's header is invalid, or its sequence number
+                goes backwards.
+            ConfigError: ``timeout`` is not a number of seconds (or ``None``).
+            WriterClosedError: after :meth:`close`.
         """
         self._ring.check_open("read_next")
         self._publish()
@@ -382,6 +388,10 @@ class RingReader:
 
         Small records are copied in one block and parsed from it, which is several
         times faster than calling :meth:`read_next` for each.
+
+        Raises:
+            RingCorrupt, WriterClosedError: as for :meth:`read_next`.
+            ConfigError: ``max_records`` is not a positive int, or ``timeout`` is bad.
         """
         self._ring.check_open("read_many")
         if isinstance(max_records, bool) or not isinstance(max_records, int) or max_records < 1:
