@@ -12,6 +12,7 @@ import pandas as pd
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 import xarray as xr
 import zarr
 
@@ -230,3 +231,20 @@ class TestZarr(WriterConformance):
         dataset = xr.open_zarr(path, group=stream)
         assert set(dataset["frames"].coords) == {"timestamp_ns", "frame_number"}
         return np.asarray(dataset["timestamp_ns"].values)
+
+
+@pytest.mark.parametrize("name", ["arrow", "parquet", "tiff"])
+def test_metadata_of_a_run_with_no_stream_is_kept(tmp_path: Path, name: str):
+    """A per-stream format keeps run metadata in each stream file's header; with no
+    stream file there, it goes to metadata.json rather than nowhere."""
+    from daq_storage.writers import open_writer
+
+    with open_writer(name, tmp_path / "run") as writer:
+        writer.set_metadata("experiment", "dark frames")
+        writer.set_metadata("exposure_ms", 10, stream="camera_1")
+    document = json.loads((tmp_path / "run" / "metadata.json").read_text())
+    assert document == {
+        "file": {"experiment": "dark frames"},
+        "streams": {"camera_1": {"exposure_ms": 10}},
+    }
+    assert writer.stats.files == [tmp_path / "run" / "metadata.json"]

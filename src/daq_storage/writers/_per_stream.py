@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import json
 import os
 from abc import abstractmethod
 from pathlib import Path
@@ -97,6 +98,29 @@ class PerStreamWriter(Writer):
         if tracked is not None and (changes := tracked.changes_json()) is not None:
             texts[METADATA_CHANGES] = changes
         return {**texts, **self._file_metadata, **self._stream_metadata.get(stream, {})}
+
+    #: The format keeps a ``metadata.json`` of its own (CSV).
+    writes_metadata_json: ClassVar[bool] = False
+
+    def close(self) -> None:
+        """Close every stream file. Metadata set while no stream file was ever started has
+        no file header to go to: it is written to ``metadata.json`` in the directory, so it
+        is never lost."""
+        orphaned = not self._stats.files and (self._file_metadata or self._stream_metadata)
+        if not self.closed and orphaned and not self.writes_metadata_json:
+            document = {
+                "file": {k: json.loads(v) for k, v in self._file_metadata.items()},
+                "streams": {
+                    self._safe_stream(stream): {k: json.loads(v) for k, v in values.items()}
+                    for stream, values in self._stream_metadata.items()
+                },
+            }
+            path = self.path / "metadata.json"
+            with storage_errors(path, "cannot write the run's metadata"):
+                self._check_new_file("(metadata)", path)
+                path.write_text(json.dumps(document, indent=2, allow_nan=True))
+            self._add_file(path)
+        super().close()
 
     def set_metadata(self, key: str, value: Any, *, stream: str | None = None) -> None:
         """Stored as key-value metadata (JSON values) of the stream's file(s).

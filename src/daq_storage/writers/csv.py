@@ -74,6 +74,7 @@ class CsvWriter(PerStreamWriter):
     """
 
     name: ClassVar[str] = "csv"
+    writes_metadata_json: ClassVar[bool] = True
     suffixes: ClassVar[tuple[str, ...]] = (".csv",)
     supports_frames: ClassVar[bool] = False
     supports_tables: ClassVar[bool] = True
