@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,29 +30,6 @@ def payload_for(seq: int, size: int) -> bytes:
     """Bytes derived from the sequence number, so a torn or stale record shows."""
     pattern = seq.to_bytes(8, "little") * (size // 8 + 1)
     return pattern[:size]
-
-
-@pytest.fixture
-def mount_tmpfs(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
-    """Mount real tmpfs filesystems of a given size (``"16m"``); skipped where mounting
-    is not permitted (the suite runs as root in CI). Unmounted afterwards."""
-    mounted: list[Path] = []
-
-    def mount(size: str) -> Path:
-        if os.geteuid() != 0 or shutil.which("mount") is None:
-            pytest.skip("mounting a tmpfs needs root")
-        point = tmp_path / f"tmpfs{len(mounted)}"
-        point.mkdir()
-        command = ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(point)]
-        result = subprocess.run(command, capture_output=True, check=False)
-        if result.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs here: {result.stderr.decode().strip()}")
-        mounted.append(point)
-        return point
-
-    yield mount
-    for point in mounted:
-        subprocess.run(["umount", "-l", str(point)], check=False)
 
 
 def run_python(script: str, *args: str, timeout: float = 120) -> tuple[int, dict[str, Any]]:
