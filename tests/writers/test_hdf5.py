@@ -203,9 +203,10 @@ def test_large_metadata_goes_to_a_dataset(tmp_path: Path):
         writer.set_metadata("notes", "x" * 70_000, stream="s")
         writer.set_metadata("small", 3)
     with h5py.File(path, "r") as f:
-        np.testing.assert_array_equal(f["metadata/calibration"][:], calibration)
-        assert f.attrs["calibration"] == "<stored in /metadata/calibration>"
-        assert f["metadata/s/notes"][()].decode() == "x" * 70_000
+        np.testing.assert_array_equal(f["_metadata/calibration"][:], calibration)
+        assert f.attrs["calibration"] == "<stored in /_metadata/calibration>"
+        assert f["_stream_metadata/s/notes"][()].decode() == "x" * 70_000
+        assert f["s"].attrs["notes"] == "<stored in /_stream_metadata/s/notes>"
         assert f.attrs["small"] == 3
 
 
@@ -401,3 +402,86 @@ def test_swmr_reader_sees_flushed_rows_and_frames_while_writing(tmp_path: Path):
             writer.write_batch("new_stream", pa.record_batch({"v": [1.0]}))
     assert first == [100, 5, int(block.frames[4].sum())]
     assert second == [150, 12, int(block.frames[11].sum())]
+
+
+def _chunk_places(path: Path, name: str) -> list[tuple[int, int, int]]:
+    """(byte offset, size, filter mask) of each stored chunk of dataset ``name``."""
+    with h5py.File(path, "r") as f:
+        dataset = f[name]
+        infos = [dataset.id.get_chunk_info(i) for i in range(dataset.id.get_num_chunks())]
+    return [(info.byte_offset, info.size, info.filter_mask) for info in infos]
+
+
+@pytest.mark.parametrize("compression", ["gzip", "blosc-lz4", "lzf", "none"])
+def test_a_flush_never_moves_a_chunk_it_stored(tmp_path: Path, compression: str):
+    """A chunk a flush finds part-filled is stored uncompressed, at its full size, and later
+    flushes rewrite it where it is; HDF5 never frees (and reuses) the place an index on
+    disk points at. Whole chunks are compressed once."""
+    path = tmp_path / f"{compression}.h5"
+    frames = SimulatedCamera((32, 40), seed=3, start_ns=0).frames(10).frames
+    with Hdf5Writer(path, compression=compression, chunk_size=1000, frames_per_chunk=4) as writer:
+        places: list[list[tuple[int, int, int]]] = []
+        for step in range(5):
+            writer.write_batch("s", pa.record_batch({"v": np.arange(step * 300, step * 300 + 300)}))
+            writer.write_frames("cam", frames[2 * step : 2 * step + 2])
+            writer.flush()
+            places.append(_chunk_places(path, "s/v") + _chunk_places(path, "cam/frames"))
+        writer.write_batch("s", pa.record_batch({"v": np.arange(1500, 3000)}))
+    raw = 0 if compression == "none" else 0xFFFFFFFF
+    first = places[0][0]
+    assert first[2] == raw  # 300 of 1000 rows: stored uncompressed
+    for later in places[1:]:
+        assert later[0] == first  # the same place, size and form at every flush
+    with h5py.File(path, "r") as f:
+        np.testing.assert_array_equal(f["s/v"][:], np.arange(3000))
+        np.testing.assert_array_equal(f["cam/frames"][:], frames)
+    final = _chunk_places(path, "s/v")
+    assert final[0] == first  # filled later, it stayed uncompressed (nothing moved)
+    assert final[1][2] == raw  # part-filled by the fifth flush: uncompressed too
+    if compression != "none":
+        assert final[2][2] == 0  # rows 2000-2999, filled between two flushes: compressed
+
+
+def test_chunks_stored_uncompressed_read_back_in_the_writing_process(tmp_path: Path):
+    """HDF5 caches a new chunk's filter mask as 0 after a direct write; a read in the same
+    process (here while the writer is open) must still decode it as stored."""
+    path = tmp_path / "same_process.h5"
+    with Hdf5Writer(path, chunk_size=1000) as writer:
+        writer.write_batch("s", pa.record_batch({"v": np.arange(10.0)}))
+        writer.flush()
+        with h5py.File(path, "r") as f:
+            np.testing.assert_array_equal(f["s/v"][:], np.arange(10.0))
+        writer.write_batch("s", pa.record_batch({"v": np.arange(10.0, 20.0)}))
+        writer.flush()
+        with h5py.File(path, "r") as f:
+            np.testing.assert_array_equal(f["s/v"][:], np.arange(20.0))
+
+
+def test_frequent_flushes_of_a_slow_stream_grow_the_file_by_its_data(tmp_path: Path):
+    """200 flushes of 100 rows each: the file holds about the rows' bytes (a part-filled
+    chunk is rewritten in place), not a new copy of the chunk per flush."""
+    path = tmp_path / "slow.h5"
+    with Hdf5Writer(path) as writer:
+        for step in range(200):
+            seq = np.arange(step * 100, step * 100 + 100)
+            writer.write_batch("s", pa.record_batch({"t": seq, "v": seq * 0.5}))
+            writer.flush()
+    data = 200 * 100 * 16
+    chunk = 1 << 20  # the open chunk of each column is stored at its full size
+    assert path.stat().st_size < data + 2 * chunk + 200_000
+    with h5py.File(path, "r") as f:
+        np.testing.assert_array_equal(f["s/t"][:], np.arange(20_000))
+
+
+def test_the_file_is_in_the_hdf5_1_8_format_and_valid_from_its_creation(tmp_path: Path):
+    """Version 0 superblock (readable by every HDF5 since 1.8); a writer killed at once
+    leaves a file that opens (the superblock is flushed when the file is made)."""
+    path = tmp_path / "fresh.h5"
+    writer = Hdf5Writer(path)
+    with h5py.File(path, "r") as f:  # while open, as after a kill
+        assert f.attrs["application"].startswith("daq-storage")
+        assert list(f) == []
+    writer.write_batch("s", pa.record_batch({"v": [1.0]}))
+    writer.close()
+    with path.open("rb") as raw:
+        assert raw.read(9)[8] == 0

@@ -11,24 +11,37 @@ file.h5                      attrs: created_at, created_timestamp_ns, applicatio
 │   ├── frames               (n, *frame_shape) for frame streams
 │   ├── timestamp_ns         (n,) uint64 for frame streams; CF units and calendar
 │   └── frame_number         (n,) uint64 for frame streams
-└── metadata/                values too large for an attribute (> 64 KiB)
+├── _metadata/               file metadata values too large for an attribute (> 64 KiB)
+└── _stream_metadata/<stream>/   the same for a stream's metadata
 ```
+
+A column's dataset is named as the column, with ``%`` and ``/`` percent-encoded (``a/b``
+is ``a%2Fb``); the ``schema`` attributes keep every original name. Stream names never
+start with ``_`` (see :func:`~daq_storage.naming.sanitize_name`), so the two metadata
+groups are never a stream's.
 
 Times (Arrow ``timestamp`` columns, frames' ``timestamp_ns``) are integers with the CF
 attributes ``units = "nanoseconds since 1970-01-01"`` (in the column's unit) and
 ``calendar = "proleptic_gregorian"``; durations have ``units`` and ``dtype``
 (``timedelta64[ms]``). Metadata values are attributes: numbers and text as they are,
 lists and dicts as JSON text.
+
+The file is in the HDF5 1.8 format (readable by HDF5 1.8 and later: h5py, MATLAB, h5dump),
+with attributes in dense storage (a name index: many keys stay fast); ``swmr=True``
+files are in the 1.10 format SWMR needs. A kill loses nothing a flush stored: see
+:mod:`daq_storage.writers._hdf5_tables` for how chunks are written.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
+import errno
 import json
 import os
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -40,32 +53,36 @@ import pyarrow as pa
 
 from daq_storage._version import __version__
 from daq_storage.config import StorageSettings
-from daq_storage.errors import ConfigError, SchemaMismatch, UnsupportedData
-from daq_storage.schema import (
-    METADATA_CHANGES,
-    Column,
-    FrameBlock,
-    flatten_batch,
-    join_frames,
-    time_attrs,
-    widened,
+from daq_storage.errors import (
+    ConfigError,
+    DaqStorageError,
+    InvalidName,
+    SchemaMismatch,
+    StorageIOError,
+    UnsupportedData,
+    WriterClosedError,
 )
+from daq_storage.schema import METADATA_CHANGES, Column, flatten_batch, time_attrs
 from daq_storage.writers._base import Writer, json_value, storage_errors
 from daq_storage.writers._chunks import (
     ChunkEncode,
     blosc_encoder,
     deflate_encoder,
-    split_frames,
     zstd_encoder,
 )
+from daq_storage.writers._hdf5_file import OrderedFile
 from daq_storage.writers._hdf5_frames import FrameStream
+from daq_storage.writers._hdf5_superblock import cover_written
+from daq_storage.writers._hdf5_tables import TableStream, dataset_name, field_json
 
 __all__ = ["Hdf5Writer"]
 
 _COMPRESSIONS = ("none", "gzip", "lzf", "lz4", "zstd", "blosc-lz4", "blosc-zstd")
 _ATTRIBUTE_LIMIT = 64 * 1024
 _TABLE_CHUNK_BYTES = 1 << 20
-_STRING = h5py.string_dtype("utf-8")
+_CHUNK_LIMIT = (1 << 32) - 1  # HDF5 stores a chunk's size in 32 bits
+_FILE_HOLDER = "_metadata"  # sanitised stream names never start with "_"
+_STREAM_HOLDER = "_stream_metadata"
 # HDF5 reports failed writes (disk full, file-size limit) through h5py as RuntimeError.
 _H5_ERRORS: tuple[type[Exception], ...] = (RuntimeError,)
 
@@ -101,15 +118,61 @@ def _now() -> tuple[str, int]:
     return datetime.fromtimestamp(ns / 1e9, UTC).isoformat(), ns
 
 
+def _dense_attributes(creation: Any) -> None:
+    """A group's attributes in dense storage from the start (a name index: many keys stay
+    fast; no conversion from compact storage later). Tracking their creation order also
+    gives the group the newer object header dense storage needs, in a file otherwise of
+    the earliest structures (see :class:`OrderedFile`)."""
+    creation.set_obj_track_times(False)  # as h5py: a file's bytes do not depend on when
+    creation.set_attr_creation_order(h5py.h5p.CRT_ORDER_TRACKED)
+    creation.set_attr_phase_change(0, 0)
+
+
+def _create_file(
+    path: os.PathLike[str], take_over: bool, swmr: bool
+) -> tuple[h5py.File, int, OrderedFile | None]:
+    """A new file, its descriptor, and (not for SWMR) the :class:`OrderedFile` HDF5
+    writes through: the HDF5 1.8 format at the earliest structures it allows (1.10 for
+    SWMR); group attributes in dense storage (:func:`_dense_attributes`); no chunk cache
+    (every chunk reaches the file when written, none waits for a flush).
+
+    Raises:
+        FileExistsError: ``path`` exists (and is not an empty file to take over).
+    """
+    access = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
+    if swmr:
+        access.set_libver_bounds(h5py.h5f.LIBVER_V110, h5py.h5f.LIBVER_V110)
+    else:  # the earliest structures (readable everywhere) but for dense attributes
+        access.set_libver_bounds(h5py.h5f.LIBVER_EARLIEST, h5py.h5f.LIBVER_V18)
+    access.set_cache(0, 0, 0, 0.75)
+    creation = h5py.h5p.create(h5py.h5p.FILE_CREATE)
+    _dense_attributes(creation)
+    flags = os.O_RDWR | os.O_CLOEXEC | (os.O_TRUNC if take_over else os.O_CREAT | os.O_EXCL)
+    fd = os.open(path, flags, 0o644)
+    try:
+        ordered = None
+        name = os.fsencode(path)
+        if not swmr:  # SWMR orders its own writes, through HDF5's own driver only
+            ordered = OrderedFile(fd)
+            access.set_fileobj_driver(h5py.h5fd.fileobj_driver, ordered)
+        made = h5py.h5f.create(name, h5py.h5f.ACC_TRUNC, fapl=access, fcpl=creation)
+        return h5py.File(made), fd, ordered
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 class Hdf5Writer(Writer):
     """One HDF5 file; one group per stream; one resizable dataset per column.
 
     Args:
         path: the file; created (an existing empty file, as made by
             :func:`~daq_storage.naming.claim_path`, is taken over; a non-empty one is
-            never overwritten).
+            never overwritten). The file is valid from the start: killed before its
+            first flush, it opens as an empty file.
         compression: ``none``, ``gzip`` (default: readable everywhere without plugins),
-            ``lzf``, ``lz4``, ``zstd``, ``blosc-lz4``, ``blosc-zstd``.
+            ``lzf``, ``lz4``, ``zstd``, ``blosc-lz4``, ``blosc-zstd``. A chunk that a
+            flush finds part-filled is stored uncompressed (see the module notes).
         compression_level: 0-9.
         shuffle: byte-shuffle before gzip/lzf/lz4/zstd (blosc always shuffles).
         chunk_size: rows per chunk for tables (the seeds' "samples per chunk"; default:
@@ -118,9 +181,14 @@ class Hdf5Writer(Writer):
             without touching its neighbours).
         swmr: single-writer/multiple-reader mode: readers may open the file while it is
             written and see flushed rows. SWMR starts at the first :meth:`flush`; no new
-            stream or column can be added after that.
+            stream or column can be added after that. A killed SWMR file opens only
+            with ``swmr=True`` (or after ``h5clear -s``).
         threads: pool threads that compress and store frame chunks with gzip, zstd or
             blosc (default: CPU count; the calling thread joins them).
+
+    A write that fails half-way (a disk that another process filled) leaves the file as
+    it was and the writer refusing further calls (:class:`WriterClosedError`): close it
+    and start a new file. Everything flushed before stays readable.
     """
 
     name: ClassVar[str] = "hdf5"
@@ -169,23 +237,25 @@ class Hdf5Writer(Writer):
         self.frames_per_chunk = frames_per_chunk
         self.swmr = swmr
         self._filters = _filters(compression, compression_level, shuffle)
-        mode = "w" if self.path.exists() and self.path.stat().st_size == 0 else "w-"
-        self._took_over = mode == "w"  # an empty file made to claim the name
+        self._took_over = self.path.exists() and self.path.stat().st_size == 0
         with storage_errors(self.path, "cannot create HDF5 file", library_errors=_H5_ERRORS):
             self._claim_directory(self.path.parent)
             try:
-                self._file = h5py.File(self.path, mode, libver="latest" if swmr else "earliest")
+                self._file, self._fd, self._ordered = _create_file(self.path, self._took_over,
+                                                                   swmr)  # fmt: skip
             except FileExistsError:
                 raise FileExistsError(17, "File exists (never overwritten)") from None
-        created_at, created_ns = _now()
-        self._file.attrs["created_at"] = created_at
-        self._file.attrs["created_timestamp_ns"] = np.uint64(created_ns)
-        self._file.attrs["application"] = f"daq-storage {__version__}"
+            try:
+                created_at, created_ns = _now()
+                self._file.attrs["created_at"] = created_at
+                self._file.attrs["created_timestamp_ns"] = np.uint64(created_ns)
+                self._file.attrs["application"] = f"daq-storage {__version__}"
+                self._flush_file()  # a valid, empty file from now on, whenever it is killed
+            except BaseException:
+                self._release()
+                raise
         self._add_file(self.path)
-        self._rows: dict[str, int] = {}  # rows per table stream
-        self._datasets: dict[str, dict[str, h5py.Dataset]] = {}  # stream -> column -> dataset
-        self._masks: dict[str, dict[str, h5py.Dataset]] = {}  # stream -> column -> .valid
-        self._schemas: dict[str, pa.Schema] = {}
+        self._tables: dict[str, TableStream] = {}
         self._pool: ThreadPoolExecutor | None = None
         self._threads = threads or os.cpu_count() or 1
         self._encode = _chunk_encoder(compression, compression_level, shuffle)
@@ -193,6 +263,55 @@ class Hdf5Writer(Writer):
         self._groups: dict[str, h5py.Group] = {}
         self._swmr_started = False
         self._described: set[str] = set()  # streams whose first metadata is stored
+        self._failure: str | None = None  # what failed half-way (then nothing is written)
+
+    # ------------------------------------------------------------------ failures
+    def _check_open(self) -> None:
+        super()._check_open()
+        if self._failure is not None:
+            raise WriterClosedError(
+                f"hdf5 writer for {self.path} failed ({self._failure}) and writes nothing "
+                "more: close it and start a new file; everything flushed before stays "
+                "readable"
+            )
+
+    @contextmanager
+    def _writing(self, action: str) -> Iterator[None]:
+        """``storage_errors`` for a step that changes the file: a failure in it (after
+        the checks, so the file may be half-changed) makes the writer refuse any further
+        write, so nothing is written on top of a state the file does not have."""
+        try:
+            with storage_errors(self.path, action, library_errors=_H5_ERRORS):
+                yield
+        except StorageIOError as exc:
+            self._failure = f"{action}: {exc.strerror}"
+            raise
+        except DaqStorageError:  # refused by a check, before anything changed
+            raise
+        except Exception as exc:
+            self._failure = f"{action}: {type(exc).__name__}: {exc}"
+            raise StorageIOError(errno.EIO, self._failure, str(self.path)) from exc
+
+    def _flush_file(self) -> None:
+        """HDF5's flush, its updates committed in an order that keeps the file readable
+        at every instant (see :class:`OrderedFile`; for SWMR, HDF5 orders them, and
+        only the end-of-file address is moved up first)."""
+        if self._ordered is None:
+            cover_written(self._fd)
+            self._file.flush()
+        else:
+            self._file.flush()
+            self._ordered.commit()
+
+    def _release(self) -> None:
+        """Close HDF5's file (its updates not committed) and the descriptor."""
+        if self._file.id.valid:  # an error from this close is not the one to report
+            with contextlib.suppress(Exception):
+                self._file.close()
+        if self._ordered is not None:
+            self._ordered.release()
+        else:
+            os.close(self._fd)
 
     # ------------------------------------------------------------------ structure
     def _group(self, stream: str) -> h5py.Group:
@@ -200,7 +319,11 @@ class Hdf5Writer(Writer):
         if group is None:
             safe = self._safe_stream(stream)
             self._check_can_create(stream)
-            group = self._groups[stream] = self._file.create_group(safe)
+            creation = h5py.h5p.create(h5py.h5p.GROUP_CREATE)
+            _dense_attributes(creation)
+            made = h5py.h5g.create(self._file.id, self._file._e(safe), lcpl=self._file._lcpl,
+                                   gcpl=creation)  # fmt: skip
+            group = self._groups[stream] = h5py.Group(made)
             group.attrs["instrument_id"] = stream
             group.attrs["created_at"] = _now()[0]
         return group
@@ -220,136 +343,45 @@ class Hdf5Writer(Writer):
         row_bytes = max(1, column.values[:1].nbytes or column.values.dtype.itemsize)
         return int(max(1024, min(1 << 20, _TABLE_CHUNK_BYTES // row_bytes)))
 
-    def _create_column(self, group: h5py.Group, column: Column, rows_before: int,
-                       field_json: str) -> h5py.Dataset:  # fmt: skip
-        if column.kind == "string":
-            dtype: Any = _STRING
-            # No explicit fill: HDF5 would write "" into every new chunk's global heap
-            # before the data overwrites it. Unwritten strings read back as "" anyway.
-            fill: Any = None
-        elif column.kind == "vlen":
-            dtype = h5py.vlen_dtype(column.values[0].dtype if len(column.values) else np.float64)
-            fill = None
-        else:
-            dtype = column.values.dtype
-            fill = np.nan if dtype.kind == "f" else 0
-        inner = column.values.shape[1:]
-        chunk = (self._chunk_rows(column), *inner)
-        filters = self._filters if column.kind == "fixed" else {}
-        dataset = group.create_dataset(
-            column.name, shape=(rows_before, *inner), maxshape=(None, *inner), dtype=dtype,
-            chunks=chunk, fillvalue=fill, **filters,
-        )  # fmt: skip
-        dataset.attrs["schema"] = field_json
-        for key, value in column.attrs.items():
-            dataset.attrs[key] = value
-        return dataset
+    def _refuse_widening(self, stream: str) -> Callable[[Column, str], None]:
+        def refuse(column: Column, stored: str) -> None:
+            if self._swmr_started:
+                raise SchemaMismatch(
+                    f"stream {stream!r} column {column.name!r}: widening {stored} to "
+                    f"{column.attrs['arrow_type']} rewrites the dataset, which SWMR mode "
+                    "(started at the first flush) does not allow"
+                )
 
-    def _mask(self, group: h5py.Group, name: str, rows: int, default: bool) -> h5py.Dataset:
-        mask = group.get(f"{name}.valid")
-        if mask is None:
-            mask = group.create_dataset(
-                f"{name}.valid", shape=(rows,), maxshape=(None,), dtype=bool,
-                chunks=(65536,), fillvalue=default, **self._filters,
-            )  # fmt: skip
-            mask[...] = default
-            mask.attrs["meaning"] = f"True where {name} holds a value; False where it is null"
-        return mask
+        return refuse
 
     # ------------------------------------------------------------------ tables
     def write_batch(self, stream: str, batch: pa.RecordBatch) -> None:
+        """Append a table (see :meth:`Writer.write_batch`). Rows are stored a chunk at a
+        time and at :meth:`flush`.
+
+        Raises:
+            InvalidName: a column name is empty or holds NUL.
+            SchemaMismatch: a type change that is not a safe widening, or two columns
+                (or a column and another's ``.valid`` mask) on one dataset.
+        """
         batch = self._check_batch(stream, batch)
         if stream in self._frame_specs:
             raise SchemaMismatch(f"stream {stream!r} holds frames; tables go to another stream")
         columns = flatten_batch(batch, stream=stream)
+        table = self._tables.get(stream)
+        planner = table or TableStream(self._filters, self._chunk_rows)
+        # Every column checked before the file is touched: a refused batch changes nothing.
+        plan = planner.plan(stream, batch, columns,
+                            may_create=lambda: self._check_can_create(stream),
+                            may_widen=self._refuse_widening(stream))  # fmt: skip
         self._ensure_room(batch.nbytes, f"stream {stream!r}", self.path)
-        # Dataset handles are cached: looking them up in the file every batch costs more
-        # than appending small batches.
-        datasets = self._datasets.setdefault(stream, {})
-        masks = self._masks.setdefault(stream, {})
-        rows = self._rows.get(stream, 0)
-        n = batch.num_rows
-        # Plan every column before touching the file: a refused batch changes nothing.
-        plan: list[tuple[Column, h5py.Dataset | None, np.dtype[Any] | None]] = []
-        for column in columns:
-            if column.kind == "string" and "\x00" in "".join(column.values):
-                raise UnsupportedData(
-                    f"stream {stream!r} column {column.name!r}: HDF5 strings cannot contain "
-                    "NUL characters"
-                )
-            existing = datasets.get(column.name)
-            if existing is None:
-                self._check_can_create(stream)
-                plan.append((column, None, None))
-                continue
-            old = existing.dtype
-            if column.kind == "fixed":
-                if existing.shape[1:] != column.values.shape[1:] or old.kind in "OS":
-                    raise SchemaMismatch(
-                        f"stream {stream!r} column {column.name!r}: stored as "
-                        f"{existing.attrs.get('arrow_type', old)} shape {existing.shape[1:]}, "
-                        f"got {column.attrs['arrow_type']} shape {column.values.shape[1:]}"
-                    )
-                target = widened(old, column.values.dtype)
-                if target is None:
-                    raise SchemaMismatch(
-                        f"stream {stream!r} column {column.name!r}: type changed from "
-                        f"{existing.attrs.get('arrow_type', old)} to {column.attrs['arrow_type']}"
-                        " (not a safe widening)"
-                    )
-                if target != old and self._swmr_started:
-                    raise SchemaMismatch(
-                        f"stream {stream!r} column {column.name!r}: widening "
-                        f"{existing.attrs.get('arrow_type', old)} to {column.attrs['arrow_type']}"
-                        " rewrites the dataset, which SWMR mode (started at the first flush) "
-                        "does not allow"
-                    )
-                plan.append((column, existing, target))
-            else:
-                same = (column.kind == "string") == (h5py.check_string_dtype(old) is not None)
-                if not same:
-                    raise SchemaMismatch(
-                        f"stream {stream!r} column {column.name!r}: type changed from "
-                        f"{existing.attrs.get('arrow_type', old)} to {column.attrs['arrow_type']}"
-                    )
-                plan.append((column, existing, None))
-        previous = self._schemas.get(stream)
-        schema_changed = previous is None or not previous.equals(batch.schema)
-        with storage_errors(
-            self.path, f"cannot write stream {stream!r}", library_errors=_H5_ERRORS
-        ):
-            group = self._group(stream)
-            fields = {f.name: f for f in batch.schema}
-            for column, dataset, target in plan:
-                if dataset is None:
-                    top = fields.get(column.name.split(".")[0])
-                    dataset = self._create_column(
-                        group, column, rows, _field_json(top) if top is not None else "{}"
-                    )
-                    if rows:  # a column that appears mid-run: earlier rows are invalid
-                        masks[column.name] = self._mask(group, column.name, rows, False)
-                elif target is not None and target != dataset.dtype:
-                    dataset = self._widen(group, dataset, target, column)
-                datasets[column.name] = dataset
-                end = rows + n
-                dataset.resize(end, axis=0)
-                if n:
-                    dataset[rows:end] = column.values
-                if column.valid is not None or column.name in masks:
-                    mask = masks.get(column.name) or self._mask(group, column.name, rows, True)
-                    masks[column.name] = mask
-                    mask.resize((end,))
-                    mask[rows:end] = True if column.valid is None else column.valid
-            present = {c.name for c in columns}
-            for name, dataset in datasets.items():  # columns absent from this batch: null
-                if name in present:
-                    continue
-                dataset.resize(rows + n, axis=0)
-                mask = masks.get(name) or self._mask(group, name, rows, True)
-                masks[name] = mask
-                mask.resize((rows + n,))
-                mask[rows : rows + n] = False
+        with self._writing(f"cannot write stream {stream!r}"):
+            if table is None:
+                planner.attach(self._group(stream))
+                table = self._tables[stream] = planner
+            changed = table.append(plan, batch.num_rows)
             self._observe_metadata(stream, batch)
+            group = table.group
             first = self._table_metadata[stream].first or {}
             if stream not in self._described:
                 self._described.add(stream)
@@ -358,33 +390,15 @@ class Hdf5Writer(Writer):
                     # attribute holds every key.
                     if key and "\x00" not in key and key not in group.attrs:
                         self._set_attribute(group, key, value, stream)
-            if schema_changed:  # rewriting an attribute every batch costs more than the rows
+            if changed or table.schema is None or not table.schema.equals(batch.schema):
+                # rewriting an attribute every batch costs more than the rows
                 group.attrs["schema"] = _schema_json(batch.schema, first)
-        self._rows[stream] = rows + n
-        self._schemas[stream] = batch.schema
+                table.schema = batch.schema
+            if changed:  # new or replaced datasets: on disk before rows depend on them
+                self._flush_file()
         self._stats.batches += 1
-        self._stats.rows += n
+        self._stats.rows += batch.num_rows
         self._stats.bytes_written += batch.nbytes
-
-    def _widen(self, group: h5py.Group, dataset: h5py.Dataset, dtype: np.dtype[Any],
-               column: Column) -> h5py.Dataset:  # fmt: skip
-        """Rewrite ``dataset`` with a wider dtype (HDF5 cannot change it in place)."""
-        name = dataset.name.rsplit("/", 1)[-1]
-        attrs = dict(dataset.attrs)
-        temporary = f"{name}.widening"
-        new = group.create_dataset(
-            temporary, shape=dataset.shape, maxshape=dataset.maxshape, dtype=dtype,
-            chunks=dataset.chunks, fillvalue=np.nan if dtype.kind == "f" else 0, **self._filters,
-        )  # fmt: skip
-        step = dataset.chunks[0] * 16
-        for start in range(0, dataset.shape[0], step):
-            new[start : start + step] = dataset[start : start + step].astype(dtype)
-        del group[name]
-        group.move(temporary, name)
-        for key, value in attrs.items():
-            new.attrs[key] = value
-        new.attrs["arrow_type"] = column.attrs["arrow_type"]
-        return new
 
     # ------------------------------------------------------------------ frames
     def write_frames(
@@ -398,39 +412,48 @@ class Hdf5Writer(Writer):
         """Append frames to ``<stream>/frames`` (and their ids to ``timestamp_ns`` and
         ``frame_number``).
 
-        With ``none``, ``gzip``, ``zstd`` and ``blosc-*`` compression, whole chunks are
-        stored with direct chunk writes, compressed and written by a thread pool (and
-        this thread) in parallel. Frames short of a whole chunk wait (copied) for the
-        next call or :meth:`flush`.
+        Whole chunks are stored at once: with ``none``, ``gzip``, ``zstd`` and
+        ``blosc-*`` compression by direct chunk writes, compressed and written by a
+        thread pool (and this thread) in parallel. Frames short of a whole chunk wait
+        (copied) for the next call or :meth:`flush`.
         """
-        if stream in self._rows:
+        if stream in self._tables:
             raise SchemaMismatch(f"stream {stream!r} holds a table; frames go to another stream")
         block = self._check_frames(stream, frames, timestamps_ns, frame_numbers)
         self._ensure_room(block.frames.nbytes, f"frames of stream {stream!r}", self.path)
-        with storage_errors(
-            self.path, f"cannot write frames of stream {stream!r}", library_errors=_H5_ERRORS
-        ):
+        with self._writing(f"cannot write frames of stream {stream!r}"):
             target = self._frame_stream(stream, block)
-            # Direct chunk writes unless HDF5 must compress (lz4, lzf: no encoder here).
-            if self._encode is not None or self.compression == "none":
-                self._write_chunks(target, block)
-            else:
-                target.append(block)
+            target.add(block, self._encode, self._get_pool)
         self._stored = True
-        self._stats.frames += len(block.frames)
+        self._stats.frames += len(block)
         self._stats.bytes_written += block.frames.nbytes
 
-    def _frame_stream(self, stream: str, block: FrameBlock) -> FrameStream:
+    def _check_frame_format(self, stream: str, frames: npt.NDArray[Any]) -> None:
+        """Frames HDF5 cannot chunk are refused before anything is created."""
+        shape = frames.shape[1:]
+        if 0 in shape:
+            raise UnsupportedData(f"stream {stream!r}: frame shape {shape} has no pixels")
+        if self.frames_per_chunk * int(np.prod(shape)) * frames.dtype.itemsize > _CHUNK_LIMIT:
+            raise UnsupportedData(
+                f"stream {stream!r}: {self.frames_per_chunk} frames of shape {shape} "
+                f"{frames.dtype} exceed HDF5's 4 GiB chunk limit; lower frames_per_chunk"
+            )
+
+    def _get_pool(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self._threads, "daq_storage_hdf5")
+        return self._pool
+
+    def _frame_stream(self, stream: str, block: Any) -> FrameStream:
         target = self._frame_streams.get(stream)
         if target is not None:
             return target
-        group = self._group(stream)
         self._check_can_create(stream)
-        per_chunk = self.frames_per_chunk
+        group = self._group(stream)
         shape = block.frames.shape[1:]
         frames = group.create_dataset(
-            "frames", shape=(0, *shape), maxshape=(None, *shape),
-            dtype=block.frames.dtype, chunks=(per_chunk, *shape), **self._filters,
+            "frames", shape=(0, *shape), maxshape=(None, *shape), dtype=block.frames.dtype,
+            chunks=(self.frames_per_chunk, *shape), **self._filters,
         )  # fmt: skip
         frames.attrs["dim_names"] = ",".join(["frame", "y", "x"][: 1 + len(shape)])
         stamps, numbers = (
@@ -440,49 +463,22 @@ class Hdf5Writer(Writer):
         )  # fmt: skip
         stamps.attrs.update(time_attrs("ns"))
         target = self._frame_streams[stream] = FrameStream(frames, stamps, numbers)
+        self._flush_file()  # the new datasets on disk before frames depend on them
         return target
-
-    def _write_chunks(self, target: FrameStream, block: FrameBlock) -> None:
-        """Whole chunks by direct chunk writes (compressed on the pool); the rest waits.
-
-        If storing fails, the frames not stored (this call's, and any still waiting for
-        a whole chunk) are dropped; the error reports the failure.
-        """
-        if target.partial is not None:
-            block = join_frames([target.partial, block])
-            target.partial = None
-        head, whole, rest = split_frames(block, len(target), target.frames.chunks[0])
-        if len(head):  # completes the partial chunk a flush wrote
-            target.append(head)
-        if len(whole):
-            per_chunk = target.frames.chunks[0]
-            chunks = [whole.frames[i : i + per_chunk] for i in range(0, len(whole), per_chunk)]
-            if self._encode is None:  # no compression: the frames' own bytes are the chunks
-                target.store(whole, [functools.partial(np.ascontiguousarray, c) for c in chunks])
-            else:
-                if self._pool is None:
-                    self._pool = ThreadPoolExecutor(self._threads, "daq_storage_hdf5")
-                encode = self._encode
-                target.store(whole, [functools.partial(encode, c) for c in chunks], self._pool)
-        if len(rest):  # copied: the caller may reuse its array
-            target.partial = rest.copy()
-
-    def _drain_frames(self) -> None:
-        for target in self._frame_streams.values():
-            if target.partial is not None:
-                target.append(target.partial)
-                target.partial = None
-            target.write_ids()
 
     # ------------------------------------------------------------------ metadata
     def set_metadata(self, key: str, value: Any, *, stream: str | None = None) -> None:
         """An attribute of the file or of the stream's group; JSON text for dicts and
-        lists; values over 64 KiB become datasets under ``/metadata``."""
+        lists; values over 64 KiB become datasets under ``/_metadata`` (file) or
+        ``/_stream_metadata/<stream>``, the attribute saying where."""
         self._check_open()
-        if not isinstance(key, str) or not key or "/" in key or "\x00" in key:
-            raise UnsupportedData(f"metadata key {key!r} must be a non-empty name without '/'")
-        target = self._file if stream is None else self._group(stream)
-        self._set_attribute(target, key, value, stream)
+        if not isinstance(key, str) or not key or "\x00" in key:
+            raise InvalidName(f"metadata key {key!r} must be a non-empty name without NUL")
+        if stream is not None and stream not in self._groups:
+            self._check_can_create(stream)
+        with self._writing(f"cannot store metadata {key!r}"):
+            target = self._file if stream is None else self._group(stream)
+            self._set_attribute(target, key, value, stream)
         self._stored = True
 
     def _set_attribute(self, target: h5py.Group, key: str, value: Any, stream: str | None) -> None:
@@ -493,17 +489,24 @@ class Hdf5Writer(Writer):
         )
         stored: Any = value if native else json_value(value, what=f"metadata {key!r}")
         size = stored.nbytes if isinstance(stored, np.ndarray | np.generic) else len(str(stored))
+        replaced = key in target.attrs
         with storage_errors(self.path, f"cannot store metadata {key!r}", library_errors=_H5_ERRORS):
             if size > _ATTRIBUTE_LIMIT:
-                where = "metadata" if stream is None else f"metadata/{self._safe_stream(stream)}"
+                where = _FILE_HOLDER
+                if stream is not None:
+                    where = f"{_STREAM_HOLDER}/{self._safe_stream(stream)}"
                 holder = self._file.require_group(where)
-                name = key.replace("/", "_")
+                name = dataset_name(key)
+                holder.create_dataset(name + "%", data=stored)  # never a key's name
                 if name in holder:
                     del holder[name]
-                holder.create_dataset(name, data=stored)
+                    replaced = True
+                holder.move(name + "%", name)
                 target.attrs[key] = f"<stored in /{where}/{name}>"
             else:
                 target.attrs[key] = stored
+            if replaced:  # freed space is reused only once nothing on disk points at it
+                self._flush_file()
 
     def _store_metadata_changes(self) -> None:
         """``metadata_changes`` of each table stream whose metadata changed since."""
@@ -515,27 +518,40 @@ class Hdf5Writer(Writer):
 
     # ------------------------------------------------------------------ lifecycle
     def flush(self) -> None:
+        """Store every row and frame written so far (see the module notes) and make the
+        file's metadata say so."""
         self._check_open()
-        with storage_errors(self.path, "cannot flush HDF5 file", library_errors=_H5_ERRORS):
-            self._drain_frames()
-            self._store_metadata_changes()
+        with self._writing("cannot flush HDF5 file"):
+            self._store_held()
             if self.swmr and not self._swmr_started:
                 self._file.swmr_mode = True
                 self._swmr_started = True
-            self._file.flush()
+            self._flush_file()
+
+    def _store_held(self) -> None:
+        for table in self._tables.values():
+            table.flush()
+        for target in self._frame_streams.values():
+            target.flush()
+        self._store_metadata_changes()
 
     def _close(self) -> None:
         try:
-            with storage_errors(self.path, "cannot close HDF5 file", library_errors=_H5_ERRORS):
-                self._drain_frames()
-                self._store_metadata_changes()
-                self._file.close()
+            if self._failure is None:
+                with self._writing("cannot close HDF5 file"):
+                    self._store_held()
+                    if self._ordered is None:
+                        cover_written(self._fd)
+                    self._file.close()
+                    if self._ordered is not None:
+                        self._ordered.commit()
+            # else: what HDF5 holds is not committed; the file stays as the last flush
+            # left it, and the rows held here are given up
         finally:
             if self._pool is not None:
                 self._pool.shutdown()
                 self._pool = None
-            if self._file.id.valid:
-                self._file.close()
+            self._release()
 
     def _discard_unused(self) -> None:
         if self._took_over:  # the empty file that claimed the name stays, empty as it was
@@ -545,17 +561,9 @@ class Hdf5Writer(Writer):
         super()._discard_unused()
 
 
-def _field_json(field: pa.Field) -> str:
-    metadata = {k.decode(): v.decode() for k, v in (field.metadata or {}).items()}
-    return json.dumps(
-        {"name": field.name, "type": str(field.type), "nullable": field.nullable,
-         "metadata": metadata}
-    )  # fmt: skip
-
-
 def _schema_json(schema: pa.Schema, metadata: dict[str, Any]) -> str:
     """The schema's fields as JSON, with the stream's metadata (as JSON text values)."""
     return json.dumps({
-        "fields": [json.loads(_field_json(f)) for f in schema],
+        "fields": [json.loads(field_json(f)) for f in schema],
         "metadata": {k: json.dumps(v, allow_nan=True) for k, v in metadata.items()},
     })  # fmt: skip
