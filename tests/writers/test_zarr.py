@@ -111,8 +111,10 @@ def test_rows_are_buffered_into_whole_chunks_and_visible_after_flush(tmp_path: P
     with ZarrWriter(path, chunk_size=1000) as writer:
         for batch in batches[:3]:
             writer.write_batch("pm", batch)
-        # 2,100 rows arrived: two whole chunks are written, 100 rows wait.
-        assert zarr.open_array(path / "pm" / "value", mode="r").shape == (2000,)
+        # 2,100 rows arrived: two whole chunks are written, 100 rows wait; readers see
+        # the store as of the last flush (nothing yet).
+        assert sorted(p.name for p in (path / "pm" / "value" / "c").iterdir()) == ["0", "1"]
+        assert zarr.open_array(path / "pm" / "value", mode="r").shape == (0,)
         writer.flush()
         assert zarr.open_array(path / "pm" / "value", mode="r").shape == (2100,)
         for batch in batches[3:]:  # continues from the partial chunk the flush wrote
@@ -242,38 +244,61 @@ def test_xarray_opens_a_stream_without_warnings_in_schema_order_and_in_volts(tmp
     assert list(xr.open_zarr(path).attrs) == []  # the root opens too, without a warning
 
 
-def test_consolidated_metadata_shows_the_last_flush_until_the_next(tmp_path: Path):
-    """Shapes grow between flushes; a reader opening then sees the store as of the last
-    flush, every variable of one length, and the next flush shows the rest."""
+def _lengths_seen(path: Path, stream: str) -> set[tuple[str, int]]:
+    """The length of every variable of ``stream`` by every reader: xarray through the
+    consolidated metadata and without it, zarr-python through the root's consolidated
+    metadata, by listing the group, and array by array."""
+    seen: set[tuple[str, int]] = set()
+    for consolidated in (None, False):
+        dataset = xr.open_zarr(path, group=stream, consolidated=consolidated)
+        seen |= {(str(name), dataset[name].shape[0]) for name in dataset.variables
+                 if dataset[name].ndim}  # fmt: skip
+    listed: Any = zarr.open_group(path, mode="r", use_consolidated=False)[stream]
+    for group in (zarr.open_group(path, mode="r")[stream], listed):
+        seen |= {(name, array.shape[0]) for name, array in group.arrays()}
+    for name in listed.array_keys():
+        seen.add((name, zarr.open_array(path / stream / name, mode="r").shape[0]))
+    return seen
+
+
+@pytest.mark.parametrize("shard_frames", [None, 2])
+def test_every_reader_sees_the_last_flush_until_the_next(tmp_path: Path, shard_frames: int | None):
+    """Chunks and shards are written between flushes, and columns appear; whichever way a
+    reader opens the store, it sees it as of the last flush: every variable of a stream
+    at one length, every value one that was written (no fill value as data)."""
     meter = SimulatedPowerMeter(seed=1, start_ns=0)
     batches = [meter.read_batch(250) for _ in range(4)]
     block = SimulatedCamera((8, 8), seed=1, start_ns=0).frames(9)
     path = tmp_path / "grow.zarr"
 
-    def seen(rows: int, frames: int) -> None:
-        table = xr.open_zarr(path, group="pm")
-        assert {table[name].shape for name in table.variables} == {(rows,)}
+    def seen(rows: int, frames: int, extra: tuple[str, ...] = ()) -> None:
+        names = {"value", "timestamp_ns", "channel", "unit", *extra}
+        assert _lengths_seen(path, "pm") == {(name, rows) for name in names}
+        table = xr.open_zarr(path, group="pm", consolidated=False)
         np.testing.assert_array_equal(table["value"].values,
                                       pa.Table.from_batches(batches)["value"][:rows])  # fmt: skip
-        cam = xr.open_zarr(path, group="cam")
-        assert cam.sizes["frame"] == frames
-        assert cam["timestamp_ns"].shape == (frames,)
-        group: Any = zarr.open_group(path, mode="r")  # through the root's consolidated metadata
-        assert group["pm"]["value"].shape == (rows,)
+        names = {"frames", "timestamp_ns", "frame_number"}
+        assert _lengths_seen(path, "cam") == {(name, frames) for name in names}
+        cam = xr.open_zarr(path, group="cam", consolidated=False)
+        np.testing.assert_array_equal(cam["frames"].values, block.frames[:frames])
+        np.testing.assert_array_equal(cam["frame_number"].values, block.frame_numbers[:frames])
 
-    with ZarrWriter(path, chunk_size=100, shard_frames=2) as writer:
+    with ZarrWriter(path, chunk_size=100, shard_frames=shard_frames) as writer:
         writer.write_batch("pm", batches[0])
         writer.write_frames("cam", block.frames[:3], timestamps_ns=block.timestamps_ns[:3])
         writer.flush()
         seen(250, 3)
-        for batch in batches[1:]:  # whole chunks are written: the arrays grow
-            writer.write_batch("pm", batch)
+        for batch in batches[1:]:  # whole chunks are written, a column appears
+            writer.write_batch("pm", batch.append_column("late", pa.array([1.5] * 250)))
         writer.write_frames("cam", block.frames[3:], timestamps_ns=block.timestamps_ns[3:])
-        assert zarr.open_array(path / "pm" / "value", mode="r").shape[0] > 250
-        seen(250, 3)
+        assert len(list((path / "pm" / "value" / "c").iterdir())) == 10
+        seen(250, 3, ("late", "late.valid"))  # the new column: null for the 250 rows
+        late = xr.open_zarr(path, group="pm", consolidated=False)
+        assert not late["late.valid"].values.any()
         writer.flush()
-        seen(1000, 9)
-    seen(1000, 9)
+        seen(1000, 9, ("late", "late.valid"))
+    seen(1000, 9, ("late", "late.valid"))
+    assert not [p for p in path.rglob("*") if p.is_symlink() or p.name.startswith(".")]
 
 
 def test_user_metadata_and_the_stream_metadata_are_attributes(tmp_path: Path):

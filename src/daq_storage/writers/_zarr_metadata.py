@@ -1,82 +1,298 @@
-"""Group attributes and consolidated metadata of a Zarr V3 store, written at each flush.
+"""What readers of a Zarr V3 store see: every stream group published whole, at once.
 
-xarray opens a group through its consolidated metadata (one read, no listing; without
-it, ``xr.open_zarr`` warns on every open). zarr-python's own ``consolidate_metadata``
-sorts the children by name (``ai0, ai1, ai10, ai2``), so the writer writes it itself,
-children in the order it gives (a table's schema order), in the layout zarr-python
-reads: the group's ``zarr.json`` holds ``consolidated_metadata`` with every node below
-it, keyed by its path from the group. Each ``zarr.json`` is replaced whole (written to
-a temporary file, then renamed), so a reader sees the metadata of one flush or of the
-next, never a mix: shapes in it never pass what that flush wrote.
+Data (chunks, shards) is written under its final name before any metadata covers it
+(zarr-python and the writer's shard writes both use a temporary name and a rename), and
+the arrays' shapes grow only here, at a flush. Readers find shapes in two places:
+
+- the group's ``zarr.json`` with ``consolidated_metadata`` (``xr.open_zarr`` by default,
+  ``zarr.open_group``), one file, and
+- each array's own ``zarr.json`` (``consolidated=False``, ``zarr.open_array``), one file
+  per array.
+
+Replacing one file is atomic; replacing several is not, and a reader (or a kill) in
+between would see a frames array longer than its ids or columns of two lengths. So while
+a stream is written, its group's and arrays' ``zarr.json`` are symbolic links into one
+directory of documents, ``<group>/<first array>/.daq_metadata.<n>``, reached through
+the link ``.daq_metadata`` beside it: a flush writes the next directory and swaps that
+one link, so every document of the group changes with one rename. The directories live
+inside an array's folder, where no Zarr reader lists members. :meth:`StreamGroup.finish`
+(at close) turns the links back into plain files, so a store closed cleanly is an
+ordinary Zarr store; one killed mid-run keeps working links.
+
+zarr-python's own ``consolidate_metadata`` sorts the children by name (``ai0, ai1,
+ai10, ai2``), so the writer writes the consolidated metadata itself, children in the
+order it gives (a table's schema order), in the layout zarr-python reads: the group's
+``zarr.json`` holds ``consolidated_metadata`` with every node below it, keyed by its
+path from the group.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, Sequence
+import shutil
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["write_group_metadata"]
+__all__ = ["StreamGroup", "create_store", "encode", "group_document", "replace_file", "write_root"]
 
 _METADATA = "zarr.json"
+_LINK = ".daq_metadata"  # in the host array's folder: -> .daq_metadata.<n>
+_GROUP = ".group"  # the group's document in a version folder (array names never start with .)
 
 
-def write_group_metadata(
+def encode(document: Mapping[str, Any]) -> bytes:
+    """A ``zarr.json`` document as zarr-python writes it."""
+    return json.dumps(document, indent=2, allow_nan=True).encode()
+
+
+def _temporary(folder: Path, suffix: str) -> Path:
+    return folder / f".{uuid.uuid4().hex}.{suffix}"
+
+
+def replace_file(target: Path, data: bytes, scratch: Path) -> None:
+    """Put ``data`` at ``target`` whole: written under a temporary name in ``scratch`` (a
+    folder on the same filesystem that no reader lists), then renamed."""
+    temporary = _temporary(scratch, "partial")
+    try:
+        temporary.write_bytes(data)
+        temporary.replace(target)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def _link(target: str, at: Path, scratch: Path) -> None:
+    """Make (or atomically replace) the symbolic link ``at`` -> ``target`` (relative to
+    ``at``), made in ``scratch`` and renamed."""
+    temporary = _temporary(scratch, "link")
+    temporary.symlink_to(target)
+    temporary.replace(at)
+
+
+def _appear(staging: Path, at: Path) -> None:
+    """Rename the folder ``staging``, made complete, to ``at``: readers find it whole."""
+    try:
+        staging.rename(at)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _consolidated(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    return {"kind": "inline", "must_understand": False, "metadata": dict(metadata)}
+
+
+def group_document(attributes: Mapping[str, Any], flat: Mapping[str, Any]) -> dict[str, Any]:
+    """A group's ``zarr.json``: its attributes and the consolidated metadata of ``flat``
+    (the nodes below it by path, in order)."""
+    return {
+        "zarr_format": 3,
+        "node_type": "group",
+        "attributes": dict(attributes),
+        "consolidated_metadata": _consolidated(flat),
+    }
+
+
+class StreamGroup:
+    """One stream's group: its documents as published, and the next publication.
+
+    Every folder (the group's, an array's) is made complete under a temporary name and
+    renamed into place, so no reader lists a node without its ``zarr.json``. Methods
+    that take ``scratch`` make such things there while the group has no array of its
+    own: a folder on the same filesystem that no reader lists.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        #: array name -> its document as readers see it now, in the group's order
+        self.arrays: dict[str, dict[str, Any]] = {}
+        self.document: dict[str, Any] = group_document({}, {})
+        self._host: str | None = None  # the array whose folder holds the documents
+        self._version = 0
+
+    @property
+    def host(self) -> Path | None:
+        """The folder holding the group's documents (an array's), listed by no reader."""
+        return None if self._host is None else self.folder / self._host
+
+    def _versions(self, version: int) -> Path:
+        return self.folder / str(self._host) / f"{_LINK}.{version}"
+
+    def _staging(self, scratch: Path) -> Path:
+        folder = _temporary(self.host or scratch, "partial")
+        folder.mkdir()
+        return folder
+
+    def create(self, attributes: Mapping[str, Any], scratch: Path) -> None:
+        """Make the group, empty, with ``attributes``."""
+        document = group_document(attributes, {})
+        staging = self._staging(scratch)
+        (staging / _METADATA).write_bytes(encode(document))
+        _appear(staging, self.folder)
+        self.document = document
+
+    def add_array(self, name: str, document: dict[str, Any], scratch: Path) -> None:
+        """Make a new array visible with ``document`` (its shape: the group's length as
+        published, so that every array of the group keeps one length)."""
+        staging = self._staging(scratch)
+        if self._host is None:  # the group's first array holds the documents from now on
+            versions = staging / f"{_LINK}.0"
+            versions.mkdir()
+            (versions / _GROUP).write_bytes(encode(self.document))
+            (versions / name).write_bytes(encode(document))
+            (staging / _LINK).symlink_to(versions.name)
+            (staging / _METADATA).symlink_to(f"{_LINK}/{name}")
+            _appear(staging, self.folder / name)
+            self._host, self._version = name, 0
+        else:
+            (self._versions(self._version) / name).write_bytes(encode(document))
+            (staging / _METADATA).symlink_to(f"../{self._host}/{_LINK}/{name}")
+            _appear(staging, self.folder / name)
+        self.arrays[name] = document
+        self._link_group()
+
+    def _link_group(self) -> None:
+        """The group's ``zarr.json`` as a link to the documents (same content)."""
+        if self._host is not None and not (self.folder / _METADATA).is_symlink():
+            _link(
+                f"{self._host}/{_LINK}/{_GROUP}", self.folder / _METADATA, self.folder / self._host
+            )
+
+    def remove_array(self, name: str, scratch: Path) -> None:
+        """Remove an array :meth:`add_array` made (in a commit that failed)."""
+        if name not in self.arrays:
+            return  # not made here: whatever is at its place is someone else's
+        if name == self._host:  # the others go too (made later): documents as plain files
+            self.finish()
+        trash = _temporary(self.host or scratch, "removed")
+        (self.folder / name).rename(trash)  # gone for readers at once
+        self.arrays.pop(name, None)
+        shutil.rmtree(trash, ignore_errors=True)
+
+    def publish(
+        self, arrays: Mapping[str, dict[str, Any]], attributes: Mapping[str, Any], scratch: Path
+    ) -> bool:
+        """Show ``arrays`` (every array of the group, in order) and ``attributes`` at once;
+        ``False`` if readers already see exactly that."""
+        document = group_document(attributes, arrays)
+        if document == self.document and list(arrays) == list(self.arrays):
+            return False
+        if self._host is None:
+            replace_file(self.folder / _METADATA, encode(document), scratch)
+        else:
+            self._link_group()
+            version = self._version + 1
+            versions = self._versions(version)
+            shutil.rmtree(versions, ignore_errors=True)  # left by a publication that failed
+            versions.mkdir()
+            (versions / _GROUP).write_bytes(encode(document))
+            for name, array in arrays.items():
+                (versions / name).write_bytes(encode(array))
+            _link(versions.name, versions.parent / _LINK, versions.parent)
+            shutil.rmtree(self._versions(self._version), ignore_errors=True)
+            self._version = version
+        self.document = document
+        self.arrays = dict(arrays)
+        return True
+
+    def finish(self) -> None:
+        """Turn the links into plain files with the same documents (at close)."""
+        host = self.host
+        if host is None:
+            return
+        for name, array in self.arrays.items():
+            replace_file(self.folder / name / _METADATA, encode(array), self.folder / name)
+        replace_file(self.folder / _METADATA, encode(self.document), host)
+        (host / _LINK).unlink(missing_ok=True)
+        shutil.rmtree(self._versions(self._version), ignore_errors=True)
+        self._host = None
+
+
+def create_store(path: Path) -> Path:
+    """Make the store ``path`` (missing or an empty folder) with its root ``zarr.json``:
+    made in a folder beside it and renamed into place, so that no reader finds a store
+    without metadata and of two writers racing for one path the second is refused
+    (``ENOTEMPTY``, ``EEXIST``). Returns a folder on the store's filesystem outside it,
+    for what :class:`StreamGroup` makes before any array exists (the store itself when
+    it is a mount point)."""
+    document = encode(group_document({}, {}))
+    outside = path.parent
+    if path.is_dir() and os.stat(path).st_dev != os.stat(outside).st_dev:
+        replace_file(path / _METADATA, document, path)
+        return path
+    staging = _temporary(outside, "partial")
+    staging.mkdir()
+    (staging / _METADATA).write_bytes(document)
+    _appear(staging, path)
+    return outside
+
+
+def write_root(
     root: Path,
-    attributes: Mapping[str, Mapping[str, Any]],
-    order: Mapping[str, Sequence[str]],
+    attributes: Mapping[str, Any],
+    order: Sequence[str],
+    groups: Mapping[str, StreamGroup],
+    scratch: Path,
 ) -> None:
-    """Rewrite every group's ``zarr.json`` under ``root`` (the store): its attributes
-    updated with ``attributes[path]`` (``""`` is the root group) and the consolidated
-    metadata of every node below it, children listed in ``order[path]`` first and the
-    rest by name."""
-    _write_group(root, "", attributes, order)
+    """Rewrite the root's ``zarr.json``: ``attributes`` and the consolidated metadata of
+    every node (stream groups as they publish themselves; other nodes, from the seeds'
+    builder, as found, their groups' consolidated metadata rewritten too)."""
+    document = _read(root) or group_document({}, {})
+    flat: dict[str, Any] = {}
+    for name in _children(root, order):
+        group = groups.get(name)
+        if group is not None:
+            nested: Iterable[tuple[str, Any]] = group.arrays.items()
+            node: dict[str, Any] | None = group.document
+        else:
+            node, below = _crawl(root / name, scratch)
+            nested = below.items()
+        if node is None:
+            continue  # not a node (yet)
+        if node.get("node_type") == "group":
+            # A group below keeps its attributes here; its own children follow it.
+            flat[name] = {**node, "consolidated_metadata": _consolidated({})}
+            flat.update({f"{name}/{key}": value for key, value in nested})
+        else:
+            flat[name] = node
+    document["attributes"] = {**document.get("attributes", {}), **attributes}
+    document["consolidated_metadata"] = _consolidated(flat)
+    replace_file(root / _METADATA, encode(document), scratch)
 
 
 def _read(folder: Path) -> dict[str, Any] | None:
     try:
         document: dict[str, Any] = json.loads((folder / _METADATA).read_bytes())
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
     return document
 
 
-def _write_group(
-    folder: Path,
-    path: str,
-    attributes: Mapping[str, Mapping[str, Any]],
-    order: Mapping[str, Sequence[str]],
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Write the group at ``folder``; return its document and the flat metadata of the
-    nodes below it."""
+def _children(folder: Path, order: Sequence[str]) -> list[str]:
+    names = sorted(e.name for e in os.scandir(folder) if e.is_dir() and e.name[0] != ".")
+    first = [name for name in order if name in names]
+    return [*first, *(name for name in names if name not in first)]
+
+
+def _crawl(folder: Path, scratch: Path) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """A node of the seeds' builder and the flat metadata below it (a group's own
+    consolidated metadata rewritten)."""
     document = _read(folder)
-    if document is None:
-        raise FileNotFoundError(2, "no Zarr group metadata", str(folder / _METADATA))
-    names = sorted(entry.name for entry in os.scandir(folder) if entry.is_dir())
-    first = [name for name in order.get(path, ()) if name in names]
     flat: dict[str, Any] = {}
-    for name in [*first, *(name for name in names if name not in first)]:
-        child = _read(folder / name)
+    if document is None or document.get("node_type") != "group":
+        return document, flat
+    for name in _children(folder, ()):
+        child, below = _crawl(folder / name, scratch)
         if child is None:
-            continue  # not a node (a chunk folder, or not yet written)
+            continue
         if child.get("node_type") == "group":
-            child, below = _write_group(folder / name, f"{path}/{name}".lstrip("/"),
-                                        attributes, order)  # fmt: skip
-            # A group below keeps its attributes here; its own children follow it.
             flat[name] = {**child, "consolidated_metadata": _consolidated({})}
             flat.update({f"{name}/{key}": value for key, value in below.items()})
         else:
             flat[name] = child
-    document["attributes"] = {**document.get("attributes", {}), **attributes.get(path, {})}
     document["consolidated_metadata"] = _consolidated(flat)
-    target = folder / _METADATA
-    temporary = folder / f".{_METADATA}.partial"
-    temporary.write_text(json.dumps(document, indent=2, allow_nan=True))
-    temporary.replace(target)
+    replace_file(folder / _METADATA, encode(document), scratch)
     return document, flat
-
-
-def _consolidated(metadata: dict[str, Any]) -> dict[str, Any]:
-    return {"kind": "inline", "must_understand": False, "metadata": metadata}
