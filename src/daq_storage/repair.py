@@ -2,9 +2,13 @@
 
 :func:`check_files` walks a file or a directory tree (run directories included) and
 opens every file this project writes with the reader a scientist would use, so
-"nothing to repair" is said only of files that were actually read. Parquet files that a
-killed writer left with a recovery record are repaired first (cut back to their last
-complete row group). One damaged file never stops the check of the others.
+"nothing to repair" is said only of files that were actually read. What a killed writer
+left is repaired first, never cutting a complete record: Parquet files with a recovery
+record (cut back to their last complete row group, unless they are complete), Arrow IPC
+files with a torn last message (cut back to the last complete one; a file-format file
+without its footer gets one), CSV files with a torn last line. A file whose directory a
+live writer holds is ``busy``, and left alone. One damaged file never stops the check
+of the others.
 """
 
 from __future__ import annotations
@@ -56,7 +60,10 @@ def _targets(path: Path) -> Iterator[Path]:
         return
     for entry in sorted(path.iterdir()):
         if entry.name.startswith(".") and entry.name.endswith(_RECOVERY_SUFFIX):
-            continue  # read along with the file it restores
+            restored = entry.with_name(entry.name[1 : -len(_RECOVERY_SUFFIX)])
+            if not restored.exists():  # killed before it made the file it restores
+                yield restored
+            continue  # otherwise read along with the file it restores
         if entry.is_dir() and not _is_zarr_store(entry):
             yield from _targets(entry)
         elif entry.is_file() or entry.is_dir():
@@ -83,14 +90,21 @@ def _check_one(path: Path) -> FileCheck:
 def _check_parquet(path: Path) -> FileCheck:
     import pyarrow.parquet as pq
 
-    from daq_storage.writers import repair_parquet
+    from daq_storage.writers.parquet import repair_parquet_file
 
-    repaired = bool(repair_parquet(path))
+    done = repair_parquet_file(path)
+    if done is not None and not path.exists():
+        return FileCheck(path, "repaired", done)
     metadata = pq.ParquetFile(path).metadata
     detail = f"{metadata.num_rows:,} rows in {metadata.num_row_groups} row groups"
-    if repaired:
-        return FileCheck(path, "repaired", f"cut back to its last complete row group: {detail}")
-    return FileCheck(path, "ok", detail)
+    return _verdict(path, done, detail)
+
+
+def _verdict(path: Path, done: str | None, detail: str) -> FileCheck:
+    """``ok`` when nothing was repaired, ``repaired`` (saying what was done) otherwise."""
+    if done is None:
+        return FileCheck(path, "ok", detail)
+    return FileCheck(path, "repaired", f"{done}; {detail}")
 
 
 def _check_hdf5(path: Path) -> FileCheck:
@@ -111,30 +125,37 @@ def _check_hdf5(path: Path) -> FileCheck:
 def _check_arrow(path: Path) -> FileCheck:
     import pyarrow as pa
 
-    rows = batches = 0
+    from daq_storage.writers import repair_arrow
+
+    done = repair_arrow(path)
+    if done is not None and not path.exists():
+        return FileCheck(path, "repaired", done)
     with pa.OSFile(str(path)) as source:
         head = source.read(6)
     if head == b"ARROW1":
-        reader = pa.ipc.open_file(str(path))
-        for i in range(reader.num_record_batches):
-            rows += reader.get_batch(i).num_rows
-            batches += 1
+        with pa.ipc.open_file(str(path)) as reader:
+            table = reader.read_all()
+            batches = reader.num_record_batches
     else:
         with pa.ipc.open_stream(str(path)) as stream:
-            for batch in stream:
-                rows += batch.num_rows
-                batches += 1
-    return FileCheck(path, "ok", f"Arrow IPC, {rows:,} rows in {batches} batches")
+            table = stream.read_all()  # what a scientist calls: every batch or an error
+        batches = len(table.to_batches())
+    return _verdict(path, done, f"Arrow IPC, {table.num_rows:,} rows in {batches} batches")
 
 
 def _check_csv(path: Path) -> FileCheck:
     import pyarrow.csv as pcsv
 
+    from daq_storage.writers import repair_csv
+
+    done = repair_csv(path)
+    if done is not None and not path.exists():
+        return FileCheck(path, "repaired", done)
     rows = 0
     with pcsv.open_csv(str(path)) as reader:
         for batch in reader:
             rows += batch.num_rows
-    return FileCheck(path, "ok", f"CSV, {rows:,} rows")
+    return _verdict(path, done, f"CSV, {rows:,} rows")
 
 
 def _check_tiff(path: Path) -> FileCheck:

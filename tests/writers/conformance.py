@@ -11,6 +11,7 @@ import errno
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -30,7 +31,7 @@ from daq_storage.errors import (
 )
 from daq_storage.schema import FrameBlock
 from daq_storage.sim import SimulatedCamera, SimulatedPowerMeter
-from daq_storage.writers import Writer, open_writer
+from daq_storage.writers import Writer, WriterBusy, open_writer
 from tests.writers.conformance_first_use import FirstUseConformance
 
 
@@ -46,6 +47,48 @@ def write_in_odd_calls(
         if stop in (3, 11):
             writer.flush()
             after_flush(stop)
+
+
+#: The formats that keep one file per stream in a directory.
+PER_STREAM = ["arrow", "parquet", "csv", "tiff"]
+_SUFFIX = {"arrow": ".arrows", "parquet": ".parquet", "csv": ".csv", "tiff": ".tif"}
+
+
+def stream_files(name: str, directory: Path, stream: str) -> list[Path]:
+    """A per-stream format's files of ``stream`` in part order, which is name order."""
+    suffix = _SUFFIX[name]
+    files = [directory / f"{stream}{suffix}", *directory.glob(f"{stream}__part*{suffix}")]
+    return sorted(path for path in files if path.exists())
+
+
+def read_stream(name: str, directory: Path, stream: str) -> list[Any]:
+    """Column ``v`` of a table stream (frames: each frame's first value), every part read
+    with the documented readers, which must agree: pyarrow and polars (Arrow IPC,
+    Parquet, CSV), tifffile (TIFF)."""
+    import polars as pl
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+    import tifffile
+
+    values: list[Any] = []
+    for path in stream_files(name, directory, stream):
+        if name == "tiff":
+            with tifffile.TiffFile(path) as tif:
+                frames = tif.series[0].asarray().reshape(len(tif.pages), -1)
+            values += frames[:, 0].tolist()
+            continue
+        if name == "arrow":
+            first = pa.ipc.open_stream(path).read_all().column("v").to_pylist()
+            second = pl.read_ipc_stream(path)["v"].to_list()
+        elif name == "parquet":
+            first = pq.read_table(path).column("v").to_pylist()
+            second = pl.read_parquet(path)["v"].to_list()
+        else:
+            first = pacsv.read_csv(path).column("v").to_pylist()
+            second = pl.read_csv(path)["v"].to_list()
+        assert first == second, path
+        values += first
+    return values
 
 
 def _as_ns(column: pa.ChunkedArray | pa.Array) -> list[Any]:
@@ -374,3 +417,130 @@ class WriterConformance(FirstUseConformance):
                         table.slice(int(batch[0]), len(batch)).combine_chunks().to_batches()[0],
                     )
         self.compare_tables(self.read_table(tmp_path / self.target, "gen"), table)
+
+    # --- what every writer refuses through the base class (issue 9) ---
+    def count_stored(self, path: Path, stream: str) -> int:
+        if self.tables_supported:
+            return int(self.read_table(path, stream).num_rows)
+        return len(self.read_frames(path, stream)[0])
+
+    @pytest.mark.parametrize("key", [5, None, b"key", ("k",), "", "a\x00b", "\ud800"])
+    def test_a_bad_metadata_key_is_refused_and_costs_nothing(self, tmp_path: Path, key: Any):
+        """Refused at the call, for the file and for a stream; buffered rows (Parquet)
+        and the metadata set before reach the file at close."""
+        with self.open(tmp_path) as writer:
+            writer.set_metadata("operator", "ada", stream="s")
+            self.write_something(writer, "s")
+            for stream in (None, "s"):
+                with pytest.raises(InvalidName, match="metadata key"):
+                    writer.set_metadata(key, "value", stream=stream)
+        path = tmp_path / self.target
+        assert self.count_stored(path, "s") == (10 if self.tables_supported else 1)
+        assert self.read_metadata(path, "s")["operator"] == "ada"
+
+    BAD_IDS: ClassVar[list[tuple[str, Any, str]]] = [
+        ("frame_numbers", [-1, 2], "-1"),
+        ("frame_numbers", np.array([-5, 7]), "-5"),
+        ("frame_numbers", [1.7, 2.2], "1.7"),
+        ("frame_numbers", np.array([1.0, 2.0]), "float64"),
+        ("frame_numbers", [2**64, 1], str(2**64)),
+        ("frame_numbers", ["1", "2"], "'1'"),
+        ("frame_numbers", [True, False], "bool"),
+        ("frame_numbers", [None, 1], "None"),
+        ("frame_numbers", [[1], [2, 3]], "must be"),
+        ("timestamps_ns", [float("nan"), 1.0], "nan"),
+        ("timestamps_ns", np.array([-1, 5]), "-1"),
+        ("timestamps_ns", [2**63, 0], "2262"),
+        ("timestamps_ns", np.array(["NaT", "NaT"], "datetime64[ns]"), "NaT"),
+        ("timestamps_ns", np.array(["1500-01-01", "2000-01-01"], "datetime64[s]"), "1678"),
+        ("timestamps_ns", np.array([1, 2], "timedelta64[ns]"), "timedelta64"),
+    ]
+
+    def test_frame_ids_are_validated_not_converted(self, tmp_path: Path):
+        """Negative, fractional, NaN, text, too large: refused naming the stream, the
+        argument and the value; numbering goes on as if the calls never came."""
+        if not self.frames_supported:
+            pytest.skip(f"{self.writer_name} holds no frames")
+        frames = np.arange(2 * 4 * 4, dtype=np.uint16).reshape(2, 4, 4)
+        with self.open(tmp_path) as writer:
+            writer.write_frames("cam", frames)
+            for label, values, shown in self.BAD_IDS:
+                with pytest.raises(SchemaMismatch, match=rf"stream 'cam'.*{label}") as info:
+                    writer.write_frames("cam", frames, **{label: values})
+                assert shown in str(info.value), (label, values, str(info.value))
+            writer.write_frames("cam", frames)  # default numbers: 2, 3
+            when = np.array(["2024-01-01T00:00:00.5", "2024-01-01T00:00:01"], "datetime64[ms]")
+            writer.write_frames("cam", frames, timestamps_ns=when,
+                                frame_numbers=[2**64 - 1, 2**63])  # fmt: skip
+        _, stamps, numbers = self.read_frames(tmp_path / self.target, "cam")
+        assert [int(n) for n in numbers] == [0, 1, 2, 3, 2**64 - 1, 2**63]
+        assert [int(t) for t in stamps[4:]] == when.astype("datetime64[ns]").view(np.int64).tolist()
+
+    @pytest.mark.parametrize("shape", [(2, 0, 4), (1, 4, 0), (0, 0, 4), (3, 0)])
+    def test_frames_without_pixels_are_refused_and_leave_the_stream_free(
+        self, tmp_path: Path, shape: tuple[int, ...]
+    ):
+        """One rule for every format, checked before the stream's frame shape is fixed."""
+        if not self.frames_supported:
+            pytest.skip(f"{self.writer_name} holds no frames")
+        with self.open(tmp_path) as writer:
+            with pytest.raises(UnsupportedData, match=r"stream 'cam'.*has no pixels"):
+                writer.write_frames("cam", np.zeros(shape, np.uint16))
+            writer.write_frames("cam", np.ones((2, 4, 4), np.float32))
+        frames, _, numbers = self.read_frames(tmp_path / self.target, "cam")
+        np.testing.assert_array_equal(frames, np.ones((2, 4, 4), np.float32))
+        assert list(numbers) == [0, 1]
+
+    def test_a_second_thread_is_refused_while_one_is_inside(self, tmp_path: Path):
+        """A writer is used from one thread at a time: while one thread is inside a call
+        (held there by the data it passes, on a barrier), any call from another thread
+        raises WriterBusy, and nothing is lost or mixed."""
+        inside, leave = threading.Barrier(2, timeout=30), threading.Event()
+        frames = np.ones((2, 4, 4), np.uint16)
+
+        class Held:
+            """Data whose conversion waits until the main thread lets it go."""
+
+            def to_arrow(self) -> pa.Table:
+                inside.wait()
+                leave.wait(30)
+                return pa.table({"v": np.arange(10, dtype=np.float64)})
+
+            def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+                inside.wait()
+                leave.wait(30)
+                return np.array([5, 6], np.uint64)
+
+        errors: list[BaseException] = []
+
+        def worker(writer: Writer) -> None:
+            try:
+                if self.tables_supported:
+                    writer.write_batch("s", Held())
+                else:
+                    writer.write_frames("s", frames, timestamps_ns=Held())
+            except BaseException as exc:
+                errors.append(exc)
+
+        with self.open(tmp_path) as writer:
+            thread = threading.Thread(target=worker, args=(writer,), name="worker")
+            thread.start()
+            try:
+                inside.wait()
+                calls: list[Callable[[], object]] = [
+                    lambda: self.write_something(writer, "s"),
+                    lambda: self.write_something(writer, "other"),
+                    lambda: writer.set_metadata("k", 1),
+                    writer.flush,
+                    writer.close,
+                ]
+                for call in calls:
+                    with pytest.raises(WriterBusy, match=r"thread 'worker'.*one thread at a time"):
+                        call()
+            finally:
+                leave.set()
+                thread.join(30)
+            assert not errors, errors
+            self.write_something(writer, "s")  # the caller's own thread again: fine
+        path = tmp_path / self.target
+        assert self.count_stored(path, "s") == (20 if self.tables_supported else 3)

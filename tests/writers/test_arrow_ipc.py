@@ -83,9 +83,9 @@ def test_schema_change_continues_in_a_new_part_with_all_metadata(tmp_path: Path)
         writer.set_metadata("temperature_K", 4.2, stream="s")
         writer.write_batch("s", pa.record_batch({"v": ["x"]}))
         files = [p.name for p in writer.stats.files]
-    assert files == ["s.arrows", "s.part0001.arrows"]
+    assert files == ["s.arrows", "s__part0001.arrows"]
     assert read_stream_batches(tmp_path / "a" / "s.arrows")[0].column(0).to_pylist() == [1, 2]
-    part = tmp_path / "a" / "s.part0001.arrows"
+    part = tmp_path / "a" / "s__part0001.arrows"
     assert read_stream_batches(part)[0].column(0).to_pylist() == ["x"]
     header, _, _ = stream_metadata(part)
     assert header == {"sample": "Si", "temperature_K": 4.2}
@@ -200,7 +200,7 @@ def test_stats_count_calls_rows_frames_bytes_and_files(tmp_path: Path):
         assert stats.bytes_written == table_bytes + frames.nbytes + 5 * 16
         directory = tmp_path / "a"
         assert stats.files == [directory / "power.arrows", directory / "cam.arrows",
-                               directory / "power.part0001.arrows"]  # fmt: skip
+                               directory / "power__part0001.arrows"]  # fmt: skip
     assert writer.stats.file_size == sum(p.stat().st_size for p in stats.files)
     assert read_stream_batches(directory / "power.arrows")[1].equals(batches[1])
 

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -16,7 +22,9 @@ import pytest
 import xarray as xr
 import zarr
 
-from tests.writers.conformance import WriterConformance
+from daq_storage.errors import StorageIOError
+from daq_storage.writers import Writer, open_writer
+from tests.writers.conformance import PER_STREAM, WriterConformance, read_stream, stream_files
 
 
 def _attribute(value: Any) -> Any:
@@ -237,8 +245,6 @@ class TestZarr(WriterConformance):
 def test_metadata_of_a_run_with_no_stream_is_kept(tmp_path: Path, name: str):
     """A per-stream format keeps run metadata in each stream file's header; with no
     stream file there, it goes to metadata.json rather than nowhere."""
-    from daq_storage.writers import open_writer
-
     with open_writer(name, tmp_path / "run") as writer:
         writer.set_metadata("experiment", "dark frames")
         writer.set_metadata("exposure_ms", 10, stream="camera_1")
@@ -248,3 +254,162 @@ def test_metadata_of_a_run_with_no_stream_is_kept(tmp_path: Path, name: str):
         "streams": {"camera_1": {"exposure_ms": 10}},
     }
     assert writer.stats.files == [tmp_path / "run" / "metadata.json"]
+
+
+# ---------------------------------------------------------------------- per-stream formats
+def write_values(writer: Writer, stream: str, values: np.ndarray) -> None:
+    """``values`` as column ``v`` (frames: one 8x10 float64 frame per value, filled)."""
+    if writer.supports_tables:
+        writer.write_batch(stream, pa.record_batch({"v": values}))
+    else:
+        writer.write_frames(stream, np.repeat(values, 80).reshape(-1, 8, 10))
+
+
+@pytest.mark.parametrize("name", PER_STREAM)
+def test_a_second_writer_on_a_live_output_is_refused(tmp_path: Path, name: str):
+    """Two writers never share a directory: one in this process or in another is
+    refused (EBUSY, naming the holder's pid) while the first is open; once it is closed
+    the directory takes new streams again (and never overwrites the old ones)."""
+    target = tmp_path / "run"
+    script = textwrap.dedent(
+        f"""
+        from daq_storage.errors import StorageIOError
+        from daq_storage.writers import open_writer
+        try:
+            open_writer({name!r}, {str(target)!r})
+        except StorageIOError as exc:
+            print(exc.errno, exc)
+        """
+    )
+    with open_writer(name, target) as first:
+        write_values(first, "s", np.arange(3.0))
+        busy = rf"being written by another writer \(this process, pid {os.getpid()}\)"
+        with pytest.raises(StorageIOError, match=busy) as info:
+            open_writer(name, target)
+        assert info.value.errno == errno.EBUSY
+        other = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                               timeout=120, check=True)  # fmt: skip
+        assert other.stdout.startswith(f"{errno.EBUSY} "), other.stdout + other.stderr
+        assert f"(pid {os.getpid()})" in other.stdout
+        write_values(first, "s", np.arange(3.0, 5.0))
+    with open_writer(name, target) as second:
+        with pytest.raises(StorageIOError, match="already exists"):
+            write_values(second, "s", np.arange(9.0, 10.0))
+        write_values(second, "t", np.arange(7.0, 8.0))
+    assert read_stream(name, target, "s") == [0.0, 1.0, 2.0, 3.0, 4.0]
+    assert read_stream(name, target, "t") == [7.0]
+
+
+def test_a_writer_in_another_process_holds_the_output(tmp_path: Path):
+    """The lock is the kernel's: held by a live process, named by its pid, dropped when
+    the process ends."""
+    target = tmp_path / "run"
+    script = textwrap.dedent(
+        f"""
+        import os, sys
+        import pyarrow as pa
+        from daq_storage.writers import open_writer
+        with open_writer("parquet", {str(target)!r}) as writer:
+            writer.write_batch("s", pa.record_batch({{"v": [1.0]}}))
+            print("ready", os.getpid(), flush=True)
+            sys.stdin.read()  # until the test closes our stdin
+        """
+    )
+    child = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)  # fmt: skip
+    assert child.stdin is not None
+    assert child.stdout is not None
+    try:
+        word, pid = child.stdout.readline().split()
+        assert word == "ready"
+        with pytest.raises(StorageIOError, match=rf"another writer \(pid {pid}\)"):
+            open_writer("parquet", target)
+    finally:
+        child.stdin.close()
+        child.wait(60)
+        child.stdout.close()
+    assert child.returncode == 0
+    with open_writer("parquet", target) as writer:
+        writer.write_batch("t", pa.record_batch({"v": [2.0]}))
+    assert read_stream("parquet", target, "s") == [1.0]
+
+
+@pytest.mark.parametrize("name", ["arrow", "parquet"])
+def test_part_files_never_collide_with_another_stream(tmp_path: Path, name: str):
+    """A schema change continues a stream in ``<stream>__partNNNN``, a name no stream
+    can have: stream ``pp.part0001`` keeps a file of its own (F2)."""
+    directory = tmp_path / "parts"
+    with open_writer(name, directory) as writer:
+        writer.write_batch("pp", pa.record_batch({"v": [1.0]}))
+        writer.write_batch("pp", pa.record_batch({"v": ["x", "y"]}))  # -> pp__part0001
+        writer.write_batch("pp", pa.record_batch({"v": [2.0]}))  # -> pp__part0002
+        writer.write_batch("pp.part0001", pa.record_batch({"v": [0.5]}))
+        writer.write_batch("pp__part0002", pa.record_batch({"v": [0.25]}))  # -> pp_part0002
+    suffix = ".arrows" if name == "arrow" else ".parquet"
+    stems = ["pp", "pp__part0001", "pp__part0002", "pp.part0001", "pp_part0002"]
+    assert sorted(p.name for p in directory.iterdir()) == sorted(f"{s}{suffix}" for s in stems)
+    assert [p.name for p in stream_files(name, directory, "pp")] == [
+        f"{stem}{suffix}" for stem in stems[:3]
+    ]
+    assert read_stream(name, directory, "pp.part0001") == [0.5]
+    assert read_stream(name, directory, "pp_part0002") == [0.25]
+
+
+def fill(disk: Path, leave: int) -> Path:
+    """Fill ``disk`` as another process would, leaving about ``leave`` bytes free."""
+    filler = disk / "filler"
+
+    def write_forever() -> None:
+        with filler.open("wb") as file:
+            while True:
+                file.write(bytes(1 << 16))
+                file.flush()
+
+    with pytest.raises(OSError, match="No space left"):
+        write_forever()
+    os.truncate(filler, max(0, filler.stat().st_size - leave))
+    return filler
+
+
+@pytest.mark.parametrize("name", PER_STREAM)
+def test_a_disk_filled_by_another_process_never_leaves_garbage(
+    mount_tmpfs: Callable[[str], Path], name: str
+):
+    """Another process fills the disk (not the writer's own up-front check): a write
+    fails half-way, the writer reports it and puts the file back; once space is freed
+    it goes on, and every reader reads exactly the accepted writes (F8)."""
+    disk = mount_tmpfs("16m")
+    target = disk / "run"
+    writer = open_writer(name, target)
+    per_call = 20_000 if writer.supports_tables else 200  # 160 kB a call either way
+
+    def values(i: int) -> np.ndarray:
+        return np.arange(i * per_call, (i + 1) * per_call, dtype=np.float64)
+
+    accepted = []
+    for i in range(2):
+        write_values(writer, "s", values(i))
+        writer.flush()
+        accepted.append(i)
+    filler = fill(disk, leave=48 << 10)
+    halfway = None
+    for i in range(2, 12):
+        try:
+            write_values(writer, "s", values(i))
+            writer.flush()
+        except StorageIOError as exc:
+            if "free on the disk" not in str(exc):  # refused half-way, not up front
+                halfway = exc
+                break
+        else:
+            accepted.append(i)
+    assert halfway is not None, "no write failed half-way"
+    assert halfway.errno == errno.ENOSPC, halfway
+    filler.unlink()
+    for i in range(20, 24):
+        write_values(writer, "s", values(i))
+        writer.flush()
+        accepted.append(i)
+    writer.close()
+    expected = np.concatenate([values(i) for i in accepted]).tolist()
+    assert read_stream(name, target, "s") == expected

@@ -305,8 +305,8 @@ def test_long_streams_continue_in_new_parts_to_bound_the_footer(tmp_path: Path):
     assert len(files) > 3
     assert [f.name for f in files[:3]] == [
         "power.parquet",
-        "power.part0001.parquet",
-        "power.part0002.parquet",
+        "power__part0001.parquet",
+        "power__part0002.parquet",
     ]
     assert not list((tmp_path / "p").glob(".*"))
     for path in files:
@@ -324,8 +324,8 @@ def test_incompatible_schema_continues_in_a_new_part(tmp_path: Path):
         writer.write_batch("s", pa.record_batch({"v": [1, 2]}))
         writer.write_batch("s", pa.record_batch({"v": ["a"]}))
         writer.write_batch("s", pa.record_batch({"v": ["b"]}))
-        assert [p.name for p in writer.stats.files] == ["s.parquet", "s.part0001.parquet"]
-    first, second = tmp_path / "p" / "s.parquet", tmp_path / "p" / "s.part0001.parquet"
+        assert [p.name for p in writer.stats.files] == ["s.parquet", "s__part0001.parquet"]
+    first, second = tmp_path / "p" / "s.parquet", tmp_path / "p" / "s__part0001.parquet"
     assert pl.read_parquet(first)["v"].to_list() == [1, 2]
     assert pd.read_parquet(first)["v"].tolist() == [1, 2]
     assert pl.read_parquet(second)["v"].to_list() == ["a", "b"]

@@ -2,22 +2,30 @@
 
 ``open_writer("hdf5", "run.h5")``; likewise ``"arrow"``, ``"parquet"``, ``"csv"``, ``"zarr"``
 and ``"tiff"``. Third-party writers register under the entry-point group
-``daq_storage.writers``.
+``daq_storage.writers``. ``repair_arrow``, ``repair_csv`` and ``repair_parquet`` make
+files a killed writer left readable again (``daq-storage repair`` runs them).
 """
 
-from daq_storage.writers._base import Writer, WriterStats
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from daq_storage.writers._base import Writer, WriterBusy, WriterStats
 from daq_storage.writers._registry import (
     ENTRY_POINT_GROUP,
     available_writers,
     get_writer_class,
     open_writer,
 )
-from daq_storage.writers.arrow_ipc import ArrowWriter
-from daq_storage.writers.csv import CsvWriter
-from daq_storage.writers.hdf5 import Hdf5Writer
-from daq_storage.writers.parquet import ParquetWriter, repair_parquet
-from daq_storage.writers.tiff import TiffWriter
-from daq_storage.writers.zarr import ZarrWriter
+
+if TYPE_CHECKING:
+    from daq_storage.writers.arrow_ipc import ArrowWriter, repair_arrow
+    from daq_storage.writers.csv import CsvWriter, repair_csv
+    from daq_storage.writers.hdf5 import Hdf5Writer
+    from daq_storage.writers.parquet import ParquetWriter, repair_parquet
+    from daq_storage.writers.tiff import TiffWriter
+    from daq_storage.writers.zarr import ZarrWriter
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -27,10 +35,34 @@ __all__ = [
     "ParquetWriter",
     "TiffWriter",
     "Writer",
+    "WriterBusy",
     "WriterStats",
     "ZarrWriter",
     "available_writers",
     "get_writer_class",
     "open_writer",
+    "repair_arrow",
+    "repair_csv",
     "repair_parquet",
 ]
+
+# Where each format's names live: a format's module (and its library: h5py, zarr,
+# tifffile) is imported on first use, so a process writing Arrow never waits for h5py.
+_LAZY = {
+    "ArrowWriter": "arrow_ipc",
+    "repair_arrow": "arrow_ipc",
+    "CsvWriter": "csv",
+    "repair_csv": "csv",
+    "Hdf5Writer": "hdf5",
+    "ParquetWriter": "parquet",
+    "repair_parquet": "parquet",
+    "TiffWriter": "tiff",
+    "ZarrWriter": "zarr",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'daq_storage.writers' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"daq_storage.writers.{module}"), name)

@@ -10,6 +10,7 @@ import resource
 import shutil
 import stat
 import sys
+import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -32,10 +33,19 @@ from daq_storage.errors import (
 )
 from daq_storage.naming import sanitize_name
 from daq_storage.schema import FrameBlock, StreamMetadata, join_frames
+from daq_storage.writers._guards import (
+    EntryGuard,
+    WriterBusy,
+    frame_ids,
+    guard_public_methods,
+    guarded,
+    lock_directory,
+)
 
 __all__ = [
     "FrameBlock",
     "Writer",
+    "WriterBusy",
     "WriterStats",
     "as_record_batch",
     "finish_all",
@@ -164,7 +174,6 @@ HEADROOM = 4 << 20
 _CHECK_EVERY = HEADROOM // 4
 
 _ERRNO_IN_MESSAGE = re.compile(r"errno = (\d+)")
-_LATEST_NS = np.iinfo(np.int64).max
 
 
 @contextmanager
@@ -196,8 +205,10 @@ def _errno_in(message: str) -> int:
 class Writer(ABC):
     """A destination for tables (Arrow record batches) and frames (N-d arrays), by stream.
 
-    Writers are synchronous and single-threaded from the caller's side; async callers
-    reach them through a thread. Use as a context manager, or call :meth:`close`.
+    Writers are synchronous, and a writer is used from one thread at a time: a second
+    thread calling any public method while another is inside one gets
+    :class:`WriterBusy` (async callers reach a writer through one thread). Use as a
+    context manager, or call :meth:`close`.
 
     A built-in writer that stores nothing (no rows, no frames, no metadata) leaves
     nothing behind at :meth:`close`: the file or directories it created are removed (a
@@ -232,6 +243,7 @@ class Writer(ABC):
         elif not cls._path_suffix_given:
             suffixes = getattr(cls, "suffixes", ("",))
             cls.path_suffix = "" if cls.path_is_directory else suffixes[0]
+        guard_public_methods(cls)  # one thread at a time; metadata keys checked
 
     @classmethod
     def options_from_config(cls, settings: StorageSettings) -> dict[str, Any]:
@@ -251,6 +263,10 @@ class Writer(ABC):
         self._table_metadata: dict[str, StreamMetadata] = {}
         self._stored = False  # any rows, frames or metadata: see _discard_unused
         self._made_dirs: list[Path] = []  # directories this writer created, deepest first
+        self._entry = EntryGuard()  # see guarded(): one thread at a time
+        #: Releases the output's writer lock (see _lock_output): at close, or when a
+        #: writer never closed is collected.
+        self._unlock: weakref.finalize[Any, Any] | None = None
 
     # ------------------------------------------------------------------ public API
     @abstractmethod
@@ -269,6 +285,7 @@ class Writer(ABC):
         ``scale_factor``, ...) describes its column.
         """
 
+    @guarded
     def write_frames(
         self,
         stream: str,
@@ -281,13 +298,16 @@ class Writer(ABC):
 
         The first axis counts frames: one 2-D image is ``image[np.newaxis]``, and a 2-D
         array starts a stream of 1-D frames (spectra, lines). ``timestamps_ns`` are
-        nanoseconds since the Unix epoch (default 0); ``frame_numbers`` default to the
-        count of frames before.
+        nanoseconds since the Unix epoch (integers or ``datetime64``; default 0);
+        ``frame_numbers`` (integers, default the count of frames before) are any
+        integers from 0 to 2**64 - 1. Ids are validated, never converted.
 
         Raises:
-            UnsupportedData: the format cannot hold images.
+            UnsupportedData: the format cannot hold images, or a frame has no pixels
+                (a dimension of size 0).
             SchemaMismatch: dtype or frame shape differs from the stream's (a single frame
-                of the stream's shape is named as such).
+                of the stream's shape is named as such), or an id is not an integer in
+                range (negative, a float, NaN, text, 2**64 or more).
         """
         self._check_open()
         raise UnsupportedData(
@@ -297,12 +317,18 @@ class Writer(ABC):
 
     @abstractmethod
     def set_metadata(self, key: str, value: Any, *, stream: str | None = None) -> None:
-        """Attach ``key = value`` to the file (``stream=None``) or to one stream."""
+        """Attach ``key = value`` to the file (``stream=None``) or to one stream.
+
+        Raises:
+            InvalidName: ``key`` is not a non-empty string of valid text without NUL
+                (checked for every writer before the format sees it).
+        """
 
     @abstractmethod
     def flush(self) -> None:
         """Make everything written so far durable and visible to readers."""
 
+    @guarded
     def close(self) -> None:
         """Flush and close; idempotent. A writer that stored nothing removes what it
         created."""
@@ -312,8 +338,11 @@ class Writer(ABC):
             self._close()
         finally:
             self._closed = True
-            if self.removes_unused_output and not self._stored:
-                self._discard_unused()
+            try:
+                if self.removes_unused_output and not self._stored:
+                    self._discard_unused()
+            finally:
+                self._release_output()
 
     @abstractmethod
     def _close(self) -> None: ...
@@ -378,6 +407,17 @@ class Writer(ABC):
             metadata = self._table_metadata[stream] = StreamMetadata()
         metadata.observe(batch.schema.metadata, batch.num_rows)
 
+    def _lock_output(self, folder: Path) -> None:
+        """Hold the writer lock of ``folder`` until :meth:`close`: a second writer on the
+        same output, in any process, is refused (``StorageIOError``, ``EBUSY``)."""
+        fd = lock_directory(folder)
+        if fd >= 0:
+            self._unlock = weakref.finalize(self, os.close, fd)
+
+    def _release_output(self) -> None:
+        if self._unlock is not None:
+            self._unlock()  # runs once: later calls do nothing
+
     def _claim_directory(self, folder: Path) -> None:
         """Create ``folder`` and its missing parents, remembering which were made here."""
         missing = [p for p in (folder, *folder.parents) if not p.exists()]
@@ -413,7 +453,13 @@ class Writer(ABC):
         frames: npt.NDArray[Any],
         timestamps_ns: npt.ArrayLike | None,
         frame_numbers: npt.ArrayLike | None,
+        *,
+        record: bool = True,
     ) -> FrameBlock:
+        """The call's frames and ids, checked; nothing about the stream changes unless
+        the call is accepted. ``record=False``: the format records the frames with
+        :meth:`_record_frames` once it has stored them (a refusal by the format then
+        leaves the stream's dtype and shape free)."""
         self._check_open()
         self._safe_stream(stream)  # a bad name is refused before anything is made
         if not isinstance(frames, np.ndarray):
@@ -431,6 +477,11 @@ class Writer(ABC):
             raise SchemaMismatch(
                 f"stream {stream!r}: frames must be (n, *frame_shape), got shape {frames.shape}"
             )
+        if 0 in frames.shape[1:]:  # one rule for every format: no frame without pixels
+            raise UnsupportedData(
+                f"stream {stream!r}: frame shape {frames.shape[1:]} has no pixels; every "
+                "frame dimension must be at least 1"
+            )
         if frames.dtype.kind not in "biuf" or frames.dtype.itemsize > 8:
             raise UnsupportedData(f"stream {stream!r}: frame dtype {frames.dtype} is not supported")
         if not frames.dtype.isnative:  # stored (and compressed) in this machine's byte order
@@ -445,29 +496,27 @@ class Writer(ABC):
             )
         n = frames.shape[0]
         first = self._frames_seen.get(stream, 0)
-        numbers = (
-            np.arange(first, first + n, dtype=np.uint64)
-            if frame_numbers is None
-            else np.asarray(frame_numbers, np.uint64)
-        )
         stamps = (
             np.zeros(n, np.uint64)
             if timestamps_ns is None
-            else np.asarray(timestamps_ns, np.uint64)
+            else frame_ids(timestamps_ns, n, stream=stream, label="timestamps_ns")
         )
-        for label, values in (("timestamps_ns", stamps), ("frame_numbers", numbers)):
-            if values.shape != (n,):
-                raise SchemaMismatch(
-                    f"stream {stream!r}: {label} has shape {values.shape}, expected ({n},)"
-                )
-        if n and int(stamps.max()) > _LATEST_NS:
-            raise SchemaMismatch(
-                f"stream {stream!r}: timestamps_ns holds {int(stamps.max())}, later than any "
-                "int64 nanoseconds since the epoch (year 2262) that readers decode as a date"
-            )
-        self._frame_specs[stream] = spec  # only for an accepted call
-        self._frames_seen[stream] = first + n
-        return FrameBlock(np.ascontiguousarray(frames), stamps, numbers)
+        numbers = (
+            np.arange(first, first + n, dtype=np.uint64)
+            if frame_numbers is None
+            else frame_ids(frame_numbers, n, stream=stream, label="frame_numbers")
+        )
+        block = FrameBlock(np.ascontiguousarray(frames), stamps, numbers)
+        if record:
+            self._record_frames(stream, block)
+        return block
+
+    def _record_frames(self, stream: str, block: FrameBlock, count: int | None = None) -> None:
+        """Fix the stream's frame dtype and shape to ``block``'s and count ``count`` of its
+        frames (all by default) for the default frame numbers."""
+        self._frame_specs[stream] = (block.frames.dtype, block.frames.shape[1:])
+        seen = self._frames_seen.get(stream, 0)
+        self._frames_seen[stream] = seen + (len(block) if count is None else count)
 
     def _check_frame_format(self, stream: str, frames: npt.NDArray[Any]) -> None:
         """Refuse frames this format cannot hold, before the stream's frame spec is fixed

@@ -2,9 +2,24 @@
 
 ``path`` names a plain directory (no suffix: a directory named ``run.parquet`` makes
 pandas, pyarrow and polars read every stream in it as one table); stream ``s`` goes to
-``path/s.<suffix>``. When a stream's schema changes incompatibly, the writer continues
-in ``path/s.part0001.<suffix>`` and so on, so nothing already written is rewritten or
-lost; a stream file that already exists is never overwritten.
+``path/s.<suffix>``. When a stream's schema changes incompatibly (or its file cannot
+take more), the writer continues in ``path/s__part0001.<suffix>`` and so on, so nothing
+already written is rewritten or lost.
+
+Nothing is ever overwritten:
+
+- every stream file is created with ``O_EXCL``: one that exists (an earlier run in the
+  same directory) is refused with ``StorageIOError`` (``EEXIST``), with no window
+  between a check and the creation;
+- the writer holds an exclusive lock on the directory while it is open, so a second
+  writer on the same directory, in this process or another, is refused
+  (``StorageIOError``, ``EBUSY``, naming the holder's pid); the kernel drops the lock of
+  a killed writer;
+- part files are named ``<stream>__partNNNN``: a stream name is sanitised
+  (:func:`~daq_storage.naming.sanitize_name`) into one that never holds two underscores
+  in a row, so no stream's file can be another stream's part (stream ``pp.part0001``
+  writes ``pp.part0001.<suffix>``, stream ``pp``'s first part is ``pp__part0001``).
+  Sorted by name, a stream's files come in part order.
 """
 
 from __future__ import annotations
@@ -53,35 +68,65 @@ class PerStreamWriter(Writer):
             self._claim_directory(self.path)
             if not os.access(self.path, os.W_OK):
                 raise PermissionError(13, "Permission denied")
+        self._lock_output(self.path)
         self._file_metadata: dict[str, str] = {}
         self._stream_metadata: dict[str, dict[str, str]] = {}
         self._parts: dict[str, int] = {}
         self._suffix = self.suffixes[0]
         self._metadata_version = 0  # bumped by set_metadata, so writers notice late values
 
-    def _stream_path(self, stream: str, *, new_part: bool = False) -> Path:
+    def _part_path(self, stream: str, part: int) -> Path:
         safe = self._safe_stream(stream)
+        name = safe if part == 0 else f"{safe}__part{part:04d}"  # see the module docstring
+        return self.path / f"{name}{self._suffix}"
+
+    def _stream_path(self, stream: str, *, new_part: bool = False) -> Path:
+        """The path of the stream's next file (its first, or a new part), checked to be
+        free; the file itself is made by :meth:`_create_file` (or the format)."""
         part = self._parts.get(stream, 0) + (1 if new_part else 0)
+        path = self._part_path(stream, part)
+        self._check_new_file(stream, path)
         self._parts[stream] = part
-        name = safe if part == 0 else f"{safe}.part{part:04d}"
-        path = self.path / f"{name}{self._suffix}"
-        try:
-            self._check_new_file(stream, path)
-        except BaseException:
-            self._parts[stream] = part - (1 if new_part else 0)
-            raise
         self._add_file(path)
         return path
 
     def _check_new_file(self, stream: str, path: Path) -> None:
         """Refuse to start ``path`` when it exists: nothing is overwritten."""
         if os.path.lexists(path):
-            raise StorageIOError(
-                errno.EEXIST,
-                f"cannot start stream {stream!r}: {path.name} already exists in {self.path} "
-                "(never overwritten); write to a new directory",
-                str(path),
-            )
+            raise _exists(stream, path, self.path)
+
+    def _create_file(self, stream: str, path: Path) -> int:
+        """Create ``path`` (never an existing file: ``O_EXCL``) for reading and writing;
+        on failure the stream is left as if :meth:`_stream_path` had not been called."""
+        try:
+            return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+        except FileExistsError:
+            self._forget_file(stream, path)
+            raise _exists(stream, path, self.path) from None
+        except OSError as exc:
+            self._forget_file(stream, path)
+            raise StorageIOError(exc.errno, f"cannot create the file of stream {stream!r}: "
+                                 f"{exc.strerror}", str(path)) from exc  # fmt: skip
+
+    def _abandon_file(self, stream: str, path: Path, fd: int) -> None:
+        """Close and remove a file this writer created but could not start (nothing of the
+        stream is in it), so that the next write starts it again under the same name."""
+        try:
+            os.close(fd)
+            path.unlink(missing_ok=True)
+        except OSError:
+            pass  # the error that brought us here is the one to report
+        self._forget_file(stream, path)
+
+    def _forget_file(self, stream: str, path: Path) -> None:
+        if path in self._stats.files:
+            self._stats.files.remove(path)
+        part = self._parts.get(stream)
+        if part is not None and path == self._part_path(stream, part):
+            if part == 0:
+                del self._parts[stream]
+            else:
+                self._parts[stream] = part - 1
 
     def _metadata_for(self, stream: str, schema: pa.Schema | None = None) -> dict[str, str]:
         """The key-value metadata (JSON text values) of ``stream``'s file: the stream's
@@ -118,7 +163,8 @@ class PerStreamWriter(Writer):
             path = self.path / "metadata.json"
             with storage_errors(path, "cannot write the run's metadata"):
                 self._check_new_file("(metadata)", path)
-                path.write_text(json.dumps(document, indent=2, allow_nan=True))
+                with open(path, "x", encoding="utf-8") as file:  # "x": never an existing one
+                    file.write(json.dumps(document, indent=2, allow_nan=True))
             self._add_file(path)
         super().close()
 
@@ -170,8 +216,9 @@ class ArrowBatchWriter(PerStreamWriter):
         timestamps_ns: npt.ArrayLike | None = None,
         frame_numbers: npt.ArrayLike | None = None,
     ) -> None:
-        block = self._check_frames(stream, frames, timestamps_ns, frame_numbers)
+        block = self._check_frames(stream, frames, timestamps_ns, frame_numbers, record=False)
         self._write(stream, frames_to_batch(block))
+        self._record_frames(stream, block)  # a refused call leaves the stream as it was
         self._stored = True
         self._stats.frames += len(block.frames)
 
@@ -180,3 +227,12 @@ class ArrowBatchWriter(PerStreamWriter):
             finish_all(functools.partial(self._finish, opened) for opened in self._open.values())
         finally:
             self._open.clear()
+
+
+def _exists(stream: str, path: Path, folder: Path) -> StorageIOError:
+    return StorageIOError(
+        errno.EEXIST,
+        f"cannot start stream {stream!r}: {path.name} already exists in {folder} "
+        "(never overwritten); write to a new directory",
+        str(path),
+    )

@@ -15,7 +15,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, BinaryIO, ClassVar
 
 import numpy as np
 import numpy.typing as npt
@@ -47,7 +47,7 @@ _INLINE = {_SHORT: "<H", _LONG: "<I", _LONG8: "<Q"}
 # A bound on what one page adds besides its pixels (IFD, description, alignment).
 PAGE_OVERHEAD = 1024
 METADATA_SLACK = 4096
-_CREATE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC  # never an existing file
 
 
 def _align(position: int, to: int = 8) -> int:
@@ -422,6 +422,7 @@ class TifffileStack(Stack):
         )
         # LZW can grow noise by half; deflate and zstd by far less.
         self.page_bound = frame.nbytes * 3 // 2 + PAGE_OVERHEAD
+        self.handle: BinaryIO | None = None
         self.writer: tifffile.TiffWriter | None = None
 
     def frames_fitting(self, wanted: int, reserve: int) -> int:
@@ -432,7 +433,9 @@ class TifffileStack(Stack):
 
     def write(self, pages: Pages) -> None:
         if self.writer is None:
-            self.writer = tifffile.TiffWriter(self.path, bigtiff=self.bigtiff)
+            if self.handle is None:
+                self.handle = open(self.path, "xb")  # noqa: SIM115 (closed in close())
+            self.writer = tifffile.TiffWriter(self.handle, bigtiff=self.bigtiff)
         for frame, description in zip(pages.frames, pages.descriptions(), strict=True):
             self.writer.write(frame, contiguous=False, compression=self.compression,
                               predictor=self.predictor, photometric=self.photometric,
@@ -445,10 +448,13 @@ class TifffileStack(Stack):
             self.writer.filehandle.flush()
 
     def close(self, metadata: str | None) -> None:
-        if self.writer is None:
-            return
-        self.writer.close()
-        if metadata is None or self.last is None:
+        try:
+            if self.writer is not None:
+                self.writer.close()
+        finally:
+            if self.handle is not None:
+                self.handle.close()
+        if self.writer is None or metadata is None or self.last is None:
             return
         with tifffile.TiffFile(self.path) as tif:
             entry = tif.pages[-1].tags[_DESCRIPTION].offset  # type: ignore[union-attr]

@@ -1,44 +1,79 @@
-"""Arrow IPC: one streaming-format file per stream (``.arrows``), file format optional."""
+"""Arrow IPC: one streaming-format file per stream (``.arrows``), file format optional.
+
+pyarrow's IPC writer writes into memory (:class:`MessageSink`); each call's messages
+then go into the file at once, behind its end-of-stream marker (see ``_arrow_files``),
+so a reader or a killed writer never meets half a batch, and a write the disk refuses
+changes nothing a reader sees.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import pyarrow as pa
 
-from daq_storage.errors import ConfigError
-from daq_storage.writers._base import storage_errors
+from daq_storage.errors import ConfigError, StorageIOError, UnsupportedData
+from daq_storage.writers._arrow_files import (
+    EOS,
+    FILE_MAGIC,
+    MessageSink,
+    publish,
+    rebuild_file_format,
+    repair_arrow,
+)
+from daq_storage.writers._base import pwrite_all, storage_errors
 from daq_storage.writers._per_stream import ArrowBatchWriter
 
-__all__ = ["ArrowWriter"]
-
-# A batch's buffers leave in one write() instead of one per buffer and padding (about
-# 30% faster for 10k-row batches); the buffer is flushed after every batch.
-_BUFFER_BYTES = 1 << 20
+__all__ = ["ArrowWriter", "repair_arrow"]
 
 
 @dataclass
 class _Open:
     stream: str
     path: Path
-    sink: pa.BufferedOutputStream  # closes the file beneath it
+    fd: int
+    sink: MessageSink  # what pyarrow's writer writes to, in memory
     writer: pa.ipc.RecordBatchStreamWriter | pa.ipc.RecordBatchFileWriter
     schema: pa.Schema
     metadata: dict[str, str]  # what the file holds: header schema, then batches' custom metadata
+    end: int  # where the file's end-of-stream marker starts: everything before is complete
+    #: After a write the disk refused, pyarrow's writer may believe a dictionary (or, in
+    #: the file format, a footer entry) is in the file that is not: the stream continues
+    #: in a new part, and this file is completed as it is.
+    retired: bool = False
+
+
+def _has_dictionaries(schema: pa.Schema) -> bool:
+    def nested(kind: pa.DataType) -> bool:
+        if pa.types.is_dictionary(kind):
+            return True
+        return any(nested(kind.field(i).type) for i in range(kind.num_fields))
+
+    return any(nested(field.type) for field in schema)
 
 
 class ArrowWriter(ArrowBatchWriter):
     """Arrow IPC files, one per stream, in the directory ``path``.
 
-    The streaming format (default, ``<stream>.arrows``) is appended batch by batch and
-    survives a killed process: a reader gets every batch up to the last complete one.
-    ``ipc_format="file"`` writes the random-access file format (``<stream>.arrow``,
-    readable only after :meth:`close`). A schema change continues the stream in
-    ``<stream>.part0001.arrows`` and so on. Frames are stored as a
-    ``fixed_shape_tensor`` column ``frame`` beside ``timestamp_ns`` and ``frame_number``.
+    The streaming format (default, ``<stream>.arrows``) is appended batch by batch, each
+    ``write_batch`` / ``write_frames`` call made visible to readers at once: at every
+    instant, also after the process is killed, ``pyarrow.ipc.open_stream(f).read_all()``
+    and ``polars.read_ipc_stream(f)`` read every batch written so far, and never part of
+    one. ``ipc_format="file"`` writes the random-access file format (``<stream>.arrow``,
+    readable after :meth:`close`, or after :func:`repair_arrow` once killed). A schema
+    change continues the stream in ``<stream>__part0001.arrows`` and so on. Frames are
+    stored as a ``fixed_shape_tensor`` column ``frame`` beside ``timestamp_ns`` and
+    ``frame_number``.
+
+    A write the disk refuses (disk full, file-size limit) raises ``StorageIOError`` and
+    leaves the file as it was before the call; later calls go on in the same file (in a
+    new part when the stream has dictionary columns or uses the file format).
 
     A stream file's schema metadata is the stream's metadata (the schema metadata of
     its first batch, see :meth:`Writer.write_batch`) and what :meth:`set_metadata` set
@@ -89,39 +124,77 @@ class ArrowWriter(ArrowBatchWriter):
 
     def _file_for(self, stream: str, schema: pa.Schema) -> _Open:
         current = self._open.get(stream)
-        if current is not None:  # schema changed: finish this part, start the next
+        if current is not None:  # schema changed (or the file retired): the next part
             del self._open[stream]
             self._finish(current)
-        path = self._stream_path(stream, new_part=current is not None)
         metadata = self._metadata_for(stream, schema)
         full = schema.with_metadata(metadata)
-        with storage_errors(path, "cannot create Arrow IPC file"):
-            sink = pa.BufferedOutputStream(pa.OSFile(str(path), "wb"), _BUFFER_BYTES)
-            try:
+        header = (FILE_MAGIC if self.ipc_format == "file" else b"") + full.serialize().to_pybytes()
+        self._ensure_room(len(header), f"stream {stream!r}", self.path)
+        path = self._stream_path(stream, new_part=stream in self._parts)
+        fd = self._create_file(stream, path)
+        try:
+            with storage_errors(path, "cannot create Arrow IPC file"):
+                pwrite_all(fd, [header, EOS], 0)  # readable (no batches) from the start
+                sink = MessageSink(header)
+                target = pa.PythonFile(sink, mode="w")
                 if self.ipc_format == "stream":
-                    writer: Any = pa.ipc.new_stream(sink, full, options=self._options)
+                    writer: Any = pa.ipc.new_stream(target, full, options=self._options)
                 else:
-                    writer = pa.ipc.new_file(sink, full, options=self._options)
-                sink.flush()  # a stream file is readable (schema, no batches) from the start
-            except BaseException:
-                sink.close()
-                raise
-        opened = self._open[stream] = _Open(stream, path, sink, writer, schema, dict(metadata))
+                    writer = pa.ipc.new_file(target, full, options=self._options)
+        except BaseException:
+            self._abandon_file(stream, path, fd)
+            raise
+        opened = _Open(stream, path, fd, sink, writer, schema, dict(metadata), len(header),
+                       retired=False)  # fmt: skip
+        self._open[stream] = opened
         return opened
 
     def _write(self, stream: str, batch: pa.RecordBatch) -> None:
         target = self._open.get(stream)
-        if target is None or not target.schema.equals(batch.schema):
+        if target is None or target.retired or not target.schema.equals(batch.schema):
             target = self._file_for(stream, batch.schema)
         nbytes = batch.nbytes
         self._ensure_room(nbytes, f"stream {stream!r}", target.path)
-        try:
-            target.writer.write_batch(batch)
-            target.sink.flush()
-        except OSError:
-            with storage_errors(target.path, "cannot write Arrow IPC batch"):
-                raise
+        self._append(target, lambda: target.writer.write_batch(batch), "a batch")
         self._stats.bytes_written += nbytes
+
+    def _append(self, target: _Open, emit: Callable[[], None], what: str) -> None:
+        """Let pyarrow's writer ``emit`` messages (into memory), then publish them; on a
+        failure the file is left as it was before."""
+        try:
+            emit()
+        except pa.ArrowException as exc:
+            if target.sink.take():  # the writer's state may now be ahead of the file
+                target.retired = True
+            raise UnsupportedData(
+                f"stream {target.stream!r}: Arrow IPC cannot store {what}: {exc}"
+            ) from None
+        parts = target.sink.take()
+        if not parts:
+            return
+        try:
+            target.end = publish(target.fd, parts, target.end)
+        except OSError as exc:
+            self._undo(target)
+            code = exc.errno if exc.errno is not None else errno.EIO
+            later = (
+                "later writes go on in a new part file" if target.retired else "later writes go on"
+            )
+            raise StorageIOError(
+                code,
+                f"cannot write {what} of stream {target.stream!r}: {exc.strerror or exc}; "
+                f"{target.path.name} keeps everything written before it, and {later}",
+                str(target.path),
+            ) from exc
+
+    def _undo(self, target: _Open) -> None:
+        """After a failed write: drop the bytes past the end-of-stream marker (nothing a
+        reader sees changed); retire the file where pyarrow's writer state moved on."""
+        with contextlib.suppress(OSError):  # past the marker, where no reader looks
+            os.ftruncate(target.fd, target.end + len(EOS))
+        if self.ipc_format == "file" or _has_dictionaries(target.schema):
+            target.retired = True
 
     def set_metadata(self, key: str, value: Any, *, stream: str | None = None) -> None:
         """Schema metadata (JSON value) of the stream's file, or of every stream's file
@@ -131,9 +204,8 @@ class ArrowWriter(ArrowBatchWriter):
         names = list(self._open) if stream is None else [stream]
         for name in names:
             opened = self._open.get(name)
-            if (
-                opened is not None
-            ):  # else its file does not exist yet: the value goes into its header
+            if opened is not None and not opened.retired:
+                # (else its next file does not exist yet: the value goes into its header)
                 self._write_late_metadata(opened)
 
     def _write_late_metadata(self, opened: _Open) -> None:
@@ -146,24 +218,38 @@ class ArrowWriter(ArrowBatchWriter):
         if not late:
             return
         empty = pa.RecordBatch.from_pylist([], schema=opened.schema)
-        with storage_errors(opened.path, f"cannot write Arrow IPC metadata {sorted(late)}"):
-            opened.writer.write_batch(empty, custom_metadata=late)
-            opened.sink.flush()
+        self._append(opened, lambda: opened.writer.write_batch(empty, custom_metadata=late),
+                     f"metadata {sorted(late)}")  # fmt: skip
         opened.metadata.update(late)
 
     def flush(self) -> None:
+        """Write metadata set or changed since; every batch is already in its file (in
+        the operating system's hands: nothing is fsynced)."""
         self._check_open()
         for opened in self._open.values():
-            with storage_errors(opened.path, "cannot flush Arrow IPC file"):
+            if not opened.retired:
                 self._write_late_metadata(opened)
-                opened.sink.flush()
 
     def _finish(self, opened: _Open) -> None:
-        with storage_errors(opened.path, "cannot close Arrow IPC file"):
-            try:
+        try:
+            if not opened.retired:
                 self._write_late_metadata(opened)
+        finally:
+            try:
+                self._complete(opened)
             finally:
-                try:
-                    opened.writer.close()
-                finally:
-                    opened.sink.close()
+                os.close(opened.fd)
+
+    def _complete(self, opened: _Open) -> None:
+        """The end of the file: the end-of-stream marker (there already), or the file
+        format's footer; a retired file-format file is rewritten with a footer."""
+        with storage_errors(opened.path, "cannot close Arrow IPC file"):
+            if opened.retired:
+                os.ftruncate(opened.fd, opened.end + len(EOS))
+                if self.ipc_format == "file":
+                    rebuild_file_format(opened.path, opened.end)
+                return
+            opened.writer.close()
+            tail = opened.sink.take()
+            end = pwrite_all(opened.fd, tail, opened.end) if tail else opened.end + len(EOS)
+            os.ftruncate(opened.fd, end)

@@ -1,8 +1,16 @@
-"""CSV: one file per stream with a header row, via ``pyarrow.csv``. Tables only."""
+"""CSV: one file per stream with a header row, via ``pyarrow.csv``. Tables only.
+
+Each batch is turned into text in memory first, then written with one system call at
+the end of the complete lines: a batch that cannot be written as text changes nothing,
+and a write the disk refuses is cut off again, so the file always ends with a complete
+line. Only a process killed inside that call can leave part of a line at the end;
+:func:`repair_csv` (and ``daq-storage repair``) cuts it off.
+"""
 
 from __future__ import annotations
 
-import functools
+import contextlib
+import errno
 import json
 import os
 from dataclasses import dataclass
@@ -13,12 +21,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from daq_storage.errors import ConfigError, SchemaMismatch, UnsupportedData
+from daq_storage.errors import ConfigError, SchemaMismatch, StorageIOError, UnsupportedData
 from daq_storage.schema import METADATA_CHANGES, decode_metadata
-from daq_storage.writers._base import finish_all, storage_errors
+from daq_storage.writers._base import finish_all, pwrite_all, storage_errors
+from daq_storage.writers._csv_text import null_lines_quoted, repair_csv, single_column_nulls
 from daq_storage.writers._per_stream import PerStreamWriter
 
-__all__ = ["CsvWriter"]
+__all__ = ["CsvWriter", "repair_csv"]
 
 # Rows turned into text per chunk: pyarrow's default (1,024) makes 10k-row batches
 # about 15% slower; 16k rows of text stay a few MB.
@@ -30,8 +39,8 @@ _ISO_NAIVE = "%Y-%m-%dT%H:%M:%S"
 @dataclass
 class _CsvFile:
     path: Path
-    sink: pa.NativeFile
-    writer: pacsv.CSVWriter
+    fd: int
+    end: int  # bytes of complete lines in the file
     #: The stream's column types (dictionaries decoded, widened as batches arrive).
     columns: pa.Schema
     #: The last batch schema found compatible with ``columns``.
@@ -54,7 +63,14 @@ class CsvWriter(PerStreamWriter):
      "columns": {<stream>: {<column>: {<its field metadata: units, long_name, ...>}}}}
     ```
 
-    ``metadata.json`` is written at :meth:`flush` and :meth:`close`.
+    ``metadata.json`` is written at :meth:`flush` and :meth:`close` (replaced whole);
+    one that the directory holds already (an earlier run's) is never overwritten: the
+    writer refuses the directory.
+
+    Nulls are empty fields. In a stream of one column, where an empty field would be an
+    empty line (which pyarrow and pandas skip), a null is written as ``""``: pyarrow and
+    pandas read it as null, polars with ``null_values=""`` (CSV does not tell an empty
+    string from a null). Binary columns are written as text and must hold UTF-8.
 
     A column keeps its kind for the life of a stream, so every reader infers one type
     for it: a batch whose column types differ is cast when that is a lossless widening
@@ -88,8 +104,17 @@ class CsvWriter(PerStreamWriter):
                 f"line break, got {delimiter!r}"
             )
         super().__init__(path)
+        if os.path.lexists(self.path / "metadata.json"):
+            self._release_output()
+            raise StorageIOError(
+                errno.EEXIST,
+                f"{self.path} already holds a metadata.json (of an earlier run; never "
+                "overwritten): write to a new directory",
+                str(self.path / "metadata.json"),
+            )
         self.iso_timestamps = iso_timestamps
         self.delimiter = delimiter
+        self._sidecar_made = False  # metadata.json is ours: replaced from now on
         self._files: dict[str, _CsvFile] = {}
         #: Per stream, per column: the field metadata of the column's first batch.
         self._columns_metadata: dict[str, dict[str, dict[str, Any]]] = {}
@@ -98,7 +123,7 @@ class CsvWriter(PerStreamWriter):
         given = batch = self._check_batch(stream, batch)
         opened = self._files.get(stream)
         if opened is None:
-            opened = self._open_file(stream, batch.schema)
+            opened = self._new_stream(stream, batch.schema)
         elif not batch.schema.equals(opened.accepted):
             self._accept(stream, opened, batch.schema)
         nbytes = batch.nbytes
@@ -107,10 +132,12 @@ class CsvWriter(PerStreamWriter):
             batch = batch.cast(opened.columns)
         if opened.iso:
             batch = self._to_iso(stream, batch, opened)
-        # Text takes more room than the binary values: assume three times as much.
-        self._ensure_room(3 * nbytes, f"stream {stream!r}", opened.path)
-        with storage_errors(opened.path, "cannot write CSV rows"):
-            opened.writer.write_batch(batch)
+        text = self._text(stream, batch, header=False)
+        where = opened.path if opened.fd >= 0 else self.path
+        self._ensure_room(len(text), f"stream {stream!r}", where)
+        if opened.fd < 0:
+            self._create(stream, opened)
+        self._append(stream, opened, text)
         self._observe_metadata(stream, given)
         self._stats.batches += 1
         self._stats.rows += rows
@@ -122,25 +149,81 @@ class CsvWriter(PerStreamWriter):
             f"CSV cannot store frames (stream {stream!r}); use hdf5, zarr, tiff, arrow or parquet"
         )
 
-    # ------------------------------------------------------------------ columns
-    def _open_file(self, stream: str, schema: pa.Schema) -> _CsvFile:
+    # ------------------------------------------------------------------ text and files
+    def _text(self, stream: str, batch: pa.RecordBatch, *, header: bool) -> pa.Buffer:
+        """``batch`` as CSV lines (with the header line when ``header``), in memory.
+
+        Raises:
+            UnsupportedData: a value has no CSV text (binary that is not UTF-8, ...).
+        """
+        quote_null_lines = False
+        if batch.num_columns == 1 and batch.column(0).null_count:
+            batch, quote_null_lines = single_column_nulls(batch)
+        for name, column in zip(batch.schema.names, batch.columns, strict=True):
+            if _is_binary(column.type):
+                try:
+                    column.cast(pa.large_binary()).cast(pa.large_string())
+                except pa.ArrowInvalid:
+                    raise UnsupportedData(
+                        f"stream {stream!r}: binary column {name!r} holds bytes that are not "
+                        "UTF-8 text, which CSV cannot hold; nothing of this batch was written"
+                    ) from None
+        options = pacsv.WriteOptions(
+            include_header=header, delimiter=self.delimiter, batch_size=_CHUNK_ROWS
+        )
+        sink = pa.BufferOutputStream()
+        try:
+            pacsv.write_csv(batch, sink, write_options=options)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+            raise UnsupportedData(
+                f"stream {stream!r}: CSV cannot hold this batch as text ({exc}); nothing of "
+                "it was written"
+            ) from None
+        buffer: pa.Buffer = sink.getvalue()
+        if quote_null_lines:
+            buffer = pa.py_buffer(null_lines_quoted(buffer.to_pybytes()))
+        return buffer
+
+    def _new_stream(self, stream: str, schema: pa.Schema) -> _CsvFile:
+        """The stream's columns; its file is created with the first rows written."""
         columns = pa.schema([pa.field(f.name, _csv_type(stream, f.name, f.type)) for f in schema])
         iso, written = self._text_schema(columns)
-        path = self._stream_path(stream)
-        with storage_errors(path, "cannot create CSV file"):
-            sink = pa.OSFile(str(path), "wb")
-            try:
-                writer = self._csv_writer(sink, written, header=True)
-            except BaseException:
-                sink.close()
-                raise
         opened = self._files[stream] = _CsvFile(
-            path, sink, writer, columns, schema, _needs_cast(schema, columns), iso, written
+            self.path, -1, 0, columns, schema, _needs_cast(schema, columns), iso, written
         )
         described = {f.name: decode_metadata(f.metadata) for f in schema if f.metadata}
         if described:
             self._columns_metadata[stream] = described
         return opened
+
+    def _create(self, stream: str, opened: _CsvFile) -> None:
+        """Create the stream's file (never an existing one) with its header line."""
+        empty = pa.RecordBatch.from_pylist([], schema=opened.written)
+        header = self._text(stream, empty, header=True)
+        path = self._stream_path(stream)
+        fd = self._create_file(stream, path)
+        try:
+            with storage_errors(path, "cannot create CSV file"):
+                pwrite_all(fd, [header], 0)
+        except BaseException:
+            self._abandon_file(stream, path, fd)
+            raise
+        opened.path, opened.fd, opened.end = path, fd, len(header)
+
+    def _append(self, stream: str, opened: _CsvFile, text: pa.Buffer) -> None:
+        """Write complete lines after the last ones; on failure cut them off again."""
+        try:
+            pwrite_all(opened.fd, [text], opened.end)
+        except OSError as exc:
+            with contextlib.suppress(OSError):  # repair_csv cuts what is left, if anything
+                os.ftruncate(opened.fd, opened.end)
+            raise StorageIOError(
+                exc.errno if exc.errno is not None else errno.EIO,
+                f"cannot write CSV rows of stream {stream!r}: {exc.strerror or exc}; "
+                f"{opened.path.name} keeps every row before (nothing of this batch)",
+                str(opened.path),
+            ) from exc
+        opened.end += len(text)
 
     def _accept(self, stream: str, opened: _CsvFile, schema: pa.Schema) -> None:
         """Make batches of ``schema`` writable to ``opened``, widening its columns if
@@ -163,12 +246,8 @@ class CsvWriter(PerStreamWriter):
             fields.append(pa.field(old.name, common))
         columns = pa.schema(fields)
         if not columns.equals(opened.columns):
+            # Same file, same header: only the text of later rows comes from wider types.
             iso, written = self._text_schema(columns)
-            if not written.equals(opened.written):
-                # Same file, same header: only the text of later rows comes from wider types.
-                with storage_errors(opened.path, "cannot write CSV rows"):
-                    opened.writer.close()  # leaves the sink open
-                    opened.writer = self._csv_writer(opened.sink, written, header=False)
             opened.columns, opened.iso, opened.written = columns, iso, written
         opened.accepted = schema
         opened.cast = _needs_cast(schema, opened.columns)
@@ -188,12 +267,6 @@ class CsvWriter(PerStreamWriter):
         for index, _ in iso:
             written = written.set(index, pa.field(columns.field(index).name, pa.string()))
         return tuple(iso), written
-
-    def _csv_writer(self, sink: pa.NativeFile, schema: pa.Schema, *, header: bool) -> Any:
-        options = pacsv.WriteOptions(
-            include_header=header, delimiter=self.delimiter, batch_size=_CHUNK_ROWS
-        )
-        return pacsv.CSVWriter(sink, schema, write_options=options)
 
     def _to_iso(self, stream: str, batch: pa.RecordBatch, opened: _CsvFile) -> pa.RecordBatch:
         arrays = list(batch.columns)
@@ -216,11 +289,10 @@ class CsvWriter(PerStreamWriter):
 
     # ------------------------------------------------------------------ files
     def flush(self) -> None:
+        """Write ``metadata.json``; the rows are in their files already (in the operating
+        system's hands: nothing is fsynced)."""
         self._check_open()
         self._write_metadata_sidecar()
-        for opened in self._files.values():
-            with storage_errors(opened.path, "cannot flush CSV file"):
-                opened.sink.flush()
 
     def _write_metadata_sidecar(self) -> None:
         """CSV has no place for metadata: it goes to ``metadata.json`` beside the files
@@ -246,23 +318,45 @@ class CsvWriter(PerStreamWriter):
         temporary = path.with_name(f".{path.name}.partial")
         with storage_errors(path, "cannot write CSV metadata"):
             temporary.write_text(json.dumps(document, indent=2, allow_nan=True))
-            temporary.replace(path)
+            if self._sidecar_made:
+                temporary.replace(path)
+            else:
+                try:
+                    os.link(temporary, path)  # the first time: never over an existing file
+                except FileExistsError:
+                    temporary.unlink()
+                    raise StorageIOError(
+                        errno.EEXIST,
+                        f"cannot write CSV metadata: {path.name} already exists in {self.path} "
+                        "(never overwritten)",
+                        str(path),
+                    ) from None
+                temporary.unlink()
+                self._sidecar_made = True
         self._add_file(path)
 
     def _close(self) -> None:
         try:
-            closing = [functools.partial(_close_file, f) for f in self._files.values()]
+            closing = [_closer(f) for f in self._files.values() if f.fd >= 0]
             finish_all([self._write_metadata_sidecar, *closing])
         finally:
             self._files.clear()
 
 
-def _close_file(opened: _CsvFile) -> None:
-    with storage_errors(opened.path, "cannot close CSV file"):
-        try:
-            opened.writer.close()
-        finally:
-            opened.sink.close()
+def _closer(opened: _CsvFile) -> Any:
+    def close() -> None:
+        with storage_errors(opened.path, "cannot close CSV file"):
+            os.close(opened.fd)
+
+    return close
+
+
+def _is_binary(kind: pa.DataType) -> bool:
+    return bool(
+        pa.types.is_binary(kind)
+        or pa.types.is_large_binary(kind)
+        or pa.types.is_fixed_size_binary(kind)
+    )
 
 
 def _csv_type(stream: str, column: str, kind: pa.DataType) -> pa.DataType:

@@ -17,12 +17,14 @@ Between row groups the file is therefore a complete Parquet file holding every r
 group written so far. A process killed *during* step 2 leaves an incomplete tail;
 :func:`repair_parquet` cuts it off and restores the last footer from the recovery file
 (a recovery file left in a directory also stops ``polars.read_parquet(directory)``,
-which reads every file in it; a glob such as ``directory/*.parquet`` is unaffected).
-Nothing is fsynced: this guards against a killed process, not against power loss.
+which reads every file in it; a glob such as ``directory/*.parquet`` is unaffected). A
+file that is complete is never cut, whatever its recovery file says (see
+``_parquet_recovery``). Nothing is fsynced: this guards against a killed process, not
+against power loss.
 
 The footer grows with every row group and is rewritten (twice: file and recovery
 file) after each one, so a stream continues in a new part file
-(``s.part0001.parquet``, ...) once its footer reaches ``max_footer_bytes``.
+(``s__part0001.parquet``, ...) once its footer reaches ``max_footer_bytes``.
 """
 
 from __future__ import annotations
@@ -31,9 +33,7 @@ import errno
 import fcntl
 import functools
 import os
-import struct
 import time
-import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -43,180 +43,30 @@ from typing import Any, ClassVar
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from daq_storage.errors import ConfigError, StorageIOError, UnsupportedData
+from daq_storage.errors import ConfigError, DaqStorageError, StorageIOError, UnsupportedData
 from daq_storage.writers._base import finish_all, pwrite_all, storage_errors
 from daq_storage.writers._parquet_footer import FooterShift, check_shift
+from daq_storage.writers._parquet_recovery import (
+    MAGIC,
+    read_footer,
+    recovery_path,
+    repair_parquet,
+    repair_parquet_file,
+    write_recovery,
+)
 from daq_storage.writers._per_stream import ArrowBatchWriter
 
-__all__ = ["ParquetWriter", "repair_parquet"]
+__all__ = ["ParquetWriter", "repair_parquet", "repair_parquet_file"]
 
 _CODECS = ("none", "snappy", "gzip", "zstd", "lz4", "brotli")
 _CODECS_WITHOUT_LEVEL = ("none", "snappy")
-_MAGIC = b"PAR1"
-_RECOVERY_SUFFIX = ".recovery"
-_RECOVERY_MAGIC = b"DAQPQRC1"
-# After the magic: data length, footer length; then crc32 of those and the footer.
-_RECOVERY_FIELDS = struct.Struct("<QI")
 
 
 def _footer_block(metadata: Any) -> bytes:
     """``metadata`` as the end of a Parquet file: Thrift footer, its length, magic."""
     sink = pa.BufferOutputStream()
     metadata.write_metadata_file(sink)  # magic + footer + length + magic
-    return bytes(sink.getvalue().to_pybytes()[len(_MAGIC) :])
-
-
-def _read_footer(block: bytes | pa.Buffer) -> Any:
-    """The ``FileMetaData`` of a footer block (or of a whole in-memory Parquet file)."""
-    source = block if isinstance(block, pa.Buffer) else pa.py_buffer(_MAGIC + block)
-    return pq.read_metadata(pa.BufferReader(source))
-
-
-# ---------------------------------------------------------------------- recovery file
-def _recovery_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}{_RECOVERY_SUFFIX}")
-
-
-def _write_recovery(fd: int, data_end: int, block: bytes) -> None:
-    """Record a file's last complete state, its data length and footer block, in ``fd``.
-
-    Written in place: the Parquet file is complete whenever this runs, so a record torn
-    by a crash (its checksum fails) needs no repair. Not by temp file and rename:
-    replacing a file by rename makes ext4 write it to disk at once (~1 ms per row group).
-    """
-    fields = _RECOVERY_FIELDS.pack(data_end, len(block))
-    checksum = zlib.crc32(block, zlib.crc32(fields)).to_bytes(4, "little")
-    pwrite_all(fd, [_RECOVERY_MAGIC, fields, checksum, block], 0)
-
-
-def _parse_recovery(record: bytes) -> tuple[int, bytes] | None:
-    """``(data length, footer block)`` from a recovery record; ``None`` if it is torn or
-    not consistent with itself."""
-    start = len(_RECOVERY_MAGIC) + _RECOVERY_FIELDS.size + 4
-    if len(record) < start or not record.startswith(_RECOVERY_MAGIC):
-        return None
-    fields = record[len(_RECOVERY_MAGIC) : start - 4]
-    data_end, length = _RECOVERY_FIELDS.unpack(fields)
-    block = record[start : start + length]
-    if (
-        len(block) != length
-        or zlib.crc32(block, zlib.crc32(fields))
-        != int.from_bytes(record[start - 4 : start], "little")
-        or not block.endswith(_MAGIC)
-        or _data_length(block) > data_end
-    ):
-        return None
-    return data_end, block
-
-
-def _data_length(block: bytes) -> int:
-    """Bytes from the start of the file to the end of the last column chunk in ``block``
-    (a footer); more than any file holds when ``block`` is not a footer."""
-    try:
-        metadata = _read_footer(block)
-    except (pa.ArrowException, OSError):
-        return 1 << 63
-    end = len(_MAGIC)
-    for group in range(metadata.num_row_groups):
-        for column in range(metadata.num_columns):
-            chunk = metadata.row_group(group).column(column)
-            start = chunk.dictionary_page_offset if chunk.has_dictionary_page else None
-            start = chunk.data_page_offset if start is None else start
-            end = max(end, start + chunk.total_compressed_size)
-    return end
-
-
-def _is_complete(fd: int) -> bool:
-    """Whether the file starts with the magic and ends with a footer whose column chunks
-    all lie before it."""
-    size = os.fstat(fd).st_size
-    if size < 12 or os.pread(fd, 4, 0) != _MAGIC:
-        return False
-    tail = os.pread(fd, 8, size - 8)
-    length = int.from_bytes(tail[:4], "little")
-    if tail[4:] != _MAGIC or length > size - 12:
-        return False
-    block = os.pread(fd, length + 8, size - 8 - length)
-    return _data_length(block) <= size - 8 - length
-
-
-def repair_parquet(path: str | os.PathLike[str]) -> list[Path]:
-    """Restore Parquet files whose writer was killed, from their recovery files.
-
-    ``path`` is one ``.parquet`` file or a directory (every file in it that has a
-    recovery file). Each file is cut back to its last complete row group and gets that
-    state's footer again: everything flushed before the crash is kept, rows that were
-    being written are dropped. A file whose writer was killed between row groups is
-    already complete; repairing it changes nothing but removing the recovery file.
-
-    Returns:
-        The files that had a recovery file (now removed).
-
-    Raises:
-        StorageIOError: a writer still has the file open, or the file is incomplete and
-            its recovery file cannot restore it (damaged, or the file is shorter than
-            the state it records).
-    """
-    path = Path(path)
-    if not path.exists():
-        raise StorageIOError(errno.ENOENT, f"cannot repair {path}: it does not exist", str(path))
-    if path.is_dir():
-        targets = sorted(
-            p.with_name(p.name[1 : -len(_RECOVERY_SUFFIX)])
-            for p in path.glob(f".*.parquet{_RECOVERY_SUFFIX}")
-        )
-    else:
-        targets = [path] if _recovery_path(path).exists() else []
-    for target in targets:
-        _repair_one(target)
-    return targets
-
-
-def _repair_one(target: Path) -> None:
-    recovery = _recovery_path(target)
-    with storage_errors(recovery, "cannot read Parquet recovery file"):
-        record = _parse_recovery(recovery.read_bytes())
-    with storage_errors(target, "cannot repair Parquet file"):
-        fd = os.open(target, os.O_RDWR)
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise StorageIOError(
-                    errno.EBUSY,
-                    f"cannot repair {target.name}: a writer still has it open",
-                    str(target),
-                ) from None
-            if record is None:
-                # Torn while being rewritten, which happens only when the file is complete.
-                if not _is_complete(fd):
-                    raise StorageIOError(
-                        errno.EINVAL,
-                        f"cannot repair {target.name}: it is incomplete and its recovery "
-                        f"file {recovery.name} is damaged",
-                        str(target),
-                    )
-            else:
-                data_end, block = record
-                size = os.fstat(fd).st_size
-                if size < data_end:
-                    raise StorageIOError(
-                        errno.EINVAL,
-                        f"cannot repair {target.name}: it has {size} bytes, fewer than the "
-                        f"{data_end} its recovery file says were complete",
-                        str(target),
-                    )
-                os.ftruncate(fd, data_end)
-                pwrite_all(fd, [block], data_end)
-        finally:
-            os.close(fd)
-    try:
-        pq.read_metadata(target)
-    except (pa.ArrowException, OSError) as exc:
-        raise StorageIOError(
-            errno.EINVAL, f"{target.name} is still unreadable after repair: {exc}", str(target)
-        ) from exc
-    recovery.unlink()
+    return bytes(sink.getvalue().to_pybytes()[len(MAGIC) :])
 
 
 # ---------------------------------------------------------------------- the writer
@@ -318,47 +168,48 @@ class ParquetWriter(ArrowBatchWriter):
         metadata = self._metadata_for(stream, schema)
         header = self._empty_file(stream, schema, metadata)
         path = self._stream_path(stream, new_part=stream in self._parts)
-        fd, recovery_fd = self._create(path, header)
-        opened = _Open(stream, path, fd, recovery_fd, schema, header, metadata, len(_MAGIC),
-                       header.to_pybytes()[len(_MAGIC) :])  # fmt: skip
+        fd, recovery_fd = self._create(stream, path, header)
+        opened = _Open(stream, path, fd, recovery_fd, schema, header, metadata, len(MAGIC),
+                       header.to_pybytes()[len(MAGIC) :])  # fmt: skip
         self._open[stream] = opened
         return opened
 
     def _check_new_file(self, stream: str, path: Path) -> None:
-        if _recovery_path(path).exists():
+        if recovery_path(path).exists():
             raise StorageIOError(errno.EEXIST, _waiting_for_repair(path), str(path))
         super()._check_new_file(stream, path)
 
-    def _create(self, path: Path, header: pa.Buffer) -> tuple[int, int]:
-        """Start ``path`` as an empty Parquet file and its recovery file; their fds."""
-        recovery = _recovery_path(path)
-        with storage_errors(path, "cannot create Parquet file"):
-            try:
-                recovery_fd = os.open(recovery, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
-            except FileExistsError:
-                raise StorageIOError(errno.EEXIST, _waiting_for_repair(path), str(path)) from None
-            fd = -1
-            try:
-                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-                try:
-                    # Held while writing: repair_parquet refuses a file a live writer owns.
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    raise StorageIOError(
-                        errno.EBUSY, f"{path.name} is being written by another writer", str(path)
-                    ) from None
-                # Truncating an empty file is not a no-op: ext4 then writes the whole
-                # file back at close (its protection for truncate-and-rewrite).
-                if os.fstat(fd).st_size:
-                    os.ftruncate(fd, 0)
+    def _create(self, stream: str, path: Path, header: pa.Buffer) -> tuple[int, int]:
+        """Start ``path`` as an empty Parquet file and its recovery file (both new:
+        ``O_EXCL``, the recovery file first); their fds."""
+        recovery = recovery_path(path)
+        try:
+            recovery_fd = os.open(recovery, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
+                                  0o666)  # fmt: skip
+        except FileExistsError:
+            self._forget_file(stream, path)
+            raise StorageIOError(errno.EEXIST, _waiting_for_repair(path), str(path)) from None
+        except OSError as exc:
+            self._forget_file(stream, path)
+            raise StorageIOError(exc.errno, f"cannot create Parquet recovery file: "
+                                 f"{exc.strerror}", str(recovery)) from exc  # fmt: skip
+        try:
+            fd = self._create_file(stream, path)
+        except BaseException:
+            os.close(recovery_fd)
+            recovery.unlink(missing_ok=True)
+            raise
+        try:
+            with storage_errors(path, "cannot create Parquet file"):
+                # Held while writing: repair_parquet refuses a file a live writer owns.
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 pwrite_all(fd, [header], 0)
-                _write_recovery(recovery_fd, len(_MAGIC), header.to_pybytes()[len(_MAGIC) :])
-            except BaseException:
-                if fd >= 0:
-                    os.close(fd)
-                os.close(recovery_fd)
-                recovery.unlink(missing_ok=True)
-                raise
+                write_recovery(recovery_fd, len(MAGIC), header.to_pybytes()[len(MAGIC) :])
+        except BaseException:
+            os.close(recovery_fd)
+            recovery.unlink(missing_ok=True)
+            self._abandon_file(stream, path, fd)
+            raise
         return fd, recovery_fd
 
     def _empty_file(self, stream: str, schema: pa.Schema, metadata: dict[str, str]) -> pa.Buffer:
@@ -421,8 +272,8 @@ class ParquetWriter(ArrowBatchWriter):
         target.pending, target.pending_rows, target.pending_bytes = [], 0, 0
         try:
             data, row_group = self._encode(target, table)
-            self._commit(target, data, row_group, f"{rows} buffered rows of stream "
-                         f"{target.stream!r} (dropped)")  # fmt: skip
+            unstored = self._commit(target, data, row_group, f"{rows} buffered rows of stream "
+                                    f"{target.stream!r} (dropped)")  # fmt: skip
         except BaseException:
             counted = rows - uncounted_rows
             if target.stream in self._frame_specs:
@@ -432,6 +283,8 @@ class ParquetWriter(ArrowBatchWriter):
             self._stats.bytes_written -= nbytes
             raise
         self._record(target)  # the rows are in the file even if this fails
+        if unstored is not None:
+            raise unstored
 
     def _encode(self, target: _Open, table: pa.Table) -> tuple[pa.Buffer, Any]:
         """``table`` as one row group's bytes, and its metadata with the file offsets it
@@ -449,10 +302,10 @@ class ParquetWriter(ArrowBatchWriter):
         encoded = sink.getvalue()
         footer_length = int.from_bytes(encoded[-8:-4].to_pybytes(), "little")
         footer_start = len(encoded) - 8 - footer_length
-        delta = target.data_end - len(_MAGIC)
+        delta = target.data_end - len(MAGIC)
         try:
             shifted = FooterShift(encoded[footer_start:-8].to_pybytes(), delta).run()
-            row_group = _read_footer(shifted + len(shifted).to_bytes(4, "little") + _MAGIC)
+            row_group = read_footer(shifted + len(shifted).to_bytes(4, "little") + MAGIC)
             check_shift(collected[0], row_group, delta)
         except (ValueError, pa.ArrowException) as exc:
             raise StorageIOError(
@@ -461,16 +314,29 @@ class ParquetWriter(ArrowBatchWriter):
                 f"footer from pyarrow {pa.__version__} ({exc}); nothing was written",
                 str(target.path),
             ) from exc
-        return encoded.slice(len(_MAGIC), footer_start - len(_MAGIC)), row_group
+        return encoded.slice(len(MAGIC), footer_start - len(MAGIC)), row_group
 
-    def _commit(self, target: _Open, data: pa.Buffer | bytes, row_group: Any, what: str) -> None:
+    def _commit(
+        self, target: _Open, data: pa.Buffer | bytes, row_group: Any, what: str
+    ) -> UnsupportedData | None:
         """Write ``data`` and a footer listing every row group (and ``row_group``) over
-        the current footer; :meth:`_record` then saves the new state."""
-        metadata = self._metadata_for(target.stream)
-        header = target.header
-        if metadata != target.metadata:  # set_metadata since the header was made
-            header = self._empty_file(target.stream, target.schema, metadata)
-        merged = _read_footer(header)
+        the current footer; :meth:`_record` then saves the new state.
+
+        Metadata that cannot go into the footer never costs the rows: they are written
+        with the metadata the file holds, and the error is returned, to be raised once
+        the rows are recorded.
+        """
+        header, metadata, unstored = target.header, target.metadata, None
+        try:
+            wanted = self._metadata_for(target.stream)
+            if wanted != target.metadata:  # set_metadata since the header was made
+                header, metadata = self._empty_file(target.stream, target.schema, wanted), wanted
+        except DaqStorageError as exc:
+            unstored = UnsupportedData(
+                f"stream {target.stream!r}: metadata not stored in {target.path.name} ({exc}); "
+                "its rows were"
+            )
+        merged = read_footer(header)
         if target.row_groups is not None:
             merged.append_row_groups(target.row_groups)
         if row_group is not None:
@@ -491,17 +357,20 @@ class ParquetWriter(ArrowBatchWriter):
         target.footer = block
         target.row_groups = merged
         target.header, target.metadata = header, metadata  # only once they are in the file
+        return unstored
 
     def _record(self, target: _Open) -> None:
         """Save the committed state in the recovery file."""
-        with storage_errors(_recovery_path(target.path), "cannot update Parquet recovery file"):
-            _write_recovery(target.recovery_fd, target.data_end, target.footer)
+        with storage_errors(recovery_path(target.path), "cannot update Parquet recovery file"):
+            write_recovery(target.recovery_fd, target.data_end, target.footer)
 
     def _rewrite_footer(self, target: _Open) -> None:
         """Put metadata set since the last footer into the file."""
         if self._metadata_for(target.stream) != target.metadata:
-            self._commit(target, b"", None, f"the footer of {target.path.name}")
+            unstored = self._commit(target, b"", None, f"the footer of {target.path.name}")
             self._record(target)
+            if unstored is not None:
+                raise unstored
 
     def _restore(self, target: _Open) -> None:
         """Put the committed footer back after a failed write (it fits: it was there)."""
@@ -543,7 +412,7 @@ class ParquetWriter(ArrowBatchWriter):
                 finally:
                     os.close(opened.recovery_fd)
                 if opened.intact:
-                    _recovery_path(opened.path).unlink(missing_ok=True)
+                    recovery_path(opened.path).unlink(missing_ok=True)
 
 
 def _waiting_for_repair(path: Path) -> str:

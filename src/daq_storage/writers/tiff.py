@@ -19,7 +19,7 @@ import numpy.typing as npt
 import pyarrow as pa
 
 from daq_storage.errors import ConfigError, UnsupportedData
-from daq_storage.writers._base import finish_all, storage_errors
+from daq_storage.writers._base import FrameBlock, finish_all, storage_errors
 from daq_storage.writers._per_stream import PerStreamWriter
 from daq_storage.writers._tiff_stacks import (
     IMAGEJ_DTYPES,
@@ -114,11 +114,21 @@ class TiffWriter(PerStreamWriter):
         timestamps_ns: npt.ArrayLike | None = None,
         frame_numbers: npt.ArrayLike | None = None,
     ) -> None:
-        block = self._check_frames(stream, frames, timestamps_ns, frame_numbers)
+        block = self._check_frames(stream, frames, timestamps_ns, frame_numbers, record=False)
         frames = block.frames
         count = len(frames)
         if count == 0:
+            self._record_frames(stream, block)
             return
+        try:
+            self._write_pages(stream, block)
+        finally:
+            if stream in self._stacks:  # a file holds the stream's frame shape: it is fixed
+                self._record_frames(stream, block, count=0)
+
+    def _write_pages(self, stream: str, block: FrameBlock) -> None:
+        frames = block.frames
+        count = len(frames)
         little = frames.dtype.newbyteorder("<")
         if frames.dtype != little:
             frames = frames.astype(little)
@@ -149,6 +159,7 @@ class TiffWriter(PerStreamWriter):
                 stack.metadata = metadata
             self._stats.frames += fitting
             self._stats.bytes_written += nbytes
+            self._record_frames(stream, block, count=fitting)
             done += fitting
 
     def _check_frame_format(self, stream: str, frames: npt.NDArray[Any]) -> None:
@@ -160,8 +171,6 @@ class TiffWriter(PerStreamWriter):
                 f"stream {stream!r}: TIFF pages hold 2-D frames (or RGB/RGBA y, x, 3|4); "
                 f"got frame shape {shape}; use hdf5 or zarr"
             )
-        if 0 in shape:
-            raise UnsupportedData(f"stream {stream!r}: frame shape {shape} is empty")
         if self.imagej and (len(shape) != 2 or frames.dtype not in IMAGEJ_DTYPES):
             raise UnsupportedData(
                 f"stream {stream!r}: an ImageJ hyperstack holds 2-D uint8, uint16 or float32 "

@@ -1,0 +1,262 @@
+"""``check_files`` / ``daq-storage repair``: what killed writers left, built exactly (by
+real SIGKILLs at chosen points, or by cutting a file as a kill does), repaired without
+cutting a complete record, read back with the readers a scientist uses."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import pytest
+
+from daq_storage.errors import StorageIOError
+from daq_storage.repair import FileCheck, check_files
+from daq_storage.writers import (
+    ArrowWriter,
+    CsvWriter,
+    ParquetWriter,
+    repair_arrow,
+    repair_csv,
+    repair_parquet,
+)
+
+
+def run_killed(script: str) -> None:
+    """Run ``script`` in a child process that SIGKILLs itself where the script says."""
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(script)],
+                            capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    assert result.returncode == -signal.SIGKILL, result.stderr
+
+
+def verdicts(path: Path) -> dict[str, FileCheck]:
+    return {check.path.name: check for check in check_files(path)}
+
+
+def batches(count: int, rows: int = 1000) -> list[pa.RecordBatch]:
+    return [pa.record_batch({"x": np.arange(i * rows, (i + 1) * rows)}) for i in range(count)]
+
+
+def read_arrow(path: Path) -> list[int]:
+    """Column ``x`` with the documented readers, which must agree."""
+    table = pa.ipc.open_stream(path).read_all()
+    assert pl.read_ipc_stream(path)["x"].to_list() == table.column("x").to_pylist()
+    return list(table.column("x").to_pylist())
+
+
+# ---------------------------------------------------------------------- Arrow IPC (F10)
+def test_a_torn_arrow_tail_is_cut_back_to_the_last_complete_batch(tmp_path: Path):
+    """The finding's state: a file cut mid-batch, as a kill inside another writer's
+    write leaves it. read_all() and polars fail on the whole file until repair."""
+    with ArrowWriter(tmp_path / "run") as writer:
+        for batch in batches(3):
+            writer.write_batch("s", batch)
+    path = tmp_path / "run" / "s.arrows"
+    os.truncate(path, path.stat().st_size - 100)
+    with pytest.raises((pa.ArrowInvalid, OSError)):
+        pa.ipc.open_stream(path).read_all()
+    check = verdicts(tmp_path / "run")["s.arrows"]
+    assert check.status == "repaired", check
+    assert "cut back to its last complete message" in check.detail
+    assert "2,000 rows" in check.detail
+    assert read_arrow(path) == list(range(2000))
+    assert verdicts(tmp_path / "run")["s.arrows"].status == "ok"  # nothing left to do
+
+
+def test_bytes_after_the_end_marker_are_dropped_and_were_never_read(tmp_path: Path):
+    """A kill while the writer put a batch behind the end marker: every reader already
+    reads the complete batches; repair only drops the unpublished bytes."""
+    with ArrowWriter(tmp_path / "run") as writer:
+        for batch in batches(2):
+            writer.write_batch("s", batch)
+    path = tmp_path / "run" / "s.arrows"
+    size = path.stat().st_size
+    with path.open("ab") as file:
+        file.write(b"\xff\xff\xff\xff" + bytes(5000))  # half a message, never published
+    assert read_arrow(path) == list(range(2000))
+    assert repair_arrow(path) is not None
+    assert path.stat().st_size == size
+    assert repair_arrow(path) is None
+    assert read_arrow(path) == list(range(2000))
+
+
+def test_a_killed_file_format_writer_gets_its_footer(tmp_path: Path):
+    """The file format is readable only through its footer, written at close: repair
+    rewrites a killed writer's file with one, keeping every complete batch."""
+    target = tmp_path / "run"
+    run_killed(
+        f"""
+        import os, signal
+        import numpy as np, pyarrow as pa
+        from daq_storage.writers import ArrowWriter
+        writer = ArrowWriter({str(target)!r}, ipc_format="file")
+        for i in range(3):
+            writer.write_batch("s", pa.record_batch({{"x": np.arange(i * 1000, (i + 1) * 1000)}}))
+        writer.set_metadata("late", 1)
+        os.kill(os.getpid(), signal.SIGKILL)
+        """
+    )
+    path = target / "s.arrow"
+    with pytest.raises(pa.ArrowInvalid):
+        pa.ipc.open_file(path)
+    check = verdicts(target)["s.arrow"]
+    assert check.status == "repaired", check
+    with pa.ipc.open_file(path) as reader:
+        assert reader.read_all().column("x").to_pylist() == list(range(3000))
+        customs = [reader.get_batch_with_custom_metadata(i).custom_metadata
+                   for i in range(reader.num_record_batches)]  # fmt: skip
+    assert customs[-1] == {b"late": b"1"}
+    assert pl.read_ipc(path)["x"].to_list() == list(range(3000))
+
+
+# ---------------------------------------------------------------------- CSV (F19)
+def test_a_torn_csv_line_is_cut_off(tmp_path: Path):
+    """The finding's state: a kill inside a row leaves ``553262,7``, which polars reads
+    as a row with a wrong value. Repair cuts it; a newline inside quoted text is not
+    taken for the end of a row."""
+    with CsvWriter(tmp_path / "run") as writer:
+        writer.write_batch("s", pa.record_batch({"x": [1, 2], "v": [0.5, 1.5], "t": ["a", "b"]}))
+        writer.write_batch("q", pa.record_batch({"x": [1], "t": ["two\nlines"]}))
+    torn = tmp_path / "run" / "s.csv"
+    with torn.open("ab") as file:
+        file.write(b"553262,7")
+    assert pl.read_csv(torn).height == 3  # the wrong row a reader takes for data
+    quoted = tmp_path / "run" / "q.csv"
+    with quoted.open("ab") as file:
+        file.write(b'2,"three\nlines but torn')
+    found = verdicts(tmp_path / "run")
+    assert (found["s.csv"].status, found["q.csv"].status) == ("repaired", "repaired")
+    assert "CSV, 2 rows" in found["s.csv"].detail
+    assert pl.read_csv(torn)["x"].to_list() == [1, 2]
+    assert pacsv.read_csv(torn).column("v").to_pylist() == [0.5, 1.5]
+    assert pl.read_csv(quoted)["t"].to_list() == ["two\nlines"]
+    assert repair_csv(torn) is None
+
+
+def test_empty_files_a_kill_left_at_creation_are_removed(tmp_path: Path):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    for name in ("s.csv", "s.arrows"):
+        (folder / name).touch()
+    found = verdicts(folder)
+    assert {name: check.status for name, check in found.items()} == {
+        "s.csv": "repaired",
+        "s.arrows": "repaired",
+    }
+    assert list(folder.iterdir()) == []
+
+
+# ---------------------------------------------------------------------- Parquet (F11)
+def test_a_record_one_row_group_behind_never_cuts_a_complete_file(tmp_path: Path):
+    """The finding's state (a): killed between a row group's write and its recovery
+    record. The file is complete with 2,000 rows; repair keeps every one."""
+    target = tmp_path / "d"
+    run_killed(
+        f"""
+        import os, shutil, signal
+        import pyarrow as pa
+        from daq_storage.writers import open_writer
+        w = open_writer("parquet", {str(target)!r})
+        w.write_batch("s", pa.record_batch({{"x": list(range(1000))}})); w.flush()
+        shutil.copy({str(target / ".s.parquet.recovery")!r}, {str(tmp_path / "saved")!r})
+        w.write_batch("s", pa.record_batch({{"x": list(range(1000, 2000))}})); w.flush()
+        shutil.copy({str(tmp_path / "saved")!r}, {str(target / ".s.parquet.recovery")!r})
+        os.kill(os.getpid(), signal.SIGKILL)
+        """
+    )
+    check = verdicts(target)["s.parquet"]
+    assert check.status == "repaired", check
+    assert "complete" in check.detail
+    assert pq.read_table(target / "s.parquet").column("x").to_pylist() == list(range(2000))
+    assert not (target / ".s.parquet.recovery").exists()
+
+
+@pytest.mark.parametrize("killed_after", [".b.parquet.recovery", "b.parquet"])
+def test_a_stream_killed_while_created_is_a_clean_verdict(tmp_path: Path, killed_after: str):
+    """The finding's state (b): killed inside the creation of stream ``b`` (its recovery
+    file made and empty; its Parquet file missing or empty). ``repair DIR`` gives every
+    file a verdict, ``b`` included, and goes on to the files after it."""
+    target = tmp_path / "d"
+    run_killed(
+        f"""
+        import os, signal
+        import pyarrow as pa
+        from daq_storage.writers import open_writer
+        w = open_writer("parquet", {str(target)!r})
+        for name in ("a", "c"):
+            w.write_batch(name, pa.record_batch({{"x": [1, 2, 3]}}))
+        w.flush()
+        real_open = os.open
+        def open_then_die(path, flags, mode=0o777, **kwargs):
+            fd = real_open(path, flags, mode, **kwargs)
+            if os.path.basename(path) == {killed_after!r}:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return fd
+        os.open = open_then_die
+        w.write_batch("b", pa.record_batch({{"x": [4]}}))
+        """
+    )
+    assert (target / ".b.parquet.recovery").read_bytes() == b""
+    found = verdicts(target)
+    assert [found[n].status for n in ("a.parquet", "b.parquet", "c.parquet")] == ["repaired"] * 3
+    assert "before any row" in found["b.parquet"].detail
+    assert sorted(p.name for p in target.iterdir()) == ["a.parquet", "c.parquet"]
+    for name in ("a", "c"):
+        assert pq.read_table(target / f"{name}.parquet").column("x").to_pylist() == [1, 2, 3]
+    cli = subprocess.run([sys.executable, "-m", "daq_storage.cli", "repair", str(target)],
+                         capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    assert cli.returncode == 0, cli.stdout + cli.stderr
+
+
+def test_a_damaged_file_is_a_verdict_and_the_others_are_checked(tmp_path: Path):
+    target = tmp_path / "d"
+    with ParquetWriter(target) as writer:
+        for name in ("a", "b", "c"):
+            writer.write_batch(name, pa.record_batch({"x": [1, 2, 3]}))
+    (target / ".b.parquet.recovery").write_bytes(b"DAQPQRC1 torn")
+    with (target / "b.parquet").open("ab") as file:
+        file.write(b"half a row group")
+    found = verdicts(target)
+    assert [found[n].status for n in ("a.parquet", "b.parquet", "c.parquet")] == [
+        "ok", "damaged", "ok"
+    ]  # fmt: skip
+    assert "is damaged" in found["b.parquet"].detail
+
+
+# ---------------------------------------------------------------------- busy
+@pytest.mark.parametrize("name", ["arrow", "csv", "parquet"])
+def test_files_a_live_writer_holds_are_busy_and_left_alone(tmp_path: Path, name: str):
+    writer_class = {"arrow": ArrowWriter, "csv": CsvWriter, "parquet": ParquetWriter}[name]
+    with writer_class(tmp_path / "run") as writer:
+        writer.write_batch("s", batches(1)[0])
+        writer.flush()
+        files = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir()}
+        found = verdicts(tmp_path / "run")
+        stream_file = next(n for n in found if n.startswith("s."))
+        assert found[stream_file].status == "busy", found
+        assert {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir()} == files
+        with pytest.raises(StorageIOError, match=r"a writer has it open|still has it open"):
+            {"arrow": repair_arrow, "csv": repair_csv, "parquet": repair_parquet}[name](
+                tmp_path / "run" / stream_file
+            )
+    assert verdicts(tmp_path / "run")[stream_file].status == "ok"
+
+
+def test_a_copy_of_a_run_is_repaired_where_it_lies(tmp_path: Path):
+    """Repair works on files whose writer is long gone, wherever they were copied."""
+    with ArrowWriter(tmp_path / "run") as writer:
+        writer.write_batch("s", batches(1)[0])
+    copy = shutil.copytree(tmp_path / "run", tmp_path / "copy")
+    with (copy / "s.arrows").open("r+b") as file:
+        file.truncate(file.seek(0, os.SEEK_END) - 3)
+    assert verdicts(copy)["s.arrows"].status == "repaired"
+    assert read_arrow(copy / "s.arrows") == list(range(1000))
