@@ -19,6 +19,7 @@ from daq_storage.errors import (
     SchemaMismatch,
     StorageIOError,
     UnsupportedData,
+    WriterBusy,
     WriterClosedError,
 )
 from daq_storage.ring import Record, RingBuffer, RingReader, RingStats, max_ring_bytes
@@ -35,6 +36,8 @@ if TYPE_CHECKING:
         ZarrWriter,
         available_writers,
         open_writer,
+        repair_arrow,
+        repair_csv,
         repair_parquet,
     )
 
@@ -60,6 +63,8 @@ __all__ = [
     "ParquetWriter",
     "TiffWriter",
     "ZarrWriter",
+    "repair_arrow",
+    "repair_csv",
     "repair_parquet",
     # errors
     "ConfigError",
@@ -75,6 +80,7 @@ __all__ = [
     "SchemaMismatch",
     "StorageIOError",
     "UnsupportedData",
+    "WriterBusy",
     "WriterClosedError",
     "__version__",
 ]

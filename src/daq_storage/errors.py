@@ -21,6 +21,7 @@ __all__ = [
     "SchemaMismatch",
     "StorageIOError",
     "UnsupportedData",
+    "WriterBusy",
     "WriterClosedError",
 ]
 
@@ -81,6 +82,14 @@ class UnsupportedData(DaqStorageError, TypeError):
 
 class WriterClosedError(DaqStorageError, RuntimeError):
     """An operation was attempted on a closed writer, ring or reader."""
+
+
+class WriterBusy(DaqStorageError, RuntimeError):
+    """A writer was called from a second thread while another thread was inside it.
+
+    A writer is used from one thread at a time: guard it with a lock of your own, or
+    give each thread its own writer (each on its own output).
+    """
 
 
 class StorageIOError(DaqStorageError, OSError):

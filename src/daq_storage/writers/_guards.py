@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from daq_storage.errors import DaqStorageError, InvalidName, SchemaMismatch, StorageIOError
+from daq_storage.errors import InvalidName, SchemaMismatch, StorageIOError, WriterBusy
 
 __all__ = [
     "EntryGuard",
@@ -44,14 +44,6 @@ __all__ = [
 ]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
-
-
-class WriterBusy(DaqStorageError, RuntimeError):
-    """A writer was called from a second thread while another thread was inside it.
-
-    A writer is used from one thread at a time: guard it with a lock of your own, or
-    give each thread its own writer (each on its own output).
-    """
 
 
 # ---------------------------------------------------------------------- threads
