@@ -18,7 +18,7 @@ import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["Killed", "kill_when"]
+__all__ = ["Killed", "kill_when", "line_starting"]
 
 
 @dataclass(frozen=True)
@@ -70,3 +70,8 @@ def kill_when(
             if stream is not None:
                 stream.close()
     return Killed(lines, child.returncode, stderr)
+
+
+def line_starting(prefix: str) -> Callable[[str], bool]:
+    """A ``kill_at`` for :func:`kill_when`: the first line that starts with ``prefix``."""
+    return lambda line: line.startswith(prefix)

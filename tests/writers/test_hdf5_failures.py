@@ -73,7 +73,12 @@ def test_frames_after_a_write_failed_half_way(mount_tmpfs: Callable[[str], Path]
     writer.flush()
     flushed = written
     filler = _fill(disk)
-    failure = _until_it_fails(lambda: (write(), writer.flush()))
+
+    def write_and_flush() -> None:
+        write()
+        writer.flush()
+
+    failure = _until_it_fails(write_and_flush)
     assert failure.filename == str(path)
     filler.unlink()  # the space is back: nothing more is written all the same
     with pytest.raises(WriterClosedError, match=r"failed .* start a new file"):

@@ -21,7 +21,7 @@ import hdf5plugin  # noqa: F401  (registers the lz4/zstd/blosc filters for readi
 import numpy as np
 import pytest
 
-from tests.writers.kill_harness import kill_when
+from tests.writers.kill_harness import kill_when, line_starting
 
 #: A run: rows and frames per step vary (chunks are cut at every place), a column with
 #: nulls, one that appears at step 2 (null before), text; a flush after every second
@@ -276,7 +276,7 @@ def kill_loop(tmp_path: Path, options: dict[str, Any], kills: int, seed: int) ->
             killed = kill_when(_CHILD, lambda line: False, str(path), json.dumps(options),
                                str(step), str(rng.randrange(1 << 30)))  # fmt: skip
         else:
-            killed = kill_when(_CHILD, lambda line, w=f"{where} {step} ": line.startswith(w),
+            killed = kill_when(_CHILD, line_starting(f"{where} {step} "),
                                str(path), json.dumps(options), "-1", "0")  # fmt: skip
         assert killed.returncode == -signal.SIGKILL, killed.stderr
         flushed = _counts(killed.flushed[-1]) if killed.flushed else (0, 0)

@@ -254,7 +254,8 @@ def _lengths_seen(path: Path, stream: str) -> set[tuple[str, int]]:
         seen |= {(str(name), dataset[name].shape[0]) for name in dataset.variables
                  if dataset[name].ndim}  # fmt: skip
     listed: Any = zarr.open_group(path, mode="r", use_consolidated=False)[stream]
-    for group in (zarr.open_group(path, mode="r")[stream], listed):
+    through_root: Any = zarr.open_group(path, mode="r")[stream]
+    for group in (through_root, listed):
         seen |= {(name, array.shape[0]) for name, array in group.arrays()}
     for name in listed.array_keys():
         seen.add((name, zarr.open_array(path / stream / name, mode="r").shape[0]))

@@ -17,7 +17,7 @@ import xarray as xr
 import zarr
 import zarr.errors
 
-from tests.writers.kill_harness import kill_when
+from tests.writers.kill_harness import kill_when, line_starting
 
 #: One step of a run: rows and frames per step vary, so chunks and shards are cut at every
 #: place; a flush after every second step, announced with the rows and frames so far.
@@ -146,7 +146,8 @@ def _open(path: Path, group: str, consolidated: bool | None) -> xr.Dataset:
     """The stream's dataset; empty for a stream never flushed (not in the root's
     consolidated metadata) or, without it, never made."""
     try:
-        return xr.open_zarr(path, group=group, consolidated=consolidated)
+        dataset: xr.Dataset = xr.open_zarr(path, group=group, consolidated=consolidated)
+        return dataset
     except (KeyError, zarr.errors.GroupNotFoundError):
         return xr.Dataset()
 
@@ -189,7 +190,7 @@ def visible(path: Path) -> dict[str, tuple[int, int]]:
             cam = _open(path, "cam", consolidated)
             rows, frames = _length(tab, "row"), _length(cam, "frame")
             if rows:
-                _check_table({name: tab[name].values for name in tab.variables}, rows)
+                _check_table({str(name): tab[name].values for name in tab.variables}, rows)
             if frames:
                 _check_frames(cam["frames"].values, cam["timestamp_ns"].values.astype("int64"),
                               cam["frame_number"].values, frames)  # fmt: skip
@@ -221,7 +222,7 @@ def _kill_loop(tmp_path: Path, options: dict[str, Any], kills: int, seed: int) -
         step = 2 * rng.randint(0, 4) + 1
         where = "flushing" if kill % 2 == 0 else "flushed"
         path = tmp_path / f"k{kill}.zarr"
-        killed = kill_when(_CHILD, lambda line, w=f"{where} {step} ": line.startswith(w),
+        killed = kill_when(_CHILD, line_starting(f"{where} {step} "),
                            str(path), json.dumps(options))  # fmt: skip
         assert killed.returncode == -signal.SIGKILL, killed.stderr
         flushed = _counts(killed.flushed[-1]) if killed.flushed else (0, 0)
