@@ -260,3 +260,22 @@ def test_a_copy_of_a_run_is_repaired_where_it_lies(tmp_path: Path):
         file.truncate(file.seek(0, os.SEEK_END) - 3)
     assert verdicts(copy)["s.arrows"].status == "repaired"
     assert read_arrow(copy / "s.arrows") == list(range(1000))
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        ("a.tif", b"II*\x00garbage"),
+        ("b.tiff", b"MM\x00*garbage!"),
+        ("c.parquet", b"PAR1garbagePAR1"),
+        ("d.arrow", b"ARROW1\x00\x00garbage"),
+        ("e.arrows", b"\xff\xff\xff\xffgarbage"),
+        ("f.h5", b"\x89HDF\r\n\x1a\ngarbage"),
+        ("g.json", b"{garbage"),
+    ],
+)
+def test_a_valid_magic_followed_by_garbage_is_damaged(tmp_path: Path, name: str, content: bytes):
+    """A file whose first record cannot be read is never "ok" (a TIFF header followed by
+    garbage was reported as "ok, 0 pages")."""
+    (tmp_path / name).write_bytes(content)
+    assert verdicts(tmp_path)[name].status == "damaged"

@@ -163,6 +163,9 @@ def _check_tiff(path: Path) -> FileCheck:
 
     with tifffile.TiffFile(path) as tif:
         pages = len(tif.pages)
+        if pages == 0:  # tifffile opens a TIFF header followed by garbage as 0 pages
+            return FileCheck(path, "damaged", "TIFF header without a readable first page")
+        tif.pages[0].asarray()  # its pixels decode, or the file is damaged
         shape = tif.series[0].shape if tif.series else ()
     return FileCheck(path, "ok", f"TIFF, {pages} pages, shape {shape}")
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import resource
 import signal
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +18,10 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
-from daq_storage.errors import ConfigError, SchemaMismatch, StorageIOError
+from daq_storage.errors import ConfigError, SchemaMismatch, StorageIOError, UnsupportedData
 from daq_storage.sim import SimulatedCamera, SimulatedPowerMeter
-from daq_storage.writers import ArrowWriter
+from daq_storage.writers import ArrowWriter, repair_arrow
+from tests.writers.test_formats import fill
 
 
 def read_stream_batches(path: Path) -> list[pa.RecordBatch]:
@@ -220,3 +224,90 @@ def test_frames_of_another_shape_are_refused_and_earlier_frames_kept(tmp_path: P
 def test_unwritable_directory():
     with pytest.raises(StorageIOError, match="cannot create output directory"):
         ArrowWriter("/proc/daq_storage_test_dir")
+
+
+@pytest.mark.parametrize("dictionary", [False, True])
+@pytest.mark.parametrize("room_at_close", [True, False])
+def test_file_format_on_a_full_disk_keeps_one_file_and_completes_it(
+    mount_tmpfs: Callable[[str], Path], dictionary: bool, room_at_close: bool
+) -> None:
+    """A write the disk refuses half-way leaves the file-format file at its last complete
+    batch; the stream goes on in it once there is room (no part files, none empty), and
+    the file gets its footer at close, or close says that repair completes it (F8: the
+    file was left without a footer, close raised nothing, empty parts were made)."""
+    disk = mount_tmpfs("8m")
+    target = disk / "run"
+    writer = ArrowWriter(target, ipc_format="file")
+    rows = 20_000
+
+    def batch(i: int) -> pa.RecordBatch:
+        labels = pa.array(["a", "b", "c", "d"] * (rows // 4))
+        return pa.record_batch({
+            "seq": np.arange(i * rows, (i + 1) * rows),
+            "lab": labels.dictionary_encode() if dictionary else labels,
+        })  # fmt: skip
+
+    accepted = [0, 1]
+    for i in accepted:
+        writer.write_batch("s", batch(i))
+    filler = fill(disk, leave=48 << 10)
+    halfway = None
+    for i in range(2, 8):
+        try:
+            writer.write_batch("s", batch(i))
+        except StorageIOError as exc:
+            if halfway is None and "free on the disk" not in str(exc):
+                halfway = exc
+        else:
+            accepted.append(i)
+    assert halfway is not None
+    assert halfway.errno == errno.ENOSPC, halfway
+    assert sorted(p.name for p in target.iterdir()) == ["s.arrow"]
+    path = target / "s.arrow"
+    if room_at_close:
+        filler.unlink()
+        for i in (10, 11):
+            writer.write_batch("s", batch(i))
+            accepted.append(i)
+        writer.close()
+    else:  # no room even for the footer: the file-size limit says so at once
+        limit = resource.getrlimit(resource.RLIMIT_FSIZE)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (path.stat().st_size, limit[1]))
+        try:
+            with pytest.raises(StorageIOError, match=r"s\.arrow.*repair") as refused:
+                writer.close()
+        finally:
+            resource.setrlimit(resource.RLIMIT_FSIZE, limit)
+        assert refused.value.filename == str(path)
+        assert writer.closed
+        filler.unlink()
+        assert "footer" in (repair_arrow(path) or "")
+    expected = [v for i in accepted for v in range(i * rows, (i + 1) * rows)]
+    with pa.ipc.open_file(path) as reader:
+        assert reader.read_all().column("seq").to_pylist() == expected
+    assert pl.read_ipc(path)["seq"].to_list() == expected
+    assert sorted(p.name for p in target.iterdir()) == ["s.arrow"]
+
+
+def test_file_format_late_metadata_with_dictionaries_is_refused_and_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    """The file format cannot take metadata after the first batch of a stream with
+    dictionary columns: set_metadata says so, and close never raises for it."""
+    writer = ArrowWriter(tmp_path / "run", ipc_format="file")
+
+    def batch(i: int) -> pa.RecordBatch:
+        return pa.record_batch({"x": [i, i], "d": pa.array(["a", "b"]).dictionary_encode()})
+
+    writer.write_batch("s", batch(0))
+    writer.write_batch("s", batch(1))
+    with pytest.raises(UnsupportedData, match=r"'late'.*dictionary columns.*before the first"):
+        writer.set_metadata("late", 1)
+    with pytest.raises(UnsupportedData, match="dictionar"):
+        writer.set_metadata("late", 1, stream="s")
+    writer.write_batch("s", batch(9))
+    writer.close()
+    with pa.ipc.open_file(tmp_path / "run" / "s.arrow") as reader:
+        assert reader.read_all().column("x").to_pylist() == [0, 0, 1, 1, 9, 9]
+        assert b"late" not in (reader.schema.metadata or {})
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["s.arrow"]

@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from daq_storage.errors import DaqStorageError, WriterClosedError
+from daq_storage.errors import DaqStorageError, InvalidName, WriterClosedError
 from daq_storage.writers import Writer, available_writers, get_writer_class, open_writer
 from tests.writers.conformance import PER_STREAM, read_stream
 
@@ -301,6 +301,42 @@ def after_close(writer: Writer, data: st.DataObject) -> None:
     assert writer.stats.frames >= 0
 
 
+DEEP: Any = 0
+for _ in range(5000):
+    DEEP = [DEEP]
+SELF_HOLDING: list[Any] = []
+SELF_HOLDING.append(SELF_HOLDING)
+
+
+def refused_metadata(writer: Writer, data: st.DataObject) -> None:
+    """Values no format can store and keys readers reserve: refused up front, before
+    anything changes, so later writes and close go on (issue 9 N2 and the sweep)."""
+    del data
+    values = [DEEP, {"a": DEEP}, SELF_HOLDING, "\ud800", ["ok", {"k": "x\udfff"}],
+              {"\ud800": 1}, np.array(["a", "\ud800"])]  # fmt: skip
+    for stream in (None, "good"):
+        for value in values:
+            with pytest.raises(DaqStorageError, match="'k'"):
+                writer.set_metadata("k", value, stream=stream)
+        for key in ("ARROW:schema", "ARROW:extension:name", "PARQUET:field_id", "pandas",
+                    "_PL_FLAGS", "_FillValue", "\ud800key"):  # fmt: skip
+            with pytest.raises(InvalidName, match="metadata key"):
+                writer.set_metadata(key, "x", stream=stream)
+    write_some(writer, "after")  # the writer goes on
+    writer.flush()
+
+
+def huge_frames(writer: Writer, data: st.DataObject) -> None:
+    """A stride-0 view claiming exabytes is refused up front, naming the stream."""
+    del data
+    huge = np.lib.stride_tricks.as_strided(np.zeros(1, np.uint8), (1, 2**31, 2**31), (0, 0, 0))
+    with pytest.raises(DaqStorageError, match="'cam'"):
+        writer.write_frames("cam", huge)
+    if writer.supports_frames:
+        writer.write_frames("cam", np.zeros((1, 2, 2), np.uint8))  # the stream is still free
+    writer.flush()
+
+
 ATTACKS: dict[str, Attack] = {
     "stream_names": stream_names,
     "column_names": column_names,
@@ -311,6 +347,8 @@ ATTACKS: dict[str, Attack] = {
     "wrong_kinds": wrong_kinds,
     "schema_changes": schema_changes,
     "after_close": after_close,
+    "refused_metadata": refused_metadata,
+    "huge_frames": huge_frames,
 }
 
 #: (format, attack) pairs that fail only because HDF5 / Zarr work is in progress.

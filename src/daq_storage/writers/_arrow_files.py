@@ -31,7 +31,15 @@ from daq_storage.errors import StorageIOError
 from daq_storage.writers._base import pwrite_all, storage_errors
 from daq_storage.writers._guards import directory_held
 
-__all__ = ["EOS", "FILE_MAGIC", "MessageSink", "publish", "rebuild_file_format", "repair_arrow"]
+__all__ = [
+    "EOS",
+    "FILE_MAGIC",
+    "MessageSink",
+    "publish",
+    "rebuild_file_format",
+    "repair_arrow",
+    "replay_writer",
+]
 
 EOS = b"\xff\xff\xff\xff\x00\x00\x00\x00"
 _CONTINUATION = b"\xff\xff\xff\xff"
@@ -81,6 +89,55 @@ class MessageSink:
     def take(self) -> list[memoryview]:
         parts, self.parts = self.parts, []
         return parts
+
+
+class _ReplaySink(MessageSink):
+    """A :class:`MessageSink` whose first ``end`` bytes are compared with the file's
+    (``fd``) and dropped: what a writer rebuilt from the file writes again."""
+
+    def __init__(self, fd: int, end: int) -> None:
+        super().__init__(b"")
+        self._fd, self._end = fd, end
+        self.matches = True
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        if self.position < self._end:
+            count = min(self._end - self.position, view.nbytes)
+            if os.pread(self._fd, count, self.position) != view[:count]:
+                self.matches = False
+            self.position += count
+            view = view[count:]
+        if view.nbytes:
+            super().write(view)
+        return len(data)
+
+
+def replay_writer(
+    path: Path, fd: int, end: int, *, file_format: bool, options: pa.ipc.IpcWriteOptions
+) -> tuple[Any, MessageSink] | None:
+    """A new pyarrow IPC writer in the state of one that wrote ``path`` up to ``end``
+    (where its end-of-stream marker starts), and its sink; ``None`` when writing the
+    file's batches again does not give the file's bytes (the file then cannot be
+    continued). After a write the disk refused, the old writer believes the lost
+    batch (or dictionary, or footer entry) is in the file: this one does not."""
+    skip = len(FILE_MAGIC) if file_format else 0
+    sink = _ReplaySink(fd, end)
+    try:
+        with pa.memory_map(str(path)) as source:
+            reader = pa.ipc.open_stream(pa.BufferReader(source.read_buffer(end)[skip:]))
+            target = pa.PythonFile(sink, mode="w")
+            new = pa.ipc.new_file if file_format else pa.ipc.new_stream
+            writer: Any = new(target, reader.schema, options=options)
+            for batch, custom in reader.iter_batches_with_custom_metadata():
+                writer.write_batch(batch, custom_metadata=custom)
+                if not sink.matches:
+                    return None
+    except (pa.ArrowException, OSError):
+        return None
+    if not sink.matches or sink.position != end or sink.take():
+        return None
+    return writer, sink
 
 
 def publish(fd: int, parts: Sequence[memoryview], at: int) -> int:

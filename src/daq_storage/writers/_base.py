@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 import re
 import resource
@@ -103,7 +104,19 @@ def json_value(value: Any, *, what: str) -> str:
     try:
         return json.dumps(value, default=_json_default, allow_nan=True)
     except (TypeError, ValueError) as exc:
-        raise UnsupportedData(f"{what}: value {value!r} is not JSON-serialisable ({exc})") from None
+        raise UnsupportedData(
+            f"{what}: value {_short(value)} is not JSON-serialisable ({exc})"
+        ) from None
+    except RecursionError:
+        raise UnsupportedData(f"{what}: the value is nested too deeply to store") from None
+
+
+def _short(value: Any) -> str:
+    try:
+        text = repr(value)
+    except RecursionError:
+        return f"a deeply nested {type(value).__name__}"
+    return text if len(text) <= 200 else f"{text[:197]}..."
 
 
 def _json_default(value: Any) -> Any:
@@ -123,16 +136,18 @@ _ACCEPTED = (
 
 
 def as_record_batch(data: Any, *, stream: str) -> pa.RecordBatch:
-    """``data`` as one record batch: a ``pyarrow.RecordBatch`` as it is; a ``pyarrow.Table``
-    (chunks joined; an empty table gives an empty batch); a pandas DataFrame (a named or
+    """``data`` as one record batch, without pandas' schema metadata: a
+    ``pyarrow.RecordBatch`` as it is; a ``pyarrow.Table`` (chunks joined; an empty
+    table gives an empty batch); a pandas DataFrame (a named or
     non-default index becomes a column, as ``DataFrame.to_parquet`` does); anything with
     ``to_arrow()`` (polars), ``__arrow_c_array__`` or ``__arrow_c_stream__``.
 
     Raises:
         UnsupportedData: ``data`` is none of these, naming its type and what is accepted.
+        InvalidName: its schema metadata holds an ``ARROW:`` or ``PARQUET:`` key.
     """
     if isinstance(data, pa.RecordBatch):
-        return data
+        return _plain_metadata(data, stream)
     pandas = sys.modules.get("pandas")  # loaded if data can be a pandas DataFrame
     converted: Any = None
     try:
@@ -150,16 +165,35 @@ def as_record_batch(data: Any, *, stream: str) -> pa.RecordBatch:
         raise UnsupportedData(
             f"stream {stream!r}: cannot read a {type(data).__name__} as a table ({exc})"
         ) from None
-    if isinstance(converted, pa.RecordBatch):
-        return converted
     if isinstance(converted, pa.Table):
         joined = converted.combine_chunks()
-        return pa.RecordBatch.from_arrays(
+        converted = pa.RecordBatch.from_arrays(
             [column.combine_chunks() for column in joined.columns], schema=joined.schema
         )
+    if isinstance(converted, pa.RecordBatch):
+        return _plain_metadata(converted, stream)
     raise UnsupportedData(
         f"stream {stream!r}: write_batch takes {_ACCEPTED}; got {type(data).__name__}"
     )
+
+
+def _plain_metadata(batch: pa.RecordBatch, stream: str) -> pa.RecordBatch:
+    """``batch`` without pandas' schema metadata (see :func:`_without_pandas_metadata`),
+    refused when its schema metadata holds a key Arrow or Parquet reserve (as the
+    stream's metadata it would make the files unreadable)."""
+    metadata = batch.schema.metadata
+    if not metadata:
+        return batch
+    for key in metadata:
+        if key.startswith((b"ARROW:", b"PARQUET:")):
+            raise InvalidName(
+                f"stream {stream!r}: the batch's schema metadata key "
+                f"{key.decode('utf-8', 'replace')!r} is reserved by Arrow and Parquet"
+            )
+    if b"pandas" in metadata:
+        rest = {k: v for k, v in metadata.items() if k != b"pandas"}
+        return batch.replace_schema_metadata(rest or None)
+    return batch
 
 
 def _without_pandas_metadata(table: pa.Table) -> pa.Table:
@@ -169,6 +203,8 @@ def _without_pandas_metadata(table: pa.Table) -> pa.Table:
     return table.replace_schema_metadata(metadata or None)
 
 
+#: The largest frame any writer takes: 4 GiB, HDF5's largest chunk (one frame each).
+MAX_FRAME_BYTES = 1 << 32
 #: Bytes kept free for a format's own metadata (indexes, footers, directories).
 HEADROOM = 4 << 20
 _CHECK_EVERY = HEADROOM // 4
@@ -303,8 +339,8 @@ class Writer(ABC):
         integers from 0 to 2**64 - 1. Ids are validated, never converted.
 
         Raises:
-            UnsupportedData: the format cannot hold images, or a frame has no pixels
-                (a dimension of size 0).
+            UnsupportedData: the format cannot hold images, a frame has no pixels
+                (a dimension of size 0) or is larger than :data:`MAX_FRAME_BYTES`.
             SchemaMismatch: dtype or frame shape differs from the stream's (a single frame
                 of the stream's shape is named as such), or an id is not an integer in
                 range (negative, a float, NaN, text, 2**64 or more).
@@ -320,8 +356,12 @@ class Writer(ABC):
         """Attach ``key = value`` to the file (``stream=None``) or to one stream.
 
         Raises:
-            InvalidName: ``key`` is not a non-empty string of valid text without NUL
-                (checked for every writer before the format sees it).
+            InvalidName: ``key`` is not a non-empty string of valid text without NUL, or
+                is reserved by a format or reader (``ARROW:...``, ``PARQUET:...``,
+                ``pandas``, polars' ``_PL_...``, xarray's ``_FillValue``, ...).
+            UnsupportedData: ``value`` holds text that is not valid Unicode (a lone
+                surrogate) or is nested more than 100 levels deep; keys and values are
+                checked for every writer before the format sees them.
         """
 
     @abstractmethod
@@ -484,6 +524,12 @@ class Writer(ABC):
             )
         if frames.dtype.kind not in "biuf" or frames.dtype.itemsize > 8:
             raise UnsupportedData(f"stream {stream!r}: frame dtype {frames.dtype} is not supported")
+        frame_bytes = math.prod(frames.shape[1:]) * frames.dtype.itemsize
+        if frame_bytes > MAX_FRAME_BYTES:  # (a stride-0 view can claim any size)
+            raise UnsupportedData(
+                f"stream {stream!r}: a frame of shape {frames.shape[1:]} ({frames.dtype}) is "
+                f"{frame_bytes} bytes, more than the limit of {MAX_FRAME_BYTES} bytes per frame"
+            )
         if not frames.dtype.isnative:  # stored (and compressed) in this machine's byte order
             frames = frames.astype(frames.dtype.newbyteorder("="))
         self._check_frame_format(stream, frames)
@@ -537,7 +583,7 @@ class Writer(ABC):
         if self._unchecked_bytes + nbytes < _CHECK_EVERY:
             self._unchecked_bytes += nbytes
             return
-        self._unchecked_bytes = 0
+        self._unchecked_bytes = _CHECK_EVERY  # until a check passes: every write is checked
         need = nbytes + HEADROOM
         try:
             status = os.stat(file)
@@ -557,6 +603,7 @@ class Writer(ABC):
         try:
             disk = os.statvfs(folder)
         except OSError:
+            self._unchecked_bytes = 0
             return  # the write itself will report what is wrong
         free = disk.f_bavail * disk.f_frsize
         if free < need:
@@ -566,6 +613,11 @@ class Writer(ABC):
                 f"(+{HEADROOM} headroom); everything written before stays readable",
                 str(file),
             )
+        self._unchecked_bytes = 0
+
+    def _recheck_room(self) -> None:
+        """After a write the disk refused: the next write checks the room first."""
+        self._unchecked_bytes = _CHECK_EVERY
 
     def _add_file(self, path: Path) -> None:
         if path not in self._stats.files:

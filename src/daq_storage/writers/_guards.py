@@ -1,5 +1,5 @@
 """What every writer checks before it touches a file: who uses it (one process per
-output, one thread at a time), metadata keys, and frame ids.
+output, one thread at a time), metadata keys and values, and frame ids.
 
 **One process per output.** A writer holds an exclusive ``flock`` on its output
 directory (per-stream formats, see :func:`lock_directory`) while it is open; a second
@@ -11,7 +11,9 @@ the holder dies, so a killed writer never blocks the next run.
 method of a :class:`~daq_storage.writers.Writer` subclass is wrapped (see
 :func:`guard_public_methods`) so that a second thread entering while the first is
 inside raises :class:`WriterBusy` instead of interleaving rows; a thread may re-enter
-(a method calling another), and the writers' own pool threads never call them.
+(a method calling another), and the writers' own pool threads never call them. A
+``MemoryError`` inside one becomes :class:`UnsupportedData` naming the writer, the
+method and the stream.
 """
 
 from __future__ import annotations
@@ -30,12 +32,19 @@ from typing import Any, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from daq_storage.errors import InvalidName, SchemaMismatch, StorageIOError, WriterBusy
+from daq_storage.errors import (
+    InvalidName,
+    SchemaMismatch,
+    StorageIOError,
+    UnsupportedData,
+    WriterBusy,
+)
 
 __all__ = [
     "EntryGuard",
     "WriterBusy",
     "check_metadata_key",
+    "check_metadata_value",
     "directory_held",
     "frame_ids",
     "guard_public_methods",
@@ -85,8 +94,9 @@ _STREAM_FIRST = frozenset({"write_batch", "write_frames"})
 
 def guarded(method: _F) -> _F:
     """``method`` entered through the writer's :class:`EntryGuard` (``self._entry``);
-    its stream name is checked to be text, and ``set_metadata``'s key too
-    (:func:`check_metadata_key`), before any format sees them."""
+    its stream name is checked to be text, and ``set_metadata``'s key and value too
+    (:func:`check_metadata_key`, :func:`check_metadata_value`), before any format sees
+    them. A ``MemoryError`` becomes :class:`UnsupportedData` naming the call."""
     name = method.__name__
     checks_key = name == "set_metadata"
     stream_first = name in _STREAM_FIRST
@@ -96,17 +106,32 @@ def guarded(method: _F) -> _F:
         entry: EntryGuard | None = self.__dict__.get("_entry")
         if entry is None:  # before Writer.__init__ ran
             return method(self, *args, **kwargs)
-        entry.enter(lambda: f"{getattr(self, 'name', type(self).__name__)} writer for "
-                            f"{getattr(self, 'path', '?')}: {name}()")  # fmt: skip
+
+        def describe() -> str:
+            return f"{getattr(self, 'name', type(self).__name__)} writer for " \
+                   f"{getattr(self, 'path', '?')}: {name}()"  # fmt: skip
+
+        entry.enter(describe)
+        stream = kwargs.get("stream", args[0] if stream_first and args else None)
         try:
             if stream_first and (args or "stream" in kwargs):
-                _check_stream_type(args[0] if args else kwargs["stream"])
+                _check_stream_type(stream)
             elif checks_key:
-                if kwargs.get("stream") is not None:
-                    _check_stream_type(kwargs["stream"])
+                if stream is not None:
+                    _check_stream_type(stream)
                 if args or "key" in kwargs:
-                    check_metadata_key(args[0] if args else kwargs["key"], kwargs.get("stream"))
+                    key = args[0] if args else kwargs["key"]
+                    check_metadata_key(key, stream)
+                    if len(args) > 1 or "value" in kwargs:
+                        check_metadata_value(args[1] if len(args) > 1 else kwargs["value"],
+                                             key, stream)  # fmt: skip
             return method(self, *args, **kwargs)
+        except MemoryError as exc:
+            on = "" if stream is None else f" on stream {_short(stream)}"
+            raise UnsupportedData(
+                f"{describe()}{on} ran out of memory ({exc or 'MemoryError'}); the call was "
+                "refused (write smaller batches or frames)"
+            ) from None
         finally:
             entry.leave()
 
@@ -138,25 +163,95 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else f"{text[:57]}..."
 
 
-# ---------------------------------------------------------------------- metadata keys
+# ---------------------------------------------------------------------- metadata
+#: Schema-metadata keys that a format or a reader gives a meaning of its own: Arrow's
+#: (``ARROW:schema`` in Parquet, extension types), Parquet's, pandas' DataFrame
+#: description, polars' ``_PL_`` keys, netCDF/xarray's attributes, and the writers' own
+#: record of metadata changes. A value under one of them makes readers fail or misread
+#: the whole file.
+RESERVED_KEYS = frozenset({
+    "pandas", "metadata_changes", "_ARRAY_DIMENSIONS", "_FillValue", "_NCProperties",
+    "_Netcdf4Dimid", "_Netcdf4Coordinates", "DIMENSION_LIST", "REFERENCE_LIST",
+})  # fmt: skip
+RESERVED_PREFIXES = ("ARROW:", "PARQUET:", "_PL_")
+#: Deeper metadata values are refused: every format stores them as JSON, whose
+#: encoders and decoders recurse once per level.
+MAX_METADATA_DEPTH = 100
+
+
 def check_metadata_key(key: Any, stream: Any = None) -> None:
     """Refuse a metadata key every format cannot store as it is: not a string, empty,
-    holding NUL, or not encodable as UTF-8 (Arrow and Parquet keys are UTF-8 bytes).
+    holding NUL, not encodable as UTF-8 (Arrow and Parquet keys are UTF-8 bytes), or
+    reserved by a format or reader (:data:`RESERVED_KEYS`, :data:`RESERVED_PREFIXES`).
 
     Raises:
         InvalidName: naming the key (and the stream it was meant for).
     """
-    where = "" if stream is None else f" (stream {stream!r})"
+    where = "" if stream is None else f" (stream {_short(stream)})"
     if not isinstance(key, str):
         raise InvalidName(f"metadata key {key!r}{where} must be a string, not {type(key).__name__}")
     if not key:
         raise InvalidName(f"metadata key{where} must not be empty")
     if "\x00" in key:
         raise InvalidName(f"metadata key {key!r}{where} contains a NUL character")
+    if not _is_text(key):
+        raise InvalidName(f"metadata key {key!r}{where} is not valid Unicode text")
+    if key in RESERVED_KEYS or key.startswith(RESERVED_PREFIXES):
+        raise InvalidName(
+            f"metadata key {key!r}{where} is reserved: Arrow, Parquet, pandas, polars or "
+            "xarray give it a meaning of their own; choose another key"
+        )
+
+
+def check_metadata_value(value: Any, key: str, stream: Any = None) -> None:
+    """Refuse a metadata value no format can store: text (also in lists, dicts, their
+    keys, numpy string or object arrays) that is not valid Unicode (a lone surrogate
+    has no UTF-8 form), or nesting deeper than :data:`MAX_METADATA_DEPTH` (also a
+    container that holds itself). Other values are the format's to judge.
+
+    Raises:
+        UnsupportedData: naming the key (and the stream it was meant for).
+    """
+    where = "" if stream is None else f" (stream {_short(stream)})"
+    pending: list[tuple[Any, int]] = [(value, 0)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, str):
+            if not _is_text(item):
+                raise UnsupportedData(
+                    f"metadata {key!r}{where}: {_short(item)} is not valid Unicode text "
+                    "(no UTF-8 form); no format can store it"
+                )
+            continue
+        if isinstance(item, np.ndarray):
+            if item.dtype.kind == "U":
+                pending.extend((text, depth) for text in item.ravel().tolist())
+                continue
+            if item.dtype.kind != "O":
+                continue
+            children: list[Any] = item.ravel().tolist()
+        elif isinstance(item, dict):
+            children = [part for pair in item.items() for part in pair]
+        elif isinstance(item, list | tuple | set | frozenset):
+            children = list(item)
+        else:
+            continue
+        if depth >= MAX_METADATA_DEPTH:
+            raise UnsupportedData(
+                f"metadata {key!r}{where}: the value is nested more than {MAX_METADATA_DEPTH} "
+                "levels deep (or holds itself); store it flatter"
+            )
+        pending.extend((child, depth + 1) for child in children)
+
+
+def _is_text(text: str) -> bool:
+    if text.isascii():
+        return True
     try:
-        key.encode("utf-8")
+        text.encode("utf-8")
     except UnicodeEncodeError:
-        raise InvalidName(f"metadata key {key!r}{where} is not valid Unicode text") from None
+        return False
+    return True
 
 
 # ---------------------------------------------------------------------- frame ids

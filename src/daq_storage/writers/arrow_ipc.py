@@ -26,6 +26,7 @@ from daq_storage.writers._arrow_files import (
     publish,
     rebuild_file_format,
     repair_arrow,
+    replay_writer,
 )
 from daq_storage.writers._base import pwrite_all, storage_errors
 from daq_storage.writers._per_stream import ArrowBatchWriter
@@ -44,9 +45,11 @@ class _Open:
     metadata: dict[str, str]  # what the file holds: header schema, then batches' custom metadata
     end: int  # where the file's end-of-stream marker starts: everything before is complete
     #: After a write the disk refused, pyarrow's writer may believe a dictionary (or, in
-    #: the file format, a footer entry) is in the file that is not: the stream continues
-    #: in a new part, and this file is completed as it is.
+    #: the file format, a footer entry) is in the file that is not: a writer rebuilt from
+    #: the file takes its place (see ``replay_writer``). Where that fails, the stream
+    #: continues in a new part once this file is completed as it is.
     retired: bool = False
+    completed: bool = False  # the file's end (marker or footer) is written
 
 
 def _has_dictionaries(schema: pa.Schema) -> bool:
@@ -125,6 +128,8 @@ class ArrowWriter(ArrowBatchWriter):
     def _file_for(self, stream: str, schema: pa.Schema) -> _Open:
         current = self._open.get(stream)
         if current is not None:  # schema changed (or the file retired): the next part
+            if current.retired:  # completed first: until then, no new part is started
+                self._complete(current)
             del self._open[stream]
             self._finish(current)
         metadata = self._metadata_for(stream, schema)
@@ -152,12 +157,29 @@ class ArrowWriter(ArrowBatchWriter):
 
     def _write(self, stream: str, batch: pa.RecordBatch) -> None:
         target = self._open.get(stream)
-        if target is None or target.retired or not target.schema.equals(batch.schema):
-            target = self._file_for(stream, batch.schema)
         nbytes = batch.nbytes
-        self._ensure_room(nbytes, f"stream {stream!r}", target.path)
-        self._append(target, lambda: target.writer.write_batch(batch), "a batch")
+        fresh = target is None or target.retired or not target.schema.equals(batch.schema)
+        if fresh:
+            self._ensure_room(nbytes, f"stream {stream!r}", self.path)
+            target = self._file_for(stream, batch.schema)
+        assert target is not None
+        try:
+            self._ensure_room(nbytes, f"stream {stream!r}", target.path)
+            self._append(target, lambda: target.writer.write_batch(batch), "a batch")
+        except BaseException:
+            if fresh and target.end == self._header_end(target):
+                self._drop_empty(target)  # no part file without a batch
+            raise
         self._stats.bytes_written += nbytes
+
+    def _header_end(self, opened: _Open) -> int:
+        schema = opened.schema.with_metadata(opened.metadata)
+        return (len(FILE_MAGIC) if self.ipc_format == "file" else 0) + len(schema.serialize())
+
+    def _drop_empty(self, opened: _Open) -> None:
+        """Remove a file started by a write that failed: it holds no batch."""
+        del self._open[opened.stream]
+        self._abandon_file(opened.stream, opened.path, opened.fd)
 
     def _append(self, target: _Open, emit: Callable[[], None], what: str) -> None:
         """Let pyarrow's writer ``emit`` messages (into memory), then publish them; on a
@@ -166,7 +188,7 @@ class ArrowWriter(ArrowBatchWriter):
             emit()
         except pa.ArrowException as exc:
             if target.sink.take():  # the writer's state may now be ahead of the file
-                target.retired = True
+                self._resync(target)
             raise UnsupportedData(
                 f"stream {target.stream!r}: Arrow IPC cannot store {what}: {exc}"
             ) from None
@@ -179,7 +201,9 @@ class ArrowWriter(ArrowBatchWriter):
             self._undo(target)
             code = exc.errno if exc.errno is not None else errno.EIO
             later = (
-                "later writes go on in a new part file" if target.retired else "later writes go on"
+                "later writes go on in a new part file once it is completed"
+                if target.retired
+                else "later writes go on in it"
             )
             raise StorageIOError(
                 code,
@@ -193,15 +217,44 @@ class ArrowWriter(ArrowBatchWriter):
         reader sees changed); retire the file where pyarrow's writer state moved on."""
         with contextlib.suppress(OSError):  # past the marker, where no reader looks
             os.ftruncate(target.fd, target.end + len(EOS))
+        self._recheck_room()
         if self.ipc_format == "file" or _has_dictionaries(target.schema):
+            self._resync(target)
+
+    def _resync(self, target: _Open) -> None:
+        """Replace the file's pyarrow writer by one rebuilt from what the file holds, so
+        that later writes go on in it; retire the file where that is not possible."""
+        rebuilt = replay_writer(target.path, target.fd, target.end,
+                                file_format=self.ipc_format == "file",
+                                options=self._options)  # fmt: skip
+        if rebuilt is None:
             target.retired = True
+        else:
+            target.writer, target.sink = rebuilt
 
     def set_metadata(self, key: str, value: Any, *, stream: str | None = None) -> None:
         """Schema metadata (JSON value) of the stream's file, or of every stream's file
         (``stream=None``). Files already open get it at once as the custom metadata of an
-        empty batch (see the class docstring)."""
-        super().set_metadata(key, value, stream=stream)
+        empty batch (see the class docstring).
+
+        Raises:
+            UnsupportedData: the file format cannot take it after the first batch of a
+                stream with dictionary columns (its empty batch would replace their
+                dictionaries); nothing changes. Set it before the stream's first write,
+                or write the streaming format.
+        """
         names = list(self._open) if stream is None else [stream]
+        if self.ipc_format == "file":
+            for name in names:
+                opened = self._open.get(name)
+                if opened is not None and not opened.retired and _has_dictionaries(opened.schema):
+                    raise UnsupportedData(
+                        f"stream {name!r}: metadata {key!r} cannot go into {opened.path.name} "
+                        "after its first batch: the Arrow IPC file format cannot take it with "
+                        "dictionary columns; set it before the first batch, or use "
+                        'ipc_format="stream"'
+                    )
+        super().set_metadata(key, value, stream=stream)
         for name in names:
             opened = self._open.get(name)
             if opened is not None and not opened.retired:
@@ -242,14 +295,39 @@ class ArrowWriter(ArrowBatchWriter):
 
     def _complete(self, opened: _Open) -> None:
         """The end of the file: the end-of-stream marker (there already), or the file
-        format's footer; a retired file-format file is rewritten with a footer."""
-        with storage_errors(opened.path, "cannot close Arrow IPC file"):
+        format's footer; a retired file-format file is rewritten with a footer.
+
+        Raises:
+            StorageIOError: the file could not be completed (the disk is full): it keeps
+                every complete batch, and ``daq-storage repair`` completes it.
+        """
+        if opened.completed:
+            return
+        repair = (
+            "; it keeps every complete batch, and `daq-storage repair` on it completes it"
+            if self.ipc_format == "file"
+            else ""
+        )
+        with storage_errors(opened.path, f"cannot complete {opened.path.name}{repair}"):
             if opened.retired:
                 os.ftruncate(opened.fd, opened.end + len(EOS))
                 if self.ipc_format == "file":
+                    self._ensure_room(opened.end, f"the footer of {opened.path.name}",
+                                      opened.path)  # fmt: skip
                     rebuild_file_format(opened.path, opened.end)
+                opened.completed = True
                 return
             opened.writer.close()
             tail = opened.sink.take()
-            end = pwrite_all(opened.fd, tail, opened.end) if tail else opened.end + len(EOS)
-            os.ftruncate(opened.fd, end)
+            try:
+                end = pwrite_all(opened.fd, tail, opened.end) if tail else opened.end + len(EOS)
+                os.ftruncate(opened.fd, end)
+            except OSError:
+                # Back to the file's complete batches and their end-of-stream marker; the
+                # writer is closed: the file is retired, to be rebuilt with its footer.
+                with contextlib.suppress(OSError):
+                    os.ftruncate(opened.fd, opened.end + len(EOS))
+                    pwrite_all(opened.fd, [EOS], opened.end)
+                opened.retired = True
+                raise
+            opened.completed = True

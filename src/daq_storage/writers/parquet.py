@@ -326,17 +326,20 @@ class ParquetWriter(ArrowBatchWriter):
         with the metadata the file holds, and the error is returned, to be raised once
         the rows are recorded.
         """
-        header, metadata, unstored = target.header, target.metadata, None
+        header, metadata, unstored, merged = target.header, target.metadata, None, None
         try:
             wanted = self._metadata_for(target.stream)
             if wanted != target.metadata:  # set_metadata since the header was made
-                header, metadata = self._empty_file(target.stream, target.schema, wanted), wanted
-        except DaqStorageError as exc:
+                candidate = self._empty_file(target.stream, target.schema, wanted)
+                merged = read_footer(candidate)  # a footer pyarrow cannot read is refused
+                header, metadata = candidate, wanted
+        except (DaqStorageError, pa.ArrowException) as exc:
             unstored = UnsupportedData(
                 f"stream {target.stream!r}: metadata not stored in {target.path.name} ({exc}); "
                 "its rows were"
             )
-        merged = read_footer(header)
+        if merged is None:
+            merged = read_footer(header)
         if target.row_groups is not None:
             merged.append_row_groups(target.row_groups)
         if row_group is not None:

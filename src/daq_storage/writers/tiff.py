@@ -56,10 +56,10 @@ class TiffWriter(PerStreamWriter):
 
     Size: a classic TIFF addresses 4 GiB (:attr:`classic_limit`). With ``bigtiff=None``
     (default) a stack starts as classic TIFF and, when the next frames would pass the
-    limit, continues in a BigTIFF part ``<stream>.part0001.tif`` that can grow without
+    limit, continues in a BigTIFF part ``<stream>__part0001.tif`` that can grow without
     bound; readers of the stream concatenate the parts in part order (``<stream>.tif``,
-    then ``<stream>.part0001.tif``, ...: a plain sorted glob puts the parts first). ``bigtiff=True``
-    writes BigTIFF from the start (one file); ``bigtiff=False`` keeps every part
+    then ``<stream>__part0001.tif``, ...; sorted by name, they come in part order).
+    ``bigtiff=True`` writes BigTIFF from the start (one file); ``bigtiff=False`` keeps every part
     classic (for old readers), starting a new part at each limit. ImageJ hyperstacks
     are always classic and continue in new parts the same way.
 
