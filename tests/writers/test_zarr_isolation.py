@@ -4,6 +4,8 @@ the calling thread or in a pool job) publishes nothing of itself."""
 from __future__ import annotations
 
 import errno
+import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -108,3 +110,31 @@ def test_a_pool_job_that_fails_stores_nothing_of_its_call(
                                       np.r_[0:8, 30:40])  # fmt: skip
         stamps = dataset["timestamp_ns"].values.astype("int64")
         np.testing.assert_array_equal(stamps, block.timestamps_ns[kept].astype("int64"))
+
+
+@pytest.mark.parametrize("flushed_before", [False, True])
+def test_a_stream_whose_folder_is_gone_costs_the_others_nothing(
+    tmp_path: Path, flushed_before: bool
+):
+    """The first stream's folder is replaced by a file: every other stream still makes its
+    arrays, publishes its rows and appears in the root's consolidated metadata; close()
+    raises the failure, naming the stream."""
+    path = tmp_path / "r.zarr"
+    writer = ZarrWriter(path)
+    writer.write_batch("a_bad", _rows(0, 2))
+    if flushed_before:
+        writer.write_batch("z_good", _rows(0, 100))
+    writer.flush()
+    writer.write_batch("z_good", _rows(100, 200))
+    shutil.rmtree(path / "a_bad")
+    (path / "a_bad").write_text("in the way")
+    with pytest.raises(StorageIOError, match="stream 'a_bad'"):
+        writer.close()
+    expected = np.arange(0 if flushed_before else 100, 200)
+    for consolidated in (None, False):
+        good = xr.open_zarr(path, group="z_good", consolidated=consolidated)
+        np.testing.assert_array_equal(good["x"].values, expected)
+    root: Any = zarr.open_group(path, mode="r", use_consolidated=True)
+    np.testing.assert_array_equal(root["z_good"]["x"][:], expected)
+    listed = json.loads((path / "zarr.json").read_bytes())["consolidated_metadata"]["metadata"]
+    assert listed["z_good/x"]["shape"] == [len(expected)]

@@ -13,7 +13,7 @@ import xarray as xr
 import zarr
 
 import daq_storage.writers._zarr_metadata as zarr_metadata
-from daq_storage.errors import DaqStorageError, InvalidName
+from daq_storage.errors import DaqStorageError, InvalidName, SchemaMismatch
 from daq_storage.writers import ZarrWriter
 
 
@@ -187,3 +187,27 @@ def test_set_metadata_writes_nothing_until_the_flush_whatever_the_number_of_keys
         attributes = xr.open_zarr(tmp_path / f"{keys}.zarr", group="s").attrs
         assert attributes[f"k{keys - 1}"] == keys - 1
     assert counts[0] == counts[1]
+
+
+@pytest.mark.parametrize("struct_first", [True, False])
+def test_a_struct_field_and_a_column_of_its_name_in_two_batches_are_refused(
+    tmp_path: Path, struct_first: bool
+):
+    """``a.b`` from a struct in one batch and a top-level ``a.b`` in a later batch (or the
+    other way round) would fill one array with two columns: the later batch is refused
+    before anything changes."""
+    struct = pa.RecordBatch.from_arrays(
+        [pa.StructArray.from_arrays([pa.array([1, 2])], names=["b"])], names=["a"]
+    )
+    column = pa.RecordBatch.from_arrays([pa.array([3, 4])], names=["a.b"])
+    first, later = (struct, column) if struct_first else (column, struct)
+    path = tmp_path / "c.zarr"
+    with ZarrWriter(path) as writer:
+        writer.write_batch("s", first)
+        with pytest.raises(SchemaMismatch, match=r"stream 's'.*field 'b' of struct column 'a'"):
+            writer.write_batch("s", later)
+        with pytest.raises(SchemaMismatch, match=r"stream 's'.*column 'a\.b'"):
+            writer.write_batch("s", later)
+        writer.write_batch("s", first)
+    np.testing.assert_array_equal(xr.open_zarr(path, group="s")["a.b"].values, [1, 2, 1, 2]
+                                  if struct_first else [3, 4, 3, 4])  # fmt: skip

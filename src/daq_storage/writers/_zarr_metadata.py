@@ -9,15 +9,22 @@ the arrays' shapes grow only here, at a flush. Readers find shapes in two places
 - each array's own ``zarr.json`` (``consolidated=False``, ``zarr.open_array``), one file
   per array.
 
-Replacing one file is atomic; replacing several is not, and a reader (or a kill) in
-between would see a frames array longer than its ids or columns of two lengths. So while
+Replacing one file is atomic; replacing several is not, and a kill in between would leave
+a frames array longer than its ids or columns of two lengths. So while
 a stream is written, its group's and arrays' ``zarr.json`` are symbolic links into one
 directory of documents, ``<group>/<first array>/.daq_metadata.<n>``, reached through
 the link ``.daq_metadata`` beside it: a flush writes the next directory and swaps that
 one link, so every document of the group changes with one rename. The directories live
 inside an array's folder, where no Zarr reader lists members. :meth:`StreamGroup.finish`
 (at close) turns the links back into plain files, so a store closed cleanly is an
-ordinary Zarr store; one killed mid-run keeps working links.
+ordinary Zarr store; one killed mid-run keeps working links. A reader of the consolidated
+metadata reads one document; a reader of each array's ``zarr.json`` reads one document
+per array, each whole, but at its own instant: a swap between two reads shows it two
+flushes (nothing a writer can prevent; see ``zarr``).
+
+What is made under a temporary name is made in the stream's own host folder, or, while
+it has none (and for the root's documents), beside the store: never in another stream's
+folder, so one stream's folder that becomes unusable costs the others nothing.
 
 zarr-python's own ``consolidate_metadata`` sorts the children by name (``ai0, ai1,
 ai10, ai2``), so the writer writes the consolidated metadata itself, children in the
@@ -217,7 +224,7 @@ def create_store(path: Path) -> Path:
     without metadata and of two writers racing for one path the second is refused
     (``ENOTEMPTY``, ``EEXIST``). Returns a folder on the store's filesystem outside it,
     for what :class:`StreamGroup` makes before any array exists (the store itself when
-    it is a mount point)."""
+    it is a mount point); the root's documents are made there too."""
     document = encode(group_document({}, {}))
     outside = path.parent
     if path.is_dir() and os.stat(path).st_dev != os.stat(outside).st_dev:

@@ -8,10 +8,12 @@ to their final place, and readers see them only when the stream's group is publi
 
 from __future__ import annotations
 
+import functools
 import operator
 import re
 import unicodedata
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,8 @@ import zarr.storage
 from daq_storage.errors import InvalidName, SchemaMismatch
 from daq_storage.naming import sanitize_name
 from daq_storage.schema import Column, FrameBlock, time_attrs
-from daq_storage.writers._chunks import FrameIds
+from daq_storage.writers._chunks import ChunkEncode, FrameIds, run_parallel
+from daq_storage.writers._zarr_limits import Origins
 from daq_storage.writers._zarr_metadata import StreamGroup
 
 __all__ = [
@@ -269,6 +272,26 @@ class FrameArrays:
             self.numbers[start : start + len(numbers)] = numbers
             self.ids.written()
 
+    def encode_shards(
+        self,
+        pool: ThreadPoolExecutor,
+        encode: ChunkEncode,
+        start: int,
+        ready: FrameBlock,
+        per_chunk: int,
+        shard_frames: int,
+    ) -> list[tuple[int, list[bytes]]]:
+        """Compress the shards' inner chunks on ``pool`` while the previous call's shards
+        are written; return this call's, for the next call (or flush) to write."""
+        count = len(ready.frames)
+        inner = [ready.frames[i : i + per_chunk] for i in range(0, count, per_chunk)]
+        jobs = [functools.partial(encode, chunk) for chunk in inner]
+        encoded = run_parallel(pool, jobs, meanwhile=self.store_shards)
+        per_shard = shard_frames // per_chunk
+        first_shard = start // shard_frames
+        return [(first_shard + k, encoded[k * per_shard : (k + 1) * per_shard])
+                for k in range(count // shard_frames)]  # fmt: skip
+
     def store_shards(self) -> None:
         """Write the compressed shards as whole objects (temporary name, then renamed:
         readers never see half a shard)."""
@@ -306,6 +329,7 @@ class TableArrays:
         default_factory=dict
     )
     names: ColumnNames = field(default_factory=lambda: ColumnNames())
+    origins: Origins = field(default_factory=lambda: Origins())
     rows: int = 0  # rows in the arrays' chunks
     published: int = 0  # rows readers see
     pending: list[tuple[int, dict[str, Column]]] = field(default_factory=list)

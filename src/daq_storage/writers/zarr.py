@@ -18,10 +18,14 @@ run.zarr/                attrs: <set_metadata values>
 metadata, variables in the order of the stream's columns; timestamp columns (and frames'
 ``timestamp_ns``) decode to dates and are coordinates of ``row`` (``frame``).
 
-Readers see the store as of the last :meth:`~ZarrWriter.flush`, whichever way they open
-it (consolidated metadata or each array's ``zarr.json``), also after a kill: data is
-written first, and each stream's group is then published whole with one rename (see
-``_zarr_metadata``), every array of a stream at one length.
+A :meth:`~ZarrWriter.flush` publishes each stream whole, after its data, with one rename
+(see ``_zarr_metadata``); a stream uses only its own folders, so one that fails costs the
+others nothing. After a close or a kill, every way of opening shows each stream as of its
+last flush. Live readers should use consolidated metadata (the default of ``xr.open_zarr``
+and ``zarr.open_group``: one file per group). A reader with ``consolidated=False`` reads
+each array's ``zarr.json`` in turn, and a flush between two reads shows it two lengths
+(``conflicting sizes for dimension``); no writer can prevent that (N files read at N
+instants; Zarr has no lock or snapshot), so such a reader should retry.
 """
 
 from __future__ import annotations
@@ -33,7 +37,6 @@ import operator
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -50,12 +53,17 @@ from daq_storage.schema import (
     flatten_batch,
     join_frames,
 )
-from daq_storage.writers._base import Writer, finish_all, json_value, storage_errors
+from daq_storage.writers._base import Writer, finish_all, json_value
 from daq_storage.writers._chunks import (
     ChunkEncode,
     blosc_encoder,
-    run_parallel,
     split_frames,
+)
+from daq_storage.writers._zarr_limits import (
+    Origins,
+    check_buffer,
+    out_of_memory,
+    zarr_errors,
 )
 from daq_storage.writers._zarr_metadata import StreamGroup, create_store, write_root
 from daq_storage.writers._zarr_streams import (
@@ -92,9 +100,11 @@ class ZarrWriter(Writer):
     buffered into whole chunks and frames into whole shards (or chunks); with blosc
     and sharding, shards are compressed on a thread pool and written as whole objects,
     as acquire-zarr does. Everything, metadata included, is visible to readers after
-    :meth:`flush` (and :meth:`close`): a reader sees the store as of the last flush, and
-    a flush that fails for one stream still publishes the others. The seeds' builder is
-    here too: :meth:`create_array` and :meth:`write_chunk`.
+    :meth:`flush` (and :meth:`close`), and a flush that fails for one stream still
+    publishes the others. Live readers: use consolidated metadata, the default; a reader
+    with ``consolidated=False`` may see a flush in progress and should retry. A chunk or
+    shard that memory could not hold (over a quarter of it) is refused at a stream's first
+    write. The seeds' builder is here too: :meth:`create_array` and :meth:`write_chunk`.
 
     Args:
         path: the store directory (created; an existing non-empty one is refused).
@@ -151,7 +161,7 @@ class ZarrWriter(Writer):
         self._attributes: dict[str, dict[str, Any]] = {}
         self._user_attributes: dict[str, dict[str, Any]] = {"": {}}
         self._order: list[str] = []  # the root's children in the order they came
-        with storage_errors(self.path, "cannot create Zarr store"):
+        with zarr_errors(self.path, "cannot create Zarr store"):
             self._claim_store()
             self._store = zarr.storage.LocalStore(self.path)
             self._root = zarr.open_group(self._store, mode="r+", use_consolidated=False)
@@ -171,7 +181,9 @@ class ZarrWriter(Writer):
             raise FileExistsError(errno.EEXIST, "File exists (a non-empty store is never "
                                   "overwritten)")  # fmt: skip
         self._claim_directory(self.path.parent)
-        self._outside = create_store(self.path)
+        #: where what is made under a temporary name goes when no stream's own folder
+        #: fits: the root's documents, a group before it has an array of its own
+        self._scratch = create_store(self.path)
         if not existed:
             self._made_dirs.insert(0, self.path)
 
@@ -198,7 +210,7 @@ class ZarrWriter(Writer):
             attributes = json.loads(json_value(attributes, what=f"attributes of array {name!r}"))
         sizes = grid(name, shape, chunks, shards)
         self._stored = True
-        with storage_errors(self.path, f"cannot create array {name!r}"):
+        with zarr_errors(self.path, f"cannot create array {name!r}"):
             try:
                 return self._root.create_array(
                     path, shape=sizes[0], chunks=sizes[1], shards=sizes[2], dtype=dtype,
@@ -233,7 +245,7 @@ class ZarrWriter(Writer):
                 "does not fit"
             )
         self._ensure_room(values.nbytes, f"array {name!r}", self.path)
-        with storage_errors(self.path, f"cannot write to array {name!r}"):
+        with zarr_errors(self.path, f"cannot write to array {name!r}"):
             try:
                 array[region] = values
             except (ValueError, TypeError) as exc:
@@ -246,21 +258,13 @@ class ZarrWriter(Writer):
         return "/".join(self._safe_stream(part) for part in name.split("/"))
 
     # ------------------------------------------------------------------ groups
-    def _scratch(self) -> Path:
-        """A folder on the store's filesystem that no reader lists, for what is made
-        under a temporary name: an array's, else the store's parent."""
-        for group in self._groups.values():
-            if group.host is not None:
-                return group.host
-        return self._outside
-
     def _group(self, stream: str) -> StreamGroup:
         group = self._groups.get(stream)
         if group is None:
             safe = self._safe_stream(stream)
             group = StreamGroup(self.path / safe)
-            with storage_errors(self.path, f"cannot create stream {stream!r}"):
-                group.create({"instrument_id": stream}, self._scratch())
+            with zarr_errors(self.path, f"cannot create stream {stream!r}"):
+                group.create({"instrument_id": stream}, self._scratch)
             self._groups[stream] = group
             self._attributes[safe] = {"instrument_id": stream}
             self._order.append(safe)
@@ -277,11 +281,11 @@ class ZarrWriter(Writer):
                 described[METADATA_CHANGES] = tracked.changes
             attributes = {**described, **attributes}
         attributes.update(self._user_attributes.get(safe, {}))
-        self._groups[stream].publish(arrays, attributes, self._scratch())
+        self._groups[stream].publish(arrays, attributes, self._scratch)
 
     def _publish_root(self) -> None:
         groups = {group.folder.name: group for group in self._groups.values()}
-        write_root(self.path, self._user_attributes[""], self._order, groups, self._scratch())
+        write_root(self.path, self._user_attributes[""], self._order, groups, self._scratch)
 
     # ------------------------------------------------------------------ tables
     def write_batch(self, stream: str, batch: pa.RecordBatch) -> None:
@@ -294,13 +298,25 @@ class ZarrWriter(Writer):
             InvalidName: two columns would be stored under one name (duplicates, a
                 struct field ``a.b`` beside a column ``a.b``, a column ``x.valid`` beside
                 ``x``), or a column name has no usable characters.
+            SchemaMismatch: a column changes type; a struct field ``a.b`` and a column
+                ``a.b`` come in two batches.
+            ConfigError: a new column's chunk would not fit in memory.
         """
         batch = self._check_batch(stream, batch)
         if stream in self._frame_streams:
             raise SchemaMismatch(f"stream {stream!r} holds frames; tables go to another stream")
+        try:
+            self._write_batch(stream, batch)
+        except MemoryError as exc:
+            raise out_of_memory(self.path, f"cannot write stream {stream!r}", exc) from exc
+
+    def _write_batch(self, stream: str, batch: pa.RecordBatch) -> None:
         columns = flatten_batch(batch, stream=stream)
         known = self._tables.get(stream)
         kinds = {} if known is None else known.kinds
+        origins = Origins() if known is None else known.origins
+        paths = origins.check(stream, batch.schema, [c.name for c in columns])
+        chunk_rows = self.chunk_size or _TABLE_CHUNK_ROWS
         for column in columns:  # check everything before accepting anything
             if column.kind == "vlen":
                 raise UnsupportedData(
@@ -315,31 +331,35 @@ class ZarrWriter(Writer):
                     f"{kind[2].get('arrow_type', kind[0])} {kind[1] or ''}, got "
                     f"{column.attrs.get('arrow_type', dtype)} {inner or ''}".rstrip()
                 )
+            if kind is None:
+                check_buffer(f"stream {stream!r} column {column.name!r}", "chunk",
+                             chunk_rows, inner, dtype, "chunk_size")  # fmt: skip
         names = (ColumnNames() if known is None else known.names).claim(
             stream, [c.name for c in columns]
         )
         # Every chunk is a file, and a file takes at least a disk block.
-        chunks = len(columns) * (batch.num_rows // (self.chunk_size or _TABLE_CHUNK_ROWS) + 1)
+        chunks = len(columns) * (batch.num_rows // chunk_rows + 1)
         self._ensure_room(batch.nbytes + chunks * _BLOCK, f"stream {stream!r}", self.path)
         table = known or self._table(stream)
         new = [c for c in columns if c.name not in table.kinds]
         for column in new:
             table.kinds[column.name] = (*storage_kind(column), column.attrs)
         table.names.add(names)
+        table.origins.add([c.name for c in new], paths)
         table.pending.append((batch.num_rows, {c.name: c for c in columns}))
         table.pending_rows += batch.num_rows
-        chunk_rows = self.chunk_size or _TABLE_CHUNK_ROWS
         if table.pending_rows >= chunk_rows:
             aligned = table.rows + table.pending_rows
             count = aligned - aligned % chunk_rows - table.rows
             try:
-                with storage_errors(self.path, f"cannot write stream {stream!r}"):
+                with zarr_errors(self.path, f"cannot write stream {stream!r}"):
                     self._commit_rows(table, count)
             except BaseException:  # this batch is refused; rows accepted before stay pending
                 table.pending.pop()
                 table.pending_rows -= batch.num_rows
                 for column in new:
                     del table.kinds[column.name]
+                table.origins.drop([c.name for c in new])
                 table.names.drop(list(names))
                 raise
         self._observe_metadata(stream, batch)
@@ -377,11 +397,11 @@ class ZarrWriter(Writer):
             # Nothing counts as written: arrays made now go (readers saw them all null),
             # and every row stays pending, written again from the same row.
             for name in set(table.masks) - had_masks:
-                table.group.remove_array(f"{table.names[name]}.valid", self._scratch())
+                table.group.remove_array(f"{table.names[name]}.valid", self._scratch)
                 del table.masks[name]
             for name in created:
                 if table.arrays.pop(name, None) is not None:
-                    table.group.remove_array(table.names[name], self._scratch())
+                    table.group.remove_array(table.names[name], self._scratch)
             raise
         rest = table.pending_rows - count
         table.pending = (
@@ -410,7 +430,7 @@ class ZarrWriter(Writer):
         if table.rows:  # a column that appears mid-run: earlier rows are null (mask first)
             self._mask_array(table, column, False)
         table.arrays[column] = new_array(
-            self._store, table.group, name, table.published, self._scratch(),
+            self._store, table.group, name, table.published, self._scratch,
             shape=(0, *inner), chunks=(self.chunk_size or _TABLE_CHUNK_ROWS, *inner),
             dtype=str if dtype.kind == "O" else dtype,
             dimension_names=["row", *(f"{name}_{i}" for i in range(len(inner)))],
@@ -423,7 +443,7 @@ class ZarrWriter(Writer):
         rows written before the mask existed."""
         name = table.names[column]
         mask = table.masks[column] = new_array(
-            self._store, table.group, f"{name}.valid", table.published, self._scratch(),
+            self._store, table.group, f"{name}.valid", table.published, self._scratch,
             shape=(0,), chunks=(self.chunk_size or _TABLE_CHUNK_ROWS,), dtype=bool,
             dimension_names=["row"], compressors=self._compressors, fill_value=earlier,
             attributes={"meaning": f"True where {name} holds a value; False where it is null"},
@@ -447,14 +467,19 @@ class ZarrWriter(Writer):
     ) -> None:
         """Append frames to ``<stream>/frames`` and their ids to ``timestamp_ns`` and
         ``frame_number``, a whole shard (or chunk) at a time; the rest waits (copied)
-        for the next call or :meth:`flush`. A call that fails stores none of its frames."""
+        for the next call or :meth:`flush`. A call that fails stores none of its frames.
+
+        Raises:
+            ConfigError: at a stream's first call, a chunk or shard of its frames would
+                not fit in memory (see ``_zarr_limits``).
+        """
         if stream in self._tables:
             raise SchemaMismatch(f"stream {stream!r} holds a table; frames go to another stream")
-        block = self._check_frames(stream, frames, timestamps_ns, frame_numbers)
-        objects = len(block.frames) // (self.shard_frames or self.frames_per_chunk) + 1
-        self._ensure_room(block.frames.nbytes + objects * _BLOCK,
-                          f"frames of stream {stream!r}", self.path)  # fmt: skip
-        with storage_errors(self.path, f"cannot write frames of stream {stream!r}"):
+        with zarr_errors(self.path, f"cannot write frames of stream {stream!r}"):
+            block = self._check_frames(stream, frames, timestamps_ns, frame_numbers)
+            objects = len(block.frames) // (self.shard_frames or self.frames_per_chunk) + 1
+            self._ensure_room(block.frames.nbytes + objects * _BLOCK,
+                              f"frames of stream {stream!r}", self.path)  # fmt: skip
             target = self._frames(stream, block)
             if len(target.ids) >= ID_CHUNK:
                 target.write_ids()
@@ -470,7 +495,16 @@ class ZarrWriter(Writer):
             if len(whole) and self._encode is None:
                 target.write(target.length + len(head), whole)
             elif len(whole):
-                encoded = self._encode_shards(target, target.length + len(head), whole)
+                assert self.shard_frames is not None
+                assert self._encode is not None
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(
+                        self._threads, thread_name_prefix="daq_storage_zarr"
+                    )
+                encoded = target.encode_shards(
+                    self._pool, self._encode, target.length + len(head), whole,
+                    self.frames_per_chunk, self.shard_frames,
+                )  # fmt: skip
             stored = len(head) + len(whole)
             target.encoded.extend(encoded)
             target.ids.add(block.part(0, stored))
@@ -480,37 +514,27 @@ class ZarrWriter(Writer):
         self._stats.frames += len(frames)
         self._stats.bytes_written += frames.nbytes
 
+    def _check_frame_format(self, stream: str, frames: npt.NDArray[Any]) -> None:
+        if stream not in self._frame_streams:
+            piece, option, count = (
+                ("chunk", "frames_per_chunk", self.frames_per_chunk)
+                if self.shard_frames is None
+                else ("shard", "shard_frames", self.shard_frames)
+            )
+            check_buffer(f"stream {stream!r}", piece, count, frames.shape[1:], frames.dtype,
+                         option)  # fmt: skip
+
     def _frames(self, stream: str, block: FrameBlock) -> FrameArrays:
         target = self._frame_streams.get(stream)
         if target is not None:
             return target
         target = FrameArrays.create(
-            self._store, self._group(stream), self._scratch(), block.frames,
+            self._store, self._group(stream), self._scratch, block.frames,
             self.frames_per_chunk, self.shard_frames, self._compressors,
             own_shards=self._encode is not None,
         )  # fmt: skip
         self._frame_streams[stream] = target
         return target
-
-    def _encode_shards(
-        self, target: FrameArrays, start: int, ready: FrameBlock
-    ) -> list[tuple[int, list[bytes]]]:
-        """Compress the shards' inner chunks on the pool while the previous call's shards
-        are written; return this call's, for the next call (or flush) to write."""
-        assert self.shard_frames is not None
-        assert self._encode is not None
-        per_chunk = self.frames_per_chunk
-        count = len(ready.frames)
-        inner = [ready.frames[i : i + per_chunk] for i in range(0, count, per_chunk)]
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="daq_storage_zarr")
-        encode = self._encode
-        jobs = [functools.partial(encode, chunk) for chunk in inner]
-        encoded = run_parallel(self._pool, jobs, meanwhile=target.store_shards)
-        per_shard = self.shard_frames // per_chunk
-        first_shard = start // self.shard_frames
-        return [(first_shard + k, encoded[k * per_shard : (k + 1) * per_shard])
-                for k in range(count // self.shard_frames)]  # fmt: skip
 
     def _flush_frames(self, stream: str, target: FrameArrays) -> None:
         """Store every frame (a partial shard or chunk as it is) and its ids; publish."""
@@ -551,11 +575,13 @@ class ZarrWriter(Writer):
         steps.append(self._step(None, self._publish_root))
         finish_all(steps)
 
-    def _step(self, stream: str | None, step: Callable[[], None]) -> Callable[[], None]:
-        what = "cannot flush Zarr store" if stream is None else f"cannot flush stream {stream!r}"
+    def _step(
+        self, stream: str | None, step: Callable[[], None], action: str = "flush"
+    ) -> Callable[[], None]:
+        what = f"cannot {action} " + ("Zarr store" if stream is None else f"stream {stream!r}")
 
         def run() -> None:
-            with storage_errors(self.path, what):
+            with zarr_errors(self.path, what):
                 step()
 
         return run
@@ -570,5 +596,5 @@ class ZarrWriter(Writer):
 
     def _finish_groups(self) -> None:
         """Every group's documents as plain files: a store closed cleanly has no links."""
-        with storage_errors(self.path, "cannot finish Zarr store"):
-            finish_all([group.finish for group in self._groups.values()])
+        finish_all([self._step(stream, group.finish, "finish")
+                    for stream, group in self._groups.items()])  # fmt: skip
