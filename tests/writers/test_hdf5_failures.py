@@ -80,6 +80,7 @@ def test_frames_after_a_write_failed_half_way(mount_tmpfs: Callable[[str], Path]
 
     failure = _until_it_fails(write_and_flush)
     assert failure.filename == str(path)
+    assert failure.errno == errno.ENOSPC, failure  # HDF5's later errors do not hide it
     filler.unlink()  # the space is back: nothing more is written all the same
     with pytest.raises(WriterClosedError, match=r"failed .* start a new file"):
         write()
@@ -105,7 +106,8 @@ def test_tables_after_a_write_failed_half_way(mount_tmpfs: Callable[[str], Path]
 
     def write() -> None:
         nonlocal rows
-        seq = np.arange(rows, rows + 50_000)
+        # a chunk a call: stored at once, and under the writer's once-a-MiB room check
+        seq = np.arange(rows, rows + 20_000)
         rows += len(seq)
         writer.write_batch("s", pa.record_batch({"seq": seq, "label": seq.astype(str)}))
         writer.flush()
@@ -113,7 +115,9 @@ def test_tables_after_a_write_failed_half_way(mount_tmpfs: Callable[[str], Path]
     write()
     flushed = rows
     filler = _fill(disk)
-    _until_it_fails(write)
+    failure = _until_it_fails(write)
+    assert failure.filename == str(path)
+    assert failure.errno == errno.ENOSPC, failure
     filler.unlink()
     with pytest.raises(WriterClosedError, match="failed"):
         write()

@@ -97,6 +97,32 @@ def test_a_column_on_another_columns_mask_is_refused_later_too(tmp_path: Path):
         assert list(f["b/x.valid"][:]) == [True]
 
 
+@pytest.mark.parametrize("struct_first", [True, False])
+def test_a_struct_field_and_a_column_of_one_name_are_refused_across_batches(
+    tmp_path: Path, struct_first: bool
+):
+    """Field ``b`` of struct ``a`` and a column ``a.b`` in different batches: the later
+    batch is refused (naming both) before anything changes; the first keeps its rows."""
+    path = tmp_path / "struct.h5"
+    struct = pa.record_batch({"a": pa.array([{"b": 1}, {"b": 2}])})
+    flat = pa.record_batch({"a.b": pa.array([10, 20])})
+    first, second = (struct, flat) if struct_first else (flat, struct)
+    with Hdf5Writer(path) as writer:
+        writer.write_batch("s", first)
+        with pytest.raises(SchemaMismatch) as info:
+            writer.write_batch("s", second)
+        message = str(info.value)
+        assert "stream 's'" in message
+        assert "column 'a.b'" in message
+        assert "field 'b' of struct column 'a'" in message
+        writer.write_batch("s", first)  # the writer goes on
+    with h5py.File(path, "r") as f:
+        assert sorted(f["s"]) == ["a.b"]
+        assert list(f["s/a.b"][:]) == ([1, 2, 1, 2] if struct_first else [10, 20, 10, 20])
+        fields = json.loads(f["s"].attrs["schema"])["fields"]
+        assert [field["name"] for field in fields] == ["a" if struct_first else "a.b"]
+
+
 def test_no_stream_takes_the_metadata_groups(tmp_path: Path):
     """Sanitised stream names never start with ``_``: a stream named ``_metadata`` is
     the group ``metadata``, and the large-value groups stay apart."""

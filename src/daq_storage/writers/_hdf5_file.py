@@ -19,7 +19,10 @@ flush, then
 3. writes the rest from the end of the file towards its start: structures made later
    (chunk index nodes, uncompressed chunks rewritten in place) before those made
    earlier that point at them (object headers with their extents, the groups' links,
-   then the superblock).
+   then the superblock);
+4. writes the object headers it is given (the datasets', whose extents change
+   together) last, those less than 256 KiB apart in one write: a stream's datasets
+   reach their new length at once (nothing points at them that this commit changes).
 
 Each held write is one system call: a kill falls between two of them (the kernel checks
 for one only between the pages of a write, a window of nanoseconds, which this order
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import bisect
 import os
+from collections.abc import Collection
 from typing import Any
 
 from daq_storage.writers._hdf5_superblock import cover_written
@@ -39,6 +43,9 @@ __all__ = ["OrderedFile"]
 
 #: Signatures of HDF5 structures that hold values, which indexes and headers point at.
 _VALUE_HEAPS = (b"GCOL", b"FHDB")
+#: Held headers at most this far apart are written in one system call (with the bytes
+#: between them, as the file holds them).
+_HEADER_GAP = 256 << 10
 
 
 class OrderedFile:
@@ -52,6 +59,9 @@ class OrderedFile:
         self._starts: list[int] = []  # held writes: sorted, not overlapping
         self._held: list[tuple[int, bytes]] = []  # (start, bytes), in the order of _starts
         self._shrink_to: int | None = None  # a truncation HDF5 asked for, done at commit
+        #: the first error of a write or truncation HDF5 asked for: HDF5 goes on calling
+        #: this object after it, and h5py may then report another error than this one
+        self.failure: OSError | None = None
 
     # ------------------------------------------------------------------ file protocol
     def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
@@ -90,6 +100,13 @@ class OrderedFile:
         return bytes(buffer)
 
     def write(self, data: Any) -> int:
+        try:
+            return self._write(data)
+        except OSError as exc:
+            self.failure = self.failure or exc
+            raise
+
+    def _write(self, data: Any) -> int:
         view = memoryview(data).cast("B")
         total = len(view)
         start, end = self._position, self._position + total
@@ -106,7 +123,11 @@ class OrderedFile:
     def truncate(self, size: int | None = None) -> int:
         size = self._position if size is None else size
         if size >= os.fstat(self.fd).st_size:
-            os.ftruncate(self.fd, size)  # growing is safe at once (zeros nobody points at)
+            try:  # growing is safe at once (zeros nobody points at)
+                os.ftruncate(self.fd, size)
+            except OSError as exc:
+                self.failure = self.failure or exc
+                raise
             self._shrink_to = None
         else:
             self._shrink_to = size
@@ -120,13 +141,33 @@ class OrderedFile:
         return
 
     # ------------------------------------------------------------------ commits
-    def commit(self) -> None:
-        """Write the held updates, in the order of the module notes."""
+    def commit(self, headers: Collection[int] = ()) -> None:
+        """Write the held updates, in the order of the module notes; the held updates of
+        the object headers at ``headers`` last."""
         cover_written(self.fd)
+        marks = sorted(headers)
+
+        def is_header(at: int, data: bytes) -> bool:
+            found = bisect.bisect_left(marks, at)
+            return found < len(marks) and marks[found] < at + len(data)
+
         heaps = [(at, data) for at, data in self._held if data[:4] in _VALUE_HEAPS]
-        rest = [(at, data) for at, data in self._held if data[:4] not in _VALUE_HEAPS]
+        last = [(at, data) for at, data in self._held if is_header(at, data)]
+        rest = [(at, data) for at, data in self._held
+                if data[:4] not in _VALUE_HEAPS and not is_header(at, data)]  # fmt: skip
         for at, data in (*heaps, *reversed(rest)):
             self._write_all(memoryview(data), at)
+        runs: list[list[int]] = []  # [start, end] of headers written together
+        for at, data in last:
+            if runs and at - runs[-1][1] <= _HEADER_GAP:
+                runs[-1][1] = max(runs[-1][1], at + len(data))
+            else:
+                runs.append([at, at + len(data)])
+        position = self._position
+        for start, end in reversed(runs):
+            self._position = start
+            self._write_all(memoryview(self.read(end - start)), start)
+        self._position = position
         self._starts.clear()
         self._held.clear()
         if self._shrink_to is not None:

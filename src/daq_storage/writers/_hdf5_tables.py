@@ -16,10 +16,15 @@ chunk is never rewritten elsewhere:
   it fills. A kill in the middle of that rewrite leaves the rows stored before as they
   were: the bytes are the same, and no checksum covers the chunk;
 - an extent never covers rows whose values are not in the file, so metadata written at
-  any moment (a flush, or HDF5 evicting its cache) shows only stored rows.
+  any moment (a flush, or HDF5 evicting its cache) shows only stored rows;
+- every dataset of a stream, ``.valid`` masks included, has one length in the file:
+  before any commit (a flush, a new dataset, a replaced metadata value), the datasets
+  behind the longest are brought to its length (their open chunk stored uncompressed,
+  as by a flush), and the commit writes the datasets' headers last, together (see
+  :class:`~daq_storage.writers._hdf5_file.OrderedFile`).
 
-A chunk caught part-filled by a flush costs its compression: a stream that fills fewer
-chunks than it is flushed stores most of its rows uncompressed.
+A chunk caught part-filled by a commit costs its compression: a stream that fills fewer
+chunks than the file is committed stores most of its rows uncompressed.
 """
 
 from __future__ import annotations
@@ -98,6 +103,8 @@ class ColumnStore:
         #: still open (its rows are kept to rewrite it whole), else ``written``
         self.base = start - start % self.chunk if self.filtered else start
         self.raw = False  # the open chunk was stored uncompressed by a flush
+        #: where the dataset's object header (its extent) is in the file
+        self.header = int(h5py.h5o.get_info(dataset.id).addr)
         self._pending: list[npt.NDArray[Any]] = []
         self._pending_rows = 0
         if start > self.base:  # a late column's open chunk: fill values up to its start
@@ -132,6 +139,18 @@ class ColumnStore:
             self.raw = True
         else:
             self._write(self.base, self._take(self._pending_rows))
+            self.base = self.written
+
+    def store_to(self, rows: int) -> None:
+        """Store the held rows up to row ``rows`` (another dataset's length in the file),
+        a part-filled chunk uncompressed as :meth:`flush` does."""
+        if rows <= self.written:
+            return
+        if self.filtered:
+            self._put_raw(self.base, self._peek()[: rows - self.base])
+            self.raw = True
+        else:
+            self._write(self.base, self._take(rows - self.base))
             self.base = self.written
 
     def widen(self, group: h5py.Group, dtype: np.dtype[Any], arrow_type: str,
@@ -248,6 +267,7 @@ class Planned:
     name: str
     widen_to: np.dtype[Any] | None
     field: str  # the Arrow field the column comes from, as JSON
+    origin: str  # that field's name (a struct's, for one of its fields)
 
 
 class TableStream:
@@ -261,6 +281,7 @@ class TableStream:
         self.columns: dict[str, ColumnStore] = {}  # column name -> store
         self.masks: dict[str, ColumnStore] = {}  # column name -> its .valid mask
         self.names: dict[str, str] = {}  # dataset name -> column name
+        self.origins: dict[str, str] = {}  # column name -> the batch field it comes from
         self.schema: pa.Schema | None = None  # of the last batch
 
     @property
@@ -285,13 +306,13 @@ class TableStream:
             SchemaMismatch: a clash of names or an unsafe type change.
             UnsupportedData: text holding NUL, or (``may_create``) no new datasets.
         """
-        fields: list[str] = []
+        fields: list[tuple[str, str]] = []
         for field in batch.schema:
-            fields += [field_json(field)] * _leaves(field.type)
+            fields += [(field_json(field), field.name)] * _leaves(field.type)
         taken = dict(self.names)
         seen: set[str] = set()
         plan: list[Planned] = []
-        for column, field in zip(columns, fields, strict=True):
+        for column, (field, origin) in zip(columns, fields, strict=True):
             if column.name in seen:
                 raise SchemaMismatch(
                     f"stream {stream!r}: column {column.name!r} appears twice in the batch "
@@ -307,12 +328,19 @@ class TableStream:
             store = self.columns.get(column.name)
             if store is None:
                 may_create()
-                plan.append(Planned(column, None, name, None, field))
+                plan.append(Planned(column, None, name, None, field, origin))
             else:
+                before = self.origins[column.name]
+                if before != origin:
+                    raise SchemaMismatch(
+                        f"stream {stream!r}: {_described(column.name, origin)} would be "
+                        f"stored as dataset {name!r}, which holds "
+                        f"{_described(column.name, before)} of an earlier batch; rename one"
+                    )
                 target = _checked_type(stream, column, store.dataset)
                 if target is not None and target != store.dataset.dtype:
                     may_widen(column, str(store.dataset.attrs.get("arrow_type", target)))
-                plan.append(Planned(column, store, name, target, field))
+                plan.append(Planned(column, store, name, target, field, origin))
         if any(c.valid is not None and c.name not in self.masks for c in columns) or any(
             name not in seen and name not in self.masks for name in self.columns
         ):
@@ -380,10 +408,23 @@ class TableStream:
         self.rows = start + rows
         return changed
 
+    @property
+    def stores(self) -> tuple[ColumnStore, ...]:
+        """Every dataset's store: columns and masks."""
+        return (*self.columns.values(), *self.masks.values())
+
     def flush(self) -> None:
         """Store every held row (part-filled chunks uncompressed, in place)."""
-        for store in (*self.columns.values(), *self.masks.values()):
+        for store in self.stores:
             store.flush()
+
+    def level(self) -> None:
+        """Bring every dataset to the longest one's length in the file, before a commit:
+        a whole chunk of one column reaches the file as it fills, while its mask (or
+        another column, chunked otherwise) still holds those rows in memory."""
+        length = max((store.extent for store in self.stores), default=0)
+        for store in self.stores:
+            store.store_to(length)
 
     def _create(self, item: Planned, rows: int) -> ColumnStore:
         column = item.column
@@ -407,6 +448,7 @@ class TableStream:
             dataset.attrs[key] = value
         store = self.columns[column.name] = ColumnStore(dataset, rows, fill)
         self.names[item.name] = column.name
+        self.origins[column.name] = item.origin
         return store
 
     def _mask(self, column: str, rows: int, *, default: bool) -> ColumnStore:
@@ -420,6 +462,13 @@ class TableStream:
         dataset.attrs["meaning"] = f"True where {column} holds a value; False where it is null"
         store = self.masks[column] = ColumnStore(dataset, rows, default)
         return store
+
+
+def _described(column: str, origin: str) -> str:
+    """A stored column as its batch names it: a column, or a field of a struct column."""
+    if column == origin:
+        return f"column {column!r}"
+    return f"field {column.removeprefix(origin + '.')!r} of struct column {origin!r}"
 
 
 def write_raw_chunk(dataset: h5py.Dataset, start: int, chunk: npt.NDArray[Any],

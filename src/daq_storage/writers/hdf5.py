@@ -237,6 +237,8 @@ class Hdf5Writer(Writer):
         self.frames_per_chunk = frames_per_chunk
         self.swmr = swmr
         self._filters = _filters(compression, compression_level, shuffle)
+        self._tables: dict[str, TableStream] = {}
+        self._frame_streams: dict[str, FrameStream] = {}
         self._took_over = self.path.exists() and self.path.stat().st_size == 0
         with storage_errors(self.path, "cannot create HDF5 file", library_errors=_H5_ERRORS):
             self._claim_directory(self.path.parent)
@@ -255,11 +257,9 @@ class Hdf5Writer(Writer):
                 self._release()
                 raise
         self._add_file(self.path)
-        self._tables: dict[str, TableStream] = {}
         self._pool: ThreadPoolExecutor | None = None
         self._threads = threads or os.cpu_count() or 1
         self._encode = _chunk_encoder(compression, compression_level, shuffle)
-        self._frame_streams: dict[str, FrameStream] = {}
         self._groups: dict[str, h5py.Group] = {}
         self._swmr_started = False
         self._described: set[str] = set()  # streams whose first metadata is stored
@@ -282,7 +282,15 @@ class Hdf5Writer(Writer):
         write, so nothing is written on top of a state the file does not have."""
         try:
             with storage_errors(self.path, action, library_errors=_H5_ERRORS):
-                yield
+                try:
+                    yield
+                except Exception as exc:
+                    # HDF5 goes on after a failed write of the file, and h5py may then
+                    # report another error (errno 5, or a SystemError): the first one
+                    failure = self._ordered.failure if self._ordered is not None else None
+                    if failure is None:
+                        raise
+                    raise OSError(failure.errno, failure.strerror) from exc
         except StorageIOError as exc:
             self._failure = f"{action}: {exc.strerror}"
             raise
@@ -295,13 +303,26 @@ class Hdf5Writer(Writer):
     def _flush_file(self) -> None:
         """HDF5's flush, its updates committed in an order that keeps the file readable
         at every instant (see :class:`OrderedFile`; for SWMR, HDF5 orders them, and
-        only the end-of-file address is moved up first)."""
+        only the end-of-file address is moved up first). Every dataset of a stream is
+        first brought to one length (see :mod:`~daq_storage.writers._hdf5_tables`)."""
+        for table in self._tables.values():
+            table.level()
+        for target in self._frame_streams.values():
+            target.write_ids()
         if self._ordered is None:
             cover_written(self._fd)
             self._file.flush()
         else:
             self._file.flush()
-            self._ordered.commit()
+            self._ordered.commit(self._headers())
+
+    def _headers(self) -> list[int]:
+        """Where the object headers of the streams' datasets are (see
+        :meth:`OrderedFile.commit`)."""
+        found = [store.header for table in self._tables.values() for store in table.stores]
+        for target in self._frame_streams.values():
+            found += target.headers
+        return found
 
     def _release(self) -> None:
         """Close HDF5's file (its updates not committed) and the descriptor."""
@@ -540,11 +561,12 @@ class Hdf5Writer(Writer):
             if self._failure is None:
                 with self._writing("cannot close HDF5 file"):
                     self._store_held()
+                    headers = self._headers()
                     if self._ordered is None:
                         cover_written(self._fd)
                     self._file.close()
                     if self._ordered is not None:
-                        self._ordered.commit()
+                        self._ordered.commit(headers)
             # else: what HDF5 holds is not committed; the file stays as the last flush
             # left it, and the rows held here are given up
         finally:

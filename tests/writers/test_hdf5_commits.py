@@ -1,0 +1,227 @@
+"""HDF5 files SIGKILLed at the commits between flushes (a new column, stream or mask, a
+widening, a replaced metadata value) and at random points: every dataset of a stream,
+``.valid`` masks included, has one length in the file, every null reads as null and no
+flushed row is lost.
+
+A helper process imports everything once and forks a child per kill; the child runs the
+same writes from the start on a file of its own and SIGKILLs itself, deterministically
+just after the chosen commit of the file, or at a random point on a timer.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from tests.writers.kill_harness import kill_when
+
+#: The run: per batch of rows, a nullable column, text, a column from batch 2 on (null
+#: before), one in batches 0-2 only (null after), an int8 column widened to int16 at
+#: batch 4, a second stream from batch 3, frames; a stream attribute replaced at every
+#: batch, a file value over 64 KiB (a dataset) set every third batch; a flush after every
+#: third. ``run`` prints ``flushed <rows> <frames>`` after each flush.
+_RUN = """
+import os, random, signal, sys, threading, time
+import numpy as np, pyarrow as pa
+from daq_storage.writers import Hdf5Writer, _hdf5_file
+
+WRITTEN = [0, 0]  # rows and frames handed to the writer
+QUIET = [False]
+
+
+def say(line):
+    if not QUIET[0]:
+        os.write(1, (line + "\\n").encode())
+
+
+def run(path, batches):
+    writer = Hdf5Writer(path, chunk_size=100)
+    rows = frames = 0
+    for b in range(batches):
+        n = 60 + b * 37 % 150
+        i = np.arange(rows, rows + n)
+        columns = {"seq": i, "x": pa.array(i * 3, mask=i % 7 == 0),
+                   "s": pa.array([f"r{v}" for v in i])}
+        if b >= 2:
+            columns["late"] = pa.array(i * 2, mask=i % 5 == 0)
+        if b < 3:
+            columns["gone"] = i
+        columns["small"] = (i % 100).astype(np.int8 if b < 4 else np.int16)
+        ids = np.arange(frames, frames + 1 + b % 3, dtype=np.uint64)
+        WRITTEN[:] = rows + n, frames + len(ids)  # before the calls: they commit
+        writer.write_batch("tab", pa.record_batch(columns))
+        if b >= 3:
+            writer.write_batch("aux", pa.record_batch({"a": pa.array([b] * 5)}))
+        block = (ids[:, None, None] + np.arange(64).reshape(8, 8)).astype(np.uint16)
+        writer.write_frames("cam", block, frame_numbers=ids, timestamps_ns=ids + 5)
+        rows, frames = WRITTEN
+        writer.set_metadata("step", b, stream="tab")
+        if b % 3 == 2:
+            writer.set_metadata("big", f"{b:06d}" * 12000)
+        if b % 3 == 1:
+            writer.flush()
+            say(f"flushed {rows} {frames}")
+    writer.close()
+"""
+
+#: ``argv[1]``: directory; ``argv[2]``: batches. A child per commit of the file, killed
+#: as soon as that commit returns, announced as ``<c>.h5 killed <rows> <frames>`` (what
+#: was handed to the writer by then) after its own ``flushed`` lines; ends when a child
+#: runs to the end.
+_AT_COMMITS = (
+    _RUN
+    + """
+BASE, BATCHES = sys.argv[1], int(sys.argv[2])
+real_commit = _hdf5_file.OrderedFile.commit
+
+
+def armed(target):
+    commits = 0
+
+    def commit(self, *args):
+        nonlocal commits
+        real_commit(self, *args)
+        commits += 1
+        if commits == target:
+            say(f"killed {WRITTEN[0]} {WRITTEN[1]}")
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    _hdf5_file.OrderedFile.commit = commit
+
+
+for target in range(1, 10**6):
+    if os.fork() == 0:
+        armed(target)
+        run(f"{BASE}/{target}.h5", BATCHES)
+        os._exit(0)
+    _, status = os.wait()
+    if not os.WIFSIGNALED(status):
+        say(f"{target}.h5 ended")
+        os._exit(0)
+    say(f"{target}.h5 checked")
+"""
+)
+
+#: ``argv[1]``: directory; ``argv[2]``: batches; ``argv[3]``: kills; ``argv[4]``: seed.
+#: Each child is killed by a timer at a uniform point within the run's duration (measured
+#: first); announced as ``<k>.h5 killed``.
+_AT_RANDOM = (
+    _RUN
+    + """
+BASE, BATCHES, KILLS = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+rng = random.Random(int(sys.argv[4]))
+started, QUIET[0] = time.perf_counter(), True
+run(f"{BASE}/dry.h5", BATCHES)
+took, QUIET[0] = time.perf_counter() - started, False
+for kill in range(KILLS):
+    delay = rng.uniform(0, took)
+    if os.fork() == 0:
+        threading.Timer(delay, os.kill, (os.getpid(), signal.SIGKILL)).start()
+        run(f"{BASE}/{kill}.h5", BATCHES)
+        os._exit(0)
+    _, status = os.wait()
+    say(f"{kill}.h5 {'killed' if os.WIFSIGNALED(status) else 'ended'}")
+"""
+)
+
+
+def _batch_starts(batches: int) -> list[int]:
+    """The first row of each batch of ``run`` (and the rows after the last)."""
+    starts = [0]
+    for b in range(batches):
+        starts.append(starts[-1] + 60 + b * 37 % 150)
+    return starts
+
+
+def check(path: Path, flushed: tuple[int, int], written: tuple[int, int]) -> None:
+    """One length per stream; every value right and every null a null; at least the
+    flushed rows and frames, at most the written ones."""
+    starts = _batch_starts(40)
+    with h5py.File(path, "r") as f:
+        for name in ("tab", "aux", "cam"):
+            if name in f:
+                lengths = {key: dataset.shape[0] for key, dataset in f[name].items()}
+                assert len(set(lengths.values())) == 1, (name, lengths)
+        tab = {key: dataset[()] for key, dataset in f["tab"].items()} if "tab" in f else {}
+        rows = len(tab.get("seq", ()))
+        assert flushed[0] <= rows <= written[0]
+        i = np.arange(rows)
+        if rows:
+            np.testing.assert_array_equal(tab["seq"], i)
+            assert [v.decode() for v in tab["s"]] == [f"r{v}" for v in i]
+            np.testing.assert_array_equal(tab["small"], i % 100)
+            for column, valid, values in (
+                ("x", i % 7 != 0, i * 3),
+                ("late", (i >= starts[2]) & (i % 5 != 0), i * 2),
+                ("gone", i < starts[3], i),
+            ):
+                if column not in tab:  # not created yet: no row of it written
+                    assert not valid.any(), column
+                    continue
+                mask = tab.get(f"{column}.valid", np.ones(rows, bool))
+                np.testing.assert_array_equal(mask, valid, err_msg=column)
+                np.testing.assert_array_equal(tab[column][valid], values[valid], column)
+        frames = f["cam/frames"][()] if "cam" in f else np.zeros((0, 8, 8))
+        assert flushed[1] <= len(frames) <= written[1]
+        ids = np.arange(len(frames))
+        if len(frames):
+            np.testing.assert_array_equal(f["cam/frame_number"][()], ids)
+            np.testing.assert_array_equal(f["cam/timestamp_ns"][()], ids + 5)
+            expected = ids[:, None, None] + np.arange(64).reshape(8, 8)
+            np.testing.assert_array_equal(frames, expected)
+        if "big" in f.attrs:
+            value = f["_metadata/big"][()]
+            text = value.decode() if isinstance(value, bytes) else str(value)
+            assert text == text[:6] * 12000
+        if "tab" in f:
+            assert f["tab"].attrs["instrument_id"] == "tab"
+
+
+def _counts(line: str) -> tuple[int, int]:
+    _, rows, frames = line.split()
+    return int(rows), int(frames)
+
+
+def test_a_kill_after_every_commit_leaves_equal_lengths(tmp_path: Path):
+    """Seven batches: the commits of the new columns, masks, stream, the widening and the
+    replaced values between flushes, and the flushes, each followed by a kill (which
+    leaves what the disk shows until the next commit)."""
+    flushed = (0, 0)
+    kills: list[str] = []
+
+    def checked(line: str) -> bool:
+        nonlocal flushed
+        words = line.split()
+        if words[0] == "flushed":
+            flushed = _counts(line)
+        elif words[0] == "killed":
+            kills.append(line)
+        elif words[1] == "checked":
+            path = tmp_path / words[0]
+            check(path, flushed, _counts(kills[-1]))
+            path.unlink()
+            flushed = (0, 0)
+        return False
+
+    done = kill_when(_AT_COMMITS, checked, str(tmp_path), "7")
+    assert done.returncode == 0, done.stderr
+    assert done.lines[-1].endswith(" ended"), done.lines[-3:]
+    assert sum(line.endswith("checked") for line in done.lines) > 12
+
+
+@pytest.mark.parametrize("seed", [0, pytest.param(1, marks=pytest.mark.stress)])
+def test_random_kills_leave_equal_lengths(tmp_path: Path, seed: int):
+    flushed = (0, 0)
+    done = kill_when(_AT_RANDOM, lambda line: False, str(tmp_path), "12",
+                     "6" if seed == 0 else "200", str(seed))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    for line in done.lines:
+        if line.startswith("flushed"):
+            flushed = _counts(line)
+        else:  # whatever was written up to the kill, at most all of it
+            check(tmp_path / line.split()[0], flushed, (10**9, 10**9))
+            flushed = (0, 0)
+    assert sum(not line.startswith("flushed") for line in done.lines) == (6 if seed == 0 else 200)
