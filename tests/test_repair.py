@@ -12,6 +12,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import h5py
 import numpy as np
 import polars as pl
 import pyarrow as pa
@@ -24,9 +25,11 @@ from daq_storage.repair import FileCheck, check_files
 from daq_storage.writers import (
     ArrowWriter,
     CsvWriter,
+    Hdf5Writer,
     ParquetWriter,
     repair_arrow,
     repair_csv,
+    repair_hdf5,
     repair_parquet,
 )
 
@@ -279,3 +282,74 @@ def test_a_valid_magic_followed_by_garbage_is_damaged(tmp_path: Path, name: str,
     garbage was reported as "ok, 0 pages")."""
     (tmp_path / name).write_bytes(content)
     assert verdicts(tmp_path)[name].status == "damaged"
+
+
+# ---------------------------------------------------------------------- HDF5 journal
+def kill_inside_an_hdf5_commit(folder: Path) -> Path:
+    """A writer killed in its second flush's commit, its journal written, none of it
+    applied; returns the file."""
+    run_killed(
+        f"""
+        import os, signal
+        import numpy as np, pyarrow as pa
+        from daq_storage.writers import Hdf5Writer, _hdf5_file
+        w = Hdf5Writer({str(folder / "run.h5")!r})
+        rows = lambda a, b: {{"x": np.arange(a, b), "s": [str(i) for i in range(a, b)]}}
+        w.write_batch("t", pa.record_batch(rows(0, 500)))
+        w.flush()
+        w.write_batch("t", pa.record_batch(rows(500, 900)))
+        w.write_batch("u", pa.record_batch({{"y": [1.5, 2.5]}}))
+        _hdf5_file.apply_writes = lambda *args: os.kill(os.getpid(), signal.SIGKILL)
+        w.flush()
+        """
+    )
+    return folder / "run.h5"
+
+
+def test_a_journal_left_by_a_kill_is_applied_by_the_cli(tmp_path: Path):
+    path = kill_inside_an_hdf5_commit(tmp_path)
+    journal = tmp_path / "run.h5.journal"
+    assert journal.exists()
+    cli = subprocess.run([sys.executable, "-m", "daq_storage.cli", "repair", str(tmp_path)],
+                         capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    assert cli.returncode == 0, cli.stdout + cli.stderr
+    assert "1 repaired" in cli.stdout, cli.stdout
+    assert not journal.exists()
+    with h5py.File(path, "r") as f:
+        np.testing.assert_array_equal(f["t/x"][()], np.arange(900))
+        assert [v.decode() for v in f["t/s"][()]] == [str(i) for i in range(900)]
+        np.testing.assert_array_equal(f["u/y"][()], [1.5, 2.5])
+    assert verdicts(tmp_path)["run.h5"].status == "ok"
+    assert repair_hdf5(path) is None
+
+
+def test_a_torn_journal_is_removed_and_the_file_is_the_last_commit(tmp_path: Path):
+    path = kill_inside_an_hdf5_commit(tmp_path)
+    journal = tmp_path / "run.h5.journal"
+    journal.write_bytes(journal.read_bytes()[:-100])  # as a kill inside its write leaves it
+    found = verdicts(tmp_path)
+    assert list(found) == ["run.h5"]
+    assert found["run.h5"].status == "repaired", found
+    assert "torn" in found["run.h5"].detail
+    with h5py.File(path, "r") as f:
+        np.testing.assert_array_equal(f["t/x"][()], np.arange(500))
+
+
+def test_an_hdf5_file_a_live_writer_holds_is_busy_and_left_alone(tmp_path: Path):
+    with Hdf5Writer(tmp_path / "live.h5") as writer:
+        writer.write_batch("s", batches(1)[0])
+        writer.flush()
+        journal = tmp_path / "live.h5.journal"
+        journal.write_bytes(b"not this writer's, but repair must not touch it")
+        before = (tmp_path / "live.h5").read_bytes()
+        assert verdicts(tmp_path)["live.h5"].status == "busy"
+        assert journal.exists()
+        assert (tmp_path / "live.h5").read_bytes() == before
+        journal.unlink()
+
+
+def test_a_new_hdf5_file_beside_a_stale_journal_is_refused(tmp_path: Path):
+    (tmp_path / "next.h5.journal").write_bytes(b"a killed writer's")
+    with pytest.raises(StorageIOError, match=r"next\.h5\.journal"):
+        Hdf5Writer(tmp_path / "next.h5")
+    assert not (tmp_path / "next.h5").exists()

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
         open_writer,
         repair_arrow,
         repair_csv,
+        repair_hdf5,
         repair_parquet,
     )
 
@@ -65,6 +66,7 @@ __all__ = [
     "ZarrWriter",
     "repair_arrow",
     "repair_csv",
+    "repair_hdf5",
     "repair_parquet",
     # errors
     "ConfigError",

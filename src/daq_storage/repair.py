@@ -6,9 +6,10 @@ opens every file this project writes with the reader a scientist would use, so
 left is repaired first, never cutting a complete record: Parquet files with a recovery
 record (cut back to their last complete row group, unless they are complete), Arrow IPC
 files with a torn last message (cut back to the last complete one; a file-format file
-without its footer gets one), CSV files with a torn last line. A file whose directory a
-live writer holds is ``busy``, and left alone. One damaged file never stops the check
-of the others.
+without its footer gets one), CSV files with a torn last line, HDF5 files with the
+journal of a commit their writer was killed in (applied; a torn one removed). A file
+whose directory (for HDF5: the file) a live writer holds is ``busy``, and left alone.
+One damaged file never stops the check of the others.
 """
 
 from __future__ import annotations
@@ -64,6 +65,8 @@ def _targets(path: Path) -> Iterator[Path]:
             if not restored.exists():  # killed before it made the file it restores
                 yield restored
             continue  # otherwise read along with the file it restores
+        if entry.suffix == ".journal" and entry.with_suffix("").suffix in _CHECKERS:
+            continue  # an HDF5 file's journal: applied when that file is checked
         if entry.is_dir() and not _is_zarr_store(entry):
             yield from _targets(entry)
         elif entry.is_file() or entry.is_dir():
@@ -110,6 +113,9 @@ def _verdict(path: Path, done: str | None, detail: str) -> FileCheck:
 def _check_hdf5(path: Path) -> FileCheck:
     import h5py
 
+    from daq_storage.writers import repair_hdf5
+
+    done = repair_hdf5(path)
     datasets: list[h5py.Dataset] = []
 
     def collect(_name: str, item: object) -> None:
@@ -119,7 +125,7 @@ def _check_hdf5(path: Path) -> FileCheck:
     with h5py.File(path, "r") as f:
         f.visititems(collect)  # opening every object reads its header: that is the check
         shapes = [d.shape for d in datasets]
-    return FileCheck(path, "ok", f"HDF5 with {len(shapes)} datasets")
+    return _verdict(path, done, f"HDF5 with {len(shapes)} datasets")
 
 
 def _check_arrow(path: Path) -> FileCheck:

@@ -10,12 +10,14 @@ just after the chosen commit of the file, or at a random point on a timer.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 
+from daq_storage.writers import repair_hdf5
 from tests.writers.kill_harness import kill_when
 
 #: The run: per batch of rows, a nullable column, text, a column from batch 2 on (null
@@ -105,6 +107,73 @@ for target in range(1, 10**6):
 """
 )
 
+#: ``argv[1]``: directory; ``argv[2]``: batches; ``argv[3]``: a commit whose every point
+#: is killed (0: every point of every commit); ``argv[4]``: how many other points, drawn
+#: with seed ``argv[5]``. A point is a change to the disk in a commit (the journal's
+#: write, each write to the file, a truncation, the journal's removal), counted in a
+#: first run. A child per point is SIGKILLed just before that change, announced as
+#: ``<c>-<w>.h5 killed <rows> <frames>`` after its own ``flushed`` lines; ends with
+#: ``done <points>``.
+_AT_WRITES = (
+    _RUN
+    + """
+BASE, BATCHES, FULL, SAMPLE = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+real_commit = _hdf5_file.OrderedFile.commit
+CHANGES = []  # per commit of the first run
+
+
+def armed(target, kill_at):
+    commits, changes, inside = [0], [0], [False]
+
+    def before(real):
+        def change(*args):
+            changes[0] += 1
+            if inside[0] and commits[0] == target and changes[0] == kill_at:
+                say(f"killed {WRITTEN[0]} {WRITTEN[1]}")
+                os.kill(os.getpid(), signal.SIGKILL)
+            return real(*args)
+        return change
+
+    def commit(self, *args):
+        commits[0] += 1
+        changes[0], inside[0] = 0, True
+        real_commit(self, *args)
+        inside[0] = False  # changes outside commits are not points
+        if target == 0:
+            say(f"changes {changes[0]}")
+
+    for name in ("writev", "pwrite", "ftruncate", "unlink"):
+        setattr(os, name, before(getattr(os, name)))
+    _hdf5_file.OrderedFile.commit = commit
+
+
+read, write = os.pipe()
+if os.fork() == 0:  # the first run: how many changes each commit makes
+    os.dup2(write, 1)
+    QUIET[0] = False
+    armed(0, 0)
+    run(f"{BASE}/dry.h5", BATCHES)
+    os._exit(0)
+os.close(write)
+with os.fdopen(read) as counts:
+    CHANGES = [int(line.split()[1]) for line in counts if line.startswith("changes")]
+os.wait()
+points = [(c + 1, w + 1) for c, n in enumerate(CHANGES) for w in range(n)]
+if FULL:
+    rng = random.Random(int(sys.argv[5]))
+    rest = [p for p in points if p[0] != FULL]
+    points = [p for p in points if p[0] == FULL] + rng.sample(rest, min(SAMPLE, len(rest)))
+for target, kill_at in points:
+    if os.fork() == 0:
+        armed(target, kill_at)
+        run(f"{BASE}/{target}-{kill_at}.h5", BATCHES)
+        os._exit(0)
+    os.wait()
+    say(f"{target}-{kill_at}.h5 checked")
+say(f"done {len(points)}")
+"""
+)
+
 #: ``argv[1]``: directory; ``argv[2]``: batches; ``argv[3]``: kills; ``argv[4]``: seed.
 #: Each child is killed by a timer at a uniform point within the run's duration (measured
 #: first); announced as ``<k>.h5 killed``.
@@ -185,10 +254,9 @@ def _counts(line: str) -> tuple[int, int]:
     return int(rows), int(frames)
 
 
-def test_a_kill_after_every_commit_leaves_equal_lengths(tmp_path: Path):
-    """Seven batches: the commits of the new columns, masks, stream, the widening and the
-    replaced values between flushes, and the flushes, each followed by a kill (which
-    leaves what the disk shows until the next commit)."""
+def _judge(tmp_path: Path, repair: bool) -> tuple[Callable[[str], bool], list[str]]:
+    """A ``kill_when`` callback that checks each killed file as announced (after
+    :func:`repair_hdf5` if ``repair``; else it must have no journal), and the kills."""
     flushed = (0, 0)
     kills: list[str] = []
 
@@ -199,13 +267,24 @@ def test_a_kill_after_every_commit_leaves_equal_lengths(tmp_path: Path):
             flushed = _counts(line)
         elif words[0] == "killed":
             kills.append(line)
-        elif words[1] == "checked":
+        elif words[0] != "done" and words[1] == "checked":
             path = tmp_path / words[0]
+            if repair:
+                repair_hdf5(path)
+            assert not path.with_name(path.name + ".journal").exists()  # opens as it is
             check(path, flushed, _counts(kills[-1]))
             path.unlink()
             flushed = (0, 0)
         return False
 
+    return checked, kills
+
+
+def test_a_kill_after_every_commit_leaves_equal_lengths(tmp_path: Path):
+    """Seven batches: the commits of the new columns, masks, stream, the widening and the
+    replaced values between flushes, and the flushes, each followed by a kill (which
+    leaves what the disk shows until the next commit, no journal)."""
+    checked, _ = _judge(tmp_path, repair=False)
     done = kill_when(_AT_COMMITS, checked, str(tmp_path), "7")
     assert done.returncode == 0, done.stderr
     assert done.lines[-1].endswith(" ended"), done.lines[-3:]
@@ -222,6 +301,33 @@ def test_random_kills_leave_equal_lengths(tmp_path: Path, seed: int):
         if line.startswith("flushed"):
             flushed = _counts(line)
         else:  # whatever was written up to the kill, at most all of it
+            repair_hdf5(tmp_path / line.split()[0])  # a kill inside a commit
             check(tmp_path / line.split()[0], flushed, (10**9, 10**9))
             flushed = (0, 0)
     assert sum(not line.startswith("flushed") for line in done.lines) == (6 if seed == 0 else 200)
+
+
+def sweep_writes(tmp_path: Path, full: int, sample: int, seed: int) -> int:
+    """Kill the points of ``_AT_WRITES``; after :func:`repair_hdf5`, every file holds at
+    least the rows and frames of the last flush before its kill. Returns the points."""
+    checked, kills = _judge(tmp_path, repair=True)
+    done = kill_when(_AT_WRITES, checked, str(tmp_path), "7", str(full), str(sample), str(seed))
+    assert done.returncode == 0, done.stderr
+    assert done.lines[-1].startswith("done"), done.lines[-3:]
+    assert len(kills) == int(done.lines[-1].split()[1])
+    return len(kills)
+
+
+def test_a_kill_before_any_write_of_a_commit_is_repaired(tmp_path: Path):
+    """Every change to the disk of one commit between flushes (the ninth), and a sample
+    of those of the others (new columns, masks, streams, a widening, replaced large
+    values, flushes): once the journal is applied
+    (or a torn one removed), every file opens with one length per stream, no flushed row
+    lost."""
+    assert sweep_writes(tmp_path, full=9, sample=8, seed=0) > 12
+
+
+@pytest.mark.stress
+@pytest.mark.timeout(1200)
+def test_a_kill_before_every_write_of_every_commit_is_repaired(tmp_path: Path):
+    assert sweep_writes(tmp_path, full=0, sample=0, seed=0) > 200

@@ -194,3 +194,46 @@ def test_many_metadata_keys_use_an_index_and_all_read_back(tmp_path: Path):
         assert [f.attrs[f"key_{i}"] for i in (0, 1234, 2999)] == [0, 1234, 2999]
         assert f["s"].attrs["key_2999"] == "value 2999"
         assert len(f.attrs) == 3003
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "error", "named"),
+    [("nul", "a\x00b", UnsupportedData, "'nul'"),
+     ("k" * 100_000, 1, InvalidName, "100000 bytes"),
+     ("x" * 5000, "v" * 70_000, InvalidName, "5000 bytes")],
+    ids=["nul-value", "huge-key", "long-key-large-value"],
+)  # fmt: skip
+@pytest.mark.parametrize("stream", [None, "tab"])
+def test_metadata_hdf5_cannot_hold_is_refused_and_the_writer_goes_on(
+    tmp_path: Path, key: str, value: object, error: type[Exception], named: str,
+    stream: str | None,
+):  # fmt: skip
+    path = tmp_path / "m.h5"
+    with Hdf5Writer(path) as writer:
+        writer.write_batch("tab", pa.record_batch({"x": [1, 2]}))
+        writer.flush()
+        with pytest.raises(error, match=named):
+            writer.set_metadata(key, value, stream=stream)
+        writer.set_metadata("note", {"text": "a\x00b"}, stream=stream)  # JSON-escaped
+        writer.write_batch("tab", pa.record_batch({"x": [3]}))
+    with h5py.File(path, "r") as f:
+        assert f["tab/x"][()].tolist() == [1, 2, 3]
+        holder = f if stream is None else f["tab"]
+        assert json.loads(holder.attrs["note"]) == {"text": "a\x00b"}
+        assert key not in holder.attrs
+
+
+@pytest.mark.parametrize("metadata", [{b"\xff": b"v"}, {b"units": b"\xfe"}, {b"u": b"a\x00"}])
+def test_field_metadata_hdf5_cannot_hold_is_refused_and_the_writer_goes_on(
+    tmp_path: Path, metadata: dict[bytes, bytes]
+):
+    path = tmp_path / "f.h5"
+    odd = pa.schema([pa.field("x", pa.int64(), metadata=metadata)])
+    with Hdf5Writer(path) as writer:
+        writer.write_batch("tab", pa.record_batch({"y": [1]}))
+        with pytest.raises(UnsupportedData, match=r"stream 'odd' column 'x'"):
+            writer.write_batch("odd", pa.RecordBatch.from_arrays([pa.array([1])], schema=odd))
+        writer.write_batch("tab", pa.record_batch({"y": [2]}))
+    with h5py.File(path, "r") as f:
+        assert list(f) == ["tab"]
+        assert f["tab/y"][()].tolist() == [1, 2]

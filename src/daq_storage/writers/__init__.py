@@ -2,8 +2,9 @@
 
 ``open_writer("hdf5", "run.h5")``; likewise ``"arrow"``, ``"parquet"``, ``"csv"``, ``"zarr"``
 and ``"tiff"``. Third-party writers register under the entry-point group
-``daq_storage.writers``. ``repair_arrow``, ``repair_csv`` and ``repair_parquet`` make
-files a killed writer left readable again (``daq-storage repair`` runs them).
+``daq_storage.writers``. ``repair_arrow``, ``repair_csv``, ``repair_hdf5`` and
+``repair_parquet`` make files a killed writer left readable again (``daq-storage repair``
+runs them).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from daq_storage.writers._registry import (
 if TYPE_CHECKING:
     from daq_storage.writers.arrow_ipc import ArrowWriter, repair_arrow
     from daq_storage.writers.csv import CsvWriter, repair_csv
-    from daq_storage.writers.hdf5 import Hdf5Writer
+    from daq_storage.writers.hdf5 import Hdf5Writer, repair_hdf5
     from daq_storage.writers.parquet import ParquetWriter, repair_parquet
     from daq_storage.writers.tiff import TiffWriter
     from daq_storage.writers.zarr import ZarrWriter
@@ -43,6 +44,7 @@ __all__ = [
     "open_writer",
     "repair_arrow",
     "repair_csv",
+    "repair_hdf5",
     "repair_parquet",
 ]
 
@@ -53,6 +55,7 @@ _LAZY = {
     "repair_arrow": "arrow_ipc",
     "CsvWriter": "csv",
     "repair_csv": "csv",
+    "repair_hdf5": "hdf5",
     "Hdf5Writer": "hdf5",
     "ParquetWriter": "parquet",
     "repair_parquet": "parquet",

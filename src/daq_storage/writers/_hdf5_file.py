@@ -1,59 +1,51 @@
-"""The file an HDF5 writer writes through: HDF5's updates land on disk in an order that
-keeps the file readable at every instant.
+"""The file an HDF5 writer writes through: every commit of HDF5's updates is atomic with
+respect to a kill of the process.
 
-HDF5 (without SWMR) writes its metadata in place, in address order, when it flushes or
-evicts it: an extent before the heap that holds the new rows' text, an index before the
-superblock whose end-of-file address covers the chunks it points at. A process killed in
-between leaves a file whose datasets fail to read as a whole. Through h5py's file-object
-driver, this class keeps HDF5's writes into the part of the file the last flush left
-(the *durable* part) in memory until :meth:`commit`; writes past it (new space, which
-nothing on disk points at) go to the disk at once. :meth:`commit`, at the end of every
-flush, then
-
-1. sets the end-of-file address in the superblock to the file's size
-   (:func:`~daq_storage.writers._hdf5_superblock.cover_written`), so every new chunk
-   and structure is inside it;
-2. writes the held heaps of values (global heap collections, with the text of string
-   columns and attributes; fractal heap blocks, with dense attributes): new objects in
-   them are not pointed at yet;
-3. writes the rest from the end of the file towards its start: structures made later
-   (chunk index nodes, uncompressed chunks rewritten in place) before those made
-   earlier that point at them (object headers with their extents, the groups' links,
-   then the superblock);
-4. writes the object headers it is given (the datasets', whose extents change
-   together) last, those less than 256 KiB apart in one write: a stream's datasets
-   reach their new length at once (nothing points at them that this commit changes).
-
-Each held write is one system call: a kill falls between two of them (the kernel checks
-for one only between the pages of a write, a window of nanoseconds, which this order
-does not cover). Readers (another process, or another ``h5py.File`` in this one) see
-the last flush until the next one is committed.
+HDF5 (without SWMR) writes its metadata in place when it flushes or evicts it: object
+headers, heaps, chunk indexes, the superblock. A process killed between two of these
+writes leaves a file that fails to open or whose datasets disagree in length. Through
+h5py's file-object driver, this class keeps HDF5's writes into the part of the file the
+last commit left (the *durable* part) in memory until :meth:`commit`; writes past it (new
+space, which nothing on disk points at) go to the disk at once. :meth:`commit`, at the
+end of every flush, gathers the held writes, the end-of-file address in the superblock
+raised to cover everything written (:func:`~daq_storage.writers._hdf5_superblock.
+eoa_patch`) and any truncation, writes them to a journal in one system call, applies
+them to the file and removes the journal (see :mod:`~daq_storage.writers._hdf5_journal`).
+A writer killed inside a commit leaves the journal: ``daq-storage repair`` applies it.
+Readers (another process, or another ``h5py.File`` in this one) see the last commit
+until the next one is applied.
 """
 
 from __future__ import annotations
 
 import bisect
+import contextlib
 import os
-from collections.abc import Collection
+from pathlib import Path
 from typing import Any
 
-from daq_storage.writers._hdf5_superblock import cover_written
+from daq_storage.ring._platform import lock_byte
+from daq_storage.writers._hdf5_journal import (
+    LIVE_BYTE,
+    apply_writes,
+    remove_journal,
+    write_journal,
+)
+from daq_storage.writers._hdf5_superblock import eoa_patch
 
 __all__ = ["OrderedFile"]
-
-#: Signatures of HDF5 structures that hold values, which indexes and headers point at.
-_VALUE_HEAPS = (b"GCOL", b"FHDB")
-#: Held headers at most this far apart are written in one system call (with the bytes
-#: between them, as the file holds them).
-_HEADER_GAP = 256 << 10
 
 
 class OrderedFile:
     """A file-like object over ``fd`` for ``h5py``'s ``fileobj`` driver (see the module
-    notes). It owns ``fd`` once :meth:`close` is called."""
+    notes), committing through the journal at ``journal``. It owns ``fd`` once
+    :meth:`close` is called, and holds the lock that says its writer is alive."""
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, journal: Path) -> None:
         self.fd = fd
+        self.journal = journal
+        with contextlib.suppress(OSError):  # no locks here (some filesystems): none taken
+            lock_byte(fd, LIVE_BYTE)
         self._position = 0
         self.durable = os.fstat(fd).st_size  # bytes the last commit left
         self._starts: list[int] = []  # held writes: sorted, not overlapping
@@ -141,39 +133,35 @@ class OrderedFile:
         return
 
     # ------------------------------------------------------------------ commits
-    def commit(self, headers: Collection[int] = ()) -> None:
-        """Write the held updates, in the order of the module notes; the held updates of
-        the object headers at ``headers`` last."""
-        cover_written(self.fd)
-        marks = sorted(headers)
+    def commit(self) -> None:
+        """Write the held updates to the file through the journal (see the module notes).
 
-        def is_header(at: int, data: bytes) -> bool:
-            found = bisect.bisect_left(marks, at)
-            return found < len(marks) and marks[found] < at + len(data)
-
-        heaps = [(at, data) for at, data in self._held if data[:4] in _VALUE_HEAPS]
-        last = [(at, data) for at, data in self._held if is_header(at, data)]
-        rest = [(at, data) for at, data in self._held
-                if data[:4] not in _VALUE_HEAPS and not is_header(at, data)]  # fmt: skip
-        for at, data in (*heaps, *reversed(rest)):
-            self._write_all(memoryview(data), at)
-        runs: list[list[int]] = []  # [start, end] of headers written together
-        for at, data in last:
-            if runs and at - runs[-1][1] <= _HEADER_GAP:
-                runs[-1][1] = max(runs[-1][1], at + len(data))
-            else:
-                runs.append([at, at + len(data)])
-        position = self._position
-        for start, end in reversed(runs):
-            self._position = start
-            self._write_all(memoryview(self.read(end - start)), start)
-        self._position = position
+        Raises:
+            OSError: the journal could not be written (the file is as the last commit
+                left it), or the file could not be updated (the journal stays, for
+                ``daq-storage repair``).
+        """
+        size = os.fstat(self.fd).st_size
+        target = size if self._shrink_to is None else self._shrink_to
+        patch = eoa_patch(self.read_at(0, 48), size)
+        if patch is not None:
+            self._hold(*patch)
+        if self._held or target != size:
+            write_journal(self.journal, self._held, target)
+            apply_writes(self.fd, self._held, target)
+            remove_journal(self.journal)
         self._starts.clear()
         self._held.clear()
-        if self._shrink_to is not None:
-            os.ftruncate(self.fd, self._shrink_to)
-            self._shrink_to = None
-        self.durable = os.fstat(self.fd).st_size
+        self._shrink_to = None
+        self.durable = target
+
+    def read_at(self, at: int, count: int) -> bytes:
+        """``count`` bytes from ``at``, as HDF5 last wrote them (held writes included)."""
+        position = self._position
+        self._position = at
+        data = self.read(count)
+        self._position = position
+        return data
 
     def release(self) -> None:
         """Close the file descriptor (held updates not committed are dropped)."""
@@ -182,11 +170,6 @@ class OrderedFile:
             self.fd = -1
 
     # ------------------------------------------------------------------ internals
-    def _write_all(self, view: memoryview, at: int) -> None:
-        while len(view):
-            written = os.pwrite(self.fd, view, at)
-            view, at = view[written:], at + written
-
     def _size(self) -> int:
         return os.fstat(self.fd).st_size
 

@@ -47,9 +47,6 @@ class FrameStream:
         #: at every flush: a small h5py write costs as much as compressing a frame)
         self.ids = FrameIds(0)
         self._queued = 0  # frames whose ids are queued or written
-        #: where the datasets' object headers (their extents) are in the file
-        self.headers = tuple(int(h5py.h5o.get_info(d.id).addr)
-                             for d in (frames, timestamps, numbers))  # fmt: skip
 
     def __len__(self) -> int:
         return int(self.frames.shape[0])

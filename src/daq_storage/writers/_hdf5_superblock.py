@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import struct
 
-__all__ = ["cover_written", "lookup3"]
+__all__ = ["cover_written", "eoa_patch", "lookup3"]
 
 _SIGNATURE = b"\x89HDF\r\n\x1a\n"
 _MASK = 0xFFFFFFFF
@@ -24,28 +24,34 @@ _LAYOUT = {0: (24, 40, None), 2: (12, 28, 44), 3: (12, 28, 44)}
 
 def cover_written(fd: int) -> None:
     """Raise the EOA stored in the superblock of the HDF5 file open as ``fd`` to the
-    file's size (one write of at most 20 bytes in the first page: never torn by a kill).
+    file's size (one write of at most 20 bytes in the first page: never torn by a kill)."""
+    patch = eoa_patch(os.pread(fd, 48, 0), os.fstat(fd).st_size)
+    if patch is not None:
+        os.pwrite(fd, patch[1], patch[0])
+
+
+def eoa_patch(head: bytes, size: int) -> tuple[int, bytes] | None:
+    """Where and what to write to raise the EOA in the superblock whose first 48 bytes
+    are ``head`` to ``size``; ``None`` when it covers ``size`` already.
 
     Files of another superblock version, a user block or 4-byte offsets are left alone.
     """
-    head = os.pread(fd, 48, 0)
     if len(head) < 48 or head[:8] != _SIGNATURE or head[8] not in _LAYOUT:
-        return
+        return None
     base_at, eoa_at, checksum_at = _LAYOUT[head[8]]
     offsets = head[13] if head[8] == 0 else head[9]
     if offsets != 8 or struct.unpack_from("<Q", head, base_at)[0] != 0:
-        return
+        return None
     (stored,) = struct.unpack_from("<Q", head, eoa_at)
-    size = os.fstat(fd).st_size
     if size <= stored:
-        return
+        return None
     patched = bytearray(head)
     struct.pack_into("<Q", patched, eoa_at, size)
     end = eoa_at + 8
     if checksum_at is not None:
         struct.pack_into("<I", patched, checksum_at, lookup3(bytes(patched[:checksum_at])))
         end = checksum_at + 4
-    os.pwrite(fd, bytes(patched[eoa_at:end]), eoa_at)
+    return eoa_at, bytes(patched[eoa_at:end])
 
 
 def _rot(x: int, k: int) -> int:

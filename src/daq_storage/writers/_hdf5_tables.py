@@ -20,8 +20,8 @@ chunk is never rewritten elsewhere:
 - every dataset of a stream, ``.valid`` masks included, has one length in the file:
   before any commit (a flush, a new dataset, a replaced metadata value), the datasets
   behind the longest are brought to its length (their open chunk stored uncompressed,
-  as by a flush), and the commit writes the datasets' headers last, together (see
-  :class:`~daq_storage.writers._hdf5_file.OrderedFile`).
+  as by a flush), and the commit applies every header at once, through its journal
+  (see :class:`~daq_storage.writers._hdf5_file.OrderedFile`).
 
 A chunk caught part-filled by a commit costs its compression: a stream that fills fewer
 chunks than the file is committed stores most of its rows uncompressed.
@@ -43,13 +43,30 @@ import pyarrow as pa
 from daq_storage.errors import InvalidName, SchemaMismatch, UnsupportedData
 from daq_storage.schema import Column, widened
 
-__all__ = ["RAW", "ColumnStore", "Planned", "TableStream", "dataset_name", "field_json",
-           "write_raw_chunk"]  # fmt: skip
+__all__ = ["KEY_LIMIT", "RAW", "ColumnStore", "Planned", "TableStream", "dataset_name",
+           "field_json", "metadata_refusal", "write_raw_chunk"]  # fmt: skip
 
 #: Filter mask of a chunk stored as it is: every filter of the pipeline skipped.
 RAW = 0xFFFFFFFF
 
 _STRING = h5py.string_dtype("utf-8")
+#: UTF-8 bytes of a metadata key (an attribute's name): HDF5 keeps a name and its value
+#: in one object header message of at most 64 KiB.
+KEY_LIMIT = 4096
+
+
+def metadata_refusal(key: str, value: Any) -> str | None:
+    """Why HDF5 cannot store metadata ``key`` = ``value`` as an attribute, or ``None``."""
+    try:
+        size = len(key.encode())
+    except UnicodeEncodeError:
+        return f"metadata key {key!r} is not valid Unicode text"
+    if size > KEY_LIMIT:
+        return f"metadata key {key[:40]!r}... is {size} bytes long; HDF5 keys hold {KEY_LIMIT}"
+    if isinstance(value, str | np.str_) and "\x00" in value:
+        return (f"metadata {key!r}: HDF5 text cannot contain NUL characters (store the value "
+                "in a list or dict, where it is JSON-escaped)")  # fmt: skip
+    return None
 
 
 def dataset_name(column: str) -> str:
@@ -60,9 +77,26 @@ def dataset_name(column: str) -> str:
     return "%2E" if name == "." else name
 
 
-def field_json(field: pa.Field) -> str:
-    """A field (its original name, type, nullability and metadata) as JSON text."""
-    metadata = {k.decode(): v.decode() for k, v in (field.metadata or {}).items()}
+def field_json(field: pa.Field, stream: str = "") -> str:
+    """A field (its original name, type, nullability and metadata) as JSON text.
+
+    Raises:
+        UnsupportedData: a metadata key or value of the field is not UTF-8 text, or
+            holds NUL.
+    """
+    try:
+        metadata = {k.decode(): v.decode() for k, v in (field.metadata or {}).items()}
+    except UnicodeDecodeError as exc:
+        raise UnsupportedData(
+            f"stream {stream!r} column {field.name!r}: its Arrow field metadata holds "
+            f"{exc.object!r}, which is not UTF-8 text; HDF5 stores it as text"
+        ) from None
+    for key, value in metadata.items():
+        if "\x00" in key + value:
+            raise UnsupportedData(
+                f"stream {stream!r} column {field.name!r}: its Arrow field metadata {key!r} "
+                "holds NUL, which HDF5 text cannot"
+            )
     return json.dumps(
         {"name": field.name, "type": str(field.type), "nullable": field.nullable,
          "metadata": metadata}
@@ -103,8 +137,6 @@ class ColumnStore:
         #: still open (its rows are kept to rewrite it whole), else ``written``
         self.base = start - start % self.chunk if self.filtered else start
         self.raw = False  # the open chunk was stored uncompressed by a flush
-        #: where the dataset's object header (its extent) is in the file
-        self.header = int(h5py.h5o.get_info(dataset.id).addr)
         self._pending: list[npt.NDArray[Any]] = []
         self._pending_rows = 0
         if start > self.base:  # a late column's open chunk: fill values up to its start
@@ -308,7 +340,7 @@ class TableStream:
         """
         fields: list[tuple[str, str]] = []
         for field in batch.schema:
-            fields += [(field_json(field), field.name)] * _leaves(field.type)
+            fields += [(field_json(field, stream), field.name)] * _leaves(field.type)
         taken = dict(self.names)
         seen: set[str] = set()
         plan: list[Planned] = []

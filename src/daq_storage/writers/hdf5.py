@@ -30,6 +30,11 @@ The file is in the HDF5 1.8 format (readable by HDF5 1.8 and later: h5py, MATLAB
 with attributes in dense storage (a name index: many keys stay fast); ``swmr=True``
 files are in the 1.10 format SWMR needs. A kill loses nothing a flush stored: see
 :mod:`daq_storage.writers._hdf5_tables` for how chunks are written.
+
+Every flush's updates are committed through a journal (``<file>.h5.journal``, see
+:mod:`~daq_storage.writers._hdf5_file`). A writer killed outside a commit leaves a file
+that opens as it is; a writer killed inside a commit leaves a journal, and h5py may not
+open the file until ``daq-storage repair`` (or :func:`repair_hdf5`) applies it.
 """
 
 from __future__ import annotations
@@ -72,10 +77,16 @@ from daq_storage.writers._chunks import (
 )
 from daq_storage.writers._hdf5_file import OrderedFile
 from daq_storage.writers._hdf5_frames import FrameStream
+from daq_storage.writers._hdf5_journal import journal_path, repair_journal
 from daq_storage.writers._hdf5_superblock import cover_written
-from daq_storage.writers._hdf5_tables import TableStream, dataset_name, field_json
+from daq_storage.writers._hdf5_tables import (
+    TableStream,
+    dataset_name,
+    field_json,
+    metadata_refusal,
+)
 
-__all__ = ["Hdf5Writer"]
+__all__ = ["Hdf5Writer", "repair_hdf5"]
 
 _COMPRESSIONS = ("none", "gzip", "lzf", "lz4", "zstd", "blosc-lz4", "blosc-zstd")
 _ATTRIBUTE_LIMIT = 64 * 1024
@@ -147,13 +158,17 @@ def _create_file(
     access.set_cache(0, 0, 0, 0.75)
     creation = h5py.h5p.create(h5py.h5p.FILE_CREATE)
     _dense_attributes(creation)
+    journal = journal_path(path)
+    if journal.exists():  # a killed writer's commit, for repair to apply to another file
+        raise StorageIOError(errno.EEXIST, f"a killed writer's journal {journal.name} is left "
+                             "there: run daq-storage repair first", str(path))  # fmt: skip
     flags = os.O_RDWR | os.O_CLOEXEC | (os.O_TRUNC if take_over else os.O_CREAT | os.O_EXCL)
     fd = os.open(path, flags, 0o644)
     try:
         ordered = None
         name = os.fsencode(path)
         if not swmr:  # SWMR orders its own writes, through HDF5's own driver only
-            ordered = OrderedFile(fd)
+            ordered = OrderedFile(fd, journal)
             access.set_fileobj_driver(h5py.h5fd.fileobj_driver, ordered)
         made = h5py.h5f.create(name, h5py.h5f.ACC_TRUNC, fapl=access, fcpl=creation)
         return h5py.File(made), fd, ordered
@@ -301,10 +316,10 @@ class Hdf5Writer(Writer):
             raise StorageIOError(errno.EIO, self._failure, str(self.path)) from exc
 
     def _flush_file(self) -> None:
-        """HDF5's flush, its updates committed in an order that keeps the file readable
-        at every instant (see :class:`OrderedFile`; for SWMR, HDF5 orders them, and
-        only the end-of-file address is moved up first). Every dataset of a stream is
-        first brought to one length (see :mod:`~daq_storage.writers._hdf5_tables`)."""
+        """HDF5's flush, its updates committed at once through the journal (see
+        :class:`OrderedFile`; for SWMR, HDF5 orders them, and only the end-of-file address
+        is moved up first). Every dataset of a stream is first brought to one length (see
+        :mod:`~daq_storage.writers._hdf5_tables`)."""
         for table in self._tables.values():
             table.level()
         for target in self._frame_streams.values():
@@ -314,15 +329,7 @@ class Hdf5Writer(Writer):
             self._file.flush()
         else:
             self._file.flush()
-            self._ordered.commit(self._headers())
-
-    def _headers(self) -> list[int]:
-        """Where the object headers of the streams' datasets are (see
-        :meth:`OrderedFile.commit`)."""
-        found = [store.header for table in self._tables.values() for store in table.stores]
-        for target in self._frame_streams.values():
-            found += target.headers
-        return found
+            self._ordered.commit()
 
     def _release(self) -> None:
         """Close HDF5's file (its updates not committed) and the descriptor."""
@@ -409,7 +416,8 @@ class Hdf5Writer(Writer):
                 for key, value in first.items():
                     # Attributes set before (ours, or by set_metadata) stay; the schema
                     # attribute holds every key.
-                    if key and "\x00" not in key and key not in group.attrs:
+                    usable = key and "\x00" not in key and not metadata_refusal(key, value)
+                    if usable and key not in group.attrs:
                         self._set_attribute(group, key, value, stream)
             if changed or table.schema is None or not table.schema.equals(batch.schema):
                 # rewriting an attribute every batch costs more than the rows
@@ -495,6 +503,11 @@ class Hdf5Writer(Writer):
         self._check_open()
         if not isinstance(key, str) or not key or "\x00" in key:
             raise InvalidName(f"metadata key {key!r} must be a non-empty name without NUL")
+        refused = metadata_refusal(key, value)
+        if refused is not None:  # refused before anything changes: the writer goes on
+            where = "the file" if stream is None else f"stream {stream!r}"
+            error = InvalidName if refused.startswith("metadata key ") else UnsupportedData
+            raise error(f"{self.path}, {where}: {refused}")
         if stream is not None and stream not in self._groups:
             self._check_can_create(stream)
         with self._writing(f"cannot store metadata {key!r}"):
@@ -561,12 +574,11 @@ class Hdf5Writer(Writer):
             if self._failure is None:
                 with self._writing("cannot close HDF5 file"):
                     self._store_held()
-                    headers = self._headers()
                     if self._ordered is None:
                         cover_written(self._fd)
                     self._file.close()
                     if self._ordered is not None:
-                        self._ordered.commit(headers)
+                        self._ordered.commit()
             # else: what HDF5 holds is not committed; the file stays as the last flush
             # left it, and the rows held here are given up
         finally:
@@ -589,3 +601,15 @@ def _schema_json(schema: pa.Schema, metadata: dict[str, Any]) -> str:
         "fields": [json.loads(field_json(f)) for f in schema],
         "metadata": {k: json.dumps(v, allow_nan=True) for k, v in metadata.items()},
     })  # fmt: skip
+
+
+def repair_hdf5(path: str | os.PathLike[str]) -> str | None:
+    """Apply the journal a writer killed inside a commit left beside the HDF5 file at
+    ``path`` (a torn one is removed: that commit never reached the file); what was done,
+    or ``None`` when there is no journal (a file killed outside a commit opens as it is).
+
+    Raises:
+        StorageIOError: ``EBUSY`` when a live writer has the file open; an I/O failure.
+    """
+    with storage_errors(os.fspath(path), "cannot repair HDF5 file"):
+        return repair_journal(path)
