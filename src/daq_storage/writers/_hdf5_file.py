@@ -35,6 +35,24 @@ from daq_storage.writers._hdf5_superblock import eoa_patch
 
 __all__ = ["OrderedFile"]
 
+#: Signatures of HDF5 structures that hold values, which indexes and headers point at.
+_VALUE_HEAPS = (b"GCOL", b"FHDB")
+_SUPERBLOCK_END = 48  # a version 2 or 3 superblock with 8-byte addresses, at 0
+
+
+def _apply_order(held: list[tuple[int, bytes]]) -> list[tuple[int, bytes]]:
+    """The held writes in the order that leaves the file readable after most kills even
+    before ``repair`` applies the journal: the superblock's end-of-file address first
+    (it only widens what a reader accepts), heaps of values next (nothing points at
+    their new objects yet), then the rest from the end of the file to its start
+    (structures made later, such as chunk index nodes, before the older headers that
+    point at them)."""
+    superblock = [(at, data) for at, data in held if at < _SUPERBLOCK_END]
+    later = [(at, data) for at, data in held if at >= _SUPERBLOCK_END]
+    heaps = [(at, data) for at, data in later if data[:4] in _VALUE_HEAPS]
+    rest = [(at, data) for at, data in later if data[:4] not in _VALUE_HEAPS]
+    return [*superblock, *heaps, *reversed(rest)]
+
 
 class OrderedFile:
     """A file-like object over ``fd`` for ``h5py``'s ``fileobj`` driver (see the module
@@ -148,7 +166,7 @@ class OrderedFile:
             self._hold(*patch)
         if self._held or target != size:
             write_journal(self.journal, self._held, target)
-            apply_writes(self.fd, self._held, target)
+            apply_writes(self.fd, _apply_order(self._held), target)
             remove_journal(self.journal)
         self._starts.clear()
         self._held.clear()
