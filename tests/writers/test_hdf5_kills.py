@@ -312,7 +312,7 @@ def kill_loop(tmp_path: Path, options: dict[str, Any], kills: int, seed: int) ->
 def test_kills_inside_and_between_flushes_lose_no_flushed_record(
     tmp_path: Path, options: dict[str, Any]
 ):
-    kill_loop(tmp_path, options, kills=9 if options else 12, seed=len(options))
+    kill_loop(tmp_path, options, kills=6 if options else 8, seed=len(options))
 
 
 def test_a_file_killed_before_its_first_flush_opens_empty(tmp_path: Path):
