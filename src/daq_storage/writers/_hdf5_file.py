@@ -24,7 +24,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from daq_storage.ring._platform import lock_byte
+from daq_storage._file_locks import lock_byte
 from daq_storage.writers._hdf5_journal import (
     LIVE_BYTE,
     apply_writes,

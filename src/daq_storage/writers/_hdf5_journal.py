@@ -26,8 +26,8 @@ import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
+from daq_storage._file_locks import lock_byte
 from daq_storage.errors import StorageIOError
-from daq_storage.ring._platform import lock_byte
 
 __all__ = ["LIVE_BYTE", "journal_path", "remove_journal", "repair_journal", "write_journal"]
 
