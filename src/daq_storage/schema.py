@@ -7,17 +7,25 @@ import functools
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from daq_storage.errors import UnsupportedData
+from daq_storage.errors import SchemaMismatch, UnsupportedData
 
 __all__ = [
+    "CHANGE_KINDS",
+    "EVOLUTIONS",
     "METADATA_CHANGES",
+    "Evolution",
+    "SchemaChange",
+    "classify_change",
+    "conform_batch",
+    "evolution_for",
+    "evolved_schema",
     "Column",
     "FrameBlock",
     "StreamMetadata",
@@ -300,3 +308,184 @@ def flatten_batch(batch: pa.RecordBatch, *, stream: str | None = None) -> list[C
                 raise
             raise UnsupportedData(f"stream {stream!r} {exc}") from None
     return out
+
+
+# ---------------------------------------------------------------------------------------
+# Schema evolution: what a batch changes in its table stream, and the one policy.
+
+#: What a writer does with a kind of change (declared per writer class):
+#: ``"in_place"`` evolves the stream where it is, ``"new_part"`` continues the stream in
+#: a new part (file, group or array) recorded in the output's metadata, ``"refuse"``
+#: raises :class:`~daq_storage.errors.SchemaMismatch` and stores nothing.
+Evolution = Literal["in_place", "new_part", "refuse"]
+EVOLUTIONS: tuple[str, ...] = ("in_place", "new_part", "refuse")
+#: The kinds of change, mildest first.
+CHANGE_KINDS: tuple[str, ...] = ("widening", "new_columns", "incompatible")
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaChange:
+    """What a batch changes in a table stream, column by column (``parent.child`` for
+    struct fields).
+
+    - ``widened``: the column's type widens safely (``int32 -> int64``, ``float32 ->
+      float64``, ``int16 -> float32``: every old value is exact in the new type);
+    - ``added``: a column the stream does not have (earlier rows hold nulls);
+    - ``missing``: a column of the stream the batch lacks (its rows hold nulls);
+    - ``incompatible``: any other type change (``int64 -> float64``, ``float -> string``,
+      a timestamp's unit or zone).
+
+    Values narrower than the stream's column (``int32`` into an ``int64`` column) and
+    ``string``/``large_string`` (``binary``/``large_binary``) are no change: they are
+    cast exactly on append. Column order and nullability are no change either.
+    """
+
+    widened: tuple[str, ...] = ()
+    added: tuple[str, ...] = ()
+    missing: tuple[str, ...] = ()
+    incompatible: tuple[str, ...] = ()
+    details: tuple[str, ...] = ()  # one human sentence per changed column
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        """The kinds present (:data:`CHANGE_KINDS`), mildest first; empty when none."""
+        present = (self.widened, self.added or self.missing, self.incompatible)
+        return tuple(kind for kind, found in zip(CHANGE_KINDS, present, strict=True) if found)
+
+    @property
+    def kind(self) -> str:
+        """``"same"``, or the most severe kind present."""
+        kinds = self.kinds
+        return kinds[-1] if kinds else "same"
+
+    def __bool__(self) -> bool:
+        return bool(self.kinds)
+
+    def __str__(self) -> str:
+        return "; ".join(self.details) if self.details else "no change"
+
+
+_SEVERITY = {"in_place": 0, "new_part": 1, "refuse": 2}
+
+
+def evolution_for(change: SchemaChange, policy: Mapping[str, str]) -> str:
+    """What a writer with ``policy`` (kind -> :data:`Evolution`) does with ``change``:
+    ``"same"`` for none, else the most disruptive of the actions its kinds call for."""
+    actions = [policy[kind] for kind in change.kinds]
+    return max(actions, key=_SEVERITY.__getitem__) if actions else "same"
+
+
+def _leaves(fields: Any, prefix: str = "") -> Iterator[tuple[str, pa.DataType]]:
+    for leaf in fields:
+        name = f"{prefix}{leaf.name}"
+        if pa.types.is_struct(leaf.type):
+            yield from _leaves(iter(leaf.type), f"{name}.")
+        else:
+            yield name, leaf.type
+
+
+_LARGE = {pa.string(): pa.large_string(), pa.binary(): pa.large_binary()}
+
+
+def _same_type(old: pa.DataType, new: pa.DataType) -> bool:
+    return bool(old == new or _LARGE.get(old) == new or _LARGE.get(new) == old)
+
+
+def _numpy_name(t: pa.DataType) -> str | None:
+    if pa.types.is_integer(t) or pa.types.is_floating(t):
+        return str(t.to_pandas_dtype().__name__)
+    return None
+
+
+def _type_change(old: pa.DataType, new: pa.DataType) -> str:
+    """``"same"``, ``"widening"`` or ``"incompatible"`` for one leaf column."""
+    if _same_type(old, new):
+        return "same"
+    old_name, new_name = _numpy_name(old), _numpy_name(new)
+    if old_name is not None and new_name is not None:
+        if new_name in _WIDER.get(old_name, ()):
+            return "widening"
+        if old_name in _WIDER.get(new_name, ()):
+            return "same"  # narrower values into a wider column: exact on append
+    return "incompatible"
+
+
+def classify_change(stream: pa.Schema, batch: pa.Schema) -> SchemaChange:
+    """What ``batch`` changes in a stream whose schema is ``stream``: the one rule every
+    writer follows (see :class:`SchemaChange`)."""
+    old = dict(_leaves(stream))
+    new = dict(_leaves(batch))
+    widened, incompatible, details = [], [], []
+    for name, new_type in new.items():
+        old_type = old.get(name)
+        if old_type is None:
+            continue
+        change = _type_change(old_type, new_type)
+        if change == "widening":
+            widened.append(name)
+            details.append(f"column {name!r} widens from {old_type} to {new_type}")
+        elif change == "incompatible":
+            incompatible.append(name)
+            details.append(f"column {name!r} changes type from {old_type} to {new_type}")
+    added = [name for name in new if name not in old]
+    missing = [name for name in old if name not in new]
+    details += [f"new column {name!r} ({new[name]})" for name in added]
+    details += [f"column {name!r} is missing (its rows hold nulls)" for name in missing]
+    return SchemaChange(
+        tuple(widened), tuple(added), tuple(missing), tuple(incompatible), tuple(details)
+    )
+
+
+def _merged_type(old: pa.DataType, new: pa.DataType) -> pa.DataType:
+    if pa.types.is_struct(old) and pa.types.is_struct(new):
+        return pa.struct(_merged_fields(list(old), list(new)))
+    return new if _type_change(old, new) == "widening" else old
+
+
+def _merged_fields(old: list[pa.Field], new: list[pa.Field]) -> list[pa.Field]:
+    by_name = {f.name: f for f in new}
+    merged = []
+    for f in old:
+        other = by_name.get(f.name)
+        if other is None:
+            merged.append(f.with_nullable(True))
+        else:
+            merged.append(f.with_type(_merged_type(f.type, other.type)).with_nullable(True))
+    known = {f.name for f in old}
+    merged += [f.with_nullable(True) for f in new if f.name not in known]
+    return merged
+
+
+def evolved_schema(stream: pa.Schema, batch: pa.Schema) -> pa.Schema:
+    """The stream's schema after an in-place evolution by ``batch``: its columns in
+    order, widened where ``batch`` widens them, then ``batch``'s new columns; every
+    column that changed nullable. Call it only for a change without incompatible
+    columns."""
+    if stream.equals(batch):
+        return stream
+    fields = _merged_fields(list(stream), list(batch))
+    return pa.schema(fields, metadata=stream.metadata)
+
+
+def conform_batch(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    """``batch`` with ``schema``'s columns, order and types: missing columns as nulls,
+    narrower values cast exactly (a value that does not fit raises
+    :class:`~daq_storage.errors.SchemaMismatch`)."""
+    if batch.schema.equals(schema):
+        return batch
+    arrays = []
+    for target in schema:
+        index = batch.schema.get_field_index(target.name)
+        if index < 0:
+            arrays.append(pa.nulls(batch.num_rows, target.type))
+            continue
+        array = batch.column(index)
+        if array.type != target.type:
+            try:
+                array = array.cast(target.type, safe=True)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                raise SchemaMismatch(
+                    f"column {target.name!r}: cannot store {array.type} as {target.type} ({exc})"
+                ) from None
+        arrays.append(array)
+    return pa.RecordBatch.from_arrays(arrays, schema=schema.with_metadata(batch.schema.metadata))

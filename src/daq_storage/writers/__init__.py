@@ -12,7 +12,14 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from daq_storage.writers._base import Writer, WriterBusy, WriterStats
+from daq_storage.writers._base import Writer, WriterBusy
+from daq_storage.writers._contract import (
+    StreamDescription,
+    StreamPart,
+    WriterOptions,
+    WriterStats,
+    check_all,
+)
 from daq_storage.writers._registry import (
     ENTRY_POINT_GROUP,
     available_writers,
@@ -34,12 +41,16 @@ __all__ = [
     "CsvWriter",
     "Hdf5Writer",
     "ParquetWriter",
+    "StreamDescription",
+    "StreamPart",
     "TiffWriter",
     "Writer",
     "WriterBusy",
+    "WriterOptions",
     "WriterStats",
     "ZarrWriter",
     "available_writers",
+    "check_all",
     "get_writer_class",
     "open_writer",
     "repair_arrow",

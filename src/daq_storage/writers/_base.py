@@ -1,21 +1,13 @@
-"""The writer interface every format implements."""
+"""The writer contract every format implements."""
 
 from __future__ import annotations
 
-import errno
-import json
 import math
 import os
-import re
-import resource
 import shutil
-import stat
-import sys
 import weakref
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, ClassVar, Self
@@ -23,17 +15,36 @@ from typing import Any, ClassVar, Self
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
+from pydantic import ValidationError
 
-from daq_storage.config import StorageSettings
 from daq_storage.errors import (
+    ConfigError,
     InvalidName,
     SchemaMismatch,
-    StorageIOError,
+    UnknownStream,
     UnsupportedData,
     WriterClosedError,
 )
 from daq_storage.naming import sanitize_name
-from daq_storage.schema import FrameBlock, StreamMetadata, join_frames
+from daq_storage.schema import (
+    FrameBlock,
+    SchemaChange,
+    StreamMetadata,
+    classify_change,
+    evolution_for,
+    evolved_schema,
+    join_frames,
+)
+from daq_storage.writers._contract import (
+    EVOLUTION_ATTRIBUTES,
+    StatsCounters,
+    StreamDescription,
+    StreamPart,
+    WriterOptions,
+    WriterStats,
+    check_all,
+    check_capabilities,
+)
 from daq_storage.writers._guards import (
     EntryGuard,
     WriterBusy,
@@ -42,200 +53,39 @@ from daq_storage.writers._guards import (
     guarded,
     lock_directory,
 )
+from daq_storage.writers._inputs import as_record_batch, json_value, stack_frames
+from daq_storage.writers._io import (
+    check_room,
+    file_size,
+    finish_all,
+    fsync_paths,
+    pwrite_all,
+    storage_errors,
+)
 
 __all__ = [
     "FrameBlock",
+    "StreamDescription",
+    "StreamPart",
     "Writer",
     "WriterBusy",
+    "WriterOptions",
     "WriterStats",
     "as_record_batch",
+    "check_all",
     "finish_all",
+    "fsync_paths",
     "join_frames",
     "json_value",
     "pwrite_all",
     "storage_errors",
 ]
 
-
-@dataclass
-class WriterStats:
-    """What a writer has done so far."""
-
-    batches: int = 0
-    rows: int = 0
-    frames: int = 0
-    bytes_written: int = 0  # payload bytes handed to the format (before compression)
-    file_size: int = 0  # bytes on disk now
-    files: list[Path] = field(default_factory=list)
-
-
-def finish_all(steps: Iterable[Callable[[], object]]) -> None:
-    """Run every step (closing or flushing one file each) even when one fails, then raise
-    the first failure: one stream's error never costs another stream its data."""
-    errors: list[Exception] = []
-    for step in steps:
-        try:
-            step()
-        except Exception as exc:
-            errors.append(exc)
-    if errors:
-        raise errors[0]
-
-
-def pwrite_all(fd: int, buffers: Sequence[Any], offset: int) -> int:
-    """Write ``buffers`` at ``offset``, however many system calls it takes; returns the
-    offset after them."""
-    views = [memoryview(b).cast("B") for b in buffers]
-    while views:
-        written = os.pwritev(fd, views, offset)
-        if written == 0 and any(view.nbytes for view in views):
-            raise OSError(errno.EIO, "the file took no more bytes")
-        offset += written
-        while views and written >= views[0].nbytes:
-            written -= views[0].nbytes
-            views.pop(0)
-        if views and written:
-            views[0] = views[0][written:]
-    return offset
-
-
-def json_value(value: Any, *, what: str) -> str:
-    """``value`` as JSON text, or :class:`UnsupportedData` naming ``what``."""
-    try:
-        return json.dumps(value, default=_json_default, allow_nan=True)
-    except (TypeError, ValueError) as exc:
-        raise UnsupportedData(
-            f"{what}: value {_short(value)} is not JSON-serialisable ({exc})"
-        ) from None
-    except RecursionError:
-        raise UnsupportedData(f"{what}: the value is nested too deeply to store") from None
-
-
-def _short(value: Any) -> str:
-    try:
-        text = repr(value)
-    except RecursionError:
-        return f"a deeply nested {type(value).__name__}"
-    return text if len(text) <= 200 else f"{text[:197]}..."
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
-
-
-_ACCEPTED = (
-    "a pyarrow RecordBatch or Table, a polars or pandas DataFrame, or an object with "
-    "__arrow_c_array__, __arrow_c_stream__ or to_arrow()"
-)
-
-
-def as_record_batch(data: Any, *, stream: str) -> pa.RecordBatch:
-    """``data`` as one record batch, without pandas' schema metadata: a
-    ``pyarrow.RecordBatch`` as it is; a ``pyarrow.Table`` (chunks joined; an empty
-    table gives an empty batch); a pandas DataFrame (a named or
-    non-default index becomes a column, as ``DataFrame.to_parquet`` does); anything with
-    ``to_arrow()`` (polars), ``__arrow_c_array__`` or ``__arrow_c_stream__``.
-
-    Raises:
-        UnsupportedData: ``data`` is none of these, naming its type and what is accepted.
-        InvalidName: its schema metadata holds an ``ARROW:`` or ``PARQUET:`` key.
-    """
-    if isinstance(data, pa.RecordBatch):
-        return _plain_metadata(data, stream)
-    pandas = sys.modules.get("pandas")  # loaded if data can be a pandas DataFrame
-    converted: Any = None
-    try:
-        if isinstance(data, pa.Table):
-            converted = data
-        elif pandas is not None and isinstance(data, pandas.DataFrame):
-            converted = _without_pandas_metadata(pa.Table.from_pandas(data))
-        elif callable(getattr(data, "to_arrow", None)):
-            converted = data.to_arrow()
-        elif hasattr(data, "__arrow_c_array__"):
-            converted = pa.record_batch(data)
-        elif hasattr(data, "__arrow_c_stream__"):
-            converted = pa.RecordBatchReader.from_stream(data).read_all()
-    except (pa.ArrowException, TypeError, ValueError) as exc:
-        raise UnsupportedData(
-            f"stream {stream!r}: cannot read a {type(data).__name__} as a table ({exc})"
-        ) from None
-    if isinstance(converted, pa.Table):
-        joined = converted.combine_chunks()
-        converted = pa.RecordBatch.from_arrays(
-            [column.combine_chunks() for column in joined.columns], schema=joined.schema
-        )
-    if isinstance(converted, pa.RecordBatch):
-        return _plain_metadata(converted, stream)
-    raise UnsupportedData(
-        f"stream {stream!r}: write_batch takes {_ACCEPTED}; got {type(data).__name__}"
-    )
-
-
-def _plain_metadata(batch: pa.RecordBatch, stream: str) -> pa.RecordBatch:
-    """``batch`` without pandas' schema metadata (see :func:`_without_pandas_metadata`),
-    refused when its schema metadata holds a key Arrow or Parquet reserve (as the
-    stream's metadata it would make the files unreadable)."""
-    metadata = batch.schema.metadata
-    if not metadata:
-        return batch
-    for key in metadata:
-        if key.startswith((b"ARROW:", b"PARQUET:")):
-            raise InvalidName(
-                f"stream {stream!r}: the batch's schema metadata key "
-                f"{key.decode('utf-8', 'replace')!r} is reserved by Arrow and Parquet"
-            )
-    if b"pandas" in metadata:
-        rest = {k: v for k, v in metadata.items() if k != b"pandas"}
-        return batch.replace_schema_metadata(rest or None)
-    return batch
-
-
-def _without_pandas_metadata(table: pa.Table) -> pa.Table:
-    """pandas' own schema metadata describes the DataFrame's index, which changes with
-    every slice of rows: as stream metadata it would be recorded as a change per batch."""
-    metadata = {k: v for k, v in (table.schema.metadata or {}).items() if k != b"pandas"}
-    return table.replace_schema_metadata(metadata or None)
-
-
 #: The largest frame any writer takes: 4 GiB, HDF5's largest chunk (one frame each).
 MAX_FRAME_BYTES = 1 << 32
 #: Bytes kept free for a format's own metadata (indexes, footers, directories).
 HEADROOM = 4 << 20
 _CHECK_EVERY = HEADROOM // 4
-
-_ERRNO_IN_MESSAGE = re.compile(r"errno = (\d+)")
-
-
-@contextmanager
-def storage_errors(
-    path: Path | str, action: str, *, library_errors: tuple[type[Exception], ...] = ()
-) -> Iterator[None]:
-    """Turn OS errors (disk full, permissions, file-size limit) into :class:`StorageIOError`.
-
-    ``library_errors`` are further exception types a library uses for I/O failures
-    (h5py raises ``RuntimeError`` from HDF5's write path); their errno is taken from
-    the message when it names one.
-    """
-    try:
-        yield
-    except (StorageIOError, WriterClosedError, UnsupportedData, SchemaMismatch):
-        raise
-    except OSError as exc:
-        code = exc.errno if exc.errno is not None else _errno_in(str(exc))
-        raise StorageIOError(code, f"{action}: {exc.strerror or exc}", str(path)) from exc
-    except library_errors as exc:
-        raise StorageIOError(_errno_in(str(exc)), f"{action}: {exc}", str(path)) from exc
-
-
-def _errno_in(message: str) -> int:
-    found = _ERRNO_IN_MESSAGE.search(message)
-    return int(found.group(1)) if found else errno.EIO
 
 
 class Writer(ABC):
@@ -251,6 +101,23 @@ class Writer(ABC):
     directory or empty file that existed before is left as it was). While it is open,
     the name is its own: nothing that exists is overwritten. A subclass opts in with
     :attr:`removes_unused_output` once it marks what it stores.
+
+    The contract a caller (the Recorder, the documents layer) relies on:
+
+    - **Evolution.** A table writer declares what it does with each kind of schema change
+      (:attr:`on_widening`, :attr:`on_new_columns`, :attr:`on_incompatible`: one of
+      ``"in_place"``, ``"new_part"``, ``"refuse"``); :func:`daq_storage.schema.classify_change`
+      decides the kind, the same way for every writer. :meth:`check_batch` (and
+      :func:`check_all` for several writers) says up front whether a batch is accepted.
+    - **Visibility.** :meth:`accepted` counts what a stream took; :meth:`visible` what a
+      reader opening the output now is guaranteed to see. After :meth:`flush` they are
+      equal.
+    - **Durability.** ``flush(durable=True)`` also fsyncs what the flush made visible
+      (files and the directories naming them).
+    - **Description.** :meth:`describe` says where a stream lives (file, key, parts,
+      dtype, shape, chunks, codec).
+    - **Options.** :attr:`Options` validates the keyword arguments; :attr:`config_keys`
+      maps the ``[storage]`` config keys the writer honours onto them.
     """
 
     #: Registry name ("hdf5", "arrow", ...).
@@ -260,7 +127,18 @@ class Writer(ABC):
     suffixes: ClassVar[tuple[str, ...]]
     supports_frames: ClassVar[bool]
     supports_tables: ClassVar[bool]
-    supports_append: ClassVar[bool] = True
+    #: The media type of the output (``StreamResource.mimetype``).
+    mimetype: ClassVar[str]
+    #: What a table stream does on each kind of schema change (required of a writer that
+    #: declares ``name`` and supports tables; checked when the class is defined).
+    on_widening: ClassVar[str]
+    on_new_columns: ClassVar[str]
+    on_incompatible: ClassVar[str]
+    #: The writer's options model; its fields are the writer's keyword arguments.
+    Options: ClassVar[type[WriterOptions]] = WriterOptions
+    #: ``[storage]`` config key -> option name, for the keys this writer honours; a key
+    #: set in the config and not listed here is refused for this writer.
+    config_keys: ClassVar[Mapping[str, str]] = {}
     #: ``path`` names a directory (one file per stream, or a Zarr store), not a file.
     path_is_directory: ClassVar[bool] = True
     #: What the name of ``path`` ends with: ``".h5"``, ``".zarr"``, or ``""`` for a plain
@@ -280,16 +158,40 @@ class Writer(ABC):
             suffixes = getattr(cls, "suffixes", ("",))
             cls.path_suffix = "" if cls.path_is_directory else suffixes[0]
         guard_public_methods(cls)  # one thread at a time; metadata keys checked
+        if "name" in cls.__dict__:  # a writer that registers: its contract is complete
+            check_capabilities(cls)
 
     @classmethod
-    def options_from_config(cls, settings: StorageSettings) -> dict[str, Any]:
-        """Writer options taken from the ``[storage]`` config section (none by default)."""
-        return {}
+    def evolution_policy(cls) -> dict[str, str]:
+        """Kind of schema change -> what this writer does with it."""
+        return {kind: getattr(cls, attribute) for kind, attribute in EVOLUTION_ATTRIBUTES.items()}
+
+    @classmethod
+    def validate_options(cls, **options: Any) -> WriterOptions:
+        """``options`` checked by :attr:`Options`.
+
+        Raises:
+            ConfigError: an option is unknown or out of range, naming it, the value and
+                what the writer takes.
+        """
+        try:
+            return cls.Options(**options)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in error['loc']) or 'options'} = "
+                f"{error.get('input')!r}: {error['msg']}"
+                for error in exc.errors()
+            )
+            raise ConfigError(f"{cls.name} writer: {problems}") from None
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self._closed = False
-        self._stats = WriterStats()
+        self._stats = StatsCounters()
+        #: Per table stream: the schema its current part holds (see _observe_metadata).
+        self._table_schemas: dict[str, pa.Schema] = {}
+        #: Per stream that has more than one part: its parts, in order.
+        self._parts: dict[str, list[StreamPart]] = {}
         self._stream_names: dict[str, str] = {}  # safe name -> stream as given
         self._safe_names: dict[str, str] = {}  # stream as given -> safe name
         self._frame_specs: dict[str, tuple[np.dtype[Any], tuple[int, ...]]] = {}
@@ -325,12 +227,13 @@ class Writer(ABC):
     def write_frames(
         self,
         stream: str,
-        frames: npt.NDArray[Any],
+        frames: npt.NDArray[Any] | Sequence[npt.NDArray[Any]],
         *,
         timestamps_ns: npt.ArrayLike | None = None,
         frame_numbers: npt.ArrayLike | None = None,
     ) -> None:
-        """Append ``frames`` (``(n, *frame_shape)``) to ``stream``.
+        """Append ``frames`` (``(n, *frame_shape)``, or a sequence of equally shaped
+        frames such as ring views) to ``stream``.
 
         The first axis counts frames: one 2-D image is ``image[np.newaxis]``, and a 2-D
         array starts a stream of 1-D frames (spectra, lines). ``timestamps_ns`` are
@@ -345,11 +248,8 @@ class Writer(ABC):
                 of the stream's shape is named as such), or an id is not an integer in
                 range (negative, a float, NaN, text, 2**64 or more).
         """
-        self._check_open()
-        raise UnsupportedData(
-            f"{self.name} writer cannot store frames (stream {stream!r}); "
-            "use hdf5, zarr, tiff, arrow or parquet"
-        )
+        self._check_frames(stream, frames, timestamps_ns, frame_numbers)
+        raise UnsupportedData(f"{self.name} writer cannot store frames (stream {stream!r})")
 
     @abstractmethod
     def set_metadata(self, key: str, value: Any, *, stream: str | None = None) -> None:
@@ -365,8 +265,58 @@ class Writer(ABC):
         """
 
     @abstractmethod
-    def flush(self) -> None:
-        """Make everything written so far durable and visible to readers."""
+    def flush(self, *, durable: bool = False) -> None:
+        """Make everything accepted so far visible to a reader opening the output
+        (:meth:`visible` then equals :meth:`accepted` for every stream).
+
+        ``durable=True`` also fsyncs what the flush made visible, files and the
+        directories that name them, so a power loss after it loses nothing flushed.
+        """
+
+    @abstractmethod
+    def visible(self, stream: str) -> int:
+        """Rows (a table stream) or frames that a reader opening the output now is
+        guaranteed to see; at most :meth:`accepted`.
+
+        Raises:
+            UnknownStream: nothing was written to ``stream``.
+        """
+
+    @abstractmethod
+    def describe(self, stream: str) -> StreamDescription:
+        """Where ``stream`` lives and how it is laid out (see :class:`StreamDescription`).
+
+        Raises:
+            UnknownStream: nothing was written to ``stream``.
+        """
+
+    def accepted(self, stream: str) -> int:
+        """Rows (a table stream) or frames the writer has taken for ``stream``.
+
+        Raises:
+            UnknownStream: nothing was written to ``stream``.
+        """
+        self._known_stream(stream)
+        metadata = self._table_metadata.get(stream)
+        return metadata.rows if metadata is not None else self._frames_seen.get(stream, 0)
+
+    @property
+    def streams(self) -> list[str]:
+        """The streams written so far (tables, then frames), as given."""
+        return [
+            *self._table_metadata,
+            *(s for s in self._frames_seen if s not in self._table_metadata),
+        ]
+
+    def check_batch(self, stream: str, batch: Any) -> SchemaChange:
+        """What writing ``batch`` to ``stream`` would change, without writing it.
+
+        Raises:
+            UnsupportedData: the format cannot hold tables, or one of the batch's types.
+            SchemaMismatch: this writer refuses the change (see :attr:`on_incompatible`).
+            InvalidName: the stream name, or a metadata key, cannot be used.
+        """
+        return self._plan_change(stream, self._check_batch(stream, batch).schema)[0]
 
     @guarded
     def close(self) -> None:
@@ -389,12 +339,20 @@ class Writer(ABC):
 
     @property
     def stats(self) -> WriterStats:
-        """Counters, with ``file_size`` measured now."""
-        size = 0
-        for path in self._stats.files:
-            size += _disk_size(path)
-        self._stats.file_size = size
-        return self._stats
+        """A snapshot of the counters, ``file_size`` as of now (one ``stat`` per file; no
+        directory is walked)."""
+        counters = self._stats
+        size = counters.directory_bytes
+        for path in counters.files:
+            size += file_size(path)
+        return WriterStats(
+            batches=counters.batches,
+            rows=counters.rows,
+            frames=counters.frames,
+            bytes_written=counters.bytes_written,
+            file_size=size,
+            files=tuple(counters.files),
+        )
 
     @property
     def closed(self) -> bool:
@@ -436,16 +394,74 @@ class Writer(ABC):
     def _check_batch(self, stream: str, batch: Any) -> pa.RecordBatch:
         self._check_open()
         self._safe_stream(stream)  # a bad name is refused before anything is made
+        if not self.supports_tables:
+            raise UnsupportedData(
+                f"{self.name} writer cannot store tables (stream {stream!r}); "
+                "use hdf5, parquet, arrow, csv or zarr"
+            )
         return as_record_batch(batch, stream=stream)
+
+    def _check_table_schema(self, stream: str, schema: pa.Schema) -> None:
+        """Refuse a batch schema holding a type this format cannot store
+        (:class:`UnsupportedData`), before anything is written. Any type by default."""
+        return
+
+    def _plan_change(self, stream: str, schema: pa.Schema) -> tuple[SchemaChange, str]:
+        """The change a batch of ``schema`` makes in ``stream`` and what this writer does
+        with it: ``"same"`` (nothing changes, the first batch included), ``"in_place"``
+        or ``"new_part"``.
+
+        Raises:
+            SchemaMismatch: the writer's policy refuses the change.
+            UnsupportedData: the format cannot store one of the schema's types.
+        """
+        self._check_table_schema(stream, schema)
+        current = self._table_schemas.get(stream)
+        if current is None or current.equals(schema):
+            return SchemaChange(), "same"
+        change = classify_change(current, schema)
+        action = evolution_for(change, self.evolution_policy())
+        if action == "refuse":
+            raise SchemaMismatch(
+                f"stream {stream!r}: {change}; the {self.name} writer refuses a change of "
+                f"kind {change.kind!r} (it takes: "
+                + ", ".join(f"{k} -> {v}" for k, v in self.evolution_policy().items())
+                + ")"
+            )
+        return change, action
 
     def _observe_metadata(self, stream: str, batch: pa.RecordBatch) -> None:
         """Count ``batch``, just stored, in its stream's :class:`StreamMetadata` (and the
-        writer as having stored something)."""
+        writer as having stored something), and update the schema of the stream's
+        current part: evolved in place, or the batch's own when it started a new part
+        (the format records the part with :meth:`_add_part`)."""
         self._stored = True
+        current = self._table_schemas.get(stream)
+        if current is None:
+            self._table_schemas[stream] = batch.schema.remove_metadata()
+        elif not current.equals(batch.schema):
+            change = classify_change(current, batch.schema)
+            action = evolution_for(change, self.evolution_policy())
+            if action == "in_place":
+                self._table_schemas[stream] = evolved_schema(current, batch.schema)
+            elif action == "new_part":
+                self._table_schemas[stream] = batch.schema.remove_metadata()
         metadata = self._table_metadata.get(stream)
         if metadata is None:
             metadata = self._table_metadata[stream] = StreamMetadata()
         metadata.observe(batch.schema.metadata, batch.num_rows)
+
+    def _add_part(self, stream: str, part: StreamPart) -> None:
+        """Record that ``stream`` continues in ``part`` (its first part included)."""
+        self._parts.setdefault(stream, []).append(part)
+
+    def _stream_parts(self, stream: str, first: StreamPart) -> tuple[StreamPart, ...]:
+        """The stream's parts: those recorded, else ``first`` alone."""
+        return tuple(self._parts.get(stream) or (first,))
+
+    def _known_stream(self, stream: str) -> None:
+        if stream not in self._table_metadata and stream not in self._frames_seen:
+            raise UnknownStream(f"{self.name} writer for {self.path} has no stream {stream!r}")
 
     def _lock_output(self, folder: Path) -> None:
         """Hold the writer lock of ``folder`` until :meth:`close`: a second writer on the
@@ -490,18 +506,23 @@ class Writer(ABC):
     def _check_frames(
         self,
         stream: str,
-        frames: npt.NDArray[Any],
+        frames: npt.NDArray[Any] | Sequence[npt.NDArray[Any]],
         timestamps_ns: npt.ArrayLike | None,
         frame_numbers: npt.ArrayLike | None,
-        *,
-        record: bool = True,
     ) -> FrameBlock:
-        """The call's frames and ids, checked; nothing about the stream changes unless
-        the call is accepted. ``record=False``: the format records the frames with
-        :meth:`_record_frames` once it has stored them (a refusal by the format then
-        leaves the stream's dtype and shape free)."""
+        """The call's frames and ids, checked; nothing about the stream changes. The
+        format records the frames with :meth:`_record_frames` once it has stored them:
+        a refused call (by a check, by the format, for room) leaves the stream's dtype,
+        shape and default frame numbers as they were."""
         self._check_open()
         self._safe_stream(stream)  # a bad name is refused before anything is made
+        if not self.supports_frames:
+            raise UnsupportedData(
+                f"{self.name} writer cannot store frames (stream {stream!r}); "
+                "use hdf5, zarr, tiff, arrow or parquet"
+            )
+        if isinstance(frames, (list, tuple)):
+            frames = stack_frames(stream, frames)
         if not isinstance(frames, np.ndarray):
             raise SchemaMismatch(
                 f"stream {stream!r}: frames must be a numpy array, got {type(frames).__name__}"
@@ -552,10 +573,7 @@ class Writer(ABC):
             if frame_numbers is None
             else frame_ids(frame_numbers, n, stream=stream, label="frame_numbers")
         )
-        block = FrameBlock(np.ascontiguousarray(frames), stamps, numbers)
-        if record:
-            self._record_frames(stream, block)
-        return block
+        return FrameBlock(np.ascontiguousarray(frames), stamps, numbers)
 
     def _record_frames(self, stream: str, block: FrameBlock, count: int | None = None) -> None:
         """Fix the stream's frame dtype and shape to ``block``'s and count ``count`` of its
@@ -584,35 +602,7 @@ class Writer(ABC):
             self._unchecked_bytes += nbytes
             return
         self._unchecked_bytes = _CHECK_EVERY  # until a check passes: every write is checked
-        need = nbytes + HEADROOM
-        try:
-            status = os.stat(file)
-        except OSError:
-            size, folder = 0, file.parent
-        else:
-            size = status.st_size
-            folder = file if stat.S_ISDIR(status.st_mode) else file.parent
-        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
-        if limit != resource.RLIM_INFINITY and size + need > limit:
-            raise StorageIOError(
-                errno.EFBIG,
-                f"cannot write {what}: the file-size limit ({limit} bytes) leaves no room for "
-                f"{nbytes} more bytes; everything written before stays readable",
-                str(file),
-            )
-        try:
-            disk = os.statvfs(folder)
-        except OSError:
-            self._unchecked_bytes = 0
-            return  # the write itself will report what is wrong
-        free = disk.f_bavail * disk.f_frsize
-        if free < need:
-            raise StorageIOError(
-                errno.ENOSPC,
-                f"cannot write {what}: {free} bytes free on the disk, {nbytes} needed "
-                f"(+{HEADROOM} headroom); everything written before stays readable",
-                str(file),
-            )
+        check_room(file, nbytes, what, headroom=HEADROOM)
         self._unchecked_bytes = 0
 
     def _recheck_room(self) -> None:
@@ -622,12 +612,3 @@ class Writer(ABC):
     def _add_file(self, path: Path) -> None:
         if path not in self._stats.files:
             self._stats.files.append(path)
-
-
-def _disk_size(path: Path) -> int:
-    try:
-        if path.is_dir():
-            return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-        return path.stat().st_size
-    except OSError:
-        return 0

@@ -80,4 +80,5 @@ def open_writer(name: str, path: str | os.PathLike[str], **options: Any) -> Writ
         raise ConfigError(
             f"writer {name!r}: {exc}; its options are: {', '.join(accepted) or 'none'}"
         ) from None
+    cls.validate_options(**options)  # every value checked: a ConfigError naming it
     return cls(path, **options)
