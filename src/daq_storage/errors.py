@@ -10,6 +10,7 @@ from __future__ import annotations
 __all__ = [
     "ConfigError",
     "DaqStorageError",
+    "FormatError",
     "InvalidName",
     "RingBusy",
     "RingCorrupt",
@@ -20,6 +21,7 @@ __all__ = [
     "RingNotTrusted",
     "SchemaMismatch",
     "StorageIOError",
+    "UnknownStream",
     "UnsupportedData",
     "WriterBusy",
     "WriterClosedError",
@@ -80,6 +82,13 @@ class UnsupportedData(DaqStorageError, TypeError):
     that has no mapping, ...)."""
 
 
+class UnknownStream(DaqStorageError, KeyError):
+    """A writer was asked about a stream nothing was written to."""
+
+    def __str__(self) -> str:  # KeyError would print the message quoted
+        return str(self.args[0]) if self.args else ""
+
+
 class WriterClosedError(DaqStorageError, RuntimeError):
     """An operation was attempted on a closed writer, ring or reader."""
 
@@ -90,6 +99,11 @@ class WriterBusy(DaqStorageError, RuntimeError):
     A writer is used from one thread at a time: guard it with a lock of your own, or
     give each thread its own writer (each on its own output).
     """
+
+
+class FormatError(DaqStorageError, RuntimeError):
+    """A format library refused an operation for a reason other than I/O (an HDF5
+    object header too large for an attribute, ...); the message is the library's."""
 
 
 class StorageIOError(DaqStorageError, OSError):
