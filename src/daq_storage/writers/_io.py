@@ -99,22 +99,31 @@ def storage_errors(
     """Turn OS errors (disk full, permissions, file-size limit) into :class:`StorageIOError`.
 
     ``library_errors`` are further exception types a library raises (h5py raises
-    ``RuntimeError`` from HDF5): one that reports a failed system call becomes a
-    :class:`StorageIOError` with the errno the message names (EIO when none); any other
-    is a :class:`FormatError` with the library's message.
+    ``RuntimeError`` or an ``OSError`` without errno from HDF5): one that reports a
+    failed system call becomes a :class:`StorageIOError` with the errno the message
+    names (EIO when none); any other is a :class:`FormatError` with the library's
+    message.
     """
     try:
         yield
     except (StorageIOError, WriterClosedError, UnsupportedData, SchemaMismatch, FormatError):
         raise
     except OSError as exc:
+        if exc.errno is None and library_errors and not _reports_io(str(exc)):
+            # h5py raises OSError without an errno for HDF5's own refusals too
+            raise FormatError(f"{action} ({path}): {exc}") from exc
         code = exc.errno if exc.errno is not None else _errno_in(str(exc))
         raise StorageIOError(code, f"{action}: {exc.strerror or exc}", str(path)) from exc
     except library_errors as exc:
         message = str(exc)
-        if _ERRNO_IN_MESSAGE.search(message) or any(word in message for word in _IO_WORDS):
+        if _reports_io(message):
             raise StorageIOError(_errno_in(message), f"{action}: {exc}", str(path)) from exc
         raise FormatError(f"{action} ({path}): {exc}") from exc
+
+
+def _reports_io(message: str) -> bool:
+    """A library's message reports a failed system call."""
+    return bool(_ERRNO_IN_MESSAGE.search(message)) or any(word in message for word in _IO_WORDS)
 
 
 def _errno_in(message: str) -> int:
