@@ -1,4 +1,5 @@
-"""Each writer through the conformance suite, read back with the reader a scientist uses."""
+"""Each writer through the conformance suite (:mod:`daq_storage.testing`), read back
+with the reader a scientist uses."""
 
 from __future__ import annotations
 
@@ -43,6 +44,11 @@ def _field_attributes(schema: pa.Schema, column: str) -> dict[str, Any]:
     return {k.decode(): v.decode() for k, v in metadata.items()}
 
 
+def _masked(values: Any, valid: np.ndarray | None) -> pa.Array:
+    """A column with the rows its ``.valid`` mask marks as missing as nulls."""
+    return pa.array(values, mask=None if valid is None else ~np.asarray(valid, bool))
+
+
 def _maybe_json(value: Any) -> Any:
     if isinstance(value, bytes):
         value = value.decode()
@@ -72,7 +78,8 @@ class TestHdf5(WriterConformance):
                     values = [v.decode() for v in values]
                 elif "calendar" in dataset.attrs:  # a time: decoded by its CF attributes
                     values = _cf_decoded(values, dataset.attrs)
-                columns[name] = values
+                mask = group.get(f"{name}.valid")
+                columns[name] = _masked(values, None if mask is None else mask[()])
         return pa.table(columns)
 
     def read_column_attributes(self, path: Path, stream: str, column: str) -> dict[str, Any]:
@@ -178,7 +185,6 @@ class TestParquet(WriterConformance):
 class TestCsv(WriterConformance):
     writer_name = "csv"
     target = "run_csv"
-    frames_supported = False
     text_prefix = "s"
 
     def read_table(self, path: Path, stream: str) -> pa.Table:
@@ -213,8 +219,14 @@ class TestZarr(WriterConformance):
 
     def read_table(self, path: Path, stream: str) -> pa.Table:
         dataset = xr.open_zarr(path, group=stream)  # consolidated metadata: no warning
-        names = [name for name in dataset.variables if name not in dataset.dims]
-        return pa.table({name: np.asarray(dataset[name].values) for name in names})
+        names = [name for name in dataset.variables
+                 if name not in dataset.dims and not str(name).endswith(".valid")]  # fmt: skip
+        return pa.table({
+            str(name): _masked(np.asarray(dataset[name].values),
+                               dataset[f"{name}.valid"].values
+                               if f"{name}.valid" in dataset.variables else None)
+            for name in names
+        })  # fmt: skip
 
     def read_frames(self, path: Path, stream: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         dataset = xr.open_zarr(path, group=stream)
@@ -253,7 +265,7 @@ def test_metadata_of_a_run_with_no_stream_is_kept(tmp_path: Path, name: str):
         "file": {"experiment": "dark frames"},
         "streams": {"camera_1": {"exposure_ms": 10}},
     }
-    assert writer.stats.files == [tmp_path / "run" / "metadata.json"]
+    assert writer.stats.files == (tmp_path / "run" / "metadata.json",)
 
 
 # ---------------------------------------------------------------------- per-stream formats

@@ -26,7 +26,13 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from daq_storage.errors import DaqStorageError, InvalidName, WriterClosedError
-from daq_storage.writers import Writer, available_writers, get_writer_class, open_writer
+from daq_storage.writers import (
+    Writer,
+    available_writers,
+    check_all,
+    get_writer_class,
+    open_writer,
+)
 from tests.writers.conformance import PER_STREAM, read_stream
 
 FORMATS = available_writers()[:6]
@@ -337,6 +343,27 @@ def huge_frames(writer: Writer, data: st.DataObject) -> None:
     writer.flush()
 
 
+def contract_calls(writer: Writer, data: st.DataObject) -> None:
+    """What a fan-out caller asks (visible, accepted, describe, check_batch, check_all),
+    with any stream name and any table; sequences of frames; tables of no columns; a
+    durable flush. The good stream stays visible and described as it was."""
+    for _ in range(3):
+        name = data.draw(NAMES)
+        for ask in (writer.visible, writer.accepted, writer.describe):
+            attempt(ask, name)
+        attempt(writer.check_batch, name, data.draw(st.one_of(BATCHES, ODD_VALUES)))
+        attempt(check_all, [writer], name, data.draw(BATCHES))
+    attempt(writer.write_frames, "seq", data.draw(st.lists(FRAMES, max_size=3)))
+    for empty in (pa.table({}), pa.table({"v": [1.0]}).drop_columns(["v"])):
+        with pytest.raises(
+            DaqStorageError, match="no columns" if writer.supports_tables else "'empty'"
+        ):
+            writer.write_batch("empty", empty)
+    attempt(writer.flush, durable=True)
+    assert writer.visible("good") == writer.accepted("good") == len(GOOD)
+    assert writer.describe("good").visible == len(GOOD)
+
+
 ATTACKS: dict[str, Attack] = {
     "stream_names": stream_names,
     "column_names": column_names,
@@ -349,6 +376,7 @@ ATTACKS: dict[str, Attack] = {
     "after_close": after_close,
     "refused_metadata": refused_metadata,
     "huge_frames": huge_frames,
+    "contract_calls": contract_calls,
 }
 
 #: (format, attack) pairs that fail only because HDF5 / Zarr work is in progress.

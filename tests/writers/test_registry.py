@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
 import textwrap
@@ -20,6 +21,7 @@ import zarr
 import daq_storage
 from daq_storage import writers
 from daq_storage.errors import ConfigError
+from tests.testing.plugin import SOURCE, forget_plugin, install_plugin
 
 BUILTIN = ["hdf5", "arrow", "parquet", "csv", "zarr", "tiff"]
 FRAMES = np.arange(2 * 8 * 8, dtype=np.uint16).reshape(2, 8, 8)
@@ -157,79 +159,19 @@ def test_unknown_name_and_option(tmp_path: Path):
     assert not (tmp_path / "x").exists()
 
 
-PLUGIN_MODULE = '''
-"""A third-party writer: one JSON line per row."""
-
-import json
-from typing import Any, ClassVar
-
-import pyarrow as pa
-
-from daq_storage import Writer
-
-
-class JsonLinesWriter(Writer):
-    name: ClassVar[str] = "jsonl"
-    suffixes: ClassVar[tuple[str, ...]] = (".jsonl",)
-    supports_frames: ClassVar[bool] = False
-    supports_tables: ClassVar[bool] = True
-    path_is_directory: ClassVar[bool] = False
-
-    def __init__(self, path, *, indent: int | None = None) -> None:
-        super().__init__(path)
-        self.indent = indent
-        self._file = open(self.path, "w")
-        self._add_file(self.path)
-
-    def write_batch(self, stream: str, batch: pa.RecordBatch) -> None:
-        batch = self._check_batch(stream, batch)
-        for row in batch.to_pylist():
-            self._file.write(json.dumps({"stream": stream, **row}) + "\\n")
-        self._stats.batches += 1
-        self._stats.rows += batch.num_rows
-
-    def set_metadata(self, key: str, value: Any, *, stream: str | None = None) -> None:
-        self._check_open()
-
-    def flush(self) -> None:
-        self._file.flush()
-
-    def _close(self) -> None:
-        self._file.close()
-
-
-NotAWriter = dict
-'''
-
-ENTRY_POINTS = """
-[daq_storage.writers]
-jsonl = daq_plugin_example:JsonLinesWriter
-csv = daq_plugin_example:JsonLinesWriter
-dict = daq_plugin_example:NotAWriter
-gone = daq_plugin_missing:Writer
-"""
-
-
 @pytest.fixture
-def plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+def plugin(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Path]:
     """A real installed distribution with writers in the entry-point group, on sys.path."""
-    site = tmp_path / "site"
-    info = site / "daq_plugin_example-1.0.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text(
-        "Metadata-Version: 2.1\nName: daq-plugin-example\nVersion: 1.0\n"
-    )
-    (info / "entry_points.txt").write_text(ENTRY_POINTS)
-    (site / "daq_plugin_example.py").write_text(PLUGIN_MODULE)
-    monkeypatch.syspath_prepend(str(site))
-    yield site
-    sys.modules.pop("daq_plugin_example", None)
+    yield install_plugin(tmp_path_factory.mktemp("site"), monkeypatch)
+    forget_plugin()
 
 
 def test_a_plugin_writer_is_found_and_opened(plugin: Path, tmp_path: Path):
     assert daq_storage.available_writers() == [*BUILTIN, "dict", "gone", "jsonl"]
     assert writers.get_writer_class("JSONL").path_suffix == ".jsonl"
-    with daq_storage.open_writer("jsonl", tmp_path / "run.jsonl", indent=None) as writer:
+    with daq_storage.open_writer("jsonl", tmp_path / "run.jsonl", ensure_ascii=False) as writer:
         assert type(writer).__module__ == "daq_plugin_example"
         writer.write_batch("power", TABLE)
         assert writer.stats.rows == 3
@@ -237,7 +179,7 @@ def test_a_plugin_writer_is_found_and_opened(plugin: Path, tmp_path: Path):
     assert frame.to_dict(as_series=False) == {"stream": ["power"] * 3, "v": [1.5, 2.5, 3.5]}
     # Built-in names cannot be taken over.
     assert writers.get_writer_class("csv") is daq_storage.CsvWriter
-    with pytest.raises(ConfigError, match=r"writer 'jsonl': .*'gain'.*options are: indent"):
+    with pytest.raises(ConfigError, match=r"writer 'jsonl': .*'gain'.*options are: ensure_ascii"):
         daq_storage.open_writer("jsonl", tmp_path / "x.jsonl", gain=2)
     with pytest.raises(ConfigError, match=r"writer 'dict' \(daq_plugin_example:NotAWriter\) "
                                           "is not a daq_storage Writer"):  # fmt: skip
@@ -245,3 +187,52 @@ def test_a_plugin_writer_is_found_and_opened(plugin: Path, tmp_path: Path):
     with pytest.raises(ConfigError, match=r"writer 'gone' \(daq_plugin_missing:Writer\) "
                                           "cannot be loaded: No module named"):  # fmt: skip
         daq_storage.open_writer("gone", tmp_path / "z")
+
+
+@pytest.mark.parametrize(
+    ("removed", "named"),
+    [
+        ('    mimetype: ClassVar[str] = "application/x-ndjson"\n', "mimetype"),
+        ('    on_incompatible: ClassVar[str] = "refuse"\n', "on_incompatible"),
+        ('    on_widening: ClassVar[str] = "in_place"\n', "on_widening"),
+    ],
+)
+def test_a_plugin_missing_a_capability_fails_at_import(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, removed: str, named: str
+):
+    """A plug-in class that forgets part of the contract fails when its module is
+    imported, naming what it must declare, not in the middle of a run."""
+    source = SOURCE.read_text()
+    assert removed in source
+    install_plugin(
+        tmp_path / "site",
+        monkeypatch,
+        entry_points="[daq_storage.writers]\nbroken = daq_plugin_broken:JsonLinesWriter\n",
+        modules={"daq_plugin_broken": source.replace(removed, "")},
+    )
+    try:
+        with pytest.raises(
+            TypeError, match=rf"JsonLinesWriter \(name 'jsonl'\) must declare {named}"
+        ):
+            importlib.import_module("daq_plugin_broken")
+        # Through the registry: the same TypeError, or a ConfigError carrying it.
+        with pytest.raises((TypeError, ConfigError), match=f"must declare {named}"):
+            daq_storage.open_writer("broken", tmp_path / "run.jsonl")
+    finally:
+        forget_plugin()
+    assert not (tmp_path / "run.jsonl").exists()
+
+
+def test_a_plugin_with_an_unknown_policy_fails_at_import(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    source = SOURCE.read_text().replace(
+        'on_incompatible: ClassVar[str] = "refuse"', 'on_incompatible: ClassVar[str] = "drop"'
+    )
+    install_plugin(tmp_path / "site", monkeypatch, entry_points="",
+                   modules={"daq_plugin_policy": source})  # fmt: skip
+    try:
+        with pytest.raises(TypeError, match=r"on_incompatible = 'drop' is not one of"):
+            importlib.import_module("daq_plugin_policy")
+    finally:
+        forget_plugin()

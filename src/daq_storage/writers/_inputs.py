@@ -56,16 +56,18 @@ _ACCEPTED = (
 
 def as_record_batch(data: Any, *, stream: str) -> pa.RecordBatch:
     """``data`` as one record batch, without pandas' schema metadata: a
-    ``pyarrow.RecordBatch`` as it is; a ``pyarrow.Table`` (chunks joined; an empty
-    table gives an empty batch); a pandas DataFrame (a named or
+    ``pyarrow.RecordBatch`` as it is; a ``pyarrow.Table`` (chunks joined; a table of no
+    rows, or of no chunks, gives a batch of no rows); a pandas DataFrame (a named or
     non-default index becomes a column, as ``DataFrame.to_parquet`` does); anything with
     ``to_arrow()`` (polars), ``__arrow_c_array__`` or ``__arrow_c_stream__``.
 
     Raises:
-        UnsupportedData: ``data`` is none of these, naming its type and what is accepted.
+        UnsupportedData: ``data`` is none of these, naming its type and what is accepted;
+            or it has no columns (rows of nothing: no format can store them).
         InvalidName: its schema metadata holds an ``ARROW:`` or ``PARQUET:`` key.
     """
     if isinstance(data, pa.RecordBatch):
+        _refuse_without_columns(data, data, stream)
         return _plain_metadata(data, stream)
     pandas = sys.modules.get("pandas")  # loaded if data can be a pandas DataFrame
     converted: Any = None
@@ -84,6 +86,8 @@ def as_record_batch(data: Any, *, stream: str) -> pa.RecordBatch:
         raise UnsupportedData(
             f"stream {stream!r}: cannot read a {type(data).__name__} as a table ({exc})"
         ) from None
+    if isinstance(converted, (pa.Table, pa.RecordBatch)):
+        _refuse_without_columns(converted, data, stream)
     if isinstance(converted, pa.Table):
         joined = converted.combine_chunks()
         converted = pa.RecordBatch.from_arrays(
@@ -94,6 +98,16 @@ def as_record_batch(data: Any, *, stream: str) -> pa.RecordBatch:
     raise UnsupportedData(
         f"stream {stream!r}: write_batch takes {_ACCEPTED}; got {type(data).__name__}"
     )
+
+
+def _refuse_without_columns(table: pa.Table | pa.RecordBatch, data: Any, stream: str) -> None:
+    """Refuse a table of no columns: its rows hold nothing to store (and joining its
+    chunks would silently drop its row count)."""
+    if table.num_columns == 0:
+        raise UnsupportedData(
+            f"stream {stream!r}: the {type(data).__name__} has no columns ({table.num_rows} "
+            "rows of nothing): a table to store needs at least one column"
+        )
 
 
 def _plain_metadata(batch: pa.RecordBatch, stream: str) -> pa.RecordBatch:

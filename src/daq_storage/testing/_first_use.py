@@ -1,15 +1,14 @@
-"""The conformance suite, part two: what a new user meets first, in every format.
+"""The conformance suite, part one: what a new user meets first, in every format.
 
 Output named as what it is, stream metadata and units a reader can find, times that
-read back as dates, the tables users have (pandas, polars), no leftovers from a writer
-that stored nothing, and a single frame named as such. :class:`WriterConformance`
-inherits these tests; its subclasses say how a scientist reads each thing back.
+read back as dates, the tables users have (pandas, polars, any Arrow library), no
+leftovers from a writer that stored nothing, and a single frame named as such.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -24,7 +23,10 @@ from daq_storage.errors import (
     UnsupportedData,
 )
 from daq_storage.sim import SimulatedCamera, SimulatedDaqCard
-from daq_storage.writers import Writer, get_writer_class, open_writer
+from daq_storage.testing._hooks import ConformanceBase
+from daq_storage.writers import get_writer_class, open_writer
+
+__all__ = ["FIRST_METADATA", "START_NS", "TABLE_KINDS", "FirstUseTests", "users_table"]
 
 START_NS = 1_700_000_000_000_000_000
 FIRST_METADATA = {"sample_rate": "100000.0", "start_ns": str(START_NS), "label": "V"}
@@ -66,58 +68,43 @@ class _ToArrowOnly:
         return self._table
 
 
-class FirstUseConformance:
-    """Tests of :class:`WriterConformance` about first use (see the module docstring),
-    and what every test of the suite needs: the class attributes and the readers."""
+#: The kinds of table :func:`users_table` makes that hold rows.
+TABLE_KINDS = ["table", "polars", "pandas", "c array", "c stream", "to_arrow"]
 
-    writer_name: ClassVar[str]
-    target: ClassVar[str]  # file or directory name inside tmp_path
-    options: ClassVar[dict[str, Any]] = {}
-    frames_supported: ClassVar[bool] = True
-    #: False for a frames-only writer (TIFF): its table tests check that ``write_batch``
-    #: is refused, and the feature tests write frames instead of tables.
-    tables_supported: ClassVar[bool] = True
-    #: Whether frames' ``timestamp_ns`` reads back as dates (TIFF pages hold integers).
-    frame_times_are_dates: ClassVar[bool] = True
-    #: Whether column attributes keep numbers as numbers (Arrow and Parquet metadata is
-    #: text, and a number there is its JSON text).
-    typed_attributes: ClassVar[bool] = True
 
-    def open(self, tmp_path: Path, **options: Any) -> Writer:
-        return open_writer(self.writer_name, tmp_path / self.target, **{**self.options, **options})
+def users_table(kind: str) -> Any:
+    """Three rows of ``v`` (1.5, 2.5, 3.5) and ``name`` (a, b, c) as a user has them
+    (``kind``: one of :data:`TABLE_KINDS`), or none of them (``"empty table"``: a table
+    sliced to nothing; ``"no chunks"``: a table of no batches; ``"empty stream"``: the
+    C stream of a table of no batches)."""
+    batch = pa.record_batch({"v": [1.5, 2.5, 3.5], "name": ["a", "b", "c"]})
+    table = pa.Table.from_batches([batch.slice(0, 1), batch.slice(1)])  # two chunks
+    if kind == "pandas":
+        pytest.importorskip("pandas")
+        return table.to_pandas()
+    if kind == "polars":
+        return pl.from_arrow(table)
+    no_chunks = pa.Table.from_batches([], schema=batch.schema)
+    made: dict[str, Any] = {
+        "table": table,
+        "c array": _ArrowArrayOnly(batch),
+        "c stream": _ArrowStreamOnly(table),
+        "to_arrow": _ToArrowOnly(table),
+        "empty table": table.slice(0, 0),
+        "no chunks": no_chunks,
+        "empty stream": _ArrowStreamOnly(no_chunks),
+    }
+    return made[kind]
 
-    # --- how a scientist reads the result ---
-    def read_table(self, path: Path, stream: str) -> pa.Table:
-        raise NotImplementedError
 
-    def read_frames(self, path: Path, stream: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        raise NotImplementedError
-
-    def read_metadata(self, path: Path, stream: str | None) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def read_column_attributes(self, path: Path, stream: str, column: str) -> dict[str, Any]:
-        """What the format keeps about one column (units, long_name, ...)."""
-        raise NotImplementedError
-
-    def read_times(self, path: Path, stream: str, column: str) -> np.ndarray:
-        """A time column as the reader decodes it (``datetime64``)."""
-        raise NotImplementedError
-
-    def read_frame_times(self, path: Path, stream: str) -> np.ndarray:
-        """A frame stream's ``timestamp_ns`` as the reader decodes it (``datetime64``)."""
-        raise NotImplementedError
-
-    def write_something(self, writer: Writer, stream: str) -> None:
-        if self.tables_supported:
-            writer.write_batch(stream, _values(0))
-        else:
-            writer.write_frames(stream, np.zeros((1, 4, 4), np.uint16))
+class FirstUseTests(ConformanceBase):
+    """Tests of :class:`WriterConformance` about first use (see the module docstring)."""
 
     # --- metadata and units ---
-    def test_stream_metadata_is_the_first_batch_s_and_changes_are_recorded(self, tmp_path: Path):
-        if not self.tables_supported:
-            pytest.skip(f"{self.writer_name} holds no tables")
+    def test_stream_metadata_is_the_first_batch_s_and_changes_are_recorded(
+        self, tmp_path: Path
+    ) -> None:
+        self.requires_tables()
         changed = {**FIRST_METADATA, "sample_rate": "50000.0", "gain": "2"}
         with self.open(tmp_path) as writer:
             writer.write_batch("daq", _values(0, FIRST_METADATA))
@@ -138,10 +125,9 @@ class FirstUseConformance:
         ]
         assert self.read_table(tmp_path / self.target, "daq").num_rows == 60
 
-    def test_constant_metadata_records_no_change(self, tmp_path: Path):
+    def test_constant_metadata_records_no_change(self, tmp_path: Path) -> None:
         """The simulated DAQ card: a time base and a scale to volts, the same every block."""
-        if not self.tables_supported:
-            pytest.skip(f"{self.writer_name} holds no tables")
+        self.requires_tables()
         card = SimulatedDaqCard(2, sample_rate=1000.0, seed=0, start_ns=START_NS)
         with self.open(tmp_path) as writer:
             for _ in range(3):
@@ -152,9 +138,8 @@ class FirstUseConformance:
         assert metadata["volts_per_count"] == card.volts_per_count
         assert "metadata_changes" not in metadata
 
-    def test_columns_keep_their_units(self, tmp_path: Path):
-        if not self.tables_supported:
-            pytest.skip(f"{self.writer_name} holds no tables")
+    def test_columns_keep_their_units(self, tmp_path: Path) -> None:
+        self.requires_tables()
         schema = pa.schema([
             pa.field("ai0", pa.int16(), metadata={"units": "V", "long_name": "ai0 voltage",
                                                   "scale_factor": "0.5"}),
@@ -173,9 +158,8 @@ class FirstUseConformance:
         assert self.read_column_attributes(path, "daq", "count")["units"] == "1"  # CF text
         assert "units" not in self.read_column_attributes(path, "daq", "plain")
 
-    def test_time_columns_read_back_as_dates(self, tmp_path: Path):
-        if not self.tables_supported:
-            pytest.skip(f"{self.writer_name} holds no tables")
+    def test_time_columns_read_back_as_dates(self, tmp_path: Path) -> None:
+        self.requires_tables()
         stamps = np.array([START_NS, START_NS + 1_500_000], np.int64)  # CSV readers: us
         batch = pa.record_batch({"time": pa.array(stamps, pa.timestamp("ns", "UTC")),
                                  "v": [1.0, 2.0]})  # fmt: skip
@@ -184,19 +168,19 @@ class FirstUseConformance:
         times = self.read_times(tmp_path / self.target, "pm", "time")
         np.testing.assert_array_equal(times, stamps.astype("datetime64[ns]"))
 
-    def test_frame_times_read_back_as_dates(self, tmp_path: Path):
-        if not (self.frames_supported and self.frame_times_are_dates):
-            pytest.skip(f"{self.writer_name} holds no frame times as dates")
+    def test_frame_times_read_back_as_dates(self, tmp_path: Path) -> None:
+        self.requires_frames()
+        if not self.frame_times_are_dates:
+            self.skip(f"{self.writer_name} keeps frame times as integers, not dates")
         block = SimulatedCamera((8, 8), seed=0, start_ns=START_NS).frames(3)
         with self.open(tmp_path) as writer:
             writer.write_frames("cam", block.frames, timestamps_ns=block.timestamps_ns)
         times = self.read_frame_times(tmp_path / self.target, "cam")
         np.testing.assert_array_equal(times, block.timestamps_ns.astype("datetime64[ns]"))
 
-    def test_frame_times_past_int64_are_refused(self, tmp_path: Path):
+    def test_frame_times_past_int64_are_refused(self, tmp_path: Path) -> None:
         """A time readers cannot decode as a date (past 2262) is refused, naming it."""
-        if not self.frames_supported:
-            pytest.skip(f"{self.writer_name} holds no frames")
+        self.requires_frames()
         with self.open(tmp_path) as writer:
             with pytest.raises(SchemaMismatch, match=r"stream 'cam'.*timestamps_ns.*2262"):
                 writer.write_frames("cam", np.zeros((1, 4, 4), np.uint16),
@@ -205,36 +189,29 @@ class FirstUseConformance:
         assert len(self.read_frames(tmp_path / self.target, "cam")[0]) == 1
 
     # --- what write_batch takes ---
-    @pytest.mark.parametrize(
-        "kind", ["table", "empty table", "polars", "pandas", "c array", "c stream", "to_arrow"]
-    )
-    def test_write_batch_takes_the_tables_users_have(self, tmp_path: Path, kind: str):
-        batch = pa.record_batch({"v": [1.5, 2.5, 3.5], "name": ["a", "b", "c"]})
-        table = pa.Table.from_batches([batch.slice(0, 1), batch.slice(1)])  # two chunks
-        given: Any = {
-            "table": table,
-            "empty table": table.slice(0, 0),
-            "polars": pl.from_arrow(table),
-            "pandas": table.to_pandas(),
-            "c array": _ArrowArrayOnly(batch),
-            "c stream": _ArrowStreamOnly(table),
-            "to_arrow": _ToArrowOnly(table),
-        }[kind]
+    @pytest.mark.parametrize("kind", [*TABLE_KINDS, "empty table", "no chunks", "empty stream"])
+    def test_write_batch_takes_the_tables_users_have(self, tmp_path: Path, kind: str) -> None:
+        given = users_table(kind)
         if not self.tables_supported:
             with self.open(tmp_path) as writer, pytest.raises(UnsupportedData, match="'s'"):
                 writer.write_batch("s", given)
-            return
-        with self.open(tmp_path) as writer:
-            writer.write_batch("s", given)
-            writer.write_batch("s", given)
+            assert writer.stats.files == ()
+        else:
+            with self.open(tmp_path) as writer:
+                writer.write_batch("s", given)
+                writer.write_batch("s", given)
+                empty = kind in ("empty table", "no chunks", "empty stream")
+                assert writer.accepted("s") == (0 if empty else 6)
+            self.check_users_table(tmp_path, 0 if empty else 3)
+
+    def check_users_table(self, tmp_path: Path, rows: int) -> None:
         got = self.read_table(tmp_path / self.target, "s")
-        expected = [] if kind == "empty table" else [1.5, 2.5, 3.5]
+        expected = [1.5, 2.5, 3.5][:rows]
         assert got.column("v").to_pylist() == expected * 2
         assert [str(v) for v in got.column("name").to_pylist()] == [*"abc"[: len(expected)]] * 2
 
-    def test_write_batch_names_what_it_takes(self, tmp_path: Path):
-        if not self.tables_supported:
-            pytest.skip(f"{self.writer_name} holds no tables")
+    def test_write_batch_names_what_it_takes(self, tmp_path: Path) -> None:
+        self.requires_tables()
         with self.open(tmp_path) as writer:
             for wrong in ({"v": [1]}, [1, 2], np.arange(3)):
                 with pytest.raises(UnsupportedData) as info:
@@ -247,21 +224,38 @@ class FirstUseConformance:
         assert self.read_table(tmp_path / self.target, "s").num_rows == 10
 
     # --- names and leftovers ---
-    def test_a_directory_named_like_a_stream_file_is_refused(self, tmp_path: Path):
+    @pytest.mark.parametrize("kind", ["no columns", "no columns, no rows", "batch, no columns"])
+    def test_a_table_without_columns_is_refused_naming_it(self, tmp_path: Path, kind: str) -> None:
+        """Rows without a column hold nothing a format can store: refused, saying so,
+        and the stream goes on as if the call never came."""
+        self.requires_tables()
+        given = {
+            "no columns": pa.table({"v": [1.0, 2.0]}).drop_columns(["v"]),
+            "no columns, no rows": pa.table({}),
+            "batch, no columns": pa.record_batch({"v": [1.0]}).drop_columns(["v"]),
+        }[kind]
+        with self.open(tmp_path) as writer:
+            writer.write_batch("s", _values(0))
+            with pytest.raises(UnsupportedData, match=r"stream 's'.*no columns"):
+                writer.write_batch("s", given)
+            assert writer.accepted("s") == 10
+        assert self.read_values(tmp_path / self.target, "s") == list(range(10))
+
+    def test_a_directory_named_like_a_stream_file_is_refused(self, tmp_path: Path) -> None:
         cls = get_writer_class(self.writer_name)
         if cls.path_suffix:  # a file or a store: its name takes the suffix
             assert self.target.endswith(cls.path_suffix)
-            return
+            self.skip(f"{self.writer_name} writes one file or store, named {cls.path_suffix!r}")
         for suffix in cls.suffixes:
             path = tmp_path / f"run{suffix}"
             with pytest.raises(ConfigError, match=rf"one file per stream.*without the '\{suffix}'"):
                 open_writer(self.writer_name, path, **self.options)
             assert not path.exists()
 
-    def test_an_existing_stream_file_is_never_overwritten(self, tmp_path: Path):
+    def test_an_existing_stream_file_is_never_overwritten(self, tmp_path: Path) -> None:
         cls = get_writer_class(self.writer_name)
         if cls.path_suffix:
-            pytest.skip(f"{self.writer_name} refuses an existing file or store as a whole")
+            self.skip(f"{self.writer_name} refuses an existing file or store as a whole")
         target = tmp_path / self.target
         target.mkdir()
         taken = target / f"s{cls.suffixes[0]}"
@@ -273,7 +267,7 @@ class FirstUseConformance:
         assert taken.read_bytes() == b"an earlier run"
         assert (target / f"t{cls.suffixes[0]}").exists()
 
-    def test_a_writer_that_stores_nothing_leaves_nothing(self, tmp_path: Path):
+    def test_a_writer_that_stores_nothing_leaves_nothing(self, tmp_path: Path) -> None:
         nested = tmp_path / "new" / "deeper"
         writer = open_writer(self.writer_name, nested / self.target, **self.options)
         with pytest.raises(InvalidName):
@@ -281,13 +275,13 @@ class FirstUseConformance:
         with pytest.raises(UnsupportedData):
             writer.write_batch("s", {"v": [1]})
         writer.close()
-        assert writer.stats.files == []
+        assert writer.stats.files == ()
         assert not (tmp_path / "new").exists()
         with open_writer(self.writer_name, tmp_path / self.target, **self.options):
             pass
         assert list(tmp_path.iterdir()) == []
 
-    def test_a_claimed_name_is_left_as_it_was(self, tmp_path: Path):
+    def test_a_claimed_name_is_left_as_it_was(self, tmp_path: Path) -> None:
         """An empty directory (or, for a single file, an empty file) made to claim the
         name stays, as it was, when nothing is stored in it."""
         target = tmp_path / self.target
@@ -304,15 +298,14 @@ class FirstUseConformance:
         else:
             assert target.stat().st_size == 0
 
-    def test_metadata_alone_counts_as_stored(self, tmp_path: Path):
+    def test_metadata_alone_counts_as_stored(self, tmp_path: Path) -> None:
         with self.open(tmp_path) as writer:
             writer.set_metadata("operator", "ada")
         assert (tmp_path / self.target).exists()
 
     # --- frames ---
-    def test_a_single_frame_is_named_as_such(self, tmp_path: Path):
-        if not self.frames_supported:
-            pytest.skip(f"{self.writer_name} holds no frames")
+    def test_a_single_frame_is_named_as_such(self, tmp_path: Path) -> None:
+        self.requires_frames()
         frames = np.arange(2 * 6 * 8, dtype=np.uint16).reshape(2, 6, 8)
         with self.open(tmp_path) as writer:
             writer.write_frames("cam", frames)
