@@ -7,7 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar, NoReturn
 
@@ -159,12 +159,15 @@ class ConformanceBase:
         """Every part of a table stream, read back, in order."""
         return [self.read_part(part) for part in writer.describe(stream).parts]
 
-    def read_values(self, path: Path, stream: str) -> list[Any]:
-        """Column ``v`` of a table stream, or each frame's first value."""
-        if self.tables_supported:
+    def read_values(self, path: Path, stream: str, *, frames: bool | None = None) -> list[Any]:
+        """Column ``v`` of a table stream, or each frame's first value (``frames``: which
+        the stream holds; by default tables where the writer takes them)."""
+        if frames is None:
+            frames = not self.tables_supported
+        if not frames:
             return list(self.read_table(path, stream).column("v").to_pylist())
-        frames = self.read_frames(path, stream)[0]
-        return list(frames.reshape(len(frames), -1)[:, 0].tolist())
+        stack = self.read_frames(path, stream)[0]
+        return list(stack.reshape(len(stack), -1)[:, 0].tolist())
 
     def read_all_values(self, path: Path, stream: str = "s") -> list[Any]:
         """Column ``v`` of a table stream, or every value of its frames, in order."""
@@ -203,13 +206,15 @@ def fill_disk(disk: Path, leave: int) -> Path:
     """Fill ``disk`` as another process would, leaving about ``leave`` bytes free; returns
     the filler file (unlink it to free the room)."""
     filler = disk / "filler"
-    with filler.open("wb") as file:
-        try:
-            while True:
-                file.write(bytes(1 << 16))
-                file.flush()
-        except OSError:
-            pass
+    block = bytes(1 << 16)
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:  # unbuffered: nothing is left to fail at close
+        while True:
+            os.write(fd, block)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
     os.truncate(filler, max(0, filler.stat().st_size - leave))
     return filler
 
@@ -228,8 +233,12 @@ def stats_without_walking(writer: Writer, monkeypatch: pytest.MonkeyPatch) -> An
         return writer.stats
 
 
-def tree_size(path: Path) -> int:
-    """Bytes of the regular files at or under ``path``."""
-    if path.is_file():
-        return path.stat().st_size
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+def tree_size(paths: Iterable[Path]) -> int:
+    """Bytes of the regular files at or under ``paths``, each file counted once."""
+    files: set[Path] = set()
+    for path in paths:
+        if path.is_file():
+            files.add(path.resolve())
+        elif path.is_dir():
+            files.update(p.resolve() for p in path.rglob("*") if p.is_file())
+    return sum(file.stat().st_size for file in files)
