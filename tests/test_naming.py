@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import math
 import os
 import threading
-from datetime import datetime
+from collections.abc import Callable
+from datetime import date, datetime
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from daq_storage.errors import InvalidName, StorageIOError
+from daq_storage.errors import (
+    ConfigError,
+    DaqStorageError,
+    InvalidName,
+    StorageIOError,
+    describe_value,
+)
 from daq_storage.naming import (
     MAX_NAME_LENGTH,
     claim_path,
@@ -195,3 +205,62 @@ def test_a_run_directory_has_no_extension(tmp_path: Path):
     assert second.name == "scan_2026-01-25_14-32-45_v2"
     assert first.is_dir()
     assert second.is_dir()
+
+
+# ----------------------------------------------------------------- hostile arguments
+HOSTILE: list[Any] = [
+    -1, 0, 1, 2**70, 10**5000, 1.5, math.nan, True, False, None, "", "x", "..", "a/b",
+    "a\x00b", "\udc80", "CON", "é" * 300, "x" * 5000, b"x", [1], {}, object(),
+    np.array([1, 2]), np.int64(2), date(2026, 1, 25), WHEN, ".h5", "a..b",
+]  # fmt: skip
+
+
+def _calls(folder: Path) -> dict[str, Callable[[Any], object]]:
+    def inside(value: Any) -> Any:  # a str names a directory in the test's own folder
+        return folder / value if isinstance(value, str) and "\x00" not in value else value
+
+    return {
+        "sanitize_name(name)": sanitize_name,
+        "sanitize_name(what=)": lambda v: sanitize_name("", what=v),
+        "sanitize_name(max_length=)": lambda v: sanitize_name("abc", max_length=v),
+        "format_filename(experiment)": lambda v: format_filename(v, WHEN, 1, "h5"),
+        "format_filename(when)": lambda v: format_filename("e", v, 1, "h5"),
+        "format_filename(version)": lambda v: format_filename("e", WHEN, v, "h5"),
+        "format_filename(ext)": lambda v: format_filename("e", WHEN, 1, v),
+        "next_path(output_dir)": lambda v: next_path(inside(v), "e", "h5", when=WHEN),
+        "next_path(experiment)": lambda v: next_path(folder, v, "h5", when=WHEN),
+        "next_path(ext)": lambda v: next_path(folder, "e", v, when=WHEN),
+        "next_path(when=)": lambda v: next_path(folder, "e", "h5", when=v),
+        "claim_path(output_dir)": lambda v: claim_path(inside(v), "e", "h5", when=WHEN),
+        "claim_path(experiment)": lambda v: claim_path(folder, v, "h5", when=WHEN),
+        "claim_path(ext)": lambda v: claim_path(folder, "e", v, when=WHEN),
+        "claim_path(when=)": lambda v: claim_path(folder, "e", "h5", when=v),
+        "claim_path(directory=)": lambda v: claim_path(folder, "e", "", when=WHEN, directory=v),
+    }
+
+
+@pytest.mark.parametrize("call", list(_calls(Path())))
+def test_only_daq_storage_errors_escape_from_hostile_arguments(tmp_path: Path, call: str):
+    escaped = []
+    for value in HOSTILE:
+        try:
+            _calls(tmp_path)[call](value)
+        except DaqStorageError:
+            pass
+        except Exception as exc:
+            escaped.append(f"{describe_value(value)}: {type(exc).__name__}: {exc}"[:200])
+    assert escaped == []
+
+
+def test_refusals_name_the_argument_the_value_and_what_is_accepted(tmp_path: Path):
+    with pytest.raises(ConfigError, match=r"version must be an integer in 1\.\.99999, got True"):
+        format_filename("scan", WHEN, True, "h5")  # once named the file "..._vTrue.h5"
+    with pytest.raises(ConfigError, match=r"when must be a datetime or None, got '2026'"):
+        format_filename("scan", "2026", 1, "h5")  # type: ignore[arg-type]
+    with pytest.raises(InvalidName, match=r"extension must be a string, got 5"):
+        claim_path(tmp_path / "out", "scan", 5)  # type: ignore[arg-type]
+    assert not (tmp_path / "out").exists()  # refused before the directory was made
+    with pytest.raises(InvalidName, match=r"output directory .* contains NUL"):
+        claim_path(f"{tmp_path}/a\x00b", "scan", "h5")
+    with pytest.raises(ConfigError, match="directory must be True or False"):
+        claim_path(tmp_path, "scan", "", directory="yes")  # type: ignore[arg-type]

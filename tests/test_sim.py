@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import math
 import zlib
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pytest
 
+from daq_storage.errors import ConfigError, DaqStorageError, describe_value
 from daq_storage.sim import (
     POWER_METER_SCHEMA,
     SimulatedCamera,
@@ -86,7 +91,7 @@ def test_camera_rejects_bad_parameters():
         SimulatedCamera(fps=0)
     with pytest.raises(ValueError, match="too small"):
         SimulatedCamera(shape=(2, 2))
-    with pytest.raises(ValueError, match=">= 0"):
+    with pytest.raises(ValueError, match=r"frame count must be an integer in 0\.\..*got -1"):
         SimulatedCamera().frames(-1)
 
 
@@ -193,3 +198,100 @@ def test_daq_card_rejects_bad_parameters():
         SimulatedDaqCard(0)
     with pytest.raises(ValueError, match="sample_rate"):
         SimulatedDaqCard(sample_rate=0)
+
+
+# ----------------------------------------------------------------- hostile arguments
+#: Values of every wrong kind: negative, zero, huge (beyond 64 bits, a float, ``str()``),
+#: NaN and infinities, bools for numbers, unknown strings, containers, numpy values.
+HOSTILE: list[Any] = [
+    -1, 0, 1, 7, 2**64, 2**70, -(2**70), 10**400, 10**5000, 1.5, -0.5, 1e-300, 1e300,
+    math.nan, math.inf, -math.inf, True, False, None, "", "x", "16", "\udc80", b"x",
+    [1], (), (8, 8), (2, 2), (8, 8, 8), ("a", 8), (True, 8), ["pm", "pm"], ["", "x"], [1, 2],
+    "pm", {}, object(), np.bool_(True), np.int64(-3), np.float64("nan"), np.array([1, 2]),
+    np.zeros((1, 8, 8), np.uint16), np.zeros((1, 8, 8), np.uint16)[:, ::-1],
+]  # fmt: skip
+SMALL_CAMERA: dict[str, Any] = {"shape": (8, 8), "bank_size": 1, "start_ns": 0}
+
+CALLS: dict[str, Callable[[Any], object]] = {
+    **{
+        f"SimulatedCamera({name}=)": functools.partial(
+            lambda name, v: SimulatedCamera(**{**SMALL_CAMERA, name: v}).frames(2), name
+        )
+        for name in ("shape", "seed", "fps", "start_ns", "bank_size", "full_well")
+    },
+    "SimulatedCamera.frames(n)": lambda v: SimulatedCamera(**SMALL_CAMERA).frames(v),
+    "SimulatedCamera.frames(out=)": lambda v: SimulatedCamera(**SMALL_CAMERA).frames(1, out=v),
+    "SimulatedCamera.frame_number_of": SimulatedCamera.frame_number_of,
+    **{
+        f"SimulatedPowerMeter({name}=)": functools.partial(
+            lambda name, v: SimulatedPowerMeter(**{"start_ns": 0, name: v}).read_batch(3), name
+        )
+        for name in ("channels", "unit", "rate_hz", "seed", "start_ns", "power_w")
+    },
+    "SimulatedPowerMeter.read_batch(n)": lambda v: SimulatedPowerMeter(("a", "b")).read_batch(v),
+    **{
+        f"SimulatedDaqCard({name}=)": functools.partial(
+            lambda name, v: (
+                SimulatedDaqCard(**{"start_ns": 0, "table_length": 64, name: v})
+                .read_block(3)
+                .to_record_batch()
+            ),
+            name,
+        )
+        for name in ("n_channels", "sample_rate", "seed", "start_ns", "range_v", "table_length")
+    },
+    "SimulatedDaqCard.read_block(n)": lambda v: SimulatedDaqCard(2, table_length=64).read_block(v),
+}
+
+
+@pytest.mark.filterwarnings("error")  # a NaN or overflow warning is an escape too
+@pytest.mark.parametrize("call", list(CALLS))
+def test_only_config_errors_escape_from_hostile_arguments(call: str):
+    escaped = []
+    for value in HOSTILE:
+        try:
+            CALLS[call](value)
+        except DaqStorageError:
+            pass
+        except Exception as exc:
+            escaped.append(f"{describe_value(value)}: {type(exc).__name__}: {exc}"[:200])
+    assert escaped == []
+
+
+REFUSALS: list[tuple[Callable[[], object], str]] = [
+    (lambda: SimulatedCamera(fps=math.nan), r"fps must be a number in \[1e-06, 1e\+09\], got nan"),
+    (lambda: SimulatedCamera(bank_size=True),
+     r"bank_size must be an integer in 1\.\.4096, got True"),
+    (lambda: SimulatedCamera(seed=-1), r"seed must be an integer >= 0, got -1"),
+    (lambda: SimulatedCamera(start_ns=1.5),  # type: ignore[arg-type]
+     r"start_ns must be an integer in 0\.\.\d+, got 1\.5"),
+    (lambda: SimulatedPowerMeter("pm1"), r"channels must be a sequence of names"),
+    (lambda: SimulatedPowerMeter(["a", "a"]), r"channels must be distinct names"),
+    (lambda: SimulatedDaqCard(table_length=0),
+     r"table_length must be an integer in 1\.\.\d+, got 0"),
+    (lambda: SimulatedDaqCard(range_v=0), r"range_v must be a number in"),
+    (lambda: SimulatedDaqCard(2).read_block("5"),  # type: ignore[arg-type]
+     r"sample count must be an integer"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("make", "match"), REFUSALS)
+def test_refusals_name_the_argument_the_value_and_what_is_accepted(
+    make: Callable[[], object], match: str
+):
+    with pytest.raises(ConfigError, match=match) as info:
+        make()
+    assert isinstance(info.value, ValueError)  # `except ValueError` keeps working
+
+
+def test_a_daq_card_with_an_empty_table_is_refused_instead_of_looping():
+    """table_length=0 made read_block divide by zero; a negative one looped forever."""
+    with pytest.raises(ConfigError, match="table_length"):
+        SimulatedDaqCard(table_length=-5)
+
+
+def test_a_power_meter_batch_beyond_arrow_s_utf8_offsets_is_refused_not_wrapped():
+    """2**31 bytes of channel names would wrap the int32 offsets into a corrupt array."""
+    meter = SimulatedPowerMeter(("a" * 64,), start_ns=0)
+    with pytest.raises(ConfigError, match=r"sample count must be an integer in 0\.\.33554431"):
+        meter.read_batch(1 << 25)

@@ -1,13 +1,18 @@
-"""daq-storage: store what laboratory instruments produce, without making acquisition wait."""
+"""daq-storage: store what laboratory instruments produce, without making acquisition wait.
+
+Only the errors are imported with the package. The configuration schema (pydantic), the
+ring (numpy, pyarrow) and the writers (h5py, zarr, tifffile) load on first use of one of
+their names, so ``import daq_storage.ring`` costs what the ring needs and nothing more.
+"""
 
 import importlib
 from typing import TYPE_CHECKING, Any
 
 from daq_storage._version import __version__
-from daq_storage.config import RingBufferConfig, StorageConfig, StorageSettings
 from daq_storage.errors import (
     ConfigError,
     DaqStorageError,
+    FormatError,
     InvalidName,
     RingBusy,
     RingCorrupt,
@@ -18,13 +23,15 @@ from daq_storage.errors import (
     RingNotTrusted,
     SchemaMismatch,
     StorageIOError,
+    UnknownStream,
     UnsupportedData,
     WriterBusy,
     WriterClosedError,
 )
-from daq_storage.ring import Record, RingBuffer, RingReader, RingStats, max_ring_bytes
 
 if TYPE_CHECKING:
+    from daq_storage.config import RingBufferConfig, StorageConfig, StorageSettings
+    from daq_storage.ring import Record, RingBuffer, RingReader, RingStats, max_ring_bytes
     from daq_storage.writers import (
         ArrowWriter,
         CsvWriter,
@@ -41,6 +48,31 @@ if TYPE_CHECKING:
         repair_hdf5,
         repair_parquet,
     )
+
+# Where each lazily imported name lives.
+_LAZY = {
+    **dict.fromkeys(("RingBufferConfig", "StorageConfig", "StorageSettings"), "config"),
+    **dict.fromkeys(("Record", "RingBuffer", "RingReader", "RingStats", "max_ring_bytes"), "ring"),
+    **dict.fromkeys(
+        (
+            "open_writer",
+            "available_writers",
+            "Writer",
+            "WriterStats",
+            "ArrowWriter",
+            "CsvWriter",
+            "Hdf5Writer",
+            "ParquetWriter",
+            "TiffWriter",
+            "ZarrWriter",
+            "repair_arrow",
+            "repair_csv",
+            "repair_hdf5",
+            "repair_parquet",
+        ),
+        "writers",
+    ),
+}
 
 __all__ = [
     # configuration
@@ -71,6 +103,7 @@ __all__ = [
     # errors
     "ConfigError",
     "DaqStorageError",
+    "FormatError",
     "InvalidName",
     "RingBusy",
     "RingCorrupt",
@@ -81,6 +114,7 @@ __all__ = [
     "RingNotTrusted",
     "SchemaMismatch",
     "StorageIOError",
+    "UnknownStream",
     "UnsupportedData",
     "WriterBusy",
     "WriterClosedError",
@@ -89,9 +123,14 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    # The writers load on first use: a process that only uses the ring (a reader, the
-    # CLI's help) does not wait for h5py, zarr and tifffile to import. Every other name
-    # in __all__ is imported above, so only those reach this function.
-    if name in __all__:
-        return getattr(importlib.import_module("daq_storage.writers"), name)
-    raise AttributeError(f"module 'daq_storage' has no attribute {name!r}")
+    # PEP 562: called only for names not set above, i.e. the lazy ones.
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'daq_storage' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"daq_storage.{module}"), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -33,7 +33,8 @@ class DaqStorageError(Exception):
 
 
 class ConfigError(DaqStorageError, ValueError):
-    """A configuration key is unknown or its value is out of range."""
+    """A configuration key or an argument is unknown, of the wrong type or out of range
+    (a ring's geometry, a simulator's rate, a timeout, ...)."""
 
 
 class InvalidName(DaqStorageError, ValueError):
@@ -111,3 +112,15 @@ class StorageIOError(DaqStorageError, OSError):
 
     ``errno`` and ``filename`` are set when the underlying OS error had them.
     """
+
+
+def describe_value(value: object, limit: int = 80) -> str:
+    """``repr(value)`` for an error message: at most ``limit`` characters, and never an
+    error itself (an int with more digits than Python prints, a ``__repr__`` that raises)."""
+    try:
+        text = repr(value)
+    except Exception:  # whatever a hostile __repr__ raises, say something
+        if isinstance(value, int):
+            return f"an integer of {value.bit_length()} bits"
+        return f"a {type(value).__name__}"
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."

@@ -13,16 +13,21 @@ noise quantised by a 16-bit ADC.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import math
+import operator
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from numbers import Real
 
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
+from daq_storage.errors import ConfigError, SchemaMismatch, describe_value
 from daq_storage.schema import FrameBlock
 
 __all__ = [
@@ -48,10 +53,71 @@ POWER_METER_SCHEMA = pa.schema(
 )
 
 _NS_PER_S = 1_000_000_000
+# Rates between one sample per ~12 days and one per ns: timestamps are whole ns, and the
+# spacing of the slowest still fits int64 timestamps for millions of samples.
+_RATES = (1e-6, 1e9)
+_INT64_MAX = (1 << 63) - 1
+_UTF8_BYTES = (1 << 31) - 1  # an Arrow utf8 array's offsets are int32
 
 
-def _now_ns(start_ns: int | None) -> int:
-    return time.time_ns() if start_ns is None else int(start_ns)
+def _refused(owner: str, name: str, accepted: str, value: object) -> ConfigError:
+    return ConfigError(f"{owner} {name} must be {accepted}, got {describe_value(value)}")
+
+
+def _integer(value: object, owner: str, name: str, low: int, high: int | None = None) -> int:
+    """An int (numpy's too, never a bool or a float) in ``low..high``."""
+    number: int | None = None
+    if not isinstance(value, bool):
+        with contextlib.suppress(TypeError):
+            number = operator.index(value)  # type: ignore[arg-type]
+    if number is None or number < low or (high is not None and number > high):
+        accepted = f"an integer >= {low}" if high is None else f"an integer in {low}..{high}"
+        raise _refused(owner, name, accepted, value)
+    return number
+
+
+def _number(value: object, owner: str, name: str, bounds: tuple[float, float]) -> float:
+    """A real number (not a bool) in ``[low, high]``: NaN and infinities are refused."""
+    low, high = bounds
+    if not isinstance(value, bool) and isinstance(value, Real):
+        try:
+            number = float(value)
+        except OverflowError:
+            number = math.inf
+        if low <= number <= high:
+            return number
+    raise _refused(owner, name, f"a number in [{low:g}, {high:g}]", value)
+
+
+def _start_ns(start_ns: object, owner: str) -> int:
+    if start_ns is None:
+        return time.time_ns()
+    return _integer(start_ns, owner, "start_ns", 0, _INT64_MAX)
+
+
+def _seed(seed: object, owner: str) -> np.random.Generator:
+    return np.random.default_rng(_integer(seed, owner, "seed", 0))
+
+
+@contextlib.contextmanager
+def _memory(owner: str, what: str) -> Iterator[None]:
+    """Turn an allocation this machine cannot make into a ConfigError naming it."""
+    try:
+        yield
+    except MemoryError:
+        raise ConfigError(f"{owner}: not enough memory for {what}") from None
+
+
+def _text(value: object, owner: str, name: str) -> str:
+    """A non-empty str that UTF-8 can encode."""
+    if isinstance(value, str) and value:
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            pass
+        else:
+            return value
+    raise _refused(owner, name, "a non-empty UTF-8 string", value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +127,38 @@ class Frame:
     array: npt.NDArray[np.uint16]
     frame_number: int
     timestamp_ns: int
+
+
+def _frame_shape(shape: object) -> tuple[int, int]:
+    """``(height, width)``, each 8..65536."""
+    dims: tuple[int, int] | None = None
+    if (
+        isinstance(shape, tuple | list)
+        and len(shape) == 2
+        and not any(isinstance(d, bool) for d in shape)
+    ):
+        with contextlib.suppress(TypeError):
+            dims = (operator.index(shape[0]), operator.index(shape[1]))
+    if dims is None or not all(8 <= d <= 65536 for d in dims):
+        raise ConfigError(
+            f"SimulatedCamera shape {describe_value(shape)} is too small, too large or not "
+            "(height, width): two integers in 8..65536"
+        )
+    return dims
+
+
+def _channel_names(channels: object) -> tuple[str, ...]:
+    """Distinct non-empty channel names, at least one."""
+    if isinstance(channels, str | bytes) or not isinstance(channels, Sequence):
+        raise _refused(
+            "SimulatedPowerMeter", "channels", "a sequence of names such as ('pm1',)", channels
+        )
+    if not channels:
+        raise ConfigError("SimulatedPowerMeter needs at least one channel")
+    names = tuple(_text(name, "SimulatedPowerMeter", "channel name") for name in channels)
+    if len(set(names)) != len(names):
+        raise _refused("SimulatedPowerMeter", "channels", "distinct names", channels)
+    return names
 
 
 class SimulatedCamera:
@@ -78,7 +176,11 @@ class SimulatedCamera:
         fps: frame rate, which sets the timestamp spacing.
         start_ns: timestamp of frame 0 in ns since the epoch (default: now).
         bank_size: number of distinct noise realisations cycled through.
-        full_well: peak signal in counts (12-bit-like scenes by default).
+        full_well: peak signal in counts (12-bit-like scenes by default), 1..65535.
+
+    Raises:
+        ConfigError: an argument of the wrong type or out of range (the message says
+            what is accepted), or frames too large for this machine's memory.
     """
 
     def __init__(
@@ -91,32 +193,30 @@ class SimulatedCamera:
         bank_size: int = 16,
         full_well: int = 3000,
     ) -> None:
-        height, width = shape
-        if height < 8 or width < 8:
-            raise ValueError(f"SimulatedCamera shape {shape} is too small (minimum 8x8)")
-        if fps <= 0:
-            raise ValueError(f"SimulatedCamera fps must be > 0, got {fps}")
-        if bank_size < 1:
-            raise ValueError(f"SimulatedCamera bank_size must be >= 1, got {bank_size}")
-        self.shape = (int(height), int(width))
+        owner = "SimulatedCamera"
+        self.shape = _frame_shape(shape)
+        height, width = self.shape
         self.dtype = np.dtype(np.uint16)
-        self.fps = float(fps)
-        self.start_ns = _now_ns(start_ns)
+        self.fps = _number(fps, owner, "fps", _RATES)
+        self.start_ns = _start_ns(start_ns, owner)
+        bank_size = _integer(bank_size, owner, "bank_size", 1, 4096)
+        peak = _number(full_well, owner, "full_well", (1.0, 65535.0))
         self._period_ns = round(_NS_PER_S / self.fps)
         self._next = 0
-        rng = np.random.default_rng(seed)
-        scene = self._scene(rng, full_well)
-        dark = 100.0
-        bank = rng.poisson(scene, size=(bank_size, *self.shape)).astype(np.float32)
-        bank += dark + rng.normal(0.0, 2.0, size=bank.shape).astype(np.float32)
-        self._bank = np.clip(bank, 0, 65535).astype(np.uint16)
+        rng = _seed(seed, owner)
+        with _memory(owner, f"{bank_size} frames of shape {self.shape}"):
+            scene = self._scene(rng, peak)
+            dark = 100.0
+            bank = rng.poisson(scene, size=(bank_size, *self.shape)).astype(np.float32)
+            bank += dark + rng.normal(0.0, 2.0, size=bank.shape).astype(np.float32)
+            self._bank = np.clip(bank, 0, 65535).astype(np.uint16)
         self._order = rng.permutation(bank_size)
         spot_size = max(4, min(height, width) // 12)
         yy, xx = np.mgrid[:spot_size, :spot_size].astype(np.float32) - (spot_size - 1) / 2
-        spot = 0.5 * full_well * np.exp(-(xx**2 + yy**2) / (2 * (spot_size / 5) ** 2))
+        spot = 0.5 * peak * np.exp(-(xx**2 + yy**2) / (2 * (spot_size / 5) ** 2))
         self._spot = spot.astype(np.uint16)
 
-    def _scene(self, rng: np.random.Generator, full_well: int) -> npt.NDArray[np.float64]:
+    def _scene(self, rng: np.random.Generator, full_well: float) -> npt.NDArray[np.float64]:
         height, width = self.shape
         y = np.linspace(0.0, 1.0, height)[:, None]
         x = np.linspace(0.0, 1.0, width)[None, :]
@@ -152,7 +252,16 @@ class SimulatedCamera:
 
     @staticmethod
     def frame_number_of(frame: npt.NDArray[np.uint16]) -> int:
-        """The frame counter stamped into the first four pixels of ``frame``."""
+        """The frame counter stamped into the first four pixels of ``frame``.
+
+        Raises:
+            SchemaMismatch: ``frame`` is not a uint16 array of at least four pixels.
+        """
+        if not isinstance(frame, np.ndarray) or frame.dtype != np.uint16 or frame.size < 4:
+            raise SchemaMismatch(
+                f"frame_number_of needs a uint16 frame of at least 4 pixels, got "
+                f"{describe_value(frame)}"
+            )
         words = [int(w) for w in frame.reshape(-1)[:4]]
         return (words[0] << 48) | (words[1] << 32) | (words[2] << 16) | words[3]
 
@@ -165,14 +274,27 @@ class SimulatedCamera:
         return Frame(out, number, self.start_ns + number * self._period_ns)
 
     def frames(self, n: int, *, out: npt.NDArray[np.uint16] | None = None) -> FrameBlock:
-        """Produce the next ``n`` frames as one stack (written into ``out`` if given)."""
-        if n < 0:
-            raise ValueError(f"frame count must be >= 0, got {n}")
+        """Produce the next ``n`` frames as one stack (written into ``out`` if given).
+
+        Raises:
+            ConfigError: ``n`` is not an integer >= 0 (at most 1 TiB of frames), ``out``
+                is not a writable uint16 array of shape ``(n, height, width)``, or ``n``
+                frames do not fit memory.
+        """
+        # At most 2**40 bytes: numpy refuses (ValueError) what exceeds the address space.
+        n = _integer(n, "SimulatedCamera", "frame count", 0, (1 << 40) // self.frame_nbytes)
         if out is None:
-            out = np.empty((n, *self.shape), dtype=np.uint16)
-        elif out.shape != (n, *self.shape) or out.dtype != np.uint16:
-            raise ValueError(
-                f"out has shape {out.shape} dtype {out.dtype}; expected {(n, *self.shape)} uint16"
+            with _memory("SimulatedCamera", f"{n} frames of shape {self.shape}"):
+                out = np.empty((n, *self.shape), dtype=np.uint16)
+        elif (
+            not isinstance(out, np.ndarray)
+            or out.shape != (n, *self.shape)
+            or out.dtype != np.uint16
+            or not out.flags.writeable
+        ):
+            raise ConfigError(
+                f"SimulatedCamera out is {describe_value(out)}; expected a writable array of "
+                f"shape {(n, *self.shape)} dtype uint16"
             )
         first = self._next
         for i in range(n):
@@ -205,6 +327,10 @@ class SimulatedPowerMeter:
         seed: seed of the random generator.
         start_ns: timestamp of sample 0 (default: now).
         power_w: mean power per channel in watts.
+
+    Raises:
+        ConfigError: an argument of the wrong type or out of range (the message says
+            what is accepted).
     """
 
     def __init__(
@@ -217,17 +343,15 @@ class SimulatedPowerMeter:
         start_ns: int | None = None,
         power_w: float = 1.0e-3,
     ) -> None:
-        if not channels:
-            raise ValueError("SimulatedPowerMeter needs at least one channel")
-        if rate_hz <= 0:
-            raise ValueError(f"SimulatedPowerMeter rate_hz must be > 0, got {rate_hz}")
-        self.channels = tuple(channels)
-        self.unit = unit
-        self.rate_hz = float(rate_hz)
-        self.start_ns = _now_ns(start_ns)
+        owner = "SimulatedPowerMeter"
+        self.channels = _channel_names(channels)
+        self.unit = None if unit is None else _text(unit, owner, "unit")
+        self.rate_hz = _number(rate_hz, owner, "rate_hz", _RATES)
+        self.start_ns = _start_ns(start_ns, owner)
         self._period_ns = _NS_PER_S / self.rate_hz
-        self._rng = np.random.default_rng(seed)
-        self._means = power_w * (1.0 + 0.1 * np.arange(len(self.channels)))
+        self._rng = _seed(seed, owner)
+        power = _number(power_w, owner, "power_w", (0.0, 1e9))
+        self._means = power * (1.0 + 0.1 * np.arange(len(self.channels)))
         self._sample = 0
         self._channel_arrays: dict[int, pa.Array] = {}
         self._unit_arrays: dict[int, pa.Array] = {}
@@ -243,10 +367,20 @@ class SimulatedPowerMeter:
         return self._sample
 
     def read_batch(self, n: int) -> pa.RecordBatch:
-        """The next ``n`` samples of every channel (``n * len(channels)`` rows)."""
-        if n < 0:
-            raise ValueError(f"sample count must be >= 0, got {n}")
+        """The next ``n`` samples of every channel (``n * len(channels)`` rows).
+
+        Raises:
+            ConfigError: ``n`` is not an integer >= 0, or so large that a text column
+                would pass Arrow's 2 GiB utf8 limit or memory would not hold the batch.
+        """
         n_channels = len(self.channels)
+        longest = max(len(text.encode()) for text in (*self.channels, self.unit or "", "x"))
+        most = _UTF8_BYTES // (n_channels * longest)
+        n = _integer(n, "SimulatedPowerMeter", "sample count", 0, most)
+        with _memory("SimulatedPowerMeter", f"a batch of {n} samples"):
+            return self._batch(n, n_channels)
+
+    def _batch(self, n: int, n_channels: int) -> pa.RecordBatch:
         index = np.arange(self._sample, self._sample + n, dtype=np.float64)
         t_s = index / self.rate_hz
         # Slow thermal drift plus a 50 Hz ripple, relative to the channel's mean power.
@@ -350,6 +484,10 @@ class SimulatedDaqCard:
         start_ns: timestamp of sample 0 (default: now).
         range_v: input range in volts (symmetric).
         table_length: length of the replayed waveform, in samples.
+
+    Raises:
+        ConfigError: an argument of the wrong type or out of range (the message says
+            what is accepted).
     """
 
     def __init__(
@@ -362,17 +500,15 @@ class SimulatedDaqCard:
         range_v: float = 10.0,
         table_length: int = 1 << 16,
     ) -> None:
-        if n_channels < 1:
-            raise ValueError(f"SimulatedDaqCard n_channels must be >= 1, got {n_channels}")
-        if sample_rate <= 0:
-            raise ValueError(f"SimulatedDaqCard sample_rate must be > 0, got {sample_rate}")
-        self.n_channels = int(n_channels)
-        self.sample_rate = float(sample_rate)
-        self.start_ns = _now_ns(start_ns)
-        self.range_v = float(range_v)
+        owner = "SimulatedDaqCard"
+        self.n_channels = _integer(n_channels, owner, "n_channels", 1, 1024)
+        self.sample_rate = _number(sample_rate, owner, "sample_rate", _RATES)
+        self.start_ns = _start_ns(start_ns, owner)
+        self.range_v = _number(range_v, owner, "range_v", (1e-6, 1e6))
+        table_length = _integer(table_length, owner, "table_length", 1, 1 << 24)
         self.channel_names = tuple(f"ai{i}" for i in range(self.n_channels))
         self.volts_per_count = self.range_v / 32768.0
-        rng = np.random.default_rng(seed)
+        rng = _seed(seed, owner)
         t = np.arange(table_length, dtype=np.float64)[:, None]
         # Whole cycles per table so the replay has no seam.
         cycles = np.arange(1, self.n_channels + 1, dtype=np.float64)[None, :] * 37.0
@@ -397,10 +533,14 @@ class SimulatedDaqCard:
                            self.start_ns)  # fmt: skip
 
     def read_block(self, n: int) -> DaqBlock:
-        """The next ``n`` samples of every channel."""
-        if n < 0:
-            raise ValueError(f"sample count must be >= 0, got {n}")
-        out = np.empty((n, self.n_channels), dtype=np.int16)
+        """The next ``n`` samples of every channel.
+
+        Raises:
+            ConfigError: ``n`` is not an integer >= 0, or the block does not fit memory.
+        """
+        n = _integer(n, "SimulatedDaqCard", "sample count", 0, 1 << 40)
+        with _memory("SimulatedDaqCard", f"a block of {n} samples x {self.n_channels}"):
+            out = np.empty((n, self.n_channels), dtype=np.int16)
         done = 0
         while done < n:
             start = (self._sample + done) % self._table_length

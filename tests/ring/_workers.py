@@ -6,7 +6,9 @@ import json
 import mmap
 import os
 import resource
+import signal
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,14 +31,27 @@ def record_payload(seq: int) -> bytes:
     return (seq.to_bytes(8, "little") * (size // 8 + 1))[:size]
 
 
-def write_records(path: str, total: int, batch: int) -> None:
-    """The stress writer: ``total`` records of sizes derived from their seq, in batches."""
+def write_records(
+    path: str, total: int, batch: int, milestones: Sequence[tuple[int, Any, Any]] = ()
+) -> None:
+    """The stress writer: ``total`` records of sizes derived from their seq, in batches.
+
+    ``milestones``: ``(seq, reached, go)``: once ``seq`` records are written, set the
+    event ``reached`` and wait for the event ``go`` (the test acts on a reader meanwhile).
+    """
+    pending = sorted(milestones, key=lambda m: m[0])
+    assert all(0 < m[0] <= total for m in pending), "milestones must lie in 1..total"
     with RingBuffer.open(path) as ring:
         seq = 0
         while seq < total:
-            count = min(batch, total - seq)
+            count = min(batch, total - seq, *(m[0] - seq for m in pending[:1]))
             ring.write_many([record_payload(s) for s in range(seq, seq + count)], stream="s")
             seq += count
+            if pending and seq == pending[0][0]:
+                _, reached, go = pending.pop(0)
+                reached.set()
+                if not go.wait(300):
+                    raise TimeoutError(f"the test never let the writer go on at {seq}")
 
 
 def read_records(
@@ -64,7 +79,7 @@ def read_records(
                     corrupt += 1
                 last_seq = record.seq
                 if pause_every and record.seq % pause_every == 0:
-                    time.sleep(pause_s)
+                    time.sleep(pause_s)  # a slow consumer, not a synchronisation
         result: dict[str, Any] = {
             "received": received,
             "delivered": reader.delivered,
@@ -77,17 +92,20 @@ def read_records(
     Path(result_file).write_text(json.dumps(result))
 
 
-def hold_consumer_slot(path: str, ready_file: str) -> None:
-    """Register as a consumer, read a little, then stall forever (until killed)."""
+def hold_consumer_slot(path: str, ready: Any) -> None:
+    """Register as a consumer, read the first record, set ``ready``, then stall until
+    killed (or stopped)."""
     with RingReader.open(path, consumer="stalled") as reader:
-        reader.read_next(timeout=1.0)
-        Path(ready_file).write_text(str(os.getpid()))
+        if reader.read_next(timeout=60) is None:
+            raise TimeoutError("no record to read")
+        ready.set()
         while True:
-            time.sleep(1)
+            signal.pause()
 
 
-def write_frames_forever(path: str, ready_file: str) -> None:
-    """A camera process that writes frames until it is killed."""
+def write_frames_forever(path: str, ready: Any) -> None:
+    """A camera process that writes frames until it is killed; ``ready`` is set after
+    frame 50."""
     with RingBuffer.open(path) as ring:
         frame = np.zeros((480, 640), np.uint16)
         number = 0
@@ -95,7 +113,7 @@ def write_frames_forever(path: str, ready_file: str) -> None:
             frame[...] = number % 65_000
             ring.write_frame(frame, stream="camera_1", frame_number=number)
             if number == 50:
-                Path(ready_file).write_text("ready")
+                ready.set()
             number += 1
 
 

@@ -1,25 +1,20 @@
-"""Hostile files, records and arguments: only DaqStorageError comes out, nothing hangs,
-crashes or allocates what a file merely claims; a ring another user made is not used."""
+"""Hostile files and records: only DaqStorageError comes out, nothing hangs, crashes or
+allocates what a file merely claims; a ring another user made is not used. (Hostile
+arguments: test_arguments.py.)"""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import socket
 import stat
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pyarrow as pa
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from daq_storage.errors import (
-    DaqStorageError,
     RingCorrupt,
     RingExists,
     RingNotFound,
@@ -29,10 +24,6 @@ from daq_storage.errors import (
 from daq_storage.ring import RingBuffer, RingReader
 from daq_storage.ring import _format as f
 from tests.ring.conftest import SMALL, run_python
-
-FUZZ = settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
 
 
 def test_forged_records_never_crash_or_exhaust_a_reader(shm_path: Path, tmp_path: Path):
@@ -308,127 +299,3 @@ def test_a_link_to_a_ring_is_followed_only_on_request(shm_path: Path, tmp_path: 
     with RingReader.open(link, trust_foreign=True) as reader:
         assert reader.read_next() is None
     shm_path.unlink()
-
-
-# ----------------------------------------------------------------- arguments
-JUNK = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(min_value=-(2**70), max_value=2**70),
-    st.floats(allow_nan=True, allow_infinity=True),
-    st.text(max_size=8),
-    st.binary(max_size=8),
-    st.lists(st.integers(-3, 3), max_size=3),
-    st.builds(object),
-)
-
-
-def _refused_or_done(call: Callable[[], object]) -> None:
-    """Only a DaqStorageError may come out of ``call``."""
-    with contextlib.suppress(DaqStorageError):
-        call()
-
-
-@FUZZ
-@given(
-    options=st.fixed_dictionaries(
-        {},
-        optional={
-            "capacity_bytes": JUNK.filter(lambda v: not isinstance(v, int) or v > 1 << 45)
-            | st.integers(-10, 1 << 20),
-            "overflow": JUNK | st.sampled_from(["block", "discard_oldest"]),
-            "block_timeout": JUNK,
-            "heartbeat_timeout": JUNK,
-            "max_readers": JUNK,
-            "max_streams": JUNK,
-            "max_schemas": JUNK.filter(lambda v: not isinstance(v, int) or v > 1 << 20),
-            "schema_heap_bytes": JUNK.filter(lambda v: not isinstance(v, int) or v > 1 << 45)
-            | st.integers(-10, 1 << 16),
-            "mode": JUNK,
-            "crc": JUNK,
-            "exist_ok": JUNK,
-        },
-    ),
-    path=st.one_of(st.none(), st.just(""), st.just("a\x00b"), st.integers(), st.just("ok")),
-)
-def test_create_and_open_arguments(shm_path: Path, options: dict[str, Any], path: Any):
-    target = shm_path if path == "ok" else path
-    try:
-        _refused_or_done(lambda: RingBuffer.create(target, **options).close())
-        if shm_path.exists():
-            junk = {k: v for k, v in options.items() if k in ("block_timeout", "overflow")}
-            _refused_or_done(lambda: RingBuffer.open(shm_path, **junk).close())
-    finally:
-        shm_path.unlink(missing_ok=True)
-
-
-@pytest.fixture(scope="module")
-def module_ring(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RingBuffer]:
-    """One ring for many examples (outside /dev/shm: it outlives single tests)."""
-    path = tmp_path_factory.mktemp("hostile") / "ring"
-    ring = RingBuffer.create(path, capacity_bytes=SMALL, max_streams=4096)
-    yield ring
-    ring.close()
-    ring.unlink()
-
-
-PAYLOADS = JUNK | st.binary(max_size=64) | st.builds(
-    np.zeros, st.tuples(st.integers(0, 3), st.integers(0, 3)),
-    st.sampled_from(["u1", "f8", "O", "U2", "V4", "M8[ns]", ">i2"]),
-)  # fmt: skip
-
-
-@FUZZ
-@given(payload=PAYLOADS, stream=JUNK | st.sampled_from(["raw", "x" * 49]), stamp=JUNK)
-def test_write_arguments(module_ring: RingBuffer, payload: Any, stream: Any, stamp: Any):
-    _refused_or_done(lambda: module_ring.write(payload, stream=stream, timestamp_ns=stamp))
-
-
-@FUZZ
-@given(payloads=JUNK | st.lists(PAYLOADS, max_size=4) | PAYLOADS, stamps=JUNK | st.lists(JUNK))
-def test_write_many_arguments(module_ring: RingBuffer, payloads: Any, stamps: Any):
-    _refused_or_done(lambda: module_ring.write_many(payloads, stream="many", timestamps_ns=stamps))
-
-
-@FUZZ
-@given(
-    array=PAYLOADS,
-    number=JUNK,
-    stamp=JUNK,
-    metadata=JUNK
-    | st.dictionaries(st.none() | st.integers() | st.text(max_size=4) | st.floats(), JUNK)
-    | st.just({"nan": float("nan")}),
-)
-def test_write_frame_arguments(
-    module_ring: RingBuffer, array: Any, number: Any, stamp: Any, metadata: Any
-):
-    stream = f"frames{np.asarray(array).dtype.str if isinstance(array, np.ndarray) else ''}"
-    _refused_or_done(
-        lambda: module_ring.write_frame(
-            array, stream=stream[:48], frame_number=number, timestamp_ns=stamp, metadata=metadata
-        )
-    )
-
-
-@FUZZ
-@given(
-    batch=JUNK | st.just(pa.table({"x": []})) | st.just(pa.record_batch({"x": [1]})),
-    stamp=JUNK,
-)
-def test_write_batch_arguments(module_ring: RingBuffer, batch: Any, stamp: Any):
-    _refused_or_done(lambda: module_ring.write_batch(batch, stream="batches", timestamp_ns=stamp))
-
-
-@FUZZ
-@given(start=JUNK, consumer=JUNK, timeout=JUNK, many=JUNK, stream=JUNK)
-@pytest.mark.timeout(60)  # a timeout that never ends would show here
-def test_reader_arguments(
-    module_ring: RingBuffer, start: Any, consumer: Any, timeout: Any, many: Any, stream: Any
-):
-    module_ring.write(b"one", stream="r")  # something to read: no wait is needed
-    _refused_or_done(lambda: RingReader.open(module_ring.path, start=start).close())
-    _refused_or_done(lambda: RingReader.open(module_ring.path, consumer=consumer).close())
-    with RingReader.open(module_ring.path, start="latest") as reader:
-        _refused_or_done(lambda: reader.read_next(timeout))
-        _refused_or_done(lambda: reader.read_many(many, timeout=0))
-        _refused_or_done(lambda: reader.read_latest(stream))

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import math
 import operator
 from collections.abc import Mapping, Sequence
 from numbers import Real
@@ -12,13 +13,16 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from daq_storage.errors import ConfigError, SchemaMismatch
+from daq_storage.errors import ConfigError, SchemaMismatch, describe_value
+from daq_storage.ring import _format as f
 
 __all__ = [
     "check_overflow",
     "count",
     "file_mode",
+    "flag",
     "frame_metadata",
+    "geometry",
     "payload_rows",
     "payload_view",
     "seconds",
@@ -30,32 +34,71 @@ _U64 = 1 << 64
 
 
 def check_overflow(overflow: object) -> None:
-    if overflow not in ("discard_oldest", "block"):
-        raise ConfigError(f"overflow must be 'discard_oldest' or 'block', got {overflow!r}")
+    if not isinstance(overflow, str) or overflow not in ("discard_oldest", "block"):
+        raise ConfigError(
+            f"overflow must be 'discard_oldest' or 'block', got {describe_value(overflow)}"
+        )
 
 
 def seconds(value: object, name: str) -> float:
     """A duration: a real number >= 0 (infinity allowed: wait forever)."""
-    if isinstance(value, bool) or not isinstance(value, Real) or not float(value) >= 0:
-        raise ConfigError(f"{name} must be a number of seconds >= 0, got {value!r}")
-    return float(value)
+    if not isinstance(value, bool) and isinstance(value, Real):
+        try:
+            number = float(value)
+        except OverflowError:  # an int beyond float's range: as good as forever
+            number = math.inf if value > 0 else -math.inf  # type: ignore[operator]
+        if number >= 0:  # also refuses NaN
+            return number
+    raise ConfigError(f"{name} must be a number of seconds >= 0, got {describe_value(value)}")
 
 
-def count(value: object, name: str) -> int:
-    """An integer option (bytes, slots)."""
+def count(value: object, name: str, low: int | None = None, high: int | None = None) -> int:
+    """An integer option (bytes, slots), in ``low..high`` where given."""
     try:
         if isinstance(value, bool):
             raise TypeError
-        return operator.index(value)  # type: ignore[arg-type]
+        number = operator.index(value)  # type: ignore[arg-type]
     except TypeError:
-        raise ConfigError(f"{name} must be an integer, got {value!r}") from None
+        raise ConfigError(f"{name} must be an integer, got {describe_value(value)}") from None
+    if (low is not None and number < low) or (high is not None and number > high):
+        accepted = f"{low}..{high}" if high is not None else f">= {low}"
+        raise ConfigError(f"{name} must be an integer in {accepted}, got {describe_value(value)}")
+    return number
+
+
+def flag(value: object, name: str) -> bool:
+    """A yes/no option: ``True`` or ``False`` (numpy's bool too), nothing merely truthy."""
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    raise ConfigError(f"{name} must be True or False, got {describe_value(value)}")
+
+
+def geometry(
+    capacity_bytes: object,
+    max_readers: object,
+    max_streams: object,
+    max_schemas: object,
+    schema_heap_bytes: object,
+) -> f.Geometry:
+    """The geometry of a new ring; the capacity is rounded up to whole pages (at least
+    the smallest ring), the heap to the record alignment."""
+    requested = count(capacity_bytes, "capacity_bytes", 1, f.MAX_CAPACITY)
+    return f.check_geometry(
+        max(f.MIN_CAPACITY, (requested + f.PAGE - 1) // f.PAGE * f.PAGE),
+        count(max_readers, "max_readers", 1, f.MAX_READERS),
+        count(max_streams, "max_streams", 1, f.MAX_STREAMS),
+        count(max_schemas, "max_schemas", 1, f.MAX_SCHEMAS),
+        f.align(count(schema_heap_bytes, "schema_heap_bytes", 0, f.MAX_CAPACITY)),
+    )
 
 
 def file_mode(mode: object) -> int:
     """Permission bits for a new ring file (no set-id or sticky bits)."""
     bits = count(mode, "mode")
     if not 0 <= bits <= 0o777:
-        raise ConfigError(f"mode must be permission bits in 0o000..0o777, got {mode!r}")
+        raise ConfigError(
+            f"mode must be permission bits in 0o000..0o777, got {describe_value(mode)}"
+        )
     return bits
 
 
@@ -66,9 +109,9 @@ def u64(value: object, name: str) -> int:
             raise TypeError
         number = operator.index(value)  # type: ignore[arg-type]
     except TypeError:
-        raise SchemaMismatch(f"{name} must be an integer, got {value!r}") from None
+        raise SchemaMismatch(f"{name} must be an integer, got {describe_value(value)}") from None
     if not 0 <= number < _U64:
-        raise SchemaMismatch(f"{name} must be in 0..2**64-1, got {number}")
+        raise SchemaMismatch(f"{name} must be in 0..2**64-1, got {describe_value(number)}")
     return number
 
 
@@ -142,10 +185,12 @@ def payload_rows(payloads: Sequence[Any] | npt.NDArray[Any]) -> npt.NDArray[np.u
 
 def frame_metadata(metadata: object) -> bytes:
     """A frame's metadata as compact UTF-8 JSON (an object); ``b""`` for none."""
-    if not metadata:
+    if metadata is None:
         return b""
     if not isinstance(metadata, Mapping):
         raise SchemaMismatch(f"frame metadata must be a mapping, got {type(metadata).__name__}")
+    if not metadata:
+        return b""
     try:
         text = json.dumps(metadata, separators=(",", ":"))
     except (TypeError, ValueError, RecursionError) as exc:

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from daq_storage.errors import RingCorrupt, SchemaMismatch
+from daq_storage.errors import ConfigError, RingCorrupt, SchemaMismatch
 
 MAGIC = b"DAQRING\x00"
 VERSION = 1
@@ -35,6 +35,7 @@ POSITION_LIMIT = 1 << 63
 MAX_RECORD = 0xFFFFFFF8  # the largest aligned record: its length is a u32
 MAX_READERS = 1024
 MAX_STREAMS = 4096
+MAX_SCHEMAS = 65536
 
 # --- identity block (offset 0, written once at create) ---
 IDENTITY = struct.Struct("<8sIIQQIIIIQQ")  # 64 bytes used of 128
@@ -154,20 +155,20 @@ class Geometry:
 def check_geometry(
     capacity: int, max_readers: int, max_streams: int, max_schemas: int, heap: int
 ) -> Geometry:
-    """Validate creation parameters; raises ``ValueError`` naming the bad one."""
+    """Validate creation parameters (ints); raises :class:`ConfigError` naming the bad one."""
     if not MIN_CAPACITY <= capacity <= MAX_CAPACITY or capacity % PAGE:
-        raise ValueError(
+        raise ConfigError(
             f"ring capacity must be a multiple of {PAGE} bytes in {MIN_CAPACITY}.."
             f"{MAX_CAPACITY}, got {capacity}"
         )
     if not 1 <= max_readers <= MAX_READERS:
-        raise ValueError(f"max_readers must be in 1..{MAX_READERS}, got {max_readers}")
+        raise ConfigError(f"max_readers must be in 1..{MAX_READERS}, got {max_readers}")
     if not 1 <= max_streams <= MAX_STREAMS:
-        raise ValueError(f"max_streams must be in 1..{MAX_STREAMS}, got {max_streams}")
-    if not 1 <= max_schemas <= 65536:
-        raise ValueError(f"max_schemas must be in 1..65536, got {max_schemas}")
+        raise ConfigError(f"max_streams must be in 1..{MAX_STREAMS}, got {max_streams}")
+    if not 1 <= max_schemas <= MAX_SCHEMAS:
+        raise ConfigError(f"max_schemas must be in 1..{MAX_SCHEMAS}, got {max_schemas}")
     if heap < 0 or heap % ALIGN:
-        raise ValueError(f"schema heap size must be a multiple of {ALIGN}, got {heap}")
+        raise ConfigError(f"schema heap size must be a multiple of {ALIGN}, got {heap}")
     return Geometry(capacity, max_readers, max_streams, max_schemas, heap)
 
 
@@ -192,7 +193,7 @@ def read_geometry(buf: memoryview | bytes, file_size: int, path: str) -> tuple[G
         raise RingCorrupt(f"ring file {path} has format version {version}; this reads {VERSION}")
     try:
         geometry = check_geometry(capacity, max_readers, max_streams, max_schemas, heap)
-    except ValueError as exc:
+    except ConfigError as exc:
         raise RingCorrupt(f"ring file {path} has invalid geometry: {exc}") from None
     if header_size != geometry.header_size:
         raise RingCorrupt(

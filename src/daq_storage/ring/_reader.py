@@ -10,8 +10,9 @@ from collections.abc import Iterator
 from numbers import Real
 from typing import Any, Literal
 
-from daq_storage.errors import ConfigError, InvalidName, RingBusy, RingCorrupt
+from daq_storage.errors import ConfigError, InvalidName, RingBusy, RingCorrupt, describe_value
 from daq_storage.ring import _format as f
+from daq_storage.ring._args import flag
 from daq_storage.ring._attach import READER_BYTE, WRITER_BYTE
 from daq_storage.ring._mapping import RingFile
 from daq_storage.ring._platform import (
@@ -39,13 +40,19 @@ def _encodable(text: str) -> bool:
     return True
 
 
-def _deadline(timeout: object) -> float | None:
-    """``time.monotonic()`` value at which a wait of ``timeout`` seconds ends."""
+def _wait(timeout: object) -> float | None:
+    """``timeout`` as seconds to wait (>= 0; a negative one means don't wait), ``None``
+    for forever."""
     if timeout is None:
         return None
-    if isinstance(timeout, bool) or not isinstance(timeout, Real) or math.isnan(timeout):
-        raise ConfigError(f"timeout must be a number of seconds or None, got {timeout!r}")
-    return time.monotonic() + max(0.0, float(timeout))
+    if not isinstance(timeout, bool) and isinstance(timeout, Real):
+        try:
+            seconds = float(timeout)
+        except OverflowError:  # an int beyond float's range
+            seconds = math.inf if timeout > 0 else 0.0  # type: ignore[operator]
+        if not math.isnan(seconds):
+            return max(0.0, seconds)
+    raise ConfigError(f"timeout must be a number of seconds or None, got {describe_value(timeout)}")
 
 
 class RingReader:
@@ -113,21 +120,23 @@ class RingReader:
             ConfigError: ``start`` is neither ``"oldest"`` nor ``"latest"``.
             InvalidName: ``consumer`` is not a non-empty, printable string.
         """
-        if start not in ("oldest", "latest"):
-            raise ConfigError(f"start must be 'oldest' or 'latest', got {start!r}")
+        if not isinstance(start, str) or start not in ("oldest", "latest"):
+            raise ConfigError(f"start must be 'oldest' or 'latest', got {describe_value(start)}")
         if consumer is not None and (
             not isinstance(consumer, str)
             or not consumer
             or not consumer.isprintable()
             or not _encodable(consumer)
         ):
-            raise InvalidName(f"consumer {consumer!r} must be a printable, non-empty string")
+            raise InvalidName(
+                f"consumer {describe_value(consumer)} must be a printable, non-empty string"
+            )
         ring = RingFile.open_existing(
             path,
             writable=consumer is not None,
             lock=READER_BYTE,
             shared=True,
-            trust_foreign=bool(trust_foreign),
+            trust_foreign=flag(trust_foreign, "trust_foreign"),
         )
         try:
             return cls(ring, start, consumer)
@@ -363,15 +372,23 @@ class RingReader:
         Raises:
             RingCorrupt: the next record's header is invalid, or its sequence number
                 goes backwards.
-            ConfigError: ``timeout`` is not a number of seconds (or ``None``).
+            ConfigError: ``timeout`` is not a number of seconds (or ``None``), or
+                ``copy`` is not a bool.
             WriterClosedError: after :meth:`close`.
         """
         self._ring.check_open("read_next")
+        # The default (don't wait, copy) is checked in a few ns; anything else in full.
+        if (timeout.__class__ is float or timeout.__class__ is int) and timeout == 0:
+            wait: float | None = 0.0
+        else:
+            wait = _wait(timeout)
+        if copy is not True and copy is not False:
+            copy = flag(copy, "copy")  # type: ignore[unreachable]
         self._publish()
         record = self._try_read(copy)
-        if record is not None or timeout == 0:
+        if record is not None or wait == 0.0:
             return record
-        deadline = _deadline(timeout)
+        deadline = None if wait is None else time.monotonic() + wait
         sleep = 0.0
         while True:
             time.sleep(sleep)
@@ -395,7 +412,9 @@ class RingReader:
         """
         self._ring.check_open("read_many")
         if isinstance(max_records, bool) or not isinstance(max_records, int) or max_records < 1:
-            raise ConfigError(f"max_records must be a positive int, got {max_records!r}")
+            raise ConfigError(
+                f"max_records must be a positive int, got {describe_value(max_records)}"
+            )
         first = self.read_next(timeout)
         if first is None:
             return []
@@ -469,7 +488,7 @@ class RingReader:
         """
         self._ring.check_open("read_latest")
         if stream is not None and not isinstance(stream, str):
-            raise InvalidName(f"stream must be a str or None, got {stream!r}")
+            raise InvalidName(f"stream must be a str or None, got {describe_value(stream)}")
         ring = self._ring
         cap = self.capacity
         for _ in range(100):

@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from daq_storage.errors import RingCorrupt, UnsupportedData
 from daq_storage.ring import _format as f
+from daq_storage.ring._args import flag
 from daq_storage.ring._arrow import read_batch
 from daq_storage.ring._mapping import RingFile
 
@@ -117,7 +118,7 @@ class Record:
             array = np.frombuffer(self.data, dtype=dtype, offset=offset).reshape(shape)
         except ValueError as exc:  # e.g. a zero-element shape numpy cannot express
             raise RingCorrupt(f"{self._where()}: shape {shape}: {exc}") from None
-        return array.copy() if copy else array
+        return array.copy() if flag(copy, "copy") else array
 
     @property
     def frame_number(self) -> int:

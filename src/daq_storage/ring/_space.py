@@ -24,6 +24,8 @@ from pathlib import Path
 
 from daq_storage.errors import ConfigError, StorageIOError
 from daq_storage.ring import _format as f
+from daq_storage.ring._args import geometry
+from daq_storage.ring._trust import ring_path
 
 __all__ = ["check_room", "human_size", "max_ring_bytes", "no_room_error"]
 
@@ -270,20 +272,26 @@ def max_ring_bytes(
 
     Raises:
         StorageIOError: the directory does not exist or cannot be examined.
-        ConfigError: a slot count or the heap size is out of range.
+        ConfigError: a slot count or the heap size is not an integer or out of range.
+        InvalidName: ``path`` cannot name a file.
     """
-    target = Path(path)
+    target = Path(ring_path(path))
     try:
-        header = f.check_geometry(
-            f.MIN_CAPACITY, max_readers, max_streams, max_schemas, f.align(schema_heap_bytes)
+        header = geometry(
+            f.MIN_CAPACITY, max_readers, max_streams, max_schemas, schema_heap_bytes
         ).header_size
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(f"ring {path}: {exc}") from None
+    except ConfigError as exc:
+        raise ConfigError(f"ring {target}: {exc}") from None
     directory, reclaimable = target.parent, 0
-    if target.is_dir():
-        directory = target
-    elif target.is_file():
-        reclaimable = target.stat().st_blocks * 512
+    try:
+        if target.is_dir():
+            directory = target
+        elif target.is_file():
+            reclaimable = target.stat().st_blocks * 512
+    except OSError as exc:
+        raise _refuse(
+            target, exc.errno or errno.EIO, f"cannot examine {target}: {exc.strerror}"
+        ) from None
     limits = _limits(target, reclaimable, directory)
     bounds = [b for b in (limits.room, limits.memory_limit) if b is not None]
     largest = min(bounds, default=1 << 62) - header

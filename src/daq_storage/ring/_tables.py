@@ -5,7 +5,13 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from daq_storage.errors import InvalidName, RingFull, SchemaMismatch, UnsupportedData
+from daq_storage.errors import (
+    InvalidName,
+    RingFull,
+    SchemaMismatch,
+    UnsupportedData,
+    describe_value,
+)
 from daq_storage.ring import _format as f
 from daq_storage.ring._arrow import stored_schema
 from daq_storage.ring._mapping import RingFile
@@ -39,7 +45,9 @@ class StreamTables:
             RingFull: every stream slot is taken.
         """
         if not isinstance(name, str) or not name or "\x00" in name:
-            raise InvalidName(f"stream name {name!r} must be a non-empty string without NUL")
+            raise InvalidName(
+                f"stream name {describe_value(name)} must be a non-empty string without NUL"
+            )
         sid = self.ids.get(name)
         if sid is not None:
             existing = self.kinds.get(sid)
@@ -58,7 +66,8 @@ class StreamTables:
             raise InvalidName(f"stream name {name!r} cannot be encoded as UTF-8") from None
         if len(encoded) > f.STREAM_NAME_MAX:
             raise InvalidName(
-                f"stream name {name!r} is {len(encoded)} bytes; at most {f.STREAM_NAME_MAX}"
+                f"stream name {describe_value(name)} is {len(encoded)} bytes; "
+                f"at most {f.STREAM_NAME_MAX}"
             )
         sid = self._ring.u64(f.OFF_STREAM_COUNT)
         if sid >= self._ring.geometry.max_streams:

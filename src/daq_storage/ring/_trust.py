@@ -21,6 +21,7 @@ from daq_storage.errors import (
     RingNotFound,
     RingNotTrusted,
     StorageIOError,
+    describe_value,
 )
 
 __all__ = ["check_owner", "describe_file", "open_ring_file", "ring_path"]
@@ -44,11 +45,13 @@ def ring_path(path: object) -> str:
     try:
         where: str | bytes = os.fspath(path)  # type: ignore[call-overload]
     except TypeError:
-        raise InvalidName(f"a ring path must be a str or os.PathLike, got {path!r}") from None
+        raise InvalidName(
+            f"a ring path must be a str or os.PathLike, got {describe_value(path)}"
+        ) from None
     if isinstance(where, bytes):
         where = os.fsdecode(where)
     if not where or "\x00" in where:
-        raise InvalidName(f"ring path {where!r} is empty or contains NUL")
+        raise InvalidName(f"ring path {describe_value(where)} is empty or contains NUL")
     return where
 
 

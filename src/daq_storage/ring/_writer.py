@@ -21,6 +21,7 @@ from daq_storage.errors import (
     RingFull,
     SchemaMismatch,
     StorageIOError,
+    describe_value,
 )
 from daq_storage.ring import _args as a
 from daq_storage.ring import _format as f
@@ -44,6 +45,8 @@ __all__ = ["RingBuffer"]
 
 Overflow = Literal["discard_oldest", "block"]
 _DEFAULT_HEARTBEAT_TIMEOUT = 5.0
+# What from_config reads (duck-typed: the ring never imports the config schema).
+_CONFIG_FIELDS = ("path", "capacity_bytes", "overflow", "block_timeout_secs", "max_readers")
 
 
 class RingBuffer:
@@ -115,8 +118,9 @@ class RingBuffer:
 
         Args:
             path: file to create, normally in /dev/shm.
-            capacity_bytes: size of the data region, rounded up to a multiple of 4 KiB.
-                :func:`~daq_storage.ring.max_ring_bytes` tells the largest accepted.
+            capacity_bytes: size of the data region (>= 1), rounded up to a multiple of
+                4 KiB and to at least 64 KiB. :func:`~daq_storage.ring.max_ring_bytes`
+                tells the largest accepted.
             overflow: ``"discard_oldest"`` (never wait; slow readers lose the oldest
                 records, counted) or ``"block"`` (wait for registered consumers up to
                 ``block_timeout`` seconds, then raise :class:`RingFull`).
@@ -145,33 +149,28 @@ class RingBuffer:
             StorageIOError: ``ENOSPC``: the file does not fit the filesystem;
                 ``ENOMEM``: it exceeds the RAM share and ``force`` is false; other
                 errnos: the directory is missing, not writable, ...
-            ConfigError: bad geometry, overflow mode, timeout or mode (a ``ValueError``).
+            ConfigError: bad geometry, overflow mode, timeout, mode or flag (a
+                ``ValueError``), naming the argument, the value and what is accepted.
             InvalidName: ``path`` cannot name a file.
         """
         where = ring_path(path)
         a.check_overflow(overflow)
         block_timeout = a.seconds(block_timeout, "block_timeout")
         heartbeat_timeout = a.seconds(heartbeat_timeout, "heartbeat_timeout")
-        requested = a.count(capacity_bytes, "capacity_bytes")
-        capacity = max(f.MIN_CAPACITY, (requested + f.PAGE - 1) // f.PAGE * f.PAGE)
         try:
-            geometry = f.check_geometry(
-                capacity,
-                a.count(max_readers, "max_readers"),
-                a.count(max_streams, "max_streams"),
-                a.count(max_schemas, "max_schemas"),
-                f.align(a.count(schema_heap_bytes, "schema_heap_bytes")),
+            geometry = a.geometry(
+                capacity_bytes, max_readers, max_streams, max_schemas, schema_heap_bytes
             )
-        except ValueError as exc:
+        except ConfigError as exc:
             raise ConfigError(f"ring {where}: {exc}") from None
         return create_ring(
             Path(where),
             geometry,
             lambda ring: cls(ring, overflow, block_timeout, heartbeat_timeout),
-            crc=bool(crc),
+            crc=a.flag(crc, "crc"),
             mode=a.file_mode(mode),
-            exist_ok=bool(exist_ok),
-            force=bool(force),
+            exist_ok=a.flag(exist_ok, "exist_ok"),
+            force=a.flag(force, "force"),
         )
 
     @classmethod
@@ -213,7 +212,11 @@ class RingBuffer:
         block_timeout = a.seconds(block_timeout, "block_timeout")
         heartbeat_timeout = a.seconds(heartbeat_timeout, "heartbeat_timeout")
         ring = RingFile.open_existing(
-            path, writable=True, lock=WRITER_BYTE, shared=False, trust_foreign=bool(trust_foreign)
+            path,
+            writable=True,
+            lock=WRITER_BYTE,
+            shared=False,
+            trust_foreign=a.flag(trust_foreign, "trust_foreign"),
         )
         try:
             if overflow is None:
@@ -245,9 +248,17 @@ class RingBuffer:
             exist_ok, force: as for :meth:`create`.
 
         Raises:
-            ConfigError: neither ``path`` nor ``config.path`` is set.
+            ConfigError: neither ``path`` nor ``config.path`` is set, ``config`` lacks
+                one of the fields above, or a field's value is refused by :meth:`create`.
         """
-        where = path if path is not None else config.path
+        try:
+            fields = {name: getattr(config, name) for name in _CONFIG_FIELDS}
+        except AttributeError as exc:
+            raise ConfigError(
+                f"RingBuffer.from_config needs a RingBufferConfig (fields "
+                f"{', '.join(_CONFIG_FIELDS)}); got {type(config).__name__}: {exc}"
+            ) from None
+        where = path if path is not None else fields["path"]
         if where is None:
             raise ConfigError(
                 "the [ring_buffer] configuration sets no path and none was given: "
@@ -255,10 +266,10 @@ class RingBuffer:
             )
         return cls.create(
             where,
-            capacity_bytes=config.capacity_bytes,
-            overflow=config.overflow,
-            block_timeout=config.block_timeout_secs,
-            max_readers=config.max_readers,
+            capacity_bytes=fields["capacity_bytes"],
+            overflow=fields["overflow"],
+            block_timeout=fields["block_timeout_secs"],
+            max_readers=fields["max_readers"],
             exist_ok=exist_ok,
             force=force,
         )
@@ -303,7 +314,9 @@ class RingBuffer:
         try:
             return self._streams.get(stream)
         except TypeError:  # unhashable: certainly no stream name
-            raise InvalidName(f"stream name {stream!r} must be a non-empty string") from None
+            raise InvalidName(
+                f"stream name {describe_value(stream)} must be a non-empty string"
+            ) from None
 
     # ------------------------------------------------------------------ writing
     def _reserve(self, total: int) -> int:
@@ -408,10 +421,12 @@ class RingBuffer:
         ts = time.time_ns() if timestamp_ns is None else timestamp_ns
         try:
             self._header(at, length, f.KIND_RAW, sid, seq, ts, 0, view)
-        except struct.error:  # checked here, not on every call: nothing is written yet
+        except (struct.error, TypeError):  # checked here, not on every call: nothing written yet
             self._unreserve()
             a.u64(timestamp_ns, "timestamp_ns")
-            raise SchemaMismatch(f"timestamp_ns {timestamp_ns!r} cannot be stored") from None
+            raise SchemaMismatch(
+                f"timestamp_ns {describe_value(timestamp_ns)} cannot be stored"
+            ) from None
         self._buf[at + f.RECORD_HEADER_SIZE : at + length] = view
         self._publish(pos, pos + f.align(length), sid, 1, n, length)
         return seq
