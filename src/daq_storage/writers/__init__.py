@@ -28,6 +28,7 @@ from daq_storage.writers._registry import (
 )
 
 if TYPE_CHECKING:
+    from daq_storage.writers._configured import writer_options
     from daq_storage.writers.arrow_ipc import ArrowWriter, repair_arrow
     from daq_storage.writers.csv import CsvWriter, repair_csv
     from daq_storage.writers.hdf5 import Hdf5Writer, repair_hdf5
@@ -57,6 +58,7 @@ __all__ = [
     "repair_csv",
     "repair_hdf5",
     "repair_parquet",
+    "writer_options",
 ]
 
 # Where each format's names live: a format's module (and its library: h5py, zarr,
@@ -72,6 +74,7 @@ _LAZY = {
     "repair_parquet": "parquet",
     "TiffWriter": "tiff",
     "ZarrWriter": "zarr",
+    "writer_options": "_configured",
 }
 
 
