@@ -87,12 +87,13 @@ def test_schema_change_continues_in_a_new_part_with_all_metadata(tmp_path: Path)
         writer.set_metadata("temperature_K", 4.2, stream="s")
         writer.write_batch("s", pa.record_batch({"v": ["x"]}))
         files = [p.name for p in writer.stats.files]
-    assert files == ["s.arrows", "s__part0001.arrows"]
+    assert files == ["s.arrows", "s__part0002.arrows"]
     assert read_stream_batches(tmp_path / "a" / "s.arrows")[0].column(0).to_pylist() == [1, 2]
-    part = tmp_path / "a" / "s__part0001.arrows"
+    part = tmp_path / "a" / "s__part0002.arrows"
     assert read_stream_batches(part)[0].column(0).to_pylist() == ["x"]
     header, _, _ = stream_metadata(part)
-    assert header == {"sample": "Si", "temperature_K": 4.2}
+    assert header == {"sample": "Si", "temperature_K": 4.2,
+                      "daq_storage.part_of": "s", "daq_storage.first_row": 2}  # fmt: skip
 
 
 def test_late_metadata_reaches_every_open_stream_and_survives_close(tmp_path: Path):
@@ -180,10 +181,15 @@ def test_file_format_and_bad_options(tmp_path: Path):
         writer.write_batch("s", pa.record_batch({"v": [1.5]}))
     with pa.memory_map(str(tmp_path / "f" / "s.arrow")) as source:
         assert pa.ipc.open_file(source).read_all().column("v").to_pylist() == [1.5]
-    with pytest.raises(ConfigError, match="ipc_format must be 'stream' or 'file', got 'feather'"):
+    with pytest.raises(ConfigError, match=r"ipc_format = 'feather': .*'stream' or 'file'"):
         ArrowWriter(tmp_path / "g", ipc_format="feather")  # type: ignore[arg-type]
-    with pytest.raises(ConfigError, match=r"compression must be .* got 'gzip'"):
+    with pytest.raises(ConfigError, match=r"compression = 'gzip': .*'lz4', 'zstd' or 'none'"):
         ArrowWriter(tmp_path / "g", compression="gzip")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"compression_level 3 needs a compression"):
+        ArrowWriter(tmp_path / "g", compression_level=3)
+    with pytest.raises(ConfigError, match=r"compression_level for 'lz4' must be 1\.\.12, got 40"):
+        ArrowWriter(tmp_path / "g", compression="lz4", compression_level=40)
+    assert not (tmp_path / "g").exists()
 
 
 def test_stats_count_calls_rows_frames_bytes_and_files(tmp_path: Path):
@@ -203,8 +209,8 @@ def test_stats_count_calls_rows_frames_bytes_and_files(tmp_path: Path):
         table_bytes = sum(b.nbytes for b in batches) + 8
         assert stats.bytes_written == table_bytes + frames.nbytes + 5 * 16
         directory = tmp_path / "a"
-        assert stats.files == [directory / "power.arrows", directory / "cam.arrows",
-                               directory / "power__part0001.arrows"]  # fmt: skip
+        assert stats.files == (directory / "power.arrows", directory / "cam.arrows",
+                               directory / "power__part0002.arrows")  # fmt: skip
     assert writer.stats.file_size == sum(p.stat().st_size for p in stats.files)
     assert read_stream_batches(directory / "power.arrows")[1].equals(batches[1])
 

@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 import zlib
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from daq_storage.errors import ConfigError, StorageIOError, UnsupportedData
 from daq_storage.sim import SimulatedCamera, SimulatedPowerMeter
 from daq_storage.writers import ParquetWriter, open_writer
 from daq_storage.writers._parquet_footer import FooterShift
-from daq_storage.writers.parquet import repair_parquet
+from daq_storage.writers.parquet import Codec, repair_parquet
 
 CODECS = ["snappy", "gzip", "zstd", "lz4", "brotli"]
 
@@ -91,7 +90,7 @@ def test_killed_while_buffering_leaves_a_complete_file(tmp_path: Path):
         from daq_storage.sim import SimulatedPowerMeter
         from daq_storage.writers import ParquetWriter
         meter = SimulatedPowerMeter(seed=0, start_ns=0)
-        writer = ParquetWriter({str(target)!r}, row_group_size=10**9, flush_interval_s=3600)
+        writer = ParquetWriter({str(target)!r}, row_group_size=10**9)
         for _ in range(5):
             writer.write_batch("power", meter.read_batch(1000))
             writer.flush()
@@ -122,7 +121,7 @@ def test_killed_while_writing_row_groups_keeps_every_flushed_row(tmp_path: Path)
         from daq_storage.sim import SimulatedPowerMeter
         from daq_storage.writers import ParquetWriter
         meter = SimulatedPowerMeter(seed=0, start_ns=0)
-        writer = ParquetWriter({str(target)!r}, flush_interval_s=0)  # a row group per batch
+        writer = ParquetWriter({str(target)!r}, row_group_size=1)  # a row group per batch
         rows = 0
         while True:
             writer.write_batch("power", meter.read_batch(1000))
@@ -150,7 +149,7 @@ def test_killed_mid_row_group_is_repaired_to_the_last_complete_one(tmp_path: Pat
         from daq_storage.sim import SimulatedPowerMeter
         from daq_storage.writers import ParquetWriter
         meter = SimulatedPowerMeter(seed=0, start_ns=0)
-        writer = ParquetWriter({str(target)!r}, flush_interval_s=3600)
+        writer = ParquetWriter({str(target)!r})
         for _ in range(3):
             writer.write_batch("power", meter.read_batch(1000))
             writer.flush()
@@ -248,7 +247,7 @@ def test_repair_refuses_a_live_writer_and_damaged_recovery_files(tmp_path: Path)
 # ---------------------------------------------------------------------- row groups
 def test_batches_are_buffered_into_large_row_groups(tmp_path: Path):
     expected = power_rows(100_000, 10_000)
-    with ParquetWriter(tmp_path / "p", row_group_size=25_000, flush_interval_s=3600) as writer:
+    with ParquetWriter(tmp_path / "p", row_group_size=25_000) as writer:
         for batch in expected.to_batches():
             writer.write_batch("power", batch)
     path = tmp_path / "p" / "power.parquet"
@@ -259,30 +258,32 @@ def test_batches_are_buffered_into_large_row_groups(tmp_path: Path):
     assert_readers_agree(path, expected)
 
 
-def test_flush_interval_bounds_how_long_rows_stay_buffered(tmp_path: Path):
+def test_flush_is_the_one_point_that_makes_buffered_rows_visible(tmp_path: Path):
+    """No timer: buffered rows stay accepted and invisible, however many writes come,
+    until a row group fills or flush() writes them; visible() says what a reader sees.
+    (The writer had a flush interval checked at each write: a write after it flushed.)"""
     path = tmp_path / "p" / "power.parquet"
     a, b, c = power_rows(3000).to_batches()
-    with ParquetWriter(tmp_path / "p", row_group_size=10**9, flush_interval_s=0.3) as writer:
+    with ParquetWriter(tmp_path / "p", row_group_size=2500) as writer:
+        for done, batch in enumerate((a, b), start=1):
+            writer.write_batch("power", batch)
+            assert pq.read_metadata(path).num_rows == 0  # a valid, empty file
+            assert (writer.visible("power"), writer.accepted("power")) == (0, done * 1000)
+        writer.write_batch("power", c)  # 3000 >= 2500: one row group, written by the write
+        assert pq.read_metadata(path).num_rows == writer.visible("power") == 3000
         writer.write_batch("power", a)
-        assert pq.read_metadata(path).num_rows == 0  # buffered; the file is valid and empty
-        time.sleep(0.35)
-        writer.write_batch("power", b)  # the interval has passed: a and b go out together
-        metadata = pq.read_metadata(path)
-        assert (metadata.num_row_groups, metadata.num_rows) == (1, 2000)
-        writer.write_batch("power", c)
+        assert (writer.visible("power"), writer.accepted("power")) == (3000, 4000)
         writer.flush()
-        assert pq.read_metadata(path).num_row_groups == 2
-    with ParquetWriter(tmp_path / "q", row_group_size=10**9, flush_interval_s=0) as writer:
-        writer.write_batch("power", a)
-        writer.write_batch("power", b)
-        assert pq.read_metadata(tmp_path / "q" / "power.parquet").num_row_groups == 2
-    assert_readers_agree(path, power_rows(3000))
+        assert pq.read_metadata(path).num_rows == writer.visible("power") == 4000
+        assert pl.read_parquet(path).height == 4000
+    assert_readers_agree(path, pa.concat_tables([power_rows(3000), pa.Table.from_batches([a])]))
+    with pytest.raises(ConfigError, match="flush_interval_s"):
+        open_writer("parquet", tmp_path / "q", flush_interval_s=1.0)
 
 
 def test_row_group_bytes_bound_buffered_frames(tmp_path: Path):
     block = SimulatedCamera((32, 32), seed=0, start_ns=0).frames(10)
-    with ParquetWriter(tmp_path / "p", row_group_bytes=3 * 32 * 32 * 2,
-                       flush_interval_s=3600) as writer:  # fmt: skip
+    with ParquetWriter(tmp_path / "p", row_group_bytes=3 * 32 * 32 * 2) as writer:
         for i in range(10):
             writer.write_frames("cam", block.frames[i : i + 1],
                                 timestamps_ns=block.timestamps_ns[i : i + 1])  # fmt: skip
@@ -298,15 +299,15 @@ def test_row_group_bytes_bound_buffered_frames(tmp_path: Path):
 
 def test_long_streams_continue_in_new_parts_to_bound_the_footer(tmp_path: Path):
     expected = power_rows(30_000)
-    with ParquetWriter(tmp_path / "p", flush_interval_s=0, max_footer_bytes=4000) as writer:
+    with ParquetWriter(tmp_path / "p", row_group_size=1000, max_footer_bytes=4000) as writer:
         for batch in expected.to_batches():
             writer.write_batch("power", batch)
         files = list(writer.stats.files)
     assert len(files) > 3
     assert [f.name for f in files[:3]] == [
         "power.parquet",
-        "power__part0001.parquet",
         "power__part0002.parquet",
+        "power__part0003.parquet",
     ]
     assert not list((tmp_path / "p").glob(".*"))
     for path in files:
@@ -324,8 +325,8 @@ def test_incompatible_schema_continues_in_a_new_part(tmp_path: Path):
         writer.write_batch("s", pa.record_batch({"v": [1, 2]}))
         writer.write_batch("s", pa.record_batch({"v": ["a"]}))
         writer.write_batch("s", pa.record_batch({"v": ["b"]}))
-        assert [p.name for p in writer.stats.files] == ["s.parquet", "s__part0001.parquet"]
-    first, second = tmp_path / "p" / "s.parquet", tmp_path / "p" / "s__part0001.parquet"
+        assert [p.name for p in writer.stats.files] == ["s.parquet", "s__part0002.parquet"]
+    first, second = tmp_path / "p" / "s.parquet", tmp_path / "p" / "s__part0002.parquet"
     assert pl.read_parquet(first)["v"].to_list() == [1, 2]
     assert pd.read_parquet(first)["v"].tolist() == [1, 2]
     assert pl.read_parquet(second)["v"].to_list() == ["a", "b"]
@@ -342,7 +343,7 @@ def uncompressed_sizes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, in
     return {p.stem: p.stat().st_size for p in path.glob("*.parquet")}
 
 
-def write_realistic(path: Path, compression: str, level: int | None) -> None:
+def write_realistic(path: Path, compression: Codec, level: int | None) -> None:
     block = SimulatedCamera((64, 64), seed=0, start_ns=0).frames(16)
     with ParquetWriter(path, compression=compression, compression_level=level) as writer:
         for batch in power_rows(20_000).to_batches():
@@ -352,7 +353,7 @@ def write_realistic(path: Path, compression: str, level: int | None) -> None:
 
 @pytest.mark.parametrize("compression", CODECS)
 def test_every_codec_roundtrips_and_compresses(
-    tmp_path: Path, compression: str, uncompressed_sizes: dict[str, int]
+    tmp_path: Path, compression: Codec, uncompressed_sizes: dict[str, int]
 ):
     write_realistic(tmp_path, compression, None)
     assert_readers_agree(tmp_path / "power.parquet", power_rows(20_000))
@@ -375,7 +376,7 @@ def test_every_codec_roundtrips_and_compresses(
 
 
 @pytest.mark.parametrize("compression", ["gzip", "zstd", "lz4", "brotli"])
-def test_compression_level_changes_the_output(tmp_path: Path, compression: str):
+def test_compression_level_changes_the_output(tmp_path: Path, compression: Codec):
     low, high = pa.Codec.minimum_compression_level(compression), 9
     sizes = []
     for level in (max(low, 1), high):
@@ -389,18 +390,18 @@ def test_compression_level_changes_the_output(tmp_path: Path, compression: str):
 
 
 def test_bad_codec_options_are_refused_up_front(tmp_path: Path):
-    with pytest.raises(ConfigError, match="compression 'rar'"):
-        ParquetWriter(tmp_path / "x", compression="rar")
+    with pytest.raises(ConfigError, match="compression = 'rar'"):
+        ParquetWriter(tmp_path / "x", compression="rar")  # type: ignore[arg-type]
     for codec in ("snappy", "none"):
         with pytest.raises(ConfigError, match=f"compression '{codec}' takes no compression_level"):
             ParquetWriter(tmp_path / "x", compression=codec, compression_level=3)
     with pytest.raises(ConfigError, match=r"'gzip' must be 1\.\.9, got 12"):
         ParquetWriter(tmp_path / "x", compression="gzip", compression_level=12)
     for option in ("row_group_size", "row_group_bytes", "max_footer_bytes"):
-        with pytest.raises(ConfigError, match=f"{option} must be >= 1, got 0"):
+        with pytest.raises(ConfigError, match=f"{option} = 0: .*greater than or equal to 1"):
             ParquetWriter(tmp_path / "x", **{option: 0})  # type: ignore[arg-type]
-    with pytest.raises(ConfigError, match="flush_interval_s must be >= 0"):
-        ParquetWriter(tmp_path / "x", flush_interval_s=-1)
+        with pytest.raises(ConfigError, match=f"{option} = True"):  # not taken as 1
+            ParquetWriter(tmp_path / "x", **{option: True})  # type: ignore[arg-type]
     assert not (tmp_path / "x").exists()
 
 
@@ -420,7 +421,7 @@ def file_metadata(path: Path) -> dict[str, object]:
 def test_metadata_set_before_and_after_the_first_write(tmp_path: Path):
     path = tmp_path / "p" / "power.parquet"
     batch = power_rows(1000).to_batches()[0]
-    with ParquetWriter(tmp_path / "p", flush_interval_s=0) as writer:
+    with ParquetWriter(tmp_path / "p", row_group_size=1) as writer:
         writer.set_metadata("operator", "ada")
         writer.write_batch("power", batch)
         assert file_metadata(path) == {"operator": "ada"}
@@ -477,7 +478,7 @@ def test_unsupported_column_is_refused_naming_the_stream(tmp_path: Path):
     with ParquetWriter(tmp_path / "p") as writer:
         with pytest.raises(UnsupportedData, match=r"stream 'odd'.*month_day_nano_interval"):
             writer.write_batch("odd", batch)
-        assert writer.stats.files == []
+        assert writer.stats.files == ()
         assert writer.stats.rows == 0
 
 
@@ -486,23 +487,26 @@ def test_unwritable_directory():
         ParquetWriter("/proc/daq_storage_test_dir")
 
 
-def test_a_write_the_disk_refuses_midway_keeps_the_file_readable(tmp_path: Path):
+def test_a_flush_the_disk_refuses_midway_keeps_the_file_and_the_rows(tmp_path: Path):
     """Small row groups are not checked for room up front; when the file-size limit
-    stops one half-way, the writer puts the last footer back and reports the rows it
-    dropped."""
+    stops one half-way, the writer puts the last footer back, the rows stay buffered
+    (accepted, not visible), and a flush once there is room writes them. (The writer
+    dropped them, and counted them out of its stats.)"""
     target = tmp_path / "run"
+    path = target / "s.parquet"
     result = run_child(
         f"""
         import os, resource, signal
-        import numpy as np, pyarrow as pa
+        import numpy as np, pyarrow as pa, pyarrow.parquet as pq
         from daq_storage.errors import StorageIOError
         from daq_storage.writers import ParquetWriter
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a full disk: EFBIG, not a kill
-        writer = ParquetWriter({str(target)!r}, compression="none", flush_interval_s=3600)
+        writer = ParquetWriter({str(target)!r}, compression="none")
         writer.write_batch("s", pa.record_batch({{"v": np.arange(1000, dtype=np.float64)}}))
         writer.flush()
-        size = os.path.getsize({str(target / "s.parquet")!r})
-        resource.setrlimit(resource.RLIMIT_FSIZE, (size + 50_000, size + 50_000))
+        size = os.path.getsize({str(path)!r})
+        hard = resource.getrlimit(resource.RLIMIT_FSIZE)[1]
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size + 50_000, hard))
         try:
             for i in range(1, 100):
                 noise = np.random.default_rng(i).random(1000)
@@ -511,24 +515,76 @@ def test_a_write_the_disk_refuses_midway_keeps_the_file_readable(tmp_path: Path)
         except StorageIOError as exc:
             print("REFUSED", exc.errno, exc.filename)
             print(exc)
-        print("ROWS", writer.stats.rows, writer.stats.bytes_written)
+        print("LAST", i)
+        print("STATE", writer.visible("s"), writer.accepted("s"), writer.stats.rows,
+              pq.read_metadata({str(path)!r}).num_rows)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (hard, hard))
+        writer.flush()
+        print("AFTER", writer.visible("s"), writer.accepted("s"))
         writer.close()
         """
     )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0] == f"REFUSED 27 {target / 's.parquet'}", result.stdout
-    assert "cannot write 1000 buffered rows of stream 's' (dropped)" in lines[1]
-    rows, payload = map(int, lines[2].split()[1:])
-    assert payload == rows * 8  # float64 values of the rows in the file, not the dropped ones
-    values = pq.read_table(target / "s.parquet").column("v").to_pylist()
-    assert len(values) == rows
-    assert 1000 < rows < 8000  # some row groups fitted before the limit
+    assert lines[0] == f"REFUSED 27 {path}", result.stdout
+    assert "cannot write 1000 buffered rows of stream 's' (they stay buffered" in lines[1]
+    last = int(lines[2].split()[1])
+    visible, accepted, counted, in_file = map(int, lines[3].split()[1:])
+    assert 1 < last < 8  # some row groups fitted before the limit
+    assert visible == in_file == last * 1000  # what a reader sees, the refused rows not
+    assert accepted == counted == (last + 1) * 1000
+    assert lines[4] == f"AFTER {accepted} {accepted}"
+    values = pq.read_table(path).column("v").to_pylist()
     assert values[:1000] == list(range(1000))
-    for i in range(1, rows // 1000):
+    for i in range(1, last + 1):
         assert values[i * 1000 : (i + 1) * 1000] == np.random.default_rng(i).random(1000).tolist()
-    assert pl.read_parquet(target / "s.parquet").height == rows
+    assert len(values) == pl.read_parquet(path).height == accepted
     assert not list(target.glob(".*"))
+
+
+def test_a_write_whose_row_group_the_disk_refuses_keeps_the_rows_before(tmp_path: Path):
+    """The write that fills a row group is refused when the disk refuses the group: its
+    own rows are not taken, the rows buffered before it stay buffered and reach the file
+    with the next row group. (They were dropped with it.)"""
+    target = tmp_path / "run"
+    path = target / "s.parquet"
+    result = run_child(
+        f"""
+        import os, resource, signal
+        import numpy as np, pyarrow as pa
+        from daq_storage.errors import StorageIOError
+        from daq_storage.writers import ParquetWriter
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a full disk: EFBIG, not a kill
+        writer = ParquetWriter({str(target)!r}, compression="none", row_group_size=2000)
+        def rows(seed):
+            return pa.record_batch({{"v": np.random.default_rng(seed).random(1000)}})
+        writer.write_batch("s", rows(0))
+        writer.write_batch("s", rows(1))  # a row group of 2000 rows
+        hard = resource.getrlimit(resource.RLIMIT_FSIZE)[1]
+        resource.setrlimit(resource.RLIMIT_FSIZE, (os.path.getsize({str(path)!r}) + 10_000, hard))
+        writer.write_batch("s", rows(2))  # buffered
+        try:
+            writer.write_batch("s", rows(3))  # its row group (16 kB) does not fit
+        except StorageIOError as exc:
+            print("REFUSED", exc.errno)
+            print(exc)
+        print("STATE", writer.accepted("s"), writer.visible("s"), writer.stats.rows)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (hard, hard))
+        writer.write_batch("s", rows(4))  # rows 2 and 4: a row group
+        print("AFTER", writer.accepted("s"), writer.visible("s"))
+        writer.close()
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "REFUSED 27", result.stdout
+    assert "2000 buffered rows of stream 's' (this call's 1000 rows were not taken" in lines[1]
+    assert lines[2:] == ["STATE 3000 2000 3000", "AFTER 4000 4000"]
+    expected = [v for seed in (0, 1, 2, 4) for v in np.random.default_rng(seed).random(1000)]
+    assert pq.read_table(path).column("v").to_pylist() == expected
+    metadata = pq.read_metadata(path)
+    assert [metadata.row_group(i).num_rows for i in range(2)] == [2000, 2000]
+    assert pl.read_parquet(path)["v"].to_list() == expected
 
 
 # ---------------------------------------------------------------------- footer offsets

@@ -2,9 +2,12 @@
 
 ``path`` names a plain directory (no suffix: a directory named ``run.parquet`` makes
 pandas, pyarrow and polars read every stream in it as one table); stream ``s`` goes to
-``path/s.<suffix>``. When a stream's schema changes incompatibly (or its file cannot
-take more), the writer continues in ``path/s__part0001.<suffix>`` and so on, so nothing
-already written is rewritten or lost.
+``path/s.<suffix>``. When a stream continues in a new file (a schema change the format
+cannot take in place, or a file that cannot take more), its parts are
+``path/s__part0002.<suffix>``, ``path/s__part0003.<suffix>`` and so on (the first part
+keeps the plain name, as the parts of HDF5 and Zarr streams do), so nothing already
+written is rewritten or lost. The writer lists them in :meth:`Writer.describe`; each
+format records them in its files (see :data:`PART_OF`).
 
 Nothing is ever overwritten:
 
@@ -17,30 +20,32 @@ Nothing is ever overwritten:
   a killed writer;
 - part files are named ``<stream>__partNNNN``: a stream name is sanitised
   (:func:`~daq_storage.naming.sanitize_name`) into one that never holds two underscores
-  in a row, so no stream's file can be another stream's part (stream ``pp.part0001``
-  writes ``pp.part0001.<suffix>``, stream ``pp``'s first part is ``pp__part0001``).
+  in a row, so no stream's file can be another stream's part (stream ``pp.part0002``
+  writes ``pp.part0002.<suffix>``, stream ``pp``'s second part is ``pp__part0002``).
   Sorted by name, a stream's files come in part order.
 """
 
 from __future__ import annotations
 
 import errno
-import functools
 import json
 import os
-from abc import abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar
 
-import numpy.typing as npt
 import pyarrow as pa
 
 from daq_storage.errors import ConfigError, StorageIOError
 from daq_storage.schema import METADATA_CHANGES, decode_metadata
-from daq_storage.writers._base import Writer, finish_all, json_value, storage_errors
-from daq_storage.writers._tensor import frames_to_batch
+from daq_storage.writers._base import StreamPart, Writer, json_value, storage_errors
 
-__all__ = ["ArrowBatchWriter", "PerStreamWriter"]
+__all__ = ["FIRST_ROW", "PART_OF", "PerStreamWriter"]
+
+#: Metadata key of a stream's second and later part files: the stream's name (JSON text).
+PART_OF = "daq_storage.part_of"
+#: Metadata key beside :data:`PART_OF`: the stream's index (row, or frame) of the part's
+#: first row; the parts, sorted by it (or by name), join into the stream.
+FIRST_ROW = "daq_storage.first_row"
 
 
 class PerStreamWriter(Writer):
@@ -71,24 +76,49 @@ class PerStreamWriter(Writer):
         self._lock_output(self.path)
         self._file_metadata: dict[str, str] = {}
         self._stream_metadata: dict[str, dict[str, str]] = {}
-        self._parts: dict[str, int] = {}
+        self._part_index: dict[str, int] = {}  # stream -> its current file: 0 the first
         self._suffix = self.suffixes[0]
         self._metadata_version = 0  # bumped by set_metadata, so writers notice late values
 
     def _part_path(self, stream: str, part: int) -> Path:
+        """The file of the stream's part ``part`` (0: the first, plain name; then
+        ``__part0002``, ...: see the module docstring)."""
         safe = self._safe_stream(stream)
-        name = safe if part == 0 else f"{safe}__part{part:04d}"  # see the module docstring
+        name = safe if part == 0 else f"{safe}__part{part + 1:04d}"
         return self.path / f"{name}{self._suffix}"
 
     def _stream_path(self, stream: str, *, new_part: bool = False) -> Path:
         """The path of the stream's next file (its first, or a new part), checked to be
-        free; the file itself is made by :meth:`_create_file` (or the format)."""
-        part = self._parts.get(stream, 0) + (1 if new_part else 0)
+        free; the file itself is made by :meth:`_create_file` (or the format). A new
+        part is recorded (see :meth:`Writer.describe`) as starting at the rows or frames
+        the stream has taken so far; :meth:`_forget_file` takes it back."""
+        part = self._part_index.get(stream, 0) + (1 if new_part else 0)
         path = self._part_path(stream, part)
         self._check_new_file(stream, path)
-        self._parts[stream] = part
+        self._part_index[stream] = part
         self._add_file(path)
+        if part:
+            self._add_part(stream, StreamPart(self._part_path(stream, 0), "", 0))
+            self._add_part(stream, StreamPart(path, "", self._taken(stream)))
         return path
+
+    def _taken(self, stream: str) -> int:
+        """Rows (a table stream) or frames the stream has taken (0 for a new one)."""
+        metadata = self._table_metadata.get(stream)
+        return metadata.rows if metadata is not None else self._frames_seen.get(stream, 0)
+
+    def _add_part(self, stream: str, part: StreamPart) -> None:
+        """Record ``part`` once (a format may record the parts it makes itself)."""
+        if all(known.path != part.path for known in self._parts.get(stream, ())):
+            super()._add_part(stream, part)
+
+    def _part_keys(self, stream: str) -> dict[str, str]:
+        """Metadata keys (JSON text) of the stream's current file: :data:`PART_OF` and
+        :data:`FIRST_ROW` for a second or later part, none for the first."""
+        parts = self._parts.get(stream)
+        if not self._part_index.get(stream) or not parts:
+            return {}
+        return {PART_OF: json.dumps(stream), FIRST_ROW: json.dumps(parts[-1].first)}
 
     def _check_new_file(self, stream: str, path: Path) -> None:
         """Refuse to start ``path`` when it exists: nothing is overwritten."""
@@ -121,12 +151,17 @@ class PerStreamWriter(Writer):
     def _forget_file(self, stream: str, path: Path) -> None:
         if path in self._stats.files:
             self._stats.files.remove(path)
-        part = self._parts.get(stream)
+        part = self._part_index.get(stream)
         if part is not None and path == self._part_path(stream, part):
             if part == 0:
-                del self._parts[stream]
+                del self._part_index[stream]
             else:
-                self._parts[stream] = part - 1
+                self._part_index[stream] = part - 1
+        parts = [p for p in self._parts.get(stream, ()) if p.path != path]
+        if len(parts) > 1:
+            self._parts[stream] = parts
+        else:  # the first part alone: the stream has no recorded parts
+            self._parts.pop(stream, None)
 
     def _metadata_for(self, stream: str, schema: pa.Schema | None = None) -> dict[str, str]:
         """The key-value metadata (JSON text values) of ``stream``'s file: the stream's
@@ -184,49 +219,6 @@ class PerStreamWriter(Writer):
             self._safe_stream(stream)
             self._stream_metadata.setdefault(stream, {})[key] = text
         self._stored = True
-
-
-class ArrowBatchWriter(PerStreamWriter):
-    """A per-stream writer whose files take Arrow record batches (Arrow IPC, Parquet):
-    frames arrive as a ``fixed_shape_tensor`` column beside ``timestamp_ns`` and
-    ``frame_number``."""
-
-    @abstractmethod
-    def _write(self, stream: str, batch: pa.RecordBatch) -> None:
-        """Append ``batch`` to the stream's current file."""
-
-    _open: dict[str, Any]  # stream -> its open file (format-specific)
-
-    @abstractmethod
-    def _finish(self, opened: Any) -> None:
-        """Complete and close one stream's open file."""
-
-    def write_batch(self, stream: str, batch: pa.RecordBatch) -> None:
-        batch = self._check_batch(stream, batch)
-        self._write(stream, batch)
-        self._observe_metadata(stream, batch)
-        self._stats.batches += 1  # write_batch calls only, as in every format
-        self._stats.rows += batch.num_rows
-
-    def write_frames(
-        self,
-        stream: str,
-        frames: npt.NDArray[Any],
-        *,
-        timestamps_ns: npt.ArrayLike | None = None,
-        frame_numbers: npt.ArrayLike | None = None,
-    ) -> None:
-        block = self._check_frames(stream, frames, timestamps_ns, frame_numbers, record=False)
-        self._write(stream, frames_to_batch(block))
-        self._record_frames(stream, block)  # a refused call leaves the stream as it was
-        self._stored = True
-        self._stats.frames += len(block.frames)
-
-    def _close(self) -> None:
-        try:
-            finish_all(functools.partial(self._finish, opened) for opened in self._open.values())
-        finally:
-            self._open.clear()
 
 
 def _exists(stream: str, path: Path, folder: Path) -> StorageIOError:

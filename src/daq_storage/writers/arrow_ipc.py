@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,8 +18,10 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import pyarrow as pa
+from pydantic import model_validator
 
-from daq_storage.errors import ConfigError, StorageIOError, UnsupportedData
+from daq_storage.errors import StorageIOError, UnsupportedData
+from daq_storage.writers._arrow_batches import ArrowBatchWriter
 from daq_storage.writers._arrow_files import (
     EOS,
     FILE_MAGIC,
@@ -28,8 +31,7 @@ from daq_storage.writers._arrow_files import (
     repair_arrow,
     replay_writer,
 )
-from daq_storage.writers._base import pwrite_all, storage_errors
-from daq_storage.writers._per_stream import ArrowBatchWriter
+from daq_storage.writers._base import WriterOptions, finish_all, pwrite_all, storage_errors
 
 __all__ = ["ArrowWriter", "repair_arrow"]
 
@@ -44,12 +46,23 @@ class _Open:
     schema: pa.Schema
     metadata: dict[str, str]  # what the file holds: header schema, then batches' custom metadata
     end: int  # where the file's end-of-stream marker starts: everything before is complete
+    header_end: int  # where the header (magic, schema) ends: no batch before it
+    first: int  # the stream's row (frame) index of the file's first row
+    rows: int = 0  # rows (frames) in the file
     #: After a write the disk refused, pyarrow's writer may believe a dictionary (or, in
     #: the file format, a footer entry) is in the file that is not: a writer rebuilt from
     #: the file takes its place (see ``replay_writer``). Where that fails, the stream
     #: continues in a new part once this file is completed as it is.
     retired: bool = False
     completed: bool = False  # the file's end (marker or footer) is written
+
+
+class _Refused(UnsupportedData):
+    """pyarrow's IPC writer refused a batch (nothing reached the file)."""
+
+    def __init__(self, message: str, *, replaced_dictionary: bool) -> None:
+        super().__init__(message)
+        self.replaced_dictionary = replaced_dictionary
 
 
 def _has_dictionaries(schema: pa.Schema) -> bool:
@@ -61,6 +74,27 @@ def _has_dictionaries(schema: pa.Schema) -> bool:
     return any(nested(field.type) for field in schema)
 
 
+class _Options(WriterOptions):
+    ipc_format: Literal["stream", "file"] = "stream"
+    compression: Literal["lz4", "zstd", "none"] | None = None
+    compression_level: int | None = None
+
+    @model_validator(mode="after")
+    def _level_fits_codec(self) -> _Options:
+        level, codec = self.compression_level, self.compression
+        if level is None:
+            return self
+        if codec in (None, "none"):
+            raise ValueError(
+                f"compression_level {level} needs a compression ('lz4' or 'zstd'), got {codec!r}"
+            )
+        low = pa.Codec.minimum_compression_level(codec)
+        high = pa.Codec.maximum_compression_level(codec)
+        if not low <= level <= high:
+            raise ValueError(f"compression_level for {codec!r} must be {low}..{high}, got {level}")
+        return self
+
+
 class ArrowWriter(ArrowBatchWriter):
     """Arrow IPC files, one per stream, in the directory ``path``.
 
@@ -68,11 +102,28 @@ class ArrowWriter(ArrowBatchWriter):
     ``write_batch`` / ``write_frames`` call made visible to readers at once: at every
     instant, also after the process is killed, ``pyarrow.ipc.open_stream(f).read_all()``
     and ``polars.read_ipc_stream(f)`` read every batch written so far, and never part of
-    one. ``ipc_format="file"`` writes the random-access file format (``<stream>.arrow``,
-    readable after :meth:`close`, or after :func:`repair_arrow` once killed). A schema
-    change continues the stream in ``<stream>__part0001.arrows`` and so on. Frames are
+    one (:meth:`visible` always equals :meth:`accepted`; :meth:`flush` only writes late
+    metadata). ``ipc_format="file"`` writes the random-access file format
+    (``<stream>.arrow``), whose footer pyarrow writes once, when the file is completed:
+    at :meth:`close`, or when the stream continues in a new part. Until then
+    ``pyarrow.ipc.open_file`` and ``polars.read_ipc`` cannot open the file (a killed
+    writer's file is completed by :func:`repair_arrow`), so :meth:`visible` counts the
+    rows of completed files only, and :meth:`flush` does not change that. Frames are
     stored as a ``fixed_shape_tensor`` column ``frame`` beside ``timestamp_ns`` and
     ``frame_number``.
+
+    Schema evolution: an IPC file's schema is fixed, so every kind of change (a widened
+    type, a new or missing column, an incompatible type) continues the stream in a new
+    part file, ``<stream>__part0002.arrows``, ``__part0003``, ... (in the file format
+    also a batch whose dictionaries replace the file's). Each later part's schema
+    metadata records ``daq_storage.part_of`` (the stream's name) and
+    ``daq_storage.first_row`` (the stream's index of its first row), JSON text as all
+    metadata; :meth:`describe` lists the parts. Each part reads on its own; joined::
+
+        parts = sorted(folder.glob("power__part*.arrows"))
+        table = pa.concat_tables([pa.ipc.open_stream(f).read_all()
+                                  for f in [folder / "power.arrows", *parts]],
+                                 promote_options="permissive")
 
     A write the disk refuses (disk full, file-size limit) raises ``StorageIOError`` and
     leaves the file as it was before the call; later calls go on in the same file (in a
@@ -93,50 +144,93 @@ class ArrowWriter(ArrowBatchWriter):
             for _, custom in reader.iter_batches_with_custom_metadata():
                 metadata.update(custom or {})
 
+    ``flush(durable=True)`` fsyncs every open file, the files completed since the last
+    durable flush, and the directory.
+
     Args:
         path: output directory.
         ipc_format: ``"stream"`` (``.arrows``) or ``"file"`` (``.arrow``).
-        compression: ``None``, ``"lz4"`` or ``"zstd"`` IPC buffer compression.
+        compression: ``None`` (or ``"none"``), ``"lz4"`` or ``"zstd"`` IPC buffer
+            compression (``[storage] compression``).
+        compression_level: the codec's level (``lz4`` 1-12, ``zstd`` up to 22), ``None``
+            for its default (``[storage] compression_level``).
     """
 
     name: ClassVar[str] = "arrow"
     suffixes: ClassVar[tuple[str, ...]] = (".arrows", ".arrow")
     supports_frames: ClassVar[bool] = True
     supports_tables: ClassVar[bool] = True
+    mimetype: ClassVar[str] = "application/vnd.apache.arrow.stream"
+    on_widening: ClassVar[str] = "new_part"
+    on_new_columns: ClassVar[str] = "new_part"
+    on_incompatible: ClassVar[str] = "new_part"
+    Options: ClassVar[type[WriterOptions]] = _Options
+    config_keys: ClassVar[dict[str, str]] = {
+        "compression": "compression",
+        "compression_level": "compression_level",
+    }
 
     def __init__(
         self,
         path: str | os.PathLike[str],
         *,
         ipc_format: Literal["stream", "file"] = "stream",
-        compression: Literal["lz4", "zstd"] | None = None,
+        compression: Literal["lz4", "zstd", "none"] | None = None,
+        compression_level: int | None = None,
     ) -> None:
-        if ipc_format not in ("stream", "file"):
-            raise ConfigError(f"arrow ipc_format must be 'stream' or 'file', got {ipc_format!r}")
-        if compression not in (None, "none", "lz4", "zstd"):
-            raise ConfigError(
-                f"arrow compression must be None, 'lz4' or 'zstd', got {compression!r}"
-            )
+        options = self.validate_options(ipc_format=ipc_format, compression=compression,
+                                        compression_level=compression_level)  # fmt: skip
+        assert isinstance(options, _Options)
         super().__init__(path)
-        self.ipc_format = ipc_format
-        self._suffix = ".arrows" if ipc_format == "stream" else ".arrow"
-        self._options = pa.ipc.IpcWriteOptions(
-            compression=None if compression in (None, "none") else compression
-        )
+        self.options = options
+        self.ipc_format = options.ipc_format
+        self._suffix = ".arrows" if self.ipc_format == "stream" else ".arrow"
+        codec = None if options.compression in (None, "none") else options.compression
+        if codec is not None and options.compression_level is not None:
+            codec = pa.Codec(codec, compression_level=options.compression_level)
+        self._ipc_options = pa.ipc.IpcWriteOptions(compression=codec)
         self._open: dict[str, _Open] = {}
+        #: File format: per stream, its rows in files completed one after the other
+        #: from its first (what a reader can open).
+        self._completed_rows: dict[str, int] = {}
+
+    @property
+    def _mimetype(self) -> str:
+        if self.ipc_format == "file":
+            return "application/vnd.apache.arrow.file"
+        return self.mimetype
+
+    @property
+    def _compression(self) -> str | None:
+        codec = self.options.compression
+        return None if codec in (None, "none") else str(codec)
+
+    def _unseen(self, stream: str) -> int:
+        if self.ipc_format == "stream":
+            return 0  # every batch is published whole as it is written
+        return self.accepted(stream) - self._completed_rows.get(stream, 0)
+
+    def _open_fds(self) -> list[int]:
+        return [opened.fd for opened in self._open.values()]
 
     def _file_for(self, stream: str, schema: pa.Schema) -> _Open:
         current = self._open.get(stream)
-        if current is not None:  # schema changed (or the file retired): the next part
-            if current.retired:  # completed first: until then, no new part is started
+        if current is not None:  # a new part (or the file retired): this one completed first
+            if current.retired:
                 self._complete(current)
             del self._open[stream]
             self._finish(current)
-        metadata = self._metadata_for(stream, schema)
-        full = schema.with_metadata(metadata)
-        header = (FILE_MAGIC if self.ipc_format == "file" else b"") + full.serialize().to_pybytes()
-        self._ensure_room(len(header), f"stream {stream!r}", self.path)
-        path = self._stream_path(stream, new_part=stream in self._parts)
+        first = self._taken(stream)
+        path = self._stream_path(stream, new_part=stream in self._part_index)
+        try:
+            metadata = {**self._metadata_for(stream, schema), **self._part_keys(stream)}
+            full = schema.with_metadata(metadata)
+            magic = FILE_MAGIC if self.ipc_format == "file" else b""
+            header = magic + full.serialize().to_pybytes()
+            self._ensure_room(len(header), f"stream {stream!r}", self.path)
+        except BaseException:
+            self._forget_file(stream, path)
+            raise
         fd = self._create_file(stream, path)
         try:
             with storage_errors(path, "cannot create Arrow IPC file"):
@@ -144,21 +238,22 @@ class ArrowWriter(ArrowBatchWriter):
                 sink = MessageSink(header)
                 target = pa.PythonFile(sink, mode="w")
                 if self.ipc_format == "stream":
-                    writer: Any = pa.ipc.new_stream(target, full, options=self._options)
+                    writer: Any = pa.ipc.new_stream(target, full, options=self._ipc_options)
                 else:
-                    writer = pa.ipc.new_file(target, full, options=self._options)
+                    writer = pa.ipc.new_file(target, full, options=self._ipc_options)
         except BaseException:
             self._abandon_file(stream, path, fd)
             raise
         opened = _Open(stream, path, fd, sink, writer, schema, dict(metadata), len(header),
-                       retired=False)  # fmt: skip
+                       len(header), first)  # fmt: skip
         self._open[stream] = opened
         return opened
 
-    def _write(self, stream: str, batch: pa.RecordBatch) -> None:
+    def _write(self, stream: str, batch: pa.RecordBatch, *, new_part: bool) -> None:
         target = self._open.get(stream)
         nbytes = batch.nbytes
-        fresh = target is None or target.retired or not target.schema.equals(batch.schema)
+        fresh = (new_part or target is None or target.retired
+                 or not target.schema.equals(batch.schema))  # fmt: skip
         if fresh:
             self._ensure_room(nbytes, f"stream {stream!r}", self.path)
             target = self._file_for(stream, batch.schema)
@@ -166,15 +261,21 @@ class ArrowWriter(ArrowBatchWriter):
         try:
             self._ensure_room(nbytes, f"stream {stream!r}", target.path)
             self._append(target, lambda: target.writer.write_batch(batch), "a batch")
-        except BaseException:
-            if fresh and target.end == self._header_end(target):
+        except _Refused as refused:
+            if fresh and target.end == target.header_end:
                 self._drop_empty(target)  # no part file without a batch
+            if refused.replaced_dictionary and not fresh:
+                # The file format keeps one dictionary per column: the batch goes on in
+                # a new part, as any schema change does.
+                self._write(stream, batch, new_part=True)
+                return
             raise
+        except BaseException:
+            if fresh and target.end == target.header_end:
+                self._drop_empty(target)
+            raise
+        target.rows += batch.num_rows
         self._stats.bytes_written += nbytes
-
-    def _header_end(self, opened: _Open) -> int:
-        schema = opened.schema.with_metadata(opened.metadata)
-        return (len(FILE_MAGIC) if self.ipc_format == "file" else 0) + len(schema.serialize())
 
     def _drop_empty(self, opened: _Open) -> None:
         """Remove a file started by a write that failed: it holds no batch."""
@@ -189,8 +290,9 @@ class ArrowWriter(ArrowBatchWriter):
         except pa.ArrowException as exc:
             if target.sink.take():  # the writer's state may now be ahead of the file
                 self._resync(target)
-            raise UnsupportedData(
-                f"stream {target.stream!r}: Arrow IPC cannot store {what}: {exc}"
+            raise _Refused(
+                f"stream {target.stream!r}: Arrow IPC cannot store {what}: {exc}",
+                replaced_dictionary="Dictionary replacement" in str(exc),
             ) from None
         parts = target.sink.take()
         if not parts:
@@ -226,7 +328,7 @@ class ArrowWriter(ArrowBatchWriter):
         that later writes go on in it; retire the file where that is not possible."""
         rebuilt = replay_writer(target.path, target.fd, target.end,
                                 file_format=self.ipc_format == "file",
-                                options=self._options)  # fmt: skip
+                                options=self._ipc_options)  # fmt: skip
         if rebuilt is None:
             target.retired = True
         else:
@@ -275,13 +377,19 @@ class ArrowWriter(ArrowBatchWriter):
                      f"metadata {sorted(late)}")  # fmt: skip
         opened.metadata.update(late)
 
-    def flush(self) -> None:
-        """Write metadata set or changed since; every batch is already in its file (in
-        the operating system's hands: nothing is fsynced)."""
+    def flush(self, *, durable: bool = False) -> None:
+        """Write metadata set or changed since; every batch is already in its file (a
+        file-format file becomes readable only when completed: see the class
+        docstring). ``durable=True`` then fsyncs the files and the directory."""
         self._check_open()
-        for opened in self._open.values():
-            if not opened.retired:
-                self._write_late_metadata(opened)
+        steps: list[Callable[[], object]] = [
+            functools.partial(self._write_late_metadata, opened)
+            for opened in self._open.values()
+            if not opened.retired
+        ]
+        if durable:
+            steps.append(self._sync)
+        finish_all(steps)
 
     def _finish(self, opened: _Open) -> None:
         try:
@@ -292,6 +400,7 @@ class ArrowWriter(ArrowBatchWriter):
                 self._complete(opened)
             finally:
                 os.close(opened.fd)
+                self._completed(opened.path)
 
     def _complete(self, opened: _Open) -> None:
         """The end of the file: the end-of-stream marker (there already), or the file
@@ -315,7 +424,7 @@ class ArrowWriter(ArrowBatchWriter):
                     self._ensure_room(opened.end, f"the footer of {opened.path.name}",
                                       opened.path)  # fmt: skip
                     rebuild_file_format(opened.path, opened.end)
-                opened.completed = True
+                self._mark_completed(opened)
                 return
             opened.writer.close()
             tail = opened.sink.take()
@@ -330,4 +439,9 @@ class ArrowWriter(ArrowBatchWriter):
                     pwrite_all(opened.fd, [EOS], opened.end)
                 opened.retired = True
                 raise
-            opened.completed = True
+            self._mark_completed(opened)
+
+    def _mark_completed(self, opened: _Open) -> None:
+        opened.completed = True
+        if self._completed_rows.get(opened.stream, 0) == opened.first:  # parts before: readable
+            self._completed_rows[opened.stream] = opened.first + opened.rows

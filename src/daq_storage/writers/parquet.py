@@ -19,12 +19,12 @@ group written so far. A process killed *during* step 2 leaves an incomplete tail
 (a recovery file left in a directory also stops ``polars.read_parquet(directory)``,
 which reads every file in it; a glob such as ``directory/*.parquet`` is unaffected). A
 file that is complete is never cut, whatever its recovery file says (see
-``_parquet_recovery``). Nothing is fsynced: this guards against a killed process, not
-against power loss.
+``_parquet_recovery``). This guards against a killed process; ``flush(durable=True)``
+also fsyncs the files (Parquet and recovery) and the directory, against power loss.
 
 The footer grows with every row group and is rewritten (twice: file and recovery
 file) after each one, so a stream continues in a new part file
-(``s__part0001.parquet``, ...) once its footer reaches ``max_footer_bytes``.
+(``s__part0002.parquet``, ...) once its footer reaches ``max_footer_bytes``.
 """
 
 from __future__ import annotations
@@ -32,19 +32,21 @@ from __future__ import annotations
 import errno
 import fcntl
 import functools
+import math
 import os
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pydantic import Field, StrictInt, model_validator
 
-from daq_storage.errors import ConfigError, DaqStorageError, StorageIOError, UnsupportedData
-from daq_storage.writers._base import finish_all, pwrite_all, storage_errors
+from daq_storage.errors import DaqStorageError, StorageIOError, UnsupportedData
+from daq_storage.writers._arrow_batches import ArrowBatchWriter
+from daq_storage.writers._base import WriterOptions, finish_all, pwrite_all, storage_errors
 from daq_storage.writers._parquet_footer import FooterShift, check_shift
 from daq_storage.writers._parquet_recovery import (
     MAGIC,
@@ -54,11 +56,10 @@ from daq_storage.writers._parquet_recovery import (
     repair_parquet_file,
     write_recovery,
 )
-from daq_storage.writers._per_stream import ArrowBatchWriter
 
 __all__ = ["ParquetWriter", "repair_parquet", "repair_parquet_file"]
 
-_CODECS = ("none", "snappy", "gzip", "zstd", "lz4", "brotli")
+Codec = Literal["none", "snappy", "gzip", "zstd", "lz4", "brotli"]
 _CODECS_WITHOUT_LEVEL = ("none", "snappy")
 
 
@@ -67,6 +68,10 @@ def _footer_block(metadata: Any) -> bytes:
     sink = pa.BufferOutputStream()
     metadata.write_metadata_file(sink)  # magic + footer + length + magic
     return bytes(sink.getvalue().to_pybytes()[len(MAGIC) :])
+
+
+def _raise(error: Exception) -> None:
+    raise error
 
 
 # ---------------------------------------------------------------------- the writer
@@ -81,39 +86,82 @@ class _Open:
     metadata: dict[str, str]  # the key-value metadata in ``header``
     data_end: int  # where the footer starts: PAR1 and every row group before it
     footer: bytes  # the committed footer block (Thrift, length, magic)
+    part_keys: dict[str, str]  # daq_storage.part_of / first_row of a later part
     row_groups: Any = None  # FileMetaData of every committed row group
     intact: bool = True  # False when a failed write could not be undone (see recovery file)
     pending: list[pa.RecordBatch] = field(default_factory=list)
     pending_rows: int = 0
     pending_bytes: int = 0
-    oldest: float = 0.0  # monotonic time of the oldest buffered batch
+
+
+class _Options(WriterOptions):
+    compression: Codec = "snappy"
+    compression_level: StrictInt | None = None
+    row_group_size: StrictInt = Field(1_000_000, ge=1)
+    row_group_bytes: StrictInt = Field(64 << 20, ge=1)
+    max_footer_bytes: StrictInt = Field(1 << 20, ge=1)
+
+    @model_validator(mode="after")
+    def _level_fits_codec(self) -> _Options:
+        level, codec = self.compression_level, self.compression
+        if level is None:
+            return self
+        if codec in _CODECS_WITHOUT_LEVEL:
+            raise ValueError(
+                f"compression {codec!r} takes no compression_level (got {level}); levels "
+                "apply to gzip, zstd, lz4 and brotli"
+            )
+        low = pa.Codec.minimum_compression_level(codec)
+        high = pa.Codec.maximum_compression_level(codec)
+        if not low <= level <= high:
+            raise ValueError(f"compression_level for {codec!r} must be {low}..{high}, got {level}")
+        return self
 
 
 class ParquetWriter(ArrowBatchWriter):
     """Parquet files, one per stream, in the directory ``path``.
 
     Batches are buffered into row groups of ``row_group_size`` rows (large groups
-    write faster and compress better) but never held longer than ``flush_interval_s``
-    (checked at each write: a stream that goes quiet keeps its rows until its next
-    write, :meth:`flush` or :meth:`close`; there is no timer thread). After every row group
-    the file is a complete Parquet file with all rows written so far, so a killed
-    process loses only the rows still buffered; if it dies while a row group is being
-    written, :func:`repair_parquet` restores the file to the row group before. Frames
-    are stored as a ``fixed_shape_tensor`` column ``frame`` beside ``timestamp_ns``
-    and ``frame_number``. A schema change continues the stream in a new part file, as
-    does a footer that has grown to ``max_footer_bytes``.
+    write faster and compress better; ``row_group_bytes`` bounds their memory). After
+    every row group the file is a complete Parquet file with all rows written so far:
+    :meth:`visible` counts them; buffered rows are accepted, not visible, until their
+    row group is written, at the latest by :meth:`flush` (the one point where the
+    caller makes everything visible: the writer keeps no timer) or :meth:`close`. A
+    killed process loses only the rows still buffered; if it dies while a row group is
+    being written, :func:`repair_parquet` restores the file to the row group before.
+    A call the disk has no room for is refused up front, as in every writer, although
+    its rows would only be buffered. A row group the disk refuses all the same (another
+    process filled it) leaves the file as it was and its rows buffered, for a later
+    :meth:`flush` (at :meth:`close`, the error says they are lost); the ``write_batch``
+    call that filled the group is refused, and its own rows are not taken. Frames are
+    stored as a ``fixed_shape_tensor`` column ``frame`` beside ``timestamp_ns`` and
+    ``frame_number``.
+
+    Schema evolution: a Parquet file has one schema, so every kind of change (a
+    widened type, a new or missing column, an incompatible type) continues the stream
+    in a new part file, ``<stream>__part0002.parquet``, ``__part0003``, ..., as does a
+    footer that has grown to ``max_footer_bytes``. Each later part's key-value metadata
+    (footer and Arrow schema) records ``daq_storage.part_of`` (the stream's name) and
+    ``daq_storage.first_row`` (the stream's index of its first row), JSON text as all
+    metadata; :meth:`describe` lists the parts. Each part reads on its own
+    (``pl.read_parquet``, ``pq.read_table``); ``pyarrow.dataset`` reads them together,
+    given the unified schema where it changed.
+
+    ``flush(durable=True)`` fsyncs the open files and their recovery files, the files
+    completed since the last durable flush, and the directory.
 
     Args:
         path: output directory.
-        compression: ``snappy`` (default), ``gzip``, ``zstd``, ``lz4``, ``brotli`` or ``none``.
+        compression: ``snappy`` (default), ``gzip``, ``zstd``, ``lz4``, ``brotli`` or
+            ``none`` (``[storage] compression``).
         compression_level: codec level (``gzip`` 1-9, ``zstd`` up to 22, ``lz4`` 1-12,
-            ``brotli`` 0-11), ``None`` for the codec's default.
+            ``brotli`` 0-11), ``None`` for the codec's default
+            (``[storage] compression_level``).
         row_group_size: rows per row group (batches are not split, so a group can hold
-            up to one batch more).
+            up to one batch more; ``[storage] chunk_size``).
         row_group_bytes: a row group is also written once this many payload bytes are
             buffered (default 64 MiB: bounds the memory taken by frame streams; row
             groups are encoded in memory, and much larger ones wrote slower here).
-        flush_interval_s: longest time a row stays buffered in memory.
         max_footer_bytes: footer size at which the stream continues in a new part file.
             The footer (about 100 bytes per column per row group) is rewritten after
             each row group, so this bounds that cost in long runs.
@@ -123,56 +171,117 @@ class ParquetWriter(ArrowBatchWriter):
     suffixes: ClassVar[tuple[str, ...]] = (".parquet",)
     supports_frames: ClassVar[bool] = True
     supports_tables: ClassVar[bool] = True
+    mimetype: ClassVar[str] = "application/x-parquet"
+    on_widening: ClassVar[str] = "new_part"
+    on_new_columns: ClassVar[str] = "new_part"
+    on_incompatible: ClassVar[str] = "new_part"
+    Options: ClassVar[type[WriterOptions]] = _Options
+    config_keys: ClassVar[Mapping[str, str]] = {
+        "compression": "compression",
+        "compression_level": "compression_level",
+        "chunk_size": "row_group_size",
+    }
 
     def __init__(
         self,
         path: str | os.PathLike[str],
         *,
-        compression: str = "snappy",
+        compression: Codec = "snappy",
         compression_level: int | None = None,
         row_group_size: int = 1_000_000,
         row_group_bytes: int = 64 << 20,
-        flush_interval_s: float = 1.0,
         max_footer_bytes: int = 1 << 20,
     ) -> None:
-        if compression not in _CODECS:
-            raise ConfigError(f"parquet compression {compression!r} is not one of {_CODECS}")
-        if compression_level is not None:
-            _check_level(compression, compression_level)
-        for name, value in (
-            ("row_group_size", row_group_size),
-            ("row_group_bytes", row_group_bytes),
-            ("max_footer_bytes", max_footer_bytes),
-        ):
-            if value < 1:
-                raise ConfigError(f"parquet {name} must be >= 1, got {value}")
-        if flush_interval_s < 0:
-            raise ConfigError(f"parquet flush_interval_s must be >= 0, got {flush_interval_s}")
+        options = self.validate_options(
+            compression=compression,
+            compression_level=compression_level,
+            row_group_size=row_group_size,
+            row_group_bytes=row_group_bytes,
+            max_footer_bytes=max_footer_bytes,
+        )
+        assert isinstance(options, _Options)
         super().__init__(path)
-        self.compression = compression
-        self.compression_level = compression_level
-        self.row_group_size = row_group_size
-        self.row_group_bytes = row_group_bytes
-        self.flush_interval_s = flush_interval_s
-        self.max_footer_bytes = max_footer_bytes
+        self.options = options
+        self.compression = options.compression
+        self.compression_level = options.compression_level
+        self.row_group_size = options.row_group_size
+        self.row_group_bytes = options.row_group_bytes
+        self.max_footer_bytes = options.max_footer_bytes
         self._open: dict[str, _Open] = {}
+        self._schemas_checked: dict[str, pa.Schema] = {}  # per stream: the last one Parquet takes
+        #: Errors of work a write call did after storing its rows (metadata a footer
+        #: could not take, a part that could not be closed): raised by the next flush.
+        self._deferred: list[Exception] = []
+
+    # ------------------------------------------------------------------ contract
+    @property
+    def _compression(self) -> str | None:
+        return None if self.compression == "none" else self.compression
+
+    def _unseen(self, stream: str) -> int:
+        opened = self._open.get(stream)
+        return 0 if opened is None else opened.pending_rows
+
+    def _open_fds(self) -> list[int]:
+        return [fd for opened in self._open.values() for fd in (opened.fd, opened.recovery_fd)]
+
+    def _chunk_shape(self, stream: str, frames: bool) -> tuple[int, ...]:
+        """The row-group size aimed at (batches are not split; a flush writes what is
+        buffered)."""
+        if not frames:
+            return (self.row_group_size,)
+        dtype, shape = self._frame_specs[stream]
+        frame_bytes = math.prod(shape) * dtype.itemsize + 16  # + timestamp, frame number
+        return (min(self.row_group_size, -(-self.row_group_bytes // frame_bytes)), *shape)
+
+    def _check_batch(self, stream: str, batch: Any) -> pa.RecordBatch:
+        batch = super()._check_batch(stream, batch)
+        for declared, column in zip(batch.schema, batch.columns, strict=True):
+            if not declared.nullable and column.null_count:  # Parquet would refuse the group
+                raise UnsupportedData(
+                    f"stream {stream!r} column {declared.name!r} is declared non-nullable but "
+                    f"holds {column.null_count} nulls"
+                )
+        return batch
+
+    def _check_table_schema(self, stream: str, schema: pa.Schema) -> None:
+        """Refuse a type Parquet has no mapping for (intervals of months, days and
+        nanoseconds, unions, run-end encoded arrays) before anything is written."""
+        checked = self._schemas_checked.get(stream)
+        if checked is not None and checked.equals(schema):
+            return
+        with self._encoding_errors(stream):
+            pq.ParquetWriter(pa.BufferOutputStream(), schema.remove_metadata(),
+                             **self._options()).close()  # fmt: skip
+        self._schemas_checked[stream] = schema
 
     # ------------------------------------------------------------------ files
-    def _writer_for(self, stream: str, schema: pa.Schema) -> _Open:
+    def _writer_for(self, stream: str, schema: pa.Schema, new_part: bool) -> tuple[_Open, bool]:
+        """The stream's open file, or a new one (and whether it is new)."""
         current = self._open.get(stream)
-        if current is not None and current.schema.equals(schema):
-            return current
-        if current is not None:  # schema changed: finish this part, start the next
+        if current is not None and not new_part and current.schema.equals(schema):
+            return current, False
+        if current is not None:  # a new part: this one's rows written and the file closed
+            self._drain(current, "(they stay buffered; the call that starts a new part was "
+                        "not taken)")  # fmt: skip
             del self._open[stream]
-            self._finish(current)
-        metadata = self._metadata_for(stream, schema)
-        header = self._empty_file(stream, schema, metadata)
-        path = self._stream_path(stream, new_part=stream in self._parts)
+            try:
+                self._finish(current)
+            except Exception as exc:  # its rows are in it: the new part still starts
+                self._deferred.append(exc)
+        path = self._stream_path(stream, new_part=stream in self._part_index)
+        try:
+            part_keys = self._part_keys(stream)
+            metadata = {**self._metadata_for(stream, schema), **part_keys}
+            header = self._empty_file(stream, schema, metadata)
+        except BaseException:
+            self._forget_file(stream, path)
+            raise
         fd, recovery_fd = self._create(stream, path, header)
         opened = _Open(stream, path, fd, recovery_fd, schema, header, metadata, len(MAGIC),
-                       header.to_pybytes()[len(MAGIC) :])  # fmt: skip
+                       header.to_pybytes()[len(MAGIC) :], part_keys)  # fmt: skip
         self._open[stream] = opened
-        return opened
+        return opened, True
 
     def _check_new_file(self, stream: str, path: Path) -> None:
         if recovery_path(path).exists():
@@ -231,60 +340,68 @@ class ParquetWriter(ArrowBatchWriter):
                 f"stream {stream!r}: Parquet cannot store this data: {exc}"
             ) from exc
 
+    def _drop_empty(self, target: _Open) -> None:
+        """Remove a file started by a write that was refused: it holds no row."""
+        del self._open[target.stream]
+        try:
+            os.close(target.recovery_fd)
+            recovery_path(target.path).unlink(missing_ok=True)
+        except OSError:
+            pass  # the error that brought us here is the one to report
+        self._abandon_file(target.stream, target.path, target.fd)
+
     # ------------------------------------------------------------------ writing
-    def _write(self, stream: str, batch: pa.RecordBatch) -> None:
-        for declared, column in zip(batch.schema, batch.columns, strict=True):
-            if not declared.nullable and column.null_count:  # Parquet would refuse the group
-                raise UnsupportedData(
-                    f"stream {stream!r} column {declared.name!r} is declared non-nullable but "
-                    f"holds {column.null_count} nulls"
-                )
-        target = self._writer_for(stream, batch.schema)
+    def _write(self, stream: str, batch: pa.RecordBatch, *, new_part: bool) -> None:
         nbytes = batch.nbytes
-        if not target.pending:
-            target.oldest = time.monotonic()
+        # Buffered rows need the disk later: a call the disk has no room for is refused
+        # now, while nothing of it is taken (the row group is checked again).
+        current = self._open.get(stream)
+        self._ensure_room(nbytes, f"stream {stream!r}", self.path if current is None
+                          else current.path)  # fmt: skip
+        target, fresh = self._writer_for(stream, batch.schema, new_part)
         target.pending.append(batch)
         target.pending_rows += batch.num_rows
         target.pending_bytes += nbytes
-        self._stats.bytes_written += nbytes
         if (
             target.pending_rows >= self.row_group_size
             or target.pending_bytes >= self.row_group_bytes
-            or time.monotonic() - target.oldest >= self.flush_interval_s
         ):
-            self._drain(target, uncounted_rows=batch.num_rows)
-            if len(target.footer) >= self.max_footer_bytes:
+            try:
+                self._drain(target, f"(this call's {batch.num_rows} rows were not taken; rows "
+                            "buffered before them stay buffered for the next flush)")  # fmt: skip
+            except BaseException:  # the call is refused: its rows leave the buffer
+                target.pending.pop()
+                target.pending_rows -= batch.num_rows
+                target.pending_bytes -= nbytes
+                if fresh and target.row_groups is None and not target.pending:
+                    self._drop_empty(target)
+                raise
+            if len(target.footer) >= self.max_footer_bytes:  # the next write: a new part
                 del self._open[stream]
-                self._finish(target)
+                try:
+                    self._finish(target)
+                except Exception as exc:  # the call's rows are stored: said at the next flush
+                    self._deferred.append(exc)
+        self._stats.bytes_written += nbytes
 
-    def _drain(self, target: _Open, *, uncounted_rows: int = 0) -> None:
-        """Write the buffered rows as one row group; on failure they are dropped (the
-        error says how many) and taken out of the stats.
-
-        ``uncounted_rows`` of them belong to the ``write_batch`` call under way, which
-        counts its rows only when it succeeds.
-        """
+    def _drain(self, target: _Open, after: str, *, headroom: bool = True) -> None:
+        """Write the buffered rows as one row group. When that fails, nothing changed:
+        the file keeps its row groups and the rows stay buffered (the error names them,
+        then says ``after``)."""
         if not target.pending_rows:
             target.pending = []  # empty batches: the file already has the schema
             return
         table = pa.Table.from_batches(target.pending, schema=target.schema)
-        rows, nbytes = target.pending_rows, target.pending_bytes
+        what = f"{target.pending_rows} buffered rows of stream {target.stream!r} {after}"
+        data, row_group = self._encode(target, table)
+        unstored = self._commit(target, data, row_group, what, headroom=headroom)
         target.pending, target.pending_rows, target.pending_bytes = [], 0, 0
         try:
-            data, row_group = self._encode(target, table)
-            unstored = self._commit(target, data, row_group, f"{rows} buffered rows of stream "
-                                    f"{target.stream!r} (dropped)")  # fmt: skip
-        except BaseException:
-            counted = rows - uncounted_rows
-            if target.stream in self._frame_specs:
-                self._stats.frames -= counted
-            else:
-                self._stats.rows -= counted
-            self._stats.bytes_written -= nbytes
-            raise
-        self._record(target)  # the rows are in the file even if this fails
+            self._record(target)
+        except DaqStorageError as exc:  # the rows are in the file: said at the next flush
+            self._deferred.append(exc)
         if unstored is not None:
-            raise unstored
+            self._deferred.append(unstored)
 
     def _encode(self, target: _Open, table: pa.Table) -> tuple[pa.Buffer, Any]:
         """``table`` as one row group's bytes, and its metadata with the file offsets it
@@ -317,10 +434,19 @@ class ParquetWriter(ArrowBatchWriter):
         return encoded.slice(len(MAGIC), footer_start - len(MAGIC)), row_group
 
     def _commit(
-        self, target: _Open, data: pa.Buffer | bytes, row_group: Any, what: str
+        self,
+        target: _Open,
+        data: pa.Buffer | bytes,
+        row_group: Any,
+        what: str,
+        *,
+        headroom: bool = True,
     ) -> UnsupportedData | None:
         """Write ``data`` and a footer listing every row group (and ``row_group``) over
-        the current footer; :meth:`_record` then saves the new state.
+        the current footer; :meth:`_record` then saves the new state. With ``headroom``
+        the disk is checked up front for room to spare (see :meth:`_ensure_room`);
+        without (the last write of a file being closed: nothing may come later), the
+        write is tried and a failure puts the previous footer back.
 
         Metadata that cannot go into the footer never costs the rows: they are written
         with the metadata the file holds, and the error is returned, to be raised once
@@ -328,7 +454,7 @@ class ParquetWriter(ArrowBatchWriter):
         """
         header, metadata, unstored, merged = target.header, target.metadata, None, None
         try:
-            wanted = self._metadata_for(target.stream)
+            wanted = self._wanted_metadata(target)
             if wanted != target.metadata:  # set_metadata since the header was made
                 candidate = self._empty_file(target.stream, target.schema, wanted)
                 merged = read_footer(candidate)  # a footer pyarrow cannot read is refused
@@ -345,7 +471,8 @@ class ParquetWriter(ArrowBatchWriter):
         if row_group is not None:
             merged.append_row_groups(row_group)
         block = _footer_block(merged)
-        self._ensure_room(len(data) + len(block), what, target.path)
+        if headroom:
+            self._ensure_room(len(data) + len(block), what, target.path)
         old_end = target.data_end + len(target.footer)
         with storage_errors(target.path, f"cannot write {what}; the file keeps every "
                             "row group before"):  # fmt: skip
@@ -367,10 +494,15 @@ class ParquetWriter(ArrowBatchWriter):
         with storage_errors(recovery_path(target.path), "cannot update Parquet recovery file"):
             write_recovery(target.recovery_fd, target.data_end, target.footer)
 
-    def _rewrite_footer(self, target: _Open) -> None:
+    def _wanted_metadata(self, target: _Open) -> dict[str, str]:
+        """The key-value metadata ``target``'s footer should hold now."""
+        return {**self._metadata_for(target.stream), **target.part_keys}
+
+    def _rewrite_footer(self, target: _Open, *, headroom: bool = True) -> None:
         """Put metadata set since the last footer into the file."""
-        if self._metadata_for(target.stream) != target.metadata:
-            unstored = self._commit(target, b"", None, f"the footer of {target.path.name}")
+        if self._wanted_metadata(target) != target.metadata:
+            unstored = self._commit(target, b"", None, f"the footer of {target.path.name}",
+                                    headroom=headroom)  # fmt: skip
             self._record(target)
             if unstored is not None:
                 raise unstored
@@ -394,28 +526,45 @@ class ParquetWriter(ArrowBatchWriter):
         """
         super().set_metadata(key, value, stream=stream)
 
-    def flush(self) -> None:
+    def flush(self, *, durable: bool = False) -> None:
         """Write buffered rows as row groups and late metadata into the footers; every
-        file is then complete and readable (one stream's failure stops no other)."""
+        file is then complete and readable, and :meth:`visible` equals :meth:`accepted`
+        (one stream's failure stops no other; rows the disk refused stay buffered).
+        ``durable=True`` then fsyncs the files and the directory."""
         self._check_open()
-        finish_all([functools.partial(self._flush_one, opened) for opened in self._open.values()])
+        steps: list[Callable[[], object]] = [
+            functools.partial(self._flush_one, opened) for opened in self._open.values()
+        ]
+        if durable:
+            steps.append(self._sync)
+        steps.append(self._raise_deferred)
+        finish_all(steps)
 
     def _flush_one(self, opened: _Open) -> None:
-        self._drain(opened)
+        self._drain(opened, "(they stay buffered: the next flush writes them)")
         self._rewrite_footer(opened)
+
+    def _raise_deferred(self) -> None:
+        errors, self._deferred = self._deferred, []
+        finish_all(functools.partial(_raise, error) for error in errors)
 
     def _finish(self, opened: _Open) -> None:
         try:
-            self._drain(opened)
-            self._rewrite_footer(opened)
+            # The file's last writes: tried without the headroom kept for later ones.
+            self._drain(opened, "(lost: the file is being closed)", headroom=False)
+            self._rewrite_footer(opened, headroom=False)
         finally:
             with storage_errors(opened.path, "cannot close Parquet file"):
                 try:
                     os.close(opened.fd)
                 finally:
                     os.close(opened.recovery_fd)
+                    self._completed(opened.path)
                 if opened.intact:
                     recovery_path(opened.path).unlink(missing_ok=True)
+
+    def _close(self) -> None:
+        finish_all([super()._close, self._raise_deferred])
 
 
 def _waiting_for_repair(path: Path) -> str:
@@ -423,17 +572,3 @@ def _waiting_for_repair(path: Path) -> str:
         f"{path.name} has a recovery file: its writer is still running or did not close; "
         "run daq_storage.writers.parquet.repair_parquet on it or write elsewhere"
     )
-
-
-def _check_level(compression: str, level: int) -> None:
-    if compression in _CODECS_WITHOUT_LEVEL:
-        raise ConfigError(
-            f"parquet compression {compression!r} takes no compression_level (got {level}); "
-            "levels apply to gzip, zstd, lz4 and brotli"
-        )
-    low = pa.Codec.minimum_compression_level(compression)
-    high = pa.Codec.maximum_compression_level(compression)
-    if not low <= level <= high:
-        raise ConfigError(
-            f"parquet compression_level for {compression!r} must be {low}..{high}, got {level}"
-        )

@@ -1,0 +1,215 @@
+"""What the writers whose files take Arrow record batches (Arrow IPC, Parquet) share:
+the schema-evolution flow, frames as a tensor column, visibility, the stream
+description and durable flushes."""
+
+from __future__ import annotations
+
+import functools
+import os
+from abc import abstractmethod
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy.typing as npt
+import pyarrow as pa
+
+from daq_storage.schema import conform_batch
+from daq_storage.writers._base import (
+    StreamDescription,
+    StreamPart,
+    finish_all,
+    fsync_paths,
+    storage_errors,
+)
+from daq_storage.writers._per_stream import PerStreamWriter
+from daq_storage.writers._tensor import FRAME_TIMESTAMP, frames_to_batch
+
+__all__ = ["FRAME_COLUMNS", "ArrowBatchWriter", "leaf_columns"]
+
+#: Where a frame stream's data is in its files: column names.
+FRAME_COLUMNS = {"frames": "frame", "timestamps_ns": "timestamp_ns",
+                 "frame_numbers": "frame_number"}  # fmt: skip
+
+
+def leaf_columns(schema: pa.Schema) -> dict[str, str]:
+    """Column name (``parent.child`` for struct fields) -> Arrow type, as text."""
+
+    def leaves(fields: Iterable[pa.Field], prefix: str) -> Iterator[tuple[str, str]]:
+        for field in fields:
+            if pa.types.is_struct(field.type):
+                yield from leaves(field.type, f"{prefix}{field.name}.")
+            else:
+                yield f"{prefix}{field.name}", str(field.type)
+
+    return dict(leaves(schema, ""))
+
+
+class ArrowBatchWriter(PerStreamWriter):
+    """A per-stream writer whose files take Arrow record batches (Arrow IPC, Parquet).
+
+    Every kind of schema change continues the stream in a new part file (the first
+    part's schema is fixed once written); a change that is none (narrower values, column
+    order, ``string``/``large_string``) is cast to the part's schema. Frames arrive as a
+    ``fixed_shape_tensor`` column ``frame`` beside ``timestamp_ns`` and ``frame_number``.
+    """
+
+    on_widening: ClassVar[str] = "new_part"
+    on_new_columns: ClassVar[str] = "new_part"
+    on_incompatible: ClassVar[str] = "new_part"
+
+    _open: dict[str, Any]  # stream -> its open file (format-specific)
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        super().__init__(path)
+        #: Files completed since the last durable flush (their data is not fsynced).
+        self._unsynced: list[Path] = []
+        #: Files were created or removed in the directory since the last durable flush.
+        self._names_changed = False
+
+    # ------------------------------------------------------------------ the format
+    @abstractmethod
+    def _write(self, stream: str, batch: pa.RecordBatch, *, new_part: bool) -> None:
+        """Append ``batch`` to the stream's current file, or to a new part."""
+
+    @abstractmethod
+    def _finish(self, opened: Any) -> None:
+        """Complete and close one stream's open file."""
+
+    @abstractmethod
+    def _unseen(self, stream: str) -> int:
+        """Rows (frames) of ``stream`` taken that a reader opening its files now may not
+        see."""
+
+    @abstractmethod
+    def _open_fds(self) -> list[int]:
+        """File descriptors of the open files that a durable flush fsyncs."""
+
+    @property
+    @abstractmethod
+    def _compression(self) -> str | None:
+        """The codec of the files (``StreamDescription.compression``)."""
+
+    @property
+    def _mimetype(self) -> str:
+        return self.mimetype
+
+    def _chunk_shape(self, stream: str, frames: bool) -> tuple[int, ...]:
+        """Rows (frames) per chunk, where the format has a fixed one."""
+        return ()
+
+    # ------------------------------------------------------------------ public API
+    def write_batch(self, stream: str, batch: pa.RecordBatch) -> None:
+        """Append a table to ``stream`` (see :meth:`Writer.write_batch`); a schema change
+        continues the stream in a new part file (see the class docstring)."""
+        batch = self._check_batch(stream, batch)
+        _, action = self._plan_change(stream, batch.schema)
+        batch, action = self._conformed(stream, batch, action)
+        self._write(stream, batch, new_part=action == "new_part")
+        self._observe_metadata(stream, batch)
+        if action == "new_part":  # the part's schema, as written (nullability included)
+            self._table_schemas[stream] = batch.schema.remove_metadata()
+        self._stats.batches += 1  # write_batch calls only, as in every format
+        self._stats.rows += batch.num_rows
+
+    def write_frames(
+        self,
+        stream: str,
+        frames: npt.NDArray[Any] | Sequence[npt.NDArray[Any]],
+        *,
+        timestamps_ns: npt.ArrayLike | None = None,
+        frame_numbers: npt.ArrayLike | None = None,
+    ) -> None:
+        block = self._check_frames(stream, frames, timestamps_ns, frame_numbers)
+        self._write(stream, frames_to_batch(block), new_part=False)
+        self._record_frames(stream, block)  # only once stored: a refused call changes nothing
+        self._stored = True
+        self._stats.frames += len(block)
+
+    def visible(self, stream: str) -> int:
+        self._known_stream(stream)
+        return self.accepted(stream) - self._unseen(stream)
+
+    def describe(self, stream: str) -> StreamDescription:
+        """The stream's first file (``key`` is ``""``: the file is the part), its parts,
+        and its columns; a frame stream's dtype and frame shape, and in
+        ``extra_keys`` the columns holding frames, timestamps and frame numbers."""
+        self._known_stream(stream)
+        first = self._part_path(stream, 0)
+        frames = stream not in self._table_metadata
+        if frames:
+            dtype, shape = self._frame_specs[stream]
+            columns = {"timestamp_ns": str(FRAME_TIMESTAMP), "frame_number": "uint64",
+                       "frame": f"fixed_shape_tensor[{dtype}]{list(shape)}"}  # fmt: skip
+        else:
+            columns = leaf_columns(self._table_schemas[stream])
+        return StreamDescription(
+            stream=stream,
+            kind="frames" if frames else "table",
+            format=self.name,
+            mimetype=self._mimetype,
+            path=first,
+            key="",
+            parts=self._stream_parts(stream, StreamPart(first, "", 0)),
+            visible=self.visible(stream),
+            accepted=self.accepted(stream),
+            dtype=str(dtype) if frames else None,
+            shape=tuple(shape) if frames else (),
+            chunk_shape=self._chunk_shape(stream, frames),
+            compression=self._compression,
+            columns=columns,
+            extra_keys=FRAME_COLUMNS if frames else {},
+        )
+
+    # ------------------------------------------------------------------ helpers
+    def _conformed(
+        self, stream: str, batch: pa.RecordBatch, action: str
+    ) -> tuple[pa.RecordBatch, str]:
+        """``batch`` as the stream's current part stores it, and what to do with it.
+
+        A batch that changes nothing but column order, narrower types or
+        ``string``/``large_string`` is cast to the part's schema. One holding nulls in a
+        column the part declares non-nullable cannot go into it (Parquet refuses such a
+        row group; an Arrow reader would trust the declaration): it starts a new part
+        whose columns allow them.
+        """
+        current = self._table_schemas.get(stream)
+        if action != "same" or current is None or current.equals(batch.schema):
+            return batch, action
+        batch = conform_batch(batch, current)
+        schema = batch.schema
+        for i, field in enumerate(schema):
+            if not field.nullable and batch.column(i).null_count:
+                schema = schema.set(i, field.with_nullable(True))
+        if schema.equals(batch.schema):
+            return batch, "same"
+        return pa.RecordBatch.from_arrays(batch.columns, schema=schema), "new_part"
+
+    def _stream_path(self, stream: str, *, new_part: bool = False) -> Path:
+        path = super()._stream_path(stream, new_part=new_part)
+        self._names_changed = True
+        return path
+
+    def _completed(self, path: Path) -> None:
+        """``path`` was completed and closed: a durable flush fsyncs it."""
+        self._unsynced.append(path)
+        self._names_changed = True  # (Parquet removes its recovery file)
+
+    def _sync(self) -> None:
+        """fsync the open files, those completed since the last durable flush, and the
+        directory (and its parent) when files were created or removed in it."""
+        with storage_errors(self.path, "cannot make the flushed files durable (fsync)"):
+            for fd in self._open_fds():
+                os.fsync(fd)
+            paths = [p for p in self._unsynced if p.exists()]
+            if self._names_changed:
+                paths.append(self.path)  # its entries; fsync_paths adds its parent's
+            fsync_paths(paths)
+        self._unsynced.clear()
+        self._names_changed = False
+
+    def _close(self) -> None:
+        try:
+            finish_all(functools.partial(self._finish, opened) for opened in self._open.values())
+        finally:
+            self._open.clear()
