@@ -6,11 +6,13 @@ import functools
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+import numcodecs
+import numcodecs.blosc
 import numpy as np
 import pytest
 
 from daq_storage.schema import FrameBlock
-from daq_storage.writers._chunks import FrameIds, run_parallel, split_frames
+from daq_storage.writers._chunks import FrameIds, blosc_encoder, run_parallel, split_frames
 
 
 def _block(first: int, count: int) -> FrameBlock:
@@ -81,3 +83,22 @@ def test_frame_ids_retry_at_the_same_place_until_written():
     later = ids.pending()
     assert later is not None
     assert later[0] == 10
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_blosc_chunks_decode_from_any_thread_and_no_setting_changes(shuffle: bool):
+    """Chunks compressed on pool threads and on this one decode as they were, and
+    numcodecs' process-wide ``use_threads`` (Zarr's codec reads it too) is untouched."""
+    before = numcodecs.blosc.use_threads
+    encode = blosc_encoder("zstd", 3, shuffle)
+    chunks = [np.arange(i, i + 50_000, dtype=np.uint32).reshape(250, 200) for i in range(12)]
+    with ThreadPoolExecutor(4) as pool:
+        encoded = run_parallel(pool, [functools.partial(encode, chunk) for chunk in chunks])
+    encoded.append(encode(chunks[0]))
+    decoder = numcodecs.Blosc()
+    for chunk, data in zip([*chunks, chunks[0]], encoded, strict=True):
+        decoded = np.frombuffer(decoder.decode(data), np.uint32).reshape(chunk.shape)
+        np.testing.assert_array_equal(decoded, chunk)
+        flags = data[2]  # blosc header: bit 0 = byte shuffle
+        assert bool(flags & 1) == shuffle
+    assert numcodecs.blosc.use_threads is before

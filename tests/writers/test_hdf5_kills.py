@@ -114,9 +114,9 @@ def arm(fd, kill_at, torn, copy):
     count = 0
     commit = _hdf5_file.OrderedFile.commit
 
-    def journaled(self):  # the copy's journal beside the copy
+    def journaled(self, *args):  # the copy's journal beside the copy
         self.journal = Path(copy + ".journal")
-        commit(self)
+        commit(self, *args)
 
     _hdf5_file.OrderedFile.commit = journaled
 

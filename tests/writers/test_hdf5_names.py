@@ -79,48 +79,71 @@ def test_bad_column_names_are_refused_before_anything_is_made(
     assert _tree(path) == {"/": ["other"], "other": ["v"]}
 
 
-def test_a_column_on_another_columns_mask_is_refused_later_too(tmp_path: Path):
-    """Whichever comes first, ``x`` (which may get nulls any time) or ``x.valid``."""
+def test_a_column_on_another_columns_mask_is_refused_in_a_batch_and_parted_across(
+    tmp_path: Path,
+):
+    """A batch holding both ``x`` (which may get nulls any time) and ``x.valid`` is
+    refused; ``x`` after an earlier batch's ``x.valid`` (or the other way round) starts a
+    new part, where the name is free."""
     path = tmp_path / "later.h5"
     with Hdf5Writer(path) as writer:
         writer.write_batch("a", pa.record_batch({"x": [1, 2]}))
-        with pytest.raises(SchemaMismatch, match="null mask"):
-            writer.write_batch("a", pa.record_batch({"x": [3], "x.valid": [True]}))
+        for call in (writer.check_batch, writer.write_batch):
+            with pytest.raises(SchemaMismatch, match="null mask"):
+                call("a", pa.record_batch({"x": [3], "x.valid": [True]}))
         writer.write_batch("b", pa.record_batch({"x.valid": [True]}))
-        with pytest.raises(SchemaMismatch, match="null mask"):
-            writer.write_batch("b", pa.record_batch({"x": pa.array([None, 1.0])}))
+        assert writer.check_batch("b", pa.record_batch({"x": [0.5]})).kind == "new_columns"
+        writer.write_batch("b", pa.record_batch({"x": pa.array([None, 1.0])}))
         writer.write_batch("a", pa.record_batch({"x": pa.array([None, 4])}))  # a real mask
+        parts = writer.describe("b").parts
+    assert [(part.key, part.first) for part in parts] == [("/b", 0), ("/b__part0002", 1)]
     with h5py.File(path, "r") as f:
         assert list(f["a/x"][:]) == [1, 2, 0, 4]
         assert list(f["a/x.valid"][:]) == [True, True, False, True]
         assert sorted(f["b"]) == ["x.valid"]
         assert list(f["b/x.valid"][:]) == [True]
+        assert sorted(f["b__part0002"]) == ["x", "x.valid"]
+        assert list(f["b__part0002/x.valid"][:]) == [False, True]
+        assert f["b__part0002/x"][1] == 1.0
+        assert json.loads(f["b"].attrs["parts"]) == [
+            {"key": "/b", "first": 0}, {"key": "/b__part0002", "first": 1}]  # fmt: skip
 
 
 @pytest.mark.parametrize("struct_first", [True, False])
-def test_a_struct_field_and_a_column_of_one_name_are_refused_across_batches(
+def test_a_struct_field_and_a_column_of_one_name_go_to_parts_across_batches(
     tmp_path: Path, struct_first: bool
 ):
-    """Field ``b`` of struct ``a`` and a column ``a.b`` in different batches: the later
-    batch is refused (naming both) before anything changes; the first keeps its rows."""
+    """Field ``b`` of struct ``a`` and a column ``a.b`` in different batches would share
+    a dataset: the later batch starts a new part (each part's schema says which it
+    holds); in one batch they are refused, naming the column."""
     path = tmp_path / "struct.h5"
     struct = pa.record_batch({"a": pa.array([{"b": 1}, {"b": 2}])})
     flat = pa.record_batch({"a.b": pa.array([10, 20])})
     first, second = (struct, flat) if struct_first else (flat, struct)
     with Hdf5Writer(path) as writer:
         writer.write_batch("s", first)
+        writer.write_batch("s", second)
+        writer.write_batch("s", second)  # the part goes on
+        both = pa.RecordBatch.from_arrays([struct.column(0), flat.column(0)], ["a", "a.b"])
         with pytest.raises(SchemaMismatch) as info:
-            writer.write_batch("s", second)
+            writer.check_batch("t", both)
         message = str(info.value)
-        assert "stream 's'" in message
-        assert "column 'a.b'" in message
-        assert "field 'b' of struct column 'a'" in message
-        writer.write_batch("s", first)  # the writer goes on
+        assert "stream 't'" in message
+        assert "column 'a.b' appears twice" in message
+        writer.flush()
+        assert writer.visible("s") == writer.accepted("s") == 6
+    firsts = [1, 2] if struct_first else [10, 20]
+    seconds = [10, 20] if struct_first else [1, 2]
     with h5py.File(path, "r") as f:
-        assert sorted(f["s"]) == ["a.b"]
-        assert list(f["s/a.b"][:]) == ([1, 2, 1, 2] if struct_first else [10, 20, 10, 20])
-        fields = json.loads(f["s"].attrs["schema"])["fields"]
-        assert [field["name"] for field in fields] == ["a" if struct_first else "a.b"]
+        assert sorted(f["s"]) == sorted(f["s__part0002"]) == ["a.b"]
+        assert list(f["s/a.b"][:]) == firsts
+        assert list(f["s__part0002/a.b"][:]) == seconds * 2
+        assert (f["s__part0002"].attrs["part_of"], f["s__part0002"].attrs["first"]) == ("s", 2)
+        names = [
+            [field["name"] for field in json.loads(f[group].attrs["schema"])["fields"]]
+            for group in ("s", "s__part0002")
+        ]
+        assert names == ([["a"], ["a.b"]] if struct_first else [["a.b"], ["a"]])
 
 
 def test_no_stream_takes_the_metadata_groups(tmp_path: Path):

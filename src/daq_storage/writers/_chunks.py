@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import Executor, wait
 from typing import Any, TypeVar
 
 import numpy as np
@@ -35,21 +35,22 @@ T = TypeVar("T")
 ChunkEncode = Callable[[npt.NDArray[Any]], bytes]
 
 
-def blosc_encoder(cname: str, level: int) -> ChunkEncode:
-    """Blosc 1 frames with byte shuffle: HDF5 filter 32001, Zarr's ``blosc`` codec.
+def blosc_encoder(cname: str, level: int, shuffle: bool = True) -> ChunkEncode:
+    """Blosc 1 frames (byte shuffle unless ``shuffle`` is false): HDF5 filter 32001, Zarr's
+    ``blosc`` codec.
 
-    Sets ``numcodecs.blosc.use_threads = False`` for the process: numcodecs then uses
-    contextual blosc, which is thread-safe and runs without the GIL (blosc's own global
-    threads would serialise the pool's workers).
+    No library setting is changed (numcodecs' ``use_threads`` keeps its default, which
+    Zarr's blosc codec reads too): called from a pool thread, numcodecs compresses with
+    a context of the call's own (thread-safe, without the GIL, so the workers run in
+    parallel); called from the main thread, with blosc's global context (behind its
+    lock, split over blosc's own threads).
     """
-    import numcodecs
     import numcodecs.blosc
 
-    numcodecs.blosc.use_threads = False
-    codec = numcodecs.Blosc(cname=cname, clevel=level, shuffle=numcodecs.Blosc.SHUFFLE)
+    name, mode = cname.encode(), numcodecs.blosc.SHUFFLE if shuffle else numcodecs.blosc.NOSHUFFLE
 
     def encode(chunk: npt.NDArray[Any]) -> bytes:
-        return bytes(codec.encode(chunk))
+        return bytes(numcodecs.blosc.compress(chunk, name, level, mode))
 
     return encode
 
@@ -84,7 +85,7 @@ def zstd_encoder(level: int, shuffle: bool) -> ChunkEncode:
 
 
 def run_parallel(
-    pool: ThreadPoolExecutor,
+    pool: Executor,
     jobs: Sequence[Callable[[], T]],
     meanwhile: Callable[[], None] | None = None,
 ) -> list[T]:

@@ -12,6 +12,7 @@ raised to cover everything written (:func:`~daq_storage.writers._hdf5_superblock
 eoa_patch`) and any truncation, writes them to a journal in one system call, applies
 them to the file and removes the journal (see :mod:`~daq_storage.writers._hdf5_journal`).
 A writer killed inside a commit leaves the journal: ``daq-storage repair`` applies it.
+A durable commit also syncs, in order: the new space, the journal, the file, the removal.
 Readers (another process, or another ``h5py.File`` in this one) see the last commit
 until the next one is applied.
 """
@@ -28,6 +29,7 @@ from daq_storage._file_locks import lock_byte
 from daq_storage.writers._hdf5_journal import (
     LIVE_BYTE,
     apply_writes,
+    fsync_directory,
     remove_journal,
     write_journal,
 )
@@ -151,8 +153,16 @@ class OrderedFile:
         return
 
     # ------------------------------------------------------------------ commits
-    def commit(self) -> None:
+    def commit(self, durable: bool = False) -> None:
         """Write the held updates to the file through the journal (see the module notes).
+
+        ``durable``: a power loss after this returns loses nothing this commit (or an
+        earlier one) made visible: the new space the updates point at is synced first,
+        then the journal and its name, then the updated file, then the journal's
+        removal; a power loss in between leaves the file as the last durable commit
+        left it, or a complete journal that ``daq-storage repair`` applies. A later
+        commit that is not durable is not synced: a power loss in the middle of one may
+        leave the structures it rewrote in place torn (a process kill never does).
 
         Raises:
             OSError: the journal could not be written (the file is as the last commit
@@ -165,9 +175,17 @@ class OrderedFile:
         if patch is not None:
             self._hold(*patch)
         if self._held or target != size:
-            write_journal(self.journal, self._held, target)
+            if durable:
+                os.fsync(self.fd)
+            write_journal(self.journal, self._held, target, durable=durable)
             apply_writes(self.fd, _apply_order(self._held), target)
+            if durable:
+                os.fsync(self.fd)
             remove_journal(self.journal)
+        elif durable:  # nothing new: what earlier commits wrote is synced all the same
+            os.fsync(self.fd)
+        if durable:  # the journal's removal (and the file's name)
+            fsync_directory(self.journal.parent)
         self._starts.clear()
         self._held.clear()
         self._shrink_to = None

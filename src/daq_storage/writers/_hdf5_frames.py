@@ -13,14 +13,14 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor
 from typing import Any
 
 import h5py
 import numpy as np
 import numpy.typing as npt
 
-from daq_storage.schema import FrameBlock, join_frames
+from daq_storage.schema import FrameBlock, join_frames, time_attrs
 from daq_storage.writers._chunks import ChunkEncode, FrameIds, run_parallel
 from daq_storage.writers._hdf5_tables import write_raw_chunk
 
@@ -48,11 +48,31 @@ class FrameStream:
         self.ids = FrameIds(0)
         self._queued = 0  # frames whose ids are queued or written
 
+    @classmethod
+    def create(cls, group: h5py.Group, block: FrameBlock, per_chunk: int,
+               filters: dict[str, Any]) -> FrameStream:  # fmt: skip
+        """The datasets of a new frame stream in ``group``, for frames like ``block``'s:
+        ``frames`` (``per_chunk`` frames a chunk, compressed by ``filters``),
+        ``timestamp_ns`` (with its CF attributes) and ``frame_number``."""
+        shape = block.frames.shape[1:]
+        frames = group.create_dataset(
+            "frames", shape=(0, *shape), maxshape=(None, *shape), dtype=block.frames.dtype,
+            chunks=(per_chunk, *shape), **filters,
+        )  # fmt: skip
+        frames.attrs["dim_names"] = ",".join(["frame", "y", "x"][: 1 + len(shape)])
+        stamps, numbers = (
+            group.create_dataset(name, shape=(0,), maxshape=(None,), dtype=np.uint64,
+                                 chunks=(4096,))
+            for name in ("timestamp_ns", "frame_number")
+        )  # fmt: skip
+        stamps.attrs.update(time_attrs("ns"))
+        return cls(frames, stamps, numbers)
+
     def __len__(self) -> int:
         return int(self.frames.shape[0])
 
     def add(self, block: FrameBlock, encode: ChunkEncode | None,
-            pool: Callable[[], ThreadPoolExecutor]) -> None:  # fmt: skip
+            pool: Callable[[], Executor]) -> None:  # fmt: skip
         """Append frames: the chunks they complete are stored at once (compressed by
         ``encode`` on the pool, or by HDF5's pipeline when ``encode`` is ``None`` and the
         dataset has filters); the rest waits, copied (the caller may reuse its arrays).
@@ -124,7 +144,7 @@ class FrameStream:
             self.write_ids()
 
     def _store(self, block: FrameBlock, encode: ChunkEncode | None,
-               pool: Callable[[], ThreadPoolExecutor]) -> None:  # fmt: skip
+               pool: Callable[[], Executor]) -> None:  # fmt: skip
         """Whole chunks from ``base``: direct chunk writes (the first uncompressed if a
         flush stored it so), or HDF5's pipeline; pool workers make and store chunks in
         parallel (h5py serialises the writes; compression runs without the GIL)."""

@@ -8,8 +8,10 @@ with a magic, a version, the size and the count; the writes; a CRC-32 of everyth
 before it), then the commit applies them to the file and :func:`remove_journal` removes
 it. A kill before the journal is complete leaves a journal whose checksum fails (the file
 was not touched by that commit); a kill after it leaves a journal that
-:func:`repair_journal` applies again (applying twice changes nothing). Nothing is synced:
-the scope is process kills, not power losses.
+:func:`repair_journal` applies again (applying twice changes nothing). Nothing is synced
+but for a durable commit (``flush(durable=True)``: see
+:meth:`~daq_storage.writers._hdf5_file.OrderedFile.commit`), whose journal is on the disk
+before the file is touched.
 
 The writer holds an open-file-description lock on a byte of the file far past its end
 (:data:`LIVE_BYTE`; HDF5's readers use ``flock``, which it does not conflict with) while
@@ -29,7 +31,8 @@ from pathlib import Path
 from daq_storage._file_locks import lock_byte
 from daq_storage.errors import StorageIOError
 
-__all__ = ["LIVE_BYTE", "journal_path", "remove_journal", "repair_journal", "write_journal"]
+__all__ = ["LIVE_BYTE", "fsync_directory", "journal_path", "remove_journal", "repair_journal",
+           "write_journal"]  # fmt: skip
 
 _MAGIC = b"DAQH5JNL"
 _VERSION = 1
@@ -46,8 +49,10 @@ def journal_path(path: str | os.PathLike[str]) -> Path:
     return path.with_name(path.name + ".journal")
 
 
-def write_journal(journal: Path, writes: Sequence[tuple[int, bytes]], size: int) -> None:
-    """Write ``writes`` ((offset, bytes) each) and the file ``size`` to a new ``journal``.
+def write_journal(journal: Path, writes: Sequence[tuple[int, bytes]], size: int, *,
+                  durable: bool = False) -> None:  # fmt: skip
+    """Write ``writes`` ((offset, bytes) each) and the file ``size`` to a new ``journal``;
+    ``durable``: synced, its name too, before this returns.
 
     Raises:
         OSError: the journal could not be written whole (it is removed: the file is as
@@ -67,11 +72,24 @@ def write_journal(journal: Path, writes: Sequence[tuple[int, bytes]], size: int)
             rest = memoryview(b"".join(parts))[done:]
             while len(rest):
                 rest = rest[os.write(fd, rest) :]
+        if durable:
+            os.fsync(fd)
     except BaseException:
         os.close(fd)
         remove_journal(journal)
         raise
     os.close(fd)
+    if durable:
+        fsync_directory(journal.parent)
+
+
+def fsync_directory(folder: Path) -> None:
+    """Sync ``folder``'s entries (a file made or removed in it) to the disk."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def apply_writes(fd: int, writes: Sequence[tuple[int, bytes]], size: int) -> None:

@@ -41,10 +41,11 @@ import numpy.typing as npt
 import pyarrow as pa
 
 from daq_storage.errors import InvalidName, SchemaMismatch, UnsupportedData
-from daq_storage.schema import Column, widened
+from daq_storage.schema import Column, SchemaChange, widened
 
-__all__ = ["KEY_LIMIT", "RAW", "ColumnStore", "Planned", "TableStream", "dataset_name",
-           "field_json", "metadata_refusal", "write_raw_chunk"]  # fmt: skip
+__all__ = ["KEY_LIMIT", "RAW", "BatchPlan", "ColumnStore", "NameClash", "Planned",
+           "TableStream", "dataset_name", "field_json", "metadata_refusal",
+           "write_raw_chunk"]  # fmt: skip
 
 #: Filter mask of a chunk stored as it is: every filter of the pipeline skipped.
 RAW = 0xFFFFFFFF
@@ -53,6 +54,13 @@ _STRING = h5py.string_dtype("utf-8")
 #: UTF-8 bytes of a metadata key (an attribute's name): HDF5 keeps a name and its value
 #: in one object header message of at most 64 KiB.
 KEY_LIMIT = 4096
+_CHUNK_LIMIT = (1 << 32) - 1  # HDF5 stores a chunk's size in 32 bits
+
+
+class NameClash(SchemaMismatch):
+    """A column of a batch would take the dataset of a column of an earlier batch (a
+    struct field ``a.b`` and a column ``a.b``, a column ``x.valid`` and the null mask of
+    ``x``): the stream continues in a new part, where the batch's names are free."""
 
 
 def metadata_refusal(key: str, value: Any) -> str | None:
@@ -302,6 +310,19 @@ class Planned:
     origin: str  # that field's name (a struct's, for one of its fields)
 
 
+@dataclass(frozen=True, slots=True)
+class BatchPlan:
+    """What a checked batch does: the change, the table (part) it goes to, its columns'
+    plan, and whether that table is a new part (``forced``: for a name clash, not for
+    the change)."""
+
+    change: SchemaChange
+    table: TableStream
+    plan: list[Planned]
+    new_part: bool
+    forced: bool
+
+
 class TableStream:
     """A table stream's group, its column and mask stores, and its row count."""
 
@@ -360,11 +381,12 @@ class TableStream:
             store = self.columns.get(column.name)
             if store is None:
                 may_create()
+                self._check_chunk(stream, column)
                 plan.append(Planned(column, None, name, None, field, origin))
             else:
                 before = self.origins[column.name]
                 if before != origin:
-                    raise SchemaMismatch(
+                    raise NameClash(
                         f"stream {stream!r}: {_described(column.name, origin)} would be "
                         f"stored as dataset {name!r}, which holds "
                         f"{_described(column.name, before)} of an earlier batch; rename one"
@@ -393,18 +415,29 @@ class TableStream:
             owner = taken.get(clash) if clash is not None else None
             if owner is None or (what == "dataset" and owner == column):
                 continue
+            error = NameClash if clash in self.names else SchemaMismatch  # an earlier batch's
             if what == "dataset":
-                raise SchemaMismatch(
+                raise error(
                     f"stream {stream!r}: columns {owner!r} and {column!r} would both be "
                     f"stored as dataset {name!r}; rename one"
                 )
             holder, masked = (column, owner) if what == "mask" else (owner, column)
-            raise SchemaMismatch(
+            raise error(
                 f"stream {stream!r}: column {holder!r} would be stored where column "
                 f"{masked!r} keeps its null mask ({dataset_name(masked)}.valid); rename it"
             )
         taken[name] = column
         return name
+
+    def _check_chunk(self, stream: str, column: Column) -> None:
+        """Refuse a column whose chunks would exceed HDF5's 4 GiB per chunk."""
+        inner = column.values.shape[1:]
+        row = int(np.prod(inner, dtype=np.int64)) * column.values.dtype.itemsize
+        if column.kind == "fixed" and self.chunk_rows(column) * row > _CHUNK_LIMIT:
+            raise UnsupportedData(
+                f"stream {stream!r} column {column.name!r}: {self.chunk_rows(column)} rows "
+                f"of {row} bytes exceed HDF5's 4 GiB chunk limit; lower chunk_size"
+            )
 
     # ------------------------------------------------------------------ writing
     def append(self, plan: list[Planned], rows: int) -> bool:
@@ -439,6 +472,11 @@ class TableStream:
             mask.append(np.zeros(rows, bool))
         self.rows = start + rows
         return changed
+
+    @property
+    def stored_rows(self) -> int:
+        """Rows every dataset holds in the file (all of them after :meth:`level`)."""
+        return min((store.extent for store in self.stores), default=0)
 
     @property
     def stores(self) -> tuple[ColumnStore, ...]:

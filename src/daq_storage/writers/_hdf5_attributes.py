@@ -1,0 +1,73 @@
+"""Metadata as HDF5 attributes: values as they are (numbers, text) or as JSON text, and
+values too large for an attribute as datasets the attribute points at."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import h5py
+import numpy as np
+import pyarrow as pa
+
+from daq_storage.writers._hdf5_tables import dataset_name, field_json
+from daq_storage.writers._inputs import json_value
+
+__all__ = ["ATTRIBUTE_LIMIT", "leaf_types", "schema_json", "store_attribute"]
+
+#: Larger values (bytes) are stored as datasets: HDF5 keeps an attribute in one object
+#: header message of at most 64 KiB.
+ATTRIBUTE_LIMIT = 64 * 1024
+
+
+def store_attribute(file: h5py.File, target: h5py.Group, key: str, value: Any,
+                    holder: str) -> bool:  # fmt: skip
+    """Set attribute ``key`` of ``target`` to ``value``: numbers, text and numeric arrays
+    as they are, anything else as JSON text; a value over :data:`ATTRIBUTE_LIMIT` goes
+    to a dataset in the group ``holder`` (made if need be), the attribute saying where.
+
+    Returns whether a value was replaced: the space it held is freed, and the caller
+    commits at once so that the space is reused only once nothing on disk points at it.
+
+    Raises:
+        UnsupportedData: ``value`` is not JSON-serialisable.
+    """
+    native = (
+        isinstance(value, str | float | bool | np.generic)
+        or (isinstance(value, int) and -(2**63) <= value < 2**63)
+        or (isinstance(value, np.ndarray) and value.dtype.kind in "biuf")
+    )
+    stored: Any = value if native else json_value(value, what=f"metadata {key!r}")
+    size = stored.nbytes if isinstance(stored, np.ndarray | np.generic) else len(str(stored))
+    replaced = key in target.attrs
+    if size > ATTRIBUTE_LIMIT:
+        group = file.require_group(holder)
+        name = dataset_name(key)
+        group.create_dataset(name + "%", data=stored)  # never a key's name
+        if name in group:
+            del group[name]
+            replaced = True
+        group.move(name + "%", name)
+        target.attrs[key] = f"<stored in /{holder}/{name}>"
+    else:
+        target.attrs[key] = stored
+    return replaced
+
+
+def schema_json(schema: pa.Schema, metadata: dict[str, Any]) -> str:
+    """The schema's fields as JSON, with the stream's metadata (as JSON text values)."""
+    return json.dumps({
+        "fields": [json.loads(field_json(f)) for f in schema],
+        "metadata": {k: json.dumps(v, allow_nan=True) for k, v in metadata.items()},
+    })  # fmt: skip
+
+
+def leaf_types(fields: Any, prefix: str = "") -> Iterator[tuple[str, str]]:
+    """``(name, Arrow type)`` of each stored column of ``fields`` (a schema, or a struct
+    type's fields): struct fields as ``parent.child``."""
+    for field in fields:
+        if pa.types.is_struct(field.type):
+            yield from leaf_types(iter(field.type), f"{prefix}{field.name}.")
+        else:
+            yield f"{prefix}{field.name}", str(field.type)
