@@ -89,12 +89,12 @@ import ast, signal, sys
 import numpy as np, pyarrow as pa
 from daq_storage.writers import open_writer
 
-name, target, options, tables = sys.argv[1], sys.argv[2], ast.literal_eval(sys.argv[3]), sys.argv[4]
+name, target, options, kind = sys.argv[1], sys.argv[2], ast.literal_eval(sys.argv[3]), sys.argv[4]
 writer = open_writer(name, target, **options)
 
 def write(start, n):
     values = np.arange(start, start + n, dtype=np.float64)
-    if tables == "tables":
+    if kind == "tables":
         writer.write_batch("s", pa.record_batch({"v": values}))
     else:  # one 8x8 float32 frame per value, filled with it
         writer.write_frames("s", np.repeat(values.astype(np.float32), 64).reshape(n, 8, 8))
@@ -305,31 +305,43 @@ class ContractTests(RoundTripTests):
             assert len(values) >= visible, (len(values), visible)
             assert values[:visible] == list(range(visible))
 
-    def test_a_durable_flush_makes_everything_visible(self, tmp_path: Path) -> None:
+    @pytest.mark.parametrize("kind", ["tables", "frames"])
+    def test_a_durable_flush_makes_everything_visible(self, tmp_path: Path, kind: str) -> None:
+        self.requires(kind)
+        frames = kind == "frames"
         path = tmp_path / self.target
         with self.open(tmp_path) as writer:
-            self.write_values(writer, "s", np.arange(3000, dtype=np.float64))
+            self.write_values(writer, "s", np.arange(3000, dtype=np.float64), frames=frames)
             writer.flush(durable=True)
             assert writer.visible("s") == writer.accepted("s")
-            assert self.read_all_values(path) == list(range(3000))
-            self.write_values(writer, "s", np.arange(3000, 4000, dtype=np.float64))
+            assert self.read_all_values(path, frames=frames) == list(range(3000))
+            more = np.arange(3000, 4000, dtype=np.float64)
+            self.write_values(writer, "s", more, frames=frames)
             writer.flush(durable=True)
             writer.flush(durable=True)  # nothing new: still fine
-            assert self.read_all_values(path) == list(range(4000))
+            assert self.read_all_values(path, frames=frames) == list(range(4000))
 
-    def test_readable_after_kill_following_a_flush(self, tmp_path: Path) -> None:
+    @pytest.mark.parametrize("kind", ["tables", "frames"])
+    def test_readable_after_kill_following_a_flush(self, tmp_path: Path, kind: str) -> None:
         """A child writes, flushes (durably the second time), writes more and is killed
         (SIGKILL): a reader finds at least every row or frame flushed, values in order."""
+        self.requires(kind)
         self.first_class_of_format()
         target = tmp_path / self.target
-        kind = "tables" if self.tables_supported else "frames"
         killed = kill_when(_KILL_SCRIPT, line_starting("written"), self.writer_name, str(target),
                            repr(self.options), kind, env=child_environment())  # fmt: skip
         assert killed.returncode == -signal.SIGKILL, killed.stderr
         assert killed.flushed == ["flushed 15"]
-        values = self.read_values(target, "s")
+        values = self.read_values(target, "s", frames=kind == "frames")
         assert 15 <= len(values) <= 22, values
         assert values == list(range(len(values)))
+
+    def requires(self, kind: str) -> None:
+        """Skip unless the writer takes ``kind`` (``"tables"`` or ``"frames"``)."""
+        if kind == "tables":
+            self.requires_tables()
+        else:
+            self.requires_frames()
 
     # --- refused writes ---
     def test_a_refused_batch_changes_nothing(self, tmp_path: Path) -> None:
@@ -351,45 +363,53 @@ class ContractTests(RoundTripTests):
             writer.write_batch("s", pa.record_batch({"v": [2.0]}))
         assert self.read_values(tmp_path / self.target, "s") == [0.0, 1.0, 2.0]
 
-    def test_a_write_refused_for_room_changes_nothing(self, small_disk: Path) -> None:
+    @pytest.mark.parametrize("kind", ["tables", "frames"])
+    def test_a_write_refused_for_room_changes_nothing(self, small_disk: Path, kind: str) -> None:
         """A disk another process filled: the write is refused up front (ENOSPC), the
         counts, stats and default frame numbers stay as they were (ids read 0, 1, 2, 3,
         never 0, 1, 4, 5), and once room is freed the stream goes on."""
+        self.requires(kind)
         self.first_class_of_format()
+        frames = kind == "frames"
         path = small_disk / self.target
-        random = np.random.default_rng(0)
         with self.open(small_disk) as writer:
-            self.write_small(writer, 0)
+            self.write_small(writer, 0, frames=frames)
             writer.flush()
             before, accepted = _counters(writer.stats), writer.accepted("s")
             filler = fill_disk(small_disk, leave=2 << 20)
             # 3 MiB of incompressible rows, or frames
-            big = random.random(3 << 17) if self.tables_supported else random.random((48, 128, 128))
+            random = np.random.default_rng(0)
+            big = (
+                random.random((192, 64, 64)).astype(np.float32)
+                if frames
+                else random.random(3 << 17)
+            )
             with pytest.raises(StorageIOError) as info:
                 self.write_big(writer, big)
             assert info.value.errno in (errno.ENOSPC, errno.EFBIG), info.value
             assert writer.accepted("s") == accepted
             assert _counters(writer.stats) == before
             filler.unlink()
-            self.write_small(writer, 2)
-        assert self.read_values(path, "s") == [0, 1, 2, 3]
-        if self.frames_supported and not self.tables_supported:
+            self.write_small(writer, 2, frames=frames)
+        assert self.read_values(path, "s", frames=frames) == [0, 1, 2, 3]
+        if frames:
             assert [int(n) for n in self.read_frames(path, "s")[2]] == [0, 1, 2, 3]
 
     def write_big(self, writer: Writer, values: np.ndarray) -> None:
-        if self.tables_supported:
+        if values.ndim == 1:
             writer.write_batch("s", pa.record_batch({"v": values}))
         else:
-            writer.write_frames("s", values.astype(np.float32))
+            writer.write_frames("s", values)
 
-    def write_small(self, writer: Writer, start: int) -> None:
-        """Two rows of ``v`` (two 8x8 frames of float32, default numbers), from ``start``."""
+    def write_small(self, writer: Writer, start: int, *, frames: bool) -> None:
+        """Two rows of ``v`` (two 64x64 frames of float32, default numbers), from ``start``."""
         values = np.arange(start, start + 2, dtype=np.float64)
-        if self.tables_supported:
-            writer.write_batch("s", pa.record_batch({"v": values}))
+        if frames:
+            writer.write_frames(
+                "s", np.repeat(values.astype(np.float32), 64 * 64).reshape(2, 64, 64)
+            )
         else:
-            frames = np.repeat(values.astype(np.float32), 64).reshape(2, 8, 8)
-            writer.write_frames("s", frames)
+            writer.write_batch("s", pa.record_batch({"v": values}))
 
     # --- stats ---
     def test_stats_are_a_frozen_snapshot(self, tmp_path: Path) -> None:

@@ -162,26 +162,34 @@ class ConformanceBase:
     def read_values(self, path: Path, stream: str, *, frames: bool | None = None) -> list[Any]:
         """Column ``v`` of a table stream, or each frame's first value (``frames``: which
         the stream holds; by default tables where the writer takes them)."""
-        if frames is None:
-            frames = not self.tables_supported
-        if not frames:
+        if not self.frames_wanted(frames):
             return list(self.read_table(path, stream).column("v").to_pylist())
         stack = self.read_frames(path, stream)[0]
         return list(stack.reshape(len(stack), -1)[:, 0].tolist())
 
-    def read_all_values(self, path: Path, stream: str = "s") -> list[Any]:
-        """Column ``v`` of a table stream, or every value of its frames, in order."""
-        if self.tables_supported:
+    def read_all_values(
+        self, path: Path, stream: str = "s", *, frames: bool | None = None
+    ) -> list[Any]:
+        """Column ``v`` of a table stream, or every value of its frames, in order
+        (``frames`` as for :meth:`read_values`)."""
+        if not self.frames_wanted(frames):
             return list(self.read_table(path, stream).column("v").to_pylist())
         return list(self.read_frames(path, stream)[0].reshape(-1).tolist())
 
-    def write_values(self, writer: Writer, stream: str, values: npt.NDArray[Any]) -> None:
-        """``values`` as column ``v`` (a frames-only writer: 10x100 float32 frames, a
-        thousand values each, a dtype every frame format holds, ImageJ's included)."""
-        if self.tables_supported:
-            writer.write_batch(stream, pa.record_batch({"v": values}))
-        else:
+    def write_values(
+        self, writer: Writer, stream: str, values: npt.NDArray[Any], *, frames: bool | None = None
+    ) -> None:
+        """``values`` as column ``v``, or (``frames``; by default for a frames-only writer)
+        as 10x100 float32 frames, a thousand values each: a dtype every frame format
+        holds, ImageJ's included."""
+        if self.frames_wanted(frames):
             writer.write_frames(stream, values.astype(np.float32).reshape(-1, 10, 100))
+        else:
+            writer.write_batch(stream, pa.record_batch({"v": values}))
+
+    def frames_wanted(self, frames: bool | None) -> bool:
+        """``frames``, or by default whether the writer takes frames only."""
+        return not self.tables_supported if frames is None else frames
 
     # --- a small real filesystem ---
     @pytest.fixture
