@@ -348,23 +348,27 @@ def test_a_writer_in_another_process_holds_the_output(tmp_path: Path):
 
 @pytest.mark.parametrize("name", ["arrow", "parquet"])
 def test_part_files_never_collide_with_another_stream(tmp_path: Path, name: str):
-    """A schema change continues a stream in ``<stream>__partNNNN``, a name no stream
-    can have: stream ``pp.part0001`` keeps a file of its own (F2)."""
+    """A schema change continues a stream in ``<stream>__part0002``, ``__part0003``, ...,
+    names no stream can have: streams ``pp.part0002`` and ``pp__part0003`` keep files
+    of their own (F2), and describe() names the parts."""
     directory = tmp_path / "parts"
     with open_writer(name, directory) as writer:
         writer.write_batch("pp", pa.record_batch({"v": [1.0]}))
-        writer.write_batch("pp", pa.record_batch({"v": ["x", "y"]}))  # -> pp__part0001
-        writer.write_batch("pp", pa.record_batch({"v": [2.0]}))  # -> pp__part0002
-        writer.write_batch("pp.part0001", pa.record_batch({"v": [0.5]}))
-        writer.write_batch("pp__part0002", pa.record_batch({"v": [0.25]}))  # -> pp_part0002
+        writer.write_batch("pp", pa.record_batch({"v": ["x", "y"]}))  # -> pp__part0002
+        writer.write_batch("pp", pa.record_batch({"v": [2.0]}))  # -> pp__part0003
+        writer.write_batch("pp.part0002", pa.record_batch({"v": [0.5]}))
+        writer.write_batch("pp__part0003", pa.record_batch({"v": [0.25]}))  # -> pp_part0003
+        parts = writer.describe("pp").parts
     suffix = ".arrows" if name == "arrow" else ".parquet"
-    stems = ["pp", "pp__part0001", "pp__part0002", "pp.part0001", "pp_part0002"]
+    stems = ["pp", "pp__part0002", "pp__part0003", "pp.part0002", "pp_part0003"]
     assert sorted(p.name for p in directory.iterdir()) == sorted(f"{s}{suffix}" for s in stems)
-    assert [p.name for p in stream_files(name, directory, "pp")] == [
-        f"{stem}{suffix}" for stem in stems[:3]
-    ]
-    assert read_stream(name, directory, "pp.part0001") == [0.5]
-    assert read_stream(name, directory, "pp_part0002") == [0.25]
+    files = [f"{stem}{suffix}" for stem in stems[:3]]
+    assert [p.name for p in stream_files(name, directory, "pp")] == files
+    assert [(part.path.name, part.first) for part in parts] == list(
+        zip(files, [0, 1, 3], strict=True)
+    )
+    assert read_stream(name, directory, "pp.part0002") == [0.5]
+    assert read_stream(name, directory, "pp_part0003") == [0.25]
 
 
 def fill(disk: Path, leave: int) -> Path:
@@ -387,9 +391,10 @@ def fill(disk: Path, leave: int) -> Path:
 def test_a_disk_filled_by_another_process_never_leaves_garbage(
     mount_tmpfs: Callable[[str], Path], name: str
 ):
-    """Another process fills the disk (not the writer's own up-front check): a write
-    fails half-way, the writer reports it and puts the file back; once space is freed
-    it goes on, and every reader reads exactly the accepted writes (F8)."""
+    """Another process fills the disk (not the writer's own up-front check): a write or
+    a flush fails half-way, the writer reports it and puts the file back; once space is
+    freed it goes on. Every reader reads whole calls in order, each one a flush
+    confirmed at least, and exactly as many rows as the writer says it accepted (F8)."""
     disk = mount_tmpfs("16m")
     target = disk / "run"
     writer = open_writer(name, target)
@@ -398,11 +403,11 @@ def test_a_disk_filled_by_another_process_never_leaves_garbage(
     def values(i: int) -> np.ndarray:
         return np.arange(i * per_call, (i + 1) * per_call, dtype=np.float64)
 
-    accepted = []
+    confirmed = []  # calls a flush returned after
     for i in range(2):
         write_values(writer, "s", values(i))
         writer.flush()
-        accepted.append(i)
+        confirmed.append(i)
     filler = fill(disk, leave=48 << 10)
     halfway = None
     for i in range(2, 12):
@@ -414,14 +419,20 @@ def test_a_disk_filled_by_another_process_never_leaves_garbage(
                 halfway = exc
                 break
         else:
-            accepted.append(i)
+            confirmed.append(i)
     assert halfway is not None, "no write failed half-way"
     assert halfway.errno == errno.ENOSPC, halfway
     filler.unlink()
     for i in range(20, 24):
         write_values(writer, "s", values(i))
         writer.flush()
-        accepted.append(i)
+        confirmed.append(i)
+    accepted = writer.accepted("s")
+    assert writer.visible("s") == accepted
     writer.close()
-    expected = np.concatenate([values(i) for i in accepted]).tolist()
-    assert read_stream(name, target, "s") == expected
+    got = read_stream(name, target, "s")
+    assert len(got) == accepted
+    calls = [int(got[k]) // per_call for k in range(0, len(got), per_call)]
+    assert got == np.concatenate([values(i) for i in calls]).tolist()  # whole calls
+    assert calls == sorted(set(calls))  # in order, none twice
+    assert set(confirmed) <= set(calls)
