@@ -4,21 +4,31 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import h5py
 import polars as pl
 import pytest
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from daq_storage import __version__
 from daq_storage.cli import cli
+from daq_storage.config import StorageConfig
+from daq_storage.demo import CAMERA_RECORD_BYTES, run_demo
+from daq_storage.errors import RingBusy
+from daq_storage.ring import RingReader
+from daq_storage.writers import Writer
 from tests.conftest import SHM_DIR, SHM_TEST_PREFIX
 
 SHM_BASE = SHM_DIR if SHM_DIR is not None else Path("/tmp")
@@ -110,7 +120,7 @@ def test_config_show_reports_sources(tmp_path: Path):
         "value": "/mnt/data",
         "source": "env DAQ_STORAGE_OUTPUT_DIR",
     }
-    assert shown["storage.compression"] == {"value": "gzip", "source": "default"}
+    assert shown["storage.compression"] == {"value": None, "source": "default"}
 
 
 def test_config_show_table(tmp_path: Path):
@@ -397,3 +407,203 @@ def test_repair_reads_every_file_it_claims_to_have_checked(tmp_path: Path):
     assert "2 checked" not in result.stdout
     assert "3 checked, 0 repaired, 2 with problems, 1 skipped" in result.stdout
     assert "nothing to repair" not in result.stdout
+
+
+# --------------------------------------------------------------------- config keys in effect
+def _load(tmp_path: Path, text: str) -> StorageConfig:
+    path = tmp_path / "daq.toml"
+    path.write_text(textwrap.dedent(text))
+    return StorageConfig.load(path, environ={})
+
+
+def test_demo_applies_the_configured_keys(tmp_path: Path):
+    """One run, every key it can show: the format, where and under what name, the codec,
+    its level and the rows per chunk, the flush cadence (0: after every read, so the
+    files show data while the run goes on), the ring sized in frames, its reader slots."""
+    ring = SHM_BASE / f"{SHM_TEST_PREFIX}keys_{uuid.uuid4().hex[:8]}"
+    config = _load(tmp_path, f"""
+        [storage]
+        default_backend = "hdf5"
+        output_dir = "{tmp_path / "out"}"
+        experiment = "keys"
+        compression = "gzip"
+        compression_level = 7
+        chunk_size = 100
+        flush_interval_ms = 0
+
+        [ring_buffer]
+        path = "{ring}"
+        frames = 20
+        max_readers = 1
+    """)  # fmt: skip
+    during: list[dict[str, tuple[int, int]]] = []
+    intruders: list[str] = []
+
+    def look(writer: Writer) -> None:  # runs while the acquisition is going on
+        during.append({s: (writer.visible(s), writer.accepted(s)) for s in writer.streams})
+        if not intruders:  # the one reader slot is the recorder's
+            with pytest.raises(RingBusy, match=r"no free reader slot.*max_readers=1") as busy:
+                RingReader.open(ring, consumer="intruder")
+            intruders.append(str(busy.value))
+
+    result = run_demo(config, frames=30, seconds=0.3, on_flush=look)
+    assert result.complete
+    assert result.backend == "hdf5"
+    assert result.path.parent == tmp_path / "out"
+    assert result.path.name.startswith("keys_")
+    assert result.path.suffix == ".h5"
+    # 20 camera records at once, plus one for the wrap, rounded up to the ring's 4 KiB.
+    record = (CAMERA_RECORD_BYTES + 7) // 8 * 8
+    assert result.ring_capacity == -(-21 * record // 4096) * 4096
+    assert not ring.exists()
+    assert intruders
+    assert result.flushes >= 1
+    assert any(any(visible for visible, _ in seen.values()) for seen in during)
+    assert all(visible == accepted for seen in during for visible, accepted in seen.values())
+    with h5py.File(result.path, "r") as f:
+        value = f["power_meter_01/value"]
+        assert (value.compression, value.compression_opts, value.chunks) == ("gzip", 7, (100,))
+        assert len(value) == 3000
+        assert f["camera_1/frames"].compression == "gzip"
+        assert f["camera_1/frames"].shape == (30, 480, 640)
+
+
+def test_demo_flushes_only_when_the_interval_falls_due(tmp_path: Path):
+    """An interval longer than the run: no flush while it runs (the files show the data
+    at the end, when the writer closes); default_backend picks the format."""
+    config = _load(tmp_path, f"""
+        [storage]
+        default_backend = "zarr"
+        output_dir = "{tmp_path}"
+        flush_interval_ms = 3600000
+    """)  # fmt: skip
+    flushed: list[int] = []
+    result = run_demo(config, frames=10, seconds=0.2, on_flush=lambda w: flushed.append(1))
+    assert result.complete
+    assert (result.flushes, flushed) == (0, [])
+    assert result.path.suffix == ".zarr"
+    import zarr
+
+    frames: Any = zarr.open_group(result.path, mode="r")["camera_1/frames"]
+    assert frames.shape == (10, 480, 640)
+
+
+def test_demo_writes_to_the_configured_output_path(tmp_path: Path):
+    target = tmp_path / "exactly" / "here.h5"
+    result = run_cli("demo", "--frames", "2", "--seconds", "0", cwd=tmp_path,
+                     env={"DAQ_STORAGE_OUTPUT_PATH": str(target)})  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    with h5py.File(target, "r") as f:
+        assert f["camera_1/frames"].shape == (2, 480, 640)
+    assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize(
+    ("backend", "env", "expected"),
+    [
+        (
+            "hdf5",
+            {"DAQ_STORAGE_COMPRESSION": "snappy"},
+            r"storage\.compression = 'snappy' \(env DAQ_STORAGE_COMPRESSION\): the hdf5 writer "
+            r"cannot honour it .*; it takes one of 'none', 'gzip'",
+        ),
+        (
+            "csv",
+            {"DAQ_STORAGE_COMPRESSION": "gzip", "DAQ_STORAGE_CHUNK_SIZE": "10"},
+            r"storage\.compression = 'gzip' \(env DAQ_STORAGE_COMPRESSION\): the csv writer does "
+            r"not take it; storage\.chunk_size = 10 .*: the csv writer does not take it",
+        ),
+    ],
+)
+def test_a_key_the_format_cannot_honour_stops_the_demo_before_it_starts(
+    tmp_path: Path, backend: str, env: dict[str, str], expected: str
+):
+    result = run_cli("demo", "--format", backend, "--frames", "1", cwd=tmp_path, env=env)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert re.search(r"^error: ConfigError: " + expected, result.stderr), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "data").exists()  # nothing made, no ring left (see the fixture)
+
+
+def _one_error_line(result: Result) -> str:
+    """A handled error: exit 2, and one line on stderr that is not a traceback."""
+    assert isinstance(result.exception, SystemExit), result.exception
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("env", "args", "expected"),
+    [
+        ({"DAQ_STORAGE_AUTO_FLUSH_INTERVAL_SECS": "5"}, [], "storage actor"),
+        (
+            {"DAQ_STORAGE_RING_BUFFER_FRAMES": "5", "DAQ_STORAGE_RING_BUFFER_SIZE_MB": "8"},
+            [],
+            "both size the ring",
+        ),
+        ({"DAQ_STORAGE_COMPRESSION": "lzw"}, ["--format", "zarr"], "storage.compression = 'lzw'"),
+        ({"DAQ_STORAGE_CHUNK_SIZE": "64"}, ["--format", "tiff"], "storage.chunk_size = 64"),
+        ({"DAQ_STORAGE_COMPRESSION_LEVEL": "3"}, ["--format", "csv"], "compression_level = 3"),
+        ({}, ["--format", "xlsx"], "unknown writer 'xlsx'"),
+        ({"DAQ_STORAGE_EXPERIMENT": "../.."}, [], "experiment"),
+        ({"DAQ_STORAGE_RING_BUFFER_MAX_READERS": "0"}, [], "ring_buffer.max_readers: '0'"),
+        ({"DAQ_STORAGE_RING_BUFFER_PATH": "/"}, [], "/"),
+        ({"DAQ_STORAGE_RING_BUFFER_FRAMES": "16777216"}, [], "ring"),
+        ({"DAQ_STORAGE_FLUSH_INTERVAL_MS": "soon"}, [], "flush_interval_ms: 'soon'"),
+        ({"DAQ_STORAGE_CONFIG": "/"}, [], "cannot be read"),
+    ],
+)
+def test_no_config_error_shows_a_traceback(
+    env: dict[str, str], args: list[str], expected: str, tmp_path: Path,
+    clean_env: pytest.MonkeyPatch,
+):  # fmt: skip
+    clean_env.chdir(tmp_path)
+    runner = CliRunner()
+    result = runner.invoke(cli, ["demo", "--frames", "1", "--seconds", "0", *args], env=env)
+    line = _one_error_line(result)
+    assert expected in line
+    assert not (tmp_path / "data").exists()
+
+
+_KEYS = ["default_backend", "format", "output_dir", "output_path", "experiment", "compression",
+         "compression_level", "chunk_size", "flush_interval_ms", "auto_flush_interval_secs",
+         "path", "size_mb", "frames", "overflow", "block_timeout_secs", "max_readers",
+         "hdf5_compression", "ring_buffer_frames", "bogus"]  # fmt: skip
+_toml_values = st.one_of(
+    st.integers(-(2**63), 2**63 - 1).map(str),
+    st.floats().map(lambda v: "nan" if v != v else str(v).replace("inf", "inf")),
+    st.booleans().map(lambda v: "true" if v else "false"),
+    st.text(max_size=12).map(json.dumps),
+    st.sampled_from(['"hdf5"', '"ZARR"', '"snappy"', '"block"', '"/dev/shm/x"', "[1, 2]",
+                     "{ a = 1 }", "1979-05-27"]),
+)  # fmt: skip
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from(["storage", "ring_buffer", "stroage"]),
+        st.dictionaries(st.sampled_from(_KEYS), _toml_values, max_size=4),
+        max_size=3,
+    )
+)
+def test_config_show_reports_any_config_in_one_line_or_shows_it(
+    sections: dict[str, dict[str, str]],
+):
+    """Whatever a config file holds: its values shown, or one line and exit 2."""
+    text = "\n".join(
+        f"[{name}]\n" + "".join(f"{k} = {v}\n" for k, v in keys.items())
+        for name, keys in sections.items()
+    )
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "daq.toml"
+        path.write_text(text)
+        unset = {k: None for k in os.environ if k.startswith("DAQ_STORAGE_")}
+        result = CliRunner().invoke(cli, ["config", "show", "--config", str(path)], env=unset)
+    if result.exit_code == 0:
+        assert "storage.compression" in result.stdout
+    else:
+        assert "ConfigError" in _one_error_line(result)

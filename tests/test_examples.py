@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from daq_storage.config import StorageConfig
+from daq_storage.config import CODEC_KEYS, StorageConfig
+from daq_storage.writers import get_writer_class, writer_options
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -57,5 +58,12 @@ def test_example_prints_its_results(script: Path, tmp_path: Path):
 
 
 @pytest.mark.parametrize("config", sorted(EXAMPLES.glob("*.toml")), ids=lambda p: p.name)
-def test_example_config_is_valid(config: Path):
-    StorageConfig.load(config, environ={})
+def test_example_config_is_valid_and_reaches_its_format(config: Path):
+    """Every key the example sets is honoured by its format: none refused, none lost."""
+    loaded = StorageConfig.load(config, environ={})
+    settings = loaded.storage
+    writer_class = get_writer_class(settings.default_backend)
+    options = writer_options(writer_class, settings)
+    given = {k: getattr(settings, k) for k in CODEC_KEYS if getattr(settings, k) is not None}
+    assert options == {writer_class.config_keys[k]: v for k, v in given.items()}
+    assert writer_class.validate_options(**options)

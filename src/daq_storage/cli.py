@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from daq_storage._version import __version__
-from daq_storage.config import StorageConfig
+from daq_storage.config import CODEC_KEYS, StorageConfig
 from daq_storage.errors import DaqStorageError
 
 if TYPE_CHECKING:
@@ -71,8 +71,10 @@ def config_group() -> None:
     """Inspect the configuration."""
 
 
-def _display(value: Any) -> str:
-    return "" if value is None else str(value)
+def _display(value: Any, key: str = "") -> str:
+    if value is None:  # an unset codec key leaves each format its own choice
+        return "(format default)" if key.removeprefix("storage.") in CODEC_KEYS else ""
+    return str(value)
 
 
 @config_group.command("show")
@@ -99,7 +101,7 @@ def config_show(config_file: Path | None, as_json: bool) -> None:
     table.add_column("source")
     for v in values:
         style = "" if v.source == "default" else "bold"
-        table.add_row(v.key, _display(v.value), v.source, style=style)
+        table.add_row(v.key, _display(v.value, v.key), v.source, style=style)
     console.print(table)
 
 

@@ -5,15 +5,15 @@ The TOML file has the seeds' two sections::
     [storage]
     default_backend = "hdf5"        # or: format = "hdf5"
     output_dir = "./data"
-    compression = "gzip"
+    compression = "gzip"            # unset: each format's own default
     compression_level = 4
-    chunk_size = 1024
+    chunk_size = 1024               # rows per chunk (tables)
     flush_interval_ms = 1000
     auto_flush_interval_secs = 0
 
     [ring_buffer]
     path = "/dev/shm/lab_ring"      # unset: each run makes a ring of its own in /dev/shm
-    size_mb = 256
+    size_mb = 256                   # or: frames = 1000 (records of the largest kind)
     overflow = "discard_oldest"
 
 Environment variables override single keys: ``DAQ_STORAGE_<KEY>`` for ``[storage]``
@@ -21,6 +21,12 @@ Environment variables override single keys: ``DAQ_STORAGE_<KEY>`` for ``[storage
 ``DAQ_STORAGE_RING_BUFFER_<KEY>`` for ``[ring_buffer]``; ``DAQ_STORAGE_CONFIG`` names the
 file. Every bad key or value raises :class:`~daq_storage.errors.ConfigError` naming the
 key, the value, where it came from and what is allowed.
+
+Every key has an effect or is refused (``docs/configuration.md`` says which): the
+``[storage]`` codec keys reach the writers through
+:func:`daq_storage.writers.writer_options`, which refuses a key the chosen format
+cannot honour; ``auto_flush_interval_secs`` (for the storage actor, not built yet)
+accepts only 0.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import contextvars
 import os
 import tempfile
 import tomllib
+import types
 import typing
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -43,6 +50,7 @@ from pydantic import (
     PrivateAttr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -52,11 +60,13 @@ from daq_storage.errors import ConfigError
 __all__ = [
     "BACKENDS",
     "COMPRESSIONS",
+    "CODEC_KEYS",
     "ENV_PREFIX",
     "ConfigValue",
     "RingBufferConfig",
     "StorageConfig",
     "StorageSettings",
+    "allowed_values",
     "default_ring_dir",
 ]
 
@@ -71,6 +81,9 @@ Compression = Literal[
 Overflow = Literal["discard_oldest", "block"]
 BACKENDS: tuple[str, ...] = typing.get_args(Backend)
 COMPRESSIONS: tuple[str, ...] = typing.get_args(Compression)
+#: The ``[storage]`` keys a format writer honours through its ``config_keys`` (unset:
+#: the format's own default), mapped by :func:`daq_storage.writers.writer_options`.
+CODEC_KEYS: tuple[str, ...] = ("compression", "compression_level", "chunk_size")
 
 # Keys of the seeds' first TOML layout (seed 000), accepted and mapped onto the current ones.
 _LEGACY_STORAGE_KEYS: dict[str, tuple[str, str]] = {
@@ -88,6 +101,22 @@ def default_ring_dir() -> Path:
     return shm if shm.is_dir() else Path(tempfile.gettempdir())
 
 
+def _no_nul(value: Path | None) -> Path | None:
+    # No file system takes a NUL in a name; refused here rather than as a bare
+    # ValueError from the first open().
+    if value is not None and "\x00" in str(value):
+        raise ValueError("a path cannot contain a NUL character")
+    return value
+
+
+def _no_bool(value: Any) -> Any:
+    # No key is a flag: ``size_mb = true`` would otherwise be a 1 MiB ring. (A ValueError,
+    # which pydantic reports as a validation error; a TypeError would escape.)
+    if isinstance(value, bool):
+        raise ValueError("true / false is not a value this key takes")  # noqa: TRY004
+    return value
+
+
 class StorageSettings(BaseModel):
     """The ``[storage]`` section: where files go and how they are written."""
 
@@ -103,24 +132,60 @@ class StorageSettings(BaseModel):
     experiment: str = Field(
         "experiment", min_length=1, description="Experiment name used in file names."
     )
-    compression: Compression = Field(
-        "gzip", description="Codec; gzip is readable everywhere (MATLAB, h5dump) with no plugin."
+    compression: Compression | None = Field(
+        None,
+        description="Codec for every format that compresses; unset: each format's own default "
+        "(HDF5 gzip, Zarr blosc-lz4, Parquet snappy, Arrow and TIFF none). A codec the "
+        "format cannot write is refused.",
     )
-    compression_level: int = Field(4, ge=0, le=9, description="Codec level, 0 (off) to 9 (max).")
+    compression_level: int | None = Field(
+        None, ge=0, le=9, description="Codec level, 0 (off) to 9 (max); unset: the codec's own."
+    )
     chunk_size: int | None = Field(
-        None, ge=1, description="Samples (table rows) per chunk; frames are chunked one by one."
+        None,
+        ge=1,
+        description="Rows per chunk (HDF5, Zarr) or row group (Parquet) of a table; frames "
+        "are chunked one by one. Unset: the format's own.",
     )
     flush_interval_ms: int = Field(
-        1000, ge=0, description="Longest time data waits in memory before it is written."
+        1000,
+        ge=0,
+        description="How often the recorder flushes its writers: the longest a stored row or "
+        "frame waits before a reader opening the file sees it (0: after every read).",
     )
     auto_flush_interval_secs: float = Field(
-        0, ge=0, description="Periodic file flush for the storage actor; 0 = manual only."
+        0,
+        ge=0,
+        description="Periodic flush of the storage actor, which is not built yet: only 0 "
+        "(flush on request) is accepted.",
+        json_schema_extra={"allowed": "0"},
     )
+
+    @field_validator("auto_flush_interval_secs")
+    @classmethod
+    def _no_actor_yet(cls, value: float) -> float:
+        # Accepting a cadence nothing applies would be a key that silently does nothing.
+        if value != 0:
+            raise ValueError(
+                "the storage actor that would flush on this cadence does not exist yet; "
+                "only 0 is accepted (the recorder's cadence is storage.flush_interval_ms)"
+            )
+        return value
 
     @field_validator("default_backend", "compression", mode="before")
     @classmethod
     def _names_ignore_case(cls, value: Any) -> Any:
         return value.lower() if isinstance(value, str) else value
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _not_a_bool(cls, value: Any) -> Any:
+        return _no_bool(value)
+
+    @field_validator("output_dir", "output_path")
+    @classmethod
+    def _path_without_nul(cls, value: Path | None) -> Path | None:
+        return _no_nul(value)
 
 
 class RingBufferConfig(BaseModel):
@@ -135,7 +200,11 @@ class RingBufferConfig(BaseModel):
     )
     size_mb: int = Field(256, ge=1, le=1 << 20, description="Capacity in MiB.")
     frames: int | None = Field(
-        None, ge=1, description="Size the ring to hold this many frames instead of size_mb."
+        None,
+        ge=1,
+        le=1 << 24,
+        description="Instead of size_mb: size the ring to hold this many records of the "
+        "largest kind the application writes (the demo's: one camera frame).",
     )
     overflow: Overflow = Field(
         "discard_oldest",
@@ -146,10 +215,54 @@ class RingBufferConfig(BaseModel):
     )
     max_readers: int = Field(16, ge=1, le=1024, description="Registered-reader slots.")
 
+    @field_validator("path")
+    @classmethod
+    def _path_without_nul(cls, value: Path | None) -> Path | None:
+        return _no_nul(value)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _not_a_bool(cls, value: Any) -> Any:
+        return _no_bool(value)
+
+    @model_validator(mode="after")
+    def _one_size(self) -> RingBufferConfig:
+        if self.frames is not None and "size_mb" in self.model_fields_set:
+            raise ValueError(
+                f"ring_buffer.frames = {self.frames} and ring_buffer.size_mb = {self.size_mb} "
+                "both size the ring: set one of them"
+            )
+        return self
+
     @property
     def capacity_bytes(self) -> int:
-        """``size_mb`` in bytes."""
+        """``size_mb`` in bytes.
+
+        Raises:
+            ConfigError: the ring is sized by ``frames``, which needs the record size:
+                use :meth:`capacity_for`.
+        """
+        if self.frames is not None:
+            raise ConfigError(
+                f"ring_buffer.frames = {self.frames} sizes the ring in records, whose size "
+                "only the application knows: use capacity_for(record_bytes), or size_mb"
+            )
         return self.size_mb << 20
+
+    def capacity_for(self, record_bytes: int) -> int:
+        """Ring capacity in bytes for records of at most ``record_bytes`` each (header
+        included): room for ``frames`` of them at once, plus one for the padding a record
+        leaves at the end of the ring (records never wrap); ``size_mb`` when ``frames`` is
+        unset.
+
+        Raises:
+            ConfigError: ``record_bytes`` is not a positive integer.
+        """
+        if isinstance(record_bytes, bool) or not isinstance(record_bytes, int) or record_bytes < 1:
+            raise ConfigError(f"record_bytes must be a positive integer, got {record_bytes!r}")
+        if self.frames is None:
+            return self.size_mb << 20
+        return (self.frames + 1) * ((record_bytes + 7) // 8 * 8)
 
 
 _SECTIONS: dict[str, type[BaseModel]] = {
@@ -289,27 +402,48 @@ def _allowed(section: str, key: str) -> str:
     model = _SECTIONS.get(section)
     if model is None or key not in model.model_fields:
         return ""
-    field = model.model_fields[key]
-    annotation = field.annotation
-    args = typing.get_args(annotation)
-    literal_args = next(
-        (typing.get_args(a) for a in (annotation, *args) if typing.get_origin(a) is Literal), ()
-    )
-    if literal_args:
-        return "one of " + ", ".join(repr(a) for a in literal_args)
+    return allowed_values(model.model_fields[key])
+
+
+def _leaves(annotation: Any) -> list[Any]:
+    """The types a (possibly optional, annotated or union) annotation admits, and the
+    constraint objects found on the way."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        base, *metadata = typing.get_args(annotation)
+        return [*_leaves(base), *metadata]
+    if origin is typing.Union or isinstance(annotation, types.UnionType):
+        return [leaf for arg in typing.get_args(annotation) for leaf in _leaves(arg)]
+    return [annotation]
+
+
+def allowed_values(field: FieldInfo) -> str:
+    """What a pydantic field accepts, in words: ``one of 'a', 'b'``, ``an integer >= 0
+    and <= 9``; ``""`` when nothing more can be said."""
+    if isinstance(field.json_schema_extra, dict) and "allowed" in field.json_schema_extra:
+        return str(field.json_schema_extra["allowed"])
+    leaves = _leaves(field.annotation)
+    literals = [v for leaf in leaves if typing.get_origin(leaf) is Literal
+                for v in typing.get_args(leaf)]  # fmt: skip
+    if literals:
+        return "one of " + ", ".join(repr(v) for v in literals)
+    constraints = [*field.metadata, *(leaf for leaf in leaves if not isinstance(leaf, type))]
+    constraints += [m for c in constraints if isinstance(c, FieldInfo) for m in c.metadata]
     bounds = []
-    for meta in field.metadata:
+    for meta in constraints:
         if isinstance(meta, annotated_types.Ge):
             bounds.append(f">= {meta.ge}")
         elif isinstance(meta, annotated_types.Gt):
             bounds.append(f"> {meta.gt}")
         elif isinstance(meta, annotated_types.Le):
             bounds.append(f"<= {meta.le}")
+        elif isinstance(meta, annotated_types.Lt):
+            bounds.append(f"< {meta.lt}")
         elif isinstance(meta, annotated_types.MinLen):
             bounds.append(f"at least {meta.min_length} character(s)")
     kinds = {int: "an integer", float: "a number", Path: "a path", str: "a string"}
-    kind = next((kinds[a] for a in (annotation, *args) if a in kinds), "")
-    text = " and ".join(bounds)
+    kind = next((kinds[leaf] for leaf in leaves if leaf in kinds), "")
+    text = " and ".join(dict.fromkeys(bounds))
     if kind and text:
         return f"{kind} {text}"
     return kind or text
@@ -416,9 +550,16 @@ def _config_error(exc: ValidationError, origins: Mapping[str, str]) -> ConfigErr
                 known = ", ".join(_SECTIONS[loc[0]].model_fields) if loc[0] in _SECTIONS else ""
                 problems.append(f"unknown config key {dotted} ({origin}); known keys: {known}")
             continue
+        message = error["msg"].removeprefix("Value error, ")
+        if len(loc) == 1 and loc[0] in _SECTIONS:  # a rule across keys of one section
+            given = error["input"] if isinstance(error["input"], Mapping) else {}
+            named = [f"{dotted}.{k}" for k in given if f"{dotted}.{k}" in message]
+            where = ", ".join(f"{k}: {origins.get(k, 'argument')}" for k in named)
+            problems.append(f"invalid [{dotted}]: {message}" + (f" ({where})" if where else ""))
+            continue
         allowed = _allowed(loc[0], loc[-1]) if len(loc) == 2 else ""
         problems.append(
-            f"invalid value for {dotted}: {error['input']!r} ({origin}): {error['msg']}"
+            f"invalid value for {dotted}: {error['input']!r} ({origin}): {message}"
             + (f"; allowed: {allowed}" if allowed else "")
         )
     return ConfigError("; ".join(problems))

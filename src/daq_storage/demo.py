@@ -4,7 +4,8 @@
 acquisition process writes camera frames, power-meter readings and DAQ blocks into a
 ring in ``/dev/shm``, paced at the instruments' own rates, and this process drains the
 ring into the ``[storage] default_backend`` format (HDF5) in ``[storage] output_dir``
-(``./data``).
+(``./data``), flushing the writer every ``[storage] flush_interval_ms`` (the
+:class:`Router`, the seed of the Recorder).
 
 Nothing is lost silently: the acquisition process reports what each instrument
 produced, and the result compares it with what was stored, stream by stream.
@@ -18,7 +19,7 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -31,12 +32,17 @@ from daq_storage.errors import DaqStorageError, RingFull, StorageIOError
 from daq_storage.naming import claim_path, sanitize_name
 from daq_storage.ring import Record, RingBuffer, RingReader, max_ring_bytes
 from daq_storage.sim import SimulatedCamera, SimulatedDaqCard, SimulatedPowerMeter
-from daq_storage.writers import Writer, get_writer_class
+from daq_storage.writers import Writer, get_writer_class, writer_options
 
-__all__ = ["DemoResult", "StreamSummary", "how_to_open", "run_demo"]
+__all__ = ["DemoResult", "Router", "StreamSummary", "how_to_open", "run_demo"]
 
 #: The demo's camera: 640x480 uint16 at 100 frames/s (61 MB/s).
 CAMERA_FPS = 100.0
+CAMERA_SHAPE = (480, 640)
+#: A camera frame's ring record: the 32-byte record header and the 88-byte frame header
+#: (docs/ring-format.md) before its pixels; the largest record the demo writes, which
+#: ``[ring_buffer] frames`` counts.
+CAMERA_RECORD_BYTES = 32 + 88 + CAMERA_SHAPE[0] * CAMERA_SHAPE[1] * 2
 _SCALAR_TICK_S = 0.1  # the power meter and the DAQ card deliver 100 ms of data at a time
 _FRAMES_PER_WRITE = 50
 #: The demo's own ring waits this long for its recorder in ``overflow="block"`` mode,
@@ -86,6 +92,9 @@ class DemoResult:
     ring_records: int
     lost_records: int  # ring records overwritten before the recorder read them
     dropped_records: int  # ring records refused by block-mode timeouts
+    #: Flushes on the ``flush_interval_ms`` cadence while the run went on (the last one,
+    #: at the end of the run, not counted).
+    flushes: int = 0
 
     @property
     def complete(self) -> bool:
@@ -140,7 +149,7 @@ def acquire(
 
     try:
         start_ns = time.time_ns()
-        camera = SimulatedCamera(seed=seed, start_ns=start_ns, fps=CAMERA_FPS)
+        camera = SimulatedCamera(shape=CAMERA_SHAPE, seed=seed, start_ns=start_ns, fps=CAMERA_FPS)
         meter = SimulatedPowerMeter(("power_meter_01",), seed=seed, start_ns=start_ns)
         daq = SimulatedDaqCard(8, sample_rate=100_000, seed=seed, start_ns=start_ns)
         meter_rows = round(meter.rate_hz * _SCALAR_TICK_S)
@@ -191,8 +200,11 @@ def _plan_ring(config: StorageConfig) -> _RingPlan:
         name = sanitize_name(config.storage.experiment, what="experiment name")[:40]
         path = default_ring_dir() / f"daq_storage_{name}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
         shared = False
-    capacity = ring.capacity_bytes
-    if not _configured(config, "ring_buffer.size_mb"):
+    if ring.frames is not None:  # a configured size: used as given, or refused
+        capacity = ring.capacity_for(CAMERA_RECORD_BYTES)
+    elif _configured(config, "ring_buffer.size_mb"):
+        capacity = ring.capacity_bytes
+    else:
         # The default size shrinks to what the tmpfs and the RAM allow (a container's
         # /dev/shm is often 64 MiB); a configured size is used as given, or refused.
         room = max_ring_bytes(path) // (1 << 20) << 20
@@ -203,7 +215,7 @@ def _plan_ring(config: StorageConfig) -> _RingPlan:
                 f"{path.parent}, at least {_MIN_RING_BYTES >> 20} MiB needed",
                 str(path.parent),
             )
-        capacity = min(capacity, room)
+        capacity = min(ring.capacity_bytes, room)
     # The demo's recorder is a registered consumer, so in block mode the simulated
     # instruments wait for it instead of losing data; a configured mode is honoured.
     overflow: Overflow = ring.overflow if _configured(config, "ring_buffer.overflow") else "block"
@@ -223,48 +235,74 @@ def run_demo(
     seed: int = 0,
     backend: str | None = None,
     paced: bool = True,
+    on_flush: Callable[[Writer], None] | None = None,
 ) -> DemoResult:
     """Record ``frames`` camera frames and ``seconds`` of power-meter and DAQ data.
 
     The acquisition runs in its own process and only writes to the ring (paced at the
     instruments' rates unless ``paced=False``); this process drains the ring into
     ``config.storage.output_dir`` in the ``backend`` format (default
-    ``[storage] default_backend``), named by the naming scheme. The ring is this run's
+    ``[storage] default_backend``), named by the naming scheme, with the ``[storage]``
+    codec keys the format takes (:func:`~daq_storage.writers.writer_options`), and
+    flushes the writer every ``[storage] flush_interval_ms``. The ring is this run's
     own (``/dev/shm/daq_storage_<experiment>_<pid>_<id>``) unless ``[ring_buffer] path``
     is set, and is removed at the end.
 
+    Args:
+        on_flush: called with the writer after each flush on that cadence, while the
+            run goes on (from this thread: the writer may be read, not written).
+
     Raises:
+        ConfigError: a configured key the format cannot honour; nothing is created.
         DaqStorageError: the run could not start or the acquisition failed.
     """
     config = config or StorageConfig.load()
     settings = config.storage
     backend = (backend or settings.default_backend).lower()
     writer_class = get_writer_class(backend)
+    sources = {v.key: v.source for v in config.sources() if v.source != "default"}
+    options = writer_options(writer_class, settings, sources=sources)
     plan = _plan_ring(config)
     started = time.perf_counter()
-    if settings.output_path is not None:
-        path = settings.output_path
-    else:
-        path = claim_path(settings.output_dir, settings.experiment, writer_class.path_suffix,
-                          directory=writer_class.path_is_directory)  # fmt: skip
-    ring = RingBuffer.create(
-        plan.path, capacity_bytes=plan.capacity, overflow=plan.overflow,
-        block_timeout=plan.block_timeout, max_readers=config.ring_buffer.max_readers,
-        exist_ok=plan.shared,
-    )  # fmt: skip
+    # The ring first: a ring refused (busy, too big) leaves no empty output file behind.
     try:
+        ring = RingBuffer.create(
+            plan.path, capacity_bytes=plan.capacity, overflow=plan.overflow,
+            block_timeout=plan.block_timeout, max_readers=config.ring_buffer.max_readers,
+            exist_ok=plan.shared,
+        )  # fmt: skip
+    except StorageIOError as exc:
+        if config.ring_buffer.frames is None:
+            raise
+        # Its advice names size_mb; the size asked for came from frames.
+        raise StorageIOError(
+            exc.errno, f"ring_buffer.frames = {config.ring_buffer.frames} asks for a ring of "
+            f"{plan.capacity:,} bytes: {exc.strerror}", exc.filename,
+        ) from exc  # fmt: skip
+    capacity = ring.capacity  # as created: rounded up to whole pages
+    try:
+        if settings.output_path is not None:
+            path = settings.output_path
+        else:
+            path = claim_path(settings.output_dir, settings.experiment, writer_class.path_suffix,
+                              directory=writer_class.path_is_directory)  # fmt: skip
         # Registered before the writer detaches, so nobody can take the ring over between.
         with RingReader.open(plan.path, start="oldest", consumer="demo") as reader:
             ring.close()  # the acquisition process attaches as the writer
-            with writer_class(path, **writer_class.options_from_config(settings)) as writer:
+            with writer_class(path, **options) as writer:
                 writer.set_metadata("experiment", settings.experiment)
                 writer.set_metadata("source", "daq-storage demo (simulated instruments)")
-                summaries, counts = _record(reader, writer, plan, frames, seconds, seed, paced)
+                # Frames are written in groups that leave most of the ring free meanwhile.
+                per_write = max(1, min(_FRAMES_PER_WRITE, capacity // CAMERA_RECORD_BYTES // 4))
+                router = Router(reader, writer, flush_interval_s=settings.flush_interval_ms / 1000,
+                                frames_per_write=per_write, on_flush=on_flush)  # fmt: skip
+                counts = _record(router, plan, frames, seconds, seed, paced)
             stats = reader.stats()
             lost_records = reader.lost
     finally:
         ring.close()
         plan.path.unlink(missing_ok=True)
+    summaries = router.summaries
     for stream, (kind, produced, dropped) in counts.items():
         summary = summaries.setdefault(stream, StreamSummary(stream, kind))
         summary.produced, summary.dropped = produced, dropped
@@ -273,21 +311,137 @@ def run_demo(
         summary.files = _stream_files(writer_class, path, files, summary.stream)
     return DemoResult(
         list(summaries.values()), time.perf_counter() - started, settings.output_dir, backend,
-        path, writer.stats.file_size, files, plan.path, plan.capacity, plan.overflow,
-        stats.written, lost_records, stats.dropped,
+        path, writer.stats.file_size, files, plan.path, capacity, plan.overflow,
+        stats.written, lost_records, stats.dropped, router.flushes,
     )  # fmt: skip
 
 
+class Router:
+    """Drains a ring into one writer: the seed of the Recorder.
+
+    The writer owns no timer (``flush()`` is its single visibility point); the router
+    flushes it on its cadence: once ``flush_interval_s`` has passed since the first
+    record it stored after the last flush, it writes the frames it holds back for
+    grouping and flushes, so nothing read from the ring waits longer than that (plus one
+    ring read) before a reader opening the file sees it. With ``0`` it flushes after
+    every read that stored something.
+
+    Used from one thread; ``on_flush(writer)`` runs in it after each cadence flush.
+    """
+
+    def __init__(
+        self,
+        reader: RingReader,
+        writer: Writer,
+        *,
+        flush_interval_s: float,
+        frames_per_write: int = _FRAMES_PER_WRITE,
+        on_flush: Callable[[Writer], None] | None = None,
+    ) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.flush_interval_s = flush_interval_s
+        self.frames_per_write = frames_per_write
+        self.on_flush = on_flush
+        #: What each stream produced into the writer so far.
+        self.summaries: dict[str, StreamSummary] = {}
+        #: Flushes made on the cadence.
+        self.flushes = 0
+        self._pending: dict[str, list[Record]] = {}
+        self._unflushed_since: float | None = None  # monotonic time of the first store
+
+    def poll(self, timeout: float) -> int:
+        """Store what the ring holds, waiting up to ``timeout`` seconds for a first
+        record (less when a flush falls due sooner), and flush if one is due; returns
+        the records read."""
+        wait = timeout
+        if self._unflushed_since is not None:
+            due = self._unflushed_since + self.flush_interval_s - time.monotonic()
+            wait = max(0.0, min(timeout, due))
+        records = self.reader.read_many(256, timeout=wait)
+        for record in records:
+            self._store(record)
+        if (
+            self._unflushed_since is not None
+            and time.monotonic() - self._unflushed_since >= self.flush_interval_s
+        ):
+            self.flush()
+        return len(records)
+
+    def drain(self) -> int:
+        """Store everything the ring still holds, without waiting; returns the records."""
+        total = 0
+        while records := self.reader.read_many(1 << 20):
+            total += len(records)
+            for record in records:
+                self._store(record)
+        return total
+
+    def flush(self) -> None:
+        """Write the frames held back for grouping, flush the writer, call ``on_flush``."""
+        self._write_pending()
+        self.writer.flush()
+        self._unflushed_since = None
+        self.flushes += 1
+        if self.on_flush is not None:
+            self.on_flush(self.writer)
+
+    def finish(self) -> None:
+        """Write the frames held back; the writer's close makes them visible."""
+        self._write_pending()
+        self._unflushed_since = None
+
+    def _write_pending(self) -> None:
+        for stream, pending in self._pending.items():
+            self._write_frames(stream, pending)
+
+    def _stored(self) -> None:
+        if self._unflushed_since is None:
+            self._unflushed_since = time.monotonic()
+
+    def _store(self, record: Record) -> None:
+        stream, writer = record.stream, self.writer
+        if record.kind == "frame":
+            summary = self.summaries.setdefault(stream, StreamSummary(stream, "frames"))
+            if not writer.supports_frames:
+                summary.skipped = f"{writer.name} cannot hold frames"
+                return
+            pending = self._pending.setdefault(stream, [])
+            pending.append(record)
+            self._stored()
+            if len(pending) >= self.frames_per_write:
+                self._write_frames(stream, pending)
+            return
+        summary = self.summaries.setdefault(stream, StreamSummary(stream, "table"))
+        if not writer.supports_tables:
+            summary.skipped = f"{writer.name} cannot hold tables"
+            return
+        batch = record.batch()
+        writer.write_batch(stream, batch)
+        self._stored()
+        summary.stored += batch.num_rows
+        summary.raw_bytes += batch.nbytes
+
+    def _write_frames(self, stream: str, pending: list[Record]) -> None:
+        if not pending:
+            return
+        frames = [r.array() for r in pending]  # the writer takes the sequence as it is
+        self.writer.write_frames(
+            stream, frames,
+            timestamps_ns=np.array([r.timestamp_ns for r in pending], np.uint64),
+            frame_numbers=np.array([r.frame_number for r in pending], np.uint64),
+        )  # fmt: skip
+        summary = self.summaries[stream]
+        summary.stored += len(pending)
+        summary.raw_bytes += sum(f.nbytes for f in frames)
+        pending.clear()
+
+
 def _record(
-    reader: RingReader, writer: Writer, plan: _RingPlan, frames: int, seconds: float,
-    seed: int, paced: bool,
-) -> tuple[dict[str, StreamSummary], dict[str, list[Any]]]:  # fmt: skip
-    """Run the acquisition process and drain the ring into ``writer`` until it ends."""
-    summaries: dict[str, StreamSummary] = {}
-    frames_pending: dict[str, list[Record]] = {}
-    # Frames are written in groups that leave most of the ring free meanwhile.
-    frame_bytes = 480 * 640 * 2
-    per_write = max(1, min(_FRAMES_PER_WRITE, plan.capacity // frame_bytes // 4))
+    router: Router, plan: _RingPlan, frames: int, seconds: float, seed: int, paced: bool
+) -> dict[str, list[Any]]:
+    """Run the acquisition process and drain the ring through ``router`` until it ends;
+    returns what the acquisition reported it produced."""
     receive, send = multiprocessing.get_context("spawn").Pipe(duplex=False)
     producer = multiprocessing.get_context("spawn").Process(
         target=acquire,
@@ -299,16 +453,11 @@ def _record(
     messages: list[tuple[str, Any]] = []
     try:
         while True:
-            records = reader.read_many(256, timeout=0.2)
-            if not records and not producer.is_alive():
-                records = reader.read_many(1 << 20)  # what arrived before it exited
-                if not records:
-                    break
-            for record in records:
-                _store(writer, record, summaries, frames_pending, per_write)
+            # Once the producer has exited, what it wrote before is drained, then done.
+            if not router.poll(timeout=0.2) and not producer.is_alive() and not router.drain():
+                break
             _receive(receive, messages)
-        for stream, pending in frames_pending.items():
-            _write_frames(writer, stream, pending, summaries[stream])
+        router.finish()
     finally:
         producer.join(30)
         if producer.is_alive():
@@ -320,7 +469,8 @@ def _record(
         if kind == "error":
             raise DaqStorageError(f"the acquisition process failed: {payload}")
         if kind == "done":
-            return summaries, payload
+            counts: dict[str, list[Any]] = payload
+            return counts
     raise DaqStorageError(
         f"the acquisition process failed (exit code {producer.exitcode}) before reporting "
         "what it produced"
@@ -334,44 +484,6 @@ def _receive(connection: Connection, messages: list[tuple[str, Any]]) -> None:
             messages.append(connection.recv())
     except (EOFError, OSError):
         pass  # it exited; whatever it managed to send is in ``messages``
-
-
-def _store(writer: Writer, record: Record, summaries: dict[str, StreamSummary],
-           frames_pending: dict[str, list[Record]], per_write: int) -> None:  # fmt: skip
-    stream = record.stream
-    if record.kind == "frame":
-        summary = summaries.setdefault(stream, StreamSummary(stream, "frames"))
-        if not writer.supports_frames:
-            summary.skipped = f"{writer.name} cannot hold frames"
-            return
-        pending = frames_pending.setdefault(stream, [])
-        pending.append(record)
-        if len(pending) >= per_write:
-            _write_frames(writer, stream, pending, summary)
-        return
-    summary = summaries.setdefault(stream, StreamSummary(stream, "table"))
-    if not writer.supports_tables:
-        summary.skipped = f"{writer.name} cannot hold tables"
-        return
-    batch = record.batch()
-    writer.write_batch(stream, batch)
-    summary.stored += batch.num_rows
-    summary.raw_bytes += batch.nbytes
-
-
-def _write_frames(writer: Writer, stream: str, pending: list[Record],
-                  summary: StreamSummary) -> None:  # fmt: skip
-    if not pending:
-        return
-    stack = np.stack([r.array() for r in pending])
-    writer.write_frames(
-        stream, stack,
-        timestamps_ns=np.array([r.timestamp_ns for r in pending], np.uint64),
-        frame_numbers=np.array([r.frame_number for r in pending], np.uint64),
-    )  # fmt: skip
-    summary.stored += len(pending)
-    summary.raw_bytes += stack.nbytes
-    pending.clear()
 
 
 # --------------------------------------------------------------------- how to open
