@@ -19,7 +19,7 @@ import tifffile
 
 from daq_storage.errors import ConfigError, SchemaMismatch, StorageIOError, UnsupportedData
 from daq_storage.sim import FrameBlock, SimulatedCamera
-from daq_storage.writers import TiffWriter
+from daq_storage.writers import StreamPart, TiffWriter
 from tests.writers.conformance import WriterConformance
 
 SHAPE = (48, 64)
@@ -240,8 +240,8 @@ class SmallTiffWriter(TiffWriter):
 
 
 def read_parts(directory: Path, stream: str) -> list[Path]:
-    """A stream's files in order: ``<stream>.tif``, ``<stream>__part0001.tif``, ..."""
-    names = [f"{stream}.tif"] + [f"{stream}__part{i:04d}.tif" for i in range(1, 100)]
+    """A stream's files in order: ``<stream>.tif``, ``<stream>__part0002.tif``, ..."""
+    names = [f"{stream}.tif"] + [f"{stream}__part{i:04d}.tif" for i in range(2, 100)]
     parts = [directory / name for name in names if (directory / name).exists()]
     assert sorted(directory.glob(f"{stream}*.tif")) == sorted(parts)
     assert parts == [directory / name for name in names[: len(parts)]]
@@ -255,6 +255,9 @@ def test_classic_stack_continues_in_a_bigtiff_part_past_the_limit(tmp_path: Path
         writer.set_metadata("gain", 2, stream="cam")
         write_in_calls(writer, "cam", block, [16, 16, 50, 16, 16, 6])  # 50: split mid-call
         assert writer.stats.frames == 120
+        writer.flush()
+        assert writer.visible("cam") == writer.accepted("cam") == 120
+        parts = writer.describe("cam").parts
     first, second = read_parts(tmp_path / "t", "cam")
     assert first.stat().st_size <= SmallTiffWriter.classic_limit
     with tifffile.TiffFile(first) as a, tifffile.TiffFile(second) as b:
@@ -266,7 +269,12 @@ def test_classic_stack_continues_in_a_bigtiff_part_past_the_limit(tmp_path: Path
     ids = ids_a + ids_b
     assert [i["frame_number"] for i in ids] == block.frame_numbers.tolist()
     assert [i["timestamp_ns"] for i in ids] == block.timestamps_ns.tolist()
-    assert ids_a[0]["metadata"] == ids_b[0]["metadata"] == {"gain": 2}
+    # The parts, in describe() and in the second part's own metadata: where it starts.
+    assert parts == (StreamPart(first, "", 0), StreamPart(second, "", len(frames_a)))
+    assert ids_a[0]["metadata"] == {"gain": 2}
+    assert ids_b[0]["metadata"] == {
+        "gain": 2, "daq_storage.part_of": "cam", "daq_storage.first_row": len(frames_a)
+    }  # fmt: skip
 
 
 @pytest.mark.parametrize(("bigtiff", "imagej"), [(False, False), (False, True), (None, True)])
@@ -324,7 +332,7 @@ def test_a_killed_writer_leaves_the_stack_readable(tmp_path: Path, options: dict
         import os, signal, threading
         import numpy as np
         from daq_storage.sim import SimulatedCamera
-        from daq_storage.writers import TiffWriter
+        from daq_storage.writers import StreamPart, TiffWriter
         block = SimulatedCamera((256, 512), seed=3, start_ns=0).frames(16)
         writer = TiffWriter({str(target)!r}, **{options!r})
         for call in range(4):
@@ -408,11 +416,14 @@ def test_frames_a_page_cannot_hold_are_refused(tmp_path: Path):
 
 
 def test_tables_are_refused(tmp_path: Path):
-    with (
-        TiffWriter(tmp_path / "t") as writer,
-        pytest.raises(UnsupportedData, match=r"TIFF cannot store tables \(stream 's'\)"),
-    ):
-        writer.write_batch("s", pa.record_batch({"v": [1]}))
+    batch = pa.record_batch({"v": [1]})
+    with TiffWriter(tmp_path / "t") as writer:
+        for call in (writer.write_batch, writer.check_batch):
+            with pytest.raises(
+                UnsupportedData, match=r"tiff writer cannot store tables \(stream 's'\)"
+            ):
+                call("s", batch)
+        assert writer.streams == []
 
 
 def test_unwritable_directory(tmp_path: Path):

@@ -1,10 +1,13 @@
-"""CSV text details: nulls in a one-column stream, and cutting off a torn last line."""
+"""CSV text details: nulls in a one-column stream, cutting off a torn last line, and the
+``metadata.json`` beside the files."""
 
 from __future__ import annotations
 
 import errno
+import json
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -13,10 +16,64 @@ from daq_storage.errors import StorageIOError
 from daq_storage.writers._base import storage_errors
 from daq_storage.writers._guards import directory_held
 
-__all__ = ["null_lines_quoted", "repair_csv", "single_column_nulls"]
+__all__ = ["MetadataDocument", "null_lines_quoted", "repair_csv", "single_column_nulls"]
 
 _QUOTE, _NEWLINE = ord('"'), ord("\n")
 _CHUNK = 4 << 20
+
+
+class MetadataDocument:
+    """A JSON document the writer replaces whole (a reader never sees half of it); one
+    that exists before the writer's first is never overwritten.
+
+    Raises:
+        StorageIOError: ``EEXIST`` when ``path`` exists already (an earlier run's).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        if os.path.lexists(path):
+            raise StorageIOError(
+                errno.EEXIST,
+                f"{path.parent} already holds a {path.name} (of an earlier run; never "
+                "overwritten): write to a new directory",
+                str(path),
+            )
+        self._made = False  # the document is ours: replaced from now on
+        self._text: str | None = None  # what the file holds
+
+    def write(self, document: dict[str, Any]) -> bool:
+        """Write ``document`` unless the file holds it already; whether it was written.
+
+        Raises:
+            OSError: the disk refused it (the file holds what it held).
+            StorageIOError: ``EEXIST``, another process made the file meanwhile.
+        """
+        text = json.dumps(document, indent=2, allow_nan=True)
+        if text == self._text:
+            return False
+        temporary = self.path.with_name(f".{self.path.name}.partial")
+        try:
+            temporary.write_text(text, encoding="utf-8")
+            if self._made:
+                temporary.replace(self.path)
+            else:
+                os.link(temporary, self.path)  # the first time: never over an existing file
+                temporary.unlink()
+                self._made = True
+        except FileExistsError:
+            temporary.unlink()
+            raise StorageIOError(
+                errno.EEXIST,
+                f"cannot write {self.path.name}: it already exists in {self.path.parent} "
+                "(never overwritten)",
+                str(self.path),
+            ) from None
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
+        self._text = text
+        return True
 
 
 def single_column_nulls(batch: pa.RecordBatch) -> tuple[pa.RecordBatch, bool]:

@@ -155,8 +155,19 @@ class Stack(ABC):
         self.bigtiff = bigtiff
         self.limit = limit  # bytes the file may grow to
         self.pages = 0
+        self.part = 0  # the stream's part this file is (0: its first file)
         self.metadata: str | None = None  # the stream's metadata as this file holds it
         self.last: Pages | None = None  # the last batch written, for late metadata
+
+    @property
+    def visible_pages(self) -> int:
+        """Pages a reader opening the file now finds (linked, and on disk before the
+        link): every page written, unless the stack buffers."""
+        return self.pages
+
+    def files(self) -> list[Path]:
+        """The files this stack writes (a durable flush fsyncs them)."""
+        return [self.path]
 
     @abstractmethod
     def frames_fitting(self, wanted: int, reserve: int) -> int:
@@ -168,6 +179,10 @@ class Stack(ABC):
     @abstractmethod
     def flush(self) -> None:
         """Hand everything written so far to the operating system."""
+
+    @abstractmethod
+    def fsync(self) -> None:
+        """Put everything handed to the operating system on disk."""
 
     @abstractmethod
     def close(self, metadata: str | None) -> None:
@@ -242,6 +257,10 @@ class PageStack(Stack):
 
     def flush(self) -> None:
         """Nothing is buffered: every batch goes straight to the file."""
+
+    def fsync(self) -> None:
+        if self.fd >= 0:
+            os.fsync(self.fd)
 
     def close(self, metadata: str | None) -> None:
         if self.fd < 0:
@@ -363,6 +382,14 @@ class ImageJStack(Stack):
     def flush(self) -> None:
         """Nothing is buffered: every batch goes straight to the file and the sidecar."""
 
+    def fsync(self) -> None:
+        for fd in (self.fd, self.sidecar_fd):
+            if fd >= 0:
+                os.fsync(fd)
+
+    def files(self) -> list[Path]:
+        return [self.path, self.sidecar]
+
     def close(self, metadata: str | None) -> None:
         try:
             if self.pages:
@@ -424,6 +451,13 @@ class TifffileStack(Stack):
         self.page_bound = frame.nbytes * 3 // 2 + PAGE_OVERHEAD
         self.handle: BinaryIO | None = None
         self.writer: tifffile.TiffWriter | None = None
+        self.flushed = 0  # pages handed to the operating system by the last flush
+
+    @property
+    def visible_pages(self) -> int:
+        """tifffile links a page before writing it, through a buffer: the pages of the
+        last :meth:`flush` are whole on disk."""
+        return self.flushed
 
     def frames_fitting(self, wanted: int, reserve: int) -> int:
         if self.bigtiff:
@@ -446,6 +480,12 @@ class TifffileStack(Stack):
     def flush(self) -> None:
         if self.writer is not None:
             self.writer.filehandle.flush()
+        self.flushed = self.pages
+
+    def fsync(self) -> None:
+        if self.handle is not None:
+            self.flush()
+            os.fsync(self.handle.fileno())
 
     def close(self, metadata: str | None) -> None:
         try:
@@ -454,6 +494,7 @@ class TifffileStack(Stack):
         finally:
             if self.handle is not None:
                 self.handle.close()
+        self.flushed = self.pages
         if self.writer is None or metadata is None or self.last is None:
             return
         with tifffile.TiffFile(self.path) as tif:

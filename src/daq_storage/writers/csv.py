@@ -13,18 +13,39 @@ import contextlib
 import errno
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
+from pydantic import field_validator
 
-from daq_storage.errors import ConfigError, SchemaMismatch, StorageIOError, UnsupportedData
-from daq_storage.schema import METADATA_CHANGES, decode_metadata
-from daq_storage.writers._base import finish_all, pwrite_all, storage_errors
-from daq_storage.writers._csv_text import null_lines_quoted, repair_csv, single_column_nulls
+from daq_storage.errors import StorageIOError, UnsupportedData
+from daq_storage.schema import conform_batch, decode_metadata, evolved_schema
+from daq_storage.writers._base import (
+    StreamDescription,
+    StreamPart,
+    WriterOptions,
+    finish_all,
+    fsync_paths,
+    pwrite_all,
+    storage_errors,
+)
+from daq_storage.writers._csv_schema import (
+    csv_columns,
+    csv_leaves,
+    csv_type,
+    flat_batch,
+    is_binary,
+)
+from daq_storage.writers._csv_text import (
+    MetadataDocument,
+    null_lines_quoted,
+    repair_csv,
+    single_column_nulls,
+)
 from daq_storage.writers._per_stream import PerStreamWriter
 
 __all__ = ["CsvWriter", "repair_csv"]
@@ -34,23 +55,48 @@ __all__ = ["CsvWriter", "repair_csv"]
 _CHUNK_ROWS = 16_384
 _ISO_UTC = "%Y-%m-%dT%H:%M:%SZ"  # %S carries the unit's sub-second digits
 _ISO_NAIVE = "%Y-%m-%dT%H:%M:%S"
+_INT64_MAX = 2**63 - 1
 
 
 @dataclass
 class _CsvFile:
+    """One file (part) of a stream: its header is fixed once written."""
+
     path: Path
-    fd: int
+    fd: int  # -1 until the file is created, with its first rows
     end: int  # bytes of complete lines in the file
-    #: The stream's column types (dictionaries decoded, widened as batches arrive).
+    first: int  # the stream's row index of the file's first row
+    #: The file's columns (flat names, CSV types; widened in place as batches arrive).
     columns: pa.Schema
-    #: The last batch schema found compatible with ``columns``.
-    accepted: pa.Schema
-    #: Batches of schema ``accepted`` must be cast to ``columns``.
-    cast: bool
     #: ``(index, kind)`` of columns written as ISO-8601 text.
     iso: tuple[tuple[int, str], ...]
     #: The schema the text is made from (``columns`` with ISO columns as strings).
     written: pa.Schema
+    widened: bool = False  # a column's type widened after the file's first rows
+
+    def types(self) -> dict[str, str]:
+        """Column -> the Arrow type its text reads back as (an ISO column: a UTC
+        timestamp, or a timestamp without zone)."""
+        types = {field.name: str(field.type) for field in self.columns}
+        for index, kind in self.iso:
+            field = self.columns.field(index)
+            if kind == "epoch_ns":
+                types[field.name] = "timestamp[ns, tz=UTC]"
+            elif kind == "utc":
+                types[field.name] = str(pa.timestamp(field.type.unit, "UTC"))
+        return types
+
+
+class _Options(WriterOptions):
+    iso_timestamps: bool = False
+    delimiter: str = ","
+
+    @field_validator("delimiter")
+    @classmethod
+    def _one_plain_character(cls, value: str) -> str:
+        if len(value) != 1 or value in '"\r\n':
+            raise ValueError("must be one character other than a quote or a line break")
+        return value
 
 
 class CsvWriter(PerStreamWriter):
@@ -60,24 +106,45 @@ class CsvWriter(PerStreamWriter):
     {"file": {<set_metadata values>},
      "streams": {<stream>: {<its schema metadata>, "metadata_changes": [...],
                             <set_metadata values>}},
-     "columns": {<stream>: {<column>: {<its field metadata: units, long_name, ...>}}}}
+     "columns": {<stream>: {<column>: {<its field metadata: units, long_name, ...>}}},
+     "parts": {<stream>: [{"file": "<stream>.csv", "first": 0,
+                           "types": {<column>: <Arrow type of its text>}}, ...]}}
     ```
 
-    ``metadata.json`` is written at :meth:`flush` and :meth:`close` (replaced whole);
-    one that the directory holds already (an earlier run's) is never overwritten: the
-    writer refuses the directory.
+    A stream is listed in ``parts`` once it has more than one file or a column widened
+    (see below); a directory whose streams need no such entry and that has no metadata
+    gets no ``metadata.json``.
+
+    ``metadata.json`` is written at :meth:`flush` and :meth:`close` (replaced whole,
+    when it changed); one that the directory holds already (an earlier run's) is never
+    overwritten: the writer refuses the directory.
+
+    Schema evolution (:func:`daq_storage.schema.classify_change` decides the kind):
+
+    - a widening (``int32`` -> ``int64``, ``int16`` -> ``float32``) goes on in the same
+      file: later rows are the wider type's text, and ``types`` in ``parts`` records the
+      new type;
+    - a new or a missing column, or an incompatible type (``int64`` -> ``float64`` or
+      text), continues the stream in a new file, ``<stream>__part0002.csv``,
+      ``__part0003``, ..., with a header of its own: a CSV header is fixed once written.
+      ``parts`` lists every file of the stream with the stream's row index of its first
+      row; sorted by name they come in part order, and each reads on its own::
+
+          files = [folder / "s.csv", *sorted(folder.glob("s__part*.csv"))]
+          frame = pl.concat([pl.read_csv(f) for f in files], how="diagonal_relaxed")
+
+    Values narrower than their column, a column order that differs or ``string`` /
+    ``large_string`` change nothing: they are written in the file's order and types.
+    Struct columns are written as one column per field, named ``parent.child``.
 
     Nulls are empty fields. In a stream of one column, where an empty field would be an
     empty line (which pyarrow and pandas skip), a null is written as ``""``: pyarrow and
     pandas read it as null, polars with ``null_values=""`` (CSV does not tell an empty
     string from a null). Binary columns are written as text and must hold UTF-8.
 
-    A column keeps its kind for the life of a stream, so every reader infers one type
-    for it: a batch whose column types differ is cast when that is a lossless widening
-    (``int32`` -> ``int64``, ``uint16`` -> ``int32``, ``float32`` -> ``float64``,
-    ``string`` -> ``large_string``, a dictionary to its values, an all-null column) and
-    refused with :class:`SchemaMismatch` otherwise (an integer column cannot take
-    ``0.5`` or text).
+    Every batch is in its file when :meth:`write_batch` returns (:meth:`visible` equals
+    :meth:`accepted`); ``flush(durable=True)`` fsyncs the files, ``metadata.json`` and
+    the directory.
 
     Args:
         path: output directory.
@@ -86,7 +153,7 @@ class CsvWriter(PerStreamWriter):
             ISO-8601 text with the unit's sub-second digits, in UTC with a ``Z`` suffix
             (``2023-11-14T22:13:20.123456789Z``) so pandas and polars parse them as UTC.
             Timestamps without a time zone are written without a suffix.
-        delimiter: field separator.
+        delimiter: field separator (one character, not a quote or a line break).
     """
 
     name: ClassVar[str] = "csv"
@@ -94,80 +161,153 @@ class CsvWriter(PerStreamWriter):
     suffixes: ClassVar[tuple[str, ...]] = (".csv",)
     supports_frames: ClassVar[bool] = False
     supports_tables: ClassVar[bool] = True
+    mimetype: ClassVar[str] = "text/csv"
+    on_widening: ClassVar[str] = "in_place"
+    on_new_columns: ClassVar[str] = "new_part"
+    on_incompatible: ClassVar[str] = "new_part"
+    Options: ClassVar[type[WriterOptions]] = _Options
+    #: No ``[storage]`` key applies: CSV has no codec and no chunks.
+    config_keys: ClassVar[dict[str, str]] = {}
 
     def __init__(
         self, path: str | os.PathLike[str], *, iso_timestamps: bool = False, delimiter: str = ","
     ) -> None:
-        if len(delimiter) != 1 or delimiter in '"\r\n':
-            raise ConfigError(
-                f"csv delimiter must be one character other than a quote or a "
-                f"line break, got {delimiter!r}"
-            )
+        options = self.validate_options(iso_timestamps=iso_timestamps, delimiter=delimiter)
+        assert isinstance(options, _Options)
         super().__init__(path)
-        if os.path.lexists(self.path / "metadata.json"):
+        self.options = options
+        self.iso_timestamps = options.iso_timestamps
+        self.delimiter = options.delimiter
+        try:
+            self._document = MetadataDocument(self.path / "metadata.json")
+        except BaseException:
             self._release_output()
-            raise StorageIOError(
-                errno.EEXIST,
-                f"{self.path} already holds a metadata.json (of an earlier run; never "
-                "overwritten): write to a new directory",
-                str(self.path / "metadata.json"),
-            )
-        self.iso_timestamps = iso_timestamps
-        self.delimiter = delimiter
-        self._sidecar_made = False  # metadata.json is ours: replaced from now on
-        self._files: dict[str, _CsvFile] = {}
+            raise
+        #: Per stream: its files, the current (open) one last.
+        self._files: dict[str, list[_CsvFile]] = {}
         #: Per stream, per column: the field metadata of the column's first batch.
         self._columns_metadata: dict[str, dict[str, dict[str, Any]]] = {}
+        self._unsynced: list[Path] = []  # files closed since the last durable flush
+        self._names_changed = False  # files created since the last durable flush
 
+    # ------------------------------------------------------------------ public API
     def write_batch(self, stream: str, batch: pa.RecordBatch) -> None:
+        """Append a table to ``stream`` (see :meth:`Writer.write_batch` and the class
+        docstring for schema changes)."""
         given = batch = self._check_batch(stream, batch)
-        opened = self._files.get(stream)
-        if opened is None:
-            opened = self._new_stream(stream, batch.schema)
-        elif not batch.schema.equals(opened.accepted):
-            self._accept(stream, opened, batch.schema)
-        nbytes = batch.nbytes
-        rows = batch.num_rows
-        if opened.cast:
-            batch = batch.cast(opened.columns)
-        if opened.iso:
-            batch = self._to_iso(stream, batch, opened)
-        text = self._text(stream, batch, header=False)
-        where = opened.path if opened.fd >= 0 else self.path
-        self._ensure_room(len(text), f"stream {stream!r}", where)
-        if opened.fd < 0:
-            self._create(stream, opened)
-        self._append(stream, opened, text)
+        _, action = self._plan_change(stream, batch.schema)
+        files = self._files.get(stream)
+        opened = files[-1] if files else None
+        if opened is None or action == "new_part":
+            target = self._new_file(stream, batch.schema)
+        elif action == "in_place":
+            target = self._widened(stream, opened, batch.schema)
+        else:
+            target = opened
+        flat = conform_batch(flat_batch(batch), target.columns)
+        if target.iso:
+            flat = self._to_iso(stream, flat, target)
+        text = self._text(stream, flat, header=False)
+        header = self._text(stream, _empty(target.written), header=True) if target.fd < 0 else b""
+        where = target.path if target.fd >= 0 else self.path
+        self._ensure_room(len(text) + len(header), f"stream {stream!r}", where)
+        if target.fd < 0:
+            self._create(stream, target, header, new_part=opened is not None)
+        self._append(stream, target, text)
+        if opened is None or action == "new_part":
+            self._files.setdefault(stream, []).append(target)
+            self._describe_columns(stream, batch.schema)
+            if opened is not None:
+                self._retire(opened)
+        else:
+            self._files[stream][-1] = target  # the same file, widened in place (or as it was)
         self._observe_metadata(stream, given)
         self._stats.batches += 1
-        self._stats.rows += rows
-        self._stats.bytes_written += nbytes
+        self._stats.rows += given.num_rows
+        self._stats.bytes_written += given.nbytes
 
-    def write_frames(self, stream: str, frames: Any, **_: Any) -> None:
-        self._check_open()
-        raise UnsupportedData(
-            f"CSV cannot store frames (stream {stream!r}); use hdf5, zarr, tiff, arrow or parquet"
+    def visible(self, stream: str) -> int:
+        """Every row accepted: each batch is in its file (complete lines) when
+        :meth:`write_batch` returns."""
+        self._known_stream(stream)
+        return self.accepted(stream)
+
+    def describe(self, stream: str) -> StreamDescription:
+        """The stream's first file (``key`` ``""``: the file is the part), its parts, and
+        the columns of its current part (flat ``parent.child`` names; each the Arrow
+        type its text reads back as)."""
+        self._known_stream(stream)
+        files = self._files[stream]
+        first = StreamPart(files[0].path, "", 0)
+        return StreamDescription(
+            stream=stream,
+            kind="table",
+            format=self.name,
+            mimetype=self.mimetype,
+            path=first.path,
+            key="",
+            parts=tuple(StreamPart(f.path, "", f.first) for f in files),
+            visible=self.visible(stream),
+            accepted=self.accepted(stream),
+            columns=files[-1].types(),
         )
+
+    def flush(self, *, durable: bool = False) -> None:
+        """Write ``metadata.json`` (if it changed); the rows are in their files already.
+        ``durable=True`` then fsyncs the open files, those closed since the last durable
+        flush, ``metadata.json`` and the directory."""
+        self._check_open()
+        self._write_metadata_sidecar()
+        if durable:
+            self._sync()
+
+    # ------------------------------------------------------------------ checks
+    def _check_batch(self, stream: str, batch: Any) -> pa.RecordBatch:
+        """The batch, refused (:class:`UnsupportedData`) when a value has no CSV text:
+        so :meth:`check_batch` answers for the values too."""
+        batch = super()._check_batch(stream, batch)
+        flat = None
+        for field in csv_leaves(stream, batch.schema):
+            if is_binary(csv_type(stream, field.name, field.type)) or (
+                self.iso_timestamps and _is_epoch_ns(field) and pa.types.is_uint64(field.type)
+            ):
+                flat = flat_batch(batch) if flat is None else flat
+                self._check_values(stream, field.name, flat.column(field.name))
+        return batch
+
+    def _check_values(self, stream: str, name: str, column: pa.Array) -> None:
+        if is_binary(column.type):
+            try:
+                column.cast(pa.large_binary()).cast(pa.large_string())
+            except pa.ArrowInvalid:
+                raise UnsupportedData(
+                    f"stream {stream!r}: binary column {name!r} holds bytes that are not "
+                    "UTF-8 text, which CSV cannot hold; nothing of this batch was written"
+                ) from None
+        else:
+            largest = pc.max(column).as_py()
+            if largest is not None and largest > _INT64_MAX:
+                raise UnsupportedData(
+                    f"stream {stream!r}: column {name!r} holds {largest}, no time since the "
+                    "epoch in nanoseconds (at most 2**63 - 1) that ISO-8601 text can show; "
+                    "nothing of this batch was written"
+                )
+
+    def _check_table_schema(self, stream: str, schema: pa.Schema) -> None:
+        """Refuse a type without CSV text (lists, maps, intervals, ...) and two columns
+        of one flat name, before anything is written."""
+        csv_leaves(stream, schema)
 
     # ------------------------------------------------------------------ text and files
     def _text(self, stream: str, batch: pa.RecordBatch, *, header: bool) -> pa.Buffer:
         """``batch`` as CSV lines (with the header line when ``header``), in memory.
 
         Raises:
-            UnsupportedData: a value has no CSV text (binary that is not UTF-8, ...).
+            UnsupportedData: a value has no CSV text.
         """
         quote_null_lines = False
         if batch.num_columns == 1 and batch.column(0).null_count:
             batch, quote_null_lines = single_column_nulls(batch)
-        for name, column in zip(batch.schema.names, batch.columns, strict=True):
-            if _is_binary(column.type):
-                try:
-                    column.cast(pa.large_binary()).cast(pa.large_string())
-                except pa.ArrowInvalid:
-                    raise UnsupportedData(
-                        f"stream {stream!r}: binary column {name!r} holds bytes that are not "
-                        "UTF-8 text, which CSV cannot hold; nothing of this batch was written"
-                    ) from None
         options = pacsv.WriteOptions(
             include_header=header, delimiter=self.delimiter, batch_size=_CHUNK_ROWS
         )
@@ -184,23 +324,34 @@ class CsvWriter(PerStreamWriter):
             buffer = pa.py_buffer(null_lines_quoted(buffer.to_pybytes()))
         return buffer
 
-    def _new_stream(self, stream: str, schema: pa.Schema) -> _CsvFile:
-        """The stream's columns; its file is created with the first rows written."""
-        columns = pa.schema([pa.field(f.name, _csv_type(stream, f.name, f.type)) for f in schema])
+    def _new_file(self, stream: str, schema: pa.Schema) -> _CsvFile:
+        """A file (the stream's first, or a new part) for batches of ``schema``; created
+        with its first rows."""
+        columns = csv_columns(stream, schema)
         iso, written = self._text_schema(columns)
-        opened = self._files[stream] = _CsvFile(
-            self.path, -1, 0, columns, schema, _needs_cast(schema, columns), iso, written
-        )
-        described = {f.name: decode_metadata(f.metadata) for f in schema if f.metadata}
+        return _CsvFile(self.path, -1, 0, self._taken(stream), columns, iso, written)
+
+    def _describe_columns(self, stream: str, schema: pa.Schema) -> None:
+        """Keep the field metadata of columns the stream's new file brings."""
+        described = self._columns_metadata.get(stream, {})
+        for field in csv_leaves(stream, schema):
+            if field.metadata and field.name not in described:
+                described[field.name] = decode_metadata(field.metadata)
         if described:
             self._columns_metadata[stream] = described
-        return opened
 
-    def _create(self, stream: str, opened: _CsvFile) -> None:
-        """Create the stream's file (never an existing one) with its header line."""
-        empty = pa.RecordBatch.from_pylist([], schema=opened.written)
-        header = self._text(stream, empty, header=True)
-        path = self._stream_path(stream)
+    def _widened(self, stream: str, opened: _CsvFile, schema: pa.Schema) -> _CsvFile:
+        """``opened`` with the types ``schema`` widens (same file, same header: only the
+        text of later rows comes from the wider types)."""
+        evolved = csv_columns(stream, evolved_schema(self._table_schemas[stream], schema))
+        types = {field.name: field.type for field in evolved}
+        columns = pa.schema([pa.field(f.name, types[f.name]) for f in opened.columns])
+        iso, written = self._text_schema(columns)
+        return replace(opened, columns=columns, iso=iso, written=written, widened=True)
+
+    def _create(self, stream: str, target: _CsvFile, header: pa.Buffer, *, new_part: bool) -> None:
+        """Create the file (never an existing one) with its header line."""
+        path = self._stream_path(stream, new_part=new_part)
         fd = self._create_file(stream, path)
         try:
             with storage_errors(path, "cannot create CSV file"):
@@ -208,7 +359,8 @@ class CsvWriter(PerStreamWriter):
         except BaseException:
             self._abandon_file(stream, path, fd)
             raise
-        opened.path, opened.fd, opened.end = path, fd, len(header)
+        target.path, target.fd, target.end = path, fd, len(header)
+        self._names_changed = True
 
     def _append(self, stream: str, opened: _CsvFile, text: pa.Buffer) -> None:
         """Write complete lines after the last ones; on failure cut them off again."""
@@ -217,6 +369,7 @@ class CsvWriter(PerStreamWriter):
         except OSError as exc:
             with contextlib.suppress(OSError):  # repair_csv cuts what is left, if anything
                 os.ftruncate(opened.fd, opened.end)
+            self._recheck_room()
             raise StorageIOError(
                 exc.errno if exc.errno is not None else errno.EIO,
                 f"cannot write CSV rows of stream {stream!r}: {exc.strerror or exc}; "
@@ -225,32 +378,13 @@ class CsvWriter(PerStreamWriter):
             ) from exc
         opened.end += len(text)
 
-    def _accept(self, stream: str, opened: _CsvFile, schema: pa.Schema) -> None:
-        """Make batches of ``schema`` writable to ``opened``, widening its columns if
-        need be, or raise :class:`SchemaMismatch` leaving the file as it was."""
-        if schema.names != opened.columns.names:
-            raise SchemaMismatch(
-                f"stream {stream!r}: CSV columns {opened.columns.names} of {opened.path} "
-                f"cannot change to {schema.names}"
-            )
-        fields = []
-        for old, new in zip(opened.columns, schema, strict=True):
-            incoming = _csv_type(stream, new.name, new.type)
-            common = _common_type(old.type, incoming)
-            if common is None:
-                raise SchemaMismatch(
-                    f"stream {stream!r}: column {new.name!r} of {opened.path} holds {old.type}, "
-                    f"got {new.type}; CSV takes only a lossless widening (such as int32 -> "
-                    "int64) so readers see one type per column. Nothing was written"
-                )
-            fields.append(pa.field(old.name, common))
-        columns = pa.schema(fields)
-        if not columns.equals(opened.columns):
-            # Same file, same header: only the text of later rows comes from wider types.
-            iso, written = self._text_schema(columns)
-            opened.columns, opened.iso, opened.written = columns, iso, written
-        opened.accepted = schema
-        opened.cast = _needs_cast(schema, opened.columns)
+    def _retire(self, opened: _CsvFile) -> None:
+        """Close a part the stream has left; a durable flush fsyncs it (and reports what
+        the disk refuses: its rows were written, with errors checked, already)."""
+        fd, opened.fd = opened.fd, -1
+        with contextlib.suppress(OSError):
+            os.close(fd)
+        self._unsynced.append(opened.path)
 
     def _text_schema(self, columns: pa.Schema) -> tuple[tuple[tuple[int, str], ...], pa.Schema]:
         if not self.iso_timestamps:
@@ -259,9 +393,7 @@ class CsvWriter(PerStreamWriter):
         for index, field in enumerate(columns):
             if pa.types.is_timestamp(field.type):
                 iso.append((index, "utc" if field.type.tz is not None else "naive"))
-            elif pa.types.is_integer(field.type) and (
-                field.name == "timestamp_ns" or field.name.endswith("_timestamp_ns")
-            ):
+            elif _is_epoch_ns(field):
                 iso.append((index, "epoch_ns"))
         written = columns
         for index, _ in iso:
@@ -287,60 +419,68 @@ class CsvWriter(PerStreamWriter):
             arrays[index] = pc.strftime(column, format=fmt, locale="C")
         return pa.RecordBatch.from_arrays(arrays, schema=opened.written)
 
-    # ------------------------------------------------------------------ files
-    def flush(self) -> None:
-        """Write ``metadata.json``; the rows are in their files already (in the operating
-        system's hands: nothing is fsynced)."""
-        self._check_open()
-        self._write_metadata_sidecar()
-
+    # ------------------------------------------------------------------ metadata, close
     def _write_metadata_sidecar(self) -> None:
         """CSV has no place for metadata: it goes to ``metadata.json`` beside the files
         (replaced whole: a reader never sees half of it)."""
         streams: dict[str, dict[str, Any]] = {}
         for stream in dict.fromkeys([*self._table_metadata, *self._stream_metadata]):
-            tracked = self._table_metadata.get(stream)
-            entry = dict(tracked.first or {}) if tracked is not None else {}
-            if tracked is not None and tracked.changes:
-                entry[METADATA_CHANGES] = tracked.changes
-            for key, text in self._stream_metadata.get(stream, {}).items():
-                entry[key] = json.loads(text)
+            entry = self._stream_entry(stream)
             if entry:
                 streams[self._safe_stream(stream)] = entry
-        if not (self._file_metadata or streams or self._columns_metadata):
-            return
-        document = {
-            "file": {k: json.loads(v) for k, v in self._file_metadata.items()},
-            "streams": streams,
-            "columns": {self._safe_stream(s): c for s, c in self._columns_metadata.items()},
+        parts = {
+            self._safe_stream(stream): [
+                {"file": f.path.name, "first": f.first, "types": f.types()} for f in files
+            ]
+            for stream, files in self._files.items()
+            if len(files) > 1 or files[0].widened  # else the file and its header say it all
         }
-        path = self.path / "metadata.json"
-        temporary = path.with_name(f".{path.name}.partial")
-        with storage_errors(path, "cannot write CSV metadata"):
-            temporary.write_text(json.dumps(document, indent=2, allow_nan=True))
-            if self._sidecar_made:
-                temporary.replace(path)
-            else:
-                try:
-                    os.link(temporary, path)  # the first time: never over an existing file
-                except FileExistsError:
-                    temporary.unlink()
-                    raise StorageIOError(
-                        errno.EEXIST,
-                        f"cannot write CSV metadata: {path.name} already exists in {self.path} "
-                        "(never overwritten)",
-                        str(path),
-                    ) from None
-                temporary.unlink()
-                self._sidecar_made = True
-        self._add_file(path)
+        if not (self._file_metadata or streams or self._columns_metadata or parts):
+            return
+        with storage_errors(self._document.path, "cannot write CSV metadata"):
+            written = self._document.write(
+                {
+                    "file": _loaded(self._file_metadata),
+                    "streams": streams,
+                    "columns": {self._safe_stream(s): c for s, c in self._columns_metadata.items()},
+                    "parts": parts,
+                }
+            )
+        if written:
+            self._add_file(self._document.path)
+            self._names_changed = True  # replaced: a new directory entry
+
+    def _stream_entry(self, stream: str) -> dict[str, Any]:
+        tracked = self._table_metadata.get(stream)
+        entry = dict(tracked.first or {}) if tracked is not None else {}
+        if tracked is not None and tracked.changes:
+            entry["metadata_changes"] = tracked.changes
+        entry.update(_loaded(self._stream_metadata.get(stream, {})))
+        return entry
+
+    def _sync(self) -> None:
+        """fsync the open files, the files closed since the last durable flush, and
+        ``metadata.json`` and the directory when their entries changed."""
+        with storage_errors(self.path, "cannot make the flushed CSV files durable (fsync)"):
+            for files in self._files.values():
+                if files[-1].fd >= 0:
+                    os.fsync(files[-1].fd)
+            paths = [p for p in self._unsynced if p.exists()]
+            if self._names_changed:
+                if self._document.path.exists():
+                    paths.append(self._document.path)
+                paths.append(self.path)  # its entries (fsync_paths adds its parent's)
+            fsync_paths(paths)
+        self._unsynced.clear()
+        self._names_changed = False
 
     def _close(self) -> None:
         try:
-            closing = [_closer(f) for f in self._files.values() if f.fd >= 0]
+            closing = [_closer(files[-1]) for files in self._files.values() if files[-1].fd >= 0]
             finish_all([self._write_metadata_sidecar, *closing])
         finally:
-            self._files.clear()
+            for files in self._files.values():
+                files[-1].fd = -1
 
 
 def _closer(opened: _CsvFile) -> Any:
@@ -351,76 +491,14 @@ def _closer(opened: _CsvFile) -> Any:
     return close
 
 
-def _is_binary(kind: pa.DataType) -> bool:
-    return bool(
-        pa.types.is_binary(kind)
-        or pa.types.is_large_binary(kind)
-        or pa.types.is_fixed_size_binary(kind)
-    )
+def _empty(schema: pa.Schema) -> pa.RecordBatch:
+    return pa.RecordBatch.from_pylist([], schema=schema)
 
 
-def _csv_type(stream: str, column: str, kind: pa.DataType) -> pa.DataType:
-    """The type ``column`` is written as, or :class:`UnsupportedData`."""
-    if pa.types.is_dictionary(kind):
-        kind = kind.value_type
-    if pa.types.is_string_view(kind):
-        return pa.large_string()  # pyarrow.csv does not write views; the text is the same
-    if pa.types.is_binary_view(kind):
-        return pa.large_binary()
-    # Extension, nested and interval types have no CSV text (pyarrow refuses them).
-    if (
-        pa.types.is_null(kind)
-        or pa.types.is_boolean(kind)
-        or pa.types.is_integer(kind)
-        or pa.types.is_floating(kind)
-        or pa.types.is_decimal(kind)
-        or (pa.types.is_temporal(kind) and not pa.types.is_interval(kind))
-        or pa.types.is_string(kind)
-        or pa.types.is_large_string(kind)
-        or pa.types.is_binary(kind)
-        or pa.types.is_large_binary(kind)
-        or pa.types.is_fixed_size_binary(kind)
-    ):
-        return kind
-    raise UnsupportedData(f"CSV cannot hold column {column!r} of type {kind} (stream {stream!r})")
+def _is_epoch_ns(field: pa.Field) -> bool:
+    named = field.name == "timestamp_ns" or field.name.endswith("_timestamp_ns")
+    return named and bool(pa.types.is_integer(field.type))
 
 
-def _needs_cast(schema: pa.Schema, columns: pa.Schema) -> bool:
-    return any(f.type != c.type for f, c in zip(schema, columns, strict=True))
-
-
-_INT_BITS = {
-    pa.int8(): (8, True),
-    pa.int16(): (16, True),
-    pa.int32(): (32, True),
-    pa.int64(): (64, True),
-    pa.uint8(): (8, False),
-    pa.uint16(): (16, False),
-    pa.uint32(): (32, False),
-    pa.uint64(): (64, False),
-}
-_FLOAT_ORDER = [pa.float16(), pa.float32(), pa.float64()]
-
-
-def _common_type(old: pa.DataType, new: pa.DataType) -> pa.DataType | None:
-    """The narrowest type holding every value of ``old`` and ``new`` with the same kind of
-    CSV text, or ``None``: integers stay integers, floats floats, text text."""
-    if old == new or pa.types.is_null(new):
-        return old
-    if pa.types.is_null(old):
-        return new
-    if old in _INT_BITS and new in _INT_BITS:
-        (old_bits, old_signed), (new_bits, new_signed) = _INT_BITS[old], _INT_BITS[new]
-        if old_signed == new_signed:
-            return old if old_bits >= new_bits else new
-        # Mixed signs: a signed type twice as wide as the unsigned one holds both.
-        unsigned_bits = new_bits if old_signed else old_bits
-        signed_bits = old_bits if old_signed else new_bits
-        bits = max(signed_bits, 2 * unsigned_bits)
-        return {16: pa.int16(), 32: pa.int32(), 64: pa.int64()}.get(bits)
-    if old in _FLOAT_ORDER and new in _FLOAT_ORDER:
-        return max(old, new, key=_FLOAT_ORDER.index)
-    for narrow, wide in ((pa.string(), pa.large_string()), (pa.binary(), pa.large_binary())):
-        if {old, new} <= {narrow, wide}:
-            return wide
-    return None
+def _loaded(texts: dict[str, str]) -> dict[str, Any]:
+    return {key: json.loads(text) for key, text in texts.items()}
