@@ -208,6 +208,10 @@ def _print_demo(result: DemoResult) -> None:
         f"{result.ring_records:,} records through shared memory, {result.lost_records} lost, "
         f"{result.dropped_records} dropped"
     )
+    console.print(
+        f"flushed {result.flushes} times while recording (storage.flush_interval_ms), "
+        "then at the end"
+    )
     console.print("open with:")
     for s in result.streams:
         line = how_to_open(result.backend, result.path, s)
