@@ -13,7 +13,7 @@ import zarr
 
 from daq_storage.errors import ConfigError, SchemaMismatch, StorageIOError, UnsupportedData
 from daq_storage.sim import SimulatedCamera, SimulatedDaqCard, SimulatedPowerMeter
-from daq_storage.writers import ZarrWriter
+from daq_storage.writers import StreamPart, ZarrWriter
 from tests.writers.conformance import write_in_odd_calls
 
 
@@ -63,10 +63,11 @@ def test_zarr_bad_input(tmp_path: Path):
         ZarrWriter(tmp_path / "b.zarr", compression="rar")
     with ZarrWriter(tmp_path / "c.zarr") as writer:
         writer.write_batch("s", pa.record_batch({"v": pa.array([1, 2], pa.int32())}))
-        with pytest.raises(SchemaMismatch, match="column 'v'"):
-            writer.write_batch("s", pa.record_batch({"v": ["x"]}))
+        with pytest.raises(UnsupportedData, match="variable-length"):
+            writer.check_batch("t", pa.record_batch({"xs": [[1.0, 2.0]]}))
         with pytest.raises(UnsupportedData, match="variable-length"):
             writer.write_batch("t", pa.record_batch({"xs": [[1.0, 2.0]]}))
+        assert writer.streams == ["s"]
     (tmp_path / "d.zarr").mkdir()
     (tmp_path / "d.zarr" / "keep").write_text("x")
     with pytest.raises(StorageIOError, match="never overwritten"):
@@ -127,20 +128,28 @@ def test_rows_are_buffered_into_whole_chunks_and_visible_after_flush(tmp_path: P
     assert not (path / "pm" / "value.valid").exists()
 
 
-def test_type_change_is_refused_and_changes_nothing(tmp_path: Path):
+def test_an_unstorable_type_is_refused_and_changes_nothing(tmp_path: Path):
+    """A column Zarr has no rectangular array for is refused by check_batch and
+    write_batch alike, before anything is made; a type change is no refusal (it starts a
+    new part: see test_zarr_contract)."""
     path = tmp_path / "t.zarr"
+    refused = [
+        (pa.record_batch({"r": pa.array([[1.0], [2.0, 3.0]])}), r"column 'r'.*variable-length"),
+        (pa.record_batch({"d": pa.array([1], pa.decimal128(5, 2))}), r"column 'd'.*decimal"),
+        (pa.record_batch({"b": pa.array([b"x"], pa.binary())}), r"column 'b'.*binary"),
+        (pa.record_batch({"n": pa.array([{"x": [1]}])}), r"column 'n\.x'.*variable-length"),
+    ]
     with ZarrWriter(path) as writer:
         writer.write_batch("s", pa.record_batch({"v": pa.array([1.0, 2.0])}))
-        with pytest.raises(SchemaMismatch, match=r"stream 's' column 'v': stored as double.*int64"):
-            writer.write_batch("s", pa.record_batch({"v": pa.array([3, 4], pa.int64()),
-                                                     "w": [1, 2]}))  # fmt: skip
-        with pytest.raises(UnsupportedData, match=r"stream 's' column 'r'.*variable-length"):
-            writer.write_batch("s", pa.record_batch({"r": pa.array([[1.0], [2.0, 3.0]])}))
-        with pytest.raises(UnsupportedData, match=r"stream 's' column 'd'.*decimal"):
-            writer.write_batch("s", pa.record_batch({"d": pa.array([1], pa.decimal128(5, 2))}))
+        for batch, message in refused:
+            for call in (writer.check_batch, writer.write_batch):
+                with pytest.raises(UnsupportedData, match=rf"stream 's' {message}"):
+                    call("s", batch)
+            assert writer.accepted("s") == 2
         writer.write_batch("s", pa.record_batch({"v": pa.array([5.0])}))
+        assert writer.describe("s").parts == (StreamPart(path, "s", 0),)
     assert list(_column(tmp_path / "t.zarr", "s", "v")) == [1.0, 2.0, 5.0]
-    assert not (tmp_path / "t.zarr" / "s" / "w").exists()
+    assert sorted(p.name for p in (path / "s").iterdir()) == ["v", "zarr.json"]
 
 
 def test_tables_and_frames_do_not_mix_in_one_stream(tmp_path: Path):

@@ -28,8 +28,10 @@ __all__ = [
     "buffer_limit",
     "check_buffer",
     "Origins",
+    "column_types",
     "column_paths",
     "out_of_memory",
+    "storage_of",
     "zarr_errors",
 ]
 
@@ -85,23 +87,50 @@ def zarr_errors(path: Path, action: str) -> Iterator[None]:
         raise out_of_memory(path, action, exc) from exc
 
 
+def _walk(path: tuple[str, ...], kind: pa.DataType) -> Iterator[tuple[tuple[str, ...], Any]]:
+    """Each leaf column below field ``path`` of type ``kind``: its path and type
+    (dictionaries decoded, as :func:`~daq_storage.schema.flatten_batch` does)."""
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    if pa.types.is_struct(kind):
+        for child in kind:
+            yield from _walk((*path, child.name), child.type)
+    else:
+        yield path, kind
+
+
+def column_types(schema: pa.Schema) -> list[tuple[str, pa.DataType]]:
+    """The columns :func:`~daq_storage.schema.flatten_batch` makes of ``schema``
+    (``parent.child`` for struct fields), duplicates included, with their Arrow types."""
+    return [(".".join(path), kind) for field in schema
+            for path, kind in _walk((field.name,), field.type)]  # fmt: skip
+
+
 def column_paths(schema: pa.Schema) -> dict[str, tuple[str, ...]]:
     """Each column :func:`~daq_storage.schema.flatten_batch` makes of ``schema``, by name
     (``parent.child``): the field names it comes from (one for a top-level column)."""
     paths: dict[str, tuple[str, ...]] = {}
-
-    def walk(path: tuple[str, ...], kind: pa.DataType) -> None:
-        if pa.types.is_dictionary(kind):
-            kind = kind.value_type
-        if pa.types.is_struct(kind):
-            for child in kind:
-                walk((*path, child.name), child.type)
-        else:
-            paths.setdefault(".".join(path), path)
-
     for field in schema:
-        walk((field.name,), field.type)
+        for path, _ in _walk((field.name,), field.type):
+            paths.setdefault(".".join(path), path)
     return paths
+
+
+def storage_of(kind: pa.DataType) -> tuple[np.dtype[Any], tuple[int, ...]]:
+    """The dtype and inner shape a column of Arrow type ``kind`` (a leaf: see
+    :func:`column_types`) is stored as, as :func:`~daq_storage.schema.flatten_batch`
+    gives its values."""
+    if isinstance(kind, pa.FixedShapeTensorType):
+        return np.dtype(kind.value_type.to_pandas_dtype()), tuple(kind.shape)
+    if pa.types.is_fixed_size_list(kind):
+        return np.dtype(kind.value_type.to_pandas_dtype()), (kind.list_size,)
+    if pa.types.is_timestamp(kind) or pa.types.is_duration(kind):
+        return np.dtype(np.int64), ()
+    if pa.types.is_boolean(kind):
+        return np.dtype(bool), ()
+    if pa.types.is_integer(kind) or pa.types.is_floating(kind):
+        return np.dtype(kind.to_pandas_dtype()), ()
+    return np.dtype(object), ()  # text
 
 
 def _describe(path: tuple[str, ...]) -> str:

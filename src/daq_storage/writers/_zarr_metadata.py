@@ -43,6 +43,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from daq_storage.writers._zarr_store import Tally
+
 __all__ = ["StreamGroup", "create_store", "encode", "group_document", "replace_file", "write_root"]
 
 _METADATA = "zarr.json"
@@ -112,13 +114,25 @@ class StreamGroup:
     own: a folder on the same filesystem that no reader lists.
     """
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, tally: Tally) -> None:
         self.folder = folder
         #: array name -> its document as readers see it now, in the group's order
         self.arrays: dict[str, dict[str, Any]] = {}
         self.document: dict[str, Any] = group_document({}, {})
         self._host: str | None = None  # the array whose folder holds the documents
         self._version = 0
+        #: bytes of each document file (the group's under ``_GROUP``), counted in ``tally``
+        self._sizes: dict[str, int] = {}
+        self._tally = tally
+
+    def _sized(self, name: str, data: bytes) -> bytes:
+        """``data``, counted as the document ``name`` (replacing what it held)."""
+        self._tally.add(len(data) - self._sizes.get(name, 0))
+        self._sizes[name] = len(data)
+        return data
+
+    def _unsized(self, name: str) -> None:
+        self._tally.add(-self._sizes.pop(name, 0))
 
     @property
     def host(self) -> Path | None:
@@ -137,27 +151,31 @@ class StreamGroup:
         """Make the group, empty, with ``attributes``."""
         document = group_document(attributes, {})
         staging = self._staging(scratch)
-        (staging / _METADATA).write_bytes(encode(document))
+        data = encode(document)
+        (staging / _METADATA).write_bytes(data)
         _appear(staging, self.folder)
+        self._sized(_GROUP, data)
         self.document = document
 
     def add_array(self, name: str, document: dict[str, Any], scratch: Path) -> None:
         """Make a new array visible with ``document`` (its shape: the group's length as
         published, so that every array of the group keeps one length)."""
         staging = self._staging(scratch)
+        data = encode(document)
         if self._host is None:  # the group's first array holds the documents from now on
             versions = staging / f"{_LINK}.0"
             versions.mkdir()
             (versions / _GROUP).write_bytes(encode(self.document))
-            (versions / name).write_bytes(encode(document))
+            (versions / name).write_bytes(data)
             (staging / _LINK).symlink_to(versions.name)
             (staging / _METADATA).symlink_to(f"{_LINK}/{name}")
             _appear(staging, self.folder / name)
             self._host, self._version = name, 0
         else:
-            (self._versions(self._version) / name).write_bytes(encode(document))
+            (self._versions(self._version) / name).write_bytes(data)
             (staging / _METADATA).symlink_to(f"../{self._host}/{_LINK}/{name}")
             _appear(staging, self.folder / name)
+        self._sized(name, data)
         self.arrays[name] = document
         self._link_group()
 
@@ -177,6 +195,7 @@ class StreamGroup:
         trash = _temporary(self.host or scratch, "removed")
         (self.folder / name).rename(trash)  # gone for readers at once
         self.arrays.pop(name, None)
+        self._unsized(name)
         shutil.rmtree(trash, ignore_errors=True)
 
     def publish(
@@ -188,22 +207,52 @@ class StreamGroup:
         if document == self.document and list(arrays) == list(self.arrays):
             return False
         if self._host is None:
-            replace_file(self.folder / _METADATA, encode(document), scratch)
+            data = encode(document)
+            replace_file(self.folder / _METADATA, data, scratch)
+            self._sized(_GROUP, data)
         else:
             self._link_group()
             version = self._version + 1
             versions = self._versions(version)
             shutil.rmtree(versions, ignore_errors=True)  # left by a publication that failed
             versions.mkdir()
-            (versions / _GROUP).write_bytes(encode(document))
-            for name, array in arrays.items():
-                (versions / name).write_bytes(encode(array))
+            files = {_GROUP: encode(document)}
+            files.update((name, encode(array)) for name, array in arrays.items())
+            for name, data in files.items():
+                (versions / name).write_bytes(data)
             _link(versions.name, versions.parent / _LINK, versions.parent)
             shutil.rmtree(self._versions(self._version), ignore_errors=True)
             self._version = version
+            for name in set(self._sizes) - set(files):
+                self._unsized(name)
+            for name, data in files.items():
+                self._sized(name, data)
         self.document = document
         self.arrays = dict(arrays)
         return True
+
+    def durable_paths(self) -> list[Path]:
+        """The files and folders that make the documents as published reachable: what a
+        durable flush fsyncs (symbolic links are synced with the folder holding them)."""
+        paths = [self.folder]
+        paths += [self.folder / name for name in self.arrays]
+        host = self.host
+        if host is None:
+            paths.append(self.folder / _METADATA)
+            paths += [self.folder / name / _METADATA for name in self.arrays]
+        else:
+            versions = self._versions(self._version)
+            paths += [host, versions, versions / _GROUP]
+            paths += [versions / name for name in self.arrays]
+        return paths
+
+    def discard(self, scratch: Path) -> None:
+        """Remove the group (made by a call that failed before it held anything)."""
+        trash = _temporary(scratch, "removed")
+        self.folder.rename(trash)
+        for name in list(self._sizes):
+            self._unsized(name)
+        shutil.rmtree(trash, ignore_errors=True)
 
     def finish(self) -> None:
         """Turn the links into plain files with the same documents (at close)."""
@@ -243,10 +292,11 @@ def write_root(
     order: Sequence[str],
     groups: Mapping[str, StreamGroup],
     scratch: Path,
-) -> None:
+) -> int:
     """Rewrite the root's ``zarr.json``: ``attributes`` and the consolidated metadata of
     every node (stream groups as they publish themselves; other nodes, from the seeds'
-    builder, as found, their groups' consolidated metadata rewritten too)."""
+    builder, as found, their groups' consolidated metadata rewritten too). Returns the
+    document's size."""
     document = _read(root) or group_document({}, {})
     flat: dict[str, Any] = {}
     for name in _children(root, order):
@@ -267,7 +317,9 @@ def write_root(
             flat[name] = node
     document["attributes"] = {**document.get("attributes", {}), **attributes}
     document["consolidated_metadata"] = _consolidated(flat)
-    replace_file(root / _METADATA, encode(document), scratch)
+    data = encode(document)
+    replace_file(root / _METADATA, data, scratch)
+    return len(data)
 
 
 def _read(folder: Path) -> dict[str, Any] | None:

@@ -13,7 +13,7 @@ import operator
 import re
 import unicodedata
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,15 +30,14 @@ from daq_storage.schema import Column, FrameBlock, time_attrs
 from daq_storage.writers._chunks import ChunkEncode, FrameIds, run_parallel
 from daq_storage.writers._zarr_limits import Origins
 from daq_storage.writers._zarr_metadata import StreamGroup
+from daq_storage.writers._zarr_store import CountingStore
 
 __all__ = [
-    "COMPRESSIONS",
     "ID_CHUNK",
     "ColumnNames",
     "FrameArrays",
     "TableArrays",
     "array_name",
-    "compressors",
     "document",
     "filled",
     "grid",
@@ -47,8 +46,9 @@ __all__ = [
     "storage_kind",
 ]
 
-COMPRESSIONS = ("none", "blosc-lz4", "blosc-zstd", "zstd", "gzip")
-ID_CHUNK = 4096  # ids per chunk, and queued ids written between flushes
+#: Ids per chunk; queued ids are written to their chunks once this many wait (memory
+#: stays bounded between flushes; readers see them only at a flush).
+ID_CHUNK = 4096
 #: The frames' ids are coordinates of the "frame" dimension (CF, as xarray decodes it).
 _FRAME_COORDINATES: dict[str, Any] = {"coordinates": "timestamp_ns frame_number"}
 #: The length of a writing handle: chunks anywhere along the first axis, none stored.
@@ -57,18 +57,6 @@ _UNBOUNDED = 1 << 62
 _MAX_NAME_BYTES = 200
 #: Path separators, and what Windows refuses in file names (a store may be copied there).
 _UNSAFE = re.compile(r'[/\\<>:"|?*]')
-
-
-def compressors(compression: str, level: int) -> Any:
-    """The codecs of ``compression`` (the writer's option) for zarr-python."""
-    if compression == "none":
-        return None
-    if compression.startswith("blosc-"):
-        cname: Any = compression.removeprefix("blosc-")
-        return zarr.codecs.BloscCodec(cname=cname, clevel=level, shuffle="shuffle")
-    if compression == "zstd":
-        return zarr.codecs.ZstdCodec(level=level)
-    return zarr.codecs.GzipCodec(level=level)
 
 
 def grid(
@@ -201,11 +189,13 @@ class FrameArrays:
     and the frames on their way to them."""
 
     group: StreamGroup
-    folder: Path  # the frames array's chunk folder
+    store: CountingStore
+    prefix: str  # the frames array's chunk keys start with it: "<group>/frames/c"
     frames: zarr.Array[Any]
     timestamps: zarr.Array[Any]
     numbers: zarr.Array[Any]
     length: int = 0  # frames stored (or encoded, waiting for their write)
+    published: int = 0  # frames readers see
     #: frames short of a whole shard (or chunk), copied: the caller may reuse its array
     partial: FrameBlock | None = None
     #: compressed shards waiting for their file write: (shard index, inner chunk bytes)
@@ -216,7 +206,7 @@ class FrameArrays:
     @classmethod
     def create(
         cls,
-        store: zarr.storage.LocalStore,
+        store: CountingStore,
         group: StreamGroup,
         scratch: Path,
         frames: npt.NDArray[Any],
@@ -257,7 +247,7 @@ class FrameArrays:
             for name in ("frame_number", "timestamp_ns", "frames"):
                 group.remove_array(name, scratch)
             raise
-        return cls(group, group.folder / "frames" / "c", images, stamps, numbers)
+        return cls(group, store, f"{group.folder.name}/frames/c", images, stamps, numbers)
 
     def write(self, start: int, block: FrameBlock) -> None:
         """zarr-python encodes and writes (partial shards, codecs without an encoder here)."""
@@ -274,7 +264,7 @@ class FrameArrays:
 
     def encode_shards(
         self,
-        pool: ThreadPoolExecutor,
+        pool: Executor,
         encode: ChunkEncode,
         start: int,
         ready: FrameBlock,
@@ -293,20 +283,15 @@ class FrameArrays:
                 for k in range(count // shard_frames)]  # fmt: skip
 
     def store_shards(self) -> None:
-        """Write the compressed shards as whole objects (temporary name, then renamed:
-        readers never see half a shard)."""
+        """Write the compressed shards as whole objects through the store (temporary name,
+        then renamed: readers never see half a shard)."""
         trailing = "/".join(["0"] * (self.frames.ndim - 1))
         while self.encoded:
             shard, parts = self.encoded[0]
             sizes = [len(p) for p in parts]
             offsets = np.cumsum([0, *sizes[:-1]], dtype=np.uint64)
             index = np.column_stack([offsets, sizes]).astype("<u8")
-            key = self.folder / str(shard) / trailing
-            key.parent.mkdir(parents=True, exist_ok=True)
-            temporary = key.with_name(key.name + ".partial")
-            with temporary.open("wb") as handle:
-                handle.writelines([*parts, index.tobytes()])
-            temporary.replace(key)
+            self.store.put(f"{self.prefix}/{shard}/{trailing}", [*parts, index.tobytes()])
             self.encoded.pop(0)
 
     def documents(self) -> dict[str, dict[str, Any]]:
@@ -319,9 +304,11 @@ class FrameArrays:
 
 @dataclass
 class TableArrays:
-    """A table stream's arrays (by column) and the rows waiting to fill whole chunks."""
+    """A table stream's part (its group): the arrays (by column) and the rows waiting to
+    fill whole chunks."""
 
     group: StreamGroup
+    first: int = 0  # the stream's row where this part starts
     arrays: dict[str, zarr.Array[Any]] = field(default_factory=dict)
     masks: dict[str, zarr.Array[Any]] = field(default_factory=dict)
     #: the column's storage dtype, inner shape and attributes, fixed by its first batch
@@ -332,6 +319,7 @@ class TableArrays:
     origins: Origins = field(default_factory=lambda: Origins())
     rows: int = 0  # rows in the arrays' chunks
     published: int = 0  # rows readers see
+    settled: bool = False  # an earlier part, published whole: later flushes skip it
     pending: list[tuple[int, dict[str, Column]]] = field(default_factory=list)
     pending_rows: int = 0
 
