@@ -8,7 +8,7 @@ import sys
 import time
 
 import benchmarks
-from benchmarks._harness import console, machine_line
+from benchmarks._harness import console, load_line, machine_line
 
 
 def main(argv: list[str]) -> int:
@@ -25,7 +25,7 @@ def main(argv: list[str]) -> int:
         module = importlib.import_module(f"benchmarks.{name}")
         started = time.perf_counter()
         module.main()
-        console.print(f"[dim]{name}: {time.perf_counter() - started:.1f} s[/dim]\n")
+        console.print(f"[dim]{name}: {time.perf_counter() - started:.1f} s; {load_line()}[/dim]\n")
     return 0
 
 
