@@ -177,11 +177,7 @@ class Writer(ABC):
         try:
             return cls.Options(**options)
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in error['loc']) or 'options'} = "
-                f"{error.get('input')!r}: {error['msg']}"
-                for error in exc.errors()
-            )
+            problems = "; ".join(_problem(error) for error in exc.errors())
             raise ConfigError(f"{cls.name} writer: {problems}") from None
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -612,3 +608,11 @@ class Writer(ABC):
     def _add_file(self, path: Path) -> None:
         if path not in self._stats.files:
             self._stats.files.append(path)
+
+
+def _problem(error: Any) -> str:
+    """One pydantic error as ``option = value: why`` (a rule over several options: why)."""
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if not error["loc"]:
+        return message
+    return f"{'.'.join(str(p) for p in error['loc'])} = {error.get('input')!r}: {message}"

@@ -89,7 +89,9 @@ class EntryGuard:
 
 
 #: Public methods whose first argument is a stream name.
-_STREAM_FIRST = frozenset({"write_batch", "write_frames"})
+_STREAM_FIRST = frozenset(
+    {"write_batch", "write_frames", "check_batch", "visible", "accepted", "describe"}
+)
 
 
 def guarded(method: _F) -> _F:
@@ -167,13 +169,15 @@ def _short(value: Any) -> str:
 #: Schema-metadata keys that a format or a reader gives a meaning of its own: Arrow's
 #: (``ARROW:schema`` in Parquet, extension types), Parquet's, pandas' DataFrame
 #: description, polars' ``_PL_`` keys, netCDF/xarray's attributes, and the writers' own
-#: record of metadata changes. A value under one of them makes readers fail or misread
+#: records of metadata changes and of a stream's parts (``parts``, ``part_of``,
+#: ``daq_storage.*``). A value under one of them makes readers fail or misread
 #: the whole file.
 RESERVED_KEYS = frozenset({
     "pandas", "metadata_changes", "_ARRAY_DIMENSIONS", "_FillValue", "_NCProperties",
     "_Netcdf4Dimid", "_Netcdf4Coordinates", "DIMENSION_LIST", "REFERENCE_LIST",
+    "parts", "part_of",
 })  # fmt: skip
-RESERVED_PREFIXES = ("ARROW:", "PARQUET:", "_PL_")
+RESERVED_PREFIXES = ("ARROW:", "PARQUET:", "_PL_", "daq_storage.")
 #: Deeper metadata values are refused: every format stores them as JSON, whose
 #: encoders and decoders recurse once per level.
 MAX_METADATA_DEPTH = 100
@@ -198,8 +202,8 @@ def check_metadata_key(key: Any, stream: Any = None) -> None:
         raise InvalidName(f"metadata key {key!r}{where} is not valid Unicode text")
     if key in RESERVED_KEYS or key.startswith(RESERVED_PREFIXES):
         raise InvalidName(
-            f"metadata key {key!r}{where} is reserved: Arrow, Parquet, pandas, polars or "
-            "xarray give it a meaning of their own; choose another key"
+            f"metadata key {key!r}{where} is reserved: Arrow, Parquet, pandas, polars, "
+            "xarray or daq-storage itself give it a meaning of their own; choose another key"
         )
 
 

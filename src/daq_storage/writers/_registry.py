@@ -60,6 +60,8 @@ def get_writer_class(name: str) -> type[Writer]:
             found = getattr(found, part)
     except (ImportError, AttributeError) as exc:
         raise ConfigError(f"writer {name!r} ({target}) cannot be loaded: {exc}") from exc
+    except TypeError as exc:  # a plug-in whose class breaks the writer contract
+        raise ConfigError(f"writer {name!r} ({target}) breaks the writer contract: {exc}") from exc
     if not (isinstance(found, type) and issubclass(found, Writer)):
         raise ConfigError(f"writer {name!r} ({target}) is not a daq_storage Writer")
     return found
