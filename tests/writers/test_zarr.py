@@ -13,6 +13,7 @@ import zarr
 
 from daq_storage.errors import ConfigError, SchemaMismatch, StorageIOError, UnsupportedData
 from daq_storage.sim import SimulatedCamera, SimulatedDaqCard, SimulatedPowerMeter
+from daq_storage.testing import fill_disk
 from daq_storage.writers import StreamPart, ZarrWriter
 from tests.writers.conformance import write_in_odd_calls
 
@@ -218,13 +219,7 @@ def test_a_commit_failing_on_a_full_disk_refuses_only_that_batch(
                               "b": rng.random(600)})  # fmt: skip
     with ZarrWriter(path, chunk_size=1000, compression="none") as writer:
         writer.write_batch("s", first)  # buffered: less than a chunk
-        with filler.open("wb") as handle:  # another process fills the disk
-            while True:
-                try:
-                    handle.write(b"\0" * (1 << 20))
-                    handle.flush()
-                except OSError:
-                    break
+        fill_disk(filler.parent, leave=0)  # another process fills the disk
         with pytest.raises(StorageIOError, match="cannot write stream 's'"):
             writer.write_batch("s", second)  # 1,200 rows: the first chunk is committed
         filler.unlink()

@@ -16,7 +16,7 @@ import xarray as xr
 import zarr
 
 from daq_storage.errors import StorageIOError
-from daq_storage.testing import null_to_none
+from daq_storage.testing import fill_disk, null_to_none
 from daq_storage.writers import StreamPart, ZarrWriter
 
 
@@ -200,13 +200,7 @@ def test_a_batch_refused_for_room_starts_no_part(small_disk: Path):
         writer.write_batch("s", pa.record_batch({"v": pa.array([1, 2], pa.int32())}))
         writer.flush()
         filler = small_disk / "filler"
-        with filler.open("wb") as handle:  # another process fills the disk
-            while True:
-                try:
-                    handle.write(b"\0" * (1 << 20))
-                    handle.flush()
-                except OSError:
-                    break
+        fill_disk(filler.parent, leave=0)  # another process fills the disk
         wide = pa.record_batch({"v": pa.array(rng.integers(0, 2**40, 1 << 20), pa.int64())})
         with pytest.raises(StorageIOError) as info:
             writer.write_batch("s", wide)

@@ -18,7 +18,7 @@ import xarray as xr
 
 import daq_storage.writers._zarr_store as zarr_store
 from daq_storage.errors import SchemaMismatch, StorageIOError
-from daq_storage.testing import child_environment
+from daq_storage.testing import child_environment, fill_disk
 from daq_storage.writers import ZarrWriter
 
 _FD_PATHS = Path("/proc/self/fd")
@@ -116,13 +116,7 @@ def test_frames_refused_on_a_full_disk_change_nothing(small_disk: Path):
         writer.flush()
         stats, accepted = writer.stats, writer.accepted("cam")
         filler = small_disk / "filler"
-        with filler.open("wb") as handle:
-            while True:
-                try:
-                    handle.write(b"\0" * (1 << 20))
-                    handle.flush()
-                except OSError:
-                    break
+        fill_disk(filler.parent, leave=0)  # another process fills the disk
         big = np.random.default_rng(0).random((48, 128, 128)).astype(np.float32)  # 3 MiB
         for stream in ("cam", "other"):
             with pytest.raises(StorageIOError) as info:

@@ -27,7 +27,12 @@ from __future__ import annotations
 
 from daq_storage.testing._contract_tests import EVOLUTION_CASES, ContractTests
 from daq_storage.testing._first_use import START_NS, FirstUseTests, users_table
-from daq_storage.testing._hooks import ConformanceBase, child_environment, null_to_none
+from daq_storage.testing._hooks import (
+    ConformanceBase,
+    child_environment,
+    fill_disk,
+    null_to_none,
+)
 from daq_storage.testing._kill import Killed, kill_when, line_starting
 from daq_storage.testing._memory import MemoryWriter, StrictMemoryWriter
 from daq_storage.testing._roundtrip import RoundTripTests, write_in_odd_calls
@@ -46,6 +51,7 @@ __all__ = [
     "MemoryWriter",
     "StrictMemoryWriter",
     "child_environment",
+    "fill_disk",
     "kill_when",
     "line_starting",
     "null_to_none",
