@@ -23,8 +23,10 @@ LAYERS: list[set[str]] = [
     {"errors", "_version", "_file_locks"},
     {"config", "naming", "schema", "ring"},
     {"sim"},
-    {"writers"},
-    {"repair", "demo", "testing"},
+    {"writers", "acquisition"},
+    {"recorder"},
+    {"repair", "testing", "daemon"},
+    {"demo"},
     {"cli"},
 ]
 LAYER = {name: level for level, names in enumerate(LAYERS) for name in names}
