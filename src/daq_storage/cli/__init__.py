@@ -105,4 +105,3 @@ register_service_commands(cli)
 def main() -> None:
     """Entry point of the ``daq-storage`` console script."""
     cli()
-
