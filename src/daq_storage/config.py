@@ -1,42 +1,58 @@
 """Configuration: defaults < TOML file < ``DAQ_STORAGE_*`` environment variables.
 
-The TOML file has the seeds' two sections::
+The TOML file has three sections::
 
     [storage]
     default_backend = "hdf5"        # or: format = "hdf5"
+    formats = ["hdf5", "arrow"]     # what the Recorder writes; unset: [default_backend]
     output_dir = "./data"
     compression = "gzip"            # unset: each format's own default
     compression_level = 4
     chunk_size = 1024               # rows per chunk (tables)
-    flush_interval_ms = 1000
+    flush_interval_ms = 1000        # the Recorder's flush cadence
     auto_flush_interval_secs = 0
 
     [ring_buffer]
-    path = "/dev/shm/lab_ring"      # unset: each run makes a ring of its own in /dev/shm
+    path = "/dev/shm/lab_ring"      # unset: per run (demo) or daq_storage_<experiment> (daemon)
     size_mb = 256                   # or: frames = 1000 (records of the largest kind)
     overflow = "discard_oldest"
 
+    [recorder]
+    consumer = "recorder"
+    durable = false                 # fsync at every cadence flush
+    rotate_size_mb = 1024           # next file (_v{N+1}) at this size; unset: never
+    batch_rows = 65536
+
+    [recorder.streams]              # per-stream routing, instead of formats
+    camera_1 = ["hdf5", "tiff"]
+
 Environment variables override single keys: ``DAQ_STORAGE_<KEY>`` for ``[storage]``
-(``DAQ_STORAGE_OUTPUT_DIR``, ``DAQ_STORAGE_COMPRESSION_LEVEL``) and
-``DAQ_STORAGE_RING_BUFFER_<KEY>`` for ``[ring_buffer]``; ``DAQ_STORAGE_CONFIG`` names the
-file. Every bad key or value raises :class:`~daq_storage.errors.ConfigError` naming the
-key, the value, where it came from and what is allowed.
+(``DAQ_STORAGE_OUTPUT_DIR``, ``DAQ_STORAGE_COMPRESSION_LEVEL``),
+``DAQ_STORAGE_RING_BUFFER_<KEY>`` for ``[ring_buffer]`` and ``DAQ_STORAGE_RECORDER_<KEY>``
+for ``[recorder]``; a list is a JSON list or comma-separated (``DAQ_STORAGE_FORMATS=hdf5,arrow``),
+``DAQ_STORAGE_RECORDER_STREAMS`` a JSON object. ``DAQ_STORAGE_CONFIG`` names the file.
+Every bad key or value raises :class:`~daq_storage.errors.ConfigError` naming the key, the
+value, where it came from and what is allowed.
 
 Every key has an effect or is refused (``docs/configuration.md`` says which): the
 ``[storage]`` codec keys reach the writers through
 :func:`daq_storage.writers.writer_options`, which refuses a key the chosen format
-cannot honour; ``auto_flush_interval_secs`` (for the storage actor, not built yet)
-accepts only 0.
+cannot honour; ``[storage] formats`` and ``[recorder]`` are the
+:class:`daq_storage.recorder.Recorder`'s (``Recorder.from_config``);
+``auto_flush_interval_secs`` (for the storage actor, not built yet) accepts only 0.
 """
 
 from __future__ import annotations
 
 import contextvars
+import json
 import os
+import re
 import tempfile
 import tomllib
 import types
 import typing
+import unicodedata
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +65,7 @@ from pydantic import (
     Field,
     PrivateAttr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -63,23 +80,28 @@ __all__ = [
     "CODEC_KEYS",
     "ENV_PREFIX",
     "ConfigValue",
+    "RecorderConfig",
     "RingBufferConfig",
     "StorageConfig",
     "StorageSettings",
     "allowed_values",
+    "daemon_ring_path",
     "default_ring_dir",
 ]
 
 ENV_PREFIX = "DAQ_STORAGE_"
 _ENV_CONFIG_FILE = f"{ENV_PREFIX}CONFIG"
 _RING_ENV_PREFIX = f"{ENV_PREFIX}RING_BUFFER_"
+_RECORDER_ENV_PREFIX = f"{ENV_PREFIX}RECORDER_"
 
 Backend = Literal["hdf5", "arrow", "parquet", "csv", "zarr", "tiff"]
 Compression = Literal[
     "none", "gzip", "lzf", "lz4", "zstd", "blosc-lz4", "blosc-zstd", "snappy", "zlib", "lzw"
 ]
 Overflow = Literal["discard_oldest", "block"]
+Start = Literal["oldest", "latest"]
 BACKENDS: tuple[str, ...] = typing.get_args(Backend)
+_NAMES = ", ".join(map(repr, BACKENDS))
 COMPRESSIONS: tuple[str, ...] = typing.get_args(Compression)
 #: The ``[storage]`` keys a format writer honours through its ``config_keys`` (unset:
 #: the format's own default), mapped by :func:`daq_storage.writers.writer_options`.
@@ -101,12 +123,51 @@ def default_ring_dir() -> Path:
     return shm if shm.is_dir() else Path(tempfile.gettempdir())
 
 
+# The rules of daq_storage.naming.sanitize_name, which this layer cannot import (a test
+# checks that both agree): a name safe as one path component on any OS.
+_UNSAFE = re.compile(r"[^\w.\-]+")
+_RESERVED = {"CON", "PRN", "AUX", "NUL"} | {f"{p}{i}" for p in ("COM", "LPT") for i in range(1, 10)}
+
+
+def _safe_name(name: str) -> str:
+    if not isinstance(name, str) or "\x00" in name:
+        raise ConfigError(f"storage.experiment = {name!r} cannot name a ring file")
+    text = _UNSAFE.sub("_", unicodedata.normalize("NFKC", name))
+    text = re.sub(r"_{2,}", "_", re.sub(r"\.{2,}", ".", text)).strip("._")
+    text = text[:100].rstrip("._")
+    if not text:
+        raise ConfigError(
+            f"storage.experiment = {name!r} has no usable characters (letters, digits, _ - .) "
+            "to name the daemon's ring: set ring_buffer.path"
+        )
+    return text + "_" if text.split(".")[0].upper() in _RESERVED else text
+
+
 def _no_nul(value: Path | None) -> Path | None:
     # No file system takes a NUL in a name; refused here rather than as a bare
     # ValueError from the first open().
     if value is not None and "\x00" in str(value):
         raise ValueError("a path cannot contain a NUL character")
     return value
+
+
+def _lower(value: Any) -> Any:
+    """Format and codec names ignore case, alone or in a list."""
+    if isinstance(value, str):
+        return value.lower()
+    if isinstance(value, list | tuple):
+        return [v.lower() if isinstance(v, str) else v for v in value]
+    return value
+
+
+def _unique(names: list[str], what: str) -> list[str]:
+    # The same format twice would write every record twice into two files of one run.
+    if not names:
+        raise ValueError(f"{what} needs at least one format")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ValueError(f"{what} names {', '.join(map(repr, twice))} more than once")
+    return names
 
 
 def _no_bool(value: Any) -> Any:
@@ -124,6 +185,12 @@ class StorageSettings(BaseModel):
 
     default_backend: Backend = Field(
         "hdf5", description="Format written when none is named (also spelled `format`)."
+    )
+    formats: list[Backend] | None = Field(
+        None,
+        description="Formats the Recorder writes every stream to, at once (each stream to "
+        "those that hold its kind); unset: [default_backend]. No duplicates.",
+        json_schema_extra={"allowed": f"a list of distinct formats, each one of {_NAMES}"},
     )
     output_dir: Path = Field(Path("data"), description="Directory that new files are put in.")
     output_path: Path | None = Field(
@@ -150,8 +217,9 @@ class StorageSettings(BaseModel):
     flush_interval_ms: int = Field(
         1000,
         ge=0,
-        description="How often the recorder flushes its writers: the longest a stored row or "
-        "frame waits before a reader opening the file sees it (0: after every read).",
+        description="The Recorder's cadence: it flushes every format this long after the "
+        "first record stored since the last flush, the longest a stored row or frame waits "
+        "before a reader opening the file sees it (0: after every read that stored something).",
     )
     auto_flush_interval_secs: float = Field(
         0,
@@ -172,10 +240,37 @@ class StorageSettings(BaseModel):
             )
         return value
 
-    @field_validator("default_backend", "compression", mode="before")
+    @field_validator("default_backend", mode="before")
+    @classmethod
+    def _one_backend(cls, value: Any) -> Any:
+        if isinstance(value, list | tuple):  # several formats belong in storage.formats
+            raise ValueError("one format; list several in storage.formats")  # noqa: TRY004
+        return value
+
+    @field_validator("default_backend", "compression", "formats", mode="before")
     @classmethod
     def _names_ignore_case(cls, value: Any) -> Any:
-        return value.lower() if isinstance(value, str) else value
+        return _lower(value)
+
+    @field_validator("formats")
+    @classmethod
+    def _formats_once(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else _unique(value, "storage.formats")
+
+    @model_validator(mode="after")
+    def _one_output_path_one_format(self) -> StorageSettings:
+        if self.output_path is not None and len(self.recorded_formats) > 1:
+            raise ValueError(
+                f"storage.output_path = {str(self.output_path)!r} names one file and "
+                f"storage.formats = {list(self.recorded_formats)} writes several: "
+                "use storage.output_dir"
+            )
+        return self
+
+    @property
+    def recorded_formats(self) -> tuple[str, ...]:
+        """The formats the Recorder writes: ``formats``, else ``(default_backend,)``."""
+        return tuple(self.formats) if self.formats else (self.default_backend,)
 
     @field_validator("*", mode="before")
     @classmethod
@@ -195,8 +290,8 @@ class RingBufferConfig(BaseModel):
 
     path: Path | None = Field(
         None,
-        description="File backing the ring (tmpfs); unset: each run makes a ring of its own "
-        "in /dev/shm, so two runs never share one by accident.",
+        description="File backing the ring (tmpfs); unset: each demo run makes a ring of its "
+        "own in /dev/shm, the daemon daq_storage_<experiment> there (daemon_path).",
     )
     size_mb: int = Field(256, ge=1, le=1 << 20, description="Capacity in MiB.")
     frames: int | None = Field(
@@ -234,6 +329,18 @@ class RingBufferConfig(BaseModel):
             )
         return self
 
+    def daemon_path(self, experiment: str) -> Path:
+        """The ring the daemon creates and ``simulate`` / ``status --config`` find: ``path``,
+        else ``default_ring_dir() / f"daq_storage_{experiment}"`` with the experiment name
+        made safe as a file name (the rules of :func:`daq_storage.naming.sanitize_name`).
+
+        Raises:
+            ConfigError: the experiment name has no usable character.
+        """
+        if self.path is not None:
+            return self.path
+        return default_ring_dir() / f"daq_storage_{_safe_name(experiment)}"
+
     @property
     def capacity_bytes(self) -> int:
         """``size_mb`` in bytes.
@@ -265,15 +372,140 @@ class RingBufferConfig(BaseModel):
         return (self.frames + 1) * ((record_bytes + 7) // 8 * 8)
 
 
+_FINITE: dict[str, Any] = {"allow_inf_nan": False}
+
+
+class RecorderConfig(BaseModel):
+    """The ``[recorder]`` section: how :class:`daq_storage.recorder.Recorder` drains the
+    ring into the formats (``Recorder.from_config``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    consumer: str = Field(
+        "recorder",
+        description="The Recorder's consumer name on the ring (its lag, losses and stats "
+        "file go by it); several Recorders on one ring need different names.",
+        json_schema_extra={"allowed": "a printable string of 1 to 64 UTF-8 bytes"},
+    )
+    streams: dict[str, list[Backend]] = Field(
+        default_factory=dict,
+        description="Per-stream routing, instead of storage.formats for the streams named: "
+        "stream -> formats. A listed format that cannot hold the stream's kind is reported "
+        "(unroutable) when its first record arrives.",
+        json_schema_extra={
+            "allowed": f"a table of stream = [distinct formats], each one of {_NAMES}"
+        },
+    )
+    durable: bool = Field(
+        False,
+        description="Every cadence flush is durable (fsync): slower, survives a power cut.",
+        json_schema_extra={"allowed": "true or false"},
+    )
+    rotate_size_mb: float | None = Field(
+        None,
+        gt=0,
+        **_FINITE,
+        description="Start a format's next file (_v{N+1}) once its current one reaches this "
+        "size on disk; unset: never. A frame or row is never split.",
+    )
+    rotate_interval_secs: float | None = Field(
+        None,
+        gt=0,
+        **_FINITE,
+        description="Start the next file this long after the current one was opened; unset: never.",
+    )
+    batch_rows: int = Field(
+        65536,
+        ge=1,
+        description="Table records of a stream are joined into batches of up to "
+        "this many rows before they are written.",
+    )
+    batch_bytes_mb: float = Field(
+        64, gt=0, **_FINITE, description="Caps a joined batch of rows or a group of frames."
+    )
+    frames_per_write: int | None = Field(
+        None,
+        ge=1,
+        description="Frames grouped per write; unset: whole chunks of the stream's writers "
+        "(at least 16, capped by batch_bytes_mb).",
+    )
+    start: Start = Field(
+        "oldest",
+        description="Where a new Recorder starts reading: the oldest record the ring "
+        "holds, or the next one written.",
+    )
+    stop_timeout_secs: float = Field(
+        30,
+        ge=0,
+        **_FINITE,
+        description="Longest stop() waits for the drain before the Recorder process is killed "
+        "(files stay readable up to the last flush).",
+    )
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _not_a_bool(cls, value: Any, info: ValidationInfo) -> Any:
+        return value if info.field_name == "durable" else _no_bool(value)
+
+    @field_validator("start", mode="before")
+    @classmethod
+    def _start_ignores_case(cls, value: Any) -> Any:
+        return _lower(value)
+
+    @field_validator("consumer")
+    @classmethod
+    def _consumer_name(cls, value: str) -> str:
+        # The ring keeps 64 bytes of a consumer's name: a longer one would be cut, and two
+        # Recorders could then no longer be told apart.
+        if not value or not value.isprintable() or len(value.encode()) > 64:
+            raise ValueError("a consumer name is 1 to 64 UTF-8 bytes of printable characters")
+        return value
+
+    @field_validator("streams", mode="before")
+    @classmethod
+    def _stream_names_ignore_case(cls, value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return {k: _lower(v) for k, v in value.items()}
+        return value
+
+    @field_validator("streams")
+    @classmethod
+    def _streams_routed_once(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for stream, formats in value.items():
+            if not stream:
+                raise ValueError("a stream name cannot be empty")
+            _unique(formats, f"recorder.streams.{stream}")
+        return value
+
+    @property
+    def rotate_bytes(self) -> int | None:
+        """``rotate_size_mb`` in bytes (at least 1), ``None`` when unset."""
+        if self.rotate_size_mb is None:
+            return None
+        return max(1, round(self.rotate_size_mb * (1 << 20)))
+
+    @property
+    def batch_bytes(self) -> int:
+        """``batch_bytes_mb`` in bytes (at least 1)."""
+        return max(1, round(self.batch_bytes_mb * (1 << 20)))
+
+
+def daemon_ring_path(config: StorageConfig) -> Path:
+    """The daemon's ring for ``config``: :meth:`RingBufferConfig.daemon_path` of its
+    experiment."""
+    return config.ring_buffer.daemon_path(config.storage.experiment)
+
+
 _SECTIONS: dict[str, type[BaseModel]] = {
     "storage": StorageSettings,
     "ring_buffer": RingBufferConfig,
+    "recorder": RecorderConfig,
 }
+_ENV_PREFIXES = {"storage": ENV_PREFIX, "ring_buffer": _RING_ENV_PREFIX}
 
 
 def _env_name(section: str, key: str) -> str:
-    prefix = ENV_PREFIX if section == "storage" else _RING_ENV_PREFIX
-    return f"{prefix}{key.upper()}"
+    return f"{_ENV_PREFIXES.get(section, _RECORDER_ENV_PREFIX)}{key.upper()}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -375,6 +607,11 @@ def _read_env(environ: Mapping[str, str]) -> tuple[dict[str, dict[str, Any]], di
         # An empty value means "unset" for optional keys, as shells make unsetting awkward;
         # for the others it is the value given, refused by validation with its real text.
         parsed: Any = None if value == "" and _is_optional(section, key) else value
+        container = _container(section, key)
+        if container is dict and value == "":  # an empty table: no per-stream routing
+            parsed = {}
+        elif parsed is not None:
+            parsed = _env_value(name, value, container)
         _set_nested(out, origins, section, key, parsed, f"env {name}")
     return out, origins
 
@@ -382,6 +619,44 @@ def _read_env(environ: Mapping[str, str]) -> tuple[dict[str, dict[str, Any]], di
 def _is_optional(section: str, key: str) -> bool:
     annotation = _SECTIONS[section].model_fields[key].annotation
     return type(None) in typing.get_args(annotation)
+
+
+def _container(section: str, key: str) -> type | None:
+    """``list`` or ``dict`` when the key takes one (optional or not), else ``None``."""
+    annotation = _SECTIONS[section].model_fields[key].annotation
+    for arg in (annotation, *typing.get_args(annotation)):
+        if typing.get_origin(arg) in (list, dict):
+            return typing.cast(type, typing.get_origin(arg))
+    return None
+
+
+def _env_value(name: str, value: str, container: type | None) -> Any:
+    """A variable's text as the key takes it: a list as a JSON list or comma-separated
+    names, a table as a JSON object; anything else as the text itself."""
+    if container is None:
+        if name == f"{ENV_PREFIX}FORMAT" and "," in value:  # DAQ_STORAGE_FORMAT=hdf5,arrow
+            raise ConfigError(
+                f"{name}={value!r} names one format; several go in {ENV_PREFIX}FORMATS"
+            )
+        return value
+    if container is list and not value.lstrip().startswith("["):
+        return [item.strip() for item in value.split(",")]
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        parsed = None
+    if not isinstance(parsed, container):
+        example = (
+            '["hdf5", "arrow"] or hdf5,arrow'
+            if container is list
+            else '{"camera_1": ["hdf5", "tiff"]}'
+        )
+        raise ConfigError(
+            f"invalid value for environment variable {name}={value!r}: expected a JSON "
+            f"{'list' if container is list else 'object'} such as {example}"
+            + ("" if container is list else ", or set the table in the config file")
+        )
+    return parsed
 
 
 class _DictSource(PydanticBaseSettingsSource):
@@ -414,6 +689,8 @@ def _leaves(annotation: Any) -> list[Any]:
         return [*_leaves(base), *metadata]
     if origin is typing.Union or isinstance(annotation, types.UnionType):
         return [leaf for arg in typing.get_args(annotation) for leaf in _leaves(arg)]
+    if origin in (list, dict):  # what each item (each value of a table) takes
+        return _leaves(typing.get_args(annotation)[-1])
     return [annotation]
 
 
@@ -450,7 +727,7 @@ def allowed_values(field: FieldInfo) -> str:
 
 
 class StorageConfig(BaseSettings):
-    """The effective configuration: ``[storage]`` and ``[ring_buffer]``.
+    """The effective configuration: ``[storage]``, ``[ring_buffer]`` and ``[recorder]``.
 
     ``StorageConfig()`` reads the environment (and the file named by
     ``DAQ_STORAGE_CONFIG``); :meth:`load` takes the file and environment explicitly.
@@ -461,6 +738,7 @@ class StorageConfig(BaseSettings):
 
     storage: StorageSettings = Field(default_factory=lambda: StorageSettings())
     ring_buffer: RingBufferConfig = Field(default_factory=lambda: RingBufferConfig())
+    recorder: RecorderConfig = Field(default_factory=lambda: RecorderConfig())
 
     _origins: dict[str, str] = PrivateAttr(default_factory=dict)
 
@@ -539,7 +817,11 @@ def _config_error(exc: ValidationError, origins: Mapping[str, str]) -> ConfigErr
     for error in exc.errors():
         loc = [str(part) for part in error["loc"]]
         dotted = ".".join(loc)
-        origin = origins.get(dotted, "argument")
+        # A list item or a table entry came from where its key did.
+        origin = next(
+            (origins[k] for i in range(len(loc), 0, -1) if (k := ".".join(loc[:i])) in origins),
+            "argument",
+        )
         if error["type"] == "extra_forbidden":
             if len(loc) == 1:
                 problems.append(
@@ -557,7 +839,7 @@ def _config_error(exc: ValidationError, origins: Mapping[str, str]) -> ConfigErr
             where = ", ".join(f"{k}: {origins.get(k, 'argument')}" for k in named)
             problems.append(f"invalid [{dotted}]: {message}" + (f" ({where})" if where else ""))
             continue
-        allowed = _allowed(loc[0], loc[-1]) if len(loc) == 2 else ""
+        allowed = _allowed(loc[0], loc[1]) if len(loc) >= 2 else ""
         problems.append(
             f"invalid value for {dotted}: {error['input']!r} ({origin}): {message}"
             + (f"; allowed: {allowed}" if allowed else "")
