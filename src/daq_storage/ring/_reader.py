@@ -308,6 +308,18 @@ class RingReader:
     def _corrupt(self, pos: int, what: str) -> RingCorrupt:
         return RingCorrupt(f"ring {self.path}: record at position {pos}: {what}")
 
+    def heartbeat(self) -> None:
+        """Mark this consumer alive now, without reading: store its slot's heartbeat and
+        cursor (and counters) as a read would. A consumer busy elsewhere (waiting on
+        its disk) calls it so that a block-mode writer does not evict it as silent.
+        Does nothing for an anonymous reader.
+
+        Raises:
+            WriterClosedError: after :meth:`close`.
+        """
+        self._ring.check_open("heartbeat")
+        self._publish()
+
     # ------------------------------------------------------------------ reading
     def _try_read(self, copy: bool) -> Record | None:
         """One attempt at the next record; None when nothing is published yet."""

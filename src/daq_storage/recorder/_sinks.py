@@ -1,0 +1,417 @@
+"""One format's sink: its writer, touched only by the sink's own thread.
+
+A writer is a single-thread object (a second thread gets ``WriterBusy``), so everything
+a writer does -- the up-front check of a batch, writes, flushes, metadata, rotation,
+close -- happens in its sink's thread, in the order the drain loop queued it. The
+queue is bounded in bytes: the loop waits (keeping its ring heartbeat fresh) while a
+sink is behind, so memory stays bounded and, in ``discard_oldest`` mode, the ring laps
+the Recorder instead (the loss then shows in the ledger).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+
+from daq_storage.errors import InvalidName, SchemaMismatch, UnsupportedData
+from daq_storage.naming import claim_path
+from daq_storage.recorder._stats import FormatStats, LossGap
+from daq_storage.writers import Writer
+
+__all__ = ["FormatSink", "Reply", "SinkSettings"]
+
+log = logging.getLogger("daq_storage.recorder")
+
+_WAIT_SLICE_S = 0.1  # how often a waiting loop refreshes its ring heartbeat
+_SIZE_CHECK_S = 0.25  # at most this often, the size on disk is asked of the writer
+
+
+class Reply:
+    """The answer to a request queued to a sink: ``None`` (done) or a refusal's text."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self.error: str | None = None
+
+    def set(self, error: str | None = None) -> None:
+        self.error = error
+        self._event.set()
+
+    def done(self) -> bool:
+        return self._event.is_set()
+
+    def wait(self, heartbeat: Callable[[], None], deadline: float | None = None) -> bool:
+        """Wait for the answer, calling ``heartbeat`` every 100 ms; False on timeout."""
+        while not self._event.wait(_WAIT_SLICE_S):
+            heartbeat()
+            if deadline is not None and time.monotonic() >= deadline:
+                return self._event.is_set()
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class SinkSettings:
+    """What a sink needs besides its writer class (picklable: built in the parent)."""
+
+    fmt: str
+    options: Mapping[str, Any]
+    output_dir: Path
+    experiment: str
+    when: datetime  # the Recorder's start: every file of the run is named after it
+    metadata: Mapping[str, Any]  # file-level metadata set in every file that holds data
+    rotate_bytes: int | None
+    rotate_seconds: float | None
+    queue_bytes: int
+
+
+# Queue items: (tag, payload..., nbytes, records)
+_Item = tuple[Any, ...]
+
+
+class FormatSink:
+    """A writer of one format in its own thread, fed through a bounded queue."""
+
+    def __init__(
+        self, settings: SinkSettings, writer_class: type[Writer], heartbeat: Callable[[], None]
+    ) -> None:
+        self.settings = settings
+        self.fmt = settings.fmt
+        self._cls = writer_class
+        self._heartbeat = heartbeat
+        self._queue: deque[_Item] = deque()
+        self._queued_bytes = 0
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(
+            target=self._run, name=f"daq-recorder-{self.fmt}", daemon=True
+        )
+        # Written by the sink thread only; read (as whole values) by the loop's thread.
+        self.failed = False
+        self.closed = False
+        self._state = "idle"
+        self._error = ""
+        self._writer: Writer | None = None
+        self._path: Path | None = None  # the current output, as claimed
+        self._opened_at = 0.0
+        self._stored = False  # the current writer stored something
+        self._files: tuple[str, ...] = ()
+        self._closed_files: tuple[str, ...] = ()
+        self._closed_bytes = 0
+        self._current_bytes = 0
+        self._size_checked = 0.0
+        self._rotations = 0
+        self._flushes = 0
+        self._frames = self._rows = 0
+        self._visible_frames = self._visible_rows = 0
+        self._lost_after_failure = 0
+        self._ledger: list[LossGap] = []  # gaps that fell while the current file was current
+        self._ledger_written: list[LossGap] | None = None
+        #: Frames per chunk of each frame stream, from the writer's description.
+        self.chunk_frames: dict[str, int] = {}
+
+    # ------------------------------------------------------------ loop side
+    def start(self) -> None:
+        self._thread.start()
+
+    def _put(self, item: _Item, nbytes: int) -> None:
+        with self._cond:
+            limit = self.settings.queue_bytes
+            while self._queued_bytes and self._queued_bytes + nbytes > limit:
+                if not self._cond.wait(_WAIT_SLICE_S):
+                    self._heartbeat()  # a live but slow Recorder is not evicted
+            self._queue.append(item)
+            self._queued_bytes += nbytes
+            self._cond.notify_all()
+
+    def write_frames(
+        self,
+        stream: str,
+        frames: Sequence[npt.NDArray[Any]],
+        timestamps_ns: npt.NDArray[np.uint64],
+        frame_numbers: npt.NDArray[np.uint64],
+        nbytes: int,
+    ) -> None:
+        if self.failed:
+            self._lost_after_failure += len(frames)
+            return
+        self._put(("frames", stream, frames, timestamps_ns, frame_numbers, nbytes, len(frames)),
+                  nbytes)  # fmt: skip
+
+    def write_batch(self, stream: str, batch: pa.RecordBatch, records: int) -> None:
+        if self.failed:
+            self._lost_after_failure += records
+            return
+        nbytes = batch.nbytes
+        self._put(("batch", stream, batch, nbytes, records), nbytes)
+
+    def check(self, stream: str, batch: pa.RecordBatch) -> Reply:
+        reply = Reply()
+        if self.failed:
+            reply.set()
+        else:
+            self._put(("check", stream, batch, reply), 0)
+        return reply
+
+    def gap(self, gap: LossGap) -> None:
+        self._put(("gap", gap), 0)
+
+    def flush(self, durable: bool) -> Reply:
+        reply = Reply()
+        self._put(("flush", durable, reply), 0)
+        return reply
+
+    def close(self) -> Reply:
+        reply = Reply()
+        self._put(("close", reply), 0)
+        return reply
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
+
+    def snapshot(self) -> FormatStats:
+        return FormatStats(
+            format=self.fmt,
+            state=self._state,
+            error=self._error,
+            files=self._files,
+            current=str(self._path) if self._writer is not None and self._path else "",
+            rotations=self._rotations,
+            flushes=self._flushes,
+            frames=self._frames,
+            rows=self._rows,
+            visible_frames=self._visible_frames,
+            visible_rows=self._visible_rows,
+            bytes_on_disk=self._closed_bytes + self._current_bytes,
+            pending=len(self._queue),
+            lost_after_failure=self._lost_after_failure,
+        )
+
+    # ------------------------------------------------------------ sink thread
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue:
+                    self._cond.wait()
+                item = self._queue[0]
+            try:
+                done = self._handle(item)
+            except BaseException as exc:  # never leave the loop waiting on a dead thread
+                self._fail(exc)
+                done = item[0] == "close"
+                for reply in item:
+                    if isinstance(reply, Reply) and not reply.done():
+                        reply.set()
+            with self._cond:
+                self._queue.popleft()
+                self._queued_bytes -= item[-2] if item[0] in ("frames", "batch") else 0
+                self._cond.notify_all()
+            if done:
+                return
+
+    def _handle(self, item: _Item) -> bool:
+        tag = item[0]
+        if tag == "frames":
+            _, stream, frames, stamps, numbers, _nbytes, records = item
+            self._write(records, lambda w: self._store_frames(w, stream, frames, stamps, numbers))
+        elif tag == "batch":
+            _, stream, batch, _nbytes, records = item
+            self._write(records, lambda w: self._store_batch(w, stream, batch))
+        elif tag == "check":
+            _, stream, batch, reply = item
+            reply.set(self._check(stream, batch))
+        elif tag == "gap":
+            self._ledger.append(item[1])
+        elif tag == "flush":
+            _, durable, reply = item
+            self._flush(durable)
+            reply.set()
+        elif tag == "close":
+            self._close()
+            item[1].set()
+            return True
+        return False
+
+    def _store_frames(
+        self,
+        writer: Writer,
+        stream: str,
+        frames: Sequence[npt.NDArray[Any]],
+        stamps: npt.NDArray[np.uint64],
+        numbers: npt.NDArray[np.uint64],
+    ) -> None:
+        writer.write_frames(stream, frames, timestamps_ns=stamps, frame_numbers=numbers)
+        self._frames += len(frames)
+        if stream not in self.chunk_frames:
+            shape = writer.describe(stream).chunk_shape
+            self.chunk_frames[stream] = int(shape[0]) if shape else 1
+
+    def _store_batch(self, writer: Writer, stream: str, batch: pa.RecordBatch) -> None:
+        writer.write_batch(stream, batch)
+        self._rows += batch.num_rows
+
+    def _write(self, records: int, store: Callable[[Writer], None]) -> None:
+        if self.failed:
+            self._lost_after_failure += records
+            return
+        try:
+            writer = self._writer or self._open()
+            if not self._stored:
+                # Before the first write: formats that put metadata in a header (Arrow's
+                # schema, TIFF's first page) hold it where readers look first.
+                for key, value in self.settings.metadata.items():
+                    writer.set_metadata(key, value)
+                self._stored = True
+            store(writer)
+            self._state = "recording"
+            self._after_write()
+        except Exception as exc:  # a format's failure stays its own: the others go on
+            self._fail(exc)
+            self._lost_after_failure += records
+
+    def _check(self, stream: str, batch: pa.RecordBatch) -> str | None:
+        if self.failed:
+            return None
+        try:
+            (self._writer or self._open()).check_batch(stream, batch)
+        except (SchemaMismatch, UnsupportedData, InvalidName) as exc:
+            notes = "; ".join(getattr(exc, "__notes__", ()))
+            return f"{self.fmt}: {type(exc).__name__}: {exc}" + (f" ({notes})" if notes else "")
+        except Exception as exc:
+            self._fail(exc)
+        return None
+
+    def _open(self) -> Writer:
+        s = self.settings
+        cls = self._cls
+        path = claim_path(s.output_dir, s.experiment, cls.path_suffix, when=s.when,
+                          directory=cls.path_is_directory)  # fmt: skip
+        try:
+            writer = cls(path, **s.options)
+        except BaseException:
+            _remove_if_empty(path)
+            raise
+        self._writer, self._path, self._stored = writer, path, False
+        self._opened_at = time.monotonic()
+        self._files = (*self._closed_files, str(path))
+        return writer
+
+    def _after_write(self) -> None:
+        writer = self._writer
+        assert writer is not None
+        s = self.settings
+        now = time.monotonic()
+        if s.rotate_bytes is not None or now - self._size_checked >= _SIZE_CHECK_S:
+            self._refresh_size(writer)
+            self._size_checked = now
+        if (s.rotate_bytes is not None and self._current_bytes >= s.rotate_bytes) or (
+            s.rotate_seconds is not None and now - self._opened_at >= s.rotate_seconds
+        ):
+            self._rotate()
+
+    def _refresh_size(self, writer: Writer) -> None:
+        stats = writer.stats
+        self._current_bytes = stats.file_size
+        files = [str(p) for p in stats.files] or ([str(self._path)] if self._path else [])
+        self._files = tuple(dict.fromkeys([*self._closed_files, *files]))
+
+    def _write_ledger(self, writer: Writer, final: bool) -> None:
+        """``loss_ledger`` / ``lost_records`` of the current file: at a flush when it
+        changed, and at close always (an empty list: nothing was lost meanwhile)."""
+        if not self._stored or self._ledger == self._ledger_written:
+            return
+        if self._ledger_written is None and not self._ledger and not final:
+            return  # an empty ledger waits for the close (one metadata write per file)
+        writer.set_metadata("loss_ledger", [g.to_dict() for g in self._ledger])
+        writer.set_metadata("lost_records", sum(g.count for g in self._ledger))
+        self._ledger_written = list(self._ledger)
+
+    def _flush(self, durable: bool) -> None:
+        writer = self._writer
+        if writer is None or self.failed:
+            return
+        try:
+            self._write_ledger(writer, final=False)
+            writer.flush(durable=durable)
+            self._visible_frames, self._visible_rows = self._frames, self._rows
+            self._flushes += 1
+            self._refresh_size(writer)
+            if (
+                self.settings.rotate_seconds is not None
+                and time.monotonic() - self._opened_at >= self.settings.rotate_seconds
+            ):
+                self._rotate()
+        except Exception as exc:
+            self._fail(exc)
+
+    def _close_writer(self) -> None:
+        """Close the current writer complete (ledger written), or drop an unused one."""
+        writer, path = self._writer, self._path
+        if writer is None:
+            return
+        self._write_ledger(writer, final=True)
+        writer.close()
+        self._writer = None
+        if self._stored:
+            self._refresh_size(writer)
+            self._closed_files = self._files
+            self._closed_bytes += self._current_bytes
+        else:
+            if path is not None:
+                _remove_if_empty(path)
+            self._files = self._closed_files
+        self._current_bytes = 0
+        self._visible_frames, self._visible_rows = self._frames, self._rows
+        self._ledger, self._ledger_written, self._stored = [], None, False
+
+    def _rotate(self) -> None:
+        self._close_writer()
+        self._rotations += 1
+        log.info("%s: rotated after %s", self.fmt, self._closed_files[-1:])
+
+    def _close(self) -> None:
+        if not self.failed:
+            try:
+                self._close_writer()
+                self._state = "closed"
+            except Exception as exc:
+                self._fail(exc)
+        self.closed = True
+
+    def _fail(self, exc: BaseException) -> None:
+        """Mark this format failed, close its writer best-effort; the others go on."""
+        if self.failed:
+            return
+        self.failed = True
+        self._state = "failed"
+        self._error = f"{type(exc).__name__}: {exc}"
+        log.error("format %s failed: %s", self.fmt, self._error)
+        writer = self._writer
+        self._writer = None
+        if writer is not None:
+            try:
+                writer.close()
+            except Exception as close_exc:  # best effort: it failed already
+                log.warning("format %s: closing after the failure: %s", self.fmt, close_exc)
+            if not self._stored and self._path is not None:
+                _remove_if_empty(self._path)
+
+
+def _remove_if_empty(path: Path) -> None:
+    """Remove a claimed output that holds nothing (an empty file or directory)."""
+    try:
+        if path.is_dir() and not path.is_symlink():
+            path.rmdir()
+        elif path.stat().st_size == 0:
+            path.unlink()
+    except OSError:
+        pass  # holds something after all, or gone: leave it

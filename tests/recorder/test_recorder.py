@@ -1,0 +1,247 @@
+"""The Recorder end to end: a ring written by this test process, the Recorder in a
+thread (and a few checks in its own process), files read back with h5py, pyarrow,
+polars, zarr and tifffile."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from daq_storage.errors import ConfigError, DaqStorageError, RingNotFound
+from daq_storage.recorder import Recorder, RecorderNotRunning, RecorderStats, read_stats
+from daq_storage.ring import RingBuffer
+from tests.recorder.conftest import (
+    FRAME_FORMATS,
+    TABLE_FORMATS,
+    expected_frames,
+    file_metadata,
+    outputs,
+    read_frames,
+    read_table,
+    table,
+    write_frames,
+)
+
+ALL = ("hdf5", "arrow", "parquet", "csv", "zarr", "tiff")
+
+
+def running(recorder: Recorder) -> bool:
+    return recorder.running
+
+
+def pid(recorder: Recorder) -> int | None:  # (read afresh: mypy would narrow the property)
+    return recorder.pid
+
+
+def test_fan_out_stores_the_same_frames_and_rows_in_every_format(
+    ring: RingBuffer, tmp_path: Path
+) -> None:
+    write_frames(ring, "camera", 0, 40)
+    for i in range(30):
+        ring.write_batch(table(i * 7, 7), stream="meter", timestamp_ns=2_000_000 + i)
+    write_frames(ring, "camera", 40, 13)  # a last group smaller than a chunk
+    recorder = Recorder(ring.path, formats=ALL, output_dir=tmp_path, mode="thread",
+                        batch_rows=50, metadata={"sample": "Si-7"})  # fmt: skip
+    recorder.start()
+    stats = recorder.stop()
+
+    assert stats.state == "stopped"
+    assert stats.complete, stats.errors
+    assert (stats.records, stats.frames, stats.rows) == (83, 53, 210)
+    assert stats.streams["camera"].formats == FRAME_FORMATS
+    assert stats.streams["meter"].formats == TABLE_FORMATS
+    rows = table(0, 210)
+    for fmt in FRAME_FORMATS:
+        (root,) = outputs(stats, fmt)
+        frames, stamps, numbers = read_frames(fmt, root, "camera")
+        np.testing.assert_array_equal(frames, expected_frames(0, 53), err_msg=fmt)
+        if fmt != "tiff":
+            assert numbers == list(range(53)), fmt
+            assert stamps == [1_000_000 + i for i in range(53)], fmt
+        assert stats.formats[fmt].frames == stats.formats[fmt].visible_frames == 53
+    for fmt in TABLE_FORMATS:
+        (root,) = outputs(stats, fmt)
+        got = read_table(fmt, root, "meter")
+        assert got.num_rows == 210, fmt
+        for column in ("i", "v"):
+            assert got[column].to_pylist() == rows[column].to_pylist(), (fmt, column)
+        assert stats.formats[fmt].rows == stats.formats[fmt].visible_rows == 210
+        metadata = file_metadata(fmt, root, "meter")
+        assert metadata["loss_ledger"] == [], fmt
+        assert metadata["lost_records"] == 0, fmt
+        assert metadata["sample"] == "Si-7", fmt
+        assert metadata["recorder"]["consumer"] == "recorder", fmt
+        assert metadata["recorder"]["formats"] == list(ALL), fmt
+
+
+def test_a_batch_one_format_refuses_is_stored_in_none(ring: RingBuffer, tmp_path: Path) -> None:
+    good = table(0, 5)
+    ring.write_batch(good, stream="meter")
+    # HDF5 cannot hold a decimal column (Arrow IPC could): refused up front by the check.
+    decimals = good.append_column("d", pa.array([1] * 5, pa.decimal128(10, 2)))
+    ring.write_batch(decimals, stream="meter")
+    ring.write_batch(table(5, 5), stream="meter")
+    recorder = Recorder(ring.path, formats=["hdf5", "arrow"], output_dir=tmp_path, mode="thread")
+    recorder.start()
+    stats = recorder.stop()
+
+    assert stats.streams["meter"].refused == 1
+    assert not stats.complete
+    assert any("refused" in e and "hdf5" in e for e in stats.errors), stats.errors
+    for fmt in ("hdf5", "arrow"):
+        (root,) = outputs(stats, fmt)
+        got = read_table(fmt, root, "meter")
+        assert got["i"].to_pylist() == list(range(10)), fmt
+        assert "d" not in got.column_names, fmt
+
+
+def test_a_recorder_that_received_nothing_leaves_nothing(ring: RingBuffer, tmp_path: Path) -> None:
+    output = tmp_path / "out"
+    with Recorder(ring.path, formats=ALL, output_dir=output, mode="thread") as recorder:
+        assert recorder.running
+    assert recorder.stats.state == "stopped"
+    assert recorder.stats.files == ()
+    assert not output.exists() or not any(output.iterdir())
+
+
+def test_on_demand_flush_makes_data_visible_to_another_process(
+    ring: RingBuffer, tmp_path: Path
+) -> None:
+    recorder = Recorder(ring.path, formats=["hdf5", "arrow"], output_dir=tmp_path,
+                        flush_interval_s=3600, mode="process")  # fmt: skip
+    with recorder:
+        write_frames(ring, "camera", 0, 5)  # fewer than a group: held back until a flush
+        ring.write_batch(table(0, 3), stream="meter")
+        recorder.flush()
+        stats = recorder.stats
+        hdf5 = stats.formats["hdf5"].current
+        script = (
+            "import h5py, sys, json\n"
+            "with h5py.File(sys.argv[1], 'r') as f:\n"
+            "    print(json.dumps([len(f['camera/frames']), len(f['meter/i'])]))\n"
+        )
+        shown = subprocess.run([sys.executable, "-c", script, hdf5], capture_output=True,
+                               text=True, check=True)  # fmt: skip
+        assert json.loads(shown.stdout) == [5, 3]
+        assert stats.formats["arrow"].visible_frames == 5
+    final = recorder.stop()
+    assert final.complete
+    assert final.frames == 5
+    assert final.rows == 3
+
+
+def test_process_mode_start_stop_and_stats_from_another_process(
+    ring: RingBuffer, tmp_path: Path
+) -> None:
+    recorder = Recorder(ring.path, formats=["hdf5"], output_dir=tmp_path, flush_interval_s=0)
+    assert pid(recorder) is None
+    assert not running(recorder)
+    with recorder:
+        assert isinstance(pid(recorder), int)
+        assert running(recorder)
+        write_frames(ring, "camera", 0, 20)
+        recorder.flush()
+        script = (
+            "import sys\n"
+            "from daq_storage.recorder import read_stats\n"
+            "print(read_stats(sys.argv[1]).to_json())\n"
+        )
+        shown = subprocess.run([sys.executable, "-c", script, str(ring.path)],
+                               capture_output=True, text=True, check=True)  # fmt: skip
+        live = RecorderStats.from_json(shown.stdout)
+        assert live.pid == recorder.pid
+        assert live.state == "running"
+        assert live.frames == 20
+    final = recorder.stop()
+    assert final.state == "stopped"
+    assert final.complete
+    assert recorder.stop() is final  # idempotent
+    assert read_stats(ring.path).state == "stopped"
+    assert not running(recorder)
+
+
+def test_start_on_a_missing_ring_raises_ring_not_found_in_the_parent(tmp_path: Path) -> None:
+    recorder = Recorder(tmp_path / "no_ring", output_dir=tmp_path)
+    with pytest.raises(RingNotFound):
+        recorder.start()
+    assert not recorder.running
+    assert not (tmp_path / "data").exists()
+
+
+def test_thread_mode_errors_are_the_rings_own(tmp_path: Path) -> None:
+    with pytest.raises(RingNotFound):
+        Recorder(tmp_path / "no_ring", mode="thread").start()
+
+
+def test_misuse_raises_daq_storage_errors(ring: RingBuffer, tmp_path: Path) -> None:
+    recorder = Recorder(ring.path, output_dir=tmp_path, mode="thread")
+    assert recorder.stop().state == "stopped"  # never started: empty stats
+    with pytest.raises(RecorderNotRunning):
+        recorder.flush()
+    recorder = Recorder(ring.path, output_dir=tmp_path, mode="thread")
+    recorder.start()
+    with pytest.raises(RecorderNotRunning):
+        recorder.start()
+    recorder.stop()
+    with pytest.raises(RecorderNotRunning):
+        recorder.flush()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "named"),
+    [
+        ({"formats": ["hdf5", "nope"]}, "nope"),
+        ({"formats": ["hdf5", "HDF5"]}, "twice"),
+        ({"formats": []}, "at least one"),
+        ({"formats": "hdf5"}, "list"),
+        ({"flush_interval_s": -1}, "flush_interval_s"),
+        ({"flush_interval_s": float("nan")}, "flush_interval_s"),
+        ({"batch_rows": 0}, "batch_rows"),
+        ({"batch_bytes": True}, "batch_bytes"),
+        ({"frames_per_write": 0}, "frames_per_write"),
+        ({"rotate_bytes": 0}, "rotate_bytes"),
+        ({"rotate_seconds": 0}, "rotate_seconds"),
+        ({"start": "newest"}, "start"),
+        ({"mode": "fork"}, "mode"),
+        ({"consumer": ""}, "consumer"),
+        ({"consumer": "x" * 65}, "consumer"),
+        ({"experiment": "\x00"}, "experiment"),
+        ({"metadata": {"loss_ledger": 1}}, "loss_ledger"),
+        ({"options": {"arrow": {}}}, "arrow"),
+        ({"options": {"hdf5": {"compression": "nope"}}}, "compression"),
+        ({"streams": {"camera": ["csv", "csv"]}}, "twice"),
+        ({"durable": 1}, "durable"),
+        ({"stop_timeout_s": 0}, "stop_timeout_s"),
+    ],
+)
+def test_bad_arguments_are_config_errors_naming_them(
+    kwargs: dict[str, object], named: str, tmp_path: Path
+) -> None:
+    with pytest.raises(ConfigError, match=named):
+        Recorder(tmp_path / "ring", output_dir=tmp_path, **kwargs)  # type: ignore[arg-type]
+    assert not any(tmp_path.iterdir())  # nothing opened, nothing created
+
+
+def test_an_unpicklable_option_is_refused_in_process_mode(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        options = {"hdf5": {"executor": pool}}
+        with pytest.raises(ConfigError, match="picklable"):
+            Recorder(tmp_path / "ring", options=options)
+        Recorder(tmp_path / "ring", options=options, mode="thread")  # fine in a thread
+
+
+def test_every_error_type_is_a_daq_storage_error() -> None:
+    import daq_storage.recorder as recorder
+
+    for name in recorder.__all__:
+        value = getattr(recorder, name)
+        if isinstance(value, type) and issubclass(value, Exception):
+            assert issubclass(value, DaqStorageError), name
