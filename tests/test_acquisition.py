@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import threading
+import uuid
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.ipc
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from daq_storage.acquisition import (
     CAMERA_STREAM,
@@ -31,6 +34,7 @@ from daq_storage.acquisition import (
     InstrumentProcess,
     format_counts,
     run_instruments,
+    stop_on_signals,
 )
 from daq_storage.errors import ConfigError, DaqStorageError, RingBusy, RingNotFound
 from daq_storage.ring import Record, RingBuffer, RingReader
@@ -157,6 +161,51 @@ def test_frames_cap_the_camera_and_duration_bounds_it(ring_path: Path):
     assert list(bounded.streams) == [CAMERA_STREAM]
 
 
+@settings(max_examples=15, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
+@given(
+    fps=st.floats(1.0, 2000.0),
+    duration=st.floats(0.0, 0.4),
+    frames=st.none() | st.integers(0, 300),
+    instruments=st.sets(st.sampled_from(["camera", "power_meter", "daq"]), min_size=1),
+)
+def test_every_schedule_writes_its_counts_in_time_order(
+    shm_path: Path, fps: float, duration: float, frames: int | None, instruments: set[str]
+):
+    """Whatever the rate, duration and frame cap: the camera writes ``min(frames,
+    round(duration * fps))`` frames spaced by its period, each scalar instrument
+    ``round(duration / 0.1)`` blocks, and the records reach the ring in the order of
+    their own timestamps (one timeline for all instruments)."""
+    path = shm_path.with_name(f"{shm_path.name}_{uuid.uuid4().hex[:6]}")
+    RingBuffer.create(path, capacity_bytes=8 << 20).close()
+    try:
+        with RingReader.open(path, consumer="check") as reader:
+            result = run_instruments(
+                path, camera="camera" in instruments, power_meter="power_meter" in instruments,
+                daq="daq" in instruments, camera_shape=(8, 8), camera_fps=fps, frames=frames,
+                duration=duration, paced=False, log_seqs=True,
+            )  # fmt: skip
+            records = _read_all(reader)
+    finally:
+        path.unlink()
+    _check_against_ring(result, records)
+    ticks = round(duration / 0.1)
+    planned = round(duration * fps)
+    expected = {
+        CAMERA_STREAM: planned if frames is None else min(frames, planned),
+        POWER_METER_STREAM: 1_000 * ticks,
+        DAQ_STREAM: 10_000 * ticks,
+    }  # fmt: skip
+    names = {"camera": CAMERA_STREAM, "power_meter": POWER_METER_STREAM, "daq": DAQ_STREAM}
+    assert {names[i] for i in instruments} == set(result.streams)
+    for name, count in result.streams.items():
+        assert count.produced == expected[name], name
+    stamps = [r.timestamp_ns for r in records]
+    assert stamps == sorted(stamps)
+    camera = [r.timestamp_ns for r in records if r.stream == CAMERA_STREAM]
+    assert set(np.diff(camera).tolist()) <= {round(1e9 / fps)}
+
+
 def test_block_mode_with_no_consumer_draining_counts_every_drop(shm_path: Path):
     """A registered consumer that never reads and a ring too small for the run: once it
     is full each write waits ``block_timeout`` and is refused; the acquisition counts it and
@@ -219,6 +268,27 @@ def test_stop_event_and_progress_end_a_paced_run_early(ring_path: Path):
     _check_against_ring(result, records)
 
 
+def test_stop_on_signals_ends_a_run_on_sigterm_and_restores_the_handler(ring_path: Path):
+    """The CLI's way: SIGTERM (here sent by the run itself, at its first progress report)
+    sets the stop event; the run ends with exact counts; the old handler is back."""
+    before = signal.getsignal(signal.SIGTERM)
+    with stop_on_signals() as stop:
+        assert signal.getsignal(signal.SIGTERM) is not before
+
+        def progress(result: AcquisitionResult) -> None:
+            if not stop.is_set():
+                os.kill(os.getpid(), signal.SIGTERM)
+                assert stop.wait(60)  # set by the watcher thread, not in the handler
+
+        with RingReader.open(ring_path, consumer="check") as reader:
+            result = run_instruments(ring_path, camera_shape=SHAPE, duration=60.0, stop=stop,
+                                     on_progress=progress, log_seqs=True)  # fmt: skip
+            records = _read_all(reader)
+    assert signal.getsignal(signal.SIGTERM) is before
+    assert 0 < result.streams[CAMERA_STREAM].produced < 6000
+    _check_against_ring(result, records)
+
+
 def test_paced_run_ends_with_the_scheduled_counts(ring_path: Path):
     result = run_instruments(ring_path, camera_shape=SHAPE, camera_fps=200, duration=0.2)
     assert [c.produced for c in result.streams.values()] == [40, 2_000, 20_000]
@@ -238,6 +308,7 @@ def test_paced_run_ends_with_the_scheduled_counts(ring_path: Path):
         ({"camera_shape": (4, 4)}, "camera_shape"),
         ({"camera_shape": (10,)}, "camera_shape"),
         ({"camera": "yes"}, "camera must be True or False"),
+        ({"camera": False, "power_meter": False, "daq": False}, "no instrument to run"),
         ({"seed": -1}, "seed"),
         ({"block_timeout": -0.1}, "block_timeout"),
     ],
@@ -264,15 +335,20 @@ def test_result_json_round_trip_and_table():
             AcquisitionResult.from_json(bad)
 
 
-def test_importing_the_module_loads_no_writer_and_no_config_schema():
+def test_an_instrument_run_loads_no_writer_no_config_schema_and_no_pandas(ring_path: Path):
+    """An instrument process stays light: no format library, no pydantic, and no pandas
+    (which pyarrow's ``pa.array`` would import on first use, ~0.4 s)."""
     code = (
-        "import sys, json, daq_storage.acquisition\n"
+        "import sys, json\n"
+        "from daq_storage.acquisition import run_instruments\n"
+        f"run_instruments({str(ring_path)!r}, camera_shape=(8, 8), duration=0.2, paced=False)\n"
         "print(json.dumps(sorted({m.partition('.')[0] for m in sys.modules})))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, timeout=120).stdout  # fmt: skip
     loaded = set(json.loads(out))
-    assert loaded & {"pydantic", "h5py", "zarr", "tifffile", "hdf5plugin", "polars"} == set()
+    heavy = {"pydantic", "h5py", "zarr", "tifffile", "hdf5plugin", "polars", "pandas"}
+    assert loaded & heavy == set()
     assert "daq_storage" in loaded
 
 

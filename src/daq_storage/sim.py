@@ -22,6 +22,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from numbers import Real
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -305,6 +306,27 @@ class SimulatedCamera:
         return FrameBlock(out, timestamps, numbers)
 
 
+def _numeric(values: npt.NDArray[Any], type_: pa.DataType | None = None) -> pa.Array:
+    """A non-null Arrow array over ``values``' buffer (a contiguous copy if need be).
+
+    Not ``pa.array``: its first call imports pandas (~0.4 s, tens of MB), a cost an
+    instrument process writing into a ring should not pay."""
+    values = np.ascontiguousarray(values)
+    type_ = pa.from_numpy_dtype(values.dtype) if type_ is None else type_
+    return pa.Array.from_buffers(type_, len(values), [None, pa.py_buffer(values)])
+
+
+def _utf8(values: Sequence[str]) -> pa.Array:
+    """A non-null utf8 array of ``values``, built from buffers (see :func:`_numeric`)."""
+    encoded = [v.encode() for v in values]
+    offsets = np.zeros(len(encoded) + 1, dtype=np.int32)
+    np.cumsum([len(e) for e in encoded], out=offsets[1:])
+    data = np.frombuffer(b"".join(encoded) or b"\0", dtype=np.uint8)
+    return pa.Array.from_buffers(
+        pa.utf8(), len(encoded), [None, pa.py_buffer(offsets), pa.py_buffer(data)]
+    )
+
+
 def _repeated_utf8(value: str, n: int) -> pa.Array:
     """A utf8 array of ``n`` copies of ``value``, built from buffers (no Python loop)."""
     encoded = value.encode()
@@ -394,16 +416,16 @@ class SimulatedPowerMeter:
             channel = self._cached(self._channel_arrays, self.channels[0], rows)
         else:
             channel = pa.DictionaryArray.from_arrays(
-                pa.array(np.tile(np.arange(n_channels, dtype=np.int32), n)),
-                pa.array(self.channels, pa.utf8()),
+                _numeric(np.tile(np.arange(n_channels, dtype=np.int32), n)),
+                _utf8(self.channels),
             ).cast(pa.utf8())
         if self.unit is None:
             unit = pa.nulls(rows, pa.utf8())
         else:
             unit = self._cached(self._unit_arrays, self.unit, rows)
-        times = pa.array(np.repeat(stamps, n_channels), POWER_METER_SCHEMA.field(0).type)
+        times = _numeric(np.repeat(stamps, n_channels), POWER_METER_SCHEMA.field(0).type)
         return pa.RecordBatch.from_arrays(
-            [times, channel, pa.array(values.reshape(-1)), unit], schema=POWER_METER_SCHEMA
+            [times, channel, _numeric(values.reshape(-1)), unit], schema=POWER_METER_SCHEMA
         )
 
     @staticmethod
@@ -462,8 +484,8 @@ class DaqBlock:
         schema (:attr:`SimulatedDaqCard.schema`: the same for every block, so a ring
         stores it once). The block's own time is :attr:`timestamp_ns`."""
         n = self.samples.shape[0]
-        index = pa.array(np.arange(self.first_sample, self.first_sample + n, dtype=np.uint64))
-        columns = [index] + [pa.array(self.samples[:, i]) for i in range(self.samples.shape[1])]
+        index = _numeric(np.arange(self.first_sample, self.first_sample + n, dtype=np.uint64))
+        columns = [index] + [_numeric(self.samples[:, i]) for i in range(self.samples.shape[1])]
         schema = _daq_schema(self.channel_names, self.sample_rate, self.volts_per_count,
                             self.start_ns)  # fmt: skip
         return pa.RecordBatch.from_arrays(columns, schema=schema)

@@ -20,7 +20,7 @@ from daq_storage.acquisition._results import (
     AcquisitionResult,
     _count_of,
 )
-from daq_storage.acquisition._run import _acquire, _on_signals, _Settings, _settings
+from daq_storage.acquisition._run import _acquire, _OnSignals, _Settings, _settings
 from daq_storage.errors import DaqStorageError
 
 __all__ = ["AcquisitionTimeout", "InstrumentProcess"]
@@ -75,7 +75,7 @@ def _child(ring_path: str, s: _Settings, conn: Connection, stop: Any, shared: An
     then ``("done", result JSON)``; ``("error", packed exception)`` instead of either."""
 
     # A Ctrl-C on the terminal reaches this process too: end the run, and report.
-    _on_signals(stop.set, (signal.SIGINT, signal.SIGTERM))
+    _OnSignals(stop.set, (signal.SIGINT, signal.SIGTERM))  # for the process's lifetime
     try:
         result = _acquire(
             ring_path, s, stop, None,

@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import numpy as np
 import pyarrow as pa
 
 from daq_storage.acquisition._results import (
@@ -109,6 +108,8 @@ def _settings(
             f"camera_shape must be (height, width), two integers in 8..65536, got "
             f"{describe_value(camera_shape)}"
         )
+    if not (_flag(camera, "camera") | _flag(power_meter, "power_meter") | _flag(daq, "daq")):
+        raise ConfigError("no instrument to run: camera, power_meter and daq are all False")
     planned = round(seconds * fps)  # duration bounds the camera too
     if frames is not None:
         planned = min(planned, _count(frames, "frames"))
@@ -122,18 +123,23 @@ def _settings(
 
 
 def _schedule(s: _Settings) -> Iterator[tuple[float, str]]:
-    """``(due time in s, "frame" | "scalars")`` events in time order."""
+    """``(due time in s, "frame" | "scalars")`` events in time order.
+
+    Ordered on the data's own whole-ns timeline (the camera's timestamps advance by its
+    rounded period), so records reach the ring in the order of their timestamps."""
     frames = s.frames if s.camera else 0
     ticks = s.ticks if s.power_meter or s.daq else 0
+    frame_ns = round(1e9 / s.camera_fps)  # as SimulatedCamera spaces its timestamps
+    tick_ns = round(SCALAR_TICK_S * 1e9)
     frame = tick = 0
     while frame < frames or tick < ticks:
-        frame_due = frame / s.camera_fps if frame < frames else math.inf
-        tick_due = tick * SCALAR_TICK_S if tick < ticks else math.inf
+        frame_due = frame * frame_ns if frame < frames else math.inf
+        tick_due = tick * tick_ns if tick < ticks else math.inf
         if frame_due <= tick_due:
-            yield frame_due, "frame"
+            yield frame_due / 1e9, "frame"
             frame += 1
         else:
-            yield tick_due, "scalars"
+            yield tick_due / 1e9, "scalars"
             tick += 1
 
 
@@ -264,9 +270,6 @@ def _acquire(
     meter_samples = round(meter.rate_hz * SCALAR_TICK_S)
     daq_samples = round(card.sample_rate * SCALAR_TICK_S)
     frame_bytes = cam.frame_nbytes
-    # pyarrow loads pandas on its first conversion of a numpy array (~0.4 s): done now,
-    # so that the first 100 ms block is not late on the instruments' timeline.
-    pa.array(np.zeros(1))
     with (
         RingBuffer.open(ring_path)
         if s.block_timeout is None
@@ -300,8 +303,10 @@ def _acquire(
                         timestamp_ns=frame.timestamp_ns,
                         frame_number=frame.frame_number)  # fmt: skip
             else:
-                if s.power_meter:
-                    _put_batch(run, POWER_METER_STREAM, meter.read_batch(meter_samples), None)
+                if s.power_meter:  # the record's time: its first reading's, as the card's
+                    first_ns = start_ns + round(meter.samples_read * 1e9 / meter.rate_hz)
+                    batch = meter.read_batch(meter_samples)
+                    _put_batch(run, POWER_METER_STREAM, batch, first_ns)
                 if s.daq:
                     block = card.read_block(daq_samples)
                     _put_batch(run, DAQ_STREAM, block.to_record_batch(), block.timestamp_ns)
@@ -314,24 +319,44 @@ def _acquire(
     return result
 
 
-def _put_batch(run: _Run, stream: str, batch: pa.RecordBatch, timestamp_ns: int | None) -> None:
+def _put_batch(run: _Run, stream: str, batch: pa.RecordBatch, timestamp_ns: int) -> None:
     run.put(stream, batch.num_rows, batch.nbytes,
             lambda: _RECORD_HEADER + batch.serialize().size, run.ring.write_batch, batch,
             timestamp_ns=timestamp_ns)  # fmt: skip
 
 
-def _on_signals(action: Callable[[], object], signums: tuple[int, ...]) -> dict[int, Any]:
-    """Run ``action`` in a new thread on each of ``signums``; returns the old handlers.
+class _OnSignals:
+    """Run ``action`` in a watcher thread each time one of ``signums`` arrives.
 
-    Never in the handler itself: an Event's ``set`` takes a lock that the interrupted
-    thread may hold (or, for a multiprocessing Event, waits for the sleeper it wakes,
-    which is that same thread): it would deadlock.
+    The handler only writes a byte to a pipe (async-signal-safe, no lock): an Event's
+    ``set`` in the handler itself takes a lock the interrupted thread may hold (a
+    ``multiprocessing`` Event's even waits for the sleeper it wakes, that same thread),
+    and would deadlock. :meth:`close` puts the previous handlers back.
     """
 
-    def handler(signum: int, frame: object) -> None:
-        threading.Thread(target=action, name="daq-storage-stop", daemon=True).start()
+    def __init__(self, action: Callable[[], object], signums: tuple[int, ...]) -> None:
+        self._read, self._write = os.pipe()
+        os.set_blocking(self._write, False)  # a handler must never block (pipe full: lost)
+        self._thread = threading.Thread(
+            target=self._watch, args=(action,), name="daq-storage-signals", daemon=True
+        )
+        self._thread.start()
+        self._previous = {signum: signal.signal(signum, self._handler) for signum in signums}
 
-    return {signum: signal.signal(signum, handler) for signum in signums}
+    def _handler(self, signum: int, frame: object) -> None:
+        with contextlib.suppress(OSError):  # closed meanwhile: the run is over anyway
+            os.write(self._write, b"\0")
+
+    def _watch(self, action: Callable[[], object]) -> None:
+        while os.read(self._read, 1):  # b"" once the writing end is closed
+            action()
+
+    def close(self) -> None:
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        os.close(self._write)
+        self._thread.join()
+        os.close(self._read)
 
 
 @contextlib.contextmanager
@@ -339,12 +364,12 @@ def stop_on_signals(
     signums: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM),
 ) -> Iterator[threading.Event]:
     """An Event set when one of ``signums`` arrives, for :func:`run_instruments`'s
-    ``stop`` (the CLI's ``simulate``); the previous handlers are back afterwards. Call it
-    from the main thread (Python handles signals there only)."""
+    ``stop`` (the CLI's ``simulate``), without the deadlock of setting it in the handler;
+    the previous handlers are back afterwards. Enter it in the main thread (Python
+    handles signals there only)."""
     event = threading.Event()
-    previous = _on_signals(event.set, signums)
+    handlers = _OnSignals(event.set, signums)
     try:
         yield event
     finally:
-        for signum, old in previous.items():
-            signal.signal(signum, old)
+        handlers.close()
