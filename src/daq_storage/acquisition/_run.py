@@ -215,8 +215,9 @@ def run_instruments(
 ) -> AcquisitionResult:
     """Run the simulated instruments in this process, writing into the ring at ``ring``.
 
-    Each instrument keeps its own schedule on a common timeline: frame ``i`` is due at
-    ``i / camera_fps`` s, the scalar instruments deliver 100 ms of data every 100 ms.
+    Each instrument keeps its own schedule on a common timeline, that of the data's
+    timestamps: frame ``i`` is due at ``i / camera_fps`` s, the scalar instruments deliver
+    100 ms of data every 100 ms; records reach the ring in timestamp order.
     ``duration`` is the seconds of data on that timeline: the scalar instruments deliver
     ``duration / 0.1`` blocks and the camera ``round(duration * camera_fps)`` frames, or
     ``frames`` if that is fewer (``frames`` caps the camera, ``duration`` bounds
@@ -263,13 +264,16 @@ def _acquire(
 ) -> AcquisitionResult:
     """The run behind :func:`run_instruments` and :class:`InstrumentProcess`."""
     start_ns = time.time_ns()
-    # The simulators first: their arguments are checked before the ring is touched.
-    cam = SimulatedCamera(s.camera_shape, seed=s.seed, start_ns=start_ns, fps=s.camera_fps)
+    # The simulators first: their arguments are checked before the ring is touched. The
+    # camera only when it runs: its bank of exposures takes a moment to compute.
+    cam = None
+    if s.camera:
+        cam = SimulatedCamera(s.camera_shape, seed=s.seed, start_ns=start_ns, fps=s.camera_fps)
     meter = SimulatedPowerMeter((POWER_METER_STREAM,), seed=s.seed, start_ns=start_ns)
     card = SimulatedDaqCard(DAQ_CHANNELS, sample_rate=DAQ_RATE_HZ, seed=s.seed, start_ns=start_ns)
     meter_samples = round(meter.rate_hz * SCALAR_TICK_S)
     daq_samples = round(card.sample_rate * SCALAR_TICK_S)
-    frame_bytes = cam.frame_nbytes
+    frame_bytes = 0 if cam is None else cam.frame_nbytes
     with (
         RingBuffer.open(ring_path)
         if s.block_timeout is None
@@ -296,7 +300,7 @@ def _acquire(
                 if on_progress is not None:
                     on_progress(run.result())
                 next_progress = now + PROGRESS_INTERVAL_S
-            if event == "frame":
+            if cam is not None and event == "frame":
                 frame = cam.next_frame()
                 run.put(CAMERA_STREAM, 1, frame_bytes,
                         lambda: _FRAME_OVERHEAD + frame_bytes, ring.write_frame, frame.array,
