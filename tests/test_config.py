@@ -28,7 +28,6 @@ FULL_FILE = """
 default_backend = "parquet"
 formats = ["parquet"]
 output_dir = "/srv/lab/data"
-output_path = "/srv/lab/data/run.parquet"
 experiment = "wavelength_scan"
 compression = "zstd"
 compression_level = 7
@@ -105,7 +104,6 @@ def test_file_values_replace_defaults(tmp_path: Path):
         default_backend="parquet",
         formats=["parquet"],
         output_dir=Path("/srv/lab/data"),
-        output_path=Path("/srv/lab/data/run.parquet"),
         experiment="wavelength_scan",
         compression="zstd",
         compression_level=7,
@@ -134,9 +132,8 @@ def test_file_values_replace_defaults(tmp_path: Path):
     )
     assert config.recorder.rotate_bytes == 512 << 20
     assert config.recorder.batch_bytes == round(16.5 * (1 << 20))
-    assert all(
-        v.source.startswith("file ") for v in config.sources() if v.key != "ring_buffer.size_mb"
-    )
+    unset = {"ring_buffer.size_mb", "storage.output_path"}  # frames sizes it; refused
+    assert all(v.source.startswith("file ") for v in config.sources() if v.key not in unset)
 
 
 def test_env_overrides_file_which_overrides_default(tmp_path: Path):
@@ -238,8 +235,9 @@ def test_config_is_frozen():
         ("[storage]\nformats = 'hdf5'", r"formats: 'hdf5' .*valid list"),
         ("[storage]\nformat = ['hdf5', 'zarr']", r"one format; list several in storage\.formats"),
         (
-            "[storage]\nformats = ['hdf5', 'arrow']\noutput_path = 'run.h5'",
-            r"output_path = 'run\.h5' names one file and storage\.formats = \['hdf5', 'arrow'\]",
+            "[storage]\noutput_path = 'run.h5'",
+            r"^storage\.output_path = 'run\.h5' \(file .*\): the Recorder names its files .*"
+            r"set that instead$",
         ),
         ("[recorder.streams]\ncam = []", r"recorder\.streams\.cam needs at least one format"),
         ("[recorder.streams]\ncam = ['tiff', 'TIFF']", r"streams\.cam names 'tiff' more than once"),
@@ -316,6 +314,10 @@ def test_invalid_file_values_name_key_value_and_range(tmp_path: Path, text: str,
         ),
         ({"DAQ_STORAGE_RECORDER_DURABLE": "perhaps"}, r"recorder\.durable: 'perhaps'"),
         ({"DAQ_STORAGE_RECORDER_CONSUMER": ""}, r"recorder\.consumer: '' "),
+        (
+            {"DAQ_STORAGE_OUTPUT_PATH": "/data/run.h5"},
+            r"^storage\.output_path = '/data/run\.h5' \(env DAQ_STORAGE_OUTPUT_PATH\): ",
+        ),
         (
             {"DAQ_STORAGE_RECORDER_BOGUS": "1"},
             r"unknown .* DAQ_STORAGE_RECORDER_BOGUS.*_BATCH_ROWS",
@@ -411,9 +413,6 @@ def test_formats_from_the_environment_as_a_json_or_comma_separated_list(
 def test_recorded_formats_are_formats_else_the_default_backend(tmp_path: Path):
     assert StorageSettings(default_backend="zarr").recorded_formats == ("zarr",)
     assert StorageSettings(formats=["arrow", "hdf5"]).recorded_formats == ("arrow", "hdf5")
-    # One format with an exact output path stays allowed: it names that format's file.
-    one = StorageSettings(formats=["hdf5"], output_path=Path("run.h5"))
-    assert one.recorded_formats == ("hdf5",)
     path = write(tmp_path, "[storage]\nformats = ['HDF5', 'Arrow']\n")
     config = StorageConfig.load(path, environ={"DAQ_STORAGE_FORMAT": "zarr"})
     assert config.storage.recorded_formats == ("hdf5", "arrow")

@@ -1,5 +1,7 @@
 """Configuration keys reach the writers, and every key has an effect or is refused
-(test_every_config_key_has_an_effect_or_is_refused)."""
+(test_every_config_key_has_an_effect_or_is_refused); the effects of ``[storage] formats``,
+``flush_interval_ms`` and ``[recorder]`` on the Recorder are in
+``tests/recorder/test_recorder_config.py``."""
 
 from __future__ import annotations
 
@@ -25,9 +27,7 @@ from daq_storage.config import (
     StorageConfig,
     StorageSettings,
 )
-from daq_storage.demo import Router
 from daq_storage.errors import ConfigError
-from daq_storage.ring import RingBuffer, RingReader
 from daq_storage.testing import MemoryWriter
 from daq_storage.writers import (
     Writer,
@@ -110,102 +110,81 @@ def test_writer_options_refuses_what_a_writer_cannot_honour(
         )
 
 
-# --------------------------------------------------------------------- flush cadence
-def _pm_batch(start: int, rows: int) -> pa.RecordBatch:
-    return pa.record_batch({"value": pa.array(range(start, start + rows), pa.float64())})
-
-
-def test_the_router_flushes_its_writer_on_the_flush_interval(shm_path: Path, tmp_path: Path):
-    """storage.flush_interval_ms: the demo's router (the Recorder's seed) makes rows and
-    frames visible in the files on its cadence while the run goes on; without a flush the
-    writer keeps them pending (Parquet: a row group not yet complete; frames held back by
-    the router for grouping are not even written)."""
-    seen: list[tuple[int, int, int, int]] = []
-
-    def look(writer: Writer) -> None:  # in the router's thread, after each cadence flush
-        rows = pq.read_table(writer.path / "pm.parquet").num_rows  # what a reader gets now
-        frames = pq.read_table(writer.path / "cam.parquet").num_rows
-        seen.append((writer.accepted("pm"), writer.visible("pm"), rows, frames))
-
-    frame = np.arange(64, dtype=np.uint16).reshape(8, 8)
-    ring = RingBuffer.create(shm_path, capacity_bytes=4 << 20)
-    try:
-        with (
-            RingReader.open(shm_path, start="oldest") as never_reader,
-            RingReader.open(shm_path, start="oldest") as reader,
-            open_writer("parquet", tmp_path / "never") as never_writer,
-            open_writer("parquet", tmp_path / "run") as writer,
-        ):
-            ring.write_batch(_pm_batch(0, 100), stream="pm")
-            for number in range(3):
-                ring.write_frame(frame, stream="cam", frame_number=number)
-            # An interval that never falls due here: the rows are stored, not visible.
-            never = Router(never_reader, never_writer, flush_interval_s=3600.0, on_flush=look)
-            while never.poll(timeout=0.0):
-                pass
-            assert never.flushes == 0
-            assert never_writer.accepted("pm") == 100
-            assert never_writer.visible("pm") == 0
-            assert "cam" not in never_writer.streams  # held back to be written in a group
-
-            # A short interval: each poll waits at most until the flush is due, so the
-            # loop ends by a flush, not by a timeout; no sleep anywhere.
-            router = Router(reader, writer, flush_interval_s=0.05, on_flush=look)
-            while not router.flushes:
-                router.poll(timeout=10.0)
-            assert seen == [(100, 100, 100, 3)]
-            ring.write_batch(_pm_batch(100, 50), stream="pm")
-            while router.flushes < 2:
-                router.poll(timeout=10.0)
-            assert seen[-1] == (150, 150, 150, 3)
-    finally:
-        ring.close()
-        shm_path.unlink()
-
-
 # --------------------------------------------------------------------- every key
+_RECORDER = "recorder.test_recorder_config::"
 #: Each accepted key -> the tests that show its effect (a new key fails the suite until
 #: it has one, or is refused).
 EFFECTS: dict[str, list[str]] = {
-    "storage.default_backend": ["test_cli::test_demo_applies_the_configured_keys"],
-    "storage.output_dir": ["test_cli::test_demo_applies_the_configured_keys"],
-    "storage.output_path": ["test_cli::test_demo_writes_to_the_configured_output_path"],
-    "storage.experiment": ["test_cli::test_demo_applies_the_configured_keys"],
+    "storage.default_backend": [
+        "test_demo::test_demo_applies_the_configured_keys",
+        _RECORDER + "test_without_formats_the_default_backend_is_recorded",
+    ],
+    "storage.output_dir": ["test_demo::test_demo_applies_the_configured_keys"],
+    "storage.experiment": ["test_demo::test_demo_applies_the_configured_keys"],
     "storage.compression": [
         "test_config_effects::test_codec_keys_reach_every_writer",
-        "test_cli::test_demo_applies_the_configured_keys",
-        "test_cli::test_a_key_the_format_cannot_honour_stops_the_demo_before_it_starts",
+        "test_demo::test_demo_applies_the_configured_keys",
+        "test_demo::test_a_key_the_format_cannot_honour_stops_the_demo_before_it_starts",
     ],
     "storage.compression_level": [
         "test_config_effects::test_codec_keys_reach_every_writer",
-        "test_cli::test_demo_applies_the_configured_keys",
+        "test_demo::test_demo_applies_the_configured_keys",
     ],
     "storage.chunk_size": [
         "test_config_effects::test_codec_keys_reach_every_writer",
-        "test_cli::test_demo_applies_the_configured_keys",
+        "test_demo::test_demo_applies_the_configured_keys",
     ],
     "storage.flush_interval_ms": [
-        "test_config_effects::test_the_router_flushes_its_writer_on_the_flush_interval",
-        "test_cli::test_demo_applies_the_configured_keys",
-        "test_cli::test_demo_flushes_only_when_the_interval_falls_due",
+        _RECORDER + "test_storage_flush_interval_ms_is_the_recorders_cadence",
+        "test_demo::test_demo_applies_the_configured_keys",
+        "test_demo::test_demo_flushes_only_when_the_interval_falls_due",
     ],
-    "ring_buffer.path": ["test_cli::test_a_configured_ring_in_use_is_never_replaced"],
+    "storage.formats": [
+        _RECORDER + "test_storage_formats_write_every_stream_to_each_format",
+        _RECORDER + "test_without_formats_the_default_backend_is_recorded",
+        _RECORDER + "test_a_codec_key_a_format_cannot_honour_is_refused_before_start",
+    ],
+    "ring_buffer.path": ["test_demo::test_a_configured_ring_in_use_is_never_replaced"],
     "ring_buffer.size_mb": [
-        "test_cli::test_demo_that_loses_data_says_so_per_stream_and_exits_3",
-        "test_cli::test_a_configured_ring_too_big_for_its_tmpfs_is_refused_clearly",
+        "test_demo::test_demo_that_loses_data_says_so_per_stream_and_exits_3",
+        "test_demo::test_a_configured_ring_too_big_for_its_tmpfs_is_refused_clearly",
     ],
     "ring_buffer.frames": [
         "test_config::test_ring_frames_size_the_ring_by_records_and_from_config_refuses_to_guess",
-        "test_cli::test_demo_applies_the_configured_keys",
+        "test_demo::test_demo_applies_the_configured_keys",
     ],
     "ring_buffer.overflow": [
-        "test_cli::test_demo_that_loses_data_says_so_per_stream_and_exits_3",
-        "test_cli::test_a_block_mode_ring_that_times_out_counts_the_refused_records",
+        "test_demo::test_demo_that_loses_data_says_so_per_stream_and_exits_3",
+        "test_demo::test_a_block_mode_ring_that_times_out_counts_the_refused_records",
     ],
     "ring_buffer.block_timeout_secs": [
-        "test_cli::test_a_block_mode_ring_that_times_out_counts_the_refused_records"
+        "test_demo::test_a_block_mode_ring_that_times_out_counts_the_refused_records"
     ],
-    "ring_buffer.max_readers": ["test_cli::test_demo_applies_the_configured_keys"],
+    "ring_buffer.max_readers": ["test_demo::test_demo_applies_the_configured_keys"],
+    "recorder.consumer": [_RECORDER + "test_recorder_consumer_names_the_recorder_on_the_ring"],
+    "recorder.streams": [
+        _RECORDER + "test_recorder_streams_route_a_stream_to_its_own_formats",
+        _RECORDER + "test_a_routed_format_that_cannot_hold_the_stream_is_counted_unroutable",
+    ],
+    # Observed in the fsync calls (strace); skipped where strace cannot trace.
+    "recorder.durable": [_RECORDER + "test_recorder_durable_fsyncs_the_files_at_each_flush"],
+    "recorder.rotate_size_mb": [
+        _RECORDER + "test_recorder_rotate_size_mb_starts_the_next_file_at_the_size"
+    ],
+    "recorder.rotate_interval_secs": [
+        _RECORDER + "test_recorder_rotate_interval_secs_starts_the_next_file_after_the_interval"
+    ],
+    "recorder.batch_rows": [
+        _RECORDER + "test_recorder_batch_rows_and_batch_bytes_mb_size_the_table_writes"
+    ],
+    "recorder.batch_bytes_mb": [
+        _RECORDER + "test_recorder_batch_rows_and_batch_bytes_mb_size_the_table_writes"
+    ],
+    "recorder.frames_per_write": [_RECORDER + "test_recorder_frames_per_write_groups_the_frames"],
+    "recorder.start": [_RECORDER + "test_recorder_start_is_where_a_new_recorder_starts_reading"],
+    "recorder.stop_timeout_secs": [
+        _RECORDER + "test_recorder_stop_timeout_secs_kills_a_recorder_that_cannot_stop"
+    ],
 }
 #: Keys accepted only at a value that does nothing (their feature is not built), and
 #: the test that shows every other value refused.
@@ -213,6 +192,8 @@ REFUSED: dict[str, str] = {
     "storage.auto_flush_interval_secs": (
         "test_config::test_invalid_file_values_name_key_value_and_range"
     ),
+    # Every value: the Recorder names its files (per format, per rotation) in output_dir.
+    "storage.output_path": "test_config::test_invalid_file_values_name_key_value_and_range",
 }
 
 

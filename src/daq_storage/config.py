@@ -194,7 +194,10 @@ class StorageSettings(BaseModel):
     )
     output_dir: Path = Field(Path("data"), description="Directory that new files are put in.")
     output_path: Path | None = Field(
-        None, description="Exact output file; overrides output_dir and the naming scheme."
+        None,
+        description="Reserved (the seeds' exact output file): refused, as the Recorder names "
+        "its files itself in output_dir (one per format, and the next one at each rotation).",
+        json_schema_extra={"allowed": "unset (use storage.output_dir)"},
     )
     experiment: str = Field(
         "experiment", min_length=1, description="Experiment name used in file names."
@@ -256,16 +259,6 @@ class StorageSettings(BaseModel):
     @classmethod
     def _formats_once(cls, value: list[str] | None) -> list[str] | None:
         return None if value is None else _unique(value, "storage.formats")
-
-    @model_validator(mode="after")
-    def _one_output_path_one_format(self) -> StorageSettings:
-        if self.output_path is not None and len(self.recorded_formats) > 1:
-            raise ValueError(
-                f"storage.output_path = {str(self.output_path)!r} names one file and "
-                f"storage.formats = {list(self.recorded_formats)} writes several: "
-                "use storage.output_dir"
-            )
-        return self
 
     @property
     def recorded_formats(self) -> tuple[str, ...]:
@@ -432,7 +425,7 @@ class RecorderConfig(BaseModel):
     start: Start = Field(
         "oldest",
         description="Where a new Recorder starts reading: the oldest record the ring "
-        "holds, or the next one written.",
+        "holds, or the newest one (the history before it skipped).",
     )
     stop_timeout_secs: float = Field(
         30,
@@ -758,6 +751,15 @@ class StorageConfig(BaseSettings):
             if isinstance(keys, Mapping):
                 origins.update({f"{section}.{k}": "argument" for k in keys})
         self._origins = origins
+        if self.storage.output_path is not None:
+            # Nothing writes to one exact path any more: accepting it would be a key that
+            # silently does nothing.
+            raise ConfigError(
+                f"storage.output_path = {str(self.storage.output_path)!r} "
+                f"({origins.get('storage.output_path', 'argument')}): the Recorder names its "
+                "files itself (one per format, _v{N+1} at each rotation) in "
+                "storage.output_dir; set that instead"
+            )
 
     @classmethod
     def settings_customise_sources(
