@@ -27,6 +27,7 @@ from click.testing import CliRunner
 from daq_storage.cli import cli as main
 from daq_storage.daemon import lock_path
 from daq_storage.recorder import stats_path
+from daq_storage.ring import RingBuffer
 
 TIMEOUT_S = 60.0
 
@@ -153,6 +154,14 @@ def _alive(pid: int) -> bool:
         return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
 
 
+def _produce(ring: Path, frames: int) -> None:
+    """``frames`` camera-sized frames into ``ring``, written from this process."""
+    frame = np.zeros((480, 640), np.uint16)
+    with RingBuffer.open(ring) as producer:
+        for i in range(frames):
+            producer.write_frame(frame, stream="camera_1", timestamp_ns=i, frame_number=i)
+
+
 def _rows(group: Any) -> int:
     lengths = {len(group[name]) for name in group if not name.endswith(".valid")}
     assert len(lengths) == 1, lengths
@@ -242,10 +251,7 @@ def test_a_killed_daemons_stale_ring_is_recovered(
     ready = first.wait_for(_ready)
     assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00 INFO ready ", ready)
     recorder_pid = int(re.search(r"recorder_pid=(\d+)", ready)[1])  # type: ignore[index]
-    simulated = cli("simulate", "--config", str(config), "--camera", "--unpaced",
-                    "--frames", "10", "--duration", "0.1", cwd=tmp_path)  # fmt: skip
-    assert simulated.returncode == 0, simulated.stderr
-    assert "camera_1" in simulated.stdout
+    _produce(shm_path, 10)
 
     first.kill()  # kill -9: no cleanup at all
     with contextlib.suppress(ProcessLookupError):  # it may have stopped on its own
@@ -286,3 +292,33 @@ def test_status_and_simulate_without_a_ring_exit_2(shm_path: Path) -> None:
     both = runner.invoke(main, ["status", "--ring", str(shm_path), "--config", "x.toml"])
     assert both.exit_code == 2
     assert "not both" in both.stderr
+
+
+@pytest.mark.slow
+def test_a_daemon_that_lost_data_logs_each_loss_and_exits_3(
+    tmp_path: Path, shm_path: Path, daemons: list[Daemon]
+) -> None:
+    config = _config(tmp_path, shm_path)
+    text = config.read_text().replace("size_mb = 64", "size_mb = 2")
+    config.write_text(text.replace('overflow = "block"', 'overflow = "discard_oldest"'))
+    daemon = Daemon("--config", str(config), "--log-json", cwd=tmp_path)
+    daemons.append(daemon)
+    recorder_pid = json.loads(daemon.wait_for(_json_ready))["recorder_pid"]
+    os.kill(recorder_pid, signal.SIGSTOP)  # a Recorder that cannot keep up at all
+    try:
+        _produce(shm_path, 20)  # discard_oldest: never waits, never refused
+    finally:
+        os.kill(recorder_pid, signal.SIGCONT)
+
+    code, stdout = daemon.finish(signal.SIGTERM)
+    assert code == 3, daemon.log
+    final = json.loads(stdout)
+    assert final["lost"] > 0
+    assert final["frames"] + final["lost"] == 20
+    logged = [json.loads(line) for line in daemon.log]  # errors are JSON lines too
+    losses = [m for m in logged if m["message"] == "lost"]
+    assert {m["level"] for m in losses} == {"WARNING"}
+    assert sum(m["count"] for m in losses) == final["lost"]
+    assert logged[-1]["level"] == "ERROR"
+    assert logged[-1]["message"].startswith(f"data lost: {final['lost']:,} records overwritten")
+    assert not shm_path.exists()

@@ -49,8 +49,9 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
+from multiprocessing import resource_tracker
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -467,7 +468,9 @@ def _run(
         config.recorder.consumer, os.getpid(), None, recorder.stats_path,
     )  # fmt: skip
     watch = _Watch()
-    recorder.start()
+    relay = _StderrRelay()
+    with relay.capture():
+        recorder.start()
     try:
         # The Recorder is registered: a producer attaching from now on loses nothing.
         ring.close()
@@ -484,10 +487,54 @@ def _run(
                      "writes from now on is recorded by nobody", ring=str(plan.path))  # fmt: skip
     finally:
         final = recorder.stop()
+        relay.join()
     watch.report(final)  # what happened since the last look
     level = logging.INFO if final.complete else logging.ERROR
     _log(level, "stopped", **_summary_fields(final))
     return final
+
+
+class _StderrRelay:
+    """The Recorder process's stderr, logged line by line as WARNINGs of the
+    ``daq_storage.recorder`` logger: what that process reports on its own (its losses
+    and failures, a crash's traceback) then carries a timestamp in the daemon's log, or
+    is a JSON line with ``--log-json``, like every other line, instead of bare text."""
+
+    def __init__(self) -> None:
+        self._thread: threading.Thread | None = None
+
+    @contextlib.contextmanager
+    def capture(self) -> Iterator[None]:
+        """Processes started inside get a pipe to this relay as their stderr."""
+        # Started inside, the tracker would hold the pipe open after the Recorder ends.
+        resource_tracker.ensure_running()
+        read_fd, write_fd = os.pipe()
+        self._thread = threading.Thread(
+            target=self._relay, args=(read_fd,), name="recorder-stderr", daemon=True
+        )
+        self._thread.start()
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(write_fd, 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            os.close(write_fd)
+
+    @staticmethod
+    def _relay(fd: int) -> None:
+        logger = logging.getLogger("daq_storage.recorder")
+        with os.fdopen(fd, "rb") as pipe:
+            for raw in pipe:
+                if line := raw.decode(errors="replace").rstrip():
+                    logger.warning(line, extra={"fields": {"process": "recorder"}})
+
+    def join(self) -> None:
+        """Wait for the end of the Recorder process's stderr (it has exited)."""
+        if self._thread is not None:
+            self._thread.join(10)
 
 
 def _loop(
@@ -498,6 +545,7 @@ def _loop(
     interval: float,
 ) -> None:
     next_progress = time.monotonic() + interval
+    unreadable = ""
     while not stop.wait(_POLL_S):
         if not recorder.running:
             if not stop.is_set():  # a Ctrl-C reaches the Recorder's process too
@@ -505,9 +553,12 @@ def _loop(
             break
         try:
             stats = recorder.stats
-        except DaqStorageError as exc:  # a stats file being replaced, or not there yet
-            _log(logging.WARNING, "recorder stats unreadable", error=str(exc))
+        except DaqStorageError as exc:
+            if str(exc) != unreadable:  # once, not four times a second
+                unreadable = str(exc)
+                _log(logging.WARNING, "recorder stats unreadable", error=unreadable)
             continue
+        unreadable = ""
         watch.report(stats)
         if time.monotonic() >= next_progress:
             next_progress = time.monotonic() + interval

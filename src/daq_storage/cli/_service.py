@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
 import signal
 import sys
 import threading
@@ -19,13 +20,14 @@ from rich.table import Table
 
 from daq_storage.cli._common import (
     EXIT_DATA_LOST,
+    EXIT_ERROR,
     config_option,
     console,
     error_line,
     reports_errors,
 )
 from daq_storage.config import StorageConfig, daemon_ring_path
-from daq_storage.errors import RingNotFound
+from daq_storage.errors import DaqStorageError, RingNotFound
 
 if TYPE_CHECKING:
     from daq_storage.acquisition import AcquisitionResult
@@ -110,19 +112,29 @@ def daemon(
     """
     from daq_storage.daemon import configure_logging, run_daemon
 
-    config = StorageConfig.load(config_file)
     configure_logging(log_json=log_json)
-    with _stop_on_signals() as stop:
-        final = run_daemon(
-            config, record_bytes=record_bytes, stop=stop, progress_interval=progress_interval
-        )
+    # With --log-json every line on stderr is a JSON object, errors included.
+    say = _log_error if log_json else error_line
+    try:
+        config = StorageConfig.load(config_file)
+        with _stop_on_signals() as stop:
+            final = run_daemon(
+                config, record_bytes=record_bytes, stop=stop, progress_interval=progress_interval
+            )
+    except DaqStorageError as exc:
+        say(f"{type(exc).__name__}: {exc}")
+        sys.exit(EXIT_ERROR)
     if log_json:
         click.echo(final.to_json())
     else:
         _print_recorder(final)
     if not final.complete:
-        error_line(_incomplete(final))
+        say(_incomplete(final))
         sys.exit(EXIT_DATA_LOST)
+
+
+def _log_error(text: str) -> None:
+    logging.getLogger("daq_storage.daemon").error(text)
 
 
 def _incomplete(stats: RecorderStats) -> str:
