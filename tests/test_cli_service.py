@@ -288,7 +288,7 @@ def test_status_and_simulate_without_a_ring_exit_2(shm_path: Path) -> None:
     assert status.exception is None or isinstance(status.exception, SystemExit)
     simulated = runner.invoke(main, ["simulate", "--ring", str(shm_path), "--duration", "0.1"])
     assert simulated.exit_code == 2
-    assert "RingNotFound" in simulated.stderr
+    assert f"RingNotFound: no ring at {shm_path}: no daemon" in simulated.stderr
     both = runner.invoke(main, ["status", "--ring", str(shm_path), "--config", "x.toml"])
     assert both.exit_code == 2
     assert "not both" in both.stderr

@@ -191,3 +191,48 @@ def test_a_run_records_a_producer_and_cleans_up_after_a_stale_ring(
         table = reader.read_all()
     np.testing.assert_array_equal(table["frame"].combine_chunks().to_numpy_ndarray(), frames)
     assert table["frame_number"].to_pylist() == list(range(12))
+
+
+def test_a_daemon_whose_recorder_dies_stops_and_says_so(
+    tmp_path: Path, shm_path: Path, log_lines: io.StringIO
+) -> None:
+    started = threading.Event()
+    stop = threading.Event()  # set only if the test fails before the kill
+    infos: list[DaemonInfo] = []
+    results: list[RecorderStats] = []
+
+    def ready(info: DaemonInfo) -> None:
+        infos.append(info)
+        started.set()
+
+    def run() -> None:
+        try:
+            config = _config(tmp_path, shm_path, size_mb=8)
+            results.append(run_daemon(config, ready=ready, stop=stop))
+        finally:
+            started.set()
+
+    thread = threading.Thread(target=run, name="daemon")
+    thread.start()
+    killed = False
+    try:
+        assert started.wait(60)
+        (info,) = infos
+        assert info.recorder_pid is not None
+        os.kill(info.recorder_pid, signal.SIGKILL)
+        killed = True
+    finally:
+        if not killed:
+            stop.set()
+        thread.join(60)
+    (final,) = results
+    assert not final.complete
+    assert final.state == "failed"
+    assert not shm_path.exists()
+    assert not lock_path(shm_path).exists()
+    logged = _messages(log_lines)
+    errors = [m["message"] for m in logged if m["level"] == "ERROR"]
+    assert errors[0] == "the recorder process ended on its own; stopping"
+    assert logged[-1]["message"] == "stopped"
+    assert logged[-1]["level"] == "ERROR"
+    assert logged[-1]["state"] == "failed"

@@ -122,7 +122,7 @@ def plan_ring(config: StorageConfig, *, record_bytes: int | None = None) -> Ring
         capacity = ring.capacity_bytes  # a configured size is used as given, or refused
     else:
         # A container's /dev/shm is often 64 MiB: the default shrinks to fit.
-        room = max_ring_bytes(path) >> 20 << 20
+        room = max_ring_bytes(path, max_readers=ring.max_readers) >> 20 << 20
         if room < _MIN_RING_BYTES:
             raise StorageIOError(
                 errno.ENOSPC,

@@ -72,6 +72,13 @@ def _ring_path(ring: Path | None, config_file: Path | None) -> Path:
     return daemon_ring_path(StorageConfig.load(config_file))
 
 
+def _no_ring(path: Path) -> RingNotFound:
+    return RingNotFound(
+        f"no ring at {path}: no daemon is running on it (start one with "
+        "`daq-storage daemon`), or give the right --ring / --config"
+    )
+
+
 _ring_option = click.option(
     "--ring",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -247,6 +254,8 @@ def simulate(
     if block_timeout is None and config_file is not None:
         block_timeout = StorageConfig.load(config_file).ring_buffer.block_timeout_secs
     everything = not (camera or power_meter or daq)
+    if not path.exists():  # (checked again, race-free, when attaching)
+        raise _no_ring(path)
     with _stop_on_signals() as stop:
         result = run_instruments(
             path, camera=camera or everything, power_meter=power_meter or everything,
@@ -300,10 +309,7 @@ def status(ring: Path | None, config_file: Path | None, as_json: bool) -> None:
     try:
         reader = RingReader.open(path)
     except RingNotFound:
-        raise RingNotFound(
-            f"no ring at {path}: no daemon is running on it (start one with "
-            "`daq-storage daemon`), or give the right --ring / --config"
-        ) from None
+        raise _no_ring(path) from None
     with reader:
         first, t0 = reader.stats(), time.monotonic()
         time.sleep(RATE_SAMPLE_S)  # the rate is measured over this interval
