@@ -1,0 +1,135 @@
+"""kill -9 of the Recorder's process at random moments, repeated: whatever the moment
+(between flushes, inside one, while it reads or writes), every file it left opens with
+its format's reader (after ``daq-storage repair`` where the format needs one) and holds
+at least everything the last completed flush made visible, as the stats file says, and
+nothing that was not written, in order.
+
+One Recorder writes all six formats at once (tables to five, frames to five), so each
+kill is a kill of every format: the suite runs ``_KILLS`` kills, ``-m stress`` twenty.
+Each kill gets a fresh ring of its own (cheap: the producer is this process) and an
+output directory of its own; only the Recorder process is started again.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from daq_storage.errors import DaqStorageError
+from daq_storage.recorder import Recorder, RecorderStats, read_stats
+from daq_storage.repair import check_files
+from tests.recorder._helpers import (
+    ALL_FORMATS,
+    FRAME_FORMATS,
+    TABLE_FORMATS,
+    Producer,
+    check_frames,
+    check_rows,
+    format_outputs,
+    read_frames,
+    read_rows,
+    ring_at,
+    wait_for_stats,
+)
+
+_KILLS = 6  # per format in the regular suite (each kill kills all six formats)
+
+
+@dataclass(frozen=True)
+class KilledRun:
+    """What one killed Recorder left: its last stats file, its outputs, the producer."""
+
+    output: Path
+    last: RecorderStats  # the stats file as the killed process left it
+    producer: Producer
+    flushes_seen: int  # flushes the test waited for before the kill
+    after_stop: str  # what stop() said about the dead process
+
+
+def _caught_up(records: int) -> Callable[[RecorderStats], bool]:
+    return lambda stats: stats.records == records and stats.flushes > 0
+
+
+def _killed_run(shm_path: Path, output: Path, rng: random.Random) -> KilledRun:
+    """A Recorder (process mode) of every format, fed by this process; SIGKILLed after
+    ``k`` flushes and ``extra`` more groups written without waiting for it."""
+    flushes, extra = rng.randint(1, 4), rng.randint(0, 8)
+    with ring_at(shm_path, capacity_bytes=8 << 20, overflow="discard_oldest") as ring:
+        recorder = Recorder(ring.path, formats=ALL_FORMATS, output_dir=output,
+                            flush_interval_s=0, frames_per_write=4, batch_rows=100,
+                            mode="process", stop_timeout_s=30)  # fmt: skip
+        producer = Producer(ring, rows_per_batch=50)
+        recorder.start()
+        try:
+            pid = recorder.pid
+            assert pid is not None
+            for _ in range(flushes):  # whole chunks and batches: each group is stored
+                producer.write_group(frames=rng.randint(4, 12), batches=rng.randint(2, 4))
+                wait_for_stats(ring.path, "recorder", _caught_up(producer.records))
+            for _ in range(extra):  # the kill lands wherever the Recorder is with these
+                producer.write_group(frames=rng.randint(1, 9), batches=rng.randint(1, 3))
+            os.kill(pid, signal.SIGKILL)
+        finally:
+            try:
+                after_stop = f"stats state {recorder.stop(timeout=30).state!r}"
+            except DaqStorageError as exc:
+                after_stop = f"{type(exc).__name__}: {exc}"
+        last = read_stats(ring.path, "recorder")
+    return KilledRun(output, last, producer, flushes, after_stop)
+
+
+def _check(run: KilledRun) -> None:
+    """Every file opens; each format holds a prefix of what was written, at least what
+    its last flush made visible."""
+    where = f"{run.output.name} (stop said {run.after_stop})"
+    assert not any(p.suffix == ".recorder.json" for p in run.output.rglob("*"))
+    found = check_files(run.output)
+    assert all(c.status in ("ok", "repaired", "skipped") for c in found), (where, found)
+    assert run.last.flushes >= 1, run.last
+    for name in ALL_FORMATS:
+        fmt = run.last.formats[name]
+        outputs = format_outputs(run.last, name)
+        assert len(outputs) <= 1, fmt  # no rotation configured
+        if name in FRAME_FORMATS:
+            frames = read_frames(name, outputs[0]) if outputs else None
+            held = 0 if frames is None else len(frames)
+            assert fmt.visible_frames <= held <= run.producer.frames, (where, name, fmt)
+            if frames is not None:
+                check_frames(frames, list(range(held)), f"{where} {name} frames")
+        if name in TABLE_FORMATS:
+            rows = read_rows(name, outputs[0]) if outputs else None
+            held = 0 if rows is None else rows.num_rows
+            assert fmt.visible_rows <= held <= run.producer.rows, (where, name, fmt)
+            if rows is not None:
+                check_rows(rows, list(range(held)), f"{where} {name} rows")
+
+
+def _kills(shm_path: Path, tmp_path: Path, count: int, seed: str) -> list[KilledRun]:
+    rng = random.Random(seed)
+    runs = []
+    for i in range(count):
+        ring = shm_path.with_name(f"{shm_path.name}_{i}")
+        runs.append(_killed_run(ring, tmp_path / f"run{i:02d}", rng))
+    return runs
+
+
+@pytest.mark.slow
+def test_killed_recorders_leave_every_flushed_record_readable(shm_path: Path, tmp_path: Path):
+    runs = _kills(shm_path, tmp_path, _KILLS, "suite")
+    for run in runs:
+        _check(run)
+    # the kills landed at different places: not always right after the waited flushes
+    assert len({(r.flushes_seen, r.producer.records) for r in runs}) > 1
+
+
+@pytest.mark.stress
+@pytest.mark.timeout(900)
+def test_twenty_killed_recorders_per_format(shm_path: Path, tmp_path: Path):
+    for run in _kills(shm_path, tmp_path, 20, "stress"):
+        _check(run)
