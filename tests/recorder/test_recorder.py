@@ -5,16 +5,22 @@ polars, zarr and tifffile."""
 from __future__ import annotations
 
 import json
+import os
+import select
+import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pytest
 
+from daq_storage.config import StorageConfig
 from daq_storage.errors import ConfigError, DaqStorageError, RingNotFound
 from daq_storage.recorder import Recorder, RecorderNotRunning, RecorderStats, read_stats
+from daq_storage.recorder._loop import DrainLoop
 from daq_storage.ring import RingBuffer
 from tests.recorder.conftest import (
     FRAME_FORMATS,
@@ -245,3 +251,213 @@ def test_every_error_type_is_a_daq_storage_error() -> None:
         value = getattr(recorder, name)
         if isinstance(value, type) and issubclass(value, Exception):
             assert issubclass(value, DaqStorageError), name
+
+
+# ---------------------------------------------------------------- losses, rotation, failures
+class _StopNow:
+    """A control that asks the loop to stop at once: it drains what the ring holds."""
+
+    stopping = True
+    aborting = False
+
+    def poll(self) -> list[tuple[bool | None, Callable[[str | None], None]]]:
+        return []
+
+
+def test_an_overrun_is_counted_logged_and_in_every_file(
+    shm_path: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    ring = RingBuffer.create(shm_path, capacity_bytes=1 << 16)  # laps after ~60 frames
+    recorder = Recorder(ring.path, formats=["hdf5", "zarr"], output_dir=tmp_path, mode="thread")
+    loop = DrainLoop(recorder._settings())
+    try:
+        loop.open()  # registered at seq 0, and paused: nothing reads until run()
+        write_frames(ring, "camera", 0, 200, shape=(16, 32))  # 1 KiB frames: ring laps
+        ring.write_batch(table(0, 4), stream="meter")
+        stats = loop.run(_StopNow())
+    finally:
+        ring.close()
+        ring.unlink()
+        for left in shm_path.parent.glob(f"{shm_path.name}.*"):
+            left.unlink()
+    reader = loop.reader
+    assert reader is not None
+    assert stats.lost == reader.lost > 0
+    assert sum(g.count for g in stats.gaps) == stats.lost
+    (gap,) = stats.gaps
+    assert gap.first_seq == 0
+    assert gap.count == gap.last_seq + 1
+    assert gap.after_ns == 0  # nothing was read before it
+    assert gap.before_ns == 1_000_000 + gap.count  # the first frame read after it
+    assert stats.frames + stats.lost == 200
+    assert not stats.complete
+    assert "lost" in caplog.text
+    for fmt in ("hdf5", "zarr"):
+        (root,) = outputs(stats, fmt)
+        metadata = file_metadata(fmt, root, "camera")
+        assert metadata["loss_ledger"] == [gap.to_dict()], fmt
+        assert metadata["lost_records"] == stats.lost, fmt
+        _frames, _, numbers = read_frames(fmt, root, "camera")
+        assert numbers == list(range(gap.count, 200)), fmt  # written == stored + lost
+
+
+def test_rotation_by_size_never_splits_a_frame_and_each_file_is_complete(
+    ring: RingBuffer, tmp_path: Path
+) -> None:
+    write_frames(ring, "camera", 0, 64)
+    recorder = Recorder(ring.path, formats=["hdf5", "arrow"], output_dir=tmp_path,
+                        mode="thread", frames_per_write=16, rotate_bytes=1)  # fmt: skip
+    recorder.start()
+    stats = recorder.stop()
+    assert stats.complete, stats.errors
+    for fmt in ("hdf5", "arrow"):
+        roots = outputs(stats, fmt)
+        assert len(roots) == 4
+        assert stats.formats[fmt].rotations == 3
+        assert [r.name.split("_v")[-1].split(".")[0] for r in roots] == ["1", "2", "3", "4"] or (
+            fmt == "arrow"  # the directory formats share the version numbers of the run
+        )
+        numbers = []
+        for root in roots:
+            part, _, ids = read_frames(fmt, root, "camera")
+            assert len(part) == 16
+            numbers += ids
+            assert file_metadata(fmt, root, "camera")["loss_ledger"] == []
+        assert numbers == list(range(64))
+
+
+def test_rotation_by_time(ring: RingBuffer, tmp_path: Path) -> None:
+    for i in range(3):
+        ring.write_batch(table(i * 5, 5), stream="meter")
+    recorder = Recorder(ring.path, formats=["parquet"], output_dir=tmp_path, mode="thread",
+                        batch_rows=5, rotate_seconds=1e-9)  # fmt: skip
+    recorder.start()
+    stats = recorder.stop()
+    roots = outputs(stats, "parquet")
+    assert len(roots) == 3
+    assert stats.formats["parquet"].rotations == 2
+    got = [read_table("parquet", r, "meter")["i"].to_pylist() for r in roots]
+    assert got == [list(range(0, 5)), list(range(5, 10)), list(range(10, 15))]
+
+
+def test_a_failing_format_stops_alone_and_the_others_go_on(
+    ring: RingBuffer, tmp_path: Path
+) -> None:
+    write_frames(ring, "camera", 0, 20)
+    write_frames(ring, "spectra", 0, 5, shape=(64,))  # TIFF pages hold no 1-D frames
+    write_frames(ring, "camera", 20, 20)
+    recorder = Recorder(ring.path, formats=["hdf5", "tiff"], output_dir=tmp_path,
+                        mode="thread", frames_per_write=5)  # fmt: skip
+    recorder.start()
+    stats = recorder.stop()
+    tiff = stats.formats["tiff"]
+    assert tiff.state == "failed"
+    assert "UnsupportedData" in tiff.error
+    assert tiff.lost_after_failure > 0
+    assert stats.formats["hdf5"].state == "closed"
+    assert not stats.complete
+    assert any("tiff" in e for e in stats.errors)
+    (hdf5,) = outputs(stats, "hdf5")
+    assert read_frames("hdf5", hdf5, "camera")[2] == list(range(40))
+    assert len(read_frames("hdf5", hdf5, "spectra")[0]) == 5
+    (tiff_dir,) = outputs(stats, "tiff")  # what it stored before failing stays readable
+    assert len(read_frames("tiff", tiff_dir, "camera")[0]) >= 5
+
+
+# ---------------------------------------------------------------- process life
+def test_sigterm_stops_the_recorder_process_gracefully(ring: RingBuffer, tmp_path: Path) -> None:
+    recorder = Recorder(ring.path, formats=["hdf5"], output_dir=tmp_path,
+                        flush_interval_s=3600)  # fmt: skip
+    recorder.start()
+    write_frames(ring, "camera", 0, 7)
+    recorder.flush()
+    assert recorder.pid is not None
+    os.kill(recorder.pid, signal.SIGTERM)
+    final = recorder.stop()
+    assert final.state == "stopped"
+    assert final.complete, final.errors
+    (hdf5,) = outputs(final, "hdf5")
+    assert read_frames("hdf5", hdf5, "camera")[2] == list(range(7))
+
+
+_ORPHAN = """
+import json, sys
+from daq_storage.recorder import Recorder
+if __name__ == "__main__":
+    recorder = Recorder(sys.argv[1], formats=["hdf5"], output_dir=sys.argv[2],
+                        flush_interval_s=3600)
+    recorder.start()
+    print(json.dumps(recorder.pid), flush=True)
+    sys.stdin.read()  # until killed
+"""
+
+
+def test_the_recorder_process_stops_gracefully_when_its_parent_dies(
+    ring: RingBuffer, tmp_path: Path
+) -> None:
+    script = tmp_path / "parent.py"
+    script.write_text(_ORPHAN)
+    parent = subprocess.Popen([sys.executable, str(script), str(ring.path), str(tmp_path / "o")],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert parent.stdout is not None
+        child = json.loads(parent.stdout.readline())
+        watch = os.pidfd_open(child)
+        write_frames(ring, "camera", 0, 9)
+        parent.kill()  # kill -9: no stop(), no atexit
+        parent.wait()
+        ready, _, _ = select.select([watch], [], [], 60)  # the orphan exits on its own
+        os.close(watch)
+        assert ready, "the recorder process outlived its parent"
+    finally:
+        parent.kill()
+        parent.wait()
+        assert parent.stdin is not None
+        assert parent.stdout is not None
+        parent.stdin.close()
+        parent.stdout.close()
+    final = read_stats(ring.path)
+    assert final.state == "stopped"
+    assert final.frames == 9
+    (hdf5,) = outputs(final, "hdf5")
+    assert read_frames("hdf5", hdf5, "camera")[2] == list(range(9))
+
+
+def test_from_config(ring: RingBuffer, tmp_path: Path) -> None:
+    path = tmp_path / "daq.toml"
+    path.write_text(
+        f'[storage]\noutput_dir = "{tmp_path / "out"}"\nexperiment = "cfg"\n'
+        'formats = ["hdf5", "csv"]\nflush_interval_ms = 0\n'
+        '[recorder]\nconsumer = "archiver"\nbatch_rows = 4\n'
+        '[recorder.streams]\ncamera = ["tiff"]\n'
+    )
+    recorder = Recorder.from_config(StorageConfig.load(path, environ={}), ring=ring.path,
+                                    mode="thread")  # fmt: skip
+    write_frames(ring, "camera", 0, 3)
+    ring.write_batch(table(0, 10), stream="meter")
+    with recorder:
+        pass
+    stats = recorder.stats
+    assert stats.consumer == "archiver"
+    assert stats.complete, stats.errors
+    assert stats.streams["camera"].formats == ("tiff",)
+    assert stats.streams["meter"].formats == ("hdf5", "csv")
+    (hdf5,) = outputs(stats, "hdf5")
+    assert hdf5.name.startswith("cfg_")
+    assert file_metadata("hdf5", hdf5, "meter")["experiment"] == "cfg"
+
+
+def test_the_snippet_of_docs_recorder_md_runs_as_written(shm_path: Path, tmp_path: Path) -> None:
+    text = (Path(__file__).resolve().parents[2] / "docs" / "recorder.md").read_text()
+    snippet = text.split("```python\n", 1)[1].split("```", 1)[0]
+    assert '"/dev/shm/daq_storage_run1"' in snippet
+    script = tmp_path / "snippet.py"
+    script.write_text(snippet.replace('"/dev/shm/daq_storage_run1"', repr(str(shm_path))))
+    try:
+        shown = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True,
+                               text=True, check=True, timeout=120)  # fmt: skip
+    finally:
+        for left in shm_path.parent.glob(f"{shm_path.name}*"):
+            left.unlink()
+    assert shown.stdout.split() == ["1", "True"]
+    assert len(list((tmp_path / "data").glob("run1_*_v1.h5"))) == 1

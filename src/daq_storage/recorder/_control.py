@@ -70,12 +70,7 @@ class PipeControl:
 
     @property
     def stopping(self) -> bool:
-        if not self.stop:
-            self.poll_stop()
-        return self.stop
-
-    def poll_stop(self) -> None:
-        """Look for a stop without taking flush requests (they stay for poll())."""
+        return self.stop  # set by poll() (a stop message, the pipe closed) or a signal
 
     @property
     def aborting(self) -> bool:

@@ -289,6 +289,8 @@ class DrainLoop:
                         f"{frame.shape} (seq {record.seq}) differs from the stream's "
                         f"{stream.spec[0]} {stream.spec[1]}: not recorded")  # fmt: skip
             return False
+        if stream.frames_held and stream.frame_bytes + frame.nbytes > self.settings.batch_bytes:
+            self._submit_frames(stream)  # a group never grows past batch_bytes
         stream.frames_held.append(frame)
         stream.stamps.append(record.timestamp_ns)
         stream.numbers.append(record.frame_number)
@@ -333,13 +335,17 @@ class DrainLoop:
         stream.rows += batch.num_rows
         stream.bytes_in += batch.nbytes
         held = stream.batches
-        if held and not batch.schema.equals(held[0].schema, check_metadata=True):
-            self._submit_table(stream)  # a new schema (or metadata) starts a new batch
+        s = self.settings
+        if held and (
+            not batch.schema.equals(held[0].schema, check_metadata=True)
+            or stream.batch_rows + batch.num_rows > s.batch_rows
+            or stream.batch_bytes + batch.nbytes > s.batch_bytes
+        ):  # a new schema (or metadata), or a batch that would grow past the limits
+            self._submit_table(stream)
         stream.batches.append(batch)
         stream.batch_records += 1
         stream.batch_rows += batch.num_rows
         stream.batch_bytes += batch.nbytes
-        s = self.settings
         if stream.batch_rows >= s.batch_rows or stream.batch_bytes >= s.batch_bytes:
             self._submit_table(stream)
         return True

@@ -199,50 +199,37 @@ class Recorder:
         """A Recorder as ``config`` describes it: ``[storage]`` formats (or
         default_backend), output_dir, experiment, flush_interval_ms and the codec keys
         (per format, through ``writers.writer_options``: a key a format cannot honour is
-        refused), and the ``[recorder]`` keys; ``ring`` defaults to ``[ring_buffer] path``,
-        else the daemon's ``default_ring_dir() / "daq_storage_{experiment}"``.
+        refused), and the ``[recorder]`` keys; ``ring`` defaults to the daemon's ring
+        (``[ring_buffer] path``, else ``default_ring_dir() / "daq_storage_{experiment}"``).
 
         Raises:
             ConfigError: a key a format cannot honour, or a value out of range.
         """
-        from daq_storage.config import default_ring_dir
+        from daq_storage.config import daemon_ring_path
         from daq_storage.writers import get_writer_class, writer_options
 
         settings = config.storage
-        recorder = getattr(config, "recorder", None)
-        formats = tuple(getattr(settings, "recorded_formats", None) or (settings.default_backend,))
-        streams = dict(getattr(recorder, "streams", {}) or {})
+        recorder = config.recorder
+        formats = settings.recorded_formats
+        streams = {stream: tuple(fmts) for stream, fmts in recorder.streams.items()}
         sources = {v.key: v.source for v in config.sources() if v.source != "default"}
-        every = dict.fromkeys([*formats, *(f for fs in streams.values() for f in fs)])
         options = {}
-        for fmt in every:
+        for fmt in dict.fromkeys([*formats, *(f for fs in streams.values() for f in fs)]):
             found = writer_options(get_writer_class(fmt), settings, sources=sources)
             if found:
                 options[fmt] = found
-        if ring is None:
-            ring = config.ring_buffer.path
-        if ring is None:
-            name = sanitize_name(settings.experiment, what="experiment name")
-            ring = default_ring_dir() / f"daq_storage_{name}"
-        kwargs: dict[str, Any] = {}
-        if recorder is not None:
-            size_mb = recorder.rotate_size_mb
-            kwargs = {
-                "consumer": recorder.consumer,
-                "durable": recorder.durable,
-                "rotate_bytes": None if size_mb is None else max(1, int(size_mb * (1 << 20))),
-                "rotate_seconds": recorder.rotate_interval_secs,
-                "batch_rows": recorder.batch_rows,
-                "batch_bytes": max(1, int(recorder.batch_bytes_mb * (1 << 20))),
-                "frames_per_write": recorder.frames_per_write,
-                "start": recorder.start,
-                "stop_timeout_s": recorder.stop_timeout_secs,
-            }
+        size_mb = recorder.rotate_size_mb
         return cls(
-            ring, formats=formats, streams=streams, output_dir=settings.output_dir,
+            daemon_ring_path(config) if ring is None else ring,
+            formats=formats, streams=streams, output_dir=settings.output_dir,
             experiment=settings.experiment, options=options,
             flush_interval_s=settings.flush_interval_ms / 1000, mode=mode,
-            metadata={"experiment": settings.experiment}, **kwargs,
+            metadata={"experiment": settings.experiment},
+            consumer=recorder.consumer, durable=recorder.durable,
+            rotate_bytes=None if size_mb is None else max(1, round(size_mb * (1 << 20))),
+            rotate_seconds=recorder.rotate_interval_secs, batch_rows=recorder.batch_rows,
+            batch_bytes=recorder.batch_bytes, frames_per_write=recorder.frames_per_write,
+            start=recorder.start, stop_timeout_s=recorder.stop_timeout_secs,
         )  # fmt: skip
 
     # ------------------------------------------------------------ properties

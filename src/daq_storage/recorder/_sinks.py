@@ -110,6 +110,7 @@ class FormatSink:
         self._current_bytes = 0
         self._size_checked = 0.0
         self._rotations = 0
+        self._rotate_next = False  # the current file was closed by a rotation rule
         self._flushes = 0
         self._frames = self._rows = 0
         self._visible_frames = self._visible_rows = 0
@@ -301,6 +302,9 @@ class FormatSink:
             _remove_if_empty(path)
             raise
         self._writer, self._path, self._stored = writer, path, False
+        if self._rotate_next:
+            self._rotations += 1
+            self._rotate_next = False
         self._opened_at = time.monotonic()
         self._files = (*self._closed_files, str(path))
         return writer
@@ -374,9 +378,11 @@ class FormatSink:
         self._ledger, self._ledger_written, self._stored = [], None, False
 
     def _rotate(self) -> None:
+        """Close the current file complete; the next write starts ``_v{N+1}`` (counted
+        then: ``rotations`` is the number of next files started)."""
         self._close_writer()
-        self._rotations += 1
-        log.info("%s: rotated after %s", self.fmt, self._closed_files[-1:])
+        self._rotate_next = True
+        log.info("%s: closed %s (rotation)", self.fmt, self._closed_files[-1:])
 
     def _close(self) -> None:
         if not self.failed:
