@@ -35,12 +35,43 @@ from daq_storage.recorder import RecorderStats
 from daq_storage.ring import RingBuffer, RingReader, max_ring_bytes
 
 
-def _config(tmp_path: Path, ring: Path, **ring_keys: object) -> StorageConfig:
+def _config(
+    tmp_path: Path, ring: Path, recorder: dict[str, object] | None = None, **ring_keys: object
+) -> StorageConfig:
     return StorageConfig(
         storage={"formats": ["hdf5", "arrow"], "output_dir": tmp_path / "data",
                  "flush_interval_ms": 100},
         ring_buffer={"path": ring, **ring_keys},
+        recorder=recorder or {},
     )  # fmt: skip
+
+
+Running = tuple[threading.Thread, DaemonInfo, list[RecorderStats]]
+
+
+def _start(config: StorageConfig, stop: threading.Event) -> Running:
+    """``run_daemon`` in a thread, once ready: the thread, what it runs, its result."""
+    started = threading.Event()
+    infos: list[DaemonInfo] = []
+    results: list[RecorderStats] = []
+
+    def ready(info: DaemonInfo) -> None:
+        infos.append(info)
+        started.set()
+
+    def run() -> None:
+        try:
+            results.append(run_daemon(config, ready=ready, stop=stop, progress_interval=0.1))
+        finally:
+            started.set()
+
+    thread = threading.Thread(target=run, name="daemon")
+    thread.start()
+    started.wait(60)
+    if not infos:
+        thread.join(60)
+        pytest.fail("the daemon did not start")
+    return thread, infos[0], results
 
 
 @pytest.fixture
@@ -136,26 +167,9 @@ def test_a_run_records_a_producer_and_cleans_up_after_a_stale_ring(
     RingBuffer.create(shm_path, capacity_bytes=1 << 20).close()
     lock_path(shm_path).write_text("999999999\n")
     config = _config(tmp_path, shm_path, size_mb=16, overflow="block", block_timeout_secs=30)
-    started = threading.Event()
     stop = threading.Event()
-    infos: list[DaemonInfo] = []
-    results: list[RecorderStats] = []
-
-    def ready(info: DaemonInfo) -> None:
-        infos.append(info)
-        started.set()
-
-    def run() -> None:
-        try:
-            results.append(run_daemon(config, ready=ready, stop=stop, progress_interval=0.1))
-        finally:
-            started.set()
-
-    thread = threading.Thread(target=run, name="daemon")
-    thread.start()
+    thread, info, results = _start(config, stop)
     try:
-        assert started.wait(60)
-        (info,) = infos
         assert info.ring == shm_path
         assert info.capacity == 16 << 20
         assert info.formats == ("hdf5", "arrow")
@@ -196,28 +210,10 @@ def test_a_run_records_a_producer_and_cleans_up_after_a_stale_ring(
 def test_a_daemon_whose_recorder_dies_stops_and_says_so(
     tmp_path: Path, shm_path: Path, log_lines: io.StringIO
 ) -> None:
-    started = threading.Event()
     stop = threading.Event()  # set only if the test fails before the kill
-    infos: list[DaemonInfo] = []
-    results: list[RecorderStats] = []
-
-    def ready(info: DaemonInfo) -> None:
-        infos.append(info)
-        started.set()
-
-    def run() -> None:
-        try:
-            config = _config(tmp_path, shm_path, size_mb=8)
-            results.append(run_daemon(config, ready=ready, stop=stop))
-        finally:
-            started.set()
-
-    thread = threading.Thread(target=run, name="daemon")
-    thread.start()
+    thread, info, results = _start(_config(tmp_path, shm_path, size_mb=8), stop)
     killed = False
     try:
-        assert started.wait(60)
-        (info,) = infos
         assert info.recorder_pid is not None
         os.kill(info.recorder_pid, signal.SIGKILL)
         killed = True
@@ -236,3 +232,29 @@ def test_a_daemon_whose_recorder_dies_stops_and_says_so(
     assert logged[-1]["message"] == "stopped"
     assert logged[-1]["level"] == "ERROR"
     assert logged[-1]["state"] == "failed"
+
+
+def test_records_the_recorder_never_stored_are_reported_before_the_ring_goes(
+    tmp_path: Path, shm_path: Path, log_lines: io.StringIO
+) -> None:
+    config = _config(tmp_path, shm_path, {"stop_timeout_secs": 0.5}, size_mb=8)
+    stop = threading.Event()
+    thread, info, results = _start(config, stop)
+    try:
+        assert info.recorder_pid is not None
+        os.kill(info.recorder_pid, signal.SIGSTOP)  # it cannot drain: stop() kills it
+        with RingBuffer.open(shm_path) as producer:
+            for i in range(5):
+                producer.write_batch(pa.record_batch({"v": [float(i)]}), stream="meter")
+    finally:
+        stop.set()
+        thread.join(60)
+    (final,) = results
+    assert final.state == "killed"
+    assert not final.complete
+    assert final.errors[-1] == (
+        "5 of the 5 records written to the ring were neither stored nor counted lost by "
+        "the Recorder when it stopped: they are not recorded"
+    )
+    assert not shm_path.exists()
+    assert _messages(log_lines)[-1]["level"] == "ERROR"

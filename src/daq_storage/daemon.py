@@ -352,6 +352,9 @@ def _progress_fields(stats: RecorderStats, mb_per_s: float, ring: RingReader) ->
         "errors": len(stats.errors),
         "files": len(stats.files),
         "producer": ring.writer_alive,
+        # A Recorder busy waiting for a slow format publishes less often: how old
+        # these figures are.
+        "stats_age_s": round(max(time.time_ns() - stats.updated_ns, 0) / 1e9, 1),
     }
 
 
@@ -471,27 +474,48 @@ def _run(
     relay = _StderrRelay()
     with relay.capture():
         recorder.start()
+    watcher: RingReader | None = None
     try:
         # The Recorder is registered: a producer attaching from now on loses nothing.
         ring.close()
+        watcher = RingReader.open(plan.path)  # anonymous: never slows the producer
         info = dataclasses.replace(info, recorder_pid=recorder.pid)
         _log(logging.INFO, "ready", ring=str(plan.path), capacity_mib=ring.capacity >> 20,
              overflow=plan.overflow, formats=list(formats), output_dir=str(info.output_dir),
              consumer=info.consumer, pid=info.pid, recorder_pid=info.recorder_pid)  # fmt: skip
         if ready is not None:
             ready(info)
-        with RingReader.open(plan.path) as watcher:
-            _loop(recorder, watcher, watch, stop, progress_interval)
-            if watcher.writer_alive:
-                _log(logging.WARNING, "a producer is still attached to the ring: what it "
-                     "writes from now on is recorded by nobody", ring=str(plan.path))  # fmt: skip
+        _loop(recorder, watcher, watch, stop, progress_interval)
+        if watcher.writer_alive:
+            _log(logging.WARNING, "a producer is still attached to the ring: what it "
+                 "writes from now on is recorded by nobody", ring=str(plan.path))  # fmt: skip
     finally:
         final = recorder.stop()
         relay.join()
+        if watcher is not None:
+            final = _unrecorded(final, watcher)
+            watcher.close()
     watch.report(final)  # what happened since the last look
     level = logging.INFO if final.complete else logging.ERROR
     _log(level, "stopped", **_summary_fields(final))
     return final
+
+
+def _unrecorded(final: RecorderStats, watcher: RingReader) -> RecorderStats:
+    """``final`` with an error when the ring, about to be removed, holds records the
+    Recorder neither read nor counted lost (a drain cut short, a producer that went on
+    writing after it): they would otherwise vanish with the ring unreported. The
+    Recorder registered before any producer could write, so every record written to
+    the ring is one it read, or lost, or this."""
+    written = watcher.stats().written
+    unread = written - final.records - final.lost
+    if unread <= 0:
+        return final
+    error = (
+        f"{unread:,} of the {written:,} records written to the ring were neither stored "
+        "nor counted lost by the Recorder when it stopped: they are not recorded"
+    )
+    return dataclasses.replace(final, errors=(*final.errors, error))
 
 
 class _StderrRelay:
