@@ -111,11 +111,13 @@ def daemon(
 ) -> None:
     """Create the ring and record everything written to it until SIGINT / SIGTERM.
 
-    Logs (stderr) a "ready" line once producers may attach, progress every few
-    seconds, every loss and failure; at the stop, drains the ring, closes every file,
-    prints the summary (JSON with --log-json) and removes the ring. Exits with status 3
-    when data was lost or a format failed, 2 when it cannot start (another daemon on the
-    same ring: its pid is named).
+    The ring is [ring_buffer] path, else /dev/shm/daq_storage_<experiment>; a second
+    daemon on the same ring is refused (naming the running one's pid); a ring left by a
+    killed daemon is replaced. Logs (stderr, timestamped) a "ready" line once producers
+    may attach, progress every few seconds, every loss and failure; at the stop,
+    drains the ring, closes every file, prints the summary (JSON with --log-json) and
+    removes the ring. Exits with status 3 when data was lost, a format failed or the
+    Recorder died, 2 when it cannot start.
     """
     from daq_storage.daemon import configure_logging, run_daemon
 
@@ -208,7 +210,7 @@ def _print_recorder(stats: RecorderStats) -> None:
     "--frames",
     type=click.IntRange(min=0),
     default=None,
-    help="Camera frames (default: duration x rate).",
+    help="Camera frames, at most duration x rate (default: that many).",
 )
 @click.option(
     "--duration",
