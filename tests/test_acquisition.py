@@ -425,6 +425,24 @@ def test_a_ring_with_a_writer_raises_ring_busy_in_the_parent(shm_path: Path):
             shm_path.unlink()
 
 
+def test_an_error_during_the_run_is_raised_by_wait_with_its_type(shm_path: Path):
+    """Attached fine, then the first frame can never fit the ring: ``wait()`` raises the
+    child's ConfigError, and keeps raising it."""
+    RingBuffer.create(shm_path, capacity_bytes=64 << 10).close()
+    try:
+        process = InstrumentProcess(shm_path, camera_shape=(256, 256), power_meter=False,
+                                    daq=False)  # fmt: skip
+        process.start()
+        with pytest.raises(ConfigError, match="too small for camera_1's records") as raised:
+            process.wait(timeout=120)
+        assert "raised in the acquisition process" in "".join(raised.value.__notes__)
+        with pytest.raises(ConfigError):
+            process.stop()
+        assert not process.running
+    finally:
+        shm_path.unlink()
+
+
 def test_a_killed_process_is_reported_with_its_exit_code(ring_path: Path):
     with RingReader.open(ring_path, consumer="check") as reader:
         process = InstrumentProcess(ring_path, camera_shape=SHAPE, duration=60.0)

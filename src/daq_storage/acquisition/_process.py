@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import pickle
@@ -86,11 +87,13 @@ def _child(ring_path: str, s: _Settings, conn: Connection, stop: Any, shared: An
             ),
         )  # fmt: skip
     except Exception as exc:
-        conn.send(("error", _pack(exc)))
-        return
-    final = {n: [getattr(c, f) for f in _FIELDS] for n, c in result.streams.items()}
-    _mirror(shared, final, result.seconds)
-    conn.send(("done", result.to_json()))
+        message: tuple[str, Any] = ("error", _pack(exc))
+    else:
+        final = {n: [getattr(c, f) for f in _FIELDS] for n, c in result.streams.items()}
+        _mirror(shared, final, result.seconds)
+        message = ("done", result.to_json())
+    with contextlib.suppress(OSError):  # the parent has gone: nobody left to tell
+        conn.send(message)
 
 
 def _exit_text(code: int | None) -> str:
