@@ -391,6 +391,8 @@ def test_process_is_the_writer_once_started_and_stop_returns_partial_counts(ring
     assert not process.running
     assert 0 < result.streams[CAMERA_STREAM].produced < 6000
     assert all(c.dropped == 0 for c in result.streams.values())
+    for name, count in live.streams.items():  # read while it ran: at most the final count
+        assert count.produced <= result.streams[name].produced, name
     _check_against_ring(result, records)
 
 

@@ -295,3 +295,18 @@ def test_a_power_meter_batch_beyond_arrow_s_utf8_offsets_is_refused_not_wrapped(
     meter = SimulatedPowerMeter(("a" * 64,), start_ns=0)
     with pytest.raises(ConfigError, match=r"sample count must be an integer in 0\.\.33554431"):
         meter.read_batch(1 << 25)
+
+
+@pytest.mark.parametrize("n", [0, 1, 7])
+def test_batches_are_valid_arrow_for_any_size_and_channel_names(n: int):
+    """Built from numpy buffers (never ``pa.array``, which imports pandas): every batch
+    passes Arrow's full validation, non-ASCII names and empty batches included."""
+    meter = SimulatedPowerMeter(["µW-Kanal", "b", "ç"], seed=1, start_ns=START)
+    batch = meter.read_batch(n)
+    batch.validate(full=True)
+    assert batch.column("channel").to_pylist() == ["µW-Kanal", "b", "ç"] * n
+    assert batch.column("value").null_count == 0
+    block = SimulatedDaqCard(3, seed=1, start_ns=START).read_block(n).to_record_batch()
+    block.validate(full=True)
+    assert block.column("sample_index").to_pylist() == list(range(n))
+    assert block.num_columns == 4
