@@ -111,7 +111,9 @@ class InstrumentProcess:
 
     Takes the keyword arguments of :func:`run_instruments` but ``stop`` and
     ``on_progress``: :meth:`stop` ends the run early, :meth:`progress` reads the counts
-    while it runs. The process stops gracefully (and reports) on SIGINT and SIGTERM.
+    while it runs. The process stops gracefully (and reports) on SIGINT and SIGTERM. As a
+    context manager: :meth:`start` on entry; on exit :meth:`stop` if it still runs (call
+    :meth:`wait` inside the block to let it finish).
 
     Raises:
         ConfigError: an argument is wrong (checked here, before any process starts).
