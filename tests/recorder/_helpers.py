@@ -34,6 +34,7 @@ from tests.writers.conformance import stream_files
 __all__ = [
     "ALL_FORMATS",
     "CAMERA",
+    "count_rows",
     "FRAME_FORMATS",
     "FRAME_SHAPE",
     "TABLE",
@@ -301,6 +302,30 @@ def read_rows(name: str, output: Path, stream: str = TABLE) -> pa.Table:
         [p.cast(pa.schema([("i", pa.int64()), ("v", pa.float64())])) for p in parts]
     )
     return table.combine_chunks()
+
+
+def count_rows(name: str, output: Path, stream: str) -> int:
+    """How many rows ``stream`` holds in ``output`` (parts included), whatever its
+    columns: h5py, zarr, pyarrow / polars."""
+    if name == "hdf5":
+        with h5py.File(output, "r") as f:
+            return sum(len(next(iter(g.values()))) for g in _hdf5_groups(f, stream))
+    if name == "zarr":
+        root = zarr.open_group(output, mode="r")
+        total = 0
+        for g in _zarr_groups(root, stream):
+            array = next(iter(g.array_values()))
+            total += array.shape[0]
+        return total
+    total = 0
+    for path in stream_files(name, output, stream):
+        if name == "arrow":
+            total += pa.ipc.open_stream(path).read_all().num_rows
+        elif name == "parquet":
+            total += pq.read_metadata(path).num_rows
+        else:
+            total += pl.read_csv(path, infer_schema_length=0).height
+    return total
 
 
 def _file_metadata(name: str, output: Path) -> list[dict[str, Any]]:

@@ -12,6 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from daq_storage.acquisition import (
+    CAMERA_STREAM,
+    DAQ_STREAM,
+    POWER_METER_STREAM,
+    InstrumentProcess,
+)
 from daq_storage.recorder import Recorder, RecorderStats
 from tests.recorder._helpers import (
     ALL_FORMATS,
@@ -20,6 +26,7 @@ from tests.recorder._helpers import (
     TABLE,
     TABLE_FORMATS,
     Producer,
+    count_rows,
     format_outputs,
     frame_indices,
     read_frames,
@@ -52,10 +59,16 @@ def _stored_seqs(producer: Producer, stats: RecorderStats, name: str) -> dict[st
 
 
 @pytest.mark.slow
-def test_an_overrun_is_counted_exactly_in_stats_ring_and_every_file(shm_path: Path, tmp_path: Path):
+@pytest.mark.parametrize("rotate_bytes", [None, 8 << 10], ids=["one_file", "rotating"])
+def test_an_overrun_is_counted_exactly_in_stats_ring_and_every_file(
+    shm_path: Path, tmp_path: Path, rotate_bytes: int | None
+):
+    """With rotation, each gap is in the ledger of the file current when it fell: the
+    files' ledgers, in file order, are the gaps."""
     with ring_at(shm_path, capacity_bytes=64 << 10, overflow="discard_oldest") as ring:
         recorder = Recorder(ring.path, formats=ALL_FORMATS, output_dir=tmp_path,
-                            flush_interval_s=0.05, frames_per_write=4)  # fmt: skip
+                            flush_interval_s=0.05, frames_per_write=4, batch_rows=100,
+                            rotate_bytes=rotate_bytes)  # fmt: skip
         producer = Producer(ring, rows_per_batch=_ROWS)
         with recorder:
             pid = recorder.pid
@@ -75,6 +88,9 @@ def test_an_overrun_is_counted_exactly_in_stats_ring_and_every_file(shm_path: Pa
                                   lambda s: s.records + s.lost == producer.records)  # fmt: skip
             (seen_by_ring,) = [r for r in ring.stats().readers if r.name == "recorder"]
         stats = recorder.stop()
+    if rotate_bytes is not None:
+        rotated = {name: len(format_outputs(stats, name)) for name in ALL_FORMATS}
+        assert min(rotated.values()) > 1, (rotated, stats.formats)
 
     # the stats: every record read or counted lost, and the gaps are the loss
     assert stats.state == "stopped", stats
@@ -124,3 +140,55 @@ def test_no_overrun_leaves_an_empty_ledger(shm_path: Path, tmp_path: Path, name:
     assert stats.complete, stats
     for output in format_outputs(stats, name):
         assert read_ledger(name, output) == ([], 0)
+
+
+@pytest.mark.slow
+def test_the_simulated_instruments_overrunning_a_paused_recorder(shm_path: Path, tmp_path: Path):
+    """The acquisition in its own process (camera, power meter, DAQ card, as fast as
+    the ring takes them, every record's seq logged) writes several times a 1 MiB ring
+    while the Recorder is stopped; for every stream and format, the records written ==
+    those stored + those in the ledger's gaps."""
+    with ring_at(shm_path, capacity_bytes=1 << 20, overflow="discard_oldest") as ring:
+        ring.close()  # the instrument process is the ring's one writer
+        formats = ["hdf5", "parquet", "csv"]
+        recorder = Recorder(ring.path, formats=formats, output_dir=tmp_path)
+        with recorder:
+            pid = recorder.pid
+            assert pid is not None
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                instruments = InstrumentProcess(ring.path, camera_shape=(48, 64), duration=3.0,
+                                                paced=False, log_seqs=True)  # fmt: skip
+                instruments.start()
+                result = instruments.wait(120)
+            finally:
+                os.kill(pid, signal.SIGCONT)
+        stats = recorder.stop()
+
+    written = {name: count.records for name, count in result.streams.items()}
+    assert sum(written.values()) == stats.records + stats.lost
+    assert stats.lost > 0, "the instruments did not lap the paused Recorder"
+    assert stats.lost == sum(g.count for g in stats.gaps)
+    lost_seqs = {s for g in stats.gaps for s in range(g.first_seq, g.last_seq + 1)}
+    for name in formats:
+        outputs = format_outputs(stats, name)
+        assert sum(read_ledger(name, output)[1] for output in outputs) == stats.lost, name
+        for stream, count in result.streams.items():
+            if stream == CAMERA_STREAM and name == "csv":
+                continue  # CSV holds no frames
+            assert count.dropped == 0, count  # discard_oldest never refuses
+            seqs = count.seqs
+            assert len(seqs) == count.records
+            lost = sum(1 for seq in seqs if seq in lost_seqs)
+            if stream == CAMERA_STREAM:  # one frame a record, frame numbers 0..
+                numbers = [int(n) for o in outputs for n in read_frames(name, o).frame_numbers]
+                assert [seqs[n] for n in numbers] == [s for s in seqs if s not in lost_seqs]
+                stored = len(numbers)
+            else:  # each record of a scalar instrument holds the same number of rows
+                assert stream in (POWER_METER_STREAM, DAQ_STREAM)
+                per_record, rest = divmod(count.produced, count.records)
+                assert rest == 0, count
+                rows = sum(count_rows(name, o, stream) for o in outputs)
+                stored, part = divmod(rows, per_record)
+                assert part == 0, f"{name} {stream}: part of a record stored"
+            assert count.records == stored + lost, (name, stream, count.records, stored, lost)

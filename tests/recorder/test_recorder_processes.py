@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from daq_storage.errors import DaqStorageError
 from daq_storage.recorder import Recorder, RecorderStats, list_stats, read_stats
 from daq_storage.testing import child_environment
 from tests.recorder._helpers import (
@@ -150,3 +151,26 @@ def test_two_recorders_on_one_ring_each_store_everything(shm_path: Path, tmp_pat
         check_rows(read_rows(name, output), list(range(producer.rows)), name)
     assert {p.name for p in local.iterdir()} == {format_outputs(a, "hdf5")[0].name}
     assert {p.name for p in remote.iterdir()} == {format_outputs(b, "parquet")[0].name}
+
+
+def test_a_second_recorder_with_the_same_consumer_name_is_refused(shm_path: Path, tmp_path: Path):
+    """Consumer names tell Recorders apart (their ring slot, their stats file): a second
+    one under a name a live Recorder holds is refused at start, and the first goes on
+    with its stats file its own."""
+    with ring_at(shm_path, capacity_bytes=1 << 20, overflow="block", block_timeout=30) as ring:
+        first = Recorder(ring.path, formats=["hdf5"], output_dir=tmp_path / "a", mode="thread")
+        second = Recorder(ring.path, formats=["parquet"], output_dir=tmp_path / "b",
+                          mode="thread")  # fmt: skip
+        with first:
+            try:
+                with pytest.raises(DaqStorageError, match="recorder"):
+                    second.start()
+            finally:
+                second.stop()
+            producer = Producer(ring)
+            producer.write_group(frames=4, batches=2)
+        stats = first.stop()
+        on_file = read_stats(ring.path, "recorder")
+    assert stats.records == producer.records, stats
+    assert set(on_file.formats) == {"hdf5"}, on_file
+    assert not (tmp_path / "b").exists() or not any((tmp_path / "b").iterdir())
