@@ -21,7 +21,7 @@ endif
 .PHONY: help demo test lint typecheck pytest bench stress clean distclean venv
 
 help:
-	@echo "make demo    run the main job: simulated instruments -> ring (/dev/shm) -> files in ./data"
+	@echo "make demo    run the main job: simulated instruments -> ring (/dev/shm) -> Recorder -> HDF5 + Arrow IPC in ./data"
 	@echo "make test    lint + type check + the whole test suite"
 	@echo "make lint    ruff check + ruff format --check"
 	@echo "make bench   run benchmarks/ and print ratios against the physical limits"

@@ -17,6 +17,12 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 #: Lines each example must print: the results it promises, checked by pattern.
 EXPECTED: dict[str, list[str]] = {
+    "recorder_and_instruments.py": [
+        r"^camera_1: produced 30 frames, ring refused 0$",
+        r"^recorder: 36 records, lost 0, complete True$",
+        r"^hdf5: camera_1 \(30, 480, 640\), power_meter_01 3000 rows$",
+        r"^parquet: power_meter_01 3000 rows$",
+    ],
     "ring_live_view.py": [
         r"^recorded 200 frames and 20000 power-meter rows; lost 0, ring wrote 400 records$",
     ],

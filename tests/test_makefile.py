@@ -50,3 +50,25 @@ def test_clean_never_deletes_recordings(target: str):
     assert result.returncode == 0, result.stderr
     assert "rm" in result.stdout
     assert "data" not in result.stdout.split()
+
+
+def test_make_demo_bootstraps_a_fresh_venv_then_runs_the_demo_from_it(tmp_path: Path):
+    """`make demo` on a fresh clone: the venv made and installed first, then the demo
+    (instruments and Recorder in their own processes) from that venv."""
+    venv = tmp_path / "fresh_venv"
+    result = _make("demo", f"VENV={venv}")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    made = next(i for i, line in enumerate(lines) if "-m venv" in line)
+    installed = next(i for i, line in enumerate(lines) if "pip install" in line and "-e" in line)
+    assert made < installed < len(lines) - 1
+    assert lines[-1] == f"{venv}/bin/daq-storage demo"
+    assert not venv.exists()  # -n: shown, not run
+
+
+def test_make_help_says_what_the_demo_runs():
+    result = subprocess.run(["make", "--no-print-directory", "help"], cwd=ROOT,
+                            capture_output=True, text=True, check=False)  # fmt: skip
+    demo = next(line for line in result.stdout.splitlines() if line.startswith("make demo"))
+    assert "Recorder" in demo
+    assert "HDF5 + Arrow IPC" in demo

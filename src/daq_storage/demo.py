@@ -1,40 +1,47 @@
-"""The main job in miniature: simulated instruments -> shared-memory ring -> a writer.
+"""The main job in miniature, composed of the real parts: ``daq-storage demo``, ``make demo``.
 
-``daq-storage demo`` (and ``make demo``) runs this with the default configuration: an
-acquisition process writes camera frames, power-meter readings and DAQ blocks into a
-ring in ``/dev/shm``, paced at the instruments' own rates, and this process drains the
-ring into the ``[storage] default_backend`` format (HDF5) in ``[storage] output_dir``
-(``./data``), flushing the writer every ``[storage] flush_interval_ms`` (the
-:class:`Router`, the seed of the Recorder).
+Three processes, as in a lab:
 
-Nothing is lost silently: the acquisition process reports what each instrument
-produced, and the result compares it with what was stored, stream by stream.
+- this one creates the run's ring (its own in ``/dev/shm`` unless ``[ring_buffer] path`` is
+  set), watches it for the progress display, and removes it at the end;
+- the :class:`~daq_storage.recorder.Recorder` (what the daemon runs), in a process of its
+  own, drains the ring into every format (``hdf5`` and ``arrow`` unless told otherwise),
+  flushing on ``[storage] flush_interval_ms``;
+- the simulated instruments (:class:`~daq_storage.acquisition.InstrumentProcess`: camera,
+  power meter, DAQ card), in a process of their own, write into the ring at their rates.
+
+Nothing is lost silently: the instruments report what each produced, the Recorder what it
+read and stored in each format, and the result compares them stream by stream.
 """
 
 from __future__ import annotations
 
 import errno
-import multiprocessing
 import os
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from multiprocessing.connection import Connection
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-
+from daq_storage.acquisition import AcquisitionResult, AcquisitionTimeout, InstrumentProcess
 from daq_storage.config import Overflow, StorageConfig, default_ring_dir
-from daq_storage.errors import DaqStorageError, RingFull, StorageIOError
-from daq_storage.naming import claim_path, sanitize_name
-from daq_storage.ring import Record, RingBuffer, RingReader, max_ring_bytes
-from daq_storage.sim import SimulatedCamera, SimulatedDaqCard, SimulatedPowerMeter
-from daq_storage.writers import Writer, get_writer_class, writer_options
+from daq_storage.errors import ConfigError, StorageIOError
+from daq_storage.naming import sanitize_name
+from daq_storage.recorder import FormatStats, LossGap, Recorder, RecorderStats, StreamStats
+from daq_storage.ring import RingBuffer, RingReader, max_ring_bytes
+from daq_storage.writers import get_writer_class
 
-__all__ = ["DemoResult", "Router", "StreamSummary", "how_to_open", "run_demo"]
+__all__ = [
+    "DEMO_FORMATS",
+    "DemoProgress",
+    "DemoResult",
+    "FormatSummary",
+    "StreamSummary",
+    "how_to_open",
+    "run_demo",
+]
 
 #: The demo's camera: 640x480 uint16 at 100 frames/s (61 MB/s).
 CAMERA_FPS = 100.0
@@ -43,141 +50,162 @@ CAMERA_SHAPE = (480, 640)
 #: (docs/ring-format.md) before its pixels; the largest record the demo writes, which
 #: ``[ring_buffer] frames`` counts.
 CAMERA_RECORD_BYTES = 32 + 88 + CAMERA_SHAPE[0] * CAMERA_SHAPE[1] * 2
-_SCALAR_TICK_S = 0.1  # the power meter and the DAQ card deliver 100 ms of data at a time
-_FRAMES_PER_WRITE = 50
-#: The demo's own ring waits this long for its recorder in ``overflow="block"`` mode,
+#: "HDF5 and one more format": what the demo records unless formats are given or configured.
+DEMO_FORMATS = ("hdf5", "arrow")
+#: The demo's own ring waits this long for its Recorder in ``overflow="block"`` mode,
 #: unless ``[ring_buffer] block_timeout_secs`` is configured.
 DEMO_BLOCK_TIMEOUT_S = 30.0
+#: How often the Recorder's stats are read for the progress display.
+PROGRESS_INTERVAL_S = 0.25
 _MIN_RING_BYTES = 8 << 20
 
 
-@dataclass(slots=True)
+# --------------------------------------------------------------------- results
+@dataclass(frozen=True, slots=True)
 class StreamSummary:
     """What the demo produced and stored for one instrument.
 
-    ``produced``, ``stored`` and ``dropped`` count frames for frame streams and rows for
-    tables. ``dropped`` is what the ring refused (``overflow="block"`` timeouts); what the
-    ring overwrote before the recorder read it shows only as ``produced - stored``.
+    Counts are frames for a frame stream and rows for a table. ``dropped`` is what the
+    ring refused (``overflow="block"`` timeouts); ``taken`` what the Recorder read from
+    the ring; ``stored`` what each format it was routed to stored (``None``: that format
+    stored fewer than it was given, and the shortfall cannot be told apart between its
+    streams of this kind: see :attr:`FormatSummary.missing`).
     """
 
     stream: str
     kind: str  # "frames" or "table"
-    produced: int = 0
-    stored: int = 0
-    dropped: int = 0
-    raw_bytes: int = 0
-    files: list[Path] = field(default_factory=list)
-    skipped: str = ""  # why nothing was stored: the format cannot hold this kind of data
+    produced: int
+    dropped: int
+    taken: int
+    raw_bytes: int
+    stored: Mapping[str, int | None]
+    files: Mapping[str, tuple[Path, ...]]
+    refused: int = 0
+    unroutable: int = 0
+
+    @property
+    def formats(self) -> tuple[str, ...]:
+        """The formats this stream was recorded in."""
+        return tuple(self.stored)
+
+    def lost_in(self, fmt: str) -> int | None:
+        """Frames or rows produced and not stored in ``fmt`` (``None``: not known)."""
+        stored = self.stored.get(fmt, 0)
+        return None if stored is None else max(self.produced - stored, 0)
 
     @property
     def lost(self) -> int:
-        """Frames or rows produced and not stored (0 for a stream the format skips)."""
-        return 0 if self.skipped else max(self.produced - self.stored, 0)
+        """Frames or rows produced and missing from at least one format (all of them
+        when no format holds the stream)."""
+        if not self.stored:
+            return self.produced
+        # A format's shortfall it cannot attribute is its own (FormatSummary.missing).
+        least = min(self.taken if n is None else n for n in self.stored.values())
+        return max(self.produced - least, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class FormatSummary:
+    """One format of the run: its files and what it stored."""
+
+    format: str
+    state: str  # the Recorder's: "closed" when complete, "failed", ...
+    error: str
+    path: Path | None  # the run's output: a file (HDF5, Zarr) or a run directory
+    files: tuple[Path, ...]
+    bytes_on_disk: int
+    frames: int
+    rows: int
+    flushes: int
+    rotations: int
+    lost_after_failure: int
+    missing: int  # frames and rows given to this format and not stored
+
+
+@dataclass(frozen=True, slots=True)
+class DemoProgress:
+    """One update of the live display, about 4 times a second while the instruments run
+    (and once when they have finished). Rates are over the time since the last update."""
+
+    elapsed_s: float
+    frames: int  # frames the Recorder took from the ring so far
+    rows: int
+    bytes_in: int
+    frames_per_s: float
+    mb_per_s: float
+    ring_fill: float  # the Recorder's unread bytes / the ring's capacity, 0..1
+    lag_records: int
+    lag_seconds: float
+    lost: int
+    dropped: int  # ring-wide, refused by block-mode timeouts
+    done: bool  # the instruments have finished; the Recorder drains what is left
+    recorder: RecorderStats
+    acquisition: AcquisitionResult  # what the instruments produced so far
 
 
 @dataclass(frozen=True, slots=True)
 class DemoResult:
     """Summary of a demo run."""
 
-    streams: list[StreamSummary]
+    streams: tuple[StreamSummary, ...]
+    formats: tuple[FormatSummary, ...]
     seconds: float
     output_dir: Path
-    backend: str
-    path: Path
-    file_bytes: int
-    files: list[Path]
     ring_path: Path
     ring_capacity: int
     overflow: str
-    ring_records: int
-    lost_records: int  # ring records overwritten before the recorder read them
+    ring_records: int  # records the instruments wrote through the ring
+    lost_records: int  # ring records overwritten before the Recorder read them
     dropped_records: int  # ring records refused by block-mode timeouts
-    #: Flushes on the ``flush_interval_ms`` cadence while the run went on (the last one,
-    #: at the end of the run, not counted).
-    flushes: int = 0
+    flushes: int  # the Recorder's flushes (its cadence, and the last at stop)
+    gaps: tuple[LossGap, ...]
+    errors: tuple[str, ...]
+    recorder: RecorderStats
+    acquisition: AcquisitionResult
 
     @property
     def complete(self) -> bool:
-        """Every frame and row the format can hold was stored."""
-        return not any(s.lost for s in self.streams) and not self.lost_records
+        """Every frame and row produced was stored in every format it was routed to."""
+        return (
+            self.recorder.complete
+            and not any(s.lost for s in self.streams)
+            and not any(f.missing for f in self.formats)
+        )
+
+    @property
+    def file_bytes(self) -> int:
+        """Bytes on disk, every format."""
+        return sum(f.bytes_on_disk for f in self.formats)
+
+    @property
+    def files(self) -> list[Path]:
+        """Every file or directory the run made, every format."""
+        return [p for f in self.formats for p in f.files]
+
+    def format(self, name: str) -> FormatSummary:
+        """The summary of format ``name`` (``KeyError`` if it was not recorded)."""
+        for summary in self.formats:
+            if summary.format == name:
+                return summary
+        raise KeyError(name)
+
+    def path(self, fmt: str) -> Path:
+        """The output of ``fmt``: the HDF5 file, the Zarr store, or the run directory of a
+        format with one file per stream."""
+        path = self.format(fmt).path
+        if path is None:
+            raise KeyError(f"{fmt} made no file")
+        return path
+
+    def stream(self, name: str) -> StreamSummary:
+        """The summary of stream ``name`` (``KeyError`` if no instrument produced it)."""
+        for summary in self.streams:
+            if summary.stream == name:
+                return summary
+        raise KeyError(name)
 
 
-# --------------------------------------------------------------------- acquisition
-def _schedule(frames: int, seconds: float) -> Iterator[tuple[float, str]]:
-    """``(due time in s, "frame" | "scalars")`` events in time order."""
-    ticks = round(seconds / _SCALAR_TICK_S)
-    frame = tick = 0
-    while frame < frames or tick < ticks:
-        frame_due = frame / CAMERA_FPS if frame < frames else float("inf")
-        tick_due = tick * _SCALAR_TICK_S if tick < ticks else float("inf")
-        if frame_due <= tick_due:
-            yield frame_due, "frame"
-            frame += 1
-        else:
-            yield tick_due, "scalars"
-            tick += 1
-
-
-def acquire(
-    ring_path: str,
-    frames: int,
-    seconds: float,
-    seed: int,
-    paced: bool,
-    block_timeout: float,
-    report: Connection,
-) -> None:
-    """The acquisition process: simulated instruments writing into the ring.
-
-    Sends ``("ready", None)`` once attached, then ``("done", counts)`` with, per stream,
-    ``[kind, produced, dropped]``; or ``("error", message)``. A write the ring refuses
-    (``RingFull`` after a block-mode timeout) is counted as dropped and the
-    acquisition goes on, as a real instrument's would.
-    """
-    counts: dict[str, list[Any]] = {
-        "camera_1": ["frames", 0, 0],
-        "power_meter_01": ["table", 0, 0],
-        "daq_card": ["table", 0, 0],
-    }
-
-    def put(name: str, units: int, write: Any, *args: Any, **kwargs: Any) -> None:
-        counts[name][1] += units
-        try:
-            write(*args, **kwargs)
-        except RingFull:
-            counts[name][2] += units
-
-    try:
-        start_ns = time.time_ns()
-        camera = SimulatedCamera(shape=CAMERA_SHAPE, seed=seed, start_ns=start_ns, fps=CAMERA_FPS)
-        meter = SimulatedPowerMeter(("power_meter_01",), seed=seed, start_ns=start_ns)
-        daq = SimulatedDaqCard(8, sample_rate=100_000, seed=seed, start_ns=start_ns)
-        meter_rows = round(meter.rate_hz * _SCALAR_TICK_S)
-        daq_samples = round(daq.sample_rate * _SCALAR_TICK_S)
-        with RingBuffer.open(ring_path, block_timeout=block_timeout) as ring:
-            report.send(("ready", None))
-            started = time.monotonic()
-            for due, event in _schedule(frames, seconds):
-                if paced and (wait := started + due - time.monotonic()) > 0:
-                    time.sleep(wait)  # the instruments' own rate, not synchronisation
-                if event == "frame":
-                    frame = camera.next_frame()
-                    put("camera_1", 1, ring.write_frame, frame.array, stream="camera_1",
-                        timestamp_ns=frame.timestamp_ns,
-                        frame_number=frame.frame_number)  # fmt: skip
-                    continue
-                put("power_meter_01", meter_rows, ring.write_batch,
-                    meter.read_batch(meter_rows), stream="power_meter_01")  # fmt: skip
-                block = daq.read_block(daq_samples)
-                put("daq_card", daq_samples, ring.write_batch, block.to_record_batch(),
-                    stream="daq_card", timestamp_ns=block.timestamp_ns)  # fmt: skip
-    except DaqStorageError as exc:
-        report.send(("error", f"{type(exc).__name__}: {exc}"))
-        return
-    report.send(("done", counts))
-
-
-# --------------------------------------------------------------------- the run
+# --------------------------------------------------------------------- the ring
 @dataclass(frozen=True, slots=True)
 class _RingPlan:
     path: Path
@@ -216,8 +244,8 @@ def _plan_ring(config: StorageConfig) -> _RingPlan:
                 str(path.parent),
             )
         capacity = min(ring.capacity_bytes, room)
-    # The demo's recorder is a registered consumer, so in block mode the simulated
-    # instruments wait for it instead of losing data; a configured mode is honoured.
+    # The Recorder is a registered consumer, so in block mode the simulated instruments
+    # wait for it instead of losing data; a configured mode is honoured.
     overflow: Overflow = ring.overflow if _configured(config, "ring_buffer.overflow") else "block"
     timeout = (
         ring.block_timeout_secs
@@ -227,46 +255,9 @@ def _plan_ring(config: StorageConfig) -> _RingPlan:
     return _RingPlan(path, shared, capacity, overflow, timeout)
 
 
-def run_demo(
-    config: StorageConfig | None = None,
-    *,
-    frames: int = 200,
-    seconds: float = 2.0,
-    seed: int = 0,
-    backend: str | None = None,
-    paced: bool = True,
-    on_flush: Callable[[Writer], None] | None = None,
-) -> DemoResult:
-    """Record ``frames`` camera frames and ``seconds`` of power-meter and DAQ data.
-
-    The acquisition runs in its own process and only writes to the ring (paced at the
-    instruments' rates unless ``paced=False``); this process drains the ring into
-    ``config.storage.output_dir`` in the ``backend`` format (default
-    ``[storage] default_backend``), named by the naming scheme, with the ``[storage]``
-    codec keys the format takes (:func:`~daq_storage.writers.writer_options`), and
-    flushes the writer every ``[storage] flush_interval_ms``. The ring is this run's
-    own (``/dev/shm/daq_storage_<experiment>_<pid>_<id>``) unless ``[ring_buffer] path``
-    is set, and is removed at the end.
-
-    Args:
-        on_flush: called with the writer after each flush on that cadence, while the
-            run goes on (from this thread: the writer may be read, not written).
-
-    Raises:
-        ConfigError: a configured key the format cannot honour; nothing is created.
-        DaqStorageError: the run could not start or the acquisition failed.
-    """
-    config = config or StorageConfig.load()
-    settings = config.storage
-    backend = (backend or settings.default_backend).lower()
-    writer_class = get_writer_class(backend)
-    sources = {v.key: v.source for v in config.sources() if v.source != "default"}
-    options = writer_options(writer_class, settings, sources=sources)
-    plan = _plan_ring(config)
-    started = time.perf_counter()
-    # The ring first: a ring refused (busy, too big) leaves no empty output file behind.
+def _create_ring(config: StorageConfig, plan: _RingPlan) -> RingBuffer:
     try:
-        ring = RingBuffer.create(
+        return RingBuffer.create(
             plan.path, capacity_bytes=plan.capacity, overflow=plan.overflow,
             block_timeout=plan.block_timeout, max_readers=config.ring_buffer.max_readers,
             exist_ok=plan.shared,
@@ -279,211 +270,308 @@ def run_demo(
             exc.errno, f"ring_buffer.frames = {config.ring_buffer.frames} asks for a ring of "
             f"{plan.capacity:,} bytes: {exc.strerror}", exc.filename,
         ) from exc  # fmt: skip
+
+
+# --------------------------------------------------------------------- formats
+def _choose_formats(config: StorageConfig, formats: Sequence[str] | None) -> tuple[str, ...]:
+    """The formats given, else ``[storage] formats``, else a configured
+    ``[storage] default_backend`` alone, else :data:`DEMO_FORMATS`."""
+    if formats is None:
+        if _configured(config, "storage.formats"):
+            return tuple(config.storage.recorded_formats)
+        if _configured(config, "storage.default_backend"):
+            return (config.storage.default_backend,)
+        return DEMO_FORMATS
+    if isinstance(formats, str) or not formats:
+        raise ConfigError(f"formats must be a non-empty list of format names, got {formats!r}")
+    chosen: list[str] = []
+    for name in formats:
+        writer_class = get_writer_class(name)  # ConfigError naming the ones there are
+        if writer_class.name in chosen:
+            raise ConfigError(f"format {name!r} given twice")
+        chosen.append(writer_class.name)
+    return tuple(chosen)
+
+
+def _with_formats(config: StorageConfig, formats: tuple[str, ...]) -> StorageConfig:
+    storage = config.storage.model_copy(update={"formats": list(formats)})
+    return config.model_copy(update={"storage": storage})
+
+
+# --------------------------------------------------------------------- the run
+def run_demo(
+    config: StorageConfig | None = None,
+    *,
+    frames: int = 200,
+    seconds: float = 2.0,
+    seed: int = 0,
+    formats: Sequence[str] | None = None,
+    paced: bool = True,
+    on_progress: Callable[[DemoProgress], None] | None = None,
+) -> DemoResult:
+    """Record ``frames`` camera frames and ``seconds`` of power-meter and DAQ data.
+
+    The ring is this run's own (``/dev/shm/daq_storage_<experiment>_<pid>_<id>``, removed
+    at the end) unless ``[ring_buffer] path`` is set; in ``overflow="block"`` mode unless
+    another is configured, so the instruments wait for the Recorder rather than lose data.
+    The Recorder (:meth:`Recorder.from_config`, in its own process) writes every stream to
+    ``formats``: those given, else ``[storage] formats``, else a configured
+    ``[storage] default_backend`` alone, else HDF5 and Arrow IPC. The instruments run in
+    another process, paced at their real rates unless ``paced=False``.
+
+    Args:
+        on_progress: called about 4 times a second while the instruments run, and once
+            when they have finished, from this thread.
+
+    Raises:
+        ConfigError: a format unknown, a configured key a format cannot honour; nothing
+            is created.
+        DaqStorageError: the run could not start, or the instruments or the Recorder failed.
+    """
+    config = config or StorageConfig.load()
+    if config.storage.output_path is not None:
+        # One path cannot name the files of several formats, nor their rotations.
+        raise ConfigError(
+            f"storage.output_path = {str(config.storage.output_path)!r}: the demo records "
+            "through the Recorder, which names its files in storage.output_dir; set that "
+            "instead"
+        )
+    config = _with_formats(config, _choose_formats(config, formats))
+    plan = _plan_ring(config)
+    # The Recorder validates everything before the ring exists: a refused key leaves
+    # nothing behind.
+    recorder = Recorder.from_config(config, ring=plan.path, mode="process")
+    started = time.perf_counter()
+    ring = _create_ring(config, plan)
     capacity = ring.capacity  # as created: rounded up to whole pages
     try:
-        if settings.output_path is not None:
-            path = settings.output_path
-        else:
-            path = claim_path(settings.output_dir, settings.experiment, writer_class.path_suffix,
-                              directory=writer_class.path_is_directory)  # fmt: skip
-        # Registered before the writer detaches, so nobody can take the ring over between.
-        with RingReader.open(plan.path, start="oldest", consumer="demo") as reader:
-            ring.close()  # the acquisition process attaches as the writer
-            with writer_class(path, **options) as writer:
-                writer.set_metadata("experiment", settings.experiment)
-                writer.set_metadata("source", "daq-storage demo (simulated instruments)")
-                # Frames are written in groups that leave most of the ring free meanwhile.
-                per_write = max(1, min(_FRAMES_PER_WRITE, capacity // CAMERA_RECORD_BYTES // 4))
-                router = Router(reader, writer, flush_interval_s=settings.flush_interval_ms / 1000,
-                                frames_per_write=per_write, on_flush=on_flush)  # fmt: skip
-                counts = _record(router, plan, frames, seconds, seed, paced)
-            stats = reader.stats()
-            lost_records = reader.lost
+        _make_output_dir(config.storage.output_dir)
+        # Registered before this process lets go of the ring, so nobody takes it over.
+        recorder.start()
+        try:
+            with RingReader.open(plan.path, start="latest") as watch:  # anonymous: never waited on
+                ring.close()  # the instruments attach as the ring's writer
+                acquired = _acquire(recorder, watch, plan, frames, seconds, seed, paced,
+                                    on_progress)  # fmt: skip
+                ring_stats = watch.stats()
+        finally:
+            final = recorder.stop()
     finally:
         ring.close()
         plan.path.unlink(missing_ok=True)
-    summaries = router.summaries
-    for stream, (kind, produced, dropped) in counts.items():
-        summary = summaries.setdefault(stream, StreamSummary(stream, kind))
-        summary.produced, summary.dropped = produced, dropped
-    files = list(writer.stats.files) or [path]
-    for summary in summaries.values():
-        summary.files = _stream_files(writer_class, path, files, summary.stream)
+        recorder.stats_path.unlink(missing_ok=True)  # it lives beside the ring, in RAM
     return DemoResult(
-        list(summaries.values()), time.perf_counter() - started, settings.output_dir, backend,
-        path, writer.stats.file_size, files, plan.path, capacity, plan.overflow,
-        stats.written, lost_records, stats.dropped, router.flushes,
-    )  # fmt: skip
-
-
-class Router:
-    """Drains a ring into one writer: the seed of the Recorder.
-
-    The writer owns no timer (``flush()`` is its single visibility point); the router
-    flushes it on its cadence: once ``flush_interval_s`` has passed since the first
-    record it stored after the last flush, it writes the frames it holds back for
-    grouping and flushes, so nothing read from the ring waits longer than that (plus one
-    ring read) before a reader opening the file sees it. With ``0`` it flushes after
-    every read that stored something.
-
-    Used from one thread; ``on_flush(writer)`` runs in it after each cadence flush.
-    """
-
-    def __init__(
-        self,
-        reader: RingReader,
-        writer: Writer,
-        *,
-        flush_interval_s: float,
-        frames_per_write: int = _FRAMES_PER_WRITE,
-        on_flush: Callable[[Writer], None] | None = None,
-    ) -> None:
-        self.reader = reader
-        self.writer = writer
-        self.flush_interval_s = flush_interval_s
-        self.frames_per_write = frames_per_write
-        self.on_flush = on_flush
-        #: What each stream produced into the writer so far.
-        self.summaries: dict[str, StreamSummary] = {}
-        #: Flushes made on the cadence.
-        self.flushes = 0
-        self._pending: dict[str, list[Record]] = {}
-        self._unflushed_since: float | None = None  # monotonic time of the first store
-
-    def poll(self, timeout: float) -> int:
-        """Store what the ring holds, waiting up to ``timeout`` seconds for a first
-        record (less when a flush falls due sooner), and flush if one is due; returns
-        the records read."""
-        wait = timeout
-        if self._unflushed_since is not None:
-            due = self._unflushed_since + self.flush_interval_s - time.monotonic()
-            wait = max(0.0, min(timeout, due))
-        records = self.reader.read_many(256, timeout=wait)
-        for record in records:
-            self._store(record)
-        if (
-            self._unflushed_since is not None
-            and time.monotonic() - self._unflushed_since >= self.flush_interval_s
-        ):
-            self.flush()
-        return len(records)
-
-    def drain(self) -> int:
-        """Store everything the ring still holds, without waiting; returns the records."""
-        total = 0
-        while records := self.reader.read_many(1 << 20):
-            total += len(records)
-            for record in records:
-                self._store(record)
-        return total
-
-    def flush(self) -> None:
-        """Write the frames held back for grouping, flush the writer, call ``on_flush``."""
-        self._write_pending()
-        self.writer.flush()
-        self._unflushed_since = None
-        self.flushes += 1
-        if self.on_flush is not None:
-            self.on_flush(self.writer)
-
-    def finish(self) -> None:
-        """Write the frames held back; the writer's close makes them visible."""
-        self._write_pending()
-        self._unflushed_since = None
-
-    def _write_pending(self) -> None:
-        for stream, pending in self._pending.items():
-            self._write_frames(stream, pending)
-
-    def _stored(self) -> None:
-        if self._unflushed_since is None:
-            self._unflushed_since = time.monotonic()
-
-    def _store(self, record: Record) -> None:
-        stream, writer = record.stream, self.writer
-        if record.kind == "frame":
-            summary = self.summaries.setdefault(stream, StreamSummary(stream, "frames"))
-            if not writer.supports_frames:
-                summary.skipped = f"{writer.name} cannot hold frames"
-                return
-            pending = self._pending.setdefault(stream, [])
-            pending.append(record)
-            self._stored()
-            if len(pending) >= self.frames_per_write:
-                self._write_frames(stream, pending)
-            return
-        summary = self.summaries.setdefault(stream, StreamSummary(stream, "table"))
-        if not writer.supports_tables:
-            summary.skipped = f"{writer.name} cannot hold tables"
-            return
-        batch = record.batch()
-        writer.write_batch(stream, batch)
-        self._stored()
-        summary.stored += batch.num_rows
-        summary.raw_bytes += batch.nbytes
-
-    def _write_frames(self, stream: str, pending: list[Record]) -> None:
-        if not pending:
-            return
-        frames = [r.array() for r in pending]  # the writer takes the sequence as it is
-        self.writer.write_frames(
-            stream, frames,
-            timestamps_ns=np.array([r.timestamp_ns for r in pending], np.uint64),
-            frame_numbers=np.array([r.frame_number for r in pending], np.uint64),
-        )  # fmt: skip
-        summary = self.summaries[stream]
-        summary.stored += len(pending)
-        summary.raw_bytes += sum(f.nbytes for f in frames)
-        pending.clear()
-
-
-def _record(
-    router: Router, plan: _RingPlan, frames: int, seconds: float, seed: int, paced: bool
-) -> dict[str, list[Any]]:
-    """Run the acquisition process and drain the ring through ``router`` until it ends;
-    returns what the acquisition reported it produced."""
-    receive, send = multiprocessing.get_context("spawn").Pipe(duplex=False)
-    producer = multiprocessing.get_context("spawn").Process(
-        target=acquire,
-        args=(str(plan.path), frames, seconds, seed, paced, plan.block_timeout, send),
-        name="acquisition",
-    )  # fmt: skip
-    producer.start()
-    send.close()
-    messages: list[tuple[str, Any]] = []
-    try:
-        while True:
-            # Once the producer has exited, what it wrote before is drained, then done.
-            if not router.poll(timeout=0.2) and not producer.is_alive() and not router.drain():
-                break
-            _receive(receive, messages)
-        router.finish()
-    finally:
-        producer.join(30)
-        if producer.is_alive():
-            producer.kill()
-            producer.join()
-        _receive(receive, messages)
-        receive.close()
-    for kind, payload in messages:
-        if kind == "error":
-            raise DaqStorageError(f"the acquisition process failed: {payload}")
-        if kind == "done":
-            counts: dict[str, list[Any]] = payload
-            return counts
-    raise DaqStorageError(
-        f"the acquisition process failed (exit code {producer.exitcode}) before reporting "
-        "what it produced"
+        streams=_streams(acquired, final),
+        formats=tuple(_format_summary(f, final) for f in final.formats.values()),
+        seconds=time.perf_counter() - started,
+        output_dir=config.storage.output_dir,
+        ring_path=plan.path,
+        ring_capacity=capacity,
+        overflow=plan.overflow,
+        ring_records=ring_stats.written,
+        lost_records=final.lost,
+        dropped_records=ring_stats.dropped,
+        flushes=final.flushes,
+        gaps=tuple(final.gaps),
+        errors=tuple(final.errors),
+        recorder=final,
+        acquisition=acquired,
     )
 
 
-def _receive(connection: Connection, messages: list[tuple[str, Any]]) -> None:
-    """Collect what the acquisition process has sent (it may have exited meanwhile)."""
+def _make_output_dir(folder: Path) -> None:
+    """Made now: the Recorder opens its files when the first records arrive, and a folder
+    it cannot make would fail every format then, after the instruments have started."""
     try:
-        while connection.poll():
-            messages.append(connection.recv())
-    except (EOFError, OSError):
-        pass  # it exited; whatever it managed to send is in ``messages``
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StorageIOError(
+            exc.errno, f"cannot create output directory: {exc.strerror}", str(folder)
+        ) from exc
+
+
+def _acquire(
+    recorder: Recorder,
+    watch: RingReader,
+    plan: _RingPlan,
+    frames: int,
+    seconds: float,
+    seed: int,
+    paced: bool,
+    on_progress: Callable[[DemoProgress], None] | None,
+) -> AcquisitionResult:
+    """Run the instruments' process to its end, reporting progress meanwhile."""
+    instruments = InstrumentProcess(
+        plan.path, frames=frames, duration=seconds, paced=paced, seed=seed,
+        camera_fps=CAMERA_FPS, camera_shape=CAMERA_SHAPE, block_timeout=plan.block_timeout,
+    )  # fmt: skip
+    instruments.start()
+    progress = _Progress(recorder, watch, instruments, on_progress)  # from the first write on
+    try:
+        while True:
+            progress.update(done=False)
+            try:  # the display's refresh cadence: wakes at once when the run ends
+                result = instruments.wait(timeout=PROGRESS_INTERVAL_S)
+            except AcquisitionTimeout:
+                continue
+            break
+    except KeyboardInterrupt:
+        # Ctrl-C ends the run early, not the demo: the instruments stop between two
+        # writes and report; what they wrote is recorded and summarised.
+        result = instruments.stop()
+    except BaseException:
+        if instruments.running:
+            instruments.stop()
+        raise
+    progress.update(done=True)
+    return result
+
+
+class _Progress:
+    """Turns the Recorder's live stats into :class:`DemoProgress` updates."""
+
+    def __init__(
+        self,
+        recorder: Recorder,
+        watch: RingReader,
+        instruments: InstrumentProcess,
+        on_progress: Callable[[DemoProgress], None] | None,
+    ) -> None:
+        self.recorder, self.watch, self.on_progress = recorder, watch, on_progress
+        self.instruments = instruments
+        self.started = self.last_time = time.monotonic()
+        self.last_frames = self.last_bytes = 0
+
+    def update(self, *, done: bool) -> None:
+        if self.on_progress is None:
+            return
+        stats = self.recorder.stats
+        ring = self.watch.stats()
+        # The ring's own view of the Recorder's slot is live; the stats file is
+        # republished about twice a second.
+        slot = next(
+            (r for r in ring.readers if r.name == stats.consumer and r.state == "active"), None
+        )
+        unread = slot.lag_bytes if slot is not None else 0
+        lag = stats.lag_records
+        if slot is not None:
+            lag = max(ring.written - slot.delivered - slot.lost, 0)
+        now = time.monotonic()
+        span = max(now - self.last_time, 1e-9)
+        self.on_progress(
+            DemoProgress(
+                elapsed_s=now - self.started,
+                frames=stats.frames,
+                rows=stats.rows,
+                bytes_in=stats.bytes_in,
+                frames_per_s=(stats.frames - self.last_frames) / span,
+                mb_per_s=(stats.bytes_in - self.last_bytes) / span / 1e6,
+                ring_fill=min(unread / ring.capacity, 1.0) if ring.capacity else 0.0,
+                lag_records=lag,
+                lag_seconds=stats.lag_seconds,
+                lost=stats.lost,
+                dropped=ring.dropped,
+                done=done,
+                recorder=stats,
+                acquisition=self.instruments.progress(),
+            )
+        )
+        self.last_time, self.last_frames, self.last_bytes = now, stats.frames, stats.bytes_in
+
+
+# --------------------------------------------------------------------- accounting
+def _streams(acquired: AcquisitionResult, final: RecorderStats) -> tuple[StreamSummary, ...]:
+    """Per stream: what the instruments produced against what each format stored."""
+    stored = _stored_per_stream(final)
+    summaries = []
+    for name, count in acquired.streams.items():
+        taken = final.streams.get(name)
+        if taken is None:  # nothing of it reached the Recorder
+            summaries.append(StreamSummary(name, count.kind, count.produced, count.dropped,
+                                           0, 0, {}, {}))  # fmt: skip
+            continue
+        units = taken.frames if count.kind == "frames" else taken.rows
+        files = {
+            fmt: _stream_files(fmt, final.formats[fmt], name)
+            for fmt in taken.formats
+            if fmt in final.formats
+        }
+        summary = StreamSummary(name, count.kind, count.produced, count.dropped, units,
+                                taken.bytes_in, stored.get(name, {}), files, taken.refused,
+                                taken.unroutable)  # fmt: skip
+        summaries.append(summary)
+    return tuple(summaries)
+
+
+def _stored_per_stream(final: RecorderStats) -> dict[str, dict[str, int | None]]:
+    """What each format stored of each stream routed to it.
+
+    The Recorder counts frames and rows per stream (taken from the ring) and per format
+    (stored): a format that stored all it was given stored each stream's whole count;
+    one that stored less, the rest of its only stream of that kind (``None`` when it has
+    several: the shortfall is the format's, :attr:`FormatSummary.missing`).
+    """
+    result: dict[str, dict[str, int | None]] = {}
+    for fmt, fstats in final.formats.items():
+        for kind, stored in (("frames", fstats.frames), ("table", fstats.rows)):
+            routed = [s for s in final.streams.values() if fmt in s.formats and s.kind == kind]
+            given = {s.stream: _given(s) for s in routed}
+            total = sum(given.values())
+            for s in routed:
+                share: int | None = given[s.stream]
+                if stored != total:
+                    share = stored if len(routed) == 1 else None
+                result.setdefault(s.stream, {})[fmt] = share
+    return result
+
+
+def _given(stream: StreamStats) -> int:
+    """Frames or rows of a stream the Recorder took from the ring for its formats."""
+    return stream.frames if stream.kind == "frames" else stream.rows
+
+
+def _missing(fstats: FormatStats, final: RecorderStats) -> int:
+    routed = [s for s in final.streams.values() if fstats.format in s.formats]
+    given = sum(_given(s) for s in routed)
+    return max(given - fstats.frames - fstats.rows, 0)
+
+
+def _format_summary(fstats: FormatStats, final: RecorderStats) -> FormatSummary:
+    files = tuple(Path(f) for f in fstats.files)
+    return FormatSummary(
+        format=fstats.format, state=fstats.state, error=fstats.error,
+        path=_output(fstats.format, files), files=files,
+        bytes_on_disk=fstats.bytes_on_disk, frames=fstats.frames, rows=fstats.rows,
+        flushes=fstats.flushes, rotations=fstats.rotations,
+        lost_after_failure=fstats.lost_after_failure, missing=_missing(fstats, final),
+    )  # fmt: skip
+
+
+def _output(fmt: str, files: tuple[Path, ...]) -> Path | None:
+    """The run's output of a format: its (first) file or store, or the run directory
+    holding its stream files."""
+    if not files:
+        return None
+    first = files[0]
+    if get_writer_class(fmt).path_suffix or first.is_dir():
+        return first
+    return first.parent
+
+
+def _stream_files(fmt: str, fstats: FormatStats, stream: str) -> tuple[Path, ...]:
+    """The files holding ``stream`` in a format: its one output (HDF5, Zarr), or the
+    stream's own files (and parts) in the run directory."""
+    files = [Path(f) for f in fstats.files]
+    if get_writer_class(fmt).path_suffix:
+        return tuple(files)
+    own = re.compile(re.escape(sanitize_name(stream, what="stream name")) + r"(__part\d+)?\.\w+$")
+    found: list[Path] = []
+    for path in files:
+        if path.is_dir():
+            found += sorted(p for p in path.iterdir() if own.match(p.name))
+        elif own.match(path.name):
+            found.append(path)
+    return tuple(dict.fromkeys(found))
 
 
 # --------------------------------------------------------------------- how to open
@@ -504,19 +592,11 @@ _OPEN_FRAMES = {
 }
 
 
-def how_to_open(backend: str, path: Path, summary: StreamSummary) -> str:
-    """One line of Python that opens ``summary``'s stream, or ``""`` when unknown."""
+def how_to_open(fmt: str, path: Path, summary: StreamSummary) -> str:
+    """One line of Python that opens ``summary``'s stream as format ``fmt`` wrote it under
+    ``path`` (the format's output), or ``""`` when unknown."""
     table = _OPEN_FRAMES if summary.kind == "frames" else _OPEN_TABLE
-    template = table.get(backend, "")
-    file = summary.files[0] if summary.files else path
+    template = table.get(fmt, "")
+    files = summary.files.get(fmt, ())
+    file = files[0] if files else path
     return template.format(path=path, stream=summary.stream, file=file)
-
-
-def _stream_files(
-    writer_class: type[Writer], path: Path, files: list[Path], stream: str
-) -> list[Path]:
-    """The files holding ``stream``: the run's one file, or its own per-stream files."""
-    if writer_class.path_suffix:
-        return [path]
-    own = re.compile(re.escape(sanitize_name(stream, what="stream name")) + r"(\.part\d+)?\.\w+$")
-    return [f for f in files if own.match(f.name)]
