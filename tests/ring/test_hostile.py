@@ -26,20 +26,27 @@ from daq_storage.ring import _format as f
 from tests.ring.conftest import SMALL, run_python
 
 
-def test_forged_records_never_crash_or_exhaust_a_reader(shm_path: Path, tmp_path: Path):
+@pytest.mark.parametrize(
+    ("seed", "mutations"),
+    [(20260101, 150), pytest.param(20260102, 5000, marks=[pytest.mark.stress,
+                                                          pytest.mark.timeout(1200)])],
+)  # fmt: skip
+def test_forged_records_never_crash_or_exhaust_a_reader(
+    shm_path: Path, tmp_path: Path, seed: int, mutations: int
+):
     """Forged Arrow and frame records (offsets past the body, compression bombs, lying
-    dtypes and shapes, ...) and 500 random mutations, each read and consumed in full
-    (to_pylist, pandas, polars) in a process of its own."""
+    dtypes and shapes, ...) and random mutations (150; 5000 under ``-m stress``), each
+    read and consumed in full (to_pylist, pandas, polars) in a process of its own."""
     progress = tmp_path / "case"
     code, outcome = run_python(
         "import sys; from tests.ring._hostile import run; run(*sys.argv[1:])",
-        str(shm_path), str(progress), "20260101", "500",
-        timeout=110,
+        str(shm_path), str(progress), str(seed), str(mutations),
+        timeout=110 if mutations < 1000 else 1100,
     )  # fmt: skip
     died_at = progress.read_text() if progress.exists() else "?"
     assert code == 0, f"the reader died (exit {code}) at case {died_at!r}: {outcome}"
     assert outcome["raw"] == []
-    assert outcome["cases"] > 500
+    assert outcome["cases"] > mutations
     assert outcome["rss_growth_mib"] < 64  # the 128 MiB bomb was not inflated
     assert not shm_path.exists()
 

@@ -6,6 +6,7 @@ import uuid
 from pathlib import Path
 
 import numpy as np
+import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
@@ -85,4 +86,11 @@ class RingMachine(RuleBasedStateMachine):
 
 
 TestRingMachine = RingMachine.TestCase
-TestRingMachine.settings = settings(max_examples=150, stateful_step_count=60, deadline=None)
+# 50 runs of up to 60 steps wrap the ring and lap a reader in most of them; the stress
+# run draws twenty times as many, longer.
+TestRingMachine.settings = settings(max_examples=50, stateful_step_count=60, deadline=None)
+
+
+@pytest.mark.stress
+class TestRingMachineLong(RingMachine.TestCase):  # type: ignore[misc,valid-type]
+    settings = settings(max_examples=1000, stateful_step_count=120, deadline=None)
