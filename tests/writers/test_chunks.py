@@ -21,18 +21,24 @@ def _block(first: int, count: int) -> FrameBlock:
 
 
 def test_run_parallel_keeps_order_and_lets_the_caller_take_unstarted_jobs():
-    release = threading.Event()
+    held, release = threading.Event(), threading.Event()
     callers: set[str] = set()
 
     def job(value: int) -> int:
         callers.add(threading.current_thread().name)
         if value == 0:
-            release.wait(5)  # holds the only worker: the caller must take the rest
+            held.set()
+            release.wait(30)  # holds the only worker: the caller must take the rest
+        else:
+            release.set()  # the caller took a job: the worker may go on
         return value * value
+
+    def until_held() -> None:
+        held.wait(30)
 
     with ThreadPoolExecutor(1, "worker") as pool:
         results = run_parallel(pool, [functools.partial(job, v) for v in range(5)],
-                               meanwhile=lambda: None)  # fmt: skip
+                               meanwhile=until_held)  # fmt: skip
         release.set()
     assert results == [0, 1, 4, 9, 16]
     assert threading.current_thread().name in callers
