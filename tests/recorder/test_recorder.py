@@ -18,8 +18,14 @@ import pyarrow as pa
 import pytest
 
 from daq_storage.config import StorageConfig
-from daq_storage.errors import ConfigError, DaqStorageError, RingNotFound
-from daq_storage.recorder import Recorder, RecorderNotRunning, RecorderStats, read_stats
+from daq_storage.errors import ConfigError, DaqStorageError, RingBusy, RingNotFound
+from daq_storage.recorder import (
+    Recorder,
+    RecorderNotRunning,
+    RecorderStats,
+    list_stats,
+    read_stats,
+)
 from daq_storage.recorder._loop import DrainLoop
 from daq_storage.ring import RingBuffer
 from tests.recorder.conftest import (
@@ -461,3 +467,34 @@ def test_the_snippet_of_docs_recorder_md_runs_as_written(shm_path: Path, tmp_pat
             left.unlink()
     assert shown.stdout.split() == ["1", "True"]
     assert len(list((tmp_path / "data").glob("run1_*_v1.h5"))) == 1
+
+
+def test_a_second_recorder_with_the_same_consumer_name_is_refused(
+    ring: RingBuffer, tmp_path: Path
+) -> None:
+    with Recorder(ring.path, output_dir=tmp_path, mode="thread", consumer="archive") as first:
+        with pytest.raises(RingBusy, match="archive"):
+            Recorder(ring.path, output_dir=tmp_path, mode="thread", consumer="archive").start()
+        with pytest.raises(RingBusy, match="stats file"):  # a name of the same stats file
+            Recorder(ring.path, output_dir=tmp_path, mode="thread", consumer="archive?").start()
+        assert [r.name for r in ring.stats().readers] == ["archive"]
+        other = Recorder(ring.path, output_dir=tmp_path, mode="thread", consumer="copy")
+        with other:
+            assert {s.consumer for s in list_stats(ring.path)} == {"archive", "copy"}
+    assert first.stats.state == "stopped"
+
+
+def test_stop_after_the_process_was_killed_says_how_it_died(
+    ring: RingBuffer, tmp_path: Path
+) -> None:
+    recorder = Recorder(ring.path, output_dir=tmp_path, flush_interval_s=0)
+    recorder.start()
+    write_frames(ring, "camera", 0, 3)
+    recorder.flush()
+    assert recorder.pid is not None
+    os.kill(recorder.pid, signal.SIGKILL)
+    final = recorder.stop(timeout=60)
+    assert final.state == "failed"
+    assert any("SIGKILL" in e for e in final.errors), final.errors
+    assert final.frames == 3  # the stats file's last content
+    assert not final.complete

@@ -48,6 +48,9 @@ def test_gaps_go_into_the_file_current_when_they_fell(fmt: str, tmp_path: Path) 
     sink.flush(durable=True).wait(lambda: None)
     stats = sink.snapshot()
     assert (stats.frames, stats.visible_frames, stats.flushes) == (5, 5, 1)
+    assert stats.durable_flushes == 1
+    sink.flush(durable=False).wait(lambda: None)
+    assert (sink.snapshot().flushes, sink.snapshot().durable_flushes) == (2, 1)
     finish(sink)
     stats = sink.snapshot()
     assert stats.state == "closed"

@@ -23,6 +23,8 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
+from daq_storage.errors import InvalidName, RingBusy
+from daq_storage.naming import sanitize_name
 from daq_storage.recorder._routing import Route, Routing
 from daq_storage.recorder._sinks import FormatSink, Reply, SinkSettings
 from daq_storage.recorder._stats import LossGap, RecorderStats, StreamStats, write_stats
@@ -135,6 +137,16 @@ class DrainLoop:
         """Register the consumer on the ring and start the sinks (no file is created
         until a stream's first record arrives)."""
         s = self.settings
+        with RingReader.open(s.ring) as peek:  # anonymous: registers nothing
+            readers = peek.stats().readers
+        holders = [r for r in readers if r.state == "active" and r.alive
+                   and _same_file(r.name, s.consumer)]  # fmt: skip
+        if holders:  # its stats file is this one's too: two would overwrite each other
+            raise RingBusy(
+                f"ring {s.ring}: consumer {holders[0].name!r} is already registered by a live "
+                f"reader (pid {holders[0].pid}), and its stats file would be this Recorder's "
+                f"({s.stats_path.name}); give consumer {s.consumer!r} another name"
+            )
         self.reader = RingReader.open(s.ring, start=s.start, consumer=s.consumer)  # type: ignore[arg-type]
         first = self.reader.next_seq
         self._last_seq = None if first is None else first - 1
@@ -447,6 +459,16 @@ class DrainLoop:
         except OSError as exc:  # stats are a view: recording goes on without them
             log.warning("cannot write the Recorder stats %s: %s", self.settings.stats_path, exc)
         return stats
+
+
+def _same_file(name: str, consumer: str) -> bool:
+    """Whether a consumer named ``name`` publishes its stats where ``consumer`` would."""
+    if name == consumer:
+        return True
+    try:
+        return sanitize_name(name, what="consumer name") == sanitize_name(consumer)
+    except InvalidName:
+        return False
 
 
 def with_state(stats: RecorderStats, state: str, error: str | None = None) -> RecorderStats:

@@ -15,6 +15,7 @@ import contextlib
 import multiprocessing
 import os
 import pickle
+import signal
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -44,6 +45,17 @@ if TYPE_CHECKING:
 __all__ = ["Recorder", "RecorderNotRunning", "RecorderTimeout"]
 
 _START_TIMEOUT_S = 120.0  # a spawned process imports numpy, pyarrow, h5py, zarr: seconds
+
+
+def _death(code: int | None) -> str:
+    """How the recorder process ended, for ``errors``."""
+    if code is not None and code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"the recorder process died of {name} (exit code {code})"
+    return f"the recorder process exited with code {code} before its final stats"
 
 
 class RecorderNotRunning(DaqStorageError, RuntimeError):
@@ -218,7 +230,6 @@ class Recorder:
             found = writer_options(get_writer_class(fmt), settings, sources=sources)
             if found:
                 options[fmt] = found
-        size_mb = recorder.rotate_size_mb
         return cls(
             daemon_ring_path(config) if ring is None else ring,
             formats=formats, streams=streams, output_dir=settings.output_dir,
@@ -226,7 +237,7 @@ class Recorder:
             flush_interval_s=settings.flush_interval_ms / 1000, mode=mode,
             metadata={"experiment": settings.experiment},
             consumer=recorder.consumer, durable=recorder.durable,
-            rotate_bytes=None if size_mb is None else max(1, round(size_mb * (1 << 20))),
+            rotate_bytes=recorder.rotate_bytes,
             rotate_seconds=recorder.rotate_interval_secs, batch_rows=recorder.batch_rows,
             batch_bytes=recorder.batch_bytes, frames_per_write=recorder.frames_per_write,
             start=recorder.start, stop_timeout_s=recorder.stop_timeout_secs,
@@ -473,18 +484,18 @@ class Recorder:
             conn.send(("stop",))
         message = self._receive({"stopped"}, deadline)
         final: RecorderStats
-        if message is not None:
-            final = RecorderStats.from_json(message[1])
-            process.join(max(0.0, deadline - time.monotonic()) + 5)
+        # The final stats, or the pipe closed (the process is gone or going: wait for it
+        # within what is left of the timeout), or the timeout passed.
+        process.join(max(0.0, deadline - time.monotonic()) + (5 if message else 0))
         if process.is_alive():
             process.kill()
             process.join()
             why = f"the recorder process did not stop within {wait} s: killed"
             final = with_state(self._file_stats(), "killed", why)
-        elif message is None:
-            code = process.exitcode
-            final = with_state(self._file_stats(), "failed",
-                               f"the recorder process exited with code {code}")  # fmt: skip
+        elif message is not None:
+            final = RecorderStats.from_json(message[1])
+        else:
+            final = with_state(self._file_stats(), "failed", _death(process.exitcode))
         conn.close()
         self._conn = None
         return final

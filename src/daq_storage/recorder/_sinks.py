@@ -35,6 +35,10 @@ log = logging.getLogger("daq_storage.recorder")
 
 _WAIT_SLICE_S = 0.1  # how often a waiting loop refreshes its ring heartbeat
 _SIZE_CHECK_S = 0.25  # at most this often, the size on disk is asked of the writer
+#: A ledger of up to this many gaps is written at every flush after a new gap; a longer
+#: one at most every _LEDGER_INTERVAL_S (and always at close).
+_LEDGER_EVERY_FLUSH = 64
+_LEDGER_INTERVAL_S = 10.0
 
 
 class Reply:
@@ -112,11 +116,13 @@ class FormatSink:
         self._rotations = 0
         self._rotate_next = False  # the current file was closed by a rotation rule
         self._flushes = 0
+        self._durable_flushes = 0
         self._frames = self._rows = 0
         self._visible_frames = self._visible_rows = 0
         self._lost_after_failure = 0
         self._ledger: list[LossGap] = []  # gaps that fell while the current file was current
         self._ledger_written: list[LossGap] | None = None
+        self._ledger_at = 0.0  # monotonic time the ledger was last written
         #: Frames per chunk of each frame stream, from the writer's description.
         self.chunk_frames: dict[str, int] = {}
 
@@ -195,6 +201,7 @@ class FormatSink:
             bytes_on_disk=self._closed_bytes + self._current_bytes,
             pending=len(self._queue),
             lost_after_failure=self._lost_after_failure,
+            durable_flushes=self._durable_flushes,
         )
 
     # ------------------------------------------------------------ sink thread
@@ -317,10 +324,14 @@ class FormatSink:
         if s.rotate_bytes is not None or now - self._size_checked >= _SIZE_CHECK_S:
             self._refresh_size(writer)
             self._size_checked = now
-        if (s.rotate_bytes is not None and self._current_bytes >= s.rotate_bytes) or (
-            s.rotate_seconds is not None and now - self._opened_at >= s.rotate_seconds
-        ):
+        if self._rotation_due():
             self._rotate()
+
+    def _rotation_due(self) -> bool:
+        s = self.settings
+        return (s.rotate_bytes is not None and self._current_bytes >= s.rotate_bytes) or (
+            s.rotate_seconds is not None and time.monotonic() - self._opened_at >= s.rotate_seconds
+        )
 
     def _refresh_size(self, writer: Writer) -> None:
         stats = writer.stats
@@ -335,9 +346,20 @@ class FormatSink:
             return
         if self._ledger_written is None and not self._ledger and not final:
             return  # an empty ledger waits for the close (one metadata write per file)
+        now = time.monotonic()
+        if (
+            not final
+            and len(self._ledger) > _LEDGER_EVERY_FLUSH
+            and now - self._ledger_at < _LEDGER_INTERVAL_S
+        ):
+            # Some formats append metadata (an Arrow stream's batch metadata, a TIFF
+            # page): a long ledger rewritten at every flush would grow the file
+            # quadratically. It is complete at close either way.
+            return
         writer.set_metadata("loss_ledger", [g.to_dict() for g in self._ledger])
         writer.set_metadata("lost_records", sum(g.count for g in self._ledger))
         self._ledger_written = list(self._ledger)
+        self._ledger_at = now
 
     def _flush(self, durable: bool) -> None:
         writer = self._writer
@@ -348,11 +370,9 @@ class FormatSink:
             writer.flush(durable=durable)
             self._visible_frames, self._visible_rows = self._frames, self._rows
             self._flushes += 1
-            self._refresh_size(writer)
-            if (
-                self.settings.rotate_seconds is not None
-                and time.monotonic() - self._opened_at >= self.settings.rotate_seconds
-            ):
+            self._durable_flushes += durable
+            self._refresh_size(writer)  # (a format that buffers grows on disk here)
+            if self._rotation_due():
                 self._rotate()
         except Exception as exc:
             self._fail(exc)

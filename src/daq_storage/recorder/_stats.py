@@ -97,6 +97,7 @@ class FormatStats:
     bytes_on_disk: int = 0
     pending: int = 0
     lost_after_failure: int = 0
+    durable_flushes: int = 0  # flushes made with fsync (durable=True)
 
 
 @dataclass(frozen=True, slots=True)
