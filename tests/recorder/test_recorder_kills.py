@@ -133,3 +133,29 @@ def test_killed_recorders_leave_every_flushed_record_readable(shm_path: Path, tm
 def test_twenty_killed_recorders_per_format(shm_path: Path, tmp_path: Path):
     for run in _kills(shm_path, tmp_path, 20, "stress"):
         _check(run)
+
+
+@pytest.mark.slow
+def test_a_killed_recorder_never_blocks_a_block_mode_ring(shm_path: Path, tmp_path: Path):
+    """Block mode waits for a live Recorder, never for a dead one: once the Recorder's
+    process is SIGKILLed the producer writes four times the ring without a refusal,
+    and the ring shows the dead consumer evicted."""
+    with ring_at(shm_path, capacity_bytes=256 << 10, overflow="block", block_timeout=30) as ring:
+        recorder = Recorder(ring.path, formats=["hdf5"], output_dir=tmp_path, mode="process")
+        producer = Producer(ring)
+        recorder.start()
+        try:
+            pid = recorder.pid
+            assert pid is not None
+            producer.write_group(frames=4, batches=2)
+            wait_for_stats(ring.path, "recorder", _caught_up(producer.records))
+            os.kill(pid, signal.SIGKILL)
+        finally:
+            recorder.stop(timeout=30)
+        for _ in range(400):  # ~1 MB: the ring's capacity four times over
+            producer.write_group(frames=2, batches=1)
+        ring_stats = ring.stats()
+    assert ring_stats.dropped == 0, ring_stats
+    (slot,) = [r for r in ring_stats.readers if r.name == "recorder"]
+    assert slot.state == "evicted", slot
+    assert not slot.alive, slot
