@@ -146,6 +146,14 @@ def test_demo_records_every_frame_and_row_in_hdf5_and_arrow(tmp_path: Path):
     assert set(lines) == {(fmt, s) for fmt in ("hdf5", "arrow") for s in STREAMS}
     _check_open_lines(lines, tmp_path, {"camera_1": 40, "power_meter_01": 4_000,
                                         "daq_card": 40_000})  # fmt: skip
+    # The README shows this output: the same columns, rows and lines.
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    sample = readme[readme.index("daq-storage demo: hdf5, arrow -> ") :]
+    sample = sample[: sample.index("```")]
+    header = next(ln for ln in out.splitlines() if "┃ stream" in ln)
+    assert " ".join(header.split()) in {" ".join(ln.split()) for ln in sample.splitlines()}
+    assert set(_table_rows(sample)) == set(rows)
+    assert set(_open_lines(sample)) == set(lines)
 
 
 def test_demo_flushes_only_when_the_interval_falls_due(tmp_path: Path):
