@@ -21,7 +21,6 @@ from pathlib import Path
 
 import pytest
 
-from daq_storage.errors import DaqStorageError
 from daq_storage.recorder import Recorder, RecorderStats, read_stats
 from daq_storage.repair import check_files
 from tests.recorder._helpers import (
@@ -49,11 +48,11 @@ class KilledRun:
     last: RecorderStats  # the stats file as the killed process left it
     producer: Producer
     flushes_seen: int  # flushes the test waited for before the kill
-    after_stop: str  # what stop() said about the dead process
+    stopped: RecorderStats  # what stop() said about the dead process
 
 
-def _caught_up(records: int) -> Callable[[RecorderStats], bool]:
-    return lambda stats: stats.records == records and stats.flushes > 0
+def _caught_up(records: int, flushes: int = 1) -> Callable[[RecorderStats], bool]:
+    return lambda stats: stats.records == records and stats.flushes >= flushes
 
 
 def _killed_run(shm_path: Path, output: Path, rng: random.Random) -> KilledRun:
@@ -69,25 +68,25 @@ def _killed_run(shm_path: Path, output: Path, rng: random.Random) -> KilledRun:
         try:
             pid = recorder.pid
             assert pid is not None
-            for _ in range(flushes):  # whole chunks and batches: each group is stored
+            for k in range(flushes):  # flush_interval_s=0: a flush after each read
                 producer.write_group(frames=rng.randint(4, 12), batches=rng.randint(2, 4))
-                wait_for_stats(ring.path, "recorder", _caught_up(producer.records))
+                wait_for_stats(ring.path, "recorder", _caught_up(producer.records, k + 1))
             for _ in range(extra):  # the kill lands wherever the Recorder is with these
                 producer.write_group(frames=rng.randint(1, 9), batches=rng.randint(1, 3))
             os.kill(pid, signal.SIGKILL)
         finally:
-            try:
-                after_stop = f"stats state {recorder.stop(timeout=30).state!r}"
-            except DaqStorageError as exc:
-                after_stop = f"{type(exc).__name__}: {exc}"
+            stopped = recorder.stop(timeout=30)  # never raises: the stats say what happened
         last = read_stats(ring.path, "recorder")
-    return KilledRun(output, last, producer, flushes, after_stop)
+    return KilledRun(output, last, producer, flushes, stopped)
 
 
 def _check(run: KilledRun) -> None:
     """Every file opens; each format holds a prefix of what was written, at least what
     its last flush made visible."""
-    where = f"{run.output.name} (stop said {run.after_stop})"
+    where = run.output.name
+    assert run.stopped.state == "failed", run.stopped
+    assert any("SIGKILL" in error for error in run.stopped.errors), run.stopped.errors
+    assert not run.stopped.complete
     assert not any(p.suffix == ".recorder.json" for p in run.output.rglob("*"))
     found = check_files(run.output)
     assert all(c.status in ("ok", "repaired", "skipped") for c in found), (where, found)
