@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from multiprocessing import resource_tracker
 from pathlib import Path
 
 import h5py
@@ -258,3 +259,33 @@ def test_records_the_recorder_never_stored_are_reported_before_the_ring_goes(
     )
     assert not shm_path.exists()
     assert _messages(log_lines)[-1]["level"] == "ERROR"
+
+
+def test_what_the_recorder_process_writes_to_stderr_is_logged_once_as_log_lines(
+    tmp_path: Path,
+    shm_path: Path,
+    capfd: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    resource_tracker.ensure_running()  # a helper process of this one, not the Recorder's
+    logger = logging.getLogger("daq_storage")
+    # The daemon's log on this process's stderr (fd 2), as in the CLI.
+    handler = configure_logging(log_json=True, stream=open(2, "w", closefd=False))  # noqa: SIM115
+    monkeypatch.setenv("PYTHONVERBOSE", "1")  # the Recorder process: every import on stderr
+    try:
+        stop = threading.Event()
+        stop.set()  # ready, then stop at once
+        thread, _, results = _start(_config(tmp_path, shm_path, size_mb=8), stop)
+        thread.join(60)
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = True
+        logger.setLevel(logging.NOTSET)
+    assert results[0].state == "stopped"
+    logged = [json.loads(line) for line in capfd.readouterr().err.splitlines()]
+    relayed = [m for m in logged if m.get("process") == "recorder"]
+    assert len(relayed) > 100
+    assert {m["level"] for m in relayed} == {"WARNING"}
+    assert not [m for m in logged if m["message"].startswith("{")]  # nothing relayed twice
+    own = [m["message"] for m in logged if m["logger"] == "daq_storage.daemon"]
+    assert own[0] == "ready"

@@ -522,10 +522,18 @@ class _StderrRelay:
     """The Recorder process's stderr, logged line by line as WARNINGs of the
     ``daq_storage.recorder`` logger: what that process reports on its own (its losses
     and failures, a crash's traceback) then carries a timestamp in the daemon's log, or
-    is a JSON line with ``--log-json``, like every other line, instead of bare text."""
+    is a JSON line with ``--log-json``, like every other line, instead of bare text.
+
+    While :meth:`capture` is open this process's own stderr goes to the pipe too, so
+    lines read meanwhile are held and logged once it closes: logged at once, they would
+    be written into the pipe and read again, without end.
+    """
 
     def __init__(self) -> None:
         self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._capturing = False
+        self.held: list[str] = []  # lines read while capturing
 
     @contextlib.contextmanager
     def capture(self) -> Iterator[None]:
@@ -533,6 +541,7 @@ class _StderrRelay:
         # Started inside, the tracker would hold the pipe open after the Recorder ends.
         resource_tracker.ensure_running()
         read_fd, write_fd = os.pipe()
+        self._capturing = True
         self._thread = threading.Thread(
             target=self._relay, args=(read_fd,), name="recorder-stderr", daemon=True
         )
@@ -543,17 +552,31 @@ class _StderrRelay:
         try:
             yield
         finally:
+            sys.stderr.flush()
             os.dup2(saved, 2)
             os.close(saved)
             os.close(write_fd)
+            with self._lock:
+                self._capturing = False
+                held, self.held = self.held, []
+            for line in held:
+                self._log(line)
 
-    @staticmethod
-    def _relay(fd: int) -> None:
-        logger = logging.getLogger("daq_storage.recorder")
+    def _relay(self, fd: int) -> None:
         with os.fdopen(fd, "rb") as pipe:
             for raw in pipe:
                 if line := raw.decode(errors="replace").rstrip():
-                    logger.warning(line, extra={"fields": {"process": "recorder"}})
+                    with self._lock:
+                        if self._capturing:
+                            self.held.append(line)
+                            continue
+                    self._log(line)
+
+    @staticmethod
+    def _log(line: str) -> None:
+        logging.getLogger("daq_storage.recorder").warning(
+            line, extra={"fields": {"process": "recorder"}}
+        )
 
     def join(self) -> None:
         """Wait for the end of the Recorder process's stderr (it has exited)."""
