@@ -498,3 +498,38 @@ def test_stop_after_the_process_was_killed_says_how_it_died(
     assert any("SIGKILL" in e for e in final.errors), final.errors
     assert final.frames == 3  # the stats file's last content
     assert not final.complete
+
+
+_FORGOTTEN = """
+import sys
+import numpy as np
+from daq_storage.recorder import Recorder
+from daq_storage.ring import RingBuffer
+if __name__ == "__main__":
+    ring = RingBuffer.create(sys.argv[1], capacity_bytes=1 << 20)
+    recorder = Recorder(sys.argv[1], output_dir=sys.argv[2], mode=sys.argv[3],
+                        flush_interval_s=3600)
+    recorder.start()
+    for i in range(5):
+        ring.write_frame(np.full((4, 4), i, np.uint16), stream="cam")
+    # no stop(): the interpreter exits with the Recorder running
+"""
+
+
+@pytest.mark.parametrize("mode", ["thread", "process"])
+def test_a_recorder_running_at_exit_is_stopped_cleanly(
+    shm_path: Path, tmp_path: Path, mode: str
+) -> None:
+    script = tmp_path / "forgotten.py"
+    script.write_text(_FORGOTTEN)
+    try:
+        subprocess.run([sys.executable, str(script), str(shm_path), str(tmp_path / "o"), mode],
+                       check=True, timeout=120)  # fmt: skip
+        final = read_stats(shm_path)
+    finally:
+        for left in shm_path.parent.glob(f"{shm_path.name}*"):
+            left.unlink()
+    assert final.state == "stopped"
+    assert final.complete, final.errors
+    (hdf5,) = outputs(final, "hdf5")
+    assert read_frames("hdf5", hdf5, "cam")[0][:, 0, 0].tolist() == [0, 1, 2, 3, 4]

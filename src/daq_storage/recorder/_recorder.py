@@ -11,6 +11,7 @@ same loop in a thread of the caller, for embedding and tests.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import multiprocessing
 import os
@@ -18,6 +19,7 @@ import pickle
 import signal
 import threading
 import time
+import weakref
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from multiprocessing.connection import Connection
@@ -45,6 +47,26 @@ if TYPE_CHECKING:
 __all__ = ["Recorder", "RecorderNotRunning", "RecorderTimeout"]
 
 _START_TIMEOUT_S = 120.0  # a spawned process imports numpy, pyarrow, h5py, zarr: seconds
+
+
+def _stop_at_shutdown(recorder: Recorder) -> None:
+    """Stop ``recorder`` when the interpreter exits, if it still runs then: early in the
+    shutdown (a threading exit hook, run before those of ``concurrent.futures``, whose
+    pools the writers use), else from ``atexit``."""
+    ref = weakref.ref(recorder)
+
+    def stop() -> None:
+        alive = ref()
+        if alive is not None:
+            alive._stop_at_exit()
+
+    register = getattr(threading, "_register_atexit", None)
+    try:
+        if register is None:
+            raise RuntimeError
+        register(stop)
+    except RuntimeError:  # no such hook here, or the shutdown has begun
+        atexit.register(stop)
 
 
 def _death(code: int | None) -> str:
@@ -327,6 +349,9 @@ class Recorder:
                 "(a Recorder runs once: make a new one)"
             )
         self._started = True
+        # A Recorder still running when the interpreter exits is stopped first (drain,
+        # flush, close): its thread would be frozen mid-write, its process terminated.
+        _stop_at_shutdown(self)
         settings = self._settings()
         if self._mode == "thread":
             self._start_thread(settings)
@@ -499,6 +524,10 @@ class Recorder:
         conn.close()
         self._conn = None
         return final
+
+    def _stop_at_exit(self) -> None:
+        with contextlib.suppress(Exception):  # at exit: do what can be done, quietly
+            self.stop()
 
     def _file_stats(self) -> RecorderStats:
         try:
