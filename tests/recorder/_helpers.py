@@ -43,6 +43,7 @@ __all__ = [
     "Producer",
     "expected_frames",
     "expected_rows",
+    "file_metadata",
     "format_outputs",
     "read_frames",
     "read_ledger",
@@ -328,7 +329,7 @@ def count_rows(name: str, output: Path, stream: str) -> int:
     return total
 
 
-def _file_metadata(name: str, output: Path) -> list[dict[str, Any]]:
+def file_metadata(name: str, output: Path) -> list[dict[str, Any]]:
     """The file-level metadata of ``output``: one dict for a single-file format, one per
     stream file for the formats that keep a directory of per-stream files."""
     if name == "hdf5":
@@ -364,7 +365,7 @@ def _file_metadata(name: str, output: Path) -> list[dict[str, Any]]:
 def read_ledger(name: str, output: Path) -> tuple[list[dict[str, int]], int]:
     """The loss ledger and ``lost_records`` of one output. Every stream file of a
     directory format must carry the same ledger (file-level metadata goes to each)."""
-    documents = _file_metadata(name, output)
+    documents = file_metadata(name, output)
     assert documents, f"{output}: no file to read the loss ledger from"
     ledgers = []
     for document in documents:

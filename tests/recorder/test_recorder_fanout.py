@@ -20,12 +20,15 @@ from tests.recorder._helpers import (
     Producer,
     check_frames,
     check_rows,
+    file_metadata,
     format_outputs,
     read_frames,
     read_ledger,
     read_rows,
     ring_at,
 )
+
+_METADATA = {"sample": "Si wafer 3", "temperature_K": 4.2}
 
 
 @pytest.mark.parametrize("mode", ["thread", "process"])
@@ -35,10 +38,11 @@ def test_every_format_holds_the_same_rows_and_frames(
     """All six formats at once: tables to the five that take tables, frames to the five
     that take frames; 37 frames (not a whole number of chunks: the held-back ones are
     written at stop) and 23 batches; the run is complete and every file carries an empty
-    loss ledger."""
+    loss ledger and the run's metadata."""
     with ring_at(shm_path, capacity_bytes=8 << 20, overflow="block", block_timeout=30) as ring:
         recorder = Recorder(ring.path, formats=ALL_FORMATS, output_dir=tmp_path / "out",
-                            experiment="fanout", mode=mode, flush_interval_s=0.05)  # fmt: skip
+                            experiment="fanout", mode=mode, flush_interval_s=0.05,
+                            metadata=_METADATA)  # fmt: skip
         producer = Producer(ring, rows_per_batch=40)
         with recorder:
             for _ in range(23):
@@ -70,6 +74,8 @@ def test_every_format_holds_the_same_rows_and_frames(
             assert (fmt.rows, fmt.visible_rows) == (23 * 40, 23 * 40), fmt
             check_rows(read_rows(name, outputs[0]), rows, f"{name} rows")
         assert read_ledger(name, outputs[0]) == ([], 0), name
+        for document in file_metadata(name, outputs[0]):  # each stream file's, or the file's
+            assert {k: document.get(k) for k in _METADATA} == _METADATA, (name, document)
 
 
 def test_streams_go_only_where_they_are_routed(shm_path: Path, tmp_path: Path):

@@ -35,9 +35,10 @@ from tests.recorder._helpers import (
 def test_a_signal_drains_the_ring_before_the_recorder_exits(
     shm_path: Path, tmp_path: Path, signum: signal.Signals
 ):
-    """The producer writes 600 frames and 120 batches and is done; the Recorder process
-    gets the signal at once (well before it can have stored them all): it reads the
-    ring to the end, flushes and closes, and every record is in the files."""
+    """The signal reaches the Recorder process while it is paused (SIGSTOP) and the
+    producer has written 600 frames and 120 batches it has not read; resumed, it reads
+    the ring to the end, flushes, closes and exits on its own (its final stats say
+    "stopped" before the test calls stop()), and every record is in the files."""
     with ring_at(shm_path, capacity_bytes=32 << 20, overflow="block", block_timeout=30) as ring:
         recorder = Recorder(ring.path, formats=["hdf5", "parquet"], output_dir=tmp_path,
                             flush_interval_s=3600, mode="process")  # fmt: skip
@@ -46,11 +47,15 @@ def test_a_signal_drains_the_ring_before_the_recorder_exits(
         assert pid is not None
         assert pid != os.getpid()
         producer = Producer(ring)
-        for _ in range(120):
-            producer.write_group(frames=5, batches=1)
-        os.kill(pid, signum)
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            for _ in range(120):
+                producer.write_group(frames=5, batches=1)
+            os.kill(pid, signum)  # pending until the process runs again
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        on_file = wait_for_stats(ring.path, "recorder", lambda s: s.state == "stopped")
         final = recorder.stop(timeout=60)
-        on_file = read_stats(ring.path, "recorder")
     assert not recorder.running
     for stats in (final, on_file):
         assert stats.state == "stopped", stats
