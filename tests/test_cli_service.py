@@ -201,6 +201,7 @@ def test_daemon_records_what_simulate_writes_into_every_format(
     (recorder,) = seen["recorders"]
     assert recorder["consumer"] == "recorder"
     assert recorder["state"] == "running"
+    assert recorder["process_alive"]
     assert set(recorder["formats"]) == {"hdf5", "arrow"}
 
     second = Daemon("--config", str(config), cwd=tmp_path)
@@ -262,6 +263,10 @@ def test_a_killed_daemons_stale_ring_is_recovered(
         time.sleep(0.01)
     assert shm_path.exists()
     assert lock_path(shm_path).exists()
+    stale = cli("status", "--config", str(config), cwd=tmp_path)
+    assert stale.returncode == 0, stale.stderr
+    assert "producer not attached" in stale.stdout
+    assert stale.stdout.splitlines()[0].endswith("; daemon not running")
 
     second = Daemon("--config", str(config), cwd=tmp_path)
     daemons.append(second)

@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -163,9 +164,12 @@ def _incomplete(stats: RecorderStats) -> str:
     return "data lost: " + ("; ".join(problems) or f"recorder {stats.state}")
 
 
-def _print_recorder(stats: RecorderStats) -> None:
+def _print_recorder(stats: RecorderStats, *, live: bool = False) -> None:
+    state = stats.state
+    if live and state in ("starting", "running", "stopping") and not _alive(stats.pid):
+        state += " (its process is gone: these are its last stats)"
     console.print(
-        f"recorder {stats.consumer!r} on {stats.ring} (pid {stats.pid}): {stats.state}, "
+        f"recorder {stats.consumer!r} on {stats.ring} (pid {stats.pid}): {state}, "
         f"{stats.records:,} records, {stats.bytes_in / 1e6:.1f} MB in, "
         f"{stats.bytes_on_disk / 1e6:.1f} MB on disk, lag {stats.lag_records:,} records "
         f"({stats.lag_seconds:.2f} s), {stats.lost:,} lost, {stats.dropped:,} dropped, "
@@ -345,7 +349,9 @@ def status(ring: Path | None, config_file: Path | None, as_json: bool) -> None:
         payload = {
             "ring": ring_info,
             "consumers": consumers,
-            "recorders": [json.loads(r.to_json()) for r in recorders],
+            "recorders": [
+                {**json.loads(r.to_json()), "process_alive": _alive(r.pid)} for r in recorders
+            ],
         }
         click.echo(json.dumps(payload, indent=2))
         return
@@ -363,7 +369,7 @@ def _print_status(
         f"({ring['bytes'] / 1e6:.1f} MB) written, {ring['dropped']:,} dropped; producer "
         + ("attached" if ring["writer_alive"] else "not attached")
         + f", {ring['records_per_s']:,.0f} records/s, {ring['mb_per_s']:.1f} MB/s; daemon "
-        + (f"pid {daemon_pid}" if daemon_pid else "not running"),
+        + {None: "not running", -1: "starting"}.get(daemon_pid, f"pid {daemon_pid}"),
         soft_wrap=True,
     )
     table = Table(title="consumers", title_justify="left")
@@ -375,4 +381,17 @@ def _print_status(
                       f"{c['lost']:,}")  # fmt: skip
     console.print(table)
     for stats in recorders:
-        _print_recorder(stats)
+        _print_recorder(stats, live=True)
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (a Recorder's stats outlive a killed one)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's: it exists
+    return True
