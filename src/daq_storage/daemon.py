@@ -145,7 +145,8 @@ class DaemonLock:
 
     @staticmethod
     def holder(ring: str | os.PathLike[str]) -> int | None:
-        """The pid of the live daemon holding ``ring``'s lock, else ``None``."""
+        """The pid of the live daemon holding ``ring``'s lock, ``-1`` when it has not
+        written its pid yet (it is starting), ``None`` when no daemon holds it."""
         path = lock_path(ring)
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
@@ -185,7 +186,7 @@ class DaemonLock:
                 pid = _pid_in(fd)
                 os.close(fd)
                 ring = self.path.with_name(self.path.name.removesuffix(".daemon.lock"))
-                who = f"pid {pid}" if pid else "a process that is starting"
+                who = f"pid {pid}" if pid else "starting, its pid not written yet"
                 raise RingBusy(
                     f"a daemon ({who}) is already running on ring {ring}; stop it first"
                     + (f" (kill -TERM {pid})" if pid else "")
