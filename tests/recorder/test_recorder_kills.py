@@ -49,6 +49,7 @@ class KilledRun:
     producer: Producer
     flushes_seen: int  # flushes the test waited for before the kill
     stopped: RecorderStats  # what stop() said about the dead process
+    rotating: bool  # rotate_seconds tiny: a new file after every write
 
 
 def _caught_up(records: int, flushes: int = 1) -> Callable[[RecorderStats], bool]:
@@ -57,12 +58,16 @@ def _caught_up(records: int, flushes: int = 1) -> Callable[[RecorderStats], bool
 
 def _killed_run(shm_path: Path, output: Path, rng: random.Random) -> KilledRun:
     """A Recorder (process mode) of every format, fed by this process; SIGKILLed after
-    ``k`` flushes and ``extra`` more groups written without waiting for it."""
+    ``k`` flushes and ``extra`` more groups written without waiting for it. Every other
+    run rotates after each write (``rotate_seconds`` tiny), so kills land in rotations
+    too: a file closed, the next name claimed, a new writer starting."""
     flushes, extra = rng.randint(1, 4), rng.randint(0, 8)
+    rotate = rng.random() < 0.5
     with ring_at(shm_path, capacity_bytes=8 << 20, overflow="discard_oldest") as ring:
         recorder = Recorder(ring.path, formats=ALL_FORMATS, output_dir=output,
                             flush_interval_s=0, frames_per_write=4, batch_rows=100,
-                            mode="process", stop_timeout_s=30)  # fmt: skip
+                            mode="process", stop_timeout_s=30,
+                            rotate_seconds=1e-6 if rotate else None)  # fmt: skip
         producer = Producer(ring, rows_per_batch=50)
         recorder.start()
         try:
@@ -77,13 +82,13 @@ def _killed_run(shm_path: Path, output: Path, rng: random.Random) -> KilledRun:
         finally:
             stopped = recorder.stop(timeout=30)  # never raises: the stats say what happened
         last = read_stats(ring.path, "recorder")
-    return KilledRun(output, last, producer, flushes, stopped)
+    return KilledRun(output, last, producer, flushes, stopped, rotate)
 
 
 def _check(run: KilledRun) -> None:
     """Every file opens; each format holds a prefix of what was written, at least what
     its last flush made visible."""
-    where = run.output.name
+    where = f"{run.output.name}{' (rotating)' if run.rotating else ''}"
     assert run.stopped.state == "failed", run.stopped
     assert any("SIGKILL" in error for error in run.stopped.errors), run.stopped.errors
     assert not run.stopped.complete
@@ -93,20 +98,29 @@ def _check(run: KilledRun) -> None:
     assert run.last.flushes >= 1, run.last
     for name in ALL_FORMATS:
         fmt = run.last.formats[name]
+        # the outputs the stats file lists, in order (a newer one, unlisted, holds
+        # only what came after them)
         outputs = format_outputs(run.last, name)
-        assert len(outputs) <= 1, fmt  # no rotation configured
+        assert run.rotating or len(outputs) <= 1, fmt
         if name in FRAME_FORMATS:
-            frames = read_frames(name, outputs[0]) if outputs else None
-            held = 0 if frames is None else len(frames)
+            parts = [read_frames(name, output) for output in outputs]
+            numbers = [int(n) for part in parts for n in part.frame_numbers]
+            held = len(numbers)
             assert fmt.visible_frames <= held <= run.producer.frames, (where, name, fmt)
-            if frames is not None:
-                check_frames(frames, list(range(held)), f"{where} {name} frames")
+            start = 0
+            for part in parts:
+                indices = list(range(start, start + len(part)))
+                check_frames(part, indices, f"{where} {name} frames")
+                start += len(part)
         if name in TABLE_FORMATS:
-            rows = read_rows(name, outputs[0]) if outputs else None
-            held = 0 if rows is None else rows.num_rows
+            tables = [read_rows(name, output) for output in outputs]
+            held = sum(t.num_rows for t in tables)
             assert fmt.visible_rows <= held <= run.producer.rows, (where, name, fmt)
-            if rows is not None:
-                check_rows(rows, list(range(held)), f"{where} {name} rows")
+            start = 0
+            for table in tables:
+                indices = list(range(start, start + table.num_rows))
+                check_rows(table, indices, f"{where} {name} rows")
+                start += table.num_rows
 
 
 def _kills(shm_path: Path, tmp_path: Path, count: int, seed: str) -> list[KilledRun]:
