@@ -430,6 +430,12 @@ def run_daemon(
             the Recorder ends.
         progress_interval: seconds between two progress lines.
 
+    While the Recorder process starts, this process's stderr (file descriptor 2) is a
+    pipe to the log (see the ``daq_storage.recorder`` log lines it makes): run the
+    daemon as a program, not inside one whose stderr other threads write meanwhile.
+    Records the ring holds at the end that the Recorder neither stored nor counted
+    lost are an error in the returned stats (they go with the ring).
+
     Raises:
         RingBusy: another daemon runs on the ring (its pid named), or a live process is
             attached to a ring left at the path.
@@ -473,8 +479,12 @@ def _run(
     )  # fmt: skip
     watch = _Watch()
     relay = _StderrRelay()
-    with relay.capture():
-        recorder.start()
+    try:
+        with relay.capture():
+            recorder.start()
+    except BaseException:
+        relay.join()  # what the failed process said is logged before the error
+        raise
     watcher: RingReader | None = None
     try:
         # The Recorder is registered: a producer attaching from now on loses nothing.
