@@ -125,7 +125,9 @@ class FormatSummary:
 @dataclass(frozen=True, slots=True)
 class DemoProgress:
     """One update of the live display, about 4 times a second while the instruments run
-    (and once when they have finished). Rates are over the time since the last update."""
+    (and once when they have finished). Frames, rows, bytes and their rates are the
+    Recorder's (its stats, republished about twice a second: the rates are between its
+    last two snapshots); ring fill and lag are the ring's own view, live."""
 
     elapsed_s: float
     frames: int  # frames the Recorder took from the ring so far
@@ -439,16 +441,16 @@ class _Progress:
     ) -> None:
         self.recorder, self.watch, self.on_progress = recorder, watch, on_progress
         self.instruments = instruments
-        self.started = self.last_time = time.monotonic()
-        self.last_frames = self.last_bytes = 0
+        self.started = time.monotonic()
+        self.last = recorder.stats
+        self.rates = (0.0, 0.0)  # frames/s, MB/s between the last two Recorder snapshots
 
     def update(self, *, done: bool) -> None:
         if self.on_progress is None:
             return
         stats = self.recorder.stats
         ring = self.watch.stats()
-        # The ring's own view of the Recorder's slot is live; the stats file is
-        # republished about twice a second.
+        # The ring's own view of the Recorder's slot is live.
         slot = next(
             (r for r in ring.readers if r.name == stats.consumer and r.state == "active"), None
         )
@@ -456,16 +458,19 @@ class _Progress:
         lag = stats.lag_records
         if slot is not None:
             lag = max(ring.written - slot.delivered - slot.lost, 0)
-        now = time.monotonic()
-        span = max(now - self.last_time, 1e-9)
+        if stats.updated_ns > self.last.updated_ns:
+            span = (stats.updated_ns - self.last.updated_ns) / 1e9
+            self.rates = ((stats.frames - self.last.frames) / span,
+                          (stats.bytes_in - self.last.bytes_in) / span / 1e6)  # fmt: skip
+            self.last = stats
         self.on_progress(
             DemoProgress(
-                elapsed_s=now - self.started,
+                elapsed_s=time.monotonic() - self.started,
                 frames=stats.frames,
                 rows=stats.rows,
                 bytes_in=stats.bytes_in,
-                frames_per_s=(stats.frames - self.last_frames) / span,
-                mb_per_s=(stats.bytes_in - self.last_bytes) / span / 1e6,
+                frames_per_s=self.rates[0],
+                mb_per_s=self.rates[1],
                 ring_fill=min(unread / ring.capacity, 1.0) if ring.capacity else 0.0,
                 lag_records=lag,
                 lag_seconds=stats.lag_seconds,
@@ -476,7 +481,6 @@ class _Progress:
                 acquisition=self.instruments.progress(),
             )
         )
-        self.last_time, self.last_frames, self.last_bytes = now, stats.frames, stats.bytes_in
 
 
 # --------------------------------------------------------------------- accounting
