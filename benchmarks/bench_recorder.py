@@ -7,7 +7,7 @@ The Recorder (``mode="process"``, a 1 s flush cadence, no fsync) writes to a tem
 directory on the real disk (``DAQ_BENCH_DIR`` moves it); the filesystem is printed.
 
 - **End to end** (block mode, producer unpaced): ``DAQ_BENCH_RECORDER_FRAMES`` (2,000)
-  frames through a ``DAQ_BENCH_RECORDER_RING_MB`` (512) MiB ring into HDF5 blosc-lz4;
+  frames through a ``DAQ_BENCH_RECORDER_RING_MB`` (256) MiB ring into HDF5 blosc-lz4;
   MB/s from the producer's first write until ``stop()`` returned (everything stored and
   every file closed), against our HDF5 writer alone taking the same frames from memory
   in calls of 16 (the Recorder's whole-chunk groups) with a flush every second and no
@@ -18,8 +18,8 @@ directory on the real disk (``DAQ_BENCH_DIR`` moves it); the filesystem is print
   ``DAQ_BENCH_REPEATS`` (3).
 - **Latency**: ``write_frame`` p50 / p99 / max with the Recorder draining against no
   consumer at all, both in ``discard_oldest`` mode (nothing blocks), the producer paced
-  at ``DAQ_BENCH_RECORDER_FPS`` (500) frames/s for ``DAQ_BENCH_RECORDER_LATENCY_FRAMES``
-  (1,500) frames; samples of every round pooled. Ratio = with / without. Once more with
+  at ``DAQ_BENCH_RECORDER_FPS`` (250) frames/s for ``DAQ_BENCH_RECORDER_LATENCY_FRAMES``
+  (1,000) frames; samples of every round pooled. Ratio = with / without. Once more with
   the Recorder process at nice 10 (Linux): on a machine with few cores its compression
   threads otherwise take the producer's core away mid-write.
 - **Losses**: ``discard_oldest``, a 64 MiB ring and an unpaced producer faster than the
@@ -81,9 +81,9 @@ class Sizes:
     """How much each section moves (the defaults: a few seconds per figure)."""
 
     frames: int = int(_env("FRAMES", 2000))
-    ring_mb: int = int(_env("RING_MB", 512))
-    latency_frames: int = int(_env("LATENCY_FRAMES", 1500))
-    latency_fps: float = _env("FPS", 500)
+    ring_mb: int = int(_env("RING_MB", 256))
+    latency_frames: int = int(_env("LATENCY_FRAMES", 1000))
+    latency_fps: float = _env("FPS", 250)
     latency_rounds: int = 2
     loss_frames: int = int(_env("LOSS_FRAMES", 1500))
     loss_ring_mb: int = int(_env("LOSS_RING_MB", 64))
@@ -397,10 +397,9 @@ def bench_throughput(report: Report, sizes: Sizes, tmp: Path) -> None:
             if problem:  # a run that lost frames is no speed
                 best[key].failures.append(f"INCOMPLETE RUN: {problem}")
             elif done.seconds < best[key].seconds:
-                share = done.produced.cpu_s / done.seconds
-                best[key] = Best(done.seconds, done.size,
-                                 f"0 lost, 0 dropped; {done.stats.flushes} flushes; producer "
-                                 f"CPU {share:.0%} of a core", best[key].failures)  # fmt: skip
+                note = (f"0 lost, 0 dropped; {done.stats.flushes} flushes; producer CPU "
+                        f"{done.produced.cpu_s:.2f} s")  # fmt: skip
+                best[key] = Best(done.seconds, done.size, note, best[key].failures)
 
         return run
 
