@@ -205,6 +205,9 @@ def test_demo_that_loses_data_says_so_per_stream_and_exits_3(tmp_path: Path):
         [ring_buffer]
         size_mb = 8
         overflow = "discard_oldest"
+
+        [recorder]
+        batch_bytes_mb = 4  # what it may hold in memory per format: far less than the run
     """)  # fmt: skip
     result = run_cli("demo", "--config", str(config), "--frames", "200", "--seconds", "2",
                      "--unpaced", "--no-progress", cwd=tmp_path)  # fmt: skip
@@ -231,7 +234,8 @@ def test_a_block_mode_ring_that_times_out_counts_the_refused_records(tmp_path: P
         cwd=tmp_path,
         env={"DAQ_STORAGE_RING_BUFFER_SIZE_MB": "8",
              "DAQ_STORAGE_RING_BUFFER_OVERFLOW": "block",
-             "DAQ_STORAGE_RING_BUFFER_BLOCK_TIMEOUT_SECS": "0"},
+             "DAQ_STORAGE_RING_BUFFER_BLOCK_TIMEOUT_SECS": "0",
+             "DAQ_STORAGE_RECORDER_BATCH_BYTES_MB": "4"},
     )  # fmt: skip
     assert "Traceback" not in result.stderr
     assert "RingFull" not in result.stderr
