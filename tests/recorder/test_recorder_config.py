@@ -191,6 +191,31 @@ finally:
 """
 
 
+@pytest.mark.parametrize("durable", [True, False])
+def test_recorder_durable_makes_every_flush_a_durable_one(
+    shm_path: Path, tmp_path: Path, durable: bool
+):
+    """The Recorder's own count: with ``durable = true`` every flush of every format is
+    ``flush(durable=True)``, without it none is (the system calls are checked below, where
+    strace can trace)."""
+    flag = "true" if durable else "false"
+    config = load(tmp_path, f'formats = ["arrow", "hdf5"]\n[recorder]\ndurable = {flag}\n')
+
+    def run(producer: Producer, recorder: Recorder) -> None:
+        for _ in range(3):
+            producer.write_rows()
+            recorder.flush()
+
+    with ring_at(shm_path, capacity_bytes=1 << 20) as ring:
+        stats = record(ring, config, run)
+    for name in ("arrow", "hdf5"):
+        fmt = stats.formats[name]
+        assert fmt.flushes >= 3, fmt
+        assert fmt.durable_flushes == (fmt.flushes if durable else 0), fmt
+    (arrow,) = format_outputs(stats, "arrow")
+    check_rows(read_rows("arrow", arrow), list(range(150)), "arrow rows")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("durable", [True, False])
 def test_recorder_durable_fsyncs_the_files_at_each_flush(
