@@ -97,6 +97,7 @@ def _arrow(path: Path) -> pa.Table:
 
 
 # --------------------------------------------------------------------- the real path
+@pytest.mark.slow
 def test_demo_records_every_frame_and_row_in_hdf5_and_arrow(tmp_path: Path):
     """The default run: instruments and Recorder in their own processes, HDF5 and Arrow
     IPC both holding every frame and row, with the same frame numbers and timestamps."""
@@ -156,6 +157,7 @@ def test_demo_records_every_frame_and_row_in_hdf5_and_arrow(tmp_path: Path):
     assert set(_open_lines(sample)) == set(lines)
 
 
+@pytest.mark.slow
 def test_demo_flushes_only_when_the_interval_falls_due(tmp_path: Path):
     """run_demo as a function: progress reported while it runs, every stream accounted
     per format, the files read back; an interval longer than the run: no flush while it
@@ -197,6 +199,7 @@ def test_demo_flushes_only_when_the_interval_falls_due(tmp_path: Path):
                                         "daq_card": 20_000})  # fmt: skip
 
 
+@pytest.mark.slow
 def test_demo_that_loses_data_says_so_per_stream_and_exits_3(tmp_path: Path):
     """A ring far smaller than the run, that never waits, and instruments as fast as they
     can go: the Recorder is lapped; the loss is in the table, on stderr, and in the files'
@@ -228,6 +231,7 @@ def test_demo_that_loses_data_says_so_per_stream_and_exits_3(tmp_path: Path):
         assert sum(gap["count"] for gap in ledger) == int(f.attrs["lost_records"]) == lost
 
 
+@pytest.mark.slow
 def test_a_block_mode_ring_that_times_out_counts_the_refused_records(tmp_path: Path):
     result = run_cli(
         "demo", "--frames", "200", "--seconds", "2", "--unpaced", "--format", "hdf5",
@@ -273,6 +277,7 @@ def _check_open_lines(
         os.chdir(here)
 
 
+@pytest.mark.slow
 def test_every_format_prints_lines_that_open_each_stream(tmp_path: Path):
     """TIFF (frames only) and CSV (tables only) together hold every stream; --format is
     repeatable and ignores case. (HDF5, Arrow IPC, Parquet and Zarr: the tests above.)"""
@@ -288,6 +293,7 @@ def test_every_format_prints_lines_that_open_each_stream(tmp_path: Path):
                                         "daq_card": 10_000})  # fmt: skip
 
 
+@pytest.mark.slow
 def test_a_stream_no_format_can_hold_is_reported_lost(tmp_path: Path):
     """--format overrides [storage] formats; TIFF holds frames only: the tables are lost,
     and said so."""
@@ -303,6 +309,7 @@ def test_a_stream_no_format_can_hold_is_reported_lost(tmp_path: Path):
     assert [p.suffix for p in (tmp_path / "data").iterdir()] == [""]  # the TIFF run only
 
 
+@pytest.mark.slow
 def test_ctrl_c_ends_the_run_early_and_says_what_was_stored(tmp_path: Path):
     """Ctrl-C reaches the terminal's whole process group (the demo, the Recorder, the
     instruments): the run ends early, the files are closed and whole, and the summary
@@ -337,6 +344,7 @@ def test_ctrl_c_ends_the_run_early_and_says_what_was_stored(tmp_path: Path):
 
 
 # --------------------------------------------------------------------- rings
+@pytest.mark.slow
 def test_two_demos_at_once_each_record_everything(tmp_path: Path):
     first = start_cli("demo", "--frames", "100", "--seconds", "1", "--output-dir", "one",
                       cwd=tmp_path)  # fmt: skip
@@ -356,6 +364,7 @@ def test_two_demos_at_once_each_record_everything(tmp_path: Path):
     assert _table_rows(second.stdout)[("camera_1", "arrow")][3:6] == ["10", "10", "0"]
 
 
+@pytest.mark.slow
 def test_a_configured_ring_in_use_is_never_replaced(tmp_path: Path):
     ring = SHM_BASE / f"{SHM_TEST_PREFIX}cli_{uuid.uuid4().hex[:8]}"
     env = {"DAQ_STORAGE_RING_BUFFER_PATH": str(ring)}
@@ -378,6 +387,7 @@ def test_a_configured_ring_in_use_is_never_replaced(tmp_path: Path):
     assert not list(SHM_BASE.glob(f"{ring.name}*"))  # the Recorder's stats file too
 
 
+@pytest.mark.slow
 def test_demo_fits_its_ring_into_a_small_tmpfs(small_tmpfs: Path, tmp_path: Path):
     """Docker's default /dev/shm is 64 MiB: the default 256 MiB ring must shrink to fit,
     and the run still loses nothing."""
@@ -428,6 +438,7 @@ def test_demo_rejects_bad_arguments(args: list[str]):
 
 
 # --------------------------------------------------------------------- config keys in effect
+@pytest.mark.slow
 def test_demo_applies_the_configured_keys(tmp_path: Path):
     """One run, every key it can show: the format, where and under what name, the codec,
     its level and the rows per chunk, the flush cadence (0: after every read), the ring
