@@ -263,10 +263,10 @@ def test_a_killed_daemons_stale_ring_is_recovered(
         time.sleep(0.01)
     assert shm_path.exists()
     assert lock_path(shm_path).exists()
-    stale = cli("status", "--config", str(config), cwd=tmp_path)
-    assert stale.returncode == 0, stale.stderr
-    assert "producer not attached" in stale.stdout
-    assert stale.stdout.splitlines()[0].endswith("; daemon not running")
+    left = cli("status", "--config", str(config), cwd=tmp_path)
+    assert left.returncode == 0, left.stderr
+    assert "producer not attached" in left.stdout
+    assert left.stdout.splitlines()[0].endswith("; daemon not running")
 
     second = Daemon("--config", str(config), cwd=tmp_path)
     daemons.append(second)

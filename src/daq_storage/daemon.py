@@ -472,11 +472,6 @@ def _run(
     stop: threading.Event,
     progress_interval: float,
 ) -> RecorderStats:
-    formats = config.storage.recorded_formats
-    info = DaemonInfo(
-        plan.path, ring.capacity, plan.overflow, formats, config.storage.output_dir,
-        config.recorder.consumer, os.getpid(), None, recorder.stats_path,
-    )  # fmt: skip
     watch = _Watch()
     relay = _StderrRelay()
     try:
@@ -490,9 +485,13 @@ def _run(
         # The Recorder is registered: a producer attaching from now on loses nothing.
         ring.close()
         watcher = RingReader.open(plan.path)  # anonymous: never slows the producer
-        info = dataclasses.replace(info, recorder_pid=recorder.pid)
+        info = DaemonInfo(
+            plan.path, ring.capacity, plan.overflow, config.storage.recorded_formats,
+            config.storage.output_dir, config.recorder.consumer, os.getpid(), recorder.pid,
+            recorder.stats_path,
+        )  # fmt: skip
         _log(logging.INFO, "ready", ring=str(plan.path), capacity_mib=ring.capacity >> 20,
-             overflow=plan.overflow, formats=list(formats), output_dir=str(info.output_dir),
+             overflow=plan.overflow, formats=list(info.formats), output_dir=str(info.output_dir),
              consumer=info.consumer, pid=info.pid, recorder_pid=info.recorder_pid)  # fmt: skip
         if ready is not None:
             ready(info)
