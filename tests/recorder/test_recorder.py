@@ -265,6 +265,7 @@ class _StopNow:
 
     stopping = True
     aborting = False
+    signalled = False
 
     def poll(self) -> list[tuple[bool | None, Callable[[str | None], None]]]:
         return []
@@ -384,6 +385,55 @@ def test_sigterm_stops_the_recorder_process_gracefully(ring: RingBuffer, tmp_pat
     assert final.complete, final.errors
     (hdf5,) = outputs(final, "hdf5")
     assert read_frames("hdf5", hdf5, "camera")[2] == list(range(7))
+
+
+_INSTRUMENT = """
+import signal, sys, time
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})  # before any thread starts
+import numpy as np
+from daq_storage.recorder import read_stats
+from daq_storage.ring import RingBuffer
+with RingBuffer.open(sys.argv[1]) as ring:
+    def frame(i):
+        ring.write_frame(np.full((4, 4), i, np.uint16), stream="cam", frame_number=i)
+    for i in range(5):
+        frame(i)
+    print("ready", flush=True)
+    signal.sigwait({signal.SIGINT})  # Ctrl-C: the last frames, then detach
+    while read_stats(sys.argv[1]).state == "running":  # they come after its own stop began
+        time.sleep(0.005)
+    for i in range(5, 10):
+        frame(i)
+"""
+
+
+def test_after_ctrl_c_the_instruments_last_records_are_recorded(
+    ring: RingBuffer, tmp_path: Path
+) -> None:
+    ring.close()  # the instrument process attaches as the ring's writer
+    script = tmp_path / "instrument.py"
+    script.write_text(_INSTRUMENT)
+    recorder = Recorder(ring.path, formats=["hdf5"], output_dir=tmp_path, flush_interval_s=3600)
+    recorder.start()
+    instrument = subprocess.Popen([sys.executable, str(script), str(ring.path)],
+                                  stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert instrument.stdout is not None
+        assert instrument.stdout.readline().strip() == "ready"
+        assert recorder.pid is not None
+        os.kill(recorder.pid, signal.SIGINT)  # as Ctrl-C reaches the whole process group
+        os.kill(instrument.pid, signal.SIGINT)
+        assert instrument.wait(60) == 0
+    finally:
+        instrument.kill()
+        instrument.wait()
+        if instrument.stdout is not None:
+            instrument.stdout.close()
+    final = recorder.stop(timeout=60)
+    assert final.state == "stopped"
+    assert final.complete, final.errors
+    (hdf5,) = outputs(final, "hdf5")
+    assert read_frames("hdf5", hdf5, "cam")[2] == list(range(10))
 
 
 _ORPHAN = """

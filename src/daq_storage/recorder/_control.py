@@ -24,6 +24,8 @@ Request = tuple[bool | None, Callable[[str | None], None]]
 class ThreadControl:
     """Requests to a loop in a thread of this process."""
 
+    signalled = False  # signals are the embedding application's
+
     def __init__(self) -> None:
         self.stop = False
         self.abort = False
@@ -48,6 +50,7 @@ class PipeControl:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self.stop = False
+        self.signalled = False  # the stop came from SIGINT / SIGTERM
 
     def poll(self) -> list[Request]:
         found: list[Request] = []
@@ -82,7 +85,7 @@ def child_main(conn: Connection, settings: LoopSettings) -> None:
     control = PipeControl(conn)
 
     def graceful(signum: int, frame: Any) -> None:
-        control.stop = True
+        control.stop = control.signalled = True
 
     signal.signal(signal.SIGINT, graceful)
     signal.signal(signal.SIGTERM, graceful)

@@ -37,6 +37,7 @@ log = logging.getLogger("daq_storage.recorder")
 _PUBLISH_S = 0.5  # stats are published at least this often
 _TURN_S = 0.05  # longest wait for a record before control requests are looked at
 _MIN_FRAMES_PER_WRITE = 16
+_SIGNAL_GRACE_S = 1.0  # see DrainLoop._last_writes
 _MAX_ERRORS = 100  # errors kept in stats (the count beyond is said in the last one)
 
 
@@ -75,6 +76,10 @@ class Control(Protocol):
     @property
     def aborting(self) -> bool:
         """Stop draining now (the stop timeout passed): close what is open."""
+
+    @property
+    def signalled(self) -> bool:
+        """The stop came from SIGINT / SIGTERM (see :meth:`DrainLoop._last_writes`)."""
 
 
 @dataclass(slots=True)
@@ -184,6 +189,8 @@ class DrainLoop:
                     self.publish()
             self.state = "stopping"
             self.publish()
+            if control.signalled:
+                self._last_writes(control)
             self._drain(control)
         except Exception as exc:
             final_state = "failed"
@@ -193,6 +200,18 @@ class DrainLoop:
         for _durable, done in control.poll():  # asked during the stop: the close covered it
             done(None)
         return final
+
+    def _last_writes(self, control: Control) -> None:
+        """After a signal, go on reading while the ring's writer is attached, for at most
+        _SIGNAL_GRACE_S: Ctrl-C reaches the terminal's whole process group, and the
+        instruments write their last records as they stop."""
+        reader = self.reader
+        assert reader is not None
+        deadline = time.monotonic() + _SIGNAL_GRACE_S
+        while reader.writer_alive and time.monotonic() < deadline and not control.aborting:
+            records = reader.read_many(self._max_records(), timeout=_TURN_S)
+            if records:
+                self._take(records)
 
     def _drain(self, control: Control) -> None:
         self._read_up_to_now(control)
