@@ -246,15 +246,15 @@ def test_repair_refuses_a_live_writer_and_damaged_recovery_files(tmp_path: Path)
 
 # ---------------------------------------------------------------------- row groups
 def test_batches_are_buffered_into_large_row_groups(tmp_path: Path):
-    expected = power_rows(100_000, 10_000)
-    with ParquetWriter(tmp_path / "p", row_group_size=25_000) as writer:
+    expected = power_rows(10_000, 1_000)
+    with ParquetWriter(tmp_path / "p", row_group_size=2_500) as writer:
         for batch in expected.to_batches():
             writer.write_batch("power", batch)
     path = tmp_path / "p" / "power.parquet"
     metadata = pq.read_metadata(path)
-    # Batches are not split: 30k, 30k, 30k, then the rest at close.
+    # Batches are not split: 3k, 3k, 3k, then the rest at close.
     sizes = [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)]
-    assert sizes == [30_000, 30_000, 30_000, 10_000]
+    assert sizes == [3_000, 3_000, 3_000, 1_000]
     assert_readers_agree(path, expected)
 
 
@@ -382,9 +382,9 @@ def test_compression_level_changes_the_output(tmp_path: Path, compression: Codec
     for level in (max(low, 1), high):
         path = tmp_path / str(level)
         with ParquetWriter(path, compression=compression, compression_level=level) as writer:
-            for batch in power_rows(20_000).to_batches():
+            for batch in power_rows(5_000).to_batches():
                 writer.write_batch("power", batch)
-        assert_readers_agree(path / "power.parquet", power_rows(20_000))
+        assert_readers_agree(path / "power.parquet", power_rows(5_000))
         sizes.append((path / "power.parquet").stat().st_size)
     assert sizes[0] != sizes[1]
 

@@ -376,13 +376,11 @@ class ContractTests(RoundTripTests):
             self.write_small(writer, 0, frames=frames)
             writer.flush()
             before, accepted = _counters(writer.stats), writer.accepted("s")
-            filler = fill_disk(small_disk, leave=2 << 20)
-            # 3 MiB of incompressible rows, or frames
+            filler = fill_disk(small_disk, leave=1 << 20)
+            # 1.5 MiB of incompressible rows, or frames: half as much again as is free
             random = np.random.default_rng(0)
             big = (
-                random.random((192, 64, 64)).astype(np.float32)
-                if frames
-                else random.random(3 << 17)
+                random.random((96, 64, 64)).astype(np.float32) if frames else random.random(3 << 16)
             )
             with pytest.raises(StorageIOError) as info:
                 self.write_big(writer, big)

@@ -194,13 +194,14 @@ class ConformanceBase:
     # --- a small real filesystem ---
     @pytest.fixture
     def small_disk(self, tmp_path: Path) -> Iterator[Path]:
-        """A real 24 MiB filesystem (tmpfs) that fills up; skipped where mounting needs
-        rights this process does not have."""
+        """A real 8 MiB filesystem (tmpfs) that fills up; skipped where mounting needs
+        rights this process does not have. (Small: a test that fills it writes and reads
+        back all of it.)"""
         if os.geteuid() != 0 or shutil.which("mount") is None:
             pytest.skip("mounting a tmpfs needs root")
         point = tmp_path / "small_disk"
         point.mkdir()
-        command = ["mount", "-t", "tmpfs", "-o", "size=24m,mode=0700", "tmpfs", str(point)]
+        command = ["mount", "-t", "tmpfs", "-o", "size=8m,mode=0700", "tmpfs", str(point)]
         result = subprocess.run(command, capture_output=True, check=False)
         if result.returncode != 0:
             pytest.skip(f"cannot mount a tmpfs here: {result.stderr.decode().strip()}")

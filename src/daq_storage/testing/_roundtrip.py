@@ -261,7 +261,7 @@ class RoundTripTests(FirstUseTests):
             values = np.arange(1000, dtype=np.float64)
             {write}
             writer.flush()
-            resource.setrlimit(resource.RLIMIT_FSIZE, (8 << 20, 8 << 20))
+            resource.setrlimit(resource.RLIMIT_FSIZE, (4 << 20, 4 << 20))
             try:
                 for i in range(1, 200):
                     values = np.random.default_rng(i).random(10_000)  # incompressible
@@ -283,7 +283,7 @@ class RoundTripTests(FirstUseTests):
     def test_real_full_disk_refuses_the_write_and_keeps_what_came_before(
         self, small_disk: Path
     ) -> None:
-        """A real filesystem that fills up (a 24 MiB tmpfs): every format, Zarr included."""
+        """A real filesystem that fills up (an 8 MiB tmpfs): every format, Zarr included."""
         target = small_disk / self.target
 
         write = self.write_values
