@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging
 import os
-import signal
 import sys
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -46,22 +41,6 @@ def register_service_commands(group: click.Group) -> None:
     group.add_command(daemon)
     group.add_command(simulate)
     group.add_command(status)
-
-
-@contextlib.contextmanager
-def _stop_on_signals() -> Iterator[threading.Event]:
-    """An event SIGINT and SIGTERM set (instead of raising), for a clean stop."""
-    stop = threading.Event()
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield stop
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
 
 
 def _ring_path(ring: Path | None, config_file: Path | None) -> Path:
@@ -120,6 +99,7 @@ def daemon(
     removes the ring. Exits with status 3 when data was lost, a format failed or the
     Recorder died, 2 when it cannot start.
     """
+    from daq_storage.acquisition import stop_on_signals
     from daq_storage.daemon import configure_logging, run_daemon
 
     configure_logging(log_json=log_json)
@@ -127,7 +107,7 @@ def daemon(
     say = _log_error if log_json else error_line
     try:
         config = StorageConfig.load(config_file)
-        with _stop_on_signals() as stop:
+        with stop_on_signals() as stop:
             final = run_daemon(
                 config, record_bytes=record_bytes, stop=stop, progress_interval=progress_interval
             )
@@ -254,7 +234,7 @@ def simulate(
     instrument produced; exits with status 3 when the ring refused anything (block
     mode timeouts).
     """
-    from daq_storage.acquisition import run_instruments
+    from daq_storage.acquisition import run_instruments, stop_on_signals
 
     path = _ring_path(ring, config_file)
     if block_timeout is None and config_file is not None:
@@ -262,7 +242,7 @@ def simulate(
     everything = not (camera or power_meter or daq)
     if not path.exists():  # (checked again, race-free, when attaching)
         raise _no_ring(path)
-    with _stop_on_signals() as stop:
+    with stop_on_signals() as stop:
         result = run_instruments(
             path, camera=camera or everything, power_meter=power_meter or everything,
             daq=daq or everything, camera_fps=rate, frames=frames, duration=duration,
