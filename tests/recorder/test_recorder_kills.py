@@ -93,8 +93,8 @@ def _check(run: KilledRun) -> None:
     assert any("SIGKILL" in error for error in run.stopped.errors), run.stopped.errors
     assert not run.stopped.complete
     assert not any(p.suffix == ".recorder.json" for p in run.output.rglob("*"))
-    found = check_files(run.output)
-    assert all(c.status in ("ok", "repaired", "skipped") for c in found), (where, found)
+    bad = [c for c in check_files(run.output) if c.status not in ("ok", "repaired", "skipped")]
+    assert not bad, (where, bad)
     assert run.last.flushes >= 1, run.last
     for name in ALL_FORMATS:
         fmt = run.last.formats[name]
@@ -132,11 +132,21 @@ def _kills(shm_path: Path, tmp_path: Path, count: int, seed: str) -> list[Killed
     return runs
 
 
+def _check_all(runs: list[KilledRun]) -> None:
+    """Every run checked; the failures of all of them reported together."""
+    failures = []
+    for run in runs:
+        try:
+            _check(run)
+        except AssertionError as exc:
+            failures.append(f"{run.output.name}: {exc}")
+    assert not failures, f"{len(failures)} of {len(runs)} killed runs:\n" + "\n".join(failures)
+
+
 @pytest.mark.slow
 def test_killed_recorders_leave_every_flushed_record_readable(shm_path: Path, tmp_path: Path):
     runs = _kills(shm_path, tmp_path, _KILLS, "suite")
-    for run in runs:
-        _check(run)
+    _check_all(runs)
     # the kills landed at different places: not always right after the waited flushes
     assert len({(r.flushes_seen, r.producer.records) for r in runs}) > 1
 
@@ -144,8 +154,7 @@ def test_killed_recorders_leave_every_flushed_record_readable(shm_path: Path, tm
 @pytest.mark.stress
 @pytest.mark.timeout(900)
 def test_twenty_killed_recorders_per_format(shm_path: Path, tmp_path: Path):
-    for run in _kills(shm_path, tmp_path, 20, "stress"):
-        _check(run)
+    _check_all(_kills(shm_path, tmp_path, 20, "stress"))
 
 
 @pytest.mark.slow
