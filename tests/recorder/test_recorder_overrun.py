@@ -18,6 +18,7 @@ from daq_storage.acquisition import (
     POWER_METER_STREAM,
     InstrumentProcess,
 )
+from daq_storage.errors import RingFull
 from daq_storage.recorder import Recorder, RecorderStats
 from tests.recorder._helpers import (
     ALL_FORMATS,
@@ -26,6 +27,8 @@ from tests.recorder._helpers import (
     TABLE,
     TABLE_FORMATS,
     Producer,
+    check_frames,
+    check_rows,
     count_rows,
     format_outputs,
     frame_indices,
@@ -192,3 +195,40 @@ def test_the_simulated_instruments_overrunning_a_paused_recorder(shm_path: Path,
                 stored, part = divmod(rows, per_record)
                 assert part == 0, f"{name} {stream}: part of a record stored"
             assert count.records == stored + lost, (name, stream, count.records, stored, lost)
+
+
+@pytest.mark.slow
+def test_records_a_block_mode_ring_refused_are_counted_not_lost(shm_path: Path, tmp_path: Path):
+    """No-loss mode: while the Recorder is paused the full ring refuses records after
+    ``block_timeout`` (the producer's drops, counted by the ring); the Recorder reports
+    them as ``dropped``, loses nothing it was given, and the files hold every record the
+    ring took."""
+    with ring_at(shm_path, capacity_bytes=64 << 10, overflow="block", block_timeout=0.02) as ring:
+        recorder = Recorder(ring.path, formats=["hdf5", "parquet"], output_dir=tmp_path,
+                            frames_per_write=4)  # fmt: skip
+        producer = Producer(ring, rows_per_batch=_ROWS)
+        refused = 0
+        with recorder:
+            pid = recorder.pid
+            assert pid is not None
+            os.kill(pid, signal.SIGSTOP)
+            try:  # well within the ring's heartbeat timeout: the Recorder is not evicted
+                while refused < 10:
+                    try:
+                        producer.write_group(frames=1, batches=1)
+                    except RingFull:
+                        refused += 1
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            wait_for_stats(ring.path, "recorder", lambda s: s.records == producer.records)
+            producer.write_group(frames=3, batches=3)  # taken again once there is room
+        stats = recorder.stop()
+    assert stats.dropped == refused, stats
+    assert stats.lost == 0, stats
+    assert not stats.evicted, stats
+    assert stats.records == producer.records, stats
+    for name in ("hdf5", "parquet"):
+        (output,) = format_outputs(stats, name)
+        check_frames(read_frames(name, output), list(range(producer.frames)), name)
+        check_rows(read_rows(name, output), list(range(producer.rows)), name)
+        assert read_ledger(name, output) == ([], 0), name
