@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,17 +34,20 @@ from tests.writers.conformance import stream_files
 __all__ = [
     "ALL_FORMATS",
     "CAMERA",
-    "count_rows",
     "FRAME_FORMATS",
     "FRAME_SHAPE",
     "TABLE",
     "TABLE_FORMATS",
     "Frames",
     "Producer",
+    "check_frames",
+    "check_rows",
+    "count_rows",
     "expected_frames",
     "expected_rows",
     "file_metadata",
     "format_outputs",
+    "frame_indices",
     "read_frames",
     "read_ledger",
     "read_rows",
@@ -400,8 +403,3 @@ def check_rows(rows: pa.Table, indices: list[int], where: str) -> None:
     """``rows`` are exactly the producer's rows at ``indices``."""
     assert rows.column("i").to_pylist() == indices, where
     assert rows.equals(expected_rows(indices)), where
-
-
-def by_format(outputs: Mapping[str, list[Path]]) -> str:
-    """A short description of what each format made, for assertion messages."""
-    return "; ".join(f"{k}: {[p.name for p in v]}" for k, v in outputs.items())
