@@ -107,3 +107,16 @@ def test_a_failing_format_is_marked_failed_and_counts_what_it_lost(tmp_path: Pat
     assert stats.state == "failed"
     assert "StorageIOError" in stats.error
     assert stats.lost_after_failure == 4  # 2 frames, then 2 records
+
+
+def test_a_format_that_buffers_until_a_flush_still_rotates_by_size(tmp_path: Path) -> None:
+    sink = make_sink("parquet", tmp_path, rotate_bytes=4096)  # rows reach disk at a flush
+    for i in range(20):
+        sink.write_batch("meter", table(i * 100, 100), records=1)  # 1.6 kB of payload each
+    finish(sink)  # no flush asked for by the loop
+    stats = sink.snapshot()
+    assert stats.rotations >= 2
+    roots = list(dict.fromkeys(Path(f).parent for f in stats.files))
+    assert len(roots) == stats.rotations + 1
+    rows = [i for root in roots for i in read_table("parquet", root, "meter")["i"].to_pylist()]
+    assert rows == list(range(2000))

@@ -115,6 +115,7 @@ class FormatSink:
         self._size_checked = 0.0
         self._rotations = 0
         self._rotate_next = False  # the current file was closed by a rotation rule
+        self._payload_mark = 0  # payload bytes of the current writer at its last flush
         self._flushes = 0
         self._durable_flushes = 0
         self._frames = self._rows = 0
@@ -322,8 +323,18 @@ class FormatSink:
         s = self.settings
         now = time.monotonic()
         if s.rotate_bytes is not None or now - self._size_checked >= _SIZE_CHECK_S:
-            self._refresh_size(writer)
+            payload = self._refresh_size(writer)
             self._size_checked = now
+            if (
+                s.rotate_bytes is not None
+                and self._current_bytes < s.rotate_bytes
+                and payload - self._payload_mark >= s.rotate_bytes
+            ):
+                # A format that buffers (Parquet's row groups, a compressor's block)
+                # grows on disk only at a flush: flush once per rotate_bytes of payload,
+                # so that the size it reaches is seen.
+                self._payload_mark = payload
+                self._flush_writer(writer, durable=False)
         if self._rotation_due():
             self._rotate()
 
@@ -333,11 +344,13 @@ class FormatSink:
             s.rotate_seconds is not None and time.monotonic() - self._opened_at >= s.rotate_seconds
         )
 
-    def _refresh_size(self, writer: Writer) -> None:
+    def _refresh_size(self, writer: Writer) -> int:
+        """Update the size on disk and the files; returns the payload bytes written."""
         stats = writer.stats
         self._current_bytes = stats.file_size
         files = [str(p) for p in stats.files] or ([str(self._path)] if self._path else [])
         self._files = tuple(dict.fromkeys([*self._closed_files, *files]))
+        return stats.bytes_written
 
     def _write_ledger(self, writer: Writer, final: bool) -> None:
         """``loss_ledger`` / ``lost_records`` of the current file: at a flush when it
@@ -366,16 +379,19 @@ class FormatSink:
         if writer is None or self.failed:
             return
         try:
-            self._write_ledger(writer, final=False)
-            writer.flush(durable=durable)
-            self._visible_frames, self._visible_rows = self._frames, self._rows
-            self._flushes += 1
-            self._durable_flushes += durable
-            self._refresh_size(writer)  # (a format that buffers grows on disk here)
+            self._flush_writer(writer, durable)
             if self._rotation_due():
                 self._rotate()
         except Exception as exc:
             self._fail(exc)
+
+    def _flush_writer(self, writer: Writer, durable: bool) -> None:
+        self._write_ledger(writer, final=False)
+        writer.flush(durable=durable)
+        self._visible_frames, self._visible_rows = self._frames, self._rows
+        self._flushes += 1
+        self._durable_flushes += durable
+        self._payload_mark = self._refresh_size(writer)  # (buffers reach the disk here)
 
     def _close_writer(self) -> None:
         """Close the current writer complete (ledger written), or drop an unused one."""
@@ -396,6 +412,7 @@ class FormatSink:
         self._current_bytes = 0
         self._visible_frames, self._visible_rows = self._frames, self._rows
         self._ledger, self._ledger_written, self._stored = [], None, False
+        self._payload_mark = 0
 
     def _rotate(self) -> None:
         """Close the current file complete; the next write starts ``_v{N+1}`` (counted
