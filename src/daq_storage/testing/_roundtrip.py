@@ -241,8 +241,11 @@ class RoundTripTests(FirstUseTests):
         assert not (tmp_path / "x").exists()  # nothing escaped the target
 
     def test_full_disk_refuses_the_write_and_keeps_what_came_before(self, tmp_path: Path) -> None:
+        """A file-size limit (EFBIG), in a child process: once per format (a codec variant
+        meets a full disk in the real-disk test)."""
         if not self.file_size_limit_applies:
             self.skip(f"{self.writer_name} writes many small files: no single file fills up")
+        self.first_class_of_format()
         target = tmp_path / self.target
         # Tables: a column "v"; a frames-only writer gets the values as 10x100 float32
         # frames (a dtype every frame format holds, ImageJ's included).
