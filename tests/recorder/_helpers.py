@@ -50,6 +50,7 @@ __all__ = [
     "frame_indices",
     "read_frames",
     "read_ledger",
+    "read_column",
     "read_rows",
     "ring_at",
     "wait_for_stats",
@@ -306,6 +307,30 @@ def read_rows(name: str, output: Path, stream: str = TABLE) -> pa.Table:
         [p.cast(pa.schema([("i", pa.int64()), ("v", pa.float64())])) for p in parts]
     )
     return table.combine_chunks()
+
+
+def read_column(name: str, output: Path, stream: str, column: str) -> list[list[Any]]:
+    """Column ``column`` of ``stream``, one list of Python values per part (HDF5 and
+    Zarr part groups, per-stream part files), in part order."""
+    parts: list[list[Any]] = []
+    if name == "hdf5":
+        with h5py.File(output, "r") as f:
+            for g in _hdf5_groups(f, stream):
+                values = g[column][()]
+                parts.append([v.decode() if isinstance(v, bytes) else v.item() for v in values])
+    elif name == "zarr":
+        root = zarr.open_group(output, mode="r")
+        parts = [_zarr_values(g, column).tolist() for g in _zarr_groups(root, stream)]
+    else:
+        for path in stream_files(name, output, stream):
+            if name == "arrow":
+                frame = pl.read_ipc_stream(path)
+            elif name == "parquet":
+                frame = pl.read_parquet(path)
+            else:
+                frame = pl.read_csv(path)
+            parts.append(frame[column].to_list())
+    return parts
 
 
 def count_rows(name: str, output: Path, stream: str) -> int:

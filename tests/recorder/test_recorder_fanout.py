@@ -8,6 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
+import pyarrow as pa
 import pytest
 
 from daq_storage.recorder import Recorder
@@ -22,6 +24,7 @@ from tests.recorder._helpers import (
     check_rows,
     file_metadata,
     format_outputs,
+    read_column,
     read_frames,
     read_ledger,
     read_rows,
@@ -101,3 +104,24 @@ def test_streams_go_only_where_they_are_routed(shm_path: Path, tmp_path: Path):
     assert len(read_frames("parquet", parquet)) == 0  # the camera was not routed there
     (hdf5,) = format_outputs(stats, "hdf5")
     assert len(read_rows("hdf5", hdf5)) == 0
+
+
+def test_a_schema_change_continues_in_a_new_part_in_every_format(shm_path: Path, tmp_path: Path):
+    """Column ``v`` turns from float64 to text mid-stream, a change no table format
+    absorbs in place: every format continues the stream in a new part (never drops or
+    refuses it), and each holds the same rows, part by part."""
+    with ring_at(shm_path, capacity_bytes=4 << 20, overflow="block", block_timeout=30) as ring:
+        recorder = Recorder(ring.path, formats=TABLE_FORMATS, output_dir=tmp_path, mode="thread")
+        with recorder:
+            for k in range(6):
+                i = np.arange(k * 10, (k + 1) * 10, dtype=np.int64)
+                v = pa.array(i / 4.0) if k < 3 else pa.array([f"s{n}" for n in i])
+                ring.write_batch(pa.record_batch({"i": i, "v": v}), stream=TABLE)
+        stats = recorder.stop()
+    assert stats.complete, stats
+    assert stats.streams[TABLE].refused == 0
+    floats, texts = [n / 4.0 for n in range(30)], [f"s{n}" for n in range(30, 60)]
+    for name in TABLE_FORMATS:
+        (output,) = format_outputs(stats, name)
+        assert read_column(name, output, TABLE, "i") == [list(range(30)), list(range(30, 60))]
+        assert read_column(name, output, TABLE, "v") == [floats, texts], name
