@@ -5,11 +5,14 @@ polars, zarr and tifffile."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import select
 import signal
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,6 +31,7 @@ from daq_storage.recorder import (
 )
 from daq_storage.recorder._loop import DrainLoop
 from daq_storage.ring import RingBuffer
+from daq_storage.writers import ArrowWriter
 from tests.recorder.conftest import (
     FRAME_FORMATS,
     TABLE_FORMATS,
@@ -583,3 +587,89 @@ def test_a_recorder_running_at_exit_is_stopped_cleanly(
     assert final.complete, final.errors
     (hdf5,) = outputs(final, "hdf5")
     assert read_frames("hdf5", hdf5, "cam")[0][:, 0, 0].tolist() == [0, 1, 2, 3, 4]
+
+
+class _Go:
+    """Stops the loop when told to."""
+
+    aborting = False
+    signalled = False
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+
+    @property
+    def stopping(self) -> bool:
+        return self.stop.is_set()
+
+    def poll(self) -> list[tuple[bool | None, Callable[[str | None], None]]]:
+        return []
+
+
+def test_stats_stay_fresh_while_the_loop_waits_on_a_slow_format(
+    ring: RingBuffer, tmp_path: Path
+) -> None:
+    release = threading.Event()
+    entered = threading.Event()
+
+    class SlowArrow(ArrowWriter):  # a real writer whose disk is very slow
+        def write_batch(self, stream: str, batch: pa.RecordBatch) -> None:
+            entered.set()
+            release.wait()
+            super().write_batch(stream, batch)
+
+    recorder = Recorder(ring.path, formats=["arrow"], output_dir=tmp_path, mode="thread",
+                        batch_rows=5, batch_bytes=200)  # fmt: skip
+    loop = DrainLoop(recorder._settings())
+    loop.sinks["arrow"]._cls = SlowArrow
+    control = _Go()
+    loop.open()
+    runner = threading.Thread(target=loop.run, args=(control,))
+    runner.start()
+    try:
+        for i in range(20):  # far more than the sink's queue holds
+            ring.write_batch(table(i * 5, 5), stream="meter")
+        assert entered.wait(60)
+        first = read_stats(ring.path).updated_ns
+        deadline = time.monotonic() + 60
+        while read_stats(ring.path).updated_ns == first and time.monotonic() < deadline:
+            time.sleep(0.05)  # the stats file is what is watched: it must change meanwhile
+        live = read_stats(ring.path)
+        assert live.updated_ns > first
+        assert live.formats["arrow"].rows == 0  # the format has stored nothing yet
+    finally:
+        release.set()
+        control.stop.set()
+        runner.join()
+    final = loop.latest
+    assert final.rows == 100
+    assert final.formats["arrow"].rows == 100
+
+
+def test_the_recorder_process_logs_through_the_parents_loggers(
+    shm_path: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="daq_storage.recorder")
+    ring = RingBuffer.create(shm_path, capacity_bytes=1 << 16)
+    recorder = Recorder(ring.path, output_dir=tmp_path, flush_interval_s=3600)
+    try:
+        recorder.start()
+        assert recorder.pid is not None
+        os.kill(recorder.pid, signal.SIGSTOP)  # it cannot read: the ring laps it
+        try:
+            write_frames(ring, "camera", 0, 200, shape=(16, 32))
+        finally:
+            os.kill(recorder.pid, signal.SIGCONT)
+        recorder.flush()
+        final = recorder.stop()
+    finally:
+        ring.close()
+        ring.unlink()
+        for left in shm_path.parent.glob(f"{shm_path.name}.*"):
+            left.unlink()
+    assert final.lost > 0
+    (record,) = [r for r in caplog.records if "overwrote" in r.getMessage()]
+    assert record.levelno == logging.WARNING
+    assert record.name == "daq_storage.recorder"
+    assert record.process == final.pid != os.getpid()
+    assert f"lost {final.lost} records" in record.getMessage()

@@ -60,6 +60,8 @@ class LoopSettings:
     started_ns: int
     #: Stop gracefully once this process's parent is no longer this pid (process mode).
     parent_pid: int | None = None
+    #: Process mode: the level of the records forwarded to the parent's loggers.
+    log_level: int = logging.WARNING
 
 
 class Control(Protocol):
@@ -161,9 +163,12 @@ class DrainLoop:
         self.publish()
 
     def heartbeat(self) -> None:
-        """Keep the consumer's ring heartbeat fresh while waiting on a sink."""
+        """Keep the consumer's ring heartbeat fresh while waiting on a sink (called about
+        every 100 ms then), and the stats too: a slow format shows as a growing lag."""
         if self.reader is not None and not self.reader.closed:
             self.reader.heartbeat()
+            if time.monotonic() - self._published >= _PUBLISH_S:
+                self.publish()
 
     def run(self, control: Control) -> RecorderStats:
         """Drain until a stop is asked, then finish (drain, flush, close); the final

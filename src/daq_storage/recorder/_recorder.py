@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import logging
 import multiprocessing
 import os
 import pickle
@@ -30,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Literal, Self
 from daq_storage.errors import ConfigError, DaqStorageError, InvalidName, describe_value
 from daq_storage.naming import sanitize_name
 from daq_storage.recorder import _args as a
-from daq_storage.recorder._control import ThreadControl, child_main, rebuild
+from daq_storage.recorder._control import PipeReader, ThreadControl, child_main, rebuild
 from daq_storage.recorder._loop import DrainLoop, LoopSettings, with_state
 from daq_storage.recorder._routing import Routing
 from daq_storage.recorder._sinks import SinkSettings
@@ -195,6 +196,7 @@ class Recorder:
         self._control: ThreadControl | None = None
         self._process: Any = None
         self._conn: Connection | None = None
+        self._pipe: PipeReader | None = None
         self._inbox: list[tuple[Any, ...]] = []
 
     def _validate_options(
@@ -331,6 +333,7 @@ class Recorder:
             frames_per_write=self._frames_per_write, stats_path=self._stats_path,
             started_ns=started_ns,
             parent_pid=os.getpid() if self._mode == "process" else None,
+            log_level=logging.getLogger("daq_storage.recorder").getEffectiveLevel(),
         )  # fmt: skip
 
     def start(self) -> None:
@@ -392,13 +395,13 @@ class Recorder:
         process.start()
         child.close()
         self._process, self._conn = process, parent
+        self._pipe = PipeReader(parent, process.pid)
         message = self._receive({"ready", "error"}, time.monotonic() + _START_TIMEOUT_S)
         if message is None or message[0] != "ready":
             if message is None:
                 process.kill()
             process.join()
-            parent.close()
-            self._conn = None
+            self._close_pipe()
             self._final = self._empty("failed")
             if message is None:
                 raise RecorderFailed(
@@ -409,23 +412,29 @@ class Recorder:
 
     def _receive(self, wanted: set[str], deadline: float | None) -> tuple[Any, ...] | None:
         """The first message of a kind in ``wanted`` (others kept); None on EOF/timeout."""
-        for i, message in enumerate(self._inbox):
-            if message[0] in wanted:
+        for i, kept in enumerate(self._inbox):
+            if kept[0] in wanted:
                 return self._inbox.pop(i)
-        conn = self._conn
-        if conn is None:
+        pipe = self._pipe
+        if pipe is None:
             return None
         while True:
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            try:
-                if not conn.poll(remaining):
-                    return None
-                message = conn.recv()
-            except (EOFError, OSError):
+            message = pipe.get(remaining)
+            if message is None:
                 return None
             if message[0] in wanted:
-                return tuple(message)
-            self._inbox.append(tuple(message))
+                return message
+            self._inbox.append(message)
+
+    def _close_pipe(self) -> None:
+        """After the recorder process has exited: its reader thread ends on the EOF."""
+        if self._pipe is not None:
+            self._pipe.join(5)
+            self._pipe = None
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
     # ------------------------------------------------------------ flush
     def flush(self, *, durable: bool | None = None, timeout: float | None = 30.0) -> None:
@@ -521,8 +530,7 @@ class Recorder:
             final = RecorderStats.from_json(message[1])
         else:
             final = with_state(self._file_stats(), "failed", _death(process.exitcode))
-        conn.close()
-        self._conn = None
+        self._close_pipe()
         return final
 
     def _stop_at_exit(self) -> None:
