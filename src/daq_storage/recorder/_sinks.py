@@ -10,6 +10,7 @@ the Recorder instead (the loss then shows in the ledger).
 
 from __future__ import annotations
 
+import errno
 import logging
 import threading
 import time
@@ -24,8 +25,8 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
-from daq_storage.errors import InvalidName, SchemaMismatch, UnsupportedData
-from daq_storage.naming import claim_path
+from daq_storage.errors import InvalidName, SchemaMismatch, StorageIOError, UnsupportedData
+from daq_storage.naming import claim_path, next_path
 from daq_storage.recorder._stats import FormatStats, LossGap
 from daq_storage.writers import Writer
 
@@ -39,6 +40,10 @@ _SIZE_CHECK_S = 0.25  # at most this often, the size on disk is asked of the wri
 #: one at most every _LEDGER_INTERVAL_S (and always at close).
 _LEDGER_EVERY_FLUSH = 64
 _LEDGER_INTERVAL_S = 10.0
+_NAME_ATTEMPTS = 100
+#: The sinks of a process pick their outputs' names one at a time (formats whose outputs
+#: share a name pattern would otherwise see the same free name).
+_CLAIMS = threading.Lock()
 
 
 class Reply:
@@ -302,13 +307,16 @@ class FormatSink:
     def _open(self) -> Writer:
         s = self.settings
         cls = self._cls
-        path = claim_path(s.output_dir, s.experiment, cls.path_suffix, when=s.when,
-                          directory=cls.path_is_directory)  # fmt: skip
-        try:
-            writer = cls(path, **s.options)
-        except BaseException:
-            _remove_if_empty(path)
-            raise
+        with _CLAIMS:
+            if cls.path_suffix:
+                writer, path = self._create_named(cls)
+            else:  # a directory of per-stream files: claimed (mkdir), filled by the writer
+                path = claim_path(s.output_dir, s.experiment, "", when=s.when, directory=True)
+                try:
+                    writer = cls(path, **s.options)
+                except BaseException:
+                    _remove_if_empty(path)
+                    raise
         self._writer, self._path, self._stored = writer, path, False
         if self._rotate_next:
             self._rotations += 1
@@ -316,6 +324,22 @@ class FormatSink:
         self._opened_at = time.monotonic()
         self._files = (*self._closed_files, str(path))
         return writer
+
+    def _create_named(self, cls: type[Writer]) -> tuple[Writer, Path]:
+        """A file (``.h5``) or store (``.zarr``) under the next free ``_v{N}`` name, made
+        by its writer, which creates it exclusively and initialises it at once: no empty
+        claimed name is left for a kill to find between the claim and the writer's first
+        bytes. A name another process takes meanwhile: the next one."""
+        s = self.settings
+        for _ in range(_NAME_ATTEMPTS):
+            path = next_path(s.output_dir, s.experiment, cls.path_suffix, when=s.when)
+            try:
+                return cls(path, **s.options), path
+            except OSError as exc:
+                if exc.errno != errno.EEXIST:
+                    raise
+        raise StorageIOError(errno.EEXIST, f"no free name for a new {self.fmt} output after "
+                             f"{_NAME_ATTEMPTS} attempts", str(s.output_dir))  # fmt: skip
 
     def _after_write(self) -> None:
         writer = self._writer
