@@ -134,7 +134,9 @@ class DrainLoop:
         self._flushes = 0
         self._unflushed_since: float | None = None
         self._published = 0.0
-        self._avg_record = 1 << 16
+        # Records' mean size, as last seen; first guessed large (a read of 8 records), so
+        # that the first read of big frames is not a quarter of batch_bytes at once.
+        self._avg_record = max(1, settings.batch_bytes // 32)
         self.state = "starting"
         self.latest = RecorderStats(settings.ring, settings.consumer, os.getpid(),
                                     started_ns=settings.started_ns)  # fmt: skip
