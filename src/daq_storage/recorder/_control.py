@@ -32,10 +32,14 @@ class ThreadControl:
     def __init__(self) -> None:
         self.stop = False
         self.abort = False
-        self.requests: list[Request] = []
+        #: Flush requests, put by the caller's threads, taken by the loop's.
+        self.requests: queue.SimpleQueue[Request] = queue.SimpleQueue()
 
     def poll(self) -> list[Request]:
-        taken, self.requests = self.requests, []
+        taken: list[Request] = []
+        with contextlib.suppress(queue.Empty):
+            while True:
+                taken.append(self.requests.get_nowait())
         return taken
 
     @property

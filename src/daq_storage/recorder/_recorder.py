@@ -454,7 +454,7 @@ class Recorder:
         deadline = None if wait is None else time.monotonic() + wait
         if self._control is not None:
             done = threading.Event()
-            self._control.requests.append((durable, lambda _error: done.set()))
+            self._control.requests.put((durable, lambda _error: done.set()))
             while not done.wait(0.05):
                 if self._thread is not None and not self._thread.is_alive():
                     raise RecorderNotRunning(f"Recorder {self._consumer!r} stopped")
