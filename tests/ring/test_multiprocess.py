@@ -86,10 +86,10 @@ def run_stress(
 @pytest.mark.parametrize(
     ("total", "capacity"),
     [
-        # 200k records of every size through a 256 KiB ring wrap it some 130 times (1M
+        # 100k records of every size through a 128 KiB ring wrap it some 130 times (1M
         # through 1 MiB: 170) and lap the paused reader some 30 times; the long runs
         # repeat that in stress.
-        pytest.param(200_000, 256 << 10, id="200k-records-256KiB-ring"),
+        pytest.param(100_000, 128 << 10, id="100k-records-128KiB-ring"),
         pytest.param(1_000_000, 1 << 20, id="1M-records-1MiB-ring", marks=pytest.mark.stress),
         pytest.param(10_000_000, 4 << 20, id="10M-records-4MiB-ring", marks=pytest.mark.stress),
     ],
