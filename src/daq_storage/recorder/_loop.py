@@ -13,7 +13,10 @@ from __future__ import annotations
 import logging
 import math
 import os
+import sys
+import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -23,7 +26,7 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
-from daq_storage.errors import InvalidName, RingBusy
+from daq_storage.errors import InvalidName, RingBusy, RingCorrupt
 from daq_storage.naming import sanitize_name
 from daq_storage.recorder._routing import Route, Routing
 from daq_storage.recorder._sinks import FormatSink, Reply, SinkSettings
@@ -39,6 +42,60 @@ _TURN_S = 0.05  # longest wait for a record before control requests are looked a
 _MIN_FRAMES_PER_WRITE = 16
 _SIGNAL_GRACE_S = 1.0  # see DrainLoop._last_writes
 _MAX_ERRORS = 100  # errors kept in stats (the count beyond is said in the last one)
+#: Frames of at least this many bytes are read zero-copy and copied straight into their
+#: group; smaller records are copied in blocks by the ring (cheaper per record).
+_VIEW_BYTES = 64 << 10
+_POOL_KEEP = 8  # free groups kept per stream (the rest are left to the allocator)
+
+
+class _Group:
+    """A preallocated ``(capacity, *frame_shape)`` block of one stream's frames: filled
+    by the loop, written by every sink of the stream, then back to its pool."""
+
+    __slots__ = ("_left", "_lock", "_pool", "frames")
+
+    def __init__(self, frames: npt.NDArray[Any], pool: _GroupPool) -> None:
+        self.frames = frames
+        self._pool = pool
+        self._left = 0
+        self._lock = threading.Lock()
+
+    def hand_out(self, sinks: int) -> None:
+        self._left = sinks
+
+    def release(self) -> None:
+        """One sink is done with the group (written, refused or failed)."""
+        with self._lock:
+            self._left -= 1
+            last = self._left == 0
+        if last:
+            self._pool.put_back(self)
+
+
+class _GroupPool:
+    """The free groups of one stream (a frame spec and a capacity)."""
+
+    def __init__(self, dtype: np.dtype[Any], shape: tuple[int, ...], capacity: int) -> None:
+        self.dtype, self.shape, self.capacity = dtype, shape, capacity
+        self._free: deque[_Group] = deque()  # appended by sink threads, taken by the loop
+        self.allocated = 0
+        self.reused = 0
+
+    def take(self) -> _Group:
+        while self._free:
+            group = self._free.pop()
+            # Only the group refers to its array (plus getrefcount's argument): no writer
+            # kept a view of it (Parquet buffers a row group's batches zero-copy), so its
+            # pixels can be overwritten.
+            if sys.getrefcount(group.frames) <= 2:
+                self.reused += 1
+                return group
+        self.allocated += 1
+        return _Group(np.empty((self.capacity, *self.shape), self.dtype), self)
+
+    def put_back(self, group: _Group) -> None:
+        if len(self._free) < _POOL_KEEP:
+            self._free.append(group)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,9 +157,11 @@ class _Stream:
     batch_rows: int = 0
     batch_bytes: int = 0
     accepted_schema: pa.Schema | None = None
-    # frames held back for grouping
+    # frames held back for grouping, copied into `group` (of `pool`)
     spec: tuple[np.dtype[Any], tuple[int, ...]] | None = None
-    frames_held: list[npt.NDArray[Any]] = field(default_factory=list)
+    pool: _GroupPool | None = None
+    group: _Group | None = None
+    held: int = 0
     stamps: list[int] = field(default_factory=list)
     numbers: list[int] = field(default_factory=list)
     frame_bytes: int = 0
@@ -129,6 +188,12 @@ class DrainLoop:
         self._last_seq: int | None = None
         self._last_ts = 0
         self._gaps: list[LossGap] = []
+        # The records lost since the last one taken, a gap once a record is taken (or
+        # at a flush, a publish, the end): (first seq, last seq, after_ns, before_ns).
+        # A ring gap and the zero-copy frames overwritten before their copy next to it
+        # are one run of lost sequence numbers: one gap.
+        self._loss: tuple[int, int, int, int] | None = None
+        self._views_out = False  # zero-copy records of the current read not used yet
         self._errors: list[str] = []
         self._error_count = 0
         self._flushes = 0
@@ -168,7 +233,10 @@ class DrainLoop:
         """Keep the consumer's ring heartbeat fresh while waiting on a sink (called about
         every 100 ms then), and the stats too: a slow format shows as a growing lag."""
         if self.reader is not None and not self.reader.closed:
-            self.reader.heartbeat()
+            if self._views_out:  # the cursor must stay behind the views not copied yet
+                self.reader.keep_alive()
+            else:
+                self.reader.heartbeat()
             if time.monotonic() - self._published >= _PUBLISH_S:
                 self.publish()
 
@@ -188,7 +256,7 @@ class DrainLoop:
                     self._read_up_to_now(control)  # on demand: what the ring holds now too
                     done(self._flush_now(s.durable if durable is None else durable))
                 wait = self._wait()
-                records = reader.read_many(self._max_records(), timeout=wait)
+                records = self._read(wait)
                 if records:
                     self._take(records)
                 self._cadence()
@@ -216,7 +284,7 @@ class DrainLoop:
         assert reader is not None
         deadline = time.monotonic() + _SIGNAL_GRACE_S
         while reader.writer_alive and time.monotonic() < deadline and not control.aborting:
-            records = reader.read_many(self._max_records(), timeout=_TURN_S)
+            records = self._read(_TURN_S)
             if records:
                 self._take(records)
 
@@ -232,13 +300,14 @@ class DrainLoop:
             seq = reader.next_seq
             if seq is not None and seq >= target:
                 break
-            records = reader.read_many(self._max_records(), timeout=0)
+            records = self._read(0)
             if not records:
                 break
             self._take(records)
 
     def _finish(self, state: str) -> RecorderStats:
         try:
+            self._end_loss()
             self._submit_all()
         except Exception as exc:
             self._error(f"writing what was held back: {type(exc).__name__}: {exc}")
@@ -254,6 +323,18 @@ class DrainLoop:
         return final
 
     # ------------------------------------------------------------ reading
+    def _read(self, timeout: float) -> list[Record]:
+        """The next records; frames of _VIEW_BYTES or more as zero-copy views, which
+        :meth:`_take` copies into their group before anything else reads the ring."""
+        assert self.reader is not None
+        return self.reader.read_many_views(self._max_records(), timeout=timeout,
+                                           min_view_bytes=_VIEW_BYTES)  # fmt: skip
+
+    def frame_groups(self) -> dict[str, tuple[int, int]]:
+        """Per frame stream: groups ``(allocated, reused)`` so far."""
+        return {st.route.stream: (st.pool.allocated, st.pool.reused)
+                for st in self._streams.values() if st.pool is not None}  # fmt: skip
+
     def _max_records(self) -> int:
         """Records per read: about a quarter of batch_bytes, so a read of large frames
         never holds more than that in memory."""
@@ -267,14 +348,32 @@ class DrainLoop:
         return max(0.0, wait)
 
     def _take(self, records: list[Record]) -> None:
+        self._views_out = True
+        try:
+            self._take_records(records)
+        finally:
+            self._views_out = False
+
+    def _take_records(self, records: list[Record]) -> None:
         stored = False
         size = 0
+        reader = self.reader
+        assert reader is not None
         for record in records:
             size += len(record.data)
             seq = record.seq
             if self._last_seq is not None and seq != self._last_seq + 1:
-                self._gap(self._last_seq + 1, seq - 1, record.timestamp_ns)
+                self._lose(self._last_seq + 1, seq - 1, self._last_ts, record.timestamp_ns)
+            previous_ts = self._last_ts
             self._last_seq, self._last_ts = seq, record.timestamp_ns
+            if record.zero_copy and record.kind != "frame":
+                # (a view only after a lap met mid-read): copied, then checked
+                record.data, record.zero_copy = bytes(record.data), False
+                if not reader.still_valid(record):
+                    self._tear(record, previous_ts, None)
+                    continue
+            if self._loss is not None and not record.zero_copy:
+                self._end_loss()  # (a view may be lost yet: see below)
             stream = self._streams.get(record.stream_id)
             if stream is None:
                 stream = self._new_stream(record)
@@ -287,13 +386,19 @@ class DrainLoop:
                 continue
             kind = record.kind
             if route.kind == "frames" and kind == "frame":
-                stored |= self._take_frame(stream, record)
+                taken = self._take_frame(stream, record)
+                if taken is None:
+                    self._tear(record, previous_ts, stream)
+                    continue
+                stored |= taken
             elif route.kind == "table" and kind == "arrow":
                 stored |= self._take_row_batch(stream, record)
             else:  # a stream that changed kind: its formats were chosen for the other
                 stream.unroutable += 1
                 self._error(f"stream {route.stream!r}: a {kind!r} record (seq {record.seq}) "
                             f"in a stream of {route.kind}: not recorded")  # fmt: skip
+            if self._loss is not None:
+                self._end_loss()
         self._avg_record = max(1, size // len(records))
         if stored and self._unflushed_since is None:
             self._unflushed_since = time.monotonic()
@@ -305,8 +410,30 @@ class DrainLoop:
         stream = self._streams[record.stream_id] = _Stream(route)
         return stream
 
-    def _gap(self, first: int, last: int, before_ns: int) -> None:
-        gap = LossGap(first, last, last - first + 1, self._last_ts, before_ns, time.time_ns())
+    def _tear(self, record: Record, after_ns: int, stream: _Stream | None) -> None:
+        """``record`` was overwritten while (or before) it was copied: not stored, and
+        counted lost exactly as a ring gap (in the ring's count of this consumer too)."""
+        assert self.reader is not None
+        self.reader.discard(record)
+        if stream is not None:
+            stream.records -= 1
+        self._lose(record.seq, record.seq, after_ns, record.timestamp_ns)
+
+    def _lose(self, first: int, last: int, after_ns: int, before_ns: int) -> None:
+        run = self._loss
+        if run is not None and run[1] == first - 1:
+            self._loss = (run[0], last, run[2], before_ns)
+        else:
+            self._end_loss()
+            self._loss = (first, last, after_ns, before_ns)
+
+    def _end_loss(self) -> None:
+        run, self._loss = self._loss, None
+        if run is not None:
+            self._gap(*run)
+
+    def _gap(self, first: int, last: int, after_ns: int, before_ns: int) -> None:
+        gap = LossGap(first, last, last - first + 1, after_ns, before_ns, time.time_ns())
         log.warning("lost %d records (seq %d..%d): the ring overwrote them before they "
                     "were read", gap.count, first, last)  # fmt: skip
         self._gaps.append(gap)
@@ -314,31 +441,59 @@ class DrainLoop:
             sink.gap(gap)
 
     # ------------------------------------------------------------ frames
-    def _take_frame(self, stream: _Stream, record: Record) -> bool:
-        frame = record.array()  # a view of the record's own copy, never of the ring
-        stream.frames += 1
-        stream.bytes_in += frame.nbytes
+    def _take_frame(self, stream: _Stream, record: Record) -> bool | None:
+        """Copy the frame into its stream's group: True if taken, False if refused,
+        None if it was overwritten in the ring before its copy was complete."""
+        view = record.zero_copy
+        try:
+            frame = record.array()  # a view of the ring (zero-copy) or of the record's copy
+            number = record.frame_number
+        except RingCorrupt:
+            if view and not self._valid(record):
+                return None  # its header was overwritten under us
+            raise
         spec = (frame.dtype, frame.shape)
         if stream.spec is None:
             stream.spec = spec
         elif spec != stream.spec:
+            if view and not self._valid(record):
+                return None
+            stream.frames += 1
+            stream.bytes_in += frame.nbytes
             stream.refused += 1
             self._error(f"stream {stream.route.stream!r}: a frame of dtype {frame.dtype} shape "
                         f"{frame.shape} (seq {record.seq}) differs from the stream's "
                         f"{stream.spec[0]} {stream.spec[1]}: not recorded")  # fmt: skip
             return False
-        if stream.frames_held and stream.frame_bytes + frame.nbytes > self.settings.batch_bytes:
-            self._submit_frames(stream)  # a group never grows past batch_bytes
-        stream.frames_held.append(frame)
+        group = stream.group
+        if group is None:
+            group = stream.group = self._new_group(stream, frame)
+        group.frames[stream.held] = frame
+        if view and not self._valid(record):
+            return None  # the copy may be torn: the slot is simply filled again
+        stream.frames += 1
+        stream.bytes_in += frame.nbytes
+        stream.held += 1
         stream.stamps.append(record.timestamp_ns)
-        stream.numbers.append(record.frame_number)
+        stream.numbers.append(number)
         stream.frame_bytes += frame.nbytes
-        if (
-            len(stream.frames_held) >= self._frames_per_write(stream, frame.nbytes)
-            or stream.frame_bytes >= self.settings.batch_bytes
-        ):
+        if stream.held >= len(group.frames):
             self._submit_frames(stream)
         return True
+
+    def _valid(self, record: Record) -> bool:
+        assert self.reader is not None
+        return self.reader.still_valid(record)
+
+    def _new_group(self, stream: _Stream, frame: npt.NDArray[Any]) -> _Group:
+        """A free group of the stream's pool, whose capacity is the frames per write
+        now (whole chunks: the chunk shape is known after a format's first write)."""
+        capacity = max(1, min(self._frames_per_write(stream, frame.nbytes),
+                              self.settings.batch_bytes // max(1, frame.nbytes)))  # fmt: skip
+        pool = stream.pool
+        if pool is None or pool.capacity != capacity:
+            pool = stream.pool = _GroupPool(frame.dtype, frame.shape, capacity)
+        return pool.take()
 
     def _frames_per_write(self, stream: _Stream, frame_bytes: int) -> int:
         """Whole chunks: the largest frames-per-chunk of the stream's formats, at least
@@ -356,16 +511,20 @@ class DrainLoop:
         return count
 
     def _submit_frames(self, stream: _Stream) -> None:
-        if not stream.frames_held:
+        group, count = stream.group, stream.held
+        if group is None or not count:
             return
-        frames = stream.frames_held
+        frames = group.frames[:count]
         stamps = np.array(stream.stamps, np.uint64)
         numbers = np.array(stream.numbers, np.uint64)
         nbytes = stream.frame_bytes
-        stream.frames_held, stream.stamps, stream.numbers = [], [], []
+        stream.group, stream.held, stream.stamps, stream.numbers = None, 0, [], []
         stream.frame_bytes = 0
-        for fmt in stream.route.formats:
-            self.sinks[fmt].write_frames(stream.route.stream, frames, stamps, numbers, nbytes)
+        sinks = [self.sinks[fmt] for fmt in stream.route.formats]
+        group.hand_out(len(sinks))
+        for sink in sinks:
+            sink.write_frames(stream.route.stream, frames, stamps, numbers, nbytes,
+                              release=group.release)  # fmt: skip
 
     # ------------------------------------------------------------ tables
     def _take_row_batch(self, stream: _Stream, record: Record) -> bool:
@@ -424,6 +583,7 @@ class DrainLoop:
 
     def _flush_now(self, durable: bool) -> str | None:
         """Write what is held back and flush every format; returns when they are done."""
+        self._end_loss()
         self._submit_all()
         replies = [sink.flush(durable) for sink in self.sinks.values() if not sink.closed]
         for reply in replies:
@@ -478,6 +638,7 @@ class DrainLoop:
 
     def publish(self) -> RecorderStats:
         """Take a snapshot and replace the stats file with it."""
+        self._end_loss()
         stats = self.latest = self.snapshot()
         self._published = time.monotonic()
         try:

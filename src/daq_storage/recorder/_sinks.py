@@ -149,16 +149,24 @@ class FormatSink:
     def write_frames(
         self,
         stream: str,
-        frames: Sequence[npt.NDArray[Any]],
+        frames: npt.NDArray[Any] | Sequence[npt.NDArray[Any]],
         timestamps_ns: npt.NDArray[np.uint64],
         frame_numbers: npt.NDArray[np.uint64],
         nbytes: int,
+        *,
+        release: Callable[[], None] | None = None,
     ) -> None:
+        """Queue ``frames`` (a ``(n, *shape)`` group, or a sequence of frames);
+        ``release`` is called once this sink is done with them (written, or not: a
+        failed format), after it dropped every reference it held to them."""
         if self.failed:
             self._lost_after_failure += len(frames)
+            if release is not None:
+                release()
             return
-        self._put(("frames", stream, frames, timestamps_ns, frame_numbers, nbytes, len(frames)),
-                  nbytes)  # fmt: skip
+        item = ("frames", stream, frames, timestamps_ns, frame_numbers, release, nbytes,
+                len(frames))  # fmt: skip
+        self._put(item, nbytes)
 
     def write_batch(self, stream: str, batch: pa.RecordBatch, records: int) -> None:
         if self.failed:
@@ -229,13 +237,17 @@ class FormatSink:
                 self._queue.popleft()
                 self._queued_bytes -= item[-2] if item[0] in ("frames", "batch") else 0
                 self._cond.notify_all()
+            release = item[5] if item[0] == "frames" else None
+            del item  # (the frames' last reference here: see write_frames' release)
+            if release is not None:
+                release()
             if done:
                 return
 
     def _handle(self, item: _Item) -> bool:
         tag = item[0]
         if tag == "frames":
-            _, stream, frames, stamps, numbers, _nbytes, records = item
+            _, stream, frames, stamps, numbers, _release, _nbytes, records = item
             self._write(records, lambda w: self._store_frames(w, stream, frames, stamps, numbers))
         elif tag == "batch":
             _, stream, batch, _nbytes, records = item
@@ -259,7 +271,7 @@ class FormatSink:
         self,
         writer: Writer,
         stream: str,
-        frames: Sequence[npt.NDArray[Any]],
+        frames: npt.NDArray[Any] | Sequence[npt.NDArray[Any]],
         stamps: npt.NDArray[np.uint64],
         numbers: npt.NDArray[np.uint64],
     ) -> None:

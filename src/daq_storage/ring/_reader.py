@@ -482,6 +482,147 @@ class RingReader:
             self._pos = pos + offset
         return out
 
+    def read_many_views(
+        self, max_records: int = 4096, timeout: float | None = 0.0, *, min_view_bytes: int = 1 << 16
+    ) -> list[Record]:
+        """As :meth:`read_many`, but a frame record of at least ``min_view_bytes`` of
+        payload is handed out zero-copy (:attr:`Record.zero_copy`, a view of the shared
+        mapping) instead of copied; smaller records are copied as by :meth:`read_many`,
+        without copying the large frames around them.
+
+        The views stay intact until this reader's next read or :meth:`heartbeat` for a
+        registered block-mode consumer (the cursor published is the one from before this
+        call; :meth:`keep_alive` does not move it), and until the writer laps them in
+        ``discard_oldest`` mode: copy what you need, then check :meth:`still_valid`.
+
+        Raises:
+            RingCorrupt, WriterClosedError: as for :meth:`read_next`.
+            ConfigError: ``max_records`` is not a positive int, ``min_view_bytes`` not a
+                non-negative int, or ``timeout`` is bad.
+        """
+        self._ring.check_open("read_many_views")
+        if isinstance(max_records, bool) or not isinstance(max_records, int) or max_records < 1:
+            raise ConfigError(
+                f"max_records must be a positive int, got {describe_value(max_records)}"
+            )
+        if (
+            isinstance(min_view_bytes, bool)
+            or not isinstance(min_view_bytes, int)
+            or min_view_bytes < 0
+        ):
+            raise ConfigError(
+                f"min_view_bytes must be a non-negative int, got {describe_value(min_view_bytes)}"
+            )
+        wait = _wait(timeout)
+        self._publish()  # the cursor every view handed out below stays behind
+        out = self._read_views(max_records, min_view_bytes)
+        if out or wait == 0.0:
+            return out
+        deadline = None if wait is None else time.monotonic() + wait
+        sleep = 0.0
+        while True:
+            time.sleep(sleep)
+            sleep = min(0.001, sleep + 0.00002)
+            out = self._read_views(max_records, min_view_bytes)
+            if out:
+                return out
+            self._publish()  # (nothing handed out yet)
+            if deadline is not None and time.monotonic() >= deadline:
+                return out
+
+    def _read_views(self, max_records: int, min_view: int) -> list[Record]:
+        """One non-waiting round of :meth:`read_many_views`."""
+        out: list[Record] = []
+        buf = self._buf
+        cap = self.capacity
+        ring = self._ring
+        data = self._data
+        hsize = f.RECORD_HEADER_SIZE
+        unpack = f.RECORD_HEADER.unpack_from
+        while len(out) < max_records:
+            pos = self._pos
+            tail = ring.u64(f.OFF_TAIL)
+            if pos >= tail:
+                break
+            fence()
+            idx = pos % cap
+            span = min(tail - pos, cap - idx, 1 << 20)
+            # The run of small records ahead, from their headers in place (checked
+            # against a lap below before anything is trusted), so that only they are copied.
+            end = 0
+            large = False
+            while end + hsize <= span:
+                length, kind = unpack(buf, data + idx + end)[:2]
+                size = (length + 7) & ~7
+                if length < hsize or size > span - end:
+                    break
+                if kind == f.KIND_FRAME and length - hsize >= min_view:
+                    large = end == 0
+                    break
+                end += size
+            fence()
+            if ring.u64(f.OFF_TAIL_INTENT) - pos > cap:
+                self.retries += 1
+                self._lapped()
+                continue
+            if end == 0:  # a large frame (a view), a wrap, or a record past the span
+                record = self._try_read(not large)
+                if record is None:
+                    break
+                out.append(record)
+                continue
+            chunk = bytes(buf[data + idx : data + idx + end])
+            fence()
+            if ring.u64(f.OFF_TAIL_INTENT) - pos > cap:
+                self.retries += 1
+                self._lapped()
+                continue
+            view = memoryview(chunk)
+            offset = 0
+            while offset + hsize <= end and len(out) < max_records:
+                length, kind, sid, seq, ts, aux, crc = unpack(chunk, offset)
+                size = (length + 7) & ~7
+                if length < hsize or offset + size > end:
+                    raise self._corrupt(pos + offset, f"length {length} out of bounds")
+                if kind != f.KIND_PADDING:
+                    if kind not in f.KIND_NAMES:
+                        raise self._corrupt(pos + offset, f"unknown kind {kind}")
+                    payload = view[offset + hsize : offset + length]
+                    if self._crc and crc and zlib.crc32(payload) != crc:
+                        raise self._corrupt(pos + offset, f"payload CRC mismatch (seq {seq})")
+                    self._account(seq)
+                    out.append(Record(ring, pos + offset, kind, sid, seq, ts, aux, payload, False))
+                offset += size
+            self._pos = pos + offset
+        return out
+
+    def keep_alive(self) -> None:
+        """Mark this consumer alive now without moving its published cursor (unlike
+        :meth:`heartbeat`): the zero-copy records of its last read stay protected from a
+        block-mode writer while it is busy elsewhere. Does nothing for an anonymous reader.
+
+        Raises:
+            WriterClosedError: after :meth:`close`.
+        """
+        self._ring.check_open("keep_alive")
+        slot = self._slot
+        if slot is None:
+            return
+        words = self._ring.words
+        base = slot >> 3
+        if not self.evicted and words.item(base + (f.SLOT_STATE >> 3)) == f.STATE_EVICTED:
+            self.evicted = True
+        words[base + (f.SLOT_HEARTBEAT >> 3)] = monotonic_ns()
+
+    def discard(self, record: Record) -> None:
+        """Count a zero-copy ``record`` this reader delivered, found overwritten
+        (:meth:`still_valid` False) before its bytes were used, as lost instead: the
+        ring's count of this consumer's losses then includes it."""
+        if not record.zero_copy:
+            raise ConfigError(f"record {record.seq} is a copy: it cannot have been overwritten")
+        self.delivered -= 1
+        self.lost += 1
+
     def iter(self, timeout: float | None = None, *, copy: bool = True) -> Iterator[Record]:
         """Yield records as they arrive; stop after ``timeout`` seconds without one
         (``None``: never stop)."""
