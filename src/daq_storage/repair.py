@@ -10,12 +10,21 @@ without its footer gets one), CSV files with a torn last line, HDF5 files with t
 journal of a commit their writer was killed in (applied; a torn one removed). A file
 whose directory (for HDF5: the file) a live writer holds is ``busy``, and left alone.
 One damaged file never stops the check of the others.
+
+An output is made under a hidden temporary name (``.<name>.<pid>.<hex>.tmp``) and only
+then takes its name (see :func:`~daq_storage.writers._per_stream.create_hidden`): such a
+file left by a killed writer is no data (its output never got its name) and is removed
+(``repaired``, "leftover of a killed writer"); one whose process is still running is
+``busy`` and left alone. A Zarr writer's staging folder (``.<hex>.partial``) beside a
+store is reported (``skipped``), never read as data nor removed: it has no owner to ask.
 """
 
 from __future__ import annotations
 
 import errno
 import json
+import os
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +36,8 @@ __all__ = ["FileCheck", "check_files"]
 
 Status = Literal["ok", "repaired", "damaged", "busy", "skipped"]
 _RECOVERY_SUFFIX = ".recovery"
+#: What a Zarr writer makes beside a store before renaming it into place.
+_ZARR_STAGING = re.compile(r"^\.[0-9a-f]{32}\.(?:partial|link)$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,11 +66,20 @@ def check_files(path: str | Path) -> list[FileCheck]:
     return [_check_one(target) for target in _targets(path)]
 
 
+def _leftover(name: str) -> tuple[str, int] | None:
+    from daq_storage.writers._per_stream import leftover
+
+    return leftover(name)
+
+
 def _targets(path: Path) -> Iterator[Path]:
     if path.is_file() or _is_zarr_store(path):
         yield path
         return
     for entry in sorted(path.iterdir()):
+        if _leftover(entry.name) is not None or _ZARR_STAGING.match(entry.name):
+            yield entry  # never read as data, never walked into
+            continue
         if entry.name.startswith(".") and entry.name.endswith(_RECOVERY_SUFFIX):
             restored = entry.with_name(entry.name[1 : -len(_RECOVERY_SUFFIX)])
             if not restored.exists():  # killed before it made the file it restores
@@ -78,6 +98,11 @@ def _is_zarr_store(path: Path) -> bool:
 
 
 def _check_one(path: Path) -> FileCheck:
+    if (born := _leftover(path.name)) is not None:
+        return _check_leftover(path, *born)
+    if _ZARR_STAGING.match(path.name):
+        return FileCheck(path, "skipped", "a Zarr writer's staging folder: never data (left "
+                         "by a killed writer unless one is running here)")  # fmt: skip
     checker = _CHECKERS.get(path.suffix.lower())
     if checker is None:
         return FileCheck(path, "skipped", "not a kind of file daq-storage writes")
@@ -88,6 +113,31 @@ def _check_one(path: Path) -> FileCheck:
         return FileCheck(path, status, str(exc))
     except Exception as exc:  # any reader's failure is this file's verdict, not the run's
         return FileCheck(path, "damaged", f"{type(exc).__name__}: {exc}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _check_leftover(path: Path, name: str, pid: int) -> FileCheck:
+    """A temporary name an output was made under (see the module notes)."""
+    if _alive(pid):
+        return FileCheck(path, "busy", f"{name} being made by process {pid}, still running")
+    try:
+        path.unlink()
+    except FileNotFoundError:  # its writer (or another repair) was quicker
+        pass
+    except OSError as exc:
+        return FileCheck(path, "damaged", f"leftover of a killed writer (for {name}), "
+                         f"cannot be removed: {exc.strerror}")  # fmt: skip
+    return FileCheck(path, "repaired", f"leftover of a killed writer (for {name}): removed; "
+                     "no output had been made under that name")  # fmt: skip
 
 
 def _check_parquet(path: Path) -> FileCheck:

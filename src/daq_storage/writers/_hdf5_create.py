@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import h5py
 
+from daq_storage._file_locks import lock_byte
 from daq_storage.errors import StorageIOError
 from daq_storage.writers._hdf5_file import OrderedFile
-from daq_storage.writers._hdf5_journal import journal_path
+from daq_storage.writers._hdf5_journal import LIVE_BYTE, journal_path
+from daq_storage.writers._per_stream import create_hidden, publish
 
-__all__ = ["create_file", "dense_attributes", "make_group", "now"]
+__all__ = ["create_file", "dense_attributes", "make_group", "now", "publish_file"]
 
 
 def now() -> tuple[str, int]:
@@ -42,12 +46,19 @@ def make_group(file: h5py.File, name: str) -> h5py.Group:
 
 
 def create_file(
-    path: os.PathLike[str], take_over: bool, swmr: bool
-) -> tuple[h5py.File, int, OrderedFile | None]:
-    """A new file, its descriptor, and (not for SWMR) the :class:`OrderedFile` HDF5
-    writes through: the HDF5 1.8 format at the earliest structures it allows (1.10 for
-    SWMR); group attributes in dense storage (:func:`dense_attributes`); no chunk cache
-    (every chunk reaches the file when written, none waits for a flush).
+    path: Path, take_over: bool, swmr: bool
+) -> tuple[h5py.File, int, OrderedFile | None, Path | None]:
+    """A new file, its descriptor, the :class:`OrderedFile` HDF5 writes through (not for
+    SWMR), and the temporary name it is made under (``None``: taken over under its name):
+    the HDF5 1.8 format at the earliest structures it allows (1.10 for SWMR); group
+    attributes in dense storage (:func:`dense_attributes`); no chunk cache (every chunk
+    reaches the file when written, none waits for a flush).
+
+    The file is made under a hidden name beside ``path`` (see
+    :func:`~daq_storage.writers._per_stream.create_hidden`): the caller writes what it
+    needs, commits, then calls :func:`publish_file`, so that no kill leaves a file under
+    ``path`` without its superblock and root group. An empty file taken over stays under
+    its name (it was there, empty, before).
 
     Raises:
         FileExistsError: ``path`` exists (and is not an empty file to take over).
@@ -64,16 +75,52 @@ def create_file(
     if journal.exists():  # a killed writer's commit, for repair to apply to another file
         raise StorageIOError(errno.EEXIST, f"a killed writer's journal {journal.name} is left "
                              "there: run daq-storage repair first", str(path))  # fmt: skip
-    flags = os.O_RDWR | os.O_CLOEXEC | (os.O_TRUNC if take_over else os.O_CREAT | os.O_EXCL)
-    fd = os.open(path, flags, 0o644)
+    hidden: Path | None = None
+    if take_over:
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | os.O_TRUNC, 0o644)
+    else:
+        if os.path.lexists(path):  # refused before any work (publish_file checks again)
+            raise FileExistsError(errno.EEXIST, "File exists", str(path))
+        hidden, fd = create_hidden(path)
     try:
         ordered = None
-        name = os.fsencode(path)
+        # HDF5's own driver (SWMR) opens the file by name; through ours the name is only
+        # what ``h5py.File.filename`` says.
+        name = os.fsencode(hidden if swmr and hidden is not None else path)
         if not swmr:  # SWMR orders its own writes, through HDF5's own driver only
-            ordered = OrderedFile(fd, journal)
+            # Commits journal beside the temporary name until the file has its own.
+            ordered = OrderedFile(fd, journal_path(hidden or path))
             access.set_fileobj_driver(h5py.h5fd.fileobj_driver, ordered)
         made = h5py.h5f.create(name, h5py.h5f.ACC_TRUNC, fapl=access, fcpl=creation)
-        return h5py.File(made), fd, ordered
+        return h5py.File(made), fd, ordered, hidden
     except BaseException:
         os.close(fd)
+        if hidden is not None:
+            hidden.unlink(missing_ok=True)
         raise
+
+
+def publish_file(hidden: Path, path: Path, fd: int, ordered: OrderedFile | None) -> None:
+    """Give the file :func:`create_file` made at ``hidden`` its name ``path`` (never
+    replacing a file: ``FileExistsError``); its commits journal beside ``path`` from now
+    on. Call it between commits (no journal is then left).
+
+    Our descriptor ``fd`` is then reopened under ``path`` (the same file), so that it names
+    the file as it is now called (``/proc/<pid>/fd``, ``lsof``), not a removed temporary,
+    and the lock saying its writer is alive is taken again on it (with no journal there,
+    nothing could be repaired meanwhile). HDF5's own descriptor (SWMR) keeps the name it
+    opened.
+    """
+    publish(hidden, path)
+    if ordered is None:
+        return
+    ordered.journal = journal_path(path)
+    again = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        if not os.path.samestat(os.fstat(again), os.fstat(fd)):
+            return  # the name was replaced meanwhile: our file is still ours to write
+        os.dup2(again, fd, inheritable=False)
+    finally:
+        os.close(again)
+    with contextlib.suppress(OSError):  # no locks here (some filesystems): none taken
+        lock_byte(fd, LIVE_BYTE)

@@ -11,9 +11,13 @@ format records them in its files (see :data:`PART_OF`).
 
 Nothing is ever overwritten:
 
-- every stream file is created with ``O_EXCL``: one that exists (an earlier run in the
-  same directory) is refused with ``StorageIOError`` (``EEXIST``), with no window
-  between a check and the creation;
+- every stream file is born complete: made under a hidden temporary name beside it
+  (:func:`create_hidden`), given what its reader needs to open it, then published
+  under its name with a hard link (:func:`publish`), which never replaces a file: one
+  that exists (an earlier run in the same directory) is refused with
+  ``StorageIOError`` (``EEXIST``), with no window between a check and the creation, and
+  a kill at any instant leaves either no file under the name or one a reader opens
+  (the temporary name of a killed writer is removed by ``daq-storage repair``);
 - the writer holds an exclusive lock on the directory while it is open, so a second
   writer on the same directory, in this process or another, is refused
   (``StorageIOError``, ``EBUSY``, naming the holder's pid); the kernel drops the lock of
@@ -27,9 +31,12 @@ Nothing is ever overwritten:
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
+import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -39,13 +46,53 @@ from daq_storage.errors import ConfigError, StorageIOError
 from daq_storage.schema import METADATA_CHANGES, decode_metadata
 from daq_storage.writers._base import StreamPart, Writer, json_value, storage_errors
 
-__all__ = ["FIRST_ROW", "PART_OF", "PerStreamWriter"]
+__all__ = ["FIRST_ROW", "PART_OF", "PerStreamWriter", "create_hidden", "leftover", "publish"]
 
 #: Metadata key of a stream's second and later part files: the stream's name (JSON text).
 PART_OF = "daq_storage.part_of"
 #: Metadata key beside :data:`PART_OF`: the stream's index (row, or frame) of the part's
 #: first row; the parts, sorted by it (or by name), join into the stream.
 FIRST_ROW = "daq_storage.first_row"
+
+#: The temporary name of an output being born: ``.<name>.<pid>.<16 hex>.tmp`` (then,
+#: for HDF5, its commit journal ``<that>.journal``).
+_HIDDEN = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[0-9a-f]{16}\.tmp(?:\.journal)?$")
+
+
+def create_hidden(path: Path) -> tuple[Path, int]:
+    """A new, empty file under a temporary name beside ``path`` (a name no reader lists
+    and no other writer takes) and its descriptor, open for reading and writing; give
+    it what makes it openable, then :func:`publish` it."""
+    while True:
+        hidden = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(8).hex()}.tmp")
+        try:
+            return hidden, os.open(hidden, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
+                                   0o666)  # fmt: skip
+        except FileExistsError:  # 64 random bits taken: draw again
+            continue
+
+
+def publish(hidden: Path, path: Path) -> None:
+    """Give the file at ``hidden`` its name ``path`` and drop the temporary name: a hard
+    link, so an existing ``path`` is never replaced (``FileExistsError``; the temporary
+    is then removed). Descriptors open on the file keep writing to it.
+
+    Raises:
+        FileExistsError: ``path`` exists.
+        OSError: the link failed (the temporary is removed).
+    """
+    try:
+        os.link(hidden, path)
+    finally:
+        with contextlib.suppress(OSError):  # a leftover only: repair removes it
+            os.unlink(hidden)
+
+
+def leftover(name: str) -> tuple[str, int] | None:
+    """For a temporary name of :func:`create_hidden` (or its HDF5 journal): the name of
+    the output it was to become and the pid of the process that made it; else ``None``."""
+    found = _HIDDEN.match(name)
+    return None if found is None else (found["name"], int(found["pid"]))
 
 
 class PerStreamWriter(Writer):
@@ -125,9 +172,20 @@ class PerStreamWriter(Writer):
         if os.path.lexists(path):
             raise _exists(stream, path, self.path)
 
-    def _create_file(self, stream: str, path: Path) -> int:
-        """Create ``path`` (never an existing file: ``O_EXCL``) for reading and writing;
-        on failure the stream is left as if :meth:`_stream_path` had not been called."""
+    def _create_file(
+        self, stream: str, path: Path, prepare: Callable[[int], None] | None = None
+    ) -> int:
+        """Create ``path`` (never an existing file) for reading and writing; on failure the
+        stream is left as if :meth:`_stream_path` had not been called.
+
+        ``prepare`` writes, through the descriptor it is given, what makes the file
+        openable (its header): the file is made under a temporary name, prepared, then
+        published (:func:`publish`), so that no kill leaves a file under ``path`` that a
+        reader cannot open. Without ``prepare`` the file is created empty under its name
+        (``O_EXCL``) and the caller writes its header: a kill in between leaves it empty.
+        """
+        if prepare is not None:
+            return self._born_file(stream, path, prepare)
         try:
             return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
         except FileExistsError:
@@ -137,6 +195,32 @@ class PerStreamWriter(Writer):
             self._forget_file(stream, path)
             raise StorageIOError(exc.errno, f"cannot create the file of stream {stream!r}: "
                                  f"{exc.strerror}", str(path)) from exc  # fmt: skip
+
+    def _born_file(self, stream: str, path: Path, prepare: Callable[[int], None]) -> int:
+        """:meth:`_create_file` with a ``prepare``: made hidden, prepared, published."""
+        try:
+            hidden, fd = create_hidden(path)
+        except OSError as exc:
+            self._forget_file(stream, path)
+            raise StorageIOError(exc.errno, f"cannot create the file of stream {stream!r}: "
+                                 f"{exc.strerror}", str(path)) from exc  # fmt: skip
+        try:
+            prepare(fd)
+            publish(hidden, path)
+        except FileExistsError:
+            os.close(fd)
+            self._forget_file(stream, path)
+            raise _exists(stream, path, self.path) from None
+        except BaseException as exc:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                hidden.unlink(missing_ok=True)
+            self._forget_file(stream, path)
+            if isinstance(exc, OSError) and not isinstance(exc, StorageIOError):
+                raise StorageIOError(exc.errno, f"cannot create the file of stream "
+                                     f"{stream!r}: {exc.strerror}", str(path)) from exc  # fmt: skip
+            raise
+        return fd
 
     def _abandon_file(self, stream: str, path: Path, fd: int) -> None:
         """Close and remove a file this writer created but could not start (nothing of the

@@ -4,6 +4,12 @@ hyperstacks) and tifffile's (compressed, RGB, boolean frames).
 Our page writer puts each batch of frames on disk in one system call, followed by IFDs
 built from a template, and only then links the batch into the file (one small write),
 so a crash never leaves a page that points at missing bytes.
+
+A TIFF file without a page is one no reader opens: every file is made under a hidden
+temporary name (:func:`~daq_storage.writers._per_stream.create_hidden`) and takes its
+name (a hard link, never replacing a file) only once its first page is whole on disk:
+after our writer's first batch, at tifffile's first flush (or close). A stack that
+stored nothing leaves nothing.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import numpy.typing as npt
 import tifffile
 
 from daq_storage.writers._base import pwrite_all
+from daq_storage.writers._per_stream import create_hidden, publish
 
 __all__ = [
     "IMAGEJ_DTYPES",
@@ -47,7 +54,6 @@ _INLINE = {_SHORT: "<H", _LONG: "<I", _LONG8: "<Q"}
 # A bound on what one page adds besides its pixels (IFD, description, alignment).
 PAGE_OVERHEAD = 1024
 METADATA_SLACK = 4096
-_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC  # never an existing file
 
 
 def _align(position: int, to: int = 8) -> int:
@@ -143,8 +149,16 @@ class Pages:
         )
 
 
+def _unborn(fd: int, hidden: Path | None) -> None:
+    """Close a file that never got its name, and remove it."""
+    os.close(fd)
+    if hidden is not None:
+        hidden.unlink(missing_ok=True)
+
+
 class Stack(ABC):
-    """One TIFF file of a stream; the file is created by the first write."""
+    """One TIFF file of a stream; the file is created by the first write, under a
+    temporary name until its first page is whole (see the module notes)."""
 
     #: Each batch's first page can carry metadata set since the previous batch (ImageJ
     #: keeps it in the first page only, rewritten at close).
@@ -208,6 +222,7 @@ class PageStack(Stack):
         self.strip_field = where[_STRIP_OFFSETS] + layout.value_shift
         self.next_field = len(self.template) - layout.offset.size
         self.fd = -1
+        self.hidden: Path | None = None  # the file's name until its first batch is whole
         self.end = len(layout.header)  # where the next batch goes
         self.link = layout.first_link  # the zero link the next batch is hooked onto
         self.last_description_entry = 0
@@ -222,7 +237,7 @@ class PageStack(Stack):
         # Nothing is counted until every write of the batch succeeded: a failed one is
         # written again, at the same place, by the next call.
         if self.fd < 0:
-            self.fd = os.open(self.path, _CREATE, 0o666)
+            self.hidden, self.fd = create_hidden(self.path)
         if self.pages == 0:
             pwrite_all(self.fd, [self.layout.header], 0)
         frames = pages.frames
@@ -250,6 +265,14 @@ class PageStack(Stack):
             at = following
         pwrite_all(self.fd, [frames.reshape(-1).view(np.uint8), ifds], data_at)
         pwrite_all(self.fd, [self.layout.offset.pack(first_ifd)], self.link)  # publish
+        if self.hidden is not None:  # the first page is whole: the file takes its name
+            hidden, self.hidden = self.hidden, None
+            try:
+                publish(hidden, self.path)
+            except BaseException:
+                os.close(self.fd)
+                self.fd = -1
+                raise
         self.link = next_link
         self.end = at
         self.pages += len(frames)
@@ -264,6 +287,10 @@ class PageStack(Stack):
 
     def close(self, metadata: str | None) -> None:
         if self.fd < 0:
+            return
+        if self.hidden is not None:  # no batch was ever whole: nothing to keep
+            _unborn(self.fd, self.hidden)
+            self.fd, self.hidden = -1, None
             return
         try:
             if metadata is not None and self.last is not None:
@@ -307,6 +334,7 @@ class ImageJStack(Stack):
         self.next_ifd, next_where = layout.ifd(common)
         self.next_strip_field = next_where[_STRIP_OFFSETS] + layout.value_shift
         self.fd = self.sidecar_fd = -1
+        self.hidden: tuple[Path, Path] | None = None  # temporary names (file, sidecar)
         self.data_at = self.end = _align(8 + len(self.first_ifd) + self.description_size)
         self.sidecar_end = 0
 
@@ -332,14 +360,20 @@ class ImageJStack(Stack):
         images = self.pages + len(pages.numbers)
         description = self._description(images).ljust(self.description_size, b"\0")
         if self.fd < 0:
-            self.fd = os.open(self.path, _CREATE, 0o666)
-        if self.sidecar_fd < 0:
-            self.sidecar_fd = os.open(self.sidecar, _CREATE, 0o666)
+            hidden, self.fd = create_hidden(self.path)
+            try:
+                hidden_sidecar, self.sidecar_fd = create_hidden(self.sidecar)
+            except BaseException:
+                _unborn(self.fd, hidden)
+                self.fd = -1
+                raise
+            self.hidden = (hidden, hidden_sidecar)
         if self.pages == 0:
             prefix = self._prefix(description, pages.metadata or "{}")
             pwrite_all(self.fd, [prefix, frames], 0)
             sidecar_end = self._write_sidecar("frame_number,timestamp_ns\n" + lines, 0)
             pwrite_all(self.fd, [self.layout.offset.pack(8)], self.layout.first_link)
+            self._publish()
             self.data_at = self.end = len(prefix)
         else:
             pwrite_all(self.fd, [frames], self.end)
@@ -350,6 +384,24 @@ class ImageJStack(Stack):
         self.sidecar_end = sidecar_end
         self.pages = images
         self.last = pages
+
+    def _publish(self) -> None:
+        """Give the file and its sidecar (first, so the file never lacks it) their names."""
+        assert self.hidden is not None
+        (hidden, hidden_sidecar), self.hidden = self.hidden, None
+        try:
+            publish(hidden_sidecar, self.sidecar)
+            try:
+                publish(hidden, self.path)
+            except BaseException:
+                self.sidecar.unlink(missing_ok=True)  # ours: it was linked just now
+                raise
+        except BaseException:
+            hidden.unlink(missing_ok=True)
+            os.close(self.fd)
+            os.close(self.sidecar_fd)
+            self.fd = self.sidecar_fd = -1
+            raise
 
     def _prefix(self, description: bytes, metadata: str) -> bytes:
         """Header, first IFD, its description and ImageJ metadata, up to the first frame."""
@@ -398,7 +450,10 @@ class ImageJStack(Stack):
             for fd in (self.fd, self.sidecar_fd):
                 if fd >= 0:
                     os.close(fd)
+            for hidden in self.hidden or ():  # no batch was ever whole: nothing to keep
+                hidden.unlink(missing_ok=True)
             self.fd = self.sidecar_fd = -1
+            self.hidden = None
 
     def _complete(self, metadata: str | None) -> None:
         """ImageJ's remaining IFDs, then (if it changed) the metadata, then the links."""
@@ -450,6 +505,7 @@ class TifffileStack(Stack):
         # LZW can grow noise by half; deflate and zstd by far less.
         self.page_bound = frame.nbytes * 3 // 2 + PAGE_OVERHEAD
         self.handle: BinaryIO | None = None
+        self.hidden: Path | None = None  # the file's name until a flush made a page whole
         self.writer: tifffile.TiffWriter | None = None
         self.flushed = 0  # pages handed to the operating system by the last flush
 
@@ -468,7 +524,9 @@ class TifffileStack(Stack):
     def write(self, pages: Pages) -> None:
         if self.writer is None:
             if self.handle is None:
-                self.handle = open(self.path, "xb")  # noqa: SIM115 (closed in close())
+                self.hidden, fd = create_hidden(self.path)
+                os.close(fd)  # tifffile wants a file object with a name
+                self.handle = open(self.hidden, "r+b")  # noqa: SIM115 (closed in close())
             self.writer = tifffile.TiffWriter(self.handle, bigtiff=self.bigtiff)
         for frame, description in zip(pages.frames, pages.descriptions(), strict=True):
             self.writer.write(frame, contiguous=False, compression=self.compression,
@@ -480,7 +538,14 @@ class TifffileStack(Stack):
     def flush(self) -> None:
         if self.writer is not None:
             self.writer.filehandle.flush()
+            self._publish()
         self.flushed = self.pages
+
+    def _publish(self) -> None:
+        """Give the file its name once a page of it is on disk (see the module notes)."""
+        if self.hidden is not None and self.pages:
+            hidden, self.hidden = self.hidden, None
+            publish(hidden, self.path)
 
     def fsync(self) -> None:
         if self.handle is not None:
@@ -494,6 +559,10 @@ class TifffileStack(Stack):
         finally:
             if self.handle is not None:
                 self.handle.close()
+            self._publish()  # what tifffile wrote, as a file left under its name would be
+            if self.hidden is not None:  # no page was ever written: nothing to keep
+                self.hidden.unlink(missing_ok=True)
+                self.hidden = None
         self.flushed = self.pages
         if self.writer is None or metadata is None or self.last is None:
             return

@@ -87,7 +87,7 @@ from daq_storage.writers._base import (
     storage_errors,
 )
 from daq_storage.writers._hdf5_attributes import leaf_types, schema_json, store_attribute
-from daq_storage.writers._hdf5_create import create_file, make_group, now
+from daq_storage.writers._hdf5_create import create_file, make_group, now, publish_file
 from daq_storage.writers._hdf5_frames import FrameStream
 from daq_storage.writers._hdf5_journal import repair_journal
 from daq_storage.writers._hdf5_options import (
@@ -200,19 +200,24 @@ class Hdf5Writer(Writer):
         with storage_errors(self.path, "cannot create HDF5 file", library_errors=_H5_ERRORS):
             self._claim_directory(self.path.parent)
             try:
-                self._file, self._fd, self._ordered = create_file(self.path, self._took_over,
-                                                                  swmr)  # fmt: skip
+                self._file, self._fd, self._ordered, hidden = create_file(
+                    self.path, self._took_over, swmr
+                )
+                try:
+                    created_at, created_ns = now()
+                    self._file.attrs["created_at"] = created_at
+                    self._file.attrs["created_timestamp_ns"] = np.uint64(created_ns)
+                    self._file.attrs["application"] = f"daq-storage {__version__}"
+                    self._flush_file()  # a valid, empty file: only now does it get its name
+                    if hidden is not None:
+                        publish_file(hidden, self.path, self._fd, self._ordered)
+                except BaseException:
+                    self._release()
+                    if hidden is not None:
+                        hidden.unlink(missing_ok=True)
+                    raise
             except FileExistsError:
                 raise FileExistsError(17, "File exists (never overwritten)") from None
-            try:
-                created_at, created_ns = now()
-                self._file.attrs["created_at"] = created_at
-                self._file.attrs["created_timestamp_ns"] = np.uint64(created_ns)
-                self._file.attrs["application"] = f"daq-storage {__version__}"
-                self._flush_file()  # a valid, empty file from now on, whenever it is killed
-            except BaseException:
-                self._release()
-                raise
         self._add_file(self.path)
 
     # ------------------------------------------------------------------ failures

@@ -289,8 +289,9 @@ class ParquetWriter(ArrowBatchWriter):
         super()._check_new_file(stream, path)
 
     def _create(self, stream: str, path: Path, header: pa.Buffer) -> tuple[int, int]:
-        """Start ``path`` as an empty Parquet file and its recovery file (both new:
-        ``O_EXCL``, the recovery file first); their fds."""
+        """Start ``path`` as an empty Parquet file and its recovery file (both new: the
+        recovery file first, ``O_EXCL``; the Parquet file published with its header, see
+        :meth:`_create_file`); their fds."""
         recovery = recovery_path(path)
         try:
             recovery_fd = os.open(recovery, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
@@ -302,17 +303,24 @@ class ParquetWriter(ArrowBatchWriter):
             self._forget_file(stream, path)
             raise StorageIOError(exc.errno, f"cannot create Parquet recovery file: "
                                  f"{exc.strerror}", str(recovery)) from exc  # fmt: skip
+
+        def prepare(fd: int) -> None:
+            # Before the file has its name: no kill leaves a Parquet file without its
+            # header. (Its recovery record follows: repair keeps a file whose recovery
+            # file is still empty, and drops an empty recovery file without its file.)
+            with storage_errors(path, "cannot create Parquet file"):
+                # Held while writing: repair_parquet refuses a file a live writer owns.
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                pwrite_all(fd, [header], 0)
+
         try:
-            fd = self._create_file(stream, path)
+            fd = self._create_file(stream, path, prepare)
         except BaseException:
             os.close(recovery_fd)
             recovery.unlink(missing_ok=True)
             raise
         try:
             with storage_errors(path, "cannot create Parquet file"):
-                # Held while writing: repair_parquet refuses a file a live writer owns.
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                pwrite_all(fd, [header], 0)
                 write_recovery(recovery_fd, len(MAGIC), header.to_pybytes()[len(MAGIC) :])
         except BaseException:
             os.close(recovery_fd)
