@@ -6,6 +6,7 @@ import contextlib
 import errno
 import os
 import time
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from daq_storage.writers._hdf5_file import OrderedFile
 from daq_storage.writers._hdf5_journal import LIVE_BYTE, journal_path
 from daq_storage.writers._per_stream import create_hidden, publish
 
-__all__ = ["create_file", "dense_attributes", "make_group", "now", "publish_file"]
+__all__ = ["create_file", "dense_attributes", "make_group", "now", "publish_file", "publishing"]
 
 
 def now() -> tuple[str, int]:
@@ -124,3 +125,24 @@ def publish_file(hidden: Path, path: Path, fd: int, ordered: OrderedFile | None)
         os.close(again)
     with contextlib.suppress(OSError):  # no locks here (some filesystems): none taken
         lock_byte(fd, LIVE_BYTE)
+
+
+@contextlib.contextmanager
+def publishing(
+    hidden: Path | None, path: Path, fd: int, ordered: OrderedFile | None,
+    release: Callable[[], None],
+) -> Iterator[None]:  # fmt: skip
+    """Around the first writes to a file :func:`create_file` made: then
+    :func:`publish_file` (nothing to do for a file taken over). On any failure ``release``
+    (close the file) and remove the temporary, and the journal a failed commit left
+    beside it (nothing of it was ever under its name)."""
+    try:
+        yield
+        if hidden is not None:
+            publish_file(hidden, path, fd, ordered)
+    except BaseException:
+        release()
+        if hidden is not None:
+            hidden.unlink(missing_ok=True)
+            journal_path(hidden).unlink(missing_ok=True)
+        raise

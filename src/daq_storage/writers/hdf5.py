@@ -87,7 +87,7 @@ from daq_storage.writers._base import (
     storage_errors,
 )
 from daq_storage.writers._hdf5_attributes import leaf_types, schema_json, store_attribute
-from daq_storage.writers._hdf5_create import create_file, make_group, now, publish_file
+from daq_storage.writers._hdf5_create import create_file, make_group, now, publishing
 from daq_storage.writers._hdf5_frames import FrameStream
 from daq_storage.writers._hdf5_journal import repair_journal
 from daq_storage.writers._hdf5_options import (
@@ -203,19 +203,12 @@ class Hdf5Writer(Writer):
                 self._file, self._fd, self._ordered, hidden = create_file(
                     self.path, self._took_over, swmr
                 )
-                try:
+                with publishing(hidden, self.path, self._fd, self._ordered, self._release):
                     created_at, created_ns = now()
                     self._file.attrs["created_at"] = created_at
                     self._file.attrs["created_timestamp_ns"] = np.uint64(created_ns)
                     self._file.attrs["application"] = f"daq-storage {__version__}"
                     self._flush_file()  # a valid, empty file: only now does it get its name
-                    if hidden is not None:
-                        publish_file(hidden, self.path, self._fd, self._ordered)
-                except BaseException:
-                    self._release()
-                    if hidden is not None:
-                        hidden.unlink(missing_ok=True)
-                    raise
             except FileExistsError:
                 raise FileExistsError(17, "File exists (never overwritten)") from None
         self._add_file(self.path)
