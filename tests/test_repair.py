@@ -183,15 +183,16 @@ def test_a_record_one_row_group_behind_never_cuts_a_complete_file(tmp_path: Path
     assert not (target / ".s.parquet.recovery").exists()
 
 
-@pytest.mark.parametrize("killed_after", [".b.parquet.recovery", "b.parquet"])
+@pytest.mark.parametrize("killed_after", [".b.parquet.recovery", ".b.parquet.*.tmp"])
 def test_a_stream_killed_while_created_is_a_clean_verdict(tmp_path: Path, killed_after: str):
     """The finding's state (b): killed inside the creation of stream ``b`` (its recovery
-    file made and empty; its Parquet file missing or empty). ``repair DIR`` gives every
-    file a verdict, ``b`` included, and goes on to the files after it."""
+    file made and empty; its Parquet file missing, or only its hidden temporary made).
+    ``repair DIR`` gives every file a verdict, ``b`` included, removes the temporary of
+    the dead writer and goes on to the files after it."""
     target = tmp_path / "d"
     run_killed(
         f"""
-        import os, signal
+        import fnmatch, os, signal
         import pyarrow as pa
         from daq_storage.writers import open_writer
         w = open_writer("parquet", {str(target)!r})
@@ -201,7 +202,7 @@ def test_a_stream_killed_while_created_is_a_clean_verdict(tmp_path: Path, killed
         real_open = os.open
         def open_then_die(path, flags, mode=0o777, **kwargs):
             fd = real_open(path, flags, mode, **kwargs)
-            if os.path.basename(path) == {killed_after!r}:
+            if fnmatch.fnmatch(os.path.basename(path), {killed_after!r}):
                 os.kill(os.getpid(), signal.SIGKILL)
             return fd
         os.open = open_then_die
@@ -209,6 +210,8 @@ def test_a_stream_killed_while_created_is_a_clean_verdict(tmp_path: Path, killed
         """
     )
     assert (target / ".b.parquet.recovery").read_bytes() == b""
+    assert not (target / "b.parquet").exists()
+    assert bool(list(target.glob(".b.parquet.*.tmp"))) == killed_after.endswith(".tmp")
     found = verdicts(target)
     assert [found[n].status for n in ("a.parquet", "b.parquet", "c.parquet")] == ["repaired"] * 3
     assert "before any row" in found["b.parquet"].detail

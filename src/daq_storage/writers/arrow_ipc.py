@@ -231,10 +231,10 @@ class ArrowWriter(ArrowBatchWriter):
         except BaseException:
             self._forget_file(stream, path)
             raise
-        fd = self._create_file(stream, path)
+        # readable (no batches) from its birth
+        fd = self._create_file(stream, path, lambda fd: pwrite_all(fd, [header, EOS], 0))
         try:
             with storage_errors(path, "cannot create Arrow IPC file"):
-                pwrite_all(fd, [header, EOS], 0)  # readable (no batches) from the start
                 sink = MessageSink(header)
                 target = pa.PythonFile(sink, mode="w")
                 if self.ipc_format == "stream":

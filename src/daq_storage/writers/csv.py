@@ -352,13 +352,7 @@ class CsvWriter(PerStreamWriter):
     def _create(self, stream: str, target: _CsvFile, header: pa.Buffer, *, new_part: bool) -> None:
         """Create the file (never an existing one) with its header line."""
         path = self._stream_path(stream, new_part=new_part)
-        fd = self._create_file(stream, path)
-        try:
-            with storage_errors(path, "cannot create CSV file"):
-                pwrite_all(fd, [header], 0)
-        except BaseException:
-            self._abandon_file(stream, path, fd)
-            raise
+        fd = self._create_file(stream, path, lambda fd: pwrite_all(fd, [header], 0))
         target.path, target.fd, target.end = path, fd, len(header)
         self._names_changed = True
 
