@@ -173,7 +173,7 @@ class PerStreamWriter(Writer):
             raise _exists(stream, path, self.path)
 
     def _create_file(
-        self, stream: str, path: Path, prepare: Callable[[int], None] | None = None
+        self, stream: str, path: Path, prepare: Callable[[int], object] | None = None
     ) -> int:
         """Create ``path`` (never an existing file) for reading and writing; on failure the
         stream is left as if :meth:`_stream_path` had not been called.
@@ -196,7 +196,7 @@ class PerStreamWriter(Writer):
             raise StorageIOError(exc.errno, f"cannot create the file of stream {stream!r}: "
                                  f"{exc.strerror}", str(path)) from exc  # fmt: skip
 
-    def _born_file(self, stream: str, path: Path, prepare: Callable[[int], None]) -> int:
+    def _born_file(self, stream: str, path: Path, prepare: Callable[[int], object]) -> int:
         """:meth:`_create_file` with a ``prepare``: made hidden, prepared, published."""
         try:
             hidden, fd = create_hidden(path)
