@@ -13,10 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-import sys
-import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -28,6 +25,7 @@ import pyarrow as pa
 
 from daq_storage.errors import InvalidName, RingBusy, RingCorrupt
 from daq_storage.naming import sanitize_name
+from daq_storage.recorder._groups import FrameGroup, GroupPool
 from daq_storage.recorder._routing import Route, Routing
 from daq_storage.recorder._sinks import FormatSink, Reply, SinkSettings
 from daq_storage.recorder._stats import LossGap, RecorderStats, StreamStats, write_stats
@@ -45,57 +43,6 @@ _MAX_ERRORS = 100  # errors kept in stats (the count beyond is said in the last 
 #: Frames of at least this many bytes are read zero-copy and copied straight into their
 #: group; smaller records are copied in blocks by the ring (cheaper per record).
 _VIEW_BYTES = 64 << 10
-_POOL_KEEP = 8  # free groups kept per stream (the rest are left to the allocator)
-
-
-class _Group:
-    """A preallocated ``(capacity, *frame_shape)`` block of one stream's frames: filled
-    by the loop, written by every sink of the stream, then back to its pool."""
-
-    __slots__ = ("_left", "_lock", "_pool", "frames")
-
-    def __init__(self, frames: npt.NDArray[Any], pool: _GroupPool) -> None:
-        self.frames = frames
-        self._pool = pool
-        self._left = 0
-        self._lock = threading.Lock()
-
-    def hand_out(self, sinks: int) -> None:
-        self._left = sinks
-
-    def release(self) -> None:
-        """One sink is done with the group (written, refused or failed)."""
-        with self._lock:
-            self._left -= 1
-            last = self._left == 0
-        if last:
-            self._pool.put_back(self)
-
-
-class _GroupPool:
-    """The free groups of one stream (a frame spec and a capacity)."""
-
-    def __init__(self, dtype: np.dtype[Any], shape: tuple[int, ...], capacity: int) -> None:
-        self.dtype, self.shape, self.capacity = dtype, shape, capacity
-        self._free: deque[_Group] = deque()  # appended by sink threads, taken by the loop
-        self.allocated = 0
-        self.reused = 0
-
-    def take(self) -> _Group:
-        while self._free:
-            group = self._free.pop()
-            # Only the group refers to its array (plus getrefcount's argument): no writer
-            # kept a view of it (Parquet buffers a row group's batches zero-copy), so its
-            # pixels can be overwritten.
-            if sys.getrefcount(group.frames) <= 2:
-                self.reused += 1
-                return group
-        self.allocated += 1
-        return _Group(np.empty((self.capacity, *self.shape), self.dtype), self)
-
-    def put_back(self, group: _Group) -> None:
-        if len(self._free) < _POOL_KEEP:
-            self._free.append(group)
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,8 +106,8 @@ class _Stream:
     accepted_schema: pa.Schema | None = None
     # frames held back for grouping, copied into `group` (of `pool`)
     spec: tuple[np.dtype[Any], tuple[int, ...]] | None = None
-    pool: _GroupPool | None = None
-    group: _Group | None = None
+    pool: GroupPool | None = None
+    group: FrameGroup | None = None
     held: int = 0
     stamps: list[int] = field(default_factory=list)
     numbers: list[int] = field(default_factory=list)
@@ -485,14 +432,14 @@ class DrainLoop:
         assert self.reader is not None
         return self.reader.still_valid(record)
 
-    def _new_group(self, stream: _Stream, frame: npt.NDArray[Any]) -> _Group:
+    def _new_group(self, stream: _Stream, frame: npt.NDArray[Any]) -> FrameGroup:
         """A free group of the stream's pool, whose capacity is the frames per write
         now (whole chunks: the chunk shape is known after a format's first write)."""
         capacity = max(1, min(self._frames_per_write(stream, frame.nbytes),
                               self.settings.batch_bytes // max(1, frame.nbytes)))  # fmt: skip
         pool = stream.pool
         if pool is None or pool.capacity != capacity:
-            pool = stream.pool = _GroupPool(frame.dtype, frame.shape, capacity)
+            pool = stream.pool = GroupPool(frame.dtype, frame.shape, capacity)
         return pool.take()
 
     def _frames_per_write(self, stream: _Stream, frame_bytes: int) -> int:
