@@ -24,7 +24,7 @@ LAYERS: list[set[str]] = [
     {"config", "naming", "schema", "ring"},
     {"sim"},
     {"writers", "acquisition"},
-    {"recorder"},
+    {"recorder", "actor", "read"},
     {"repair", "testing", "daemon"},
     {"demo"},
     {"cli"},

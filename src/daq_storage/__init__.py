@@ -10,10 +10,12 @@ from typing import TYPE_CHECKING, Any
 
 from daq_storage._version import __version__
 from daq_storage.errors import (
+    ActorStopped,
     ConfigError,
     DaqStorageError,
     FormatError,
     InvalidName,
+    ReadError,
     RingBusy,
     RingCorrupt,
     RingError,
@@ -21,6 +23,7 @@ from daq_storage.errors import (
     RingFull,
     RingNotFound,
     RingNotTrusted,
+    RunNotFound,
     SchemaMismatch,
     StorageIOError,
     UnknownStream,
@@ -101,10 +104,12 @@ __all__ = [
     "repair_hdf5",
     "repair_parquet",
     # errors
+    "ActorStopped",
     "ConfigError",
     "DaqStorageError",
     "FormatError",
     "InvalidName",
+    "ReadError",
     "RingBusy",
     "RingCorrupt",
     "RingError",
@@ -112,6 +117,7 @@ __all__ = [
     "RingFull",
     "RingNotFound",
     "RingNotTrusted",
+    "RunNotFound",
     "SchemaMismatch",
     "StorageIOError",
     "UnknownStream",

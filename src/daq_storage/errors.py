@@ -8,10 +8,12 @@ Messages name the file, stream, column, key or value at fault.
 from __future__ import annotations
 
 __all__ = [
+    "ActorStopped",
     "ConfigError",
     "DaqStorageError",
     "FormatError",
     "InvalidName",
+    "ReadError",
     "RingBusy",
     "RingCorrupt",
     "RingError",
@@ -19,6 +21,7 @@ __all__ = [
     "RingFull",
     "RingNotFound",
     "RingNotTrusted",
+    "RunNotFound",
     "SchemaMismatch",
     "StorageIOError",
     "UnknownStream",
@@ -112,6 +115,21 @@ class StorageIOError(DaqStorageError, OSError):
 
     ``errno`` and ``filename`` are set when the underlying OS error had them.
     """
+
+
+class RunNotFound(DaqStorageError, FileNotFoundError):
+    """No run at a path: no file, store or directory this project writes (or one whose
+    format cannot be told), or a rotated run none of whose files is there."""
+
+
+class ReadError(DaqStorageError, ValueError):
+    """A run's file cannot be read back as this project wrote it (truncated beyond
+    repair, a layout this version does not know); the message names the file."""
+
+
+class ActorStopped(DaqStorageError, RuntimeError):
+    """A message was sent to a :class:`~daq_storage.actor.StorageActor` that has stopped
+    or failed; the message names the cause when it failed."""
 
 
 def describe_value(value: object, limit: int = 80) -> str:

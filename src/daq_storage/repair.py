@@ -67,7 +67,7 @@ def check_files(path: str | Path) -> list[FileCheck]:
 
 
 def _leftover(name: str) -> tuple[str, int] | None:
-    from daq_storage.writers._per_stream import leftover
+    from daq_storage.writers import leftover
 
     return leftover(name)
 

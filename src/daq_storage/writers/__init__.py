@@ -20,6 +20,7 @@ from daq_storage.writers._contract import (
     WriterStats,
     check_all,
 )
+from daq_storage.writers._per_stream import leftover
 from daq_storage.writers._registry import (
     ENTRY_POINT_GROUP,
     available_writers,
@@ -53,6 +54,7 @@ __all__ = [
     "available_writers",
     "check_all",
     "get_writer_class",
+    "leftover",
     "open_writer",
     "repair_arrow",
     "repair_csv",
