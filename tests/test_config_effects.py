@@ -120,6 +120,10 @@ EFFECTS: dict[str, list[str]] = {
         _RECORDER + "test_without_formats_the_default_backend_is_recorded",
     ],
     "storage.output_dir": ["test_demo::test_demo_applies_the_configured_keys"],
+    "storage.auto_flush_interval_secs": [
+        "test_config_effects::test_auto_flush_interval_secs_is_the_storage_actors_flush_cadence",
+        "actor.test_actor_config::test_the_actor_honours_the_storage_environment_variables",
+    ],
     "storage.experiment": ["test_demo::test_demo_applies_the_configured_keys"],
     "storage.compression": [
         "test_config_effects::test_codec_keys_reach_every_writer",
@@ -192,9 +196,6 @@ EFFECTS: dict[str, list[str]] = {
 #: Keys accepted only at a value that does nothing (their feature is not built), and
 #: the test that shows every other value refused.
 REFUSED: dict[str, str] = {
-    "storage.auto_flush_interval_secs": (
-        "test_config::test_invalid_file_values_name_key_value_and_range"
-    ),
     # Every value: the Recorder names its files (per format, per rotation) in output_dir.
     "storage.output_path": "test_config::test_invalid_file_values_name_key_value_and_range",
 }
@@ -371,3 +372,44 @@ def _takes(writer_class: type[Writer], codec: str) -> bool:
 def _options(writer_class: type[Writer], codec: str, level: int) -> dict[str, Any]:
     settings = StorageSettings(compression=codec, compression_level=level)
     return writer_options(writer_class, settings)
+
+
+# --------------------------------------------------------------------- the storage actor
+def test_auto_flush_interval_secs_is_the_storage_actors_flush_cadence(tmp_path: Path):
+    """With a cadence the rows reach the file with no Flush; with 0 only a Flush (or
+    stop) puts them there. What a reader opening the file sees is the effect."""
+    import asyncio
+    import time
+
+    from daq_storage.actor import Flush, GetStats, StorageActor, WriteBatch
+
+    batch = pa.record_batch({"value": np.arange(100, dtype=np.float64)})
+
+    def rows(path: Path) -> int:
+        with h5py.File(path, "r") as f:
+            return int(f["pm/value"].shape[0]) if "pm" in f else 0
+
+    async def visible_without_flush(interval: str, out: Path) -> tuple[int, Path]:
+        environ = {"DAQ_STORAGE_OUTPUT_DIR": str(out),
+                   "DAQ_STORAGE_AUTO_FLUSH_INTERVAL_SECS": interval}  # fmt: skip
+        config = StorageConfig.load(environ=environ)
+        assert config.storage.auto_flush_interval_secs == float(interval)
+        async with StorageActor(config) as actor:
+            await actor.call(WriteBatch(batch, "pm"))
+            path = (await actor.call(GetStats())).file_path
+            assert path is not None
+            seen = rows(path)
+            deadline = time.monotonic() + 30  # a deadline on a real condition, not a sleep
+            while interval != "0" and seen == 0 and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+                seen = rows(path)
+            if interval == "0":
+                assert rows(path) == 0  # nothing flushes by itself
+                await actor.call(Flush())
+                assert rows(path) == 100
+        return seen, path
+
+    seen, _ = asyncio.run(visible_without_flush("0.05", tmp_path / "cadence"))
+    assert seen == 100
+    seen, _ = asyncio.run(visible_without_flush("0", tmp_path / "manual"))
+    assert seen == 0

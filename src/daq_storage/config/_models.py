@@ -111,21 +111,11 @@ class StorageSettings(BaseModel):
     auto_flush_interval_secs: float = Field(
         0,
         ge=0,
-        description="Periodic flush of the storage actor, which is not built yet: only 0 "
-        "(flush on request) is accepted.",
-        json_schema_extra={"allowed": "0"},
+        allow_inf_nan=False,
+        description="The storage actor (daq_storage.actor) flushes this long after the first "
+        "message it stored since its last flush (seconds); 0: only on a Flush message and at "
+        "stop.",
     )
-
-    @field_validator("auto_flush_interval_secs")
-    @classmethod
-    def _no_actor_yet(cls, value: float) -> float:
-        # Accepting a cadence nothing applies would be a key that silently does nothing.
-        if value != 0:
-            raise ValueError(
-                "the storage actor that would flush on this cadence does not exist yet; "
-                "only 0 is accepted (the recorder's cadence is storage.flush_interval_ms)"
-            )
-        return value
 
     @field_validator("default_backend", mode="before")
     @classmethod
