@@ -1,0 +1,204 @@
+"""Arrow IPC outputs: a directory of one file per stream, streaming format
+(``.arrows``) or file format (``.arrow``), parts in ``<stream>__part0002...``; frames as a
+``fixed_shape_tensor`` column ``frame``.
+
+Files are memory-mapped: batches are read without copying, and only the batches an
+index needs are turned into frames. A streaming file a writer is appending to ends with
+its end-of-stream marker after its last complete batch (see
+:mod:`daq_storage.writers._arrow_files`): the reader stops there. A file-format file not
+completed yet (no footer) is read as the stream it starts with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+
+from daq_storage.errors import ReadError, UnknownStream
+from daq_storage.read._files import SUFFIXES, common_metadata, metadata_document, stream_files
+from daq_storage.read._source import LAYOUT_KEYS, PartInfo, StreamInfo, select
+from daq_storage.schema import decode_metadata
+
+__all__ = ["ArrowReader", "TableFrames", "frame_info"]
+
+_MAGIC = b"ARROW1"
+
+
+class _File:
+    """One IPC file's batches (memory-mapped) and its metadata."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.source = pa.memory_map(str(path))
+        self.batches: list[pa.RecordBatch] = []
+        metadata: dict[bytes, bytes] = {}
+        try:
+            schema = self._read(metadata)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise ReadError(f"{path}: not an Arrow IPC file this reader can open ({exc})") from exc
+        self.schema = schema.remove_metadata()
+        self.metadata = decode_metadata(metadata)
+        self.rows = sum(b.num_rows for b in self.batches)
+        self.starts = np.cumsum([0] + [b.num_rows for b in self.batches])
+
+    def _read(self, metadata: dict[bytes, bytes]) -> pa.Schema:
+        head = self.source.read(8)
+        self.source.seek(0)
+        if head.startswith(_MAGIC):
+            try:
+                reader = pa.ipc.open_file(self.source)
+            except pa.ArrowInvalid:  # being written: no footer yet, a stream after the magic
+                buffer = self.source.read_buffer()
+                return self._stream(pa.BufferReader(buffer.slice(8)), metadata)
+            metadata.update(reader.schema.metadata or {})
+            for i in range(reader.num_record_batches):
+                batch, custom = reader.get_batch_with_custom_metadata(i)
+                metadata.update(custom or {})
+                self.batches.append(batch)
+            return reader.schema
+        return self._stream(self.source, metadata)
+
+    def _stream(self, source: Any, metadata: dict[bytes, bytes]) -> pa.Schema:
+        reader = pa.ipc.open_stream(source)
+        metadata.update(reader.schema.metadata or {})
+        while True:
+            try:
+                batch, custom = reader.read_next_batch_with_custom_metadata()
+            except StopIteration:
+                break
+            except (pa.ArrowInvalid, OSError):
+                break  # a message being published past what was there when mapped
+            metadata.update(custom or {})
+            if batch.num_rows:
+                self.batches.append(batch)
+        return reader.schema
+
+    def close(self) -> None:
+        self.source.close()
+
+
+_FRAME_COLUMNS = ("timestamp_ns", "frame_number")
+
+
+def frame_info(schema: pa.Schema) -> tuple[tuple[int, ...], np.dtype[Any]] | None:
+    """A frame stream's frame shape and dtype, from its ``frame`` column; ``None`` for a
+    table."""
+    if "frame" not in schema.names:
+        return None
+    kind = schema.field("frame").type
+    if not isinstance(kind, pa.FixedShapeTensorType):
+        return None
+    return tuple(kind.shape), np.dtype(kind.value_type.to_pandas_dtype())
+
+
+class TableFrames:
+    """Frames held in the ``frame`` column of tables (Arrow IPC batches, Parquet row
+    groups), read a batch at a time: ``load(k)`` gives batch ``k``'s columns."""
+
+    def __init__(self, counts: Sequence[int], shape: tuple[int, ...], dtype: np.dtype[Any],
+                 load: Any, load_ids: Any) -> None:  # fmt: skip
+        self.starts = np.cumsum([0, *counts])
+        self.shape = (int(self.starts[-1]), *shape)
+        self.dtype = dtype
+        self._load = load
+        self._load_ids = load_ids
+
+    def read(self, index: slice | npt.NDArray[np.intp]) -> npt.NDArray[Any]:
+        wanted = np.arange(self.shape[0])[index] if isinstance(index, slice) else index
+        out = np.empty((len(wanted), *self.shape[1:]), self.dtype)
+        which = np.searchsorted(self.starts, wanted, side="right") - 1
+        for k in np.unique(which):
+            here = which == k
+            column = self._load(int(k))
+            local = wanted[here] - self.starts[k]
+            storage = column.storage if isinstance(column, pa.ExtensionArray) else column
+            flat = storage.flatten().to_numpy(zero_copy_only=False)
+            block = flat.reshape(len(storage), *self.shape[1:])
+            if len(local) == len(storage) and local[0] == 0:
+                out[here] = block
+            else:
+                out[here] = block[local]
+        return out
+
+    def timestamps_ns(self) -> npt.NDArray[np.uint64]:
+        stamps = self._load_ids("timestamp_ns")
+        return np.asarray(stamps.cast(pa.int64()).to_numpy()).astype(np.uint64)
+
+    def frame_numbers(self) -> npt.NDArray[np.uint64]:
+        return np.asarray(self._load_ids("frame_number").to_numpy()).astype(np.uint64)
+
+
+class ArrowReader:
+    """A directory of Arrow IPC files."""
+
+    format = "arrow"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        found = stream_files(path, SUFFIXES["arrow"])
+        self._files = {stream: [_File(p) for p in paths] for stream, paths in found.items()}
+        self._infos: dict[str, StreamInfo] | None = None
+
+    def close(self) -> None:
+        for files in self._files.values():
+            for file in files:
+                file.close()
+
+    def streams(self) -> dict[str, StreamInfo]:
+        if self._infos is None:
+            self._infos = {name: _info(name, files) for name, files in self._files.items()}
+        return self._infos
+
+    def metadata(self) -> dict[str, Any]:
+        document = metadata_document(self.path)
+        if not self._files:
+            return dict(document.get("file", {}))
+        return common_metadata(f[0].metadata for f in self._files.values())
+
+    def iter_batches(self, stream: str, columns: Sequence[str] | None, batch_rows: int,
+                     part: int | None = None) -> Iterator[pa.RecordBatch]:  # fmt: skip
+        info = self.streams()[stream]
+        files = self._files[stream] if part is None else [self._files[stream][part]]
+        for file in files:
+            for batch in file.batches:
+                for start in range(0, batch.num_rows, batch_rows):
+                    yield select(batch.slice(start, batch_rows), columns, info.schema)
+
+    def frames(self, stream: str) -> TableFrames:
+        info = self.streams().get(stream)
+        if info is None or info.kind != "frames":
+            raise UnknownStream(f"{self.path}: no frame stream {stream!r}")
+        batches = [b for f in self._files[stream] for b in f.batches]
+
+        def ids(name: str) -> pa.Array:
+            return pa.chunked_array([b.column(name) for b in batches],
+                                    info.schema.field(name).type).combine_chunks()  # fmt: skip
+
+        return TableFrames([b.num_rows for b in batches], info.frame_shape,
+                           info.dtype or np.dtype("uint8"),
+                           lambda k: batches[k].column("frame"), ids)  # fmt: skip
+
+
+def _info(name: str, files: list[_File]) -> StreamInfo:
+    parts, first = [], 0
+    fields: dict[str, pa.Field] = {}
+    metadata: dict[str, Any] = {}
+    for file in files:
+        parts.append(PartInfo(file.path, "", first, file.rows))
+        first += file.rows
+        for field in file.schema:
+            fields.setdefault(field.name, field)
+        metadata.update({k: v for k, v in file.metadata.items() if k not in LAYOUT_KEYS})
+    schema = pa.schema(list(fields.values()))
+    frames = frame_info(schema)
+    if frames is not None:
+        return StreamInfo(name, "frames", first, schema.remove(schema.get_field_index("frame")),
+                          metadata, tuple(parts), frames[0], frames[1],
+                          files=tuple(f.path for f in files))  # fmt: skip
+    return StreamInfo(name, "table", first, schema, metadata, tuple(parts),
+                      files=tuple(f.path for f in files))  # fmt: skip

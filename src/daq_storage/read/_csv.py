@@ -1,0 +1,192 @@
+"""CSV outputs: a directory of one file per stream (tables only), parts in
+``<stream>__part0002.csv``..., and ``metadata.json`` holding the file's and each stream's
+metadata, the columns' attributes and each part's column types.
+
+Each file is read as its types say (times as ``timestamp``, ``duration``, ...), up to its
+last complete line (a writer appends whole lines: a reader never sees part of one). A
+null is an empty field; an empty text is ``""``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from daq_storage.errors import ReadError, UnknownStream
+from daq_storage.read._files import SUFFIXES, metadata_document, stream_files
+from daq_storage.read._source import FrameSource, PartInfo, StreamInfo, select
+from daq_storage.read._types import parse_type
+
+__all__ = ["CsvReader"]
+
+_BLOCK = 1 << 24  # bytes pyarrow parses at a time (its default 1 MiB is slower)
+
+
+class _File:
+    def __init__(self, path: Path, types: dict[str, str], attributes: dict[str, Any]) -> None:
+        self.path = path
+        source = pa.memory_map(str(path))
+        data = source.read_buffer()
+        source.close()
+        self.data = data.slice(0, _complete(data))
+        try:
+            header = pacsv.open_csv(pa.BufferReader(self.data), read_options=self._read_options(),
+                                    convert_options=self._convert(types, None))  # fmt: skip
+            names = header.schema.names
+        except (pa.ArrowInvalid, StopIteration):
+            names = []
+        self.types = {name: parse_type(types[name]) for name in names if name in types}
+        fields = []
+        for name in names:
+            kind = self.types.get(name, pa.string())
+            described = attributes.get(name) or {}
+            metadata = {k: v if isinstance(v, str) else _json(v) for k, v in described.items()}
+            fields.append(pa.field(name, kind, metadata=metadata or None))
+        self.schema = pa.schema(fields)
+        self._rows: int | None = None
+
+    @staticmethod
+    def _read_options() -> pacsv.ReadOptions:
+        return pacsv.ReadOptions(block_size=_BLOCK)
+
+    def _convert(
+        self, types: dict[str, Any], columns: Sequence[str] | None
+    ) -> pacsv.ConvertOptions:
+        kinds = {name: parse_type(t) if isinstance(t, str) else t for name, t in types.items()}
+        return pacsv.ConvertOptions(
+            column_types=kinds,
+            strings_can_be_null=True,
+            quoted_strings_can_be_null=False,
+            include_columns=None if columns is None else list(columns),
+        )
+
+    @property
+    def rows(self) -> int:
+        if self._rows is None:
+            if not self.schema.names:
+                self._rows = 0
+            else:  # the first column alone, as text: counts rows at a fraction of the cost
+                first = self.schema.names[0]
+                options = pacsv.ConvertOptions(column_types={first: pa.string()},
+                                               include_columns=[first])  # fmt: skip
+                self._rows = int(self._read(options).num_rows)
+        return self._rows
+
+    def _read(self, options: pacsv.ConvertOptions) -> pa.Table:
+        try:
+            return pacsv.read_csv(pa.BufferReader(self.data), read_options=self._read_options(),
+                                  convert_options=options)  # fmt: skip
+        except pa.ArrowInvalid as exc:
+            raise ReadError(f"{self.path}: cannot be read as the CSV this project writes "
+                            f"({exc})") from exc  # fmt: skip
+
+    def table(self, columns: Sequence[str] | None) -> pa.Table:
+        wanted = None if columns is None else [c for c in columns if c in self.schema.names]
+        return self._read(self._convert(self.types, wanted)).cast(
+            pa.schema([self.schema.field(n) for n in (wanted or self.schema.names)])
+        )
+
+    def batches(self, columns: Sequence[str] | None, batch_rows: int) -> Iterator[pa.RecordBatch]:
+        if not self.schema.names:
+            return
+        wanted = None if columns is None else [c for c in columns if c in self.schema.names]
+        reader = pacsv.open_csv(pa.BufferReader(self.data), read_options=self._read_options(),
+                                convert_options=self._convert(self.types, wanted))  # fmt: skip
+        for batch in reader:
+            for start in range(0, batch.num_rows, batch_rows):
+                yield batch.slice(start, batch_rows)
+
+
+def _json(value: Any) -> str:
+    import json
+
+    return json.dumps(value)
+
+
+def _complete(data: pa.Buffer) -> int:
+    """Bytes of ``data`` up to and with its last newline."""
+    size = int(data.size)
+    step = 1 << 16
+    end = size
+    while end > 0:
+        start = max(0, end - step)
+        chunk = data.slice(start, end - start).to_pybytes()
+        at = chunk.rfind(b"\n")
+        if at >= 0:
+            return int(start + at + 1)
+        end = start
+    return 0
+
+
+class CsvReader:
+    """A directory of CSV files and its ``metadata.json``."""
+
+    format = "csv"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.document = metadata_document(path)
+        files = stream_files(path, SUFFIXES["csv"])
+        recorded = self.document.get("parts", {})
+        attributes = self.document.get("columns", {})
+        self._files: dict[str, list[_File]] = {}
+        for stream, paths in files.items():
+            types = {
+                entry.get("file"): entry.get("types", {}) for entry in recorded.get(stream, [])
+            }
+            self._files[stream] = [_File(p, types.get(p.name, {}), attributes.get(stream, {}))
+                                   for p in paths]  # fmt: skip
+        self._infos: dict[str, StreamInfo] | None = None
+
+    def close(self) -> None:
+        self._files.clear()
+
+    def streams(self) -> dict[str, StreamInfo]:
+        if self._infos is None:
+            self._infos = {}
+            for stream, files in self._files.items():
+                parts, first = [], 0
+                fields: dict[str, pa.Field] = {}
+                for file in files:
+                    parts.append(PartInfo(file.path, "", first, file.rows))
+                    first += file.rows
+                    for field in file.schema:
+                        fields.setdefault(field.name, field)
+                metadata = dict(self.document.get("file", {}))
+                metadata.update(self.document.get("streams", {}).get(stream, {}))
+                self._infos[stream] = StreamInfo(stream, "table", first,
+                                                 pa.schema(list(fields.values())), metadata,
+                                                 tuple(parts),
+                                                 files=tuple(f.path for f in files))  # fmt: skip
+        return self._infos
+
+    def metadata(self) -> dict[str, Any]:
+        return dict(self.document.get("file", {}))
+
+    def table(self, stream: str, columns: Sequence[str] | None, start: int | None,
+              stop: int | None, part: int | None = None) -> pa.Table | None:  # fmt: skip
+        info = self.streams()[stream]
+        files = self._files[stream] if part is None else [self._files[stream][part]]
+        tables = [select(file.table(columns), columns, info.schema) for file in files]
+        if not tables:
+            return None
+        return (
+            tables[0]
+            if len(tables) == 1
+            else pa.concat_tables(tables, promote_options="permissive")
+        )
+
+    def iter_batches(self, stream: str, columns: Sequence[str] | None, batch_rows: int,
+                     part: int | None = None) -> Iterator[pa.RecordBatch]:  # fmt: skip
+        info = self.streams()[stream]
+        files = self._files[stream] if part is None else [self._files[stream][part]]
+        for file in files:
+            for batch in file.batches(columns, batch_rows):
+                yield select(batch, columns, info.schema)
+
+    def frames(self, stream: str) -> FrameSource:
+        raise UnknownStream(f"{self.path}: CSV holds no frames (stream {stream!r})")

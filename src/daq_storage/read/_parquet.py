@@ -1,0 +1,183 @@
+"""Parquet outputs: a directory of one file per stream, parts in
+``<stream>__part0002.parquet``...; frames as a ``fixed_shape_tensor`` column ``frame``.
+
+A file a writer is appending to is a complete Parquet file between row groups, its
+footer rewritten after each one (see :mod:`daq_storage.writers.parquet`); a footer
+caught while it is rewritten is read again. A time range skips the row groups whose
+``timestamp_ns`` statistics lie outside it; frames read only the row groups an index
+needs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from daq_storage.errors import ReadError, UnknownStream
+from daq_storage.read._arrow import TableFrames, frame_info
+from daq_storage.read._files import SUFFIXES, common_metadata, metadata_document, stream_files
+from daq_storage.read._source import LAYOUT_KEYS, PartInfo, StreamInfo, select
+from daq_storage.read._time import TIME_COLUMN
+from daq_storage.schema import decode_metadata
+
+__all__ = ["ParquetReader"]
+
+_RETRIES = 20  # a footer being rewritten takes a few milliseconds
+
+
+def _open(path: Path) -> pq.ParquetFile:
+    for attempt in range(_RETRIES):
+        try:
+            return pq.ParquetFile(str(path), memory_map=True)
+        except (pa.ArrowInvalid, OSError) as exc:
+            if attempt == _RETRIES - 1:
+                raise ReadError(f"{path}: not a Parquet file this reader can open ({exc})") \
+                    from exc  # fmt: skip
+            time.sleep(0.005 * (attempt + 1))  # the writer is rewriting the footer
+    raise AssertionError("unreachable")
+
+
+class _File:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.file = _open(path)
+        meta = self.file.metadata
+        self.schema = self.file.schema_arrow.remove_metadata()
+        raw = {k: v for k, v in (meta.metadata or {}).items() if k != b"ARROW:schema"}
+        self.metadata = decode_metadata(raw)
+        self.rows = meta.num_rows
+        self.groups = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+
+    def row_groups(self, start: int | None, stop: int | None) -> list[int]:
+        """The row groups that may hold times in ``[start, stop)``."""
+        keep = list(range(len(self.groups)))
+        if (start is None and stop is None) or TIME_COLUMN not in self.schema.names:
+            return keep
+        kind = self.schema.field(TIME_COLUMN).type
+        scale = {"s": 10**9, "ms": 10**6, "us": 10**3, "ns": 1}.get(
+            getattr(kind, "unit", "ns"), 1)  # fmt: skip
+        column = self.schema.get_field_index(TIME_COLUMN)
+        out = []
+        meta = self.file.metadata
+        for i in keep:
+            stats = meta.row_group(i).column(column).statistics
+            if stats is None or not stats.has_min_max:
+                out.append(i)
+                continue
+            low, high = (_ns(stats.min) * scale, _ns(stats.max) * scale)
+            if (stop is None or low < stop) and (start is None or high >= start):
+                out.append(i)
+        return out
+
+
+def _ns(value: Any) -> int:
+    if isinstance(value, int):
+        return value
+    if hasattr(value, "value"):  # pandas Timestamp
+        return int(value.value)
+    return int(np.datetime64(value, "ns").astype(np.int64))
+
+
+class ParquetReader:
+    """A directory of Parquet files."""
+
+    format = "parquet"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        found = stream_files(path, SUFFIXES["parquet"])
+        self._files = {stream: [_File(p) for p in paths] for stream, paths in found.items()}
+        self._infos: dict[str, StreamInfo] | None = None
+
+    def close(self) -> None:
+        for files in self._files.values():
+            for file in files:
+                file.file.close()
+
+    def streams(self) -> dict[str, StreamInfo]:
+        if self._infos is None:
+            self._infos = {name: _info(name, files) for name, files in self._files.items()}
+        return self._infos
+
+    def metadata(self) -> dict[str, Any]:
+        if not self._files:
+            return dict(metadata_document(self.path).get("file", {}))
+        return common_metadata(f[0].metadata for f in self._files.values())
+
+    def table(self, stream: str, columns: Sequence[str] | None, start: int | None,
+              stop: int | None, part: int | None = None) -> pa.Table | None:  # fmt: skip
+        """Every row group that may hold the time range, read at once (pyarrow reads
+        the columns on its threads)."""
+        info = self.streams()[stream]
+        files = self._files[stream] if part is None else [self._files[stream][part]]
+        tables = []
+        for file in files:
+            wanted = None if columns is None else [c for c in columns if c in file.schema.names]
+            groups = file.row_groups(start, stop)
+            if len(groups) == len(file.groups):
+                table = file.file.read(columns=wanted)
+            else:
+                table = file.file.read_row_groups(groups, columns=wanted)
+            tables.append(table.replace_schema_metadata(None))
+        if not tables:
+            return None
+        tables = [select(t, columns, info.schema) for t in tables]
+        if len(tables) == 1:
+            return tables[0]
+        return pa.concat_tables(tables, promote_options="permissive")
+
+    def iter_batches(self, stream: str, columns: Sequence[str] | None, batch_rows: int,
+                     part: int | None = None, start: int | None = None,
+                     stop: int | None = None) -> Iterator[pa.RecordBatch]:  # fmt: skip
+        info = self.streams()[stream]
+        files = self._files[stream] if part is None else [self._files[stream][part]]
+        for file in files:
+            wanted = None if columns is None else [c for c in columns if c in file.schema.names]
+            groups = file.row_groups(start, stop)
+            if not groups:
+                continue
+            for batch in file.file.iter_batches(batch_rows, row_groups=groups, columns=wanted):
+                yield select(batch, columns, info.schema)
+
+    def frames(self, stream: str) -> TableFrames:
+        info = self.streams().get(stream)
+        if info is None or info.kind != "frames":
+            raise UnknownStream(f"{self.path}: no frame stream {stream!r}")
+        groups = [(f, i) for f in self._files[stream] for i in range(len(f.groups))]
+
+        def load(k: int) -> pa.Array:
+            file, i = groups[k]
+            return file.file.read_row_group(i, columns=["frame"]).column(0).combine_chunks()
+
+        def ids(name: str) -> pa.Array:
+            parts = [f.file.read(columns=[name]).column(0) for f in self._files[stream]]
+            return pa.chunked_array([c for p in parts for c in p.chunks],
+                                    info.schema.field(name).type).combine_chunks()  # fmt: skip
+
+        counts = [f.groups[i] for f, i in groups]
+        return TableFrames(counts, info.frame_shape, info.dtype or np.dtype("uint8"), load, ids)
+
+
+def _info(name: str, files: list[_File]) -> StreamInfo:
+    parts, first = [], 0
+    fields: dict[str, pa.Field] = {}
+    metadata: dict[str, Any] = {}
+    for file in files:
+        parts.append(PartInfo(file.path, "", first, file.rows))
+        first += file.rows
+        for field in file.schema:
+            fields.setdefault(field.name, field)
+        metadata.update({k: v for k, v in file.metadata.items() if k not in LAYOUT_KEYS})
+    schema = pa.schema(list(fields.values()))
+    paths = tuple(f.path for f in files)
+    frames = frame_info(schema)
+    if frames is not None:
+        return StreamInfo(name, "frames", first, schema.remove(schema.get_field_index("frame")),
+                          metadata, tuple(parts), frames[0], frames[1], files=paths)  # fmt: skip
+    return StreamInfo(name, "table", first, schema, metadata, tuple(parts), files=paths)

@@ -1,0 +1,375 @@
+"""A run as one thing to read: its streams, metadata and loss ledger, over every
+rotated version of one format's output."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
+
+import pyarrow as pa
+
+from daq_storage.errors import (
+    ConfigError,
+    DaqStorageError,
+    ReadError,
+    UnknownStream,
+    describe_value,
+)
+from daq_storage.read._discover import Output, find_outputs
+from daq_storage.read._frames import ChainedFrames, FrameArray, check_stream_kind
+from daq_storage.read._source import (
+    LossRange,
+    PartInfo,
+    Reader,
+    StreamInfo,
+    check_columns,
+    losses_of,
+    select,
+)
+from daq_storage.read._time import TIME_COLUMN, TimeLike, in_range, to_ns
+
+if TYPE_CHECKING:
+    import polars
+
+__all__ = ["Run", "open_run"]
+
+#: Rows per batch of :meth:`Run.iter_batches` unless told.
+BATCH_ROWS = 65_536
+_WHOLE = 1 << 62  # "one batch per part": what table() asks a reader for
+
+
+def _reader(output: Output) -> Reader:
+    kind = output.format
+    if kind == "hdf5":
+        from daq_storage.read._hdf5 import Hdf5Reader
+
+        return Hdf5Reader(output.path)
+    if kind == "zarr":
+        from daq_storage.read._zarr import ZarrReader
+
+        return ZarrReader(output.path)
+    if kind == "parquet":
+        from daq_storage.read._parquet import ParquetReader
+
+        return ParquetReader(output.path)
+    if kind == "csv":
+        from daq_storage.read._csv import CsvReader
+
+        return CsvReader(output.path)
+    if kind == "tiff":
+        from daq_storage.read._tiff import TiffReader
+
+        return TiffReader(output.path)
+    from daq_storage.read._arrow import ArrowReader  # also a directory of metadata only
+
+    return ArrowReader(output.path)
+
+
+def open_run(path: str | os.PathLike[str], *, format: str | None = None,
+             run: str | None = None) -> Run:  # fmt: skip
+    """Open what a writer or a Recorder wrote, to read it back.
+
+    Args:
+        path: one output (an ``.h5`` file, a ``.zarr`` store, a directory of one file per
+            stream), a directory of rotated versions of one run (``..._v1``, ``..._v2``,
+            read one after the other), a Recorder's output directory, or a run's name
+            without ``_v{N}`` in its directory.
+        format: which format to read where the run was written in several
+            (``"hdf5"``, ``"arrow"``, ``"parquet"``, ``"csv"``, ``"zarr"``, ``"tiff"``).
+        run: which run to read (its name without ``_v{N}``) where a directory holds
+            several.
+
+    Raises:
+        RunNotFound: nothing this project writes at ``path``.
+        ConfigError: several formats or runs and no choice (the message lists them).
+        ReadError: a file that cannot be read back (named).
+    """
+    if not isinstance(path, str | os.PathLike):
+        raise ConfigError(f"path must be a path, got {describe_value(path)}")
+    where = Path(path)
+    outputs = find_outputs(where, format, run)
+    readers: list[Reader] = []
+    try:
+        for output in outputs:
+            readers.append(_reader(output))
+        return Run(where, outputs, readers)
+    except BaseException:
+        for reader in readers:
+            reader.close()
+        raise
+
+
+class Run:
+    """A run read back: use as ``with open_run(path) as run: ...``.
+
+    Attributes:
+        path: what was opened.
+        format: the format read.
+        name: the run's name, without ``_v{N}`` and suffix.
+        files: the outputs read, in version order.
+    """
+
+    def __init__(self, path: Path, outputs: Sequence[Output], readers: Sequence[Reader]) -> None:
+        self.path = path
+        self.files = tuple(o.path for o in outputs)
+        self.format = outputs[0].format
+        self.name = outputs[0].base
+        self._readers = list(readers)
+        self._closed = False
+        self._streams: dict[str, StreamInfo] | None = None
+        #: stream -> [(reader, local part index, global part)] in order
+        self._where: dict[str, list[tuple[Reader, int]]] = {}
+
+    # --- lifetime ---
+    def close(self) -> None:
+        """Close every file the run opened (also at the end of a ``with`` block)."""
+        if not self._closed:
+            self._closed = True
+            for reader in self._readers:
+                reader.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:  # fmt: skip
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.path)!r}, format={self.format!r}, streams={list(self.streams)})"
+
+    def _check_open(self) -> None:
+        if self._closed:
+            from daq_storage.errors import WriterClosedError
+
+            raise WriterClosedError(f"run {self.path} is closed")
+
+    # --- what it holds ---
+    @property
+    def streams(self) -> dict[str, StreamInfo]:
+        """Stream name -> :class:`StreamInfo` (kind, rows or frames, schema, metadata,
+        parts), every version joined."""
+        self._check_open()
+        if self._streams is None:
+            merged: dict[str, StreamInfo] = {}
+            offsets: dict[str, int] = {}
+            for reader in self._readers:
+                for name, info in reader.streams().items():
+                    places = self._where.setdefault(name, [])
+                    places += [(reader, i) for i in range(len(info.parts))]
+                    before = merged.get(name)
+                    if before is None:
+                        merged[name] = info
+                        offsets[name] = info.rows
+                        continue
+                    if before.kind != info.kind:
+                        raise ReadError(f"{reader.path}: stream {name!r} holds {info.kind}, "
+                                        f"an earlier version {before.kind}")  # fmt: skip
+                    offset = offsets[name]
+                    parts = tuple(PartInfo(p.path, p.key, p.first + offset, p.rows)
+                                  for p in info.parts)  # fmt: skip
+                    fields = {f.name: f for f in before.schema}
+                    for field in info.schema:
+                        fields.setdefault(field.name, field)
+                    merged[name] = StreamInfo(
+                        name, before.kind, before.rows + info.rows,
+                        pa.schema(list(fields.values())), {**before.metadata, **info.metadata},
+                        before.parts + parts, before.frame_shape, before.dtype,
+                        files=before.files + info.files)  # fmt: skip
+                    offsets[name] = offset + info.rows
+            self._streams = merged
+        return self._streams
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """The run's file-level metadata (where a format keeps it in each stream's file:
+        what every stream's holds alike), the first version's, updated by later ones."""
+        self._check_open()
+        out: dict[str, Any] = {}
+        for reader in self._readers:
+            out.update(reader.metadata())
+        return out
+
+    @property
+    def losses(self) -> list[LossRange]:
+        """Every range of records the Recorder lost (its files' ``loss_ledger``), in the
+        order of the files."""
+        self._check_open()
+        out: list[LossRange] = []
+        for reader in self._readers:
+            seen: set[tuple[int, int]] = set()
+            sources = [reader.metadata()]
+            sources += [info.metadata for info in reader.streams().values()]
+            for metadata in sources:
+                for loss in losses_of(metadata, reader.path):
+                    if (loss.first, loss.last) not in seen:
+                        seen.add((loss.first, loss.last))
+                        out.append(loss)
+        return out
+
+    @property
+    def lost_records(self) -> int:
+        """Records lost in all (the sum of :attr:`losses`)."""
+        return sum(loss.count for loss in self.losses)
+
+    def stream(self, name: str) -> StreamInfo:
+        """One stream's :class:`StreamInfo`.
+
+        Raises:
+            UnknownStream: the run has no stream ``name`` (the message lists those it has).
+        """
+        streams = self.streams
+        info = streams.get(name) if isinstance(name, str) else None
+        if info is None:
+            raise UnknownStream(f"run {self.path} has no stream {describe_value(name)}; its "
+                                f"streams are {sorted(streams)}")  # fmt: skip
+        return info
+
+    # --- tables ---
+    def table(self, stream: str, columns: Sequence[str] | None = None, *,
+              start: TimeLike | None = None, stop: TimeLike | None = None,
+              part: int | None = None) -> pa.Table:  # fmt: skip
+        """A table stream's rows as a ``pyarrow.Table``: every part and version joined
+        (types promoted as ``pyarrow.concat_tables(promote_options="permissive")``
+        does), ``columns`` only (in that order; a part lacking one gives nulls), the rows
+        whose ``timestamp_ns`` is in ``[start, stop)`` (ints in ns, ``numpy.datetime64``,
+        ``datetime``, naive meaning UTC), or of one ``part`` (an index into
+        ``streams[stream].parts``).
+
+        Raises:
+            UnknownStream: no such stream. ConfigError: a frame stream, an unknown
+            column, a bad time or part. ReadError: parts whose types do not join.
+        """
+        info = self.stream(stream)
+        check_stream_kind(info.kind, "table", stream, str(self.path))
+        wanted = check_columns(info, columns, str(self.path))
+        low, high = to_ns(start, "start"), to_ns(stop, "stop")
+        reading = _with_time(wanted, low, high, info)
+        tables = []
+        for reader, local in self._places(stream, part):
+            table = _part_table(reader, stream, reading, local, low, high)
+            if low is not None or high is not None:
+                table = pa.Table.from_batches(
+                    [in_range(b, low, high, stream) for b in table.to_batches()], table.schema
+                )
+            tables.append(select(table, wanted, info.schema))
+        return _join(tables, stream, info, wanted)
+
+    def polars(self, stream: str, columns: Sequence[str] | None = None, *,
+               start: TimeLike | None = None, stop: TimeLike | None = None,
+               part: int | None = None) -> polars.DataFrame:  # fmt: skip
+        """:meth:`table` as a ``polars.DataFrame``."""
+        import polars as pl
+
+        frame = pl.from_arrow(self.table(stream, columns, start=start, stop=stop, part=part))
+        assert isinstance(frame, pl.DataFrame)
+        return frame
+
+    def iter_batches(self, stream: str, columns: Sequence[str] | None = None, *,
+                     batch_rows: int = BATCH_ROWS, start: TimeLike | None = None,
+                     stop: TimeLike | None = None) -> Iterator[pa.RecordBatch]:  # fmt: skip
+        """A table stream's rows as ``pyarrow.RecordBatch``es of at most ``batch_rows``,
+        read as they are needed (a table larger than memory), part after part (each
+        batch has its part's types); ``columns``, ``start`` and ``stop`` as for
+        :meth:`table`."""
+        info = self.stream(stream)
+        check_stream_kind(info.kind, "table", stream, str(self.path))
+        wanted = check_columns(info, columns, str(self.path))
+        if isinstance(batch_rows, bool) or not isinstance(batch_rows, int) or batch_rows < 1:
+            raise ConfigError(f"batch_rows must be an int >= 1, got {describe_value(batch_rows)}")
+        low, high = to_ns(start, "start"), to_ns(stop, "stop")
+        reading = _with_time(wanted, low, high, info)
+        return self._batches(stream, info, reading, wanted, batch_rows, low, high)
+
+    def _batches(self, stream: str, info: StreamInfo, reading: list[str] | None,
+                 wanted: list[str] | None, batch_rows: int, low: int | None,
+                 high: int | None) -> Iterator[pa.RecordBatch]:  # fmt: skip
+        for reader, local in self._places(stream, None):
+            if reader.format == "parquet":
+                batches = reader.iter_batches(stream, reading, batch_rows, local,  # type: ignore[call-arg]
+                                              start=low, stop=high)  # fmt: skip
+            else:
+                batches = reader.iter_batches(stream, reading, batch_rows, local)
+            for batch in batches:
+                batch = in_range(batch, low, high, stream)
+                if batch.num_rows:
+                    yield select(batch, wanted, info.schema)
+
+    def _places(self, stream: str, part: int | None) -> list[tuple[Reader, int]]:
+        places = self._where[stream]
+        if part is None:
+            return places
+        if (
+            isinstance(part, bool)
+            or not isinstance(part, int)
+            or not -len(places) <= part < len(places)
+        ):
+            raise ConfigError(f"stream {stream!r} has {len(places)} part(s); part must be an "
+                              f"index into them, got {describe_value(part)}")  # fmt: skip
+        return [places[part]]
+
+    # --- frames ---
+    def frames(self, stream: str) -> FrameArray:
+        """A frame stream as a lazy :class:`FrameArray` (every version joined)."""
+        info = self.stream(stream)
+        check_stream_kind(info.kind, "frames", stream, str(self.path))
+        readers: list[Reader] = []
+        for reader, _ in self._where[stream]:
+            if reader not in readers:
+                readers.append(reader)
+        sources = [reader.frames(stream) for reader in readers]
+        shapes = {tuple(s.shape[1:]) for s in sources}
+        if len(shapes) > 1:
+            raise ReadError(f"run {self.path}: stream {stream!r} has frames of several shapes "
+                            f"across its files: {sorted(shapes)}")  # fmt: skip
+        source = sources[0] if len(sources) == 1 else ChainedFrames(sources)
+        return FrameArray(source, stream)
+
+
+def _with_time(wanted: list[str] | None, low: int | None, high: int | None,
+               info: StreamInfo) -> list[str] | None:  # fmt: skip
+    """The columns to read: ``wanted``, plus the time column a range needs."""
+    if low is None and high is None:
+        return wanted
+    if TIME_COLUMN not in info.columns:
+        raise ConfigError(f"stream {info.name!r} has no column {TIME_COLUMN!r}: a time range "
+                          f"needs one; its columns are {info.columns}")  # fmt: skip
+    if wanted is None or TIME_COLUMN in wanted:
+        return wanted
+    return [*wanted, TIME_COLUMN]
+
+
+def _part_table(reader: Reader, stream: str, columns: list[str] | None, part: int,
+                low: int | None, high: int | None) -> pa.Table:  # fmt: skip
+    whole: Any = getattr(reader, "table", None)
+    if whole is not None:
+        table = whole(stream, columns, low, high, part)
+        if table is not None:
+            return table
+    batches = list(reader.iter_batches(stream, columns, _WHOLE, part))
+    if not batches:
+        info = reader.streams()[stream]
+        names = columns or info.columns
+        return pa.schema([info.schema.field(n) for n in names]).empty_table()
+    return pa.Table.from_batches(batches)
+
+
+def _join(tables: list[pa.Table], stream: str, info: StreamInfo,
+          wanted: list[str] | None) -> pa.Table:  # fmt: skip
+    if len(tables) == 1:
+        return tables[0]
+    try:
+        joined = pa.concat_tables(tables, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+        raise ReadError(
+            f"stream {stream!r}: its parts' types do not join into one table "
+            f"({exc}); read them one by one with table(..., part=i)"
+        ) from exc
+    names = wanted or [n for n in info.columns if n in joined.column_names]
+    return joined.select(names) if names != joined.column_names else joined
+
+
+_ = DaqStorageError

@@ -1,0 +1,178 @@
+"""TIFF outputs: a directory of one multi-page stack per stream (frames only), parts in
+``<stream>__part0002.tif``...
+
+Each page's JSON description holds its frame's ``frame_number`` and ``timestamp_ns``
+(the first page, and any page a value was set with, the stream's ``metadata``); an
+ImageJ hyperstack keeps its ids in ``<stream>.frames.csv`` beside it and its metadata in
+the ImageJ ``Info``. Pages are read one by one, only those an index selects (a writer
+links a page into the file only once it is whole).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import tifffile
+
+from daq_storage.errors import ConfigError, ReadError, UnknownStream
+from daq_storage.read._files import SUFFIXES, common_metadata, metadata_document, stream_files
+from daq_storage.read._frames import ChainedFrames
+from daq_storage.read._source import LAYOUT_KEYS, PartInfo, StreamInfo, select
+from daq_storage.read._types import arrow_array
+
+__all__ = ["TiffReader"]
+
+_FRAME_SCHEMA = pa.schema([("timestamp_ns", pa.timestamp("ns", "UTC")),
+                           ("frame_number", pa.uint64())])  # fmt: skip
+
+
+class _Stack:
+    """One TIFF file's pages and ids."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            self.tif = tifffile.TiffFile(path)
+        except (tifffile.TiffFileError, OSError, ValueError) as exc:
+            raise ReadError(f"{path}: not a TIFF file this reader can open ({exc})") from exc
+        pages = self.tif.pages
+        pages.cache = True
+        first = pages.first
+        self.frame_shape = tuple(first.shape)
+        self.dtype = np.dtype(first.dtype)
+        self.metadata: dict[str, Any] = {}
+        self.is_imagej = bool(self.tif.is_imagej)
+        if self.is_imagej:
+            info = json.loads((self.tif.imagej_metadata or {}).get("Info", "{}") or "{}")
+            self.metadata = dict(info.get("metadata", {}))
+            ids = _sidecar(path.with_suffix(".frames.csv"))
+            count = min(len(ids), int((self.tif.imagej_metadata or {}).get("images", len(ids))))
+            self.numbers = np.array([n for n, _ in ids[:count]], np.uint64)
+            self.stamps = np.array([t for _, t in ids[:count]], np.uint64)
+        else:
+            numbers: list[int] = []
+            stamps: list[int] = []
+            for page in pages:
+                text = getattr(page, "description", "") or ""
+                try:
+                    described = json.loads(text)
+                except ValueError:
+                    described = {}
+                numbers.append(int(described.get("frame_number", len(numbers))))
+                stamps.append(int(described.get("timestamp_ns", 0)))
+                self.metadata.update(described.get("metadata", {}) or {})
+            self.numbers = np.array(numbers, np.uint64)
+            self.stamps = np.array(stamps, np.uint64)
+        self.rows = len(self.numbers)
+        self.shape = (self.rows, *self.frame_shape)
+
+    def read(self, index: slice | npt.NDArray[np.intp]) -> npt.NDArray[Any]:
+        keys = range(self.rows)[index] if isinstance(index, slice) else [int(i) for i in index]
+        if not len(keys):
+            return np.empty((0, *self.frame_shape), self.dtype)
+        if self.is_imagej:  # one block of uncompressed pixels: mapped, then indexed
+            series = self.tif.series[0]
+            offset = series.dataoffset
+            if offset is None:
+                flat = series.asarray()
+            else:
+                kind = np.dtype(self.dtype).newbyteorder(self.tif.byteorder)
+                flat = np.memmap(self.path, kind, "r", offset=offset,
+                                 shape=(self.rows, *self.frame_shape))  # fmt: skip
+            picked = flat.reshape(-1, *self.frame_shape)[np.asarray(keys)]
+            return np.asarray(picked, self.dtype)
+        out = np.empty((len(keys), *self.frame_shape), self.dtype)
+        for k, page in enumerate(keys):
+            out[k] = self.tif.pages[page].asarray()
+        return out
+
+    def timestamps_ns(self) -> npt.NDArray[np.uint64]:
+        return self.stamps
+
+    def frame_numbers(self) -> npt.NDArray[np.uint64]:
+        return self.numbers
+
+
+def _sidecar(path: Path) -> list[tuple[int, int]]:
+    if not path.is_file():
+        raise ReadError(f"{path}: the ImageJ stack's frame ids are missing")
+    lines = path.read_text(encoding="utf-8").splitlines()
+    out = []
+    for line in lines[1:]:
+        with contextlib.suppress(ValueError):
+            number, stamp = line.split(",")
+            out.append((int(number), int(stamp)))
+    return out
+
+
+class TiffReader:
+    """A directory of TIFF stacks."""
+
+    format = "tiff"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        found = stream_files(path, SUFFIXES["tiff"])
+        self._files = {stream: [_Stack(p) for p in paths] for stream, paths in found.items()}
+        self._infos: dict[str, StreamInfo] | None = None
+
+    def close(self) -> None:
+        for stacks in self._files.values():
+            for stack in stacks:
+                stack.tif.close()
+
+    def streams(self) -> dict[str, StreamInfo]:
+        if self._infos is None:
+            self._infos = {}
+            for stream, stacks in self._files.items():
+                parts, first = [], 0
+                metadata: dict[str, Any] = {}
+                for stack in stacks:
+                    parts.append(PartInfo(stack.path, "", first, stack.rows))
+                    first += stack.rows
+                    metadata.update({k: v for k, v in stack.metadata.items()
+                                     if k not in LAYOUT_KEYS})  # fmt: skip
+                self._infos[stream] = StreamInfo(
+                    stream,
+                    "frames",
+                    first,
+                    _FRAME_SCHEMA,
+                    metadata,
+                    tuple(parts),
+                    stacks[0].frame_shape,
+                    stacks[0].dtype,
+                    files=tuple(s.path for s in stacks),
+                )
+        return self._infos
+
+    def metadata(self) -> dict[str, Any]:
+        if not self._files:
+            return dict(metadata_document(self.path).get("file", {}))
+        return common_metadata(s[0].metadata for s in self._files.values())
+
+    def iter_batches(self, stream: str, columns: Sequence[str] | None, batch_rows: int,
+                     part: int | None = None) -> Iterator[pa.RecordBatch]:  # fmt: skip
+        stacks = self._files[stream] if part is None else [self._files[stream][part]]
+        for stack in stacks:
+            for start in range(0, stack.rows, batch_rows):
+                batch = pa.record_batch({
+                    "timestamp_ns": arrow_array(stack.stamps[start : start + batch_rows],
+                                                pa.timestamp("ns", "UTC")),
+                    "frame_number": pa.array(stack.numbers[start : start + batch_rows]),
+                })  # fmt: skip
+                yield select(batch, columns)
+
+    def frames(self, stream: str) -> ChainedFrames:
+        stacks = self._files.get(stream)
+        if not stacks:
+            raise UnknownStream(f"{self.path}: no frame stream {stream!r}")
+        if any(s.frame_shape != stacks[0].frame_shape for s in stacks):
+            raise ConfigError(f"{self.path}: stream {stream!r} has frames of several shapes")
+        return ChainedFrames(stacks)

@@ -1,0 +1,200 @@
+"""Zarr v3 stores (see :mod:`daq_storage.writers.zarr` for the layout): a group per
+stream, an array per column along ``row`` (struct fields as ``parent.child``, nulls in
+``.valid`` arrays), frames in ``frames`` beside ``timestamp_ns`` and ``frame_number``,
+parts in ``<stream>__part0002``...
+
+The store is opened through its consolidated metadata, which a writer publishes whole
+at each flush: a reader sees every stream as of one flush.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import zarr
+
+from daq_storage.errors import ReadError, UnknownStream
+from daq_storage.read._source import LAYOUT_KEYS, PartInfo, StreamInfo, json_values, select
+from daq_storage.read._types import arrow_array, parse_type
+
+__all__ = ["ZarrReader"]
+
+_FRAME_SCHEMA = pa.schema([("timestamp_ns", pa.timestamp("ns", "UTC")),
+                           ("frame_number", pa.uint64())])  # fmt: skip
+
+
+def _numpy(values: Any) -> npt.NDArray[Any]:
+    array = np.asarray(values)
+    if array.dtype.kind == "T":  # numpy's StringDType: Arrow takes objects
+        return array.astype(object)
+    return array
+
+
+class _Part:
+    def __init__(self, group: zarr.Group) -> None:
+        self.group = group
+        self.arrays: dict[str, zarr.Array[Any]] = {}
+        self.valid: dict[str, zarr.Array[Any]] = {}
+        for key, array in group.arrays():
+            if key.endswith(".valid"):
+                self.valid[key[: -len(".valid")]] = array
+                continue
+            name = str(array.attrs.get("original_name", key))
+            self.arrays[name] = array
+        fields = []
+        for name, array in self.arrays.items():
+            text = array.attrs.get("arrow_type")
+            kind = parse_type(str(text)) if text else _numpy_type(array)
+            metadata = {k: v if isinstance(v, str) else str(v) for k, v in array.attrs.items()
+                        if k not in ("arrow_type", "original_name", "coordinates", "units",
+                                     "calendar", "dtype")}  # fmt: skip
+            fields.append(pa.field(name, kind, metadata=metadata or None))
+        self.schema = pa.schema(fields)
+        rows = group.attrs.get("rows")
+        lengths = [a.shape[0] for a in self.arrays.values()]
+        self.rows = int(rows) if isinstance(rows, int | float) else (min(lengths) if lengths else 0)
+        self._keys = {name: array.basename for name, array in self.arrays.items()}
+
+    def batches(self, columns: Sequence[str] | None, batch_rows: int,
+                schema: pa.Schema) -> Iterator[pa.RecordBatch]:  # fmt: skip
+        names = list(self.arrays) if columns is None else list(columns)
+        for start in range(0, self.rows, batch_rows):
+            stop = min(self.rows, start + batch_rows)
+            arrays, fields = [], []
+            for name in names:
+                array = self.arrays.get(name)
+                if array is None:
+                    kind = schema.field(name).type
+                    arrays.append(pa.nulls(stop - start, kind))
+                    fields.append(pa.field(name, kind))
+                    continue
+                field = self.schema.field(name)
+                mask = self.valid.get(self._keys[name])
+                valid = None if mask is None else np.asarray(mask[start:stop], bool)
+                arrays.append(arrow_array(_numpy(array[start:stop]), field.type, valid))
+                fields.append(field)
+            yield pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))
+
+
+def _numpy_type(array: zarr.Array[Any]) -> pa.DataType:
+    dtype = np.dtype(array.dtype) if not str(array.dtype).startswith("<U") else np.dtype(object)
+    if dtype.kind in "OTU":
+        return pa.string()
+    value = pa.from_numpy_dtype(dtype)
+    if len(array.shape) == 2:
+        return pa.list_(value, int(array.shape[1]))
+    if len(array.shape) > 2:
+        return pa.fixed_shape_tensor(value, list(array.shape[1:]))
+    return value
+
+
+class ZarrFrameSource:
+    def __init__(self, group: zarr.Group) -> None:
+        self.group = group
+        self.data: zarr.Array[Any] = group["frames"]  # type: ignore[assignment]
+        self.shape = tuple(int(n) for n in self.data.shape)
+        self.dtype = np.dtype(self.data.dtype)
+
+    def read(self, index: slice | npt.NDArray[np.intp]) -> npt.NDArray[Any]:
+        if isinstance(index, slice):
+            return np.asarray(self.data[index])
+        return np.asarray(self.data.oindex[index])
+
+    def timestamps_ns(self) -> npt.NDArray[np.uint64]:
+        return np.asarray(self.group["timestamp_ns"][: self.shape[0]]).astype(np.uint64)  # type: ignore[index]
+
+    def frame_numbers(self) -> npt.NDArray[np.uint64]:
+        return np.asarray(self.group["frame_number"][: self.shape[0]]).astype(np.uint64)  # type: ignore[index]
+
+
+class ZarrReader:
+    """One Zarr store."""
+
+    format = "zarr"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            self.root = zarr.open_group(str(path), mode="r")
+        except Exception as exc:  # zarr raises many kinds for a store it cannot open
+            raise ReadError(f"{path}: cannot be opened as a Zarr store ({exc})") from exc
+        self._infos: dict[str, StreamInfo] | None = None
+        self._parts: dict[str, list[_Part]] = {}
+
+    def close(self) -> None:
+        self._parts.clear()
+
+    def metadata(self) -> dict[str, Any]:
+        return json_values(dict(self.root.attrs))
+
+    def streams(self) -> dict[str, StreamInfo]:
+        if self._infos is None:
+            self._infos = {}
+            for name, group in self.root.groups():
+                if "part_of" in group.attrs:
+                    continue
+                metadata = {k: v for k, v in json_values(dict(group.attrs)).items()
+                            if k not in LAYOUT_KEYS}  # fmt: skip
+                if "frames" in group and "rows" not in group.attrs:
+                    source = ZarrFrameSource(group)
+                    self._infos[name] = StreamInfo(
+                        name,
+                        "frames",
+                        source.shape[0],
+                        _FRAME_SCHEMA,
+                        metadata,
+                        (PartInfo(self.path, name, 0, source.shape[0]),),
+                        source.shape[1:],
+                        source.dtype,
+                        files=(self.path,),
+                    )
+                    continue
+                recorded: Any = group.attrs.get("parts", [{"key": name}])
+                keys = [str(p["key"]) for p in recorded]
+                parts = []
+                for key in keys:
+                    try:
+                        parts.append(_Part(self.root[key]))  # type: ignore[arg-type]
+                    except KeyError:
+                        break  # recorded, not yet published
+                fields: dict[str, pa.Field] = {}
+                infos, first = [], 0
+                for key, part in zip(keys, parts, strict=False):
+                    infos.append(PartInfo(self.path, key, first, part.rows))
+                    first += part.rows
+                    for field in part.schema:
+                        fields.setdefault(field.name, field)
+                self._parts[name] = parts
+                self._infos[name] = StreamInfo(name, "table", first,
+                                               pa.schema(list(fields.values())), metadata,
+                                               tuple(infos), files=(self.path,))  # fmt: skip
+        return self._infos
+
+    def iter_batches(self, stream: str, columns: Sequence[str] | None, batch_rows: int,
+                     part: int | None = None) -> Iterator[pa.RecordBatch]:  # fmt: skip
+        info = self.streams()[stream]
+        if info.kind == "frames":
+            source = self.frames(stream)
+            stamps, numbers = source.timestamps_ns(), source.frame_numbers()
+            for start in range(0, len(stamps), batch_rows):
+                batch = pa.record_batch({
+                    "timestamp_ns": arrow_array(stamps[start : start + batch_rows],
+                                                pa.timestamp("ns", "UTC")),
+                    "frame_number": pa.array(numbers[start : start + batch_rows]),
+                })  # fmt: skip
+                yield select(batch, columns)
+            return
+        parts = self._parts[stream] if part is None else [self._parts[stream][part]]
+        for held in parts:
+            yield from held.batches(columns, batch_rows, info.schema)
+
+    def frames(self, stream: str) -> ZarrFrameSource:
+        info = self.streams().get(stream)
+        if info is None or info.kind != "frames":
+            raise UnknownStream(f"{self.path}: no frame stream {stream!r}")
+        return ZarrFrameSource(self.root[stream])  # type: ignore[arg-type]
