@@ -1,0 +1,229 @@
+"""The storage actor: power-meter batches as Arrow IPC bytes through ``WriteBatch`` into HDF5.
+
+``DAQ_BENCH_ACTOR_ROWS`` (1 M) rows of the seeds' 4-column schema
+(``SimulatedPowerMeter``: timestamp_ns, channel, value, unit) in 10,000-row batches,
+serialised as IPC stream bytes before the timing (the producer's work), sent with
+``tell`` as fast as the mailbox takes them; timed until ``stop()`` returned (every batch
+stored, the file closed). The actor writes with its defaults (``[storage]`` unset: gzip 4 +
+shuffle, the writer's chunks), no flush until stop, to a temporary directory on the real
+disk (``DAQ_BENCH_DIR`` moves it).
+
+References, run alternately with the actor, best of ``DAQ_BENCH_REPEATS`` (3):
+
+- **h5py tuned alike**: plain h5py appending the same columns from the decoded batches to
+  one group, a resizable dataset per column with the chunks and filters the actor's file
+  has (read from it), text as variable-length UTF-8, dataset handles kept, no flush
+  until close. Ratio = its time / the actor's (target >= 0.5x).
+- **h5py defaults**: the same with h5py's defaults (auto chunks, no compression).
+- **our HDF5 writer alone**: the same batches, in this thread, without the actor: what
+  the mailbox, the worker thread and the IPC decoding cost.
+
+Event-loop scheduling delay (a coroutine sleeping 1 ms and measuring how late it wakes):
+p50 / p99 / max while the actor writes, against the same coroutine on an idle loop for
+as long.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import pyarrow as pa
+
+from benchmarks._harness import Report
+from benchmarks._writers import Run, interleaved, tables_run
+from daq_storage.actor import GetStats, StorageActor, WriteBatch
+from daq_storage.config import StorageConfig
+from daq_storage.sim import SimulatedPowerMeter
+
+STREAM = "power_meter_01"
+BATCH_ROWS = 10_000
+TICK_S = 0.001
+
+
+@dataclass(frozen=True)
+class Sizes:
+    rows: int = int(os.environ.get("DAQ_BENCH_ACTOR_ROWS", "1000000"))
+    batch_rows: int = BATCH_ROWS
+    repeats: int = int(os.environ.get("DAQ_BENCH_REPEATS", "3"))
+
+
+@dataclass
+class Delays:
+    """How late a 1 ms sleep woke, in seconds, sample by sample."""
+
+    samples: list[float]
+
+    def stat(self, which: str) -> float:
+        values = np.asarray(self.samples or [0.0])
+        return float(values.max() if which == "max" else np.percentile(values, float(which[1:])))
+
+
+def ipc_stream(batch: pa.RecordBatch) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, batch.schema) as writer:
+        writer.write_batch(batch)
+    return bytes(sink.getvalue().to_pybytes())
+
+
+async def _ticker(delays: list[float], running: list[bool]) -> None:
+    while running[0]:
+        before = time.perf_counter()
+        await asyncio.sleep(TICK_S)
+        delays.append(time.perf_counter() - before - TICK_S)
+
+
+async def _through_actor(payloads: Sequence[bytes], out: Path, delays: list[float]) -> Path:
+    config = StorageConfig.load(environ={"DAQ_STORAGE_OUTPUT_DIR": str(out)})
+    running = [True]
+    ticks = asyncio.create_task(_ticker(delays, running))
+    actor = await StorageActor.start(config)
+    try:
+        for payload in payloads:
+            await actor.tell(WriteBatch(payload, STREAM))
+        path = (await actor.call(GetStats())).file_path
+    finally:
+        await actor.stop()
+        running[0] = False
+        await ticks
+    assert path is not None
+    return path
+
+
+async def _idle(seconds: float, delays: list[float]) -> None:
+    running = [True]
+    ticks = asyncio.create_task(_ticker(delays, running))
+    await asyncio.sleep(seconds)
+    running[0] = False
+    await ticks
+
+
+def _numpy(column: pa.Array | pa.ChunkedArray) -> np.ndarray[Any, Any]:
+    if pa.types.is_timestamp(column.type):
+        column = column.cast(pa.int64())
+    return np.asarray(column.to_numpy(zero_copy_only=False))
+
+
+def _layout(path: Path) -> dict[str, dict[str, Any]]:
+    """Each column's chunks and filters in the actor's file, as h5py keywords."""
+    found = {}
+    with h5py.File(path, "r") as f:
+        for name, dataset in f[STREAM].items():
+            found[name] = {"chunks": dataset.chunks, "compression": dataset.compression,
+                           "compression_opts": dataset.compression_opts,
+                           "shuffle": dataset.shuffle}  # fmt: skip
+    return found
+
+
+def h5py_append(batches: Sequence[pa.RecordBatch], layout: dict[str, dict[str, Any]] | None) -> Run:
+    """Plain h5py: a resizable dataset per column, each batch appended; ``layout`` the
+    chunks and filters per column (``None``: h5py's defaults)."""
+    string = h5py.string_dtype("utf-8")
+
+    def run(path: Path) -> None:
+        with h5py.File(path, "w") as f:
+            group = f.create_group(STREAM)
+            columns = {}
+            for field in batches[0].schema:
+                text = pa.types.is_string(field.type)
+                dtype = string if text else _numpy(pa.array([], field.type)).dtype
+                options = (layout or {}).get(field.name, {"chunks": True})
+                columns[field.name] = group.create_dataset(
+                    field.name, shape=(0,), maxshape=(None,), dtype=dtype, **options
+                )
+            n = 0
+            for batch in batches:
+                for name, dataset in columns.items():
+                    dataset.resize(n + batch.num_rows, axis=0)
+                    dataset[n:] = _numpy(batch.column(name))
+                n += batch.num_rows
+
+    return run
+
+
+def bench(report: Report, delays_report: Report, sizes: Sizes, tmp: Path) -> None:
+    meter = SimulatedPowerMeter(seed=0, start_ns=0)
+    batches = [meter.read_batch(sizes.batch_rows) for _ in range(sizes.rows // sizes.batch_rows)]
+    payloads = [ipc_stream(b) for b in batches]
+    rows = sum(b.num_rows for b in batches)
+    busy: list[float] = []
+    layout: dict[str, dict[str, Any]] = {}
+
+    def actor_run(path: Path) -> None:
+        busy.clear()  # the delays of the last run
+        written = asyncio.run(_through_actor(payloads, path, busy))
+        layout.update(_layout(written))
+
+    # One run first to learn the actor's layout (its chunks and filters), untimed.
+    actor_run(tmp / "layout")
+    shutil.rmtree(tmp / "layout")
+    timings = interleaved(
+        {
+            "actor": actor_run,
+            "tuned": h5py_append(batches, layout),
+            "defaults": h5py_append(batches, None),
+            "writer": tables_run("hdf5", batches),
+        },
+        tmp,
+        sizes.repeats,
+    )
+    actor = timings["actor"]
+    codec = layout.get("value") or next(iter(layout.values()))
+    report.add(
+        "StorageActor -> HDF5, IPC bytes in", rows / actor.seconds / 1e6, "M rows/s",
+        reference="h5py defaults (auto chunks, no compression)",
+        ratio=timings["defaults"].seconds / actor.seconds,
+        tuned=f"h5py, same chunks and filters ({codec['compression']} "
+        f"{codec['compression_opts']}, shuffle {codec['shuffle']})",
+        tuned_ratio=timings["tuned"].seconds / actor.seconds,
+        note=f"file {actor.size / 1e6:.0f} MB; h5py defaults' {timings['defaults'].size / 1e6:.0f}"
+        " MB",
+    )  # fmt: skip
+    report.add(
+        "our HDF5 writer alone, same batches", rows / timings["writer"].seconds / 1e6,
+        "M rows/s", reference="StorageActor", ratio=actor.seconds / timings["writer"].seconds,
+        note="ratio = actor time / writer time: what the actor adds is 1 - 1/ratio",
+    )  # fmt: skip
+    written = Delays(list(busy))
+    idle_samples: list[float] = []
+    asyncio.run(_idle(actor.seconds, idle_samples))
+    idle = Delays(idle_samples)
+    for which in ("p50", "p99", "max"):
+        delays_report.add(
+            f"loop delay {which}, actor writing", written.stat(which) * 1e3, "ms",
+            reference=f"idle loop {which}: {idle.stat(which) * 1e3:.3f} ms",
+            note=f"{len(written.samples):,} ticks" if which == "p50" else "",
+        )  # fmt: skip
+
+
+def main(sizes: Sizes | None = None) -> None:
+    sizes = sizes or Sizes()
+    tmp = Path(tempfile.mkdtemp(prefix="daq_storage_bench_", dir=os.environ.get("DAQ_BENCH_DIR")))
+    try:
+        report = Report(
+            f"StorageActor: {sizes.rows:,} power-meter rows in {sizes.batch_rows:,}-row "
+            f"batches as IPC bytes, tell() until stop(); best of {sizes.repeats} interleaved "
+            "runs; ratio = reference time / actor time"
+        )
+        delays = Report(
+            f"event-loop scheduling delay of a {TICK_S * 1e3:g} ms sleep, during the actor's "
+            "last timed run vs an idle loop as long"
+        )
+        bench(report, delays, sizes, tmp)
+        report.print()
+        delays.print()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
