@@ -1,5 +1,8 @@
-"""Each writer through the conformance suite (:mod:`daq_storage.testing`), read back
-with the reader a scientist uses."""
+"""Each writer through the conformance suite (:mod:`daq_storage.testing`): tables,
+frames and metadata read back by :func:`daq_storage.read.open_run` (the suite's default
+reader, itself checked against each format's library in tests/read); column
+attributes and decoded times read here with the library a scientist uses (h5py,
+pyarrow, polars, pandas, xarray, zarr)."""
 
 from __future__ import annotations
 
@@ -44,43 +47,9 @@ def _field_attributes(schema: pa.Schema, column: str) -> dict[str, Any]:
     return {k.decode(): v.decode() for k, v in metadata.items()}
 
 
-def _masked(values: Any, valid: np.ndarray | None) -> pa.Array:
-    """A column with the rows its ``.valid`` mask marks as missing as nulls."""
-    return pa.array(values, mask=None if valid is None else ~np.asarray(valid, bool))
-
-
-def _maybe_json(value: Any) -> Any:
-    if isinstance(value, bytes):
-        value = value.decode()
-    if isinstance(value, str):
-        try:
-            return json.loads(value)
-        except ValueError:
-            return value
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
 class TestHdf5(WriterConformance):
     writer_name = "hdf5"
     target = "run.h5"
-
-    def read_table(self, path: Path, stream: str) -> pa.Table:
-        columns = {}
-        with h5py.File(path, "r") as f:
-            group = f[stream]
-            for name, dataset in group.items():
-                if name.endswith(".valid"):
-                    continue
-                values = dataset[()]
-                if h5py.check_string_dtype(dataset.dtype) is not None:
-                    values = [v.decode() for v in values]
-                elif "calendar" in dataset.attrs:  # a time: decoded by its CF attributes
-                    values = _cf_decoded(values, dataset.attrs)
-                mask = group.get(f"{name}.valid")
-                columns[name] = _masked(values, None if mask is None else mask[()])
-        return pa.table(columns)
 
     def read_column_attributes(self, path: Path, stream: str, column: str) -> dict[str, Any]:
         with h5py.File(path, "r") as f:
@@ -97,16 +66,6 @@ class TestHdf5(WriterConformance):
             dataset = f[stream]["timestamp_ns"]
             return _cf_decoded(dataset[()], dataset.attrs)
 
-    def read_frames(self, path: Path, stream: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        with h5py.File(path, "r") as f:
-            g = f[stream]
-            return g["frames"][()], g["timestamp_ns"][()], g["frame_number"][()]
-
-    def read_metadata(self, path: Path, stream: str | None) -> dict[str, Any]:
-        with h5py.File(path, "r") as f:
-            target = f if stream is None else f[stream]
-            return {k: _maybe_json(v) for k, v in target.attrs.items()}
-
 
 class TestHdf5Blosc(TestHdf5):
     options: ClassVar[dict[str, Any]] = {"compression": "blosc-lz4", "frames_per_chunk": 2}
@@ -118,30 +77,9 @@ class TestArrow(WriterConformance):
 
     typed_attributes = False  # Arrow field metadata is text
 
-    def _read(self, path: Path, stream: str) -> pa.Table:
-        with pa.OSFile(str(path / f"{stream}.arrows")) as source:
-            return pa.ipc.open_stream(source).read_all()
-
-    def read_table(self, path: Path, stream: str) -> pa.Table:
-        return self._read(path, stream)
-
-    def read_frames(self, path: Path, stream: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        table = self._read(path, stream)
-        frames = table.column("frame").combine_chunks().to_numpy_ndarray()
-        stamps = table.column("timestamp_ns").cast(pa.int64()).to_numpy().astype(np.uint64)
-        return frames, stamps, table.column("frame_number").to_numpy()
-
-    def read_metadata(self, path: Path, stream: str | None) -> dict[str, Any]:
-        # The documented recipe: schema metadata, updated by each batch's custom metadata.
-        with pa.OSFile(str(path / f"{stream or 'power_meter_01'}.arrows")) as source:
-            reader = pa.ipc.open_stream(source)
-            metadata = dict(reader.schema.metadata or {})
-            for _, custom in reader.iter_batches_with_custom_metadata():
-                metadata.update(custom or {})
-        return {k.decode(): _maybe_json(v) for k, v in metadata.items()}
-
     def read_column_attributes(self, path: Path, stream: str, column: str) -> dict[str, Any]:
-        return _field_attributes(self._read(path, stream).schema, column)
+        with pa.OSFile(str(path / f"{stream}.arrows")) as source:
+            return _field_attributes(pa.ipc.open_stream(source).schema, column)
 
     def read_times(self, path: Path, stream: str, column: str) -> np.ndarray:
         series = pl.read_ipc_stream(path / f"{stream}.arrows")[column]
@@ -156,19 +94,6 @@ class TestParquet(WriterConformance):
     writer_name = "parquet"
     target = "run_parquet"
     typed_attributes = False  # Parquet key-value metadata is text
-
-    def read_table(self, path: Path, stream: str) -> pa.Table:
-        return pl.read_parquet(path / f"{stream}.parquet").to_arrow()
-
-    def read_frames(self, path: Path, stream: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        table = pq.read_table(path / f"{stream}.parquet")
-        frames = table.column("frame").combine_chunks().to_numpy_ndarray()
-        stamps = table.column("timestamp_ns").cast(pa.int64()).to_numpy().astype(np.uint64)
-        return frames, stamps, table.column("frame_number").to_numpy()
-
-    def read_metadata(self, path: Path, stream: str | None) -> dict[str, Any]:
-        metadata = pq.read_schema(path / f"{stream or 'power_meter_01'}.parquet").metadata or {}
-        return {k.decode(): _maybe_json(v) for k, v in metadata.items()}
 
     def read_column_attributes(self, path: Path, stream: str, column: str) -> dict[str, Any]:
         return _field_attributes(pq.read_schema(path / f"{stream}.parquet"), column)
@@ -187,18 +112,6 @@ class TestCsv(WriterConformance):
     target = "run_csv"
     text_prefix = "s"
 
-    def read_table(self, path: Path, stream: str) -> pa.Table:
-        frame = pl.read_csv(path / f"{stream}.csv", infer_schema_length=None, try_parse_dates=True)
-        # CSV cannot tell an empty string from a missing one; the writer has no nulls here.
-        return frame.with_columns(pl.col(pl.String).fill_null("")).to_arrow()
-
-    def read_metadata(self, path: Path, stream: str | None) -> dict[str, Any]:
-        document: dict[str, Any] = json.loads((path / "metadata.json").read_text())
-        section: dict[str, Any] = (
-            document["file"] if stream is None else document["streams"][stream]
-        )
-        return section
-
     def read_column_attributes(self, path: Path, stream: str, column: str) -> dict[str, Any]:
         document = json.loads((path / "metadata.json").read_text())
         described: dict[str, Any] = document["columns"][stream].get(column, {})
@@ -216,28 +129,6 @@ class TestZarr(WriterConformance):
     target = "run.zarr"
     options: ClassVar[dict[str, Any]] = {"frames_per_chunk": 2, "shard_frames": 4}
     file_size_limit_applies = False
-
-    def read_table(self, path: Path, stream: str) -> pa.Table:
-        dataset = xr.open_zarr(path, group=stream)  # consolidated metadata: no warning
-        names = [name for name in dataset.variables
-                 if name not in dataset.dims and not str(name).endswith(".valid")]  # fmt: skip
-        return pa.table({
-            str(name): _masked(np.asarray(dataset[name].values),
-                               dataset[f"{name}.valid"].values
-                               if f"{name}.valid" in dataset.variables else None)
-            for name in names
-        })  # fmt: skip
-
-    def read_frames(self, path: Path, stream: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        dataset = xr.open_zarr(path, group=stream)
-        assert dataset["frames"].dims == ("frame", "y", "x")
-        stamps = dataset["timestamp_ns"].values.view(np.int64).astype(np.uint64)
-        return dataset["frames"].values, stamps, dataset["frame_number"].values
-
-    def read_metadata(self, path: Path, stream: str | None) -> dict[str, Any]:
-        if stream is None:
-            return dict(zarr.open_group(path, mode="r").attrs)
-        return dict(xr.open_zarr(path, group=stream).attrs)
 
     def read_column_attributes(self, path: Path, stream: str, column: str) -> dict[str, Any]:
         return dict(zarr.open_array(path / stream / column, mode="r").attrs)

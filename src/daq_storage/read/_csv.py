@@ -33,19 +33,25 @@ class _File:
         data = source.read_buffer()
         source.close()
         self.data = data.slice(0, _complete(data))
-        try:
-            header = pacsv.open_csv(pa.BufferReader(self.data), read_options=self._read_options(),
-                                    convert_options=self._convert(types, None))  # fmt: skip
-            names = header.schema.names
+        inferred = pa.schema([])
+        try:  # the header, and the types pyarrow infers from the first block
+            header = pacsv.open_csv(
+                pa.BufferReader(self.data),
+                read_options=self._read_options(),
+                convert_options=self._convert(types, None),
+            )
+            inferred = header.schema
         except (pa.ArrowInvalid, StopIteration):
-            names = []
-        self.types = {name: parse_type(types[name]) for name in names if name in types}
+            pass
+        self.types = {name: parse_type(types[name]) for name in inferred.names if name in types}
+        #: whether every column's type was recorded (a file without metadata.json: no)
+        self.typed = len(self.types) == len(inferred.names)
         fields = []
-        for name in names:
-            kind = self.types.get(name, pa.string())
-            described = attributes.get(name) or {}
+        for field in inferred:
+            kind = self.types.get(field.name, field.type)
+            described = attributes.get(field.name) or {}
             metadata = {k: v if isinstance(v, str) else _json(v) for k, v in described.items()}
-            fields.append(pa.field(name, kind, metadata=metadata or None))
+            fields.append(pa.field(field.name, kind, metadata=metadata or None))
         self.schema = pa.schema(fields)
         self._rows: int | None = None
 
@@ -86,9 +92,10 @@ class _File:
 
     def table(self, columns: Sequence[str] | None) -> pa.Table:
         wanted = None if columns is None else [c for c in columns if c in self.schema.names]
-        return self._read(self._convert(self.types, wanted)).cast(
-            pa.schema([self.schema.field(n) for n in (wanted or self.schema.names)])
-        )
+        table = self._read(self._convert(self.types, wanted))
+        if not self.typed:
+            return table
+        return table.cast(pa.schema([self.schema.field(n) for n in table.column_names]))
 
     def batches(self, columns: Sequence[str] | None, batch_rows: int) -> Iterator[pa.RecordBatch]:
         if not self.schema.names:

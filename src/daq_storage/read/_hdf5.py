@@ -11,6 +11,7 @@ writer's last commit holds, every dataset of a stream at one length.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from collections.abc import Iterator, Sequence
@@ -167,34 +168,53 @@ class _Part:
 
 
 class _IpcPart:
-    """A stream kept as Arrow IPC files in uint8 datasets (``/arrow_data/<stream>``)."""
+    """A stream (part) kept as Arrow IPC files in uint8 datasets
+    (``/arrow_data/<stream>``), read in dataset-name order; a later dataset may widen a
+    type or add a column (joined as ``concat_tables(promote_options="permissive")``)."""
 
     def __init__(self, group: h5py.Group) -> None:
         self.group = group
         self.names = sorted(k for k in group if _IPC_NAME.match(k))
-        if not self.names:
-            raise ReadError(f"{group.file.filename}: {group.name} holds no Arrow IPC data")
         self.rows = 0
-        self.schema: pa.Schema | None = None
+        fields: dict[str, pa.Field] = {}
         for name in self.names:
-            reader = self._open(name)
-            self.schema = self.schema or reader.schema
-            self.rows += sum(reader.get_batch(i).num_rows for i in range(reader.num_record_batches))
+            for field in self._schema_of(name):
+                fields.setdefault(field.name, field)
+            rows = group[name].attrs.get("rows")
+            if rows is None:
+                reader = self._open(name)
+                count = reader.num_record_batches
+                rows = sum(reader.get_batch(i).num_rows for i in range(count))
+            self.rows += int(rows)
+        self.schema = pa.schema(list(fields.values()))
 
     def _open(self, name: str) -> pa.ipc.RecordBatchFileReader:
-        data = self.group[name][()]
+        data = np.asarray(self.group[name][()], np.uint8)
         try:
-            return pa.ipc.open_file(pa.py_buffer(np.ascontiguousarray(data).tobytes()))
+            return pa.ipc.open_file(pa.py_buffer(data.tobytes()))
         except pa.ArrowInvalid as exc:
-            raise ReadError(f"{self.group.file.filename}: {self.group.name}/{name} is not "
-                            f"an Arrow IPC file ({exc})") from exc  # fmt: skip
+            raise ReadError(
+                f"{self.group.file.filename}: {self.group.name}/{name} is not an Arrow IPC "
+                f"file ({exc})"
+            ) from exc
 
-    def batches(self, columns: Sequence[str] | None, batch_rows: int,
-                schema: pa.Schema) -> Iterator[pa.RecordBatch]:  # fmt: skip
+    def _schema_of(self, name: str) -> pa.Schema:
+        """A dataset's schema, from its first bytes (the schema message after the magic)
+        when they hold it, so listing streams reads no data."""
+        dataset = self.group[name]
+        head = np.asarray(dataset[: min(len(dataset), 1 << 16)], np.uint8).tobytes()
+        if head.startswith(b"ARROW1"):
+            with contextlib.suppress(pa.ArrowInvalid, OSError):
+                return pa.ipc.read_schema(pa.py_buffer(head[8:])).remove_metadata()
+        return self._open(name).schema.remove_metadata()
+
+    def batches(
+        self, columns: Sequence[str] | None, batch_rows: int, schema: pa.Schema
+    ) -> Iterator[pa.RecordBatch]:
         for name in self.names:
             reader = self._open(name)
             for i in range(reader.num_record_batches):
-                batch = reader.get_batch(i)
+                batch = reader.get_batch(i).replace_schema_metadata(None)
                 for start in range(0, batch.num_rows, batch_rows):
                     yield select(batch.slice(start, batch_rows), columns, schema)
 
@@ -264,7 +284,8 @@ class Hdf5Reader:
                     continue
                 if name == ARROW_GROUP and all(isinstance(g, h5py.Group) for g in group.values()):
                     for stream, held in group.items():
-                        self._table(stream, held, [_IpcPart(held)])
+                        if "part_of" not in held.attrs:
+                            self._table(stream, held, self._table_parts(stream, held))
                     continue
                 if "part_of" in group.attrs:
                     continue
@@ -275,7 +296,7 @@ class Hdf5Reader:
         return self._infos
 
     def _table_parts(self, name: str, group: h5py.Group) -> list[_Part | _IpcPart]:
-        keys = [f"/{name}"]
+        keys = [group.name]
         if "parts" in group.attrs:
             with _json_attr(group, "parts"):
                 keys = [str(p["key"]) for p in json.loads(group.attrs["parts"])]
@@ -284,14 +305,15 @@ class Hdf5Reader:
             held = self.file.get(key)
             if not isinstance(held, h5py.Group):
                 break  # recorded before its group was committed: the rows are not there
-            parts.append(_Part(held))
+            ipc = held.parent.name == f"/{ARROW_GROUP}" and any(_IPC_NAME.match(k) for k in held)
+            parts.append(_IpcPart(held) if ipc else _Part(held))
         return parts
 
     def _table(self, name: str, group: h5py.Group, parts: list[_Part | _IpcPart]) -> None:
         assert self._infos is not None
         fields: dict[str, pa.Field] = {}
         for part in parts:
-            for field in part.schema or pa.schema([]):
+            for field in part.schema:
                 fields.setdefault(field.name, field)
         infos, first = [], 0
         for part in parts:

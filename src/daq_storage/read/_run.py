@@ -354,7 +354,10 @@ def _part_table(reader: Reader, stream: str, columns: list[str] | None, part: in
         info = reader.streams()[stream]
         names = columns or info.columns
         return pa.schema([info.schema.field(n) for n in names]).empty_table()
-    return pa.Table.from_batches(batches)
+    if all(b.schema == batches[0].schema for b in batches):
+        return pa.Table.from_batches(batches)
+    return _join([pa.Table.from_batches([b]) for b in batches], stream, reader.streams()[stream],
+                 columns)  # fmt: skip
 
 
 def _join(tables: list[pa.Table], stream: str, info: StreamInfo,

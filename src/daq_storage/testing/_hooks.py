@@ -16,6 +16,7 @@ import numpy.typing as npt
 import pyarrow as pa
 import pytest
 
+from daq_storage.read import FORMATS, Run, open_run
 from daq_storage.writers import StreamPart, Writer, get_writer_class, open_writer
 
 __all__ = [
@@ -102,19 +103,35 @@ class ConformanceBase:
             if base.__dict__.get("writer_name") == self.writer_name:
                 self.skip(f"runs once per format, in {base.__name__}")
 
-    # --- how a scientist reads the result (the subclass implements what applies) ---
+    # --- how a scientist reads the result ---
+    # For the built-in formats, daq_storage.read.open_run reads it (the project's one
+    # reader, checked against each format's own library in the project's tests); a
+    # plug-in's test class implements these with its format's reader.
+    def _open_run(self, path: Path) -> Run:
+        if self.writer_name not in FORMATS:
+            raise NotImplementedError(
+                f"{type(self).__name__}: implement read_table / read_frames / read_metadata "
+                f"with the reader of {self.writer_name!r} outputs"
+            )
+        return open_run(path, format=self.writer_name)
+
     def read_table(self, path: Path, stream: str) -> pa.Table:
         """The table ``stream`` as the format's usual reader gives it (its first part)."""
-        raise NotImplementedError
+        with self._open_run(path) as run:
+            return run.table(stream, part=0)
 
     def read_frames(
         self, path: Path, stream: str
     ) -> tuple[npt.NDArray[Any], npt.NDArray[Any], npt.NDArray[Any]]:
         """Frames, ``timestamp_ns`` and ``frame_number`` of ``stream``."""
-        raise NotImplementedError
+        with self._open_run(path) as run:
+            frames = run.frames(stream)
+            return np.asarray(frames), frames.timestamps_ns, frames.frame_numbers
 
     def read_metadata(self, path: Path, stream: str | None) -> dict[str, Any]:
-        raise NotImplementedError
+        """The file's metadata (``stream=None``) or a stream's."""
+        with self._open_run(path) as run:
+            return run.metadata if stream is None else run.stream(stream).metadata
 
     def read_column_attributes(self, path: Path, stream: str, column: str) -> dict[str, Any]:
         """What the format keeps about one column (units, long_name, ...)."""
@@ -133,6 +150,8 @@ class ConformanceBase:
         :meth:`read_table` reads a stream: a key inside a file (HDF5 group, Zarr group,
         ...) is read as the stream of that name; a file of its own (``s__part0002.arrows``)
         as the stream named by its stem."""
+        if type(self).read_table is ConformanceBase.read_table and self.writer_name in FORMATS:
+            return self._read_part_of_run(part)
         if part.key:
             return self.read_table(part.path, part.key.strip("/"))
         name = part.path.name
@@ -140,6 +159,16 @@ class ConformanceBase:
             if name.endswith(suffix):
                 return self.read_table(part.path.parent, name[: -len(suffix)])
         return self.read_table(part.path.parent, part.path.stem)
+
+    def _read_part_of_run(self, part: StreamPart) -> pa.Table:
+        """``part`` through open_run: the part of whichever stream lists it."""
+        where = part.path if part.key else part.path.parent
+        with self._open_run(where) as run:
+            for name, info in run.streams.items():
+                for index, held in enumerate(info.parts):
+                    if held.path.resolve() == part.path.resolve() and held.key.strip("/") == part.key.strip("/"):
+                        return run.table(name, part=index)
+        raise AssertionError(f"no stream of {where} lists the part {part}")
 
     # --- helpers of the tests ---
     def write_something(self, writer: Writer, stream: str) -> None:
