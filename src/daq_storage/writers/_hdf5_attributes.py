@@ -11,14 +11,66 @@ import h5py
 import numpy as np
 import pyarrow as pa
 
-from daq_storage.writers._hdf5_tables import dataset_name, field_json
+from daq_storage.errors import UnsupportedData
 from daq_storage.writers._inputs import json_value
 
-__all__ = ["ATTRIBUTE_LIMIT", "leaf_types", "schema_json", "store_attribute"]
+__all__ = ["ATTRIBUTE_LIMIT", "KEY_LIMIT", "dataset_name", "field_json", "leaf_types",
+           "metadata_refusal", "schema_json", "store_attribute"]  # fmt: skip
 
 #: Larger values (bytes) are stored as datasets: HDF5 keeps an attribute in one object
 #: header message of at most 64 KiB.
 ATTRIBUTE_LIMIT = 64 * 1024
+#: UTF-8 bytes of a metadata key (an attribute's name): HDF5 keeps a name and its value
+#: in one object header message of at most 64 KiB.
+KEY_LIMIT = 4096
+
+
+def metadata_refusal(key: str, value: Any) -> str | None:
+    """Why HDF5 cannot store metadata ``key`` = ``value`` as an attribute, or ``None``."""
+    try:
+        size = len(key.encode())
+    except UnicodeEncodeError:
+        return f"metadata key {key!r} is not valid Unicode text"
+    if size > KEY_LIMIT:
+        return f"metadata key {key[:40]!r}... is {size} bytes long; HDF5 keys hold {KEY_LIMIT}"
+    if isinstance(value, str | np.str_) and "\x00" in value:
+        return (f"metadata {key!r}: HDF5 text cannot contain NUL characters (store the value "
+                "in a list or dict, where it is JSON-escaped)")  # fmt: skip
+    return None
+
+
+def dataset_name(column: str) -> str:
+    """The name of a column's dataset in its stream's group: the column's name, with
+    ``%`` and ``/`` percent-encoded (``a/b`` -> ``a%2Fb``, so a name never becomes a
+    path) and a lone ``.`` as ``%2E``; ``urllib.parse.unquote`` gives the name back."""
+    name = column.replace("%", "%25").replace("/", "%2F")
+    return "%2E" if name == "." else name
+
+
+def field_json(field: pa.Field, stream: str = "") -> str:
+    """A field (its original name, type, nullability and metadata) as JSON text.
+
+    Raises:
+        UnsupportedData: a metadata key or value of the field is not UTF-8 text, or
+            holds NUL.
+    """
+    try:
+        metadata = {k.decode(): v.decode() for k, v in (field.metadata or {}).items()}
+    except UnicodeDecodeError as exc:
+        raise UnsupportedData(
+            f"stream {stream!r} column {field.name!r}: its Arrow field metadata holds "
+            f"{exc.object!r}, which is not UTF-8 text; HDF5 stores it as text"
+        ) from None
+    for key, value in metadata.items():
+        if "\x00" in key + value:
+            raise UnsupportedData(
+                f"stream {stream!r} column {field.name!r}: its Arrow field metadata {key!r} "
+                "holds NUL, which HDF5 text cannot"
+            )
+    return json.dumps(
+        {"name": field.name, "type": str(field.type), "nullable": field.nullable,
+         "metadata": metadata}
+    )  # fmt: skip
 
 
 def store_attribute(file: h5py.File, target: h5py.Group, key: str, value: Any,

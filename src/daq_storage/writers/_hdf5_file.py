@@ -21,11 +21,15 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import errno
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from daq_storage._file_locks import lock_byte
+from daq_storage.errors import DaqStorageError, FormatError, StorageIOError
+from daq_storage.writers._base import storage_errors
 from daq_storage.writers._hdf5_journal import (
     LIVE_BYTE,
     apply_writes,
@@ -35,7 +39,7 @@ from daq_storage.writers._hdf5_journal import (
 )
 from daq_storage.writers._hdf5_superblock import eoa_patch
 
-__all__ = ["OrderedFile"]
+__all__ = ["OrderedFile", "failing_step"]
 
 #: Signatures of HDF5 structures that hold values, which indexes and headers point at.
 _VALUE_HEAPS = (b"GCOL", b"FHDB")
@@ -227,3 +231,36 @@ class OrderedFile:
         kept.sort(key=lambda item: item[0])
         self._held[first:last] = kept
         self._starts[first:last] = [at for at, _ in kept]
+
+
+@contextlib.contextmanager
+def failing_step(path: Path, action: str, ordered: OrderedFile | None,
+                 failed: Callable[[str], None],
+                 library_errors: tuple[type[Exception], ...]) -> Iterator[None]:  # fmt: skip
+    """``storage_errors`` for a step that changes the file: a failure in it (after the
+    checks, so the file may be half-changed) is reported to ``failed`` (the writer then
+    refuses any further write, so nothing is written on top of a state the file does not
+    have); the error is the first one of ``ordered``'s writes, if one failed."""
+    try:
+        with storage_errors(path, action, library_errors=library_errors):
+            try:
+                yield
+            except Exception as exc:
+                # HDF5 goes on after a failed write of the file, and h5py may then
+                # report another error (errno 5, or a SystemError): the first one
+                failure = ordered.failure if ordered is not None else None
+                if failure is None:
+                    raise
+                raise OSError(failure.errno, failure.strerror) from exc
+    except StorageIOError as exc:
+        failed(f"{action}: {exc.strerror}")
+        raise
+    except FormatError as exc:  # HDF5 refused a step half-way
+        failed(f"{action}: {exc}")
+        raise
+    except DaqStorageError:  # refused by a check, before anything changed
+        raise
+    except Exception as exc:
+        message = f"{action}: {type(exc).__name__}: {exc}"
+        failed(message)
+        raise StorageIOError(errno.EIO, message, str(path)) from exc

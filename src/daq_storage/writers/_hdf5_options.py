@@ -22,9 +22,22 @@ from daq_storage.writers._chunks import (
 )
 from daq_storage.writers._contract import WriterOptions
 
-__all__ = ["Hdf5Options", "check_frame_chunk", "check_storable", "chunk_encoder", "filters"]
+__all__ = [
+    "Hdf5Options",
+    "Strings",
+    "TableLayout",
+    "check_frame_chunk",
+    "check_storable",
+    "chunk_encoder",
+    "filters",
+]
 
 Compression = Literal["none", "gzip", "lzf", "lz4", "zstd", "blosc-lz4", "blosc-zstd"]
+#: How text columns are stored (see :mod:`~daq_storage.writers._hdf5_strings`).
+Strings = Literal["auto", "dictionary", "vlen"]
+#: How table streams are stored: a dataset per column, or Arrow IPC files (see
+#: :mod:`~daq_storage.writers._hdf5_arrow`).
+TableLayout = Literal["columns", "arrow_ipc"]
 #: Codecs without a level: a level given with one of them would do nothing.
 _NO_LEVEL = ("none", "lzf", "lz4")
 #: The largest chunk Blosc 1 compresses (2**31 - 1 less its 16-byte header).
@@ -42,6 +55,10 @@ class Hdf5Options(WriterOptions):
     take the codec's defaults (level 4, shuffle on); a level given with a codec that
     has none (``none``, ``lzf``, ``lz4``) is refused, as ``shuffle=True`` given with
     ``none``: nothing is accepted that would do nothing.
+
+    ``strings`` (``None``: ``auto``) chooses how text columns are stored; it applies to
+    the column layout only, and is refused with ``table_layout="arrow_ipc"``, where
+    every column is stored as Arrow has it.
     """
 
     compression: Compression = "gzip"
@@ -51,6 +68,13 @@ class Hdf5Options(WriterOptions):
     frames_per_chunk: int = Field(1, ge=1, le=(1 << 32) - 1)
     swmr: bool = False
     executor: Executor | None = None
+    strings: Strings | None = None
+    table_layout: TableLayout = "columns"
+
+    @property
+    def string_mode(self) -> Strings:
+        """How text columns are stored: as given, else ``auto``."""
+        return "auto" if self.strings is None else self.strings
 
     @property
     def level(self) -> int:
@@ -64,7 +88,8 @@ class Hdf5Options(WriterOptions):
 
     def chunk_rows(self, column: Column) -> int:
         """Rows per chunk of a table column: ``chunk_size``, else about 1 MiB of its
-        values (1,024 to 1,048,576 rows), 4,096 rows of text or lists."""
+        values (1,024 to 1,048,576 rows), 4,096 rows of text or lists (in the Arrow IPC
+        layout, ``chunk_size`` is the most rows one IPC file holds)."""
         if self.chunk_size is not None:
             return self.chunk_size
         if column.kind != "fixed":
@@ -83,6 +108,11 @@ class Hdf5Options(WriterOptions):
             raise ValueError("zstd levels are 1-9 (0 is no level of zstd's)")
         if self.shuffle and self.compression == "none":
             raise ValueError("shuffle=True needs a compression to help (compression is 'none')")
+        if self.strings is not None and self.table_layout == "arrow_ipc":
+            raise ValueError(
+                f"strings={self.strings!r} applies to the column layout; with "
+                "table_layout='arrow_ipc' every column is stored as Arrow has it"
+            )
         if isinstance(self.executor, ProcessPoolExecutor):  # pydantic reports ValueErrors
             raise ValueError(  # noqa: TRY004
                 "executor must run threads (a ThreadPoolExecutor): the frame jobs write "

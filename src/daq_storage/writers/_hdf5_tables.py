@@ -30,7 +30,6 @@ chunks than the file is committed stores most of its rows uncompressed.
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -42,73 +41,33 @@ import pyarrow as pa
 
 from daq_storage.errors import InvalidName, SchemaMismatch, UnsupportedData
 from daq_storage.schema import Column, SchemaChange, widened
+from daq_storage.writers._hdf5_arrow import ArrowStream
+from daq_storage.writers._hdf5_attributes import dataset_name, field_json
+from daq_storage.writers._hdf5_strings import (
+    CATEGORIES,
+    Categories,
+    Coder,
+    Encoded,
+    make_categories,
+)
 
-__all__ = ["KEY_LIMIT", "RAW", "BatchPlan", "ColumnStore", "NameClash", "Planned",
-           "TableStream", "dataset_name", "field_json", "metadata_refusal",
+__all__ = ["RAW", "BatchPlan", "ColumnStore", "NameClash", "Planned", "TableStream",
            "write_raw_chunk"]  # fmt: skip
 
 #: Filter mask of a chunk stored as it is: every filter of the pipeline skipped.
 RAW = 0xFFFFFFFF
 
 _STRING = h5py.string_dtype("utf-8")
-#: UTF-8 bytes of a metadata key (an attribute's name): HDF5 keeps a name and its value
-#: in one object header message of at most 64 KiB.
-KEY_LIMIT = 4096
+#: Datasets beside a column's, named by a suffix: its null mask, its categories.
+_BESIDE = (".valid", CATEGORIES)
 _CHUNK_LIMIT = (1 << 32) - 1  # HDF5 stores a chunk's size in 32 bits
 
 
 class NameClash(SchemaMismatch):
     """A column of a batch would take the dataset of a column of an earlier batch (a
     struct field ``a.b`` and a column ``a.b``, a column ``x.valid`` and the null mask of
-    ``x``): the stream continues in a new part, where the batch's names are free."""
-
-
-def metadata_refusal(key: str, value: Any) -> str | None:
-    """Why HDF5 cannot store metadata ``key`` = ``value`` as an attribute, or ``None``."""
-    try:
-        size = len(key.encode())
-    except UnicodeEncodeError:
-        return f"metadata key {key!r} is not valid Unicode text"
-    if size > KEY_LIMIT:
-        return f"metadata key {key[:40]!r}... is {size} bytes long; HDF5 keys hold {KEY_LIMIT}"
-    if isinstance(value, str | np.str_) and "\x00" in value:
-        return (f"metadata {key!r}: HDF5 text cannot contain NUL characters (store the value "
-                "in a list or dict, where it is JSON-escaped)")  # fmt: skip
-    return None
-
-
-def dataset_name(column: str) -> str:
-    """The name of a column's dataset in its stream's group: the column's name, with
-    ``%`` and ``/`` percent-encoded (``a/b`` -> ``a%2Fb``, so a name never becomes a
-    path) and a lone ``.`` as ``%2E``; ``urllib.parse.unquote`` gives the name back."""
-    name = column.replace("%", "%25").replace("/", "%2F")
-    return "%2E" if name == "." else name
-
-
-def field_json(field: pa.Field, stream: str = "") -> str:
-    """A field (its original name, type, nullability and metadata) as JSON text.
-
-    Raises:
-        UnsupportedData: a metadata key or value of the field is not UTF-8 text, or
-            holds NUL.
-    """
-    try:
-        metadata = {k.decode(): v.decode() for k, v in (field.metadata or {}).items()}
-    except UnicodeDecodeError as exc:
-        raise UnsupportedData(
-            f"stream {stream!r} column {field.name!r}: its Arrow field metadata holds "
-            f"{exc.object!r}, which is not UTF-8 text; HDF5 stores it as text"
-        ) from None
-    for key, value in metadata.items():
-        if "\x00" in key + value:
-            raise UnsupportedData(
-                f"stream {stream!r} column {field.name!r}: its Arrow field metadata {key!r} "
-                "holds NUL, which HDF5 text cannot"
-            )
-    return json.dumps(
-        {"name": field.name, "type": str(field.type), "nullable": field.nullable,
-         "metadata": metadata}
-    )  # fmt: skip
+    ``x``, ``x.categories`` and the categories of ``x``): the stream continues in a new
+    part, where the batch's names are free."""
 
 
 def _leaves(kind: pa.DataType) -> int:
@@ -308,28 +267,33 @@ class Planned:
     widen_to: np.dtype[Any] | None
     field: str  # the Arrow field the column comes from, as JSON
     origin: str  # that field's name (a struct's, for one of its fields)
+    encoded: Encoded | None = None  # a coded column's codes and new categories
 
 
 @dataclass(frozen=True, slots=True)
 class BatchPlan:
-    """What a checked batch does: the change, the table (part) it goes to, its columns'
+    """What a checked batch does: the change, the table (part) it goes to (an
+    :class:`ArrowStream` in the Arrow IPC layout, with no columns' plan), its columns'
     plan, and whether that table is a new part (``forced``: for a name clash, not for
     the change)."""
 
     change: SchemaChange
-    table: TableStream
+    table: TableStream | ArrowStream
     plan: list[Planned]
     new_part: bool
     forced: bool
 
 
 class TableStream:
-    """A table stream's group, its column and mask stores, and its row count."""
+    """A table stream's group, its column and mask stores, its coded columns'
+    categories, and its row count."""
 
-    def __init__(self, filters: dict[str, Any], chunk_rows: Callable[[Column], int]) -> None:
+    def __init__(self, filters: dict[str, Any], chunk_rows: Callable[[Column], int],
+                 coder: Coder) -> None:  # fmt: skip
         self._group: h5py.Group | None = None  # made with the first batch that is stored
         self.filters = filters
         self.chunk_rows = chunk_rows
+        self.coder = coder
         self.rows = 0
         self.columns: dict[str, ColumnStore] = {}  # column name -> store
         self.masks: dict[str, ColumnStore] = {}  # column name -> its .valid mask
@@ -347,18 +311,21 @@ class TableStream:
         self._group = group
 
     # ------------------------------------------------------------------ planning
-    def plan(self, stream: str, batch: pa.RecordBatch, columns: list[Column], *,
-             may_create: Callable[[], None],
+    def plan(self, stream: str, batch: pa.RecordBatch, *, may_create: Callable[[], None],
              may_widen: Callable[[Column, str], None]) -> list[Planned]:  # fmt: skip
         """Check every column of a batch before anything is written: names (``/``
         escaped; empty or NUL refused; never two columns on one dataset, nor a column
-        on another's null mask) and types (a change other than a safe widening refused).
+        on another's null mask or categories) and types (a change other than a safe
+        widening refused); text columns coded as the part's :class:`Coder` says.
 
         Raises:
             InvalidName: a column name HDF5 cannot hold.
-            SchemaMismatch: a clash of names or an unsafe type change.
+            SchemaMismatch: a clash of names or an unsafe type change
+                (:class:`~daq_storage.writers._hdf5_strings.CategoriesFull`: a coded
+                column is to continue as text, in a new part).
             UnsupportedData: text holding NUL, or (``may_create``) no new datasets.
         """
+        columns, encoded = self.coder.flatten(stream, batch)
         fields: list[tuple[str, str]] = []
         for field in batch.schema:
             fields += [(field_json(field, stream), field.name)] * _leaves(field.type)
@@ -382,7 +349,8 @@ class TableStream:
             if store is None:
                 may_create()
                 self._check_chunk(stream, column)
-                plan.append(Planned(column, None, name, None, field, origin))
+                plan.append(Planned(column, None, name, None, field, origin,
+                                    encoded.get(column.name)))  # fmt: skip
             else:
                 before = self.origins[column.name]
                 if before != origin:
@@ -394,7 +362,8 @@ class TableStream:
                 target = _checked_type(stream, column, store.dataset)
                 if target is not None and target != store.dataset.dtype:
                     may_widen(column, str(store.dataset.attrs.get("arrow_type", target)))
-                plan.append(Planned(column, store, name, target, field, origin))
+                plan.append(Planned(column, store, name, target, field, origin,
+                                    encoded.get(column.name)))  # fmt: skip
         if any(c.valid is not None and c.name not in self.masks for c in columns) or any(
             name not in seen and name not in self.masks for name in self.columns
         ):
@@ -407,12 +376,13 @@ class TableStream:
         if "\x00" in column:
             raise InvalidName(f"stream {stream!r}: column name {column!r} contains NUL")
         name = dataset_name(column)
-        for clash, what in (
-            (name, "dataset"),
-            (name.removesuffix(".valid") if name.endswith(".valid") else None, "mask"),
-            (name + ".valid", "masked"),
-        ):
-            owner = taken.get(clash) if clash is not None else None
+        clashes = [(name, "dataset", "")]
+        for suffix in _BESIDE:  # x.valid (x.categories) beside x, either way round
+            if name.endswith(suffix):
+                clashes.append((name.removesuffix(suffix), "beside", suffix))
+            clashes.append((name + suffix, "owner", suffix))
+        for clash, what, suffix in clashes:
+            owner = taken.get(clash)
             if owner is None or (what == "dataset" and owner == column):
                 continue
             error = NameClash if clash in self.names else SchemaMismatch  # an earlier batch's
@@ -421,10 +391,11 @@ class TableStream:
                     f"stream {stream!r}: columns {owner!r} and {column!r} would both be "
                     f"stored as dataset {name!r}; rename one"
                 )
-            holder, masked = (column, owner) if what == "mask" else (owner, column)
+            holder, masked = (column, owner) if what == "beside" else (owner, column)
+            kept = "null mask" if suffix == ".valid" else "categories"
             raise error(
                 f"stream {stream!r}: column {holder!r} would be stored where column "
-                f"{masked!r} keeps its null mask ({dataset_name(masked)}.valid); rename it"
+                f"{masked!r} keeps its {kept} ({dataset_name(masked)}{suffix}); rename it"
             )
         taken[name] = column
         return name
@@ -450,6 +421,8 @@ class TableStream:
             if store is None:
                 store = self._create(item, start)
                 changed = True
+                if item.origin == column.name:
+                    self.coder.decided[column.name] = item.encoded is not None
                 if start:  # a column that appears mid-run: earlier rows are null
                     self._mask(column.name, start, default=False)
             elif item.widen_to is not None and item.widen_to != store.dataset.dtype:
@@ -457,6 +430,8 @@ class TableStream:
                                     self.filters)  # fmt: skip
                 self.columns[column.name] = store
                 changed = True
+            if item.encoded is not None:  # categories in the file before any code using them
+                self.coder.categories[column.name].add(item.encoded.new)
             store.append(column.values)
             if column.valid is not None or column.name in self.masks:
                 changed |= column.name not in self.masks
@@ -509,13 +484,23 @@ class TableStream:
         fill = _fill(np.dtype(dtype))
         inner = column.values.shape[1:]
         filters = self.filters if column.kind == "fixed" else {}
+        chunk = self.chunk_rows(column)
+        if item.encoded is not None:  # chunked as 8-byte columns: cut at the same rows
+            chunk = self.chunk_rows(Column(column.name, np.zeros(1, np.uint64), None,
+                                           "fixed", {}))  # fmt: skip
         dataset = self.group.create_dataset(
             item.name, shape=(rows, *inner), maxshape=(None, *inner), dtype=dtype,
-            chunks=(self.chunk_rows(column), *inner), fillvalue=fill, **filters,
+            chunks=(chunk, *inner), fillvalue=fill, **filters,
         )  # fmt: skip
         dataset.attrs["schema"] = item.field
         for key, value in column.attrs.items():
             dataset.attrs[key] = value
+        if item.encoded is not None:
+            dataset.attrs["categories"] = item.name + CATEGORIES
+            categories = make_categories(self.group, item.name, column.name)
+            self.coder.categories[column.name] = Categories(
+                ColumnStore(categories, 0, None), limit=item.encoded.limit
+            )
         store = self.columns[column.name] = ColumnStore(dataset, rows, fill)
         self.names[item.name] = column.name
         self.origins[column.name] = item.origin

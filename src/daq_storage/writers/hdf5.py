@@ -54,7 +54,6 @@ holds (:meth:`Hdf5Writer.visible`); ``flush(durable=True)`` also syncs it to the
 from __future__ import annotations
 
 import contextlib
-import errno
 import functools
 import json
 import os
@@ -70,15 +69,12 @@ import pyarrow as pa
 
 from daq_storage._version import __version__
 from daq_storage.errors import (
-    DaqStorageError,
-    FormatError,
     InvalidName,
     SchemaMismatch,
-    StorageIOError,
     UnsupportedData,
     WriterClosedError,
 )
-from daq_storage.schema import METADATA_CHANGES, Column, FrameBlock, SchemaChange, flatten_batch
+from daq_storage.schema import METADATA_CHANGES, Column, FrameBlock, SchemaChange
 from daq_storage.writers._base import (
     StreamDescription,
     StreamPart,
@@ -86,8 +82,15 @@ from daq_storage.writers._base import (
     fsync_paths,
     storage_errors,
 )
-from daq_storage.writers._hdf5_attributes import leaf_types, schema_json, store_attribute
+from daq_storage.writers._hdf5_arrow import ARROW_ROOT, ArrowStream, table_key
+from daq_storage.writers._hdf5_attributes import (
+    leaf_types,
+    metadata_refusal,
+    schema_json,
+    store_attribute,
+)
 from daq_storage.writers._hdf5_create import create_file, make_group, now, publishing
+from daq_storage.writers._hdf5_file import failing_step
 from daq_storage.writers._hdf5_frames import FrameStream
 from daq_storage.writers._hdf5_journal import repair_journal
 from daq_storage.writers._hdf5_options import (
@@ -97,14 +100,9 @@ from daq_storage.writers._hdf5_options import (
     chunk_encoder,
     filters,
 )
+from daq_storage.writers._hdf5_strings import CategoriesFull, Coder
 from daq_storage.writers._hdf5_superblock import cover_written
-from daq_storage.writers._hdf5_tables import (
-    BatchPlan,
-    NameClash,
-    Planned,
-    TableStream,
-    metadata_refusal,
-)
+from daq_storage.writers._hdf5_tables import BatchPlan, NameClash, Planned, TableStream
 
 __all__ = ["Hdf5Writer", "repair_hdf5"]
 
@@ -143,6 +141,12 @@ class Hdf5Writer(Writer):
             frame chunks; the calling thread takes the jobs no worker has started, so a
             busy executor never stalls a call. ``None``: a pool of ``min(4, CPU count)``
             threads of the writer's own, shut down at :meth:`close` (a shared one is not).
+        strings: how text columns are stored: ``auto`` (default: few distinct values,
+            and dictionary columns, as codes and categories), ``dictionary`` (every text
+            column so), ``vlen`` (as text); see :mod:`~daq_storage.writers._hdf5_strings`.
+        table_layout: ``columns`` (default: a dataset per column) or ``arrow_ipc``
+            (each table stream as Arrow IPC files under ``/arrow_data``; any Arrow type
+            reads back exactly; see :mod:`~daq_storage.writers._hdf5_arrow`).
 
     A write that fails half-way (a disk that another process filled) leaves the file as
     it was and the writer refusing further calls (:class:`WriterClosedError`): close it
@@ -175,19 +179,22 @@ class Hdf5Writer(Writer):
         frames_per_chunk: int = 1,
         swmr: bool = False,
         executor: Executor | None = None,
+        strings: str | None = None,
+        table_layout: str = "columns",
     ) -> None:
         options = self.validate_options(
             compression=compression, compression_level=compression_level, shuffle=shuffle,
             chunk_size=chunk_size, frames_per_chunk=frames_per_chunk, swmr=swmr,
-            executor=executor,
+            executor=executor, strings=strings, table_layout=table_layout,
         )  # fmt: skip
         assert isinstance(options, Hdf5Options)
         super().__init__(path)
         self.options: Hdf5Options = options
         self._filters = filters(options)
         self._encode = chunk_encoder(options)
-        self._tables: dict[str, TableStream] = {}  # each table stream's current part
-        self._retired: list[TableStream] = []  # earlier parts (their handles kept)
+        self._arrow = options.table_layout == "arrow_ipc"
+        self._tables: dict[str, TableStream | ArrowStream] = {}  # each stream's current part
+        self._retired: list[TableStream | ArrowStream] = []  # earlier parts (handles kept)
         self._part_first: dict[str, int] = {}  # the stream's row where its part starts
         self._frame_streams: dict[str, FrameStream] = {}
         self._visible: dict[str, int] = {}  # rows / frames as of the last commit
@@ -225,31 +232,13 @@ class Hdf5Writer(Writer):
 
     @contextmanager
     def _writing(self, action: str) -> Iterator[None]:
-        """``storage_errors`` for a step that changes the file: a failure in it (after
-        the checks, so the file may be half-changed) makes the writer refuse any further
-        write, so nothing is written on top of a state the file does not have."""
-        try:
-            with storage_errors(self.path, action, library_errors=_H5_ERRORS):
-                try:
-                    yield
-                except Exception as exc:
-                    # HDF5 goes on after a failed write of the file, and h5py may then
-                    # report another error (errno 5, or a SystemError): the first one
-                    failure = self._ordered.failure if self._ordered is not None else None
-                    if failure is None:
-                        raise
-                    raise OSError(failure.errno, failure.strerror) from exc
-        except StorageIOError as exc:
-            self._failure = f"{action}: {exc.strerror}"
-            raise
-        except FormatError as exc:  # HDF5 refused a step half-way
-            self._failure = f"{action}: {exc}"
-            raise
-        except DaqStorageError:  # refused by a check, before anything changed
-            raise
-        except Exception as exc:
-            self._failure = f"{action}: {type(exc).__name__}: {exc}"
-            raise StorageIOError(errno.EIO, self._failure, str(self.path)) from exc
+        """A step that changes the file (see :func:`failing_step`): a failure in it makes
+        the writer refuse any further write."""
+        with failing_step(self.path, action, self._ordered, self._failed, _H5_ERRORS):
+            yield
+
+    def _failed(self, failure: str) -> None:
+        self._failure = failure
 
     def _flush_file(self, durable: bool = False) -> None:
         """HDF5's flush, committed at once through the journal (see :class:`OrderedFile`;
@@ -284,16 +273,31 @@ class Hdf5Writer(Writer):
             os.close(self._fd)
 
     # ------------------------------------------------------------------ structure
-    def _group(self, stream: str) -> h5py.Group:
-        """The stream's first group, made if need be."""
+    def _group(self, stream: str, table: bool = False) -> h5py.Group:
+        """The stream's first group, made if need be; a ``table`` stream's in the Arrow
+        IPC layout under ``/arrow_data`` (moved there if its metadata made it before)."""
         group = self._groups.get(stream)
-        if group is None:
-            safe = self._safe_stream(stream)
+        key = table_key(self._safe_stream(stream), self._arrow and table)
+        if group is None or (self._arrow and table and group.name != f"/{key}"):
             self._check_can_create(stream)
-            group = self._groups[stream] = make_group(self._file, safe)
-            group.attrs["instrument_id"] = stream
-            group.attrs["created_at"] = now()[0]
+            if self._arrow and ARROW_ROOT not in self._file:
+                make_group(self._file, ARROW_ROOT)
+            if group is None:
+                group = make_group(self._file, key)
+                group.attrs["instrument_id"] = stream
+                group.attrs["created_at"] = now()[0]
+            else:  # metadata stored before the stream's kind was known
+                self._file.move(group.name, f"/{key}")
+                group = self._file[key]
+            self._groups[stream] = group
         return group
+
+    def _safe_stream(self, stream: str) -> str:
+        safe = super()._safe_stream(stream)
+        if self._arrow and safe == ARROW_ROOT:
+            raise InvalidName(f"{self.path}: stream name {stream!r} is the group of the "
+                              "Arrow IPC layout's tables; choose another")  # fmt: skip
+        return safe
 
     def _check_can_create(self, stream: str) -> None:
         if self._swmr_started:
@@ -319,29 +323,41 @@ class Hdf5Writer(Writer):
         return self._plan_batch(stream, self._check_batch(stream, batch)).change
 
     def _check_table_schema(self, stream: str, schema: pa.Schema) -> None:
-        check_storable(stream, schema)
+        if self._arrow:  # any Arrow type; its description must be storable text
+            schema_json(schema, {})
+        else:
+            check_storable(stream, schema)
 
     def _plan_batch(self, stream: str, batch: pa.RecordBatch) -> BatchPlan:
         """Every check of a batch, nothing written: the change and where it goes."""
         if stream in self._frame_specs or stream in self._frame_streams:
             raise SchemaMismatch(f"stream {stream!r} holds frames; tables go to another stream")
         change, action = self._plan_change(stream, batch.schema)
-        columns = flatten_batch(batch, stream=stream)
         current = self._tables.get(stream)
+        part = current is not None
+        if self._arrow:
+            if current is not None and action != "new_part":
+                return BatchPlan(change, current, [], False, False)
+            if part:
+                self._check_can_create(stream)
+            return BatchPlan(change, ArrowStream(self._filters, self.options.chunk_size), [],
+                             part, False)  # fmt: skip
 
         def plan_on(table: TableStream) -> list[Planned]:
-            return table.plan(stream, batch, columns,
-                              may_create=lambda: self._check_can_create(stream),
+            return table.plan(stream, batch, may_create=lambda: self._check_can_create(stream),
                               may_widen=functools.partial(self._may_widen, stream))  # fmt: skip
 
-        if current is not None and action != "new_part":
+        plain: frozenset[str] = frozenset()
+        if isinstance(current, TableStream) and action != "new_part":
             try:
                 return BatchPlan(change, current, plan_on(current), False, False)
-            except NameClash:
+            except (NameClash, CategoriesFull) as exc:
                 if self._swmr_started:
                     raise
-        fresh = TableStream(self._filters, self.options.chunk_rows)
-        part = current is not None
+                if isinstance(exc, CategoriesFull):  # that column as text from here on
+                    plain = frozenset({exc.column})
+        coder = Coder(self.options.string_mode, self.options.swmr, plain)
+        fresh = TableStream(self._filters, self.options.chunk_rows, coder)
         if part:
             self._check_can_create(stream)
         return BatchPlan(change, fresh, plan_on(fresh), part, part and action != "new_part")
@@ -365,10 +381,14 @@ class Hdf5Writer(Writer):
             if planned.new_part:
                 self._start_part(stream, table)
             elif stream not in self._tables:
-                table.attach(self._group(stream))
+                table.attach(self._group(stream, table=True))
                 self._tables[stream] = table
                 self._part_first[stream] = 0
-            changed = table.append(planned.plan, batch.num_rows)
+            if isinstance(table, ArrowStream):
+                table.append(batch)
+                changed = False  # a dataset made here appears at the next commit
+            else:
+                changed = table.append(planned.plan, batch.num_rows)
             self._observe_metadata(stream, batch)
             if planned.forced:  # a new part for a name clash: its schema is the batch's
                 self._table_schemas[stream] = batch.schema.remove_metadata()
@@ -393,7 +413,7 @@ class Hdf5Writer(Writer):
         self._stats.rows += batch.num_rows
         self._stats.bytes_written += batch.nbytes
 
-    def _start_part(self, stream: str, table: TableStream) -> None:
+    def _start_part(self, stream: str, table: TableStream | ArrowStream) -> None:
         """Continue ``stream`` in ``table``, in a new group ``<stream>__partNNNN``: the
         current part's rows stored, the parts recorded (see the module notes), and
         committed before any row of the new part."""
@@ -402,8 +422,8 @@ class Hdf5Writer(Writer):
         safe = self._safe_stream(stream)
         first_row = self._table_metadata[stream].rows
         if stream not in self._parts:
-            self._add_part(stream, StreamPart(self.path, f"/{safe}", 0))
-        key = f"{safe}__part{len(self._parts[stream]) + 1:04d}"
+            self._add_part(stream, StreamPart(self.path, self._groups[stream].name, 0))
+        key = table_key(f"{safe}__part{len(self._parts[stream]) + 1:04d}", self._arrow)
         group = make_group(self._file, key)
         group.attrs["part_of"] = stream
         group.attrs["first"] = np.int64(first_row)
@@ -496,9 +516,9 @@ class Hdf5Writer(Writer):
             )  # fmt: skip
         table = self._tables[stream]
         chunks = {store.chunk for store in table.columns.values()}
+        key = f"/{table_key(safe, self._arrow)}"
         return described(
-            kind="table", key=f"/{safe}",
-            parts=self._stream_parts(stream, StreamPart(self.path, f"/{safe}", 0)),
+            kind="table", key=key, parts=self._stream_parts(stream, StreamPart(self.path, key, 0)),
             columns=dict(leaf_types(self._table_schemas[stream])),
             chunk_shape=(chunks.pop(),) if len(chunks) == 1 else (),
         )  # fmt: skip
