@@ -27,8 +27,9 @@ from daq_storage.writers import repair_hdf5
 from tests.writers.kill_harness import kill_when, line_starting
 
 #: A run: rows and frames per step vary (chunks are cut at every place), a column with
-#: nulls, one that appears at step 2 (null before), text; a flush after every second
-#: step, announced with the rows and frames so far.
+#: nulls, one that appears at step 2 (null before), text, dictionary-coded text whose
+#: categories grow at every flush; a flush after every second step, announced with the
+#: rows and frames so far.
 _STEPS = """
 import json, os, random, signal, sys, threading, time
 import numpy as np, pyarrow as pa
@@ -50,6 +51,7 @@ def run(path, options, steps, before_flush=lambda step: None):
             "value": seq / 7.0,
             "maybe": pa.array(seq * 0.5, mask=seq % 11 == 0),
             "label": pa.array([f"r{x}" for x in seq]),
+            "chan": pa.array([f"c{x // 700 % 97}" for x in seq]),
         }
         if step >= 2:
             columns["late"] = seq * 2
@@ -219,7 +221,8 @@ def visible(path: Path) -> dict[str, int]:
         tab = f.get("tab")
         if tab is not None:
             columns = {name: dataset[()] for name, dataset in tab.items()}
-            seen.update({name: len(values) for name, values in columns.items()})
+            seen.update({name: len(values) for name, values in columns.items()
+                         if not name.endswith(".categories")})  # fmt: skip
             for name, values in columns.items():
                 index = np.arange(len(values))
                 if name == "seq":
@@ -228,6 +231,11 @@ def visible(path: Path) -> dict[str, int]:
                     np.testing.assert_array_equal(values, index / 7.0)
                 elif name == "label":
                     assert [v.decode() for v in values] == [f"r{i}" for i in index]
+                elif name == "chan":  # every code the file holds has its category
+                    assert tab["chan"].attrs["encoding"] == "dictionary"
+                    categories = columns["chan.categories"]
+                    assert [categories[c].decode() for c in values] == [
+                        f"c{i // 700 % 97}" for i in index]  # fmt: skip
                 elif name in ("maybe", "maybe.valid"):
                     expected = index % 11 != 0
                     if name == "maybe.valid":
@@ -265,7 +273,7 @@ def check(path: Path, flushed: tuple[int, int], announced: tuple[int, int]) -> i
         which = 1 if name in _FRAME_DATASETS else 0
         lost += max(0, flushed[which] - count)
         assert count <= announced[which], (name, count, flushed, announced)
-    for which, names in ((0, ("seq", "value", "maybe", "maybe.valid", "label")),
+    for which, names in ((0, ("seq", "value", "maybe", "maybe.valid", "label", "chan")),
                          (1, _FRAME_DATASETS)):  # fmt: skip
         lost += sum(flushed[which] for name in names if name not in seen)
     return lost
