@@ -118,7 +118,7 @@ class ParquetReader:
         files = self._files[stream] if part is None else [self._files[stream][part]]
         tables = []
         for file in files:
-            wanted = None if columns is None else [c for c in columns if c in file.schema.names]
+            wanted = _present(columns, file.schema)
             groups = file.row_groups(start, stop)
             if len(groups) == len(file.groups):
                 table = file.file.read(columns=wanted)
@@ -138,7 +138,7 @@ class ParquetReader:
         info = self.streams()[stream]
         files = self._files[stream] if part is None else [self._files[stream][part]]
         for file in files:
-            wanted = None if columns is None else [c for c in columns if c in file.schema.names]
+            wanted = _present(columns, file.schema)
             groups = file.row_groups(start, stop)
             if not groups:
                 continue
@@ -162,6 +162,15 @@ class ParquetReader:
 
         counts = [f.groups[i] for f, i in groups]
         return TableFrames(counts, info.frame_shape, info.dtype or np.dtype("uint8"), load, ids)
+
+
+def _present(columns: Sequence[str] | None, schema: pa.Schema) -> list[str] | None:
+    """The ``columns`` a file has; when it has none of them, its first column (read for
+    its row count: the rest are nulls)."""
+    if columns is None:
+        return None
+    present = [c for c in columns if c in schema.names]
+    return present or schema.names[:1]
 
 
 def _info(name: str, files: list[_File]) -> StreamInfo:
