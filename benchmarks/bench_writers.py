@@ -3,6 +3,7 @@
 ``DAQ_BENCH_FRAMES`` (800) simulated 640x480 uint16 frames handed over 16 per call, and
 ``DAQ_BENCH_ROWS`` (3 M) power-meter rows in 10 k-row batches, written to a temporary
 directory on the real disk (page cache included, as in a run; no flush until close).
+``python -m benchmarks.bench_writers tables`` runs the tables alone.
 Each writer and its references run alternately, and the best of ``DAQ_BENCH_REPEATS``
 (3) runs of each is kept, so a burst of background write-back or of load on the other
 core does not decide a ratio.
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 import zlib
 from collections.abc import Callable, Sequence
@@ -29,6 +31,7 @@ import h5py
 import hdf5plugin
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import tifffile
@@ -300,6 +303,48 @@ def zarr_tables(batches: Sequence[pa.RecordBatch], *, whole_chunks: bool) -> Run
     return run
 
 
+def h5py_tables(batches: Sequence[pa.RecordBatch], *, coded: bool) -> Run:
+    """h5py, a dataset per column (gzip 4 + shuffle, handles kept, as a careful user
+    would): text as variable-length strings (h5py's way), or (tuned as our writer is)
+    as uint8 codes, gzip'd like the numbers, plus a dataset of categories."""
+    string = h5py.string_dtype("utf-8")
+    gzip = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
+
+    def run(path: Path) -> None:
+        with h5py.File(path, "w") as f:
+            g = f.create_group("power_meter_01")
+            columns: dict[str, h5py.Dataset] = {}
+            known: dict[str, dict[str, int]] = {}
+            for field in batches[0].schema:
+                text = pa.types.is_string(field.type)
+                dtype = (np.uint8 if coded else string) if text else numpy_dtype(field.type)
+                columns[field.name] = g.create_dataset(
+                    field.name, shape=(0,), maxshape=(None,), dtype=dtype,
+                    chunks=(131072 if coded or not text else 4096,),
+                    **(gzip if coded or not text else {}),
+                )  # fmt: skip
+                if text and coded:
+                    known[field.name] = {}
+            n = 0
+            for batch in batches:
+                for name, dataset in columns.items():
+                    column = batch.column(name)
+                    if name in known:  # codes of the batch's distinct values, then of rows
+                        encoded = pc.dictionary_encode(column)
+                        codes = [known[name].setdefault(t, len(known[name]))
+                                 for t in encoded.dictionary.to_pylist()]  # fmt: skip
+                        values = np.asarray(codes, np.uint8)[encoded.indices.to_numpy()]
+                    else:
+                        values = numpy_values(column)
+                    dataset.resize(n + batch.num_rows, axis=0)
+                    dataset[n:] = values
+                n += batch.num_rows
+            for name, categories in known.items():
+                g.create_dataset(f"{name}.categories", data=list(categories), dtype=string)
+
+    return run
+
+
 def csv_writer(batches: Sequence[pa.RecordBatch], *, batch_size: int | None) -> Run:
     """pyarrow's CSV writer, with its default batch size or ours."""
     options = pacsv.WriteOptions() if batch_size is None else pacsv.WriteOptions(
@@ -322,50 +367,40 @@ def bench_tables(report: Report, tmp: Path) -> None:
     report.add(f"raw write() of {ROWS / 1e6:g} M rows", nbytes / limit / 1e6, "MB/s",
                note=f"{nbytes / 1e6:.0f} MB of Arrow buffers")  # fmt: skip
 
-    def h5py_tables(path: Path) -> None:
-        with h5py.File(path, "w") as f:
-            g = f.create_group("power_meter_01")
-            string = h5py.string_dtype("utf-8")
-            gzip = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
-            columns = {}  # handles kept, as a careful user would
-            for field in batches[0].schema:
-                text = pa.types.is_string(field.type)
-                columns[field.name] = g.create_dataset(
-                    field.name, shape=(0,), maxshape=(None,),
-                    dtype=string if text else numpy_dtype(field.type),
-                    chunks=(4096 if text else 131072,), **({} if text else gzip),
-                )  # fmt: skip
-            n = 0
-            for batch in batches:
-                for name, dataset in columns.items():
-                    dataset.resize(n + batch.num_rows, axis=0)
-                    dataset[n:] = numpy_values(batch.column(name))
-                n += batch.num_rows
-
     def parquet_raw(path: Path) -> None:
         pq.write_table(pa.Table.from_batches(batches), path, row_group_size=1_000_000)
 
-    # (name, our writer, reference, its name, tuned reference, its name, vs raw write())
-    cases: list[tuple[str, str, Run, str, Run | None, str, bool]] = [
-        ("hdf5 gzip 4", "hdf5", h5py_tables, "h5py per column, gzip 4, handles kept",
-         None, "", False),
-        ("arrow ipc", "arrow", arrow_stream(batches, buffered=False), "pyarrow ipc writer",
+    h5py_text = "h5py per column, gzip 4, handles kept, text as vlen strings"
+    # (name, our writer and its options, reference, its name, tuned reference, its name,
+    # vs raw write())
+    cases: list[tuple[str, str, dict[str, Any], Run, str, Run | None, str, bool]] = [
+        ("hdf5 gzip 4, text as codes (strings=auto)", "hdf5", {},
+         h5py_tables(batches, coded=False), h5py_text, h5py_tables(batches, coded=True),
+         "same, text as uint8 codes + categories", False),
+        ("hdf5 gzip 4, text as vlen (strings=vlen)", "hdf5", {"strings": "vlen"},
+         h5py_tables(batches, coded=False), h5py_text, None, "", False),
+        ("arrow ipc", "arrow", {}, arrow_stream(batches, buffered=False), "pyarrow ipc writer",
          arrow_stream(batches, buffered=True), "same, 1 MiB buffered sink", True),
-        ("parquet snappy", "parquet", parquet_raw, "pq.write_table, 1 M-row groups",
+        ("parquet snappy", "parquet", {}, parquet_raw, "pq.write_table, 1 M-row groups",
          None, "", False),
-        ("csv", "csv", csv_writer(batches, batch_size=None), "pyarrow.csv writer",
+        ("csv", "csv", {}, csv_writer(batches, batch_size=None), "pyarrow.csv writer",
          csv_writer(batches, batch_size=CSV_CHUNK_ROWS), "same, 16,384-row batch_size", False),
-        ("zarr blosc-lz4", "zarr", zarr_tables(batches, whole_chunks=False),
+        ("zarr blosc-lz4", "zarr", {}, zarr_tables(batches, whole_chunks=False),
          "zarr-python, an append per batch and column",
          zarr_tables(batches, whole_chunks=True), "same, rows gathered to whole chunks", False),
     ]  # fmt: skip
-    for name, writer, raw_run, raw_name, tuned_run, tuned_name, versus_disk in cases:
-        runs = {"ours": tables_run(writer, batches), "raw": raw_run}
+    for name, writer, options, raw_run, raw_name, tuned_run, tuned_name, versus_disk in cases:
+        runs = {"ours": tables_run(writer, batches, **options), "raw": raw_run}
         if tuned_run is not None:
             runs["tuned"] = tuned_run
         timings = interleaved(runs, tmp)
         mine = timings["ours"]
         note = f"file {mine.size / nbytes:.0%} of raw"
+        if writer == "hdf5":  # the references' files: like is compared with like
+            note += f" (h5py: {timings['raw'].size / nbytes:.0%}"
+            if tuned_run is not None:
+                note += f", tuned {timings['tuned'].size / nbytes:.0%}"
+            note += ")"
         if versus_disk:
             note += f"; {limit / mine.seconds:.2f}x raw write()"
         if tuned_run is None:
@@ -376,18 +411,23 @@ def bench_tables(report: Report, tmp: Path) -> None:
                                                   if tuned_run is not None else None))  # fmt: skip
 
 
-def main() -> None:
+def main(parts: Sequence[str] = ()) -> None:
+    """Frames and tables, or the ``parts`` named (``frames``, ``tables``)."""
+    parts = parts or ("frames", "tables")
     # First use of fixed_shape_tensor imports pandas (0.2 s): not what is being measured.
     frames_to_batch(FrameBlock(np.zeros((1, 1, 1), np.uint16), np.zeros(1, np.uint64),
                                np.zeros(1, np.uint64)))  # fmt: skip
     tmp = Path(tempfile.mkdtemp(prefix="daq_storage_bench_", dir=os.environ.get("DAQ_BENCH_DIR")))
     try:
-        frames = Report(
-            f"writers: {FRAMES} frames 640x480 uint16, {FRAMES_PER_CALL} per call, "
-            f"best of {REPEATS} interleaved runs"
-        )
-        bench_frames(frames, tmp)
-        frames.print()
+        if "frames" in parts:
+            frames = Report(
+                f"writers: {FRAMES} frames 640x480 uint16, {FRAMES_PER_CALL} per call, "
+                f"best of {REPEATS} interleaved runs"
+            )
+            bench_frames(frames, tmp)
+            frames.print()
+        if "tables" not in parts:
+            return
         tables = Report(
             f"writers: {ROWS / 1e6:g} M power-meter rows in {BATCH_ROWS:,}-row batches, "
             f"best of {REPEATS} interleaved runs"
@@ -399,4 +439,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -11,11 +11,12 @@ import h5py
 import numpy as np
 import pyarrow as pa
 
-from daq_storage.errors import UnsupportedData
+from daq_storage.errors import InvalidName, UnsupportedData
 from daq_storage.writers._inputs import json_value
 
-__all__ = ["ATTRIBUTE_LIMIT", "KEY_LIMIT", "dataset_name", "field_json", "leaf_types",
-           "metadata_refusal", "schema_json", "store_attribute"]  # fmt: skip
+__all__ = ["ATTRIBUTE_LIMIT", "KEY_LIMIT", "check_metadata", "dataset_name", "field_json",
+           "leaf_types", "metadata_refusal", "new_attributes", "schema_json",
+           "store_attribute"]  # fmt: skip
 
 #: Larger values (bytes) are stored as datasets: HDF5 keeps an attribute in one object
 #: header message of at most 64 KiB.
@@ -37,6 +38,32 @@ def metadata_refusal(key: str, value: Any) -> str | None:
         return (f"metadata {key!r}: HDF5 text cannot contain NUL characters (store the value "
                 "in a list or dict, where it is JSON-escaped)")  # fmt: skip
     return None
+
+
+def check_metadata(path: Any, key: Any, value: Any, stream: str | None) -> None:
+    """Refuse metadata ``key`` = ``value`` HDF5 cannot store (of the file at ``path``, or
+    of ``stream``), before anything changes: the writer goes on.
+
+    Raises:
+        InvalidName: the key is not a non-empty name without NUL, or is too long.
+        UnsupportedData: a value HDF5 text cannot hold.
+    """
+    if not isinstance(key, str) or not key or "\x00" in key:
+        raise InvalidName(f"metadata key {key!r} must be a non-empty name without NUL")
+    refused = metadata_refusal(key, value)
+    if refused is not None:
+        where = "the file" if stream is None else f"stream {stream!r}"
+        error = InvalidName if refused.startswith("metadata key ") else UnsupportedData
+        raise error(f"{path}, {where}: {refused}")
+
+
+def new_attributes(group: h5py.Group, metadata: dict[str, Any]) -> list[tuple[str, Any]]:
+    """The keys of a stream's first metadata to store as attributes of its ``group``:
+    those HDF5 can hold as attributes, but for those set before (ours, or by
+    ``set_metadata``), which stay; the ``schema`` attribute holds every key."""
+    return [(key, value) for key, value in metadata.items()
+            if key and "\x00" not in key and not metadata_refusal(key, value)
+            and key not in group.attrs]  # fmt: skip
 
 
 def dataset_name(column: str) -> str:

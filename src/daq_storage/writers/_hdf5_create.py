@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import h5py
+import numpy as np
 
 from daq_storage._file_locks import lock_byte
 from daq_storage.errors import StorageIOError
@@ -19,7 +20,8 @@ from daq_storage.writers._hdf5_file import OrderedFile
 from daq_storage.writers._hdf5_journal import LIVE_BYTE, journal_path
 from daq_storage.writers._per_stream import create_hidden, publish
 
-__all__ = ["create_file", "dense_attributes", "make_group", "now", "publish_file", "publishing"]
+__all__ = ["create_file", "dense_attributes", "make_group", "make_part", "now", "place_group",
+           "publish_file", "publishing"]  # fmt: skip
 
 
 def now() -> tuple[str, int]:
@@ -44,6 +46,32 @@ def make_group(file: h5py.File, name: str) -> h5py.Group:
     dense_attributes(creation)
     made = h5py.h5g.create(file.id, file._e(name), lcpl=file._lcpl, gcpl=creation)
     return h5py.Group(made)
+
+
+def place_group(file: h5py.File, key: str, stream: str, made: h5py.Group | None) -> h5py.Group:
+    """The first group of ``stream`` at ``key`` (its parent made if need be): new (attributes
+    ``instrument_id``, ``created_at``), or ``made`` moved there (a group its metadata made
+    before the stream's kind, and so its place, was known)."""
+    parent = key.rpartition("/")[0]
+    if parent and parent not in file:
+        make_group(file, parent)
+    if made is not None:
+        file.move(made.name, f"/{key}")
+        return file[key]
+    group = make_group(file, key)
+    group.attrs["instrument_id"] = stream
+    group.attrs["created_at"] = now()[0]
+    return group
+
+
+def make_part(file: h5py.File, key: str, stream: str, first: int) -> h5py.Group:
+    """A new group ``key`` for a later part of ``stream``, starting at its row ``first``
+    (attributes ``part_of``, ``first``, ``created_at``)."""
+    group = make_group(file, key)
+    group.attrs["part_of"] = stream
+    group.attrs["first"] = np.int64(first)
+    group.attrs["created_at"] = now()[0]
+    return group
 
 
 def create_file(

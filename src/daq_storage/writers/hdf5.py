@@ -1,4 +1,5 @@
-"""HDF5 (h5py + hdf5plugin), in the layout of the seeds' storage actor.
+"""HDF5 (h5py + hdf5plugin), in the layout of the seeds' storage actor (docs/hdf5-layout.md
+reads it back with h5py, pandas, pyarrow, h5dump and MATLAB).
 
 ```
 file.h5                      attrs: created_at, created_timestamp_ns, application, <meta>
@@ -8,11 +9,16 @@ file.h5                      attrs: created_at, created_timestamp_ns, applicatio
 │   ├── <column>             1-D (or N-d for fixed-size lists / tensors), chunked, resizable;
 │   │                        attrs: schema (the field as JSON), arrow_type, the field's
 │   │                        metadata (units, long_name, scale_factor, ...)
+│   ├── <column>             text with few distinct values: uint8/16/32 codes, attrs
+│   │                        encoding = "dictionary", categories = "<column>.categories"
+│   ├── <column>.categories  vlen UTF-8: category i is the text of code i
 │   ├── <column>.valid       bool mask, only for columns that have had nulls
 │   ├── frames               (n, *frame_shape) for frame streams
 │   ├── timestamp_ns         (n,) uint64 for frame streams; CF units and calendar
 │   └── frame_number         (n,) uint64 for frame streams
 ├── <stream>__part0002/      the stream's second part (attrs: part_of, first, schema)
+├── arrow_data/<stream>/     table_layout="arrow_ipc": uint8 datasets 00000000, ..., each
+│                            an Arrow IPC file (see :mod:`~._hdf5_arrow`)
 ├── _metadata/               file metadata values too large for an attribute (> 64 KiB)
 └── _stream_metadata/<stream>/   the same for a stream's metadata
 ```
@@ -20,6 +26,7 @@ file.h5                      attrs: created_at, created_timestamp_ns, applicatio
 A column's dataset is named as the column, ``%`` and ``/`` percent-encoded (``a/b`` is
 ``a%2Fb``; the ``schema`` attributes keep every original name). Stream names never start
 with ``_`` (:func:`~daq_storage.naming.sanitize_name`): the metadata groups are no stream's.
+Which text columns are coded (``strings``): see :mod:`~._hdf5_strings`.
 
 A table stream evolves in place: a column widened safely (``int32`` to ``int64``,
 ``int16`` to ``float32``) is rewritten in a dataset of the wider type; a new column is
@@ -33,22 +40,19 @@ JSON (``[{"key": "/s", "first": 0}, {"key": "/s__part0002", "first": 1200}]``, `
 being the stream's row where the part starts); each later group has ``part_of`` (the
 stream's name) and ``first``. The stream's metadata stays on its first group.
 
-Times (Arrow ``timestamp`` columns, frames' ``timestamp_ns``) are integers with the CF
-attributes ``units = "nanoseconds since 1970-01-01"`` (in the column's unit) and
-``calendar = "proleptic_gregorian"``; durations have ``units`` and ``dtype``
-(``timedelta64[ms]``). Metadata values are attributes: numbers and text as they are,
-lists and dicts as JSON text.
+Times are integers with the CF attributes ``units = "nanoseconds since 1970-01-01"`` (in
+the column's unit) and ``calendar = "proleptic_gregorian"``; durations have ``units`` and
+``dtype`` (``timedelta64[ms]``). Metadata values are attributes: numbers and text as they
+are, lists and dicts as JSON text.
 
 The file is in the HDF5 1.8 format (readable by HDF5 1.8 and later: h5py, MATLAB, h5dump),
-with attributes in dense storage (a name index: many keys stay fast); ``swmr=True``
-files are in the 1.10 format SWMR needs. A kill loses nothing a flush stored: see
-:mod:`daq_storage.writers._hdf5_tables` for how chunks are written.
-
+with attributes in dense storage; ``swmr=True`` files are in the 1.10 format SWMR needs.
 Every commit (each flush, and each change of the file's structure) goes through a journal
-(``<file>.h5.journal``, see :mod:`~daq_storage.writers._hdf5_file`): a writer killed
-outside a commit leaves a file that opens as it is; killed inside one, a journal that
-``daq-storage repair`` (:func:`repair_hdf5`) applies. A reader sees what the last commit
-holds (:meth:`Hdf5Writer.visible`); ``flush(durable=True)`` also syncs it to the disk.
+(``<file>.h5.journal``, see :mod:`~daq_storage.writers._hdf5_file`; chunks are written as
+:mod:`~daq_storage.writers._hdf5_tables` says): a writer killed outside a commit leaves a
+file that opens as it is; killed inside one, a journal that ``daq-storage repair``
+(:func:`repair_hdf5`) applies. A reader sees what the last commit holds
+(:meth:`Hdf5Writer.visible`); ``flush(durable=True)`` also syncs it to the disk.
 """
 
 from __future__ import annotations
@@ -84,12 +88,13 @@ from daq_storage.writers._base import (
 )
 from daq_storage.writers._hdf5_arrow import ARROW_ROOT, ArrowStream, table_key
 from daq_storage.writers._hdf5_attributes import (
+    check_metadata,
     leaf_types,
-    metadata_refusal,
+    new_attributes,
     schema_json,
     store_attribute,
 )
-from daq_storage.writers._hdf5_create import create_file, make_group, now, publishing
+from daq_storage.writers._hdf5_create import create_file, make_part, now, place_group, publishing
 from daq_storage.writers._hdf5_file import failing_step
 from daq_storage.writers._hdf5_frames import FrameStream
 from daq_storage.writers._hdf5_journal import repair_journal
@@ -234,11 +239,9 @@ class Hdf5Writer(Writer):
     def _writing(self, action: str) -> Iterator[None]:
         """A step that changes the file (see :func:`failing_step`): a failure in it makes
         the writer refuse any further write."""
-        with failing_step(self.path, action, self._ordered, self._failed, _H5_ERRORS):
+        failed = functools.partial(setattr, self, "_failure")
+        with failing_step(self.path, action, self._ordered, failed, _H5_ERRORS):
             yield
-
-    def _failed(self, failure: str) -> None:
-        self._failure = failure
 
     def _flush_file(self, durable: bool = False) -> None:
         """HDF5's flush, committed at once through the journal (see :class:`OrderedFile`;
@@ -278,18 +281,9 @@ class Hdf5Writer(Writer):
         IPC layout under ``/arrow_data`` (moved there if its metadata made it before)."""
         group = self._groups.get(stream)
         key = table_key(self._safe_stream(stream), self._arrow and table)
-        if group is None or (self._arrow and table and group.name != f"/{key}"):
+        if group is None or (table and group.name != f"/{key}"):  # new, or to move
             self._check_can_create(stream)
-            if self._arrow and ARROW_ROOT not in self._file:
-                make_group(self._file, ARROW_ROOT)
-            if group is None:
-                group = make_group(self._file, key)
-                group.attrs["instrument_id"] = stream
-                group.attrs["created_at"] = now()[0]
-            else:  # metadata stored before the stream's kind was known
-                self._file.move(group.name, f"/{key}")
-                group = self._file[key]
-            self._groups[stream] = group
+            group = self._groups[stream] = place_group(self._file, key, stream, group)
         return group
 
     def _safe_stream(self, stream: str) -> str:
@@ -396,12 +390,8 @@ class Hdf5Writer(Writer):
             if stream not in self._described:
                 self._described.add(stream)
                 group = self._groups[stream]
-                for key, value in first.items():
-                    # Attributes set before (ours, or by set_metadata) stay; the schema
-                    # attribute holds every key.
-                    usable = key and "\x00" not in key and not metadata_refusal(key, value)
-                    if usable and key not in group.attrs:
-                        self._set_attribute(group, key, value, stream)
+                for key, value in new_attributes(group, first):
+                    self._set_attribute(group, key, value, stream)
             schema = self._table_schemas[stream]
             if changed or table.schema is None or not table.schema.equals(schema):
                 # rewriting an attribute every batch costs more than the rows
@@ -424,11 +414,7 @@ class Hdf5Writer(Writer):
         if stream not in self._parts:
             self._add_part(stream, StreamPart(self.path, self._groups[stream].name, 0))
         key = table_key(f"{safe}__part{len(self._parts[stream]) + 1:04d}", self._arrow)
-        group = make_group(self._file, key)
-        group.attrs["part_of"] = stream
-        group.attrs["first"] = np.int64(first_row)
-        group.attrs["created_at"] = now()[0]
-        table.attach(group)
+        table.attach(make_part(self._file, key, stream, first_row))
         self._tables[stream] = table
         self._part_first[stream] = first_row
         self._add_part(stream, StreamPart(self.path, f"/{key}", first_row))
@@ -529,13 +515,7 @@ class Hdf5Writer(Writer):
         and lists; values over 64 KiB become datasets under ``/_metadata`` (file) or
         ``/_stream_metadata/<stream>``, the attribute saying where."""
         self._check_open()
-        if not isinstance(key, str) or not key or "\x00" in key:
-            raise InvalidName(f"metadata key {key!r} must be a non-empty name without NUL")
-        refused = metadata_refusal(key, value)
-        if refused is not None:  # refused before anything changes: the writer goes on
-            where = "the file" if stream is None else f"stream {stream!r}"
-            error = InvalidName if refused.startswith("metadata key ") else UnsupportedData
-            raise error(f"{self.path}, {where}: {refused}")
+        check_metadata(self.path, key, value, stream)  # before anything changes
         if stream is not None and stream not in self._groups:
             self._check_can_create(stream)
         with self._writing(f"cannot store metadata {key!r}"):
