@@ -163,7 +163,7 @@ def _produce(ring: Path, frames: int) -> None:
 
 
 def _rows(group: Any) -> int:
-    lengths = {len(group[name]) for name in group if not name.endswith(".valid")}
+    lengths = {len(group[name]) for name in group if not name.endswith((".valid", ".categories"))}
     assert len(lengths) == 1, lengths
     return lengths.pop()
 

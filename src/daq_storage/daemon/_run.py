@@ -1,41 +1,5 @@
-"""The storage daemon: one long-running process that owns a ring and records it.
-
-``daq-storage daemon`` (:func:`run_daemon`) does, in order:
-
-1. takes the ring's single-instance lock: ``<ring>.daemon.lock`` beside the ring, held
-   with ``flock`` for the daemon's life and holding its pid. A second daemon on the same
-   ring is refused (:class:`~daq_storage.errors.RingBusy` naming the running one's pid);
-   the kernel drops the lock when its holder dies, so a killed daemon blocks nobody.
-2. creates the ring (seed 004) from ``[ring_buffer]``: at ``path``, else
-   :func:`~daq_storage.config.daemon_ring_path` (``/dev/shm/daq_storage_<experiment>``,
-   where producers and ``status`` find it from the same configuration); sized by
-   ``size_mb`` (unset: 256 MiB, shrunk to what the tmpfs and the RAM allow) or by
-   ``frames`` records of ``record_bytes`` each (default :data:`DEFAULT_RECORD_BYTES`,
-   one frame of the simulated camera); with ``overflow`` and ``max_readers``
-   (``block_timeout_secs`` is the producers': how long a writer waits is the writer's
-   own setting, which ``daq-storage simulate --config`` reads). A ring left there by a
-   daemon that was killed is *stale* (nobody holds the lock): its counters and its
-   Recorder's last stats are logged, then it and that stats file are replaced. A ring
-   a live process is attached to is never replaced.
-3. starts the Recorder (:meth:`Recorder.from_config`, in its own process) as the ring's
-   registered consumer, and only then lets producers attach as the ring's writer, so
-   nothing a producer writes is missed. Logs ``ready``.
-4. logs a ``progress`` line every ``progress_interval`` seconds from the Recorder's
-   stats (records, MB/s, lag, lost, errors) and the ring (fill, producer attached);
-   losses are warnings, errors and failed formats are errors.
-5. on ``stop`` (SIGINT / SIGTERM in the CLI) stops the Recorder (it drains what is in
-   the ring, flushes and closes every file), logs the summary and returns the final
-   stats. At a clean exit the daemon removes what it created: the ring, the Recorder's
-   stats file and the lock. A producer still attached then is warned about (what it
-   writes afterwards is recorded by nobody): stop producers first.
-
-Exit statuses (the CLI's): 0 when the final stats are ``complete``, 3 when data was
-lost or a format failed, 2 when the daemon could not start.
-
-Logging is the process's: :func:`configure_logging` installs the daemon's handler
-(ISO-8601 UTC timestamps, ``key=value`` fields; or one JSON object per line) on the
-``daq_storage`` logger; :func:`run_daemon` only logs.
-"""
+"""The daemon's run: its lock, its ring and the loop around the Recorder (see the
+package's notes)."""
 
 from __future__ import annotations
 
@@ -43,19 +7,18 @@ import contextlib
 import dataclasses
 import errno
 import fcntl
-import json
 import logging
 import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterator
 from multiprocessing import resource_tracker
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from daq_storage.config import Overflow, StorageConfig, daemon_ring_path
+from daq_storage.daemon._logging import log_event as _log
 from daq_storage.errors import DaqStorageError, RingBusy, StorageIOError
 from daq_storage.recorder import Recorder, RecorderStats, read_stats
 from daq_storage.ring import RingBuffer, RingReader, max_ring_bytes
@@ -65,14 +28,11 @@ __all__ = [
     "DaemonInfo",
     "DaemonLock",
     "RingPlan",
-    "configure_logging",
-    "daemon_ring_path",
     "lock_path",
     "plan_ring",
     "run_daemon",
 ]
 
-log = logging.getLogger("daq_storage.daemon")
 
 #: The record ``[ring_buffer] frames`` counts when no ``record_bytes`` is given: one
 #: frame of the simulated camera (640x480 uint16) with its 32-byte record header and
@@ -225,72 +185,6 @@ class DaemonLock:
 def _pid_in(fd: int) -> int | None:
     text = os.pread(fd, 32, 0).decode(errors="replace").strip()
     return int(text) if text.isdigit() else None
-
-
-# --------------------------------------------------------------------- logging
-def _now_iso(created: float) -> str:
-    return datetime.fromtimestamp(created, tz=UTC).isoformat(timespec="milliseconds")
-
-
-def _fields(record: logging.LogRecord) -> Mapping[str, Any]:
-    fields = getattr(record, "fields", None)
-    return fields if isinstance(fields, Mapping) else {}
-
-
-class _TextFormatter(logging.Formatter):
-    """``<ISO time> <LEVEL> <message> key=value ...`` on one line."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        parts = [_now_iso(record.created), record.levelname, record.getMessage()]
-        parts += [f"{key}={_text(value)}" for key, value in _fields(record).items()]
-        line = " ".join(parts)
-        if record.exc_info:
-            line += " | " + self.formatException(record.exc_info).replace("\n", " | ")
-        return line
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
-    if isinstance(value, list | tuple):
-        return ",".join(str(v) for v in value)
-    text = str(value)
-    return json.dumps(text) if not text or any(c.isspace() or c == '"' for c in text) else text
-
-
-class _JsonFormatter(logging.Formatter):
-    """One JSON object a line: ``time``, ``level``, ``logger``, ``message`` and the
-    record's fields."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        payload: dict[str, Any] = {
-            "time": _now_iso(record.created),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        for key, value in _fields(record).items():
-            payload.setdefault(key, value)
-        if record.exc_info:
-            payload["exception"] = self.formatException(record.exc_info)
-        return json.dumps(payload, default=str)
-
-
-def configure_logging(*, log_json: bool = False, stream: TextIO | None = None) -> logging.Handler:
-    """Log the ``daq_storage`` logger's INFO and above to ``stream`` (stderr), one line
-    per event: ISO-8601 UTC time, level, message, ``key=value`` fields; with
-    ``log_json`` one JSON object per line. Returns the handler (remove it to undo)."""
-    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
-    handler.setFormatter(_JsonFormatter() if log_json else _TextFormatter())
-    logger = logging.getLogger("daq_storage")
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False  # one line per event, not a second copy from the root
-    return handler
-
-
-def _log(level: int, message: str, **fields: Any) -> None:
-    log.log(level, message, extra={"fields": fields})
 
 
 # --------------------------------------------------------------------- the run
