@@ -545,24 +545,22 @@ def _checked_type(stream: str, column: Column, dataset: h5py.Dataset) -> np.dtyp
     """The dtype ``column`` is stored as in ``dataset`` (``None``: as it is, for text and
     lists); a change that is not a safe widening raises :class:`SchemaMismatch`."""
     old = dataset.dtype
-    stored = dataset.attrs.get("arrow_type", old)
+
+    def refused(what: str) -> SchemaMismatch:  # attributes read only then: they are slow
+        stored = dataset.attrs.get("arrow_type", old)
+        return SchemaMismatch(
+            f"stream {stream!r} column {column.name!r}: "
+            + what.format(stored=stored, new=column.attrs["arrow_type"])
+        )
+
     if column.kind == "fixed":
         if dataset.shape[1:] != column.values.shape[1:] or old.kind in "OS":
-            raise SchemaMismatch(
-                f"stream {stream!r} column {column.name!r}: stored as {stored} shape "
-                f"{dataset.shape[1:]}, got {column.attrs['arrow_type']} shape "
-                f"{column.values.shape[1:]}"
-            )
+            raise refused(f"stored as {{stored}} shape {dataset.shape[1:]}, got {{new}} shape "
+                          f"{column.values.shape[1:]}")  # fmt: skip
         target = widened(old, column.values.dtype)
         if target is None:
-            raise SchemaMismatch(
-                f"stream {stream!r} column {column.name!r}: type changed from {stored} to "
-                f"{column.attrs['arrow_type']} (not a safe widening)"
-            )
+            raise refused("type changed from {stored} to {new} (not a safe widening)")
         return target
     if (column.kind == "string") != (h5py.check_string_dtype(old) is not None):
-        raise SchemaMismatch(
-            f"stream {stream!r} column {column.name!r}: type changed from {stored} to "
-            f"{column.attrs['arrow_type']}"
-        )
+        raise refused("type changed from {stored} to {new}")
     return None
