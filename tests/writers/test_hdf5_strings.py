@@ -74,6 +74,7 @@ def test_auto_codes_few_distinct_values_and_dictionaries(tmp_path: Path):
         "cat": pa.array([f"k{i % 50}" for i in range(n)]).dictionary_encode(),  # always
         "empty": pa.nulls(n, pa.string()),  # no value to judge by: text
         "big": pa.array([f"b{i % 2}" for i in range(n)], pa.large_string()),
+        "view": pa.array([f"w{i % 2}" for i in range(n)]).cast(pa.string_view()),  # polars'
         "pos": pa.array([{"name": "a"}] * n, pa.struct([("name", pa.string())])),
     })  # fmt: skip
     small = batch.slice(0, 15)  # fewer than 16 rows: no column of it is judged coded
@@ -84,10 +85,10 @@ def test_auto_codes_few_distinct_values_and_dictionaries(tmp_path: Path):
     with h5py.File(path, "r") as f:
         s = f["s"]
         coded = {name for name in s if s[name].attrs.get("encoding") == "dictionary"}
-        assert coded == {"few", "cat", "big"}
+        assert coded == {"few", "cat", "big", "view"}
         assert s["cat"].attrs["arrow_type"] == "dictionary<values=string, indices=int32, ordered=0>"
         assert s["big"].attrs["arrow_type"] == "large_string"
-        for column in ("few", "many", "unique", "cat", "empty", "big"):
+        for column in ("few", "many", "unique", "cat", "empty", "big", "view"):
             assert decoded(s, column) == batch.column(column).cast(pa.string()).to_pylist()
         assert h5py.check_string_dtype(s["pos.name"].dtype) is not None  # struct fields: text
         assert not any(f["t"][name].attrs.get("encoding") for name in f["t"])

@@ -251,8 +251,11 @@ class Coder:
 
     def _coded(self, source: pa.Field, array: pa.Array) -> bool:
         decided = self.decided.get(source.name)
+        if decided and not codable(source.type):  # a type change makes a new part first
+            raise SchemaMismatch(f"column {source.name!r} is stored as text codes; got "
+                                 f"{source.type}")  # fmt: skip
         if decided is not None:
-            return decided and codable(source.type)
+            return decided
         if self.mode == "vlen" or source.name in self.plain or not codable(source.type):
             return False
         if self.mode == "dictionary" or pa.types.is_dictionary(source.type):
@@ -260,5 +263,7 @@ class Coder:
         values = len(array) - array.null_count
         if values == 0:
             return False
+        if pa.types.is_string_view(array.type):  # (no kernel counts these)
+            array = array.cast(pa.large_string())
         distinct = pc.count_distinct(array, mode="only_valid").as_py()
         return bool(distinct <= min(AUTO_FIRST_LIMIT, len(array) // AUTO_ROWS_PER_VALUE))
