@@ -13,14 +13,24 @@ import pytest
 from daq_storage.actor import GetStats, StorageActor, WriteBatch
 from tests.actor._helpers import STREAM, config, ipc_stream, meter_batches, run
 
-TARGET_BYTES = 100 * 10**6
 TICK_S = 0.005
 
 
 @pytest.mark.slow
-def test_the_loop_keeps_running_while_the_actor_writes_100_mb(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("mode", "megabytes"),
+    [
+        ("thread", 100),  # the default mode
+        ("process", 20),
+        pytest.param("process", 100, marks=pytest.mark.stress),
+    ],
+)
+def test_the_loop_keeps_running_while_the_actor_writes_100_mb(
+    tmp_path: Path, mode: str, megabytes: int
+) -> None:
     payloads = [ipc_stream(b) for b in meter_batches(8, rows=10_000)]
-    count = TARGET_BYTES // len(payloads[0]) + 1
+    target = megabytes * 10**6
+    count = target // len(payloads[0]) + 1
 
     async def main() -> tuple[list[float], int, int]:
         delays: list[float] = []
@@ -32,7 +42,7 @@ def test_the_loop_keeps_running_while_the_actor_writes_100_mb(tmp_path: Path) ->
                 await asyncio.sleep(TICK_S)
                 delays.append(time.perf_counter() - before - TICK_S)
 
-        async with StorageActor(config(tmp_path)) as actor:
+        async with StorageActor(config(tmp_path), mode=mode) as actor:  # type: ignore[arg-type]
             ticks = asyncio.create_task(ticker())
             for i in range(count):
                 await actor.tell(WriteBatch(payloads[i % len(payloads)], STREAM))
@@ -43,6 +53,6 @@ def test_the_loop_keeps_running_while_the_actor_writes_100_mb(tmp_path: Path) ->
 
     delays, written, batches = run(main())
     assert batches == count
-    assert written >= TARGET_BYTES * 0.9  # Arrow payload bytes (IPC adds framing)
+    assert written >= target * 0.9  # Arrow payload bytes (IPC adds framing)
     assert len(delays) >= 20, f"the loop ticked only {len(delays)} times during the write"
     assert max(delays) < 1.0, f"the loop was held for {max(delays):.3f} s"

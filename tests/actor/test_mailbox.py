@@ -129,7 +129,7 @@ def test_the_mailbox_is_first_come_first_served() -> None:
             taken = await box.get()
             assert taken is not None
             order.append(taken[0])
-            await box.release(taken[1])
+            box.release(taken[1])
             await asyncio.sleep(0)
         await asyncio.gather(big, small)
         assert box.stats.peak_bytes <= 100
@@ -144,7 +144,7 @@ def test_a_closed_mailbox_admits_nothing_and_wakes_its_waiters() -> None:
         assert await box.put("a", 1)
         waiting = asyncio.create_task(box.put("b", 1))
         await asyncio.sleep(0)
-        assert await box.close() == ["a"]
+        assert box.close() == ["a"]
         assert await waiting is False
         assert await box.put("c", 1) is False
         assert box.stats.messages == 0

@@ -91,12 +91,13 @@ def test_hdf5_file_has_seed_003s_structure_point_by_point(tmp_path: Path) -> Non
         assert channels == expected["channel"].to_pylist()
 
 
-@pytest.mark.parametrize("fmt", ["stream", "file", "record_batch", "table"])
+@pytest.mark.parametrize("fmt", ["stream", "file", "buffer", "record_batch", "table"])
 def test_batches_in_either_ipc_format_or_as_arrow_objects(tmp_path: Path, fmt: str) -> None:
     batches = meter_batches(2, rows=500)
     pack = {
         "stream": ipc_stream,
         "file": ipc_file,
+        "buffer": lambda b: pa.py_buffer(ipc_stream(b)),
         "record_batch": lambda b: b,
         "table": lambda b: pa.Table.from_batches([b]),
     }[fmt]

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self, overload
+from typing import TYPE_CHECKING, Any, Literal, Self, overload
 
-from daq_storage.actor._core import Core, Output
+from daq_storage.actor._core import Output
 from daq_storage.actor._mailbox import Mailbox
 from daq_storage.actor._messages import (
     MESSAGE_TYPES,
@@ -24,6 +25,7 @@ from daq_storage.actor._messages import (
     WriteBatch,
     message_cost,
 )
+from daq_storage.actor._worker import MODES, ProcessWorker, ThreadWorker, Worker
 from daq_storage.errors import ActorStopped, ConfigError, DaqStorageError, UnsupportedData
 
 if TYPE_CHECKING:
@@ -98,10 +100,14 @@ class StorageActor:
         *,
         max_messages: int = DEFAULT_MAX_MESSAGES,
         max_bytes: int = DEFAULT_MAX_BYTES,
+        mode: Literal["thread", "process"] = "thread",
     ) -> None:
         from daq_storage.config import StorageConfig
         from daq_storage.writers import get_writer_class, writer_options
 
+        if mode not in MODES:
+            raise ConfigError(f"mode must be 'thread' or 'process', got {mode!r}")
+        self._mode = mode
         if config is None:
             config = StorageConfig()
         if not isinstance(config, StorageConfig):
@@ -121,7 +127,7 @@ class StorageActor:
         self._bounds = (max_messages, max_bytes)
         Mailbox(max_messages, max_bytes)  # the bounds checked now, not at start
         self._mailbox: Mailbox[_Envelope] | None = None
-        self._core = Core(self._output)
+        self._worker: Worker | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._task: asyncio.Task[None] | None = None
         self._state = "new"  # new, running, stopping, stopped, failed
@@ -137,9 +143,10 @@ class StorageActor:
         *,
         max_messages: int = DEFAULT_MAX_MESSAGES,
         max_bytes: int = DEFAULT_MAX_BYTES,
+        mode: Literal["thread", "process"] = "thread",
     ) -> StorageActor:
         """A started actor (see the class for the arguments)."""
-        actor = cls(config, max_messages=max_messages, max_bytes=max_bytes)
+        actor = cls(config, max_messages=max_messages, max_bytes=max_bytes, mode=mode)
         actor._start()
         return actor
 
@@ -147,6 +154,9 @@ class StorageActor:
         if self._state != "new":
             raise ActorStopped(f"storage actor already {self._state}: start a new one")
         self._mailbox = Mailbox(*self._bounds)
+        self._worker = (
+            ProcessWorker(self._output) if self._mode == "process" else ThreadWorker(self._output)
+        )
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="daq_storage_actor")
         self._task = asyncio.get_running_loop().create_task(self._run(), name="storage actor")
         self._state = "running"
@@ -278,8 +288,53 @@ class StorageActor:
         raise _again(error, f"the told {description} failed: {error} (reported by {where}{more})")
 
     # ------------------------------------------------------------------ the loop
+    # Each message goes to the worker thread as soon as the loop takes it from the
+    # mailbox: the worker's own queue (a one-thread executor, first in first out) keeps
+    # the order, and the worker goes from one message to the next without waiting for
+    # the loop, whose thread may be slow to get a core on a busy machine. A message
+    # leaves the mailbox's counts when the worker is done with it.
     async def _in_worker(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def _worker_run(self, op: Literal["handle", "flush", "close"], *args: Any) -> Any:
+        assert self._worker is not None
+        return self._worker.run(op, *args)
+
+    def _submit(self, envelope: _Envelope, cost: int) -> None:
+        assert self._executor is not None
+        assert envelope.message is not None
+        assert self._worker is not None
+        job = asyncio.wrap_future(
+            self._executor.submit(self._worker.run, "handle", envelope.message)
+        )
+        job.add_done_callback(functools.partial(self._handled, envelope, cost))
+
+    def _handled(self, envelope: _Envelope, cost: int, job: asyncio.Future[Any]) -> None:
+        assert self._mailbox is not None
+        self._mailbox.release(cost)
+        reply = envelope.reply
+        if job.cancelled():  # the loop is going away: the caller hears it
+            if reply is not None and not reply.done():
+                reply.set_exception(ActorStopped("storage actor stopped before the reply"))
+            return
+        error = job.exception()
+        if error is None:
+            if reply is not None and not reply.done():
+                reply.set_result(job.result())
+            return
+        if not isinstance(error, DaqStorageError):  # Core.handle raises no other
+            error = _again(error, f"{envelope.description}: {type(error).__name__}: {error}")
+        if isinstance(error, ActorStopped) and self._state in ("running", "stopping"):
+            # The writer process died: nothing more can be stored; senders hear it.
+            self._state, self._failure = "failed", error
+            log.error("storage actor failed: %s", error)
+            for left in self._mailbox.close():
+                if left.reply is not None and not left.reply.done():
+                    left.reply.set_exception(ActorStopped(f"storage actor failed: {error}"))
+        if reply is None:
+            self._told(error, envelope.description)
+        elif not reply.done():
+            reply.set_exception(error)
 
     async def _run(self) -> None:
         mailbox = self._mailbox
@@ -287,56 +342,48 @@ class StorageActor:
         loop = asyncio.get_running_loop()
         flush_at: float | None = None  # auto flush: when the oldest unflushed write is due
         try:
-            while True:
+            while self._state != "failed":
                 if flush_at is not None and loop.time() >= flush_at:
                     flush_at = None
-                    await self._auto_flush()
+                    self._submit_auto_flush()
                     continue
                 timeout = None if flush_at is None else flush_at - loop.time()
                 taken = await mailbox.get(timeout)
                 if taken is None:
                     continue  # the auto flush is due
                 envelope, cost = taken
-                try:
-                    if envelope.message is None:
-                        await self._close(envelope)
-                        return
-                    await self._handle(envelope)
-                finally:
-                    await mailbox.release(cost)
-                if isinstance(envelope.message, Flush):
+                message = envelope.message
+                if message is None:  # stop: after every message before it
+                    await self._close(envelope)
+                    mailbox.release(cost)
+                    return
+                self._submit(envelope, cost)
+                if isinstance(message, Flush):
                     flush_at = None
-                elif self._auto_flush_s > 0 and flush_at is None and self._core.dirty:
+                elif (
+                    self._auto_flush_s > 0
+                    and flush_at is None
+                    and not isinstance(message, GetStats)
+                ):
                     flush_at = loop.time() + self._auto_flush_s
         except BaseException as exc:
             self._state = "failed"
             self._failure = exc
             log.exception("storage actor failed")
-            if self._executor is not None:
-                with contextlib.suppress(BaseException):
-                    await self._in_worker(self._core.close)
+            with contextlib.suppress(BaseException):
+                await self._in_worker(self._worker_run, "close")
             raise
         finally:
             if self._state != "failed":
                 self._state = "stopped"
-            for left in await mailbox.close():
+            for left in mailbox.close():
                 if left.reply is not None and not left.reply.done():
                     left.reply.set_exception(ActorStopped(f"storage actor is {self._state}"))
             if self._executor is not None:
-                self._executor.shutdown(wait=True)  # its thread is idle: returns at once
-
-    async def _handle(self, envelope: _Envelope) -> None:
-        assert envelope.message is not None
-        try:
-            result = await self._in_worker(self._core.handle, envelope.message)
-        except DaqStorageError as exc:
-            if envelope.reply is None:
-                self._told(exc, envelope.description)
-            elif not envelope.reply.done():
-                envelope.reply.set_exception(exc)
-            return
-        if envelope.reply is not None and not envelope.reply.done():
-            envelope.reply.set_result(result)
+                if self._worker is not None:
+                    with contextlib.suppress(Exception):
+                        await self._in_worker(self._worker.stop)
+                self._executor.shutdown(wait=True)  # its queue is empty: returns at once
 
     def _told(self, exc: DaqStorageError, description: str) -> None:
         log.error("storage actor: told %s failed: %s", description, exc)
@@ -344,15 +391,21 @@ class StorageActor:
             self._told_error = (exc, description)
         self._told_failed += 1
 
-    async def _auto_flush(self) -> None:
-        try:
-            await self._in_worker(self._core.flush)
-        except DaqStorageError as exc:
-            self._told(exc, f"auto flush (every {self._auto_flush_s:g} s)")
+    def _submit_auto_flush(self) -> None:
+        assert self._executor is not None
+        job = asyncio.wrap_future(self._executor.submit(self._worker_run, "flush"))
+        description = f"auto flush (every {self._auto_flush_s:g} s)"
+
+        def done(job: asyncio.Future[Any]) -> None:
+            error = None if job.cancelled() else job.exception()
+            if isinstance(error, DaqStorageError):
+                self._told(error, description)
+
+        job.add_done_callback(done)
 
     async def _close(self, envelope: _Envelope) -> None:
         try:
-            await self._in_worker(self._core.close)
+            await self._in_worker(self._worker_run, "close")
         except DaqStorageError as exc:
             self._told(exc, "stop (flush and close)")
         assert envelope.reply is not None

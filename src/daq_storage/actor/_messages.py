@@ -65,9 +65,10 @@ def _key(value: object, message: str) -> str:
 class WriteBatch:
     """Append rows to the stream ``instrument_id`` (a group of the HDF5 file).
 
-    ``batch`` is Arrow IPC bytes, in the stream or the file format (as seed 003 sends
-    them; every record batch they hold is written, as one write), or a
-    ``pyarrow.RecordBatch`` / ``Table``.
+    ``batch`` is Arrow IPC bytes (``bytes``, ``bytearray``, ``memoryview`` or a
+    ``pyarrow.Buffer``), in the stream or the file format (as seed 003 sends them; every
+    record batch they hold is written, as one write), or a ``pyarrow.RecordBatch`` /
+    ``Table``.
 
     Raises:
         InvalidName: ``instrument_id`` is not a str, is empty, holds NUL, or is not a safe
@@ -75,15 +76,16 @@ class WriteBatch:
         UnsupportedData: ``batch`` is neither bytes nor an Arrow batch or table.
     """
 
-    batch: bytes | bytearray | memoryview | pa.RecordBatch | pa.Table
+    batch: bytes | bytearray | memoryview | pa.Buffer | pa.RecordBatch | pa.Table
     instrument_id: str
 
     def __post_init__(self) -> None:
         _instrument_id(self.instrument_id, "WriteBatch")
-        if not isinstance(self.batch, (*_BYTES, pa.RecordBatch, pa.Table)):
+        if not isinstance(self.batch, (*_BYTES, pa.Buffer, pa.RecordBatch, pa.Table)):
             raise UnsupportedData(
-                f"WriteBatch for {self.instrument_id!r}: batch must be Arrow IPC bytes, a "
-                f"pyarrow.RecordBatch or a pyarrow.Table, got {type(self.batch).__name__}"
+                f"WriteBatch for {self.instrument_id!r}: batch must be Arrow IPC bytes (or a "
+                "pyarrow.Buffer of them), a pyarrow.RecordBatch or a pyarrow.Table, got "
+                f"{type(self.batch).__name__}"
             )
 
 
@@ -180,6 +182,8 @@ def message_cost(message: Message) -> int:
             return data.nbytes
         if isinstance(data, (bytes, bytearray)):
             return len(data)
+        if isinstance(data, pa.Buffer):
+            return int(data.size)
         return int(data.get_total_buffer_size())
     if isinstance(message, SetMetadata | SetInstrumentMetadata):
         value = message.value
