@@ -4,17 +4,20 @@
 (``SimulatedPowerMeter``: timestamp_ns, channel, value, unit) in 10,000-row batches,
 serialised as IPC stream bytes before the timing (the producer's work), sent with
 ``tell`` as fast as the mailbox takes them; timed until ``stop()`` returned (every batch
-stored, the file closed). The actor writes with its defaults (``[storage]`` unset: gzip 4 +
-shuffle, the writer's chunks), no flush until stop, to a temporary directory on the real
-disk (``DAQ_BENCH_DIR`` moves it).
+stored, the file closed), in both modes (``"thread"``, ``"process"``). The actor writes
+with its defaults (``[storage]`` unset: gzip 4 + shuffle, the writer's chunks and text
+coding), no flush until stop, to a temporary directory on the real disk
+(``DAQ_BENCH_DIR`` moves it).
 
 References, run alternately with the actor, best of ``DAQ_BENCH_REPEATS`` (3):
 
 - **h5py tuned alike**: plain h5py appending the same columns from the decoded batches to
-  one group, a resizable dataset per column with the chunks and filters the actor's file
-  has (read from it), text as variable-length UTF-8, dataset handles kept, no flush
-  until close. Ratio = its time / the actor's (target >= 0.5x).
-- **h5py defaults**: the same with h5py's defaults (auto chunks, no compression).
+  one group, a resizable dataset per column with the dtypes, chunks and filters the
+  actor's file has (read from it: a text column the writer stores as codes is coded the
+  same way, with its categories), dataset handles kept, no flush until close. Ratio = its
+  time / the actor's (target >= 0.5x).
+- **h5py defaults**: the same with h5py's defaults (auto chunks, no compression, text as
+  variable-length UTF-8 strings).
 - **our HDF5 writer alone**: the same batches, in this thread, without the actor: what
   the mailbox, the worker thread and the IPC decoding cost.
 
@@ -39,6 +42,7 @@ from typing import Any
 import h5py
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from benchmarks._harness import Report
 from benchmarks._writers import Run, interleaved, tables_run
@@ -121,38 +125,62 @@ def _numpy(column: pa.Array | pa.ChunkedArray) -> np.ndarray[Any, Any]:
 
 
 def _layout(path: Path) -> dict[str, dict[str, Any]]:
-    """Each column's chunks and filters in the actor's file, as h5py keywords."""
+    """Each column's dtype, chunks and filters in the actor's file, as h5py keywords (a
+    text column the writer stored as codes: its code dtype, ``coded`` set)."""
     found = {}
     with h5py.File(path, "r") as f:
         for name, dataset in f[STREAM].items():
-            found[name] = {"chunks": dataset.chunks, "compression": dataset.compression,
+            if name.endswith((".categories", ".valid")):
+                continue
+            found[name] = {"dtype": dataset.dtype, "chunks": dataset.chunks,
+                           "compression": dataset.compression,
                            "compression_opts": dataset.compression_opts,
-                           "shuffle": dataset.shuffle}  # fmt: skip
+                           "shuffle": dataset.shuffle,
+                           "coded": dataset.attrs.get("encoding") == "dictionary"}  # fmt: skip
     return found
 
 
 def h5py_append(batches: Sequence[pa.RecordBatch], layout: dict[str, dict[str, Any]] | None) -> Run:
-    """Plain h5py: a resizable dataset per column, each batch appended; ``layout`` the
-    chunks and filters per column (``None``: h5py's defaults)."""
+    """Plain h5py: a resizable dataset per column, each batch appended. ``layout``: the
+    dtypes, chunks and filters of the actor's file, text coded as it codes it (codes of
+    the distinct values of each batch, kept in one mapping; the categories written at
+    the end); ``None``: h5py's defaults (auto chunks, no filter, text as vlen strings)."""
     string = h5py.string_dtype("utf-8")
 
     def run(path: Path) -> None:
         with h5py.File(path, "w") as f:
             group = f.create_group(STREAM)
             columns = {}
+            known: dict[str, dict[str, int]] = {}
             for field in batches[0].schema:
                 text = pa.types.is_string(field.type)
-                dtype = string if text else _numpy(pa.array([], field.type)).dtype
-                options = (layout or {}).get(field.name, {"chunks": True})
+                options = dict((layout or {}).get(field.name, {"chunks": True}))
+                if options.pop("coded", False):
+                    known[field.name] = {}
+                options.setdefault(
+                    "dtype", string if text else _numpy(pa.array([], field.type)).dtype
+                )
                 columns[field.name] = group.create_dataset(
-                    field.name, shape=(0,), maxshape=(None,), dtype=dtype, **options
+                    field.name, shape=(0,), maxshape=(None,), **options
                 )
             n = 0
             for batch in batches:
                 for name, dataset in columns.items():
+                    column = batch.column(name)
+                    if name in known:
+                        encoded = pc.dictionary_encode(column)
+                        codes = [known[name].setdefault(t, len(known[name]))
+                                 for t in encoded.dictionary.to_pylist()]  # fmt: skip
+                        values = np.asarray(codes, dataset.dtype)[
+                            encoded.indices.to_numpy(zero_copy_only=False)
+                        ]
+                    else:
+                        values = _numpy(column)
                     dataset.resize(n + batch.num_rows, axis=0)
-                    dataset[n:] = _numpy(batch.column(name))
+                    dataset[n:] = values
                 n += batch.num_rows
+            for name, categories in known.items():
+                group.create_dataset(f"{name}.categories", data=list(categories), dtype=string)
 
     return run
 
@@ -185,14 +213,16 @@ def bench(report: Report, delays_report: Report, sizes: Sizes, tmp: Path) -> Non
         sizes.repeats,
     )
     codec = layout.get("value") or next(iter(layout.values()))
+    text = [name for name, found in layout.items() if found["coded"]]
+    coded = f"; {', '.join(text)} as codes + categories" if text else ""
     for mode in MODES:
         actor = timings[mode]
         report.add(
             f"StorageActor -> HDF5, IPC bytes in, mode={mode}", rows / actor.seconds / 1e6,
             "M rows/s", reference="h5py defaults (auto chunks, no compression)",
             ratio=timings["defaults"].seconds / actor.seconds,
-            tuned=f"h5py, same chunks and filters ({codec['compression']} "
-            f"{codec['compression_opts']}, shuffle {codec['shuffle']})",
+            tuned=f"h5py, same dtypes, chunks and filters ({codec['compression']} "
+            f"{codec['compression_opts']}, shuffle {codec['shuffle']}{coded})",
             tuned_ratio=timings["tuned"].seconds / actor.seconds,
             note=f"file {actor.size / 1e6:.0f} MB (h5py defaults' "
             f"{timings['defaults'].size / 1e6:.0f} MB); "
@@ -200,7 +230,7 @@ def bench(report: Report, delays_report: Report, sizes: Sizes, tmp: Path) -> Non
         )  # fmt: skip
     report.add(
         "our HDF5 writer alone, same batches", rows / timings["writer"].seconds / 1e6,
-        "M rows/s", reference="h5py, same chunks and filters",
+        "M rows/s", reference="h5py, same dtypes, chunks and filters",
         ratio=timings["tuned"].seconds / timings["writer"].seconds,
         note="no actor: this thread, Arrow batches in",
     )  # fmt: skip

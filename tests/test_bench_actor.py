@@ -16,7 +16,7 @@ ROWS = [
     "StorageActor -> HDF5, IPC bytes in, mode=thread",
     "StorageActor -> HDF5, IPC bytes in, mode=process",
     "h5py defaults (auto chunks, no compression)",
-    "h5py, same chunks and filters (gzip 4, shuffle True)",
+    "h5py, same dtypes, chunks and filters (gzip 4, shuffle True",
     "our HDF5 writer alone, same batches",
     *(
         f"loop delay {stat}, mode={mode}"

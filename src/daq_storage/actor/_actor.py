@@ -88,10 +88,13 @@ class StorageActor:
             handled included); a sender waits for room.
         max_bytes: ... and at most this many bytes of batches; a batch larger than that
             alone is taken once the mailbox is empty.
+        mode: ``"thread"``: the writer in this process, used by the actor's worker thread;
+            ``"process"``: in a spawned process (the GIL h5py holds while compressing is
+            then another process's). See ``docs/actor.md`` for what each costs.
 
     Raises:
         ConfigError: the format stores no tables (``tiff``), a codec key it cannot honour,
-            a bound that is not an integer >= 1.
+            a bound that is not an integer >= 1, an unknown ``mode``.
     """
 
     def __init__(
