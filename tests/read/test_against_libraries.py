@@ -81,7 +81,11 @@ def _zarr_table(path: Path, stream: str) -> pa.Table:
         if values.dtype.kind in "OTU":
             values = values.astype(object)
         valid = f"{name}.valid"
-        mask = None if valid not in group else ~np.asarray(group[valid][:], bool)
+        mask = (
+            None
+            if valid not in group
+            else ~np.asarray(zarr.open_array(path / stream / valid, mode="r")[:], bool)
+        )
         kind = pa.timestamp("ns", "UTC") if "calendar" in array.attrs else None
         columns[name] = pa.array(values, kind, mask=mask)
     return pa.table(columns)
@@ -148,12 +152,14 @@ def _library_frames(name: str, path: Path) -> tuple[np.ndarray, list[int], list[
             g = f["camera"]
             return g["frames"][()], g["timestamp_ns"][()].tolist(), g["frame_number"][()].tolist()
     if name == "zarr":
-        g = zarr.open_group(path / "camera", mode="r")
-        return (np.asarray(g["frames"][:]), np.asarray(g["timestamp_ns"][:]).tolist(),
-                np.asarray(g["frame_number"][:]).tolist())  # fmt: skip
+
+        def read(array: str) -> np.ndarray:
+            return np.asarray(zarr.open_array(path / "camera" / array, mode="r")[:])
+
+        return read("frames"), read("timestamp_ns").tolist(), read("frame_number").tolist()
     if name == "tiff":
         with tifffile.TiffFile(path / "camera.tif") as tif:
-            ids = [json.loads(page.description) for page in tif.pages]
+            ids = [json.loads(tif.pages[i].description) for i in range(len(tif.pages))]  # type: ignore[union-attr]
             frames = tif.asarray()
         return frames, [i["timestamp_ns"] for i in ids], [i["frame_number"] for i in ids]
     table = (pa.ipc.open_stream(path / "camera.arrows").read_all() if name == "arrow"
@@ -198,7 +204,7 @@ def test_metadata_equals_what_the_library_finds(runs: dict[str, Path], name: str
         file_level = document["file"]["experiment"]
     elif name == "tiff":
         with tifffile.TiffFile(path / "camera.tif") as tif:
-            first = json.loads(tif.pages[0].description)["metadata"]
+            first = json.loads(tif.pages.first.description)["metadata"]
         expected, file_level = None, first["experiment"]
     elif name == "arrow":  # the documented recipe: schema metadata, then each batch's
         reader = pa.ipc.open_stream(path / "power.arrows")

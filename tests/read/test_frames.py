@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -101,3 +102,21 @@ def test_sel_time_selects_frames_in_a_half_open_range(runs: dict[str, Path], nam
         late = datetime.fromtimestamp(stamps[-1] / 1e9 + 1, UTC)
         assert len(frames.sel_time(start=late)) == 0
         assert picked.to_xarray().shape == (5, *block.frames.shape[1:])
+
+
+@pytest.mark.parametrize(
+    ("name", "options"),
+    [("tiff", {"compression": "zlib"}), ("tiff", {"imagej": True}),
+     ("hdf5", {"compression": "blosc-lz4", "frames_per_chunk": 4}),
+     ("zarr", {"frames_per_chunk": 2, "shard_frames": 4})],
+)  # fmt: skip
+def test_frames_of_each_writer_option(tmp_path: Path, name: str, options: dict[str, Any]):
+    """Compressed and ImageJ stacks, chunks of several frames: the same frames and ids."""
+    block = frames_block()
+    write_run(name, tmp_path / TARGETS[name], tables=False, **options)
+    with open_run(tmp_path / TARGETS[name]) as run:
+        frames = run.frames("camera")
+        np.testing.assert_array_equal(np.asarray(frames), block.frames)
+        np.testing.assert_array_equal(frames[[9, 1, 5]], block.frames[[9, 1, 5]])
+        assert frames.frame_numbers.tolist() == block.frame_numbers.tolist()
+        assert frames.timestamps_ns.tolist() == block.timestamps_ns.tolist()

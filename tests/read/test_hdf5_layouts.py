@@ -16,7 +16,7 @@ import pytest
 
 from daq_storage.errors import ConfigError, ReadError
 from daq_storage.read import open_run
-from daq_storage.writers import open_writer
+from daq_storage.writers import Writer, open_writer
 
 TEXT = h5py.string_dtype("utf-8")
 
@@ -110,7 +110,7 @@ def test_arrow_ipc_inside_hdf5_reads_as_a_table_stream(tmp_path: Path):
         assert run.metadata["experiment"] == "ipc"
 
 
-def _writer_or_skip(path: Path, **options: object):  # type: ignore[no-untyped-def]
+def _writer_or_skip(path: Path, **options: object) -> Writer:
     try:
         return open_writer("hdf5", path, **options)
     except (ConfigError, TypeError) as exc:  # the writer does not offer the layout yet

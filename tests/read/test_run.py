@@ -31,7 +31,9 @@ def _versioned(directory: Path, name: str, version: int, experiment: str = "scan
     return directory / format_filename(experiment, WHEN, version, SUFFIX.get(name, ""))
 
 
-def _write_version(path: Path, name: str, first: int, rows: int, ledger: list | None = None):
+def _write_version(
+    path: Path, name: str, first: int, rows: int, ledger: list[dict[str, int]] | None = None
+):
     with open_writer(name, path) as writer:
         if writer.supports_tables:
             values = np.arange(first, first + rows, dtype=np.float64)
@@ -151,7 +153,7 @@ def test_unknown_streams_and_columns_are_named(tmp_path: Path, name: str):
         with pytest.raises(ConfigError, match=r"holds table, not frames; use run\.table"):
             run.frames("power")
         with pytest.raises(ConfigError, match="start must be"):
-            run.table("power", start="yesterday")
+            run.table("power", start="yesterday")  # type: ignore[arg-type]
         with pytest.raises(ConfigError, match="batch_rows"):
             run.iter_batches("power", batch_rows=0)
         with pytest.raises(ConfigError, match="part must be"):

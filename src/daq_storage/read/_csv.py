@@ -13,6 +13,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
@@ -23,7 +24,7 @@ from daq_storage.read._types import parse_type
 
 __all__ = ["CsvReader"]
 
-_BLOCK = 1 << 24  # bytes pyarrow parses at a time (its default 1 MiB is slower)
+_BLOCK = 1 << 20  # bytes pyarrow parses at a time: its default (a block per thread)
 
 
 class _File:
@@ -37,7 +38,8 @@ class _File:
         try:  # the header, and the types pyarrow infers from the first block
             header = pacsv.open_csv(
                 pa.BufferReader(self.data),
-                read_options=self._read_options(),
+                read_options=self._read_options(1 << 16),
+                parse_options=self._parse_options(),
                 convert_options=self._convert(types, None),
             )
             inferred = header.schema
@@ -56,8 +58,13 @@ class _File:
         self._rows: int | None = None
 
     @staticmethod
-    def _read_options() -> pacsv.ReadOptions:
-        return pacsv.ReadOptions(block_size=_BLOCK)
+    def _read_options(block: int = _BLOCK) -> pacsv.ReadOptions:
+        return pacsv.ReadOptions(block_size=block)
+
+    @staticmethod
+    def _parse_options() -> pacsv.ParseOptions:
+        # a text value may hold a line break (the writer quotes it)
+        return pacsv.ParseOptions(newlines_in_values=True)
 
     def _convert(
         self, types: dict[str, Any], columns: Sequence[str] | None
@@ -73,18 +80,13 @@ class _File:
     @property
     def rows(self) -> int:
         if self._rows is None:
-            if not self.schema.names:
-                self._rows = 0
-            else:  # the first column alone, as text: counts rows at a fraction of the cost
-                first = self.schema.names[0]
-                options = pacsv.ConvertOptions(column_types={first: pa.string()},
-                                               include_columns=[first])  # fmt: skip
-                self._rows = int(self._read(options).num_rows)
+            self._rows = _count_lines(self.data) - 1 if self.schema.names else 0
         return self._rows
 
     def _read(self, options: pacsv.ConvertOptions) -> pa.Table:
         try:
             return pacsv.read_csv(pa.BufferReader(self.data), read_options=self._read_options(),
+                                  parse_options=self._parse_options(),
                                   convert_options=options)  # fmt: skip
         except pa.ArrowInvalid as exc:
             raise ReadError(f"{self.path}: cannot be read as the CSV this project writes "
@@ -102,6 +104,7 @@ class _File:
             return
         wanted = None if columns is None else [c for c in columns if c in self.schema.names]
         reader = pacsv.open_csv(pa.BufferReader(self.data), read_options=self._read_options(),
+                                parse_options=self._parse_options(),
                                 convert_options=self._convert(self.types, wanted))  # fmt: skip
         for batch in reader:
             for start in range(0, batch.num_rows, batch_rows):
@@ -112,6 +115,23 @@ def _json(value: Any) -> str:
     import json
 
     return json.dumps(value)
+
+
+def _count_lines(data: pa.Buffer) -> int:
+    """Lines of CSV text: the line breaks outside quotes (a quote inside a value is
+    doubled, so a break is outside quotes when an even number of quotes precede it)."""
+    view = np.frombuffer(data, np.uint8)
+    lines = 0
+    quoted = 0  # quotes so far, modulo 2
+    step = 1 << 24
+    for start in range(0, len(view), step):
+        chunk = view[start : start + step]
+        breaks = np.flatnonzero(chunk == ord("\n"))
+        quotes = np.flatnonzero(chunk == ord('"'))
+        before = np.searchsorted(quotes, breaks) + quoted
+        lines += int(np.count_nonzero(before % 2 == 0))
+        quoted = (quoted + len(quotes)) % 2
+    return lines
 
 
 def _complete(data: pa.Buffer) -> int:
@@ -174,11 +194,27 @@ class CsvReader:
     def metadata(self) -> dict[str, Any]:
         return dict(self.document.get("file", {}))
 
+    def catalog(self) -> dict[str, tuple[str, pa.Schema, int]]:
+        """Stream -> (kind, schema, parts) without counting rows (a scan of the text)."""
+        out = {}
+        for stream, files in self._files.items():
+            fields: dict[str, pa.Field] = {}
+            for file in files:
+                for field in file.schema:
+                    fields.setdefault(field.name, field)
+            out[stream] = ("table", pa.schema(list(fields.values())), len(files))
+        return out
+
     def table(self, stream: str, columns: Sequence[str] | None, start: int | None,
               stop: int | None, part: int | None = None) -> pa.Table | None:  # fmt: skip
-        info = self.streams()[stream]
         files = self._files[stream] if part is None else [self._files[stream][part]]
-        tables = [select(file.table(columns), columns, info.schema) for file in files]
+        schema = self.catalog()[stream][1]
+        tables = []
+        for file in files:
+            table = file.table(columns)
+            if file._rows is None:  # counted by the parse: no scan of the text later
+                file._rows = table.num_rows
+            tables.append(select(table, columns, schema))
         if not tables:
             return None
         return (
@@ -189,11 +225,11 @@ class CsvReader:
 
     def iter_batches(self, stream: str, columns: Sequence[str] | None, batch_rows: int,
                      part: int | None = None) -> Iterator[pa.RecordBatch]:  # fmt: skip
-        info = self.streams()[stream]
+        schema = self.catalog()[stream][1]
         files = self._files[stream] if part is None else [self._files[stream][part]]
         for file in files:
             for batch in file.batches(columns, batch_rows):
-                yield select(batch, columns, info.schema)
+                yield select(batch, columns, schema)
 
     def frames(self, stream: str) -> FrameSource:
         raise UnknownStream(f"{self.path}: CSV holds no frames (stream {stream!r})")

@@ -132,6 +132,20 @@ class ParquetReader:
             return tables[0]
         return pa.concat_tables(tables, promote_options="permissive")
 
+    def polars(self, stream: str, columns: Sequence[str] | None,
+               part: int | None = None) -> Any:  # fmt: skip
+        """The stream read by polars' own Parquet reader (its threads, its types), or
+        ``None`` where polars cannot join the parts as pyarrow would."""
+        import polars as pl
+
+        files = self._files[stream] if part is None else [self._files[stream][part]]
+        if any(f.schema != files[0].schema for f in files):
+            return None
+        if columns is not None and any(c not in files[0].schema.names for c in columns):
+            return None
+        return pl.read_parquet([str(f.path) for f in files], columns=None if columns is None
+                               else list(columns), use_pyarrow=False)  # fmt: skip
+
     def iter_batches(self, stream: str, columns: Sequence[str] | None, batch_rows: int,
                      part: int | None = None, start: int | None = None,
                      stop: int | None = None) -> Iterator[pa.RecordBatch]:  # fmt: skip

@@ -120,8 +120,10 @@ class Run:
         self._readers = list(readers)
         self._closed = False
         self._streams: dict[str, StreamInfo] | None = None
-        #: stream -> [(reader, local part index, global part)] in order
+        #: stream -> [(reader, its part index)] in order
         self._where: dict[str, list[tuple[Reader, int]]] = {}
+        #: stream -> (kind, schema): what reading needs, without counting rows
+        self._catalog: dict[str, tuple[str, pa.Schema]] | None = None
 
     # --- lifetime ---
     def close(self) -> None:
@@ -158,8 +160,6 @@ class Run:
             offsets: dict[str, int] = {}
             for reader in self._readers:
                 for name, info in reader.streams().items():
-                    places = self._where.setdefault(name, [])
-                    places += [(reader, i) for i in range(len(info.parts))]
                     before = merged.get(name)
                     if before is None:
                         merged[name] = info
@@ -215,12 +215,38 @@ class Run:
         """Records lost in all (the sum of :attr:`losses`)."""
         return sum(loss.count for loss in self.losses)
 
+    def _entry(self, name: str) -> tuple[str, pa.Schema]:
+        """A stream's kind and schema (every version), as cheaply as each format gives
+        them (CSV counts its rows only when asked)."""
+        self._check_open()
+        if self._catalog is None:
+            catalog: dict[str, tuple[str, pa.Schema]] = {}
+            where: dict[str, list[tuple[Reader, int]]] = {}
+            for reader in self._readers:
+                for stream, (kind, schema, parts) in _catalog_of(reader).items():
+                    where.setdefault(stream, []).extend((reader, i) for i in range(parts))
+                    before = catalog.get(stream)
+                    if before is not None:
+                        fields = {f.name: f for f in before[1]}
+                        for field in schema:
+                            fields.setdefault(field.name, field)
+                        schema = pa.schema(list(fields.values()))
+                    catalog[stream] = (before[0] if before else kind, schema)
+            self._catalog = catalog
+            self._where = where
+        entry = self._catalog.get(name) if isinstance(name, str) else None
+        if entry is None:
+            raise UnknownStream(f"run {self.path} has no stream {describe_value(name)}; its "
+                                f"streams are {sorted(self._catalog)}")  # fmt: skip
+        return entry
+
     def stream(self, name: str) -> StreamInfo:
         """One stream's :class:`StreamInfo`.
 
         Raises:
             UnknownStream: the run has no stream ``name`` (the message lists those it has).
         """
+        self._entry(name)  # names the streams there are when there is no such one
         streams = self.streams
         info = streams.get(name) if isinstance(name, str) else None
         if info is None:
@@ -243,11 +269,11 @@ class Run:
             UnknownStream: no such stream. ConfigError: a frame stream, an unknown
             column, a bad time or part. ReadError: parts whose types do not join.
         """
-        info = self.stream(stream)
-        check_stream_kind(info.kind, "table", stream, str(self.path))
-        wanted = check_columns(info, columns, str(self.path))
+        kind, schema = self._entry(stream)
+        check_stream_kind(kind, "table", stream, str(self.path))
+        wanted = check_columns(stream, schema, columns, str(self.path))
         low, high = to_ns(start, "start"), to_ns(stop, "stop")
-        reading = _with_time(wanted, low, high, info)
+        reading = _with_time(wanted, low, high, stream, schema)
         tables = []
         for reader, local in self._places(stream, part):
             table = _part_table(reader, stream, reading, local, low, high)
@@ -255,15 +281,24 @@ class Run:
                 table = pa.Table.from_batches(
                     [in_range(b, low, high, stream) for b in table.to_batches()], table.schema
                 )
-            tables.append(select(table, wanted, info.schema))
-        return _join(tables, stream, info, wanted)
+            tables.append(select(table, wanted, schema))
+        return _join(tables, stream, schema, wanted)
 
     def polars(self, stream: str, columns: Sequence[str] | None = None, *,
                start: TimeLike | None = None, stop: TimeLike | None = None,
                part: int | None = None) -> polars.DataFrame:  # fmt: skip
-        """:meth:`table` as a ``polars.DataFrame``."""
+        """:meth:`table` as a ``polars.DataFrame`` (Parquet: read by polars itself)."""
         import polars as pl
 
+        kind, schema = self._entry(stream)
+        wanted = check_columns(stream, schema, columns, str(self.path))
+        places = self._places(stream, part)
+        direct = getattr(places[0][0], "polars", None)
+        if kind == "table" and direct is not None and start is None and stop is None \
+                and len({reader for reader, _ in places}) == 1:  # fmt: skip
+            got = direct(stream, wanted, part)
+            if got is not None:
+                return got  # type: ignore[no-any-return]
         frame = pl.from_arrow(self.table(stream, columns, start=start, stop=stop, part=part))
         assert isinstance(frame, pl.DataFrame)
         return frame
@@ -275,16 +310,16 @@ class Run:
         read as they are needed (a table larger than memory), part after part (each
         batch has its part's types); ``columns``, ``start`` and ``stop`` as for
         :meth:`table`."""
-        info = self.stream(stream)
-        check_stream_kind(info.kind, "table", stream, str(self.path))
-        wanted = check_columns(info, columns, str(self.path))
+        kind, schema = self._entry(stream)
+        check_stream_kind(kind, "table", stream, str(self.path))
+        wanted = check_columns(stream, schema, columns, str(self.path))
         if isinstance(batch_rows, bool) or not isinstance(batch_rows, int) or batch_rows < 1:
             raise ConfigError(f"batch_rows must be an int >= 1, got {describe_value(batch_rows)}")
         low, high = to_ns(start, "start"), to_ns(stop, "stop")
-        reading = _with_time(wanted, low, high, info)
-        return self._batches(stream, info, reading, wanted, batch_rows, low, high)
+        reading = _with_time(wanted, low, high, stream, schema)
+        return self._batches(stream, schema, reading, wanted, batch_rows, low, high)
 
-    def _batches(self, stream: str, info: StreamInfo, reading: list[str] | None,
+    def _batches(self, stream: str, schema: pa.Schema, reading: list[str] | None,
                  wanted: list[str] | None, batch_rows: int, low: int | None,
                  high: int | None) -> Iterator[pa.RecordBatch]:  # fmt: skip
         for reader, local in self._places(stream, None):
@@ -296,9 +331,10 @@ class Run:
             for batch in batches:
                 batch = in_range(batch, low, high, stream)
                 if batch.num_rows:
-                    yield select(batch, wanted, info.schema)
+                    yield select(batch, wanted, schema)
 
     def _places(self, stream: str, part: int | None) -> list[tuple[Reader, int]]:
+        self._entry(stream)
         places = self._where[stream]
         if part is None:
             return places
@@ -317,7 +353,7 @@ class Run:
         info = self.stream(stream)
         check_stream_kind(info.kind, "frames", stream, str(self.path))
         readers: list[Reader] = []
-        for reader, _ in self._where[stream]:
+        for reader, _ in self._places(stream, None):
             if reader not in readers:
                 readers.append(reader)
         sources = [reader.frames(stream) for reader in readers]
@@ -329,14 +365,23 @@ class Run:
         return FrameArray(source, stream)
 
 
-def _with_time(wanted: list[str] | None, low: int | None, high: int | None,
-               info: StreamInfo) -> list[str] | None:  # fmt: skip
+def _catalog_of(reader: Reader) -> dict[str, tuple[str, pa.Schema, int]]:
+    """Stream -> (kind, schema, number of parts) of one reader."""
+    cheap = getattr(reader, "catalog", None)
+    if cheap is not None:
+        return cheap()  # type: ignore[no-any-return]
+    return {name: (info.kind, info.schema, len(info.parts))
+            for name, info in reader.streams().items()}  # fmt: skip
+
+
+def _with_time(wanted: list[str] | None, low: int | None, high: int | None, stream: str,
+               schema: pa.Schema) -> list[str] | None:  # fmt: skip
     """The columns to read: ``wanted``, plus the time column a range needs."""
     if low is None and high is None:
         return wanted
-    if TIME_COLUMN not in info.columns:
-        raise ConfigError(f"stream {info.name!r} has no column {TIME_COLUMN!r}: a time range "
-                          f"needs one; its columns are {info.columns}")  # fmt: skip
+    if TIME_COLUMN not in schema.names:
+        raise ConfigError(f"stream {stream!r} has no column {TIME_COLUMN!r}: a time range "
+                          f"needs one; its columns are {schema.names}")  # fmt: skip
     if wanted is None or TIME_COLUMN in wanted:
         return wanted
     return [*wanted, TIME_COLUMN]
@@ -350,17 +395,15 @@ def _part_table(reader: Reader, stream: str, columns: list[str] | None, part: in
         if table is not None:
             return table
     batches = list(reader.iter_batches(stream, columns, _WHOLE, part))
+    schema = _catalog_of(reader)[stream][1]
     if not batches:
-        info = reader.streams()[stream]
-        names = columns or info.columns
-        return pa.schema([info.schema.field(n) for n in names]).empty_table()
+        return pa.schema([schema.field(n) for n in columns or schema.names]).empty_table()
     if all(b.schema == batches[0].schema for b in batches):
         return pa.Table.from_batches(batches)
-    return _join([pa.Table.from_batches([b]) for b in batches], stream, reader.streams()[stream],
-                 columns)  # fmt: skip
+    return _join([pa.Table.from_batches([b]) for b in batches], stream, schema, columns)
 
 
-def _join(tables: list[pa.Table], stream: str, info: StreamInfo,
+def _join(tables: list[pa.Table], stream: str, schema: pa.Schema,
           wanted: list[str] | None) -> pa.Table:  # fmt: skip
     if len(tables) == 1:
         return tables[0]
@@ -371,7 +414,7 @@ def _join(tables: list[pa.Table], stream: str, info: StreamInfo,
             f"stream {stream!r}: its parts' types do not join into one table "
             f"({exc}); read them one by one with table(..., part=i)"
         ) from exc
-    names = wanted or [n for n in info.columns if n in joined.column_names]
+    names = wanted or [n for n in schema.names if n in joined.column_names]
     return joined.select(names) if names != joined.column_names else joined
 
 

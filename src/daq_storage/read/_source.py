@@ -183,7 +183,7 @@ def losses_of(metadata: Mapping[str, Any], file: Path) -> list[LossRange]:
     return out
 
 
-def check_columns(info: StreamInfo, columns: Sequence[str] | None,
+def check_columns(stream: str, schema: pa.Schema, columns: Sequence[str] | None,
                   run: str) -> list[str] | None:  # fmt: skip
     """``columns`` as a list, each one a column of the stream.
 
@@ -195,11 +195,11 @@ def check_columns(info: StreamInfo, columns: Sequence[str] | None,
     if isinstance(columns, str):
         columns = [columns]
     names = list(columns)
-    known = set(info.columns)
+    known = set(schema.names)
     for name in names:
         if not isinstance(name, str) or name not in known:
-            raise ConfigError(f"run {run}: stream {info.name!r} has no column {name!r}; "
-                              f"its columns are {info.columns}")  # fmt: skip
+            raise ConfigError(f"run {run}: stream {stream!r} has no column {name!r}; "
+                              f"its columns are {schema.names}")  # fmt: skip
     return names
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import mmap
+import struct
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -59,8 +61,7 @@ class _Stack:
         else:
             numbers: list[int] = []
             stamps: list[int] = []
-            for page in pages:
-                text = getattr(page, "description", "") or ""
+            for text in _descriptions(path, len(pages)):
                 try:
                     described = json.loads(text)
                 except ValueError:
@@ -88,16 +89,53 @@ class _Stack:
                                  shape=(self.rows, *self.frame_shape))  # fmt: skip
             picked = flat.reshape(-1, *self.frame_shape)[np.asarray(keys)]
             return np.asarray(picked, self.dtype)
-        out = np.empty((len(keys), *self.frame_shape), self.dtype)
-        for k, page in enumerate(keys):
-            out[k] = self.tif.pages[page].asarray()
-        return out
+        got = self.tif.asarray(key=keys)  # tifffile reads the pages' segments in one go
+        return np.asarray(got).reshape(len(keys), *self.frame_shape)
 
     def timestamps_ns(self) -> npt.NDArray[np.uint64]:
         return self.stamps
 
     def frame_numbers(self) -> npt.NDArray[np.uint64]:
         return self.numbers
+
+
+def _descriptions(path: Path, count: int) -> list[str]:
+    """The ImageDescription of each of the first ``count`` pages, read straight from the
+    IFD chain (tifffile would parse every page: 10x slower on a long stack)."""
+    with path.open("rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        order = {b"II": "<", b"MM": ">"}.get(data[:2])
+        if order is None:
+            raise ReadError(f"{path}: not a TIFF file")
+        (magic,) = struct.unpack_from(order + "H", data, 2)
+        big = magic == 43
+        head, entry, offset = ("Q", 20, "Q") if big else ("H", 12, "I")
+        inline = 8 if big else 4
+        (where,) = struct.unpack_from(order + offset, data, 8 if big else 4)
+        texts: list[str] = []
+        seen = set()
+        while where and len(texts) < count and where not in seen and where < len(data):
+            seen.add(where)
+            (entries,) = struct.unpack_from(order + head, data, where)
+            first = where + struct.calcsize(head)
+            text = ""
+            for k in range(entries):
+                at = first + k * entry
+                tag, _, length = struct.unpack_from(order + "HH" + offset, data, at)
+                if tag == _DESCRIPTION:
+                    start = at + 4 + struct.calcsize(offset)
+                    if length > inline:
+                        (start,) = struct.unpack_from(order + offset, data, start)
+                    text = bytes(data[start : start + length]).rstrip(b"\0").decode(
+                        "utf-8", "replace")  # fmt: skip
+                    break
+                if tag > _DESCRIPTION:
+                    break
+            texts.append(text)
+            (where,) = struct.unpack_from(order + offset, data, first + entries * entry)
+    return texts
+
+
+_DESCRIPTION = 270  # the ImageDescription tag
 
 
 def _sidecar(path: Path) -> list[tuple[int, int]]:
