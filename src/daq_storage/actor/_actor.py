@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Self, overload
@@ -25,7 +24,7 @@ from daq_storage.actor._messages import (
     WriteBatch,
     message_cost,
 )
-from daq_storage.actor._worker import MODES, ProcessWorker, ThreadWorker, Worker
+from daq_storage.actor._worker import MODES, Op, ProcessWorker, ThreadWorker, Worker
 from daq_storage.errors import ActorStopped, ConfigError, DaqStorageError, UnsupportedData
 
 if TYPE_CHECKING:
@@ -131,7 +130,6 @@ class StorageActor:
         Mailbox(max_messages, max_bytes)  # the bounds checked now, not at start
         self._mailbox: Mailbox[_Envelope] | None = None
         self._worker: Worker | None = None
-        self._executor: ThreadPoolExecutor | None = None
         self._task: asyncio.Task[None] | None = None
         self._state = "new"  # new, running, stopping, stopped, failed
         self._failure: BaseException | None = None
@@ -160,7 +158,6 @@ class StorageActor:
         self._worker = (
             ProcessWorker(self._output) if self._mode == "process" else ThreadWorker(self._output)
         )
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="daq_storage_actor")
         self._task = asyncio.get_running_loop().create_task(self._run(), name="storage actor")
         self._state = "running"
 
@@ -296,20 +293,15 @@ class StorageActor:
     # the order, and the worker goes from one message to the next without waiting for
     # the loop, whose thread may be slow to get a core on a busy machine. A message
     # leaves the mailbox's counts when the worker is done with it.
-    async def _in_worker(self, fn: Any, *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
-
-    def _worker_run(self, op: Literal["handle", "flush", "close"], *args: Any) -> Any:
+    async def _in_worker(self, op: Op, *args: Any) -> Any:
         assert self._worker is not None
-        return self._worker.run(op, *args)
+        return await asyncio.wrap_future(self._worker.submit(op, *args))
 
     def _submit(self, envelope: _Envelope, cost: int) -> None:
-        assert self._executor is not None
+        assert self._worker is not None
         assert envelope.message is not None
         assert self._worker is not None
-        job = asyncio.wrap_future(
-            self._executor.submit(self._worker.run, "handle", envelope.message)
-        )
+        job = asyncio.wrap_future(self._worker.submit("handle", envelope.message))
         job.add_done_callback(functools.partial(self._handled, envelope, cost))
 
     def _handled(self, envelope: _Envelope, cost: int, job: asyncio.Future[Any]) -> None:
@@ -374,7 +366,7 @@ class StorageActor:
             self._failure = exc
             log.exception("storage actor failed")
             with contextlib.suppress(BaseException):
-                await self._in_worker(self._worker_run, "close")
+                await self._in_worker("close")
             raise
         finally:
             if self._state != "failed":
@@ -382,11 +374,9 @@ class StorageActor:
             for left in mailbox.close():
                 if left.reply is not None and not left.reply.done():
                     left.reply.set_exception(ActorStopped(f"storage actor is {self._state}"))
-            if self._executor is not None:
-                if self._worker is not None:
-                    with contextlib.suppress(Exception):
-                        await self._in_worker(self._worker.stop)
-                self._executor.shutdown(wait=True)  # its queue is empty: returns at once
+            if self._worker is not None:  # joins a thread or a process: not on the loop
+                with contextlib.suppress(Exception):
+                    await asyncio.to_thread(self._worker.stop)
 
     def _told(self, exc: DaqStorageError, description: str) -> None:
         log.error("storage actor: told %s failed: %s", description, exc)
@@ -395,8 +385,8 @@ class StorageActor:
         self._told_failed += 1
 
     def _submit_auto_flush(self) -> None:
-        assert self._executor is not None
-        job = asyncio.wrap_future(self._executor.submit(self._worker_run, "flush"))
+        assert self._worker is not None
+        job = asyncio.wrap_future(self._worker.submit("flush"))
         description = f"auto flush (every {self._auto_flush_s:g} s)"
 
         def done(job: asyncio.Future[Any]) -> None:
@@ -408,7 +398,7 @@ class StorageActor:
 
     async def _close(self, envelope: _Envelope) -> None:
         try:
-            await self._in_worker(self._worker_run, "close")
+            await self._in_worker("close")
         except DaqStorageError as exc:
             self._told(exc, "stop (flush and close)")
         assert envelope.reply is not None
