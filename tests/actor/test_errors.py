@@ -4,6 +4,7 @@ actor refuses messages."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 
@@ -200,3 +201,17 @@ def test_a_format_that_holds_no_tables_or_a_refused_key_fails_at_construction(
 def test_every_error_is_a_daq_storage_error() -> None:
     for error in (ActorStopped, ConfigError, InvalidName, SchemaMismatch, UnsupportedData):
         assert issubclass(error, DaqStorageError)
+
+
+def test_a_call_reports_only_told_errors_of_messages_sent_before_it(tmp_path: Path) -> None:
+    async def main() -> None:
+        actor = await StorageActor.start(config(tmp_path))
+        flushing = asyncio.create_task(actor.call(Flush()))
+        while actor.mailbox.peak_messages == 0:  # the Flush is in the mailbox first
+            await asyncio.sleep(0)
+        await actor.tell(WriteBatch(b"sent after the Flush", STREAM))
+        await flushing  # handled before the bad batch: not its error
+        with pytest.raises(UnsupportedData, match=r"reported by stop\(\)"):
+            await actor.stop()
+
+    run(main())

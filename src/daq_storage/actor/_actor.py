@@ -44,6 +44,7 @@ class _Envelope:
     message: Message | None  # None: stop
     reply: asyncio.Future[Any] | None  # None: told
     description: str
+    seq: int = 0  # the order of sending (set when it is in the mailbox)
 
 
 def _describe(message: Message) -> str:
@@ -133,7 +134,9 @@ class StorageActor:
         self._task: asyncio.Task[None] | None = None
         self._state = "new"  # new, running, stopping, stopped, failed
         self._failure: BaseException | None = None
-        self._told_error: tuple[DaqStorageError, str] | None = None
+        #: The first told message that failed and was not reported yet: error, what, seq.
+        self._told_error: tuple[DaqStorageError, str, int] | None = None
+        self._sent = 0
         self._told_failed = 0
 
     # ------------------------------------------------------------------ lifecycle
@@ -154,11 +157,12 @@ class StorageActor:
     def _start(self) -> None:
         if self._state != "new":
             raise ActorStopped(f"storage actor already {self._state}: start a new one")
+        loop = asyncio.get_running_loop()  # (outside a loop: refused before anything starts)
         self._mailbox = Mailbox(*self._bounds)
         self._worker = (
             ProcessWorker(self._output) if self._mode == "process" else ThreadWorker(self._output)
         )
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="storage actor")
+        self._task = loop.create_task(self._run(), name="storage actor")
         self._state = "running"
 
     async def __aenter__(self) -> Self:
@@ -224,9 +228,10 @@ class StorageActor:
         """
         description = self._check_message(message)
         reply = asyncio.get_running_loop().create_future()
-        await self._send(_Envelope(message, reply, description), message)
+        envelope = _Envelope(message, reply, description)
+        await self._send(envelope, message)
         result = await reply
-        self._raise_told(f"call({description})")
+        self._raise_told(f"call({description})", before=envelope.seq)
         return result  # type: ignore[no-any-return]
 
     async def tell(self, message: Message) -> None:
@@ -277,12 +282,17 @@ class StorageActor:
         if not await self._mailbox.put(envelope, message_cost(message)):
             self._check_running()
             raise ActorStopped("storage actor stopped while the message waited for room")
+        self._sent += 1  # the mailbox is first in, first out: this is its place in line
+        envelope.seq = self._sent
 
-    def _raise_told(self, where: str) -> None:
-        told, self._told_error = self._told_error, None
-        if told is None:
+    def _raise_told(self, where: str, before: float = float("inf")) -> None:
+        """Raise the first unreported told error, if it came from a message sent before
+        ``before`` (a call reports only what was handled before its own message)."""
+        told = self._told_error
+        if told is None or told[2] > before:
             return
-        error, description = told
+        self._told_error = None
+        error, description, _ = told
         count, self._told_failed = self._told_failed, 0
         more = f"; {count - 1} more failed after it (logged)" if count > 1 else ""
         raise _again(error, f"the told {description} failed: {error} (reported by {where}{more})")
@@ -327,7 +337,7 @@ class StorageActor:
                 if left.reply is not None and not left.reply.done():
                     left.reply.set_exception(ActorStopped(f"storage actor failed: {error}"))
         if reply is None:
-            self._told(error, envelope.description)
+            self._told(error, envelope.description, envelope.seq)
         elif not reply.done():
             reply.set_exception(error)
 
@@ -378,10 +388,11 @@ class StorageActor:
                 with contextlib.suppress(Exception):
                     await asyncio.to_thread(self._worker.stop)
 
-    def _told(self, exc: DaqStorageError, description: str) -> None:
+    def _told(self, exc: DaqStorageError, description: str, seq: int | None = None) -> None:
+        """A failure no caller waits for: logged, kept for the next call or stop()."""
         log.error("storage actor: told %s failed: %s", description, exc)
         if self._told_error is None:
-            self._told_error = (exc, description)
+            self._told_error = (exc, description, self._sent if seq is None else seq)
         self._told_failed += 1
 
     def _submit_auto_flush(self) -> None:
