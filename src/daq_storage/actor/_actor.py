@@ -223,7 +223,8 @@ class StorageActor:
         Raises:
             DaqStorageError: the message's own error (InvalidName, SchemaMismatch,
                 UnsupportedData, StorageIOError, ...); the actor goes on. Else the error of
-                a told message handled before this one (see :meth:`tell`), chained.
+                a told message sent before this one and not reported yet (see
+                :meth:`tell`), chained; this message was handled all the same.
             ActorStopped: the actor has stopped, or failed (the cause chained).
         """
         description = self._check_message(message)
@@ -239,8 +240,8 @@ class StorageActor:
         the mailbox (waiting for room when it is full, so a sender never outruns the
         disk by more than the mailbox holds).
 
-        Its error, if any, is logged and raised, chained, by the next :meth:`call` to
-        complete (after its own message was handled), or by :meth:`stop`.
+        Its error, if any, is logged and raised, chained, by the first :meth:`call` sent
+        after it (once that call's own message was handled), or by :meth:`stop`.
 
         Raises:
             ActorStopped: the actor has stopped or failed.
