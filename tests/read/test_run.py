@@ -158,8 +158,15 @@ def test_unknown_streams_and_columns_are_named(tmp_path: Path, name: str):
             run.iter_batches("power", batch_rows=0)
         with pytest.raises(ConfigError, match="part must be"):
             run.table("power", part=5)
+        frames = run.frames("camera")
+        batches = run.iter_batches("power", batch_rows=10)
+        next(batches)
     with pytest.raises(WriterClosedError, match="closed"):
         run.streams  # noqa: B018
+    with pytest.raises(WriterClosedError, match="closed"):
+        frames[0]
+    with pytest.raises(WriterClosedError, match="closed"):
+        next(batches)
     assert issubclass(UnknownStream, DaqStorageError)
 
 

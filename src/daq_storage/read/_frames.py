@@ -4,7 +4,7 @@ xarray view stays lazy through xarray's ``BackendArray``."""
 from __future__ import annotations
 
 import operator
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -80,9 +80,12 @@ class FrameArray:
     """
 
     def __init__(self, source: FrameSource, stream: str,
-                 subset: npt.NDArray[np.intp] | None = None) -> None:  # fmt: skip
+                 subset: npt.NDArray[np.intp] | None = None,
+                 check_open: Callable[[], None] | None = None) -> None:  # fmt: skip
         self._source = source
         self.stream = stream
+        #: raises once the run that gave this array is closed (its files with it)
+        self._check_open = check_open
         #: the source's frames this array shows (a time selection), or all of them
         self._subset = subset
         self.frames_read = 0
@@ -117,6 +120,8 @@ class FrameArray:
     def timestamps_ns(self) -> npt.NDArray[np.uint64]:
         """Each frame's time, integer nanoseconds since the Unix epoch."""
         if self._stamps is None:
+            if self._check_open is not None:
+                self._check_open()
             stamps = self._source.timestamps_ns()
             self._stamps = stamps if self._subset is None else stamps[self._subset]
         return self._stamps
@@ -125,6 +130,8 @@ class FrameArray:
     def frame_numbers(self) -> npt.NDArray[np.uint64]:
         """Each frame's number, as the instrument counted it."""
         if self._numbers is None:
+            if self._check_open is not None:
+                self._check_open()
             numbers = self._source.frame_numbers()
             self._numbers = numbers if self._subset is None else numbers[self._subset]
         return self._numbers
@@ -166,6 +173,8 @@ class FrameArray:
         return np.asarray(picked[(Ellipsis, *rest)] if rest else picked)
 
     def _read_positions(self, positions: slice | npt.NDArray[np.intp], count: int) -> Any:
+        if self._check_open is not None:
+            self._check_open()
         if self._subset is not None:
             positions = _as_slice(self._subset[positions])
         if isinstance(positions, slice):
@@ -199,7 +208,7 @@ class FrameArray:
             keep &= stamps < high
         positions = np.flatnonzero(keep)
         subset = positions if self._subset is None else self._subset[positions]
-        return FrameArray(self._source, self.stream, subset)
+        return FrameArray(self._source, self.stream, subset, self._check_open)
 
     # --- xarray ---
     def to_xarray(self) -> xarray.DataArray:

@@ -95,6 +95,8 @@ class _Column:
         if h5py.check_string_dtype(self.dataset.dtype) is not None:
             values = self.dataset[start:stop]  # UTF-8 bytes: cast in Arrow, not one by one
             binary = pa.array(values, pa.binary(), mask=None if mask is None else ~mask)
+            if isinstance(binary, pa.ChunkedArray):
+                binary = binary.combine_chunks()
             text = binary.cast(pa.string())
             if pa.types.is_dictionary(self.type):
                 return text.dictionary_encode().cast(self.type)

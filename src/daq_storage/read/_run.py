@@ -13,9 +13,9 @@ import pyarrow as pa
 
 from daq_storage.errors import (
     ConfigError,
-    DaqStorageError,
     ReadError,
     UnknownStream,
+    WriterClosedError,
     describe_value,
 )
 from daq_storage.read._discover import Output, find_outputs
@@ -38,7 +38,9 @@ __all__ = ["Run", "open_run"]
 
 #: Rows per batch of :meth:`Run.iter_batches` unless told.
 BATCH_ROWS = 65_536
-_WHOLE = 1 << 62  # "one batch per part": what table() asks a reader for
+#: Rows per batch when table() reads a part through its batches: large (few calls), and
+#: small enough that a text column's batch stays under Arrow's 2 GiB of offsets.
+_WHOLE = 1 << 22
 
 
 def _reader(output: Output) -> Reader:
@@ -145,9 +147,7 @@ class Run:
 
     def _check_open(self) -> None:
         if self._closed:
-            from daq_storage.errors import WriterClosedError
-
-            raise WriterClosedError(f"run {self.path} is closed")
+            raise WriterClosedError(f"run {self.path} is closed (and the files it opened)")
 
     # --- what it holds ---
     @property
@@ -328,7 +328,11 @@ class Run:
                                               start=low, stop=high)  # fmt: skip
             else:
                 batches = reader.iter_batches(stream, reading, batch_rows, local)
-            for batch in batches:
+            while True:
+                self._check_open()  # before the reader touches its files: closed with the run
+                batch = next(batches, None)
+                if batch is None:
+                    break
                 batch = in_range(batch, low, high, stream)
                 if batch.num_rows:
                     yield select(batch, wanted, schema)
@@ -362,7 +366,7 @@ class Run:
             raise ReadError(f"run {self.path}: stream {stream!r} has frames of several shapes "
                             f"across its files: {sorted(shapes)}")  # fmt: skip
         source = sources[0] if len(sources) == 1 else ChainedFrames(sources)
-        return FrameArray(source, stream)
+        return FrameArray(source, stream, check_open=self._check_open)
 
 
 def _catalog_of(reader: Reader) -> dict[str, tuple[str, pa.Schema, int]]:
@@ -416,6 +420,3 @@ def _join(tables: list[pa.Table], stream: str, schema: pa.Schema,
         ) from exc
     names = wanted or [n for n in schema.names if n in joined.column_names]
     return joined.select(names) if names != joined.column_names else joined
-
-
-_ = DaqStorageError

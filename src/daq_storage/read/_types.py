@@ -111,6 +111,15 @@ def _parse(text: str) -> pa.DataType:
 
 def arrow_array(values: npt.NDArray[Any], kind: pa.DataType | None,
                 valid: npt.NDArray[np.bool_] | None = None) -> pa.Array:  # fmt: skip
+    """``values`` as one Arrow array (see :func:`_arrow_array`)."""
+    array = _arrow_array(values, kind, valid)
+    if isinstance(array, pa.ChunkedArray):  # pyarrow splits millions of numpy strings
+        return array.combine_chunks()
+    return array
+
+
+def _arrow_array(values: npt.NDArray[Any], kind: pa.DataType | None,
+                 valid: npt.NDArray[np.bool_] | None = None) -> Any:  # fmt: skip
     """``values`` (as a format stores a column: integers for times, an ``(n, k)`` array
     for a fixed-size list, objects for text) as an Arrow array of type ``kind`` (by
     default the one numpy's dtype maps to), null where ``valid`` is False."""
