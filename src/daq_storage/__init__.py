@@ -33,7 +33,17 @@ from daq_storage.errors import (
 )
 
 if TYPE_CHECKING:
+    from daq_storage.actor import (
+        Flush,
+        GetStats,
+        SetInstrumentMetadata,
+        SetMetadata,
+        StorageActor,
+        StorageStats,
+        WriteBatch,
+    )
     from daq_storage.config import RingBufferConfig, StorageConfig, StorageSettings
+    from daq_storage.read import FrameArray, LossRange, Run, StreamInfo, open_run
     from daq_storage.ring import Record, RingBuffer, RingReader, RingStats, max_ring_bytes
     from daq_storage.writers import (
         ArrowWriter,
@@ -54,6 +64,19 @@ if TYPE_CHECKING:
 
 # Where each lazily imported name lives.
 _LAZY = {
+    **dict.fromkeys(("FrameArray", "LossRange", "Run", "StreamInfo", "open_run"), "read"),
+    **dict.fromkeys(
+        (
+            "StorageActor",
+            "WriteBatch",
+            "SetMetadata",
+            "SetInstrumentMetadata",
+            "Flush",
+            "GetStats",
+            "StorageStats",
+        ),
+        "actor",
+    ),
     **dict.fromkeys(("RingBufferConfig", "StorageConfig", "StorageSettings"), "config"),
     **dict.fromkeys(("Record", "RingBuffer", "RingReader", "RingStats", "max_ring_bytes"), "ring"),
     **dict.fromkeys(
@@ -103,6 +126,20 @@ __all__ = [
     "repair_csv",
     "repair_hdf5",
     "repair_parquet",
+    # reading back
+    "open_run",
+    "Run",
+    "StreamInfo",
+    "FrameArray",
+    "LossRange",
+    # storage actor
+    "StorageActor",
+    "WriteBatch",
+    "SetMetadata",
+    "SetInstrumentMetadata",
+    "Flush",
+    "GetStats",
+    "StorageStats",
     # errors
     "ActorStopped",
     "ConfigError",

@@ -39,7 +39,8 @@ Every key has an effect or is refused (``docs/configuration.md`` says which): th
 :func:`daq_storage.writers.writer_options`, which refuses a key the chosen format
 cannot honour; ``[storage] formats`` and ``[recorder]`` are the
 :class:`daq_storage.recorder.Recorder`'s (``Recorder.from_config``);
-``auto_flush_interval_secs`` (for the storage actor, not built yet) accepts only 0.
+``auto_flush_interval_secs`` is the :class:`daq_storage.actor.StorageActor`'s flush cadence
+(0: only on a Flush message and at stop).
 """
 
 from __future__ import annotations
