@@ -235,7 +235,9 @@ def test_text_with_nul_is_refused_before_anything_is_stored(tmp_path: Path):
 @pytest.mark.parametrize(
     ("options", "message"),
     [({"strings": "categorical"}, "strings"),
-     ({"strings": "dictionary", "table_layout": "arrow_ipc"}, "applies to the column layout")],
+     ({"strings": "dictionary", "table_layout": "arrow_ipc"}, "applies to the column layout"),
+     ({"swmr": True, "table_layout": "arrow_ipc"}, "does not allow"),
+     ({"table_layout": "parquet"}, "table_layout")],
 )  # fmt: skip
 def test_string_options_that_would_do_nothing_are_refused(tmp_path: Path,
                                                           options: dict[str, Any],

@@ -113,6 +113,11 @@ class Hdf5Options(WriterOptions):
                 f"strings={self.strings!r} applies to the column layout; with "
                 "table_layout='arrow_ipc' every column is stored as Arrow has it"
             )
+        if self.swmr and self.table_layout == "arrow_ipc":
+            raise ValueError(
+                "table_layout='arrow_ipc' makes a dataset at every flush, which SWMR mode "
+                "(swmr=True) does not allow"
+            )
         if isinstance(self.executor, ProcessPoolExecutor):  # pydantic reports ValueErrors
             raise ValueError(  # noqa: TRY004
                 "executor must run threads (a ThreadPoolExecutor): the frame jobs write "

@@ -151,7 +151,7 @@ class Hdf5Writer(Writer):
             column so), ``vlen`` (as text); see :mod:`~daq_storage.writers._hdf5_strings`.
         table_layout: ``columns`` (default: a dataset per column) or ``arrow_ipc``
             (each table stream as Arrow IPC files under ``/arrow_data``; any Arrow type
-            reads back exactly; see :mod:`~daq_storage.writers._hdf5_arrow`).
+            reads back exactly; not with ``swmr``; see :mod:`~._hdf5_arrow`).
 
     A write that fails half-way (a disk that another process filled) leaves the file as
     it was and the writer refusing further calls (:class:`WriterClosedError`): close it
