@@ -10,7 +10,7 @@ import json
 import signal
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import h5py
 import numpy as np
@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from daq_storage.errors import InvalidName
 from daq_storage.writers import Hdf5Writer, repair_hdf5
+from tests.writers.conformance import WriterConformance
 from tests.writers.kill_harness import kill_when
 
 
@@ -291,3 +292,30 @@ def test_a_killed_writer_keeps_every_flushed_batch(tmp_path: Path, flushes: int,
         rows = pa.Table.from_batches(batches).column("i").to_pylist() if batches else []
     assert len(rows) >= flushed
     assert rows == list(range(len(rows)))
+
+
+class TestHdf5ArrowLayout(WriterConformance):
+    """The writer conformance suite on the Arrow IPC layout (read back through the read
+    API, which reads ``/arrow_data``); column attributes and times as pyarrow sees the
+    IPC files' schema."""
+
+    writer_name = "hdf5"
+    target = "run.h5"
+    options: ClassVar[dict[str, Any]] = {"table_layout": "arrow_ipc"}
+    typed_attributes = False  # Arrow field metadata is text
+
+    def _schema(self, path: Path, stream: str) -> pa.Schema:
+        return read_stream(path, f"arrow_data/{stream}")[0].schema
+
+    def read_column_attributes(self, path: Path, stream: str, column: str) -> dict[str, Any]:
+        field = self._schema(path, stream).field(column)
+        return {k.decode(): v.decode() for k, v in (field.metadata or {}).items()}
+
+    def read_times(self, path: Path, stream: str, column: str) -> np.ndarray:
+        table = pa.Table.from_batches(read_stream(path, f"arrow_data/{stream}"))
+        assert table.schema.field(column).type == pa.timestamp("ns", tz="UTC")
+        return table.column(column).cast(pa.int64()).to_numpy().astype("datetime64[ns]")
+
+    def read_frame_times(self, path: Path, stream: str) -> np.ndarray:
+        with h5py.File(path, "r") as f:
+            return f[stream]["timestamp_ns"][()].astype("datetime64[ns]")
