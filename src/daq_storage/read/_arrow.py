@@ -21,6 +21,7 @@ import pyarrow as pa
 
 from daq_storage.errors import ReadError, UnknownStream
 from daq_storage.read._files import SUFFIXES, common_metadata, metadata_document, stream_files
+from daq_storage.read._frames import segments
 from daq_storage.read._source import LAYOUT_KEYS, PartInfo, StreamInfo, select
 from daq_storage.schema import decode_metadata
 
@@ -111,18 +112,16 @@ class TableFrames:
     def read(self, index: slice | npt.NDArray[np.intp]) -> npt.NDArray[Any]:
         wanted = np.arange(self.shape[0])[index] if isinstance(index, slice) else index
         out = np.empty((len(wanted), *self.shape[1:]), self.dtype)
-        which = np.searchsorted(self.starts, wanted, side="right") - 1
-        for k in np.unique(which):
-            here = which == k
-            column = self._load(int(k))
-            local = wanted[here] - self.starts[k]
+        for k, first, last in segments(self.starts, wanted):
+            column = self._load(k)
             storage = column.storage if isinstance(column, pa.ExtensionArray) else column
-            flat = storage.flatten().to_numpy(zero_copy_only=False)
+            flat = storage.flatten().to_numpy(zero_copy_only=False)  # no copy: no nulls
             block = flat.reshape(len(storage), *self.shape[1:])
-            if len(local) == len(storage) and local[0] == 0:
-                out[here] = block
+            local = wanted[first:last] - self.starts[k]
+            if local[-1] - local[0] + 1 == len(local):  # a run of frames: one slice copy
+                out[first:last] = block[local[0] : local[-1] + 1]
             else:
-                out[here] = block[local]
+                out[first:last] = block[local]
         return out
 
     def timestamps_ns(self) -> npt.NDArray[np.uint64]:
@@ -134,46 +133,72 @@ class TableFrames:
 
 
 class ArrowReader:
-    """A directory of Arrow IPC files."""
+    """A directory of Arrow IPC files, each opened when one of its streams is read."""
 
     format = "arrow"
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        found = stream_files(path, SUFFIXES["arrow"])
-        self._files = {stream: [_File(p) for p in paths] for stream, paths in found.items()}
+        self._paths = stream_files(path, SUFFIXES["arrow"])
+        self._opened: dict[str, list[_File]] = {}
         self._infos: dict[str, StreamInfo] | None = None
 
+    def _files(self, stream: str) -> list[_File]:
+        files = self._opened.get(stream)
+        if files is None:
+            files = self._opened[stream] = [_File(p) for p in self._paths[stream]]
+        return files
+
     def close(self) -> None:
-        for files in self._files.values():
+        for files in self._opened.values():
             for file in files:
                 file.close()
+        self._opened.clear()
 
     def streams(self) -> dict[str, StreamInfo]:
         if self._infos is None:
-            self._infos = {name: _info(name, files) for name, files in self._files.items()}
+            self._infos = {name: _info(name, self._files(name)) for name in self._paths}
         return self._infos
 
+    def catalog(self) -> dict[str, tuple[str, pa.Schema, int]]:
+        """Stream -> (kind, schema, parts), from the files' schemas alone."""
+        out = {}
+        for stream, paths in self._paths.items():
+            fields: dict[str, pa.Field] = {}
+            for path in paths:
+                for field in _schema_of(path):
+                    fields.setdefault(field.name, field)
+            schema = pa.schema(list(fields.values()))
+            if frame_info(schema) is not None:
+                out[stream] = ("frames", schema.remove(schema.get_field_index("frame")),
+                               len(paths))  # fmt: skip
+            else:
+                out[stream] = ("table", schema, len(paths))
+        return out
+
     def metadata(self) -> dict[str, Any]:
-        document = metadata_document(self.path)
-        if not self._files:
-            return dict(document.get("file", {}))
-        return common_metadata(f[0].metadata for f in self._files.values())
+        if not self._paths:
+            return dict(metadata_document(self.path).get("file", {}))
+        return common_metadata(self._files(s)[0].metadata for s in self._paths)
 
     def iter_batches(self, stream: str, columns: Sequence[str] | None, batch_rows: int,
                      part: int | None = None) -> Iterator[pa.RecordBatch]:  # fmt: skip
-        info = self.streams()[stream]
-        files = self._files[stream] if part is None else [self._files[stream][part]]
+        files = self._files(stream)
+        fields: dict[str, pa.Field] = {}
         for file in files:
+            for field in file.schema:
+                fields.setdefault(field.name, field)
+        schema = pa.schema(list(fields.values()))
+        for file in files if part is None else [files[part]]:
             for batch in file.batches:
                 for start in range(0, batch.num_rows, batch_rows):
-                    yield select(batch.slice(start, batch_rows), columns, info.schema)
+                    yield select(batch.slice(start, batch_rows), columns, schema)
 
     def frames(self, stream: str) -> TableFrames:
         info = self.streams().get(stream)
         if info is None or info.kind != "frames":
             raise UnknownStream(f"{self.path}: no frame stream {stream!r}")
-        batches = [b for f in self._files[stream] for b in f.batches]
+        batches = [b for f in self._files(stream) for b in f.batches]
 
         def ids(name: str) -> pa.Array:
             return pa.chunked_array([b.column(name) for b in batches],
@@ -182,6 +207,20 @@ class ArrowReader:
         return TableFrames([b.num_rows for b in batches], info.frame_shape,
                            info.dtype or np.dtype("uint8"),
                            lambda k: batches[k].column("frame"), ids)  # fmt: skip
+
+
+def _schema_of(path: Path) -> pa.Schema:
+    """A file's schema, from its header only."""
+    with pa.memory_map(str(path)) as source:
+        try:
+            if source.read(6) == _MAGIC:
+                source.seek(8)  # the stream after the magic, in a file being written too
+            else:
+                source.seek(0)
+            return pa.ipc.open_stream(source).schema.remove_metadata()
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise ReadError(f"{path}: not an Arrow IPC file this reader can open ({exc})") \
+                from exc  # fmt: skip
 
 
 def _info(name: str, files: list[_File]) -> StreamInfo:

@@ -3,6 +3,7 @@ xarray view stays lazy through xarray's ``BackendArray``."""
 
 from __future__ import annotations
 
+import itertools
 import operator
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -17,7 +18,7 @@ from daq_storage.read._time import TimeLike, to_ns
 if TYPE_CHECKING:
     import xarray
 
-__all__ = ["ChainedFrames", "FrameArray"]
+__all__ = ["ChainedFrames", "FrameArray", "segments"]
 
 
 class ChainedFrames:
@@ -39,11 +40,9 @@ class ChainedFrames:
             return self.sources[0].read(index)
         wanted = np.arange(self.shape[0])[index] if isinstance(index, slice) else index
         out = np.empty((len(wanted), *self.frame_shape), self.dtype)
-        which = np.searchsorted(self.starts, wanted, side="right") - 1
-        for k in np.unique(which):
-            here = which == k
-            local = wanted[here] - self.starts[k]
-            out[here] = self.sources[k].read(_as_slice(local))
+        for k, first, last in segments(self.starts, wanted):
+            local = wanted[first:last] - self.starts[k]
+            out[first:last] = self.sources[k].read(_as_slice(local))
         return out
 
     def timestamps_ns(self) -> npt.NDArray[np.uint64]:
@@ -51,6 +50,16 @@ class ChainedFrames:
 
     def frame_numbers(self) -> npt.NDArray[np.uint64]:
         return np.concatenate([s.frame_numbers() for s in self.sources]).astype(np.uint64)
+
+
+def segments(starts: npt.NDArray[Any], wanted: npt.NDArray[np.intp]) -> list[tuple[int, int, int]]:
+    """Sorted indices ``wanted`` into pieces ``starts`` (each piece's first index) split:
+    ``(piece, first, last)``, ``wanted[first:last]`` lying in ``piece``."""
+    if not len(wanted):
+        return []
+    which = np.searchsorted(starts, wanted, side="right") - 1
+    cuts = [0, *(np.flatnonzero(np.diff(which)) + 1).tolist(), len(wanted)]
+    return [(int(which[a]), a, b) for a, b in itertools.pairwise(cuts)]
 
 
 def _as_slice(indices: npt.NDArray[np.intp]) -> slice | npt.NDArray[np.intp]:
