@@ -252,3 +252,20 @@ def test_parts_join_with_promoted_types(tmp_path: Path, name: str):
         if len(run.streams["t"].parts) == 2:
             with pytest.raises(ReadError, match=r"stream 't'.*part=i"):
                 run.table("t")
+
+
+def test_csv_text_with_line_breaks_across_blocks(tmp_path: Path):
+    """Text values holding line breaks (quoted by the writer) in a file of several of
+    pyarrow's blocks: every value whole, every row counted, whichever columns are read."""
+    rng = np.random.default_rng(0)
+    texts = ["x" * int(n) + ("\n" if k % 37 == 0 else "") + "y" for k, n in
+             enumerate(rng.integers(0, 120, 40_000))]  # fmt: skip
+    batch = pa.record_batch({"note": texts, "v": np.arange(40_000.0), "unit": ["W"] * 40_000})
+    with open_writer("csv", tmp_path / "run_csv") as writer:
+        writer.write_batch("s", batch)
+    assert (tmp_path / "run_csv" / "s.csv").stat().st_size > 2 << 20  # several 1 MiB blocks
+    with open_run(tmp_path / "run_csv") as run:
+        assert run.table("s").column("note").to_pylist() == texts
+        assert run.table("s", ["v"]).column("v").to_pylist() == list(range(40_000))
+        assert run.streams["s"].rows == 40_000
+        assert sum(b.num_rows for b in run.iter_batches("s", batch_rows=7000)) == 40_000
