@@ -314,8 +314,8 @@ class TestHdf5ArrowLayout(WriterConformance):
     def read_times(self, path: Path, stream: str, column: str) -> np.ndarray:
         table = pa.Table.from_batches(read_stream(path, f"arrow_data/{stream}"))
         assert table.schema.field(column).type == pa.timestamp("ns", tz="UTC")
-        return table.column(column).cast(pa.int64()).to_numpy().astype("datetime64[ns]")
+        return np.asarray(table.column(column).cast(pa.int64()).to_numpy(), "datetime64[ns]")
 
     def read_frame_times(self, path: Path, stream: str) -> np.ndarray:
         with h5py.File(path, "r") as f:
-            return f[stream]["timestamp_ns"][()].astype("datetime64[ns]")
+            return np.asarray(f[stream]["timestamp_ns"][()], "datetime64[ns]")
