@@ -99,30 +99,40 @@ def frame_info(schema: pa.Schema) -> tuple[tuple[int, ...], np.dtype[Any]] | Non
 
 class TableFrames:
     """Frames held in the ``frame`` column of tables (Arrow IPC batches, Parquet row
-    groups), read a batch at a time: ``load(k)`` gives batch ``k``'s columns."""
+    groups), read a piece at a time: ``load_many(pieces)`` gives each piece's ``frame``
+    column (by default ``load(k)`` for each)."""
 
     def __init__(self, counts: Sequence[int], shape: tuple[int, ...], dtype: np.dtype[Any],
-                 load: Any, load_ids: Any) -> None:  # fmt: skip
+                 load: Any, load_ids: Any, load_many: Any = None) -> None:  # fmt: skip
         self.starts = np.cumsum([0, *counts])
         self.shape = (int(self.starts[-1]), *shape)
         self.dtype = dtype
-        self._load = load
+        self._load_many = load_many or (lambda pieces: {k: load(k) for k in pieces})
         self._load_ids = load_ids
 
     def read(self, index: slice | npt.NDArray[np.intp]) -> npt.NDArray[Any]:
         wanted = np.arange(self.shape[0])[index] if isinstance(index, slice) else index
         out = np.empty((len(wanted), *self.shape[1:]), self.dtype)
-        for k, first, last in segments(self.starts, wanted):
-            column = self._load(k)
-            storage = column.storage if isinstance(column, pa.ExtensionArray) else column
+        pieces = segments(self.starts, wanted)
+        loaded = self._load_many([k for k, _, _ in pieces])
+        for k, first, last in pieces:
+            self._copy(out[first:last], loaded[k], wanted[first:last] - self.starts[k])
+        return out
+
+    def _copy(self, out: npt.NDArray[Any], column: Any, rows: npt.NDArray[np.intp]) -> None:
+        """Frames ``rows`` of ``column`` (an array or a chunked array) into ``out``."""
+        chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+        starts = np.cumsum([0, *(len(c) for c in chunks)])
+        for c, first, last in segments(starts, rows):
+            chunk = chunks[c]
+            storage = chunk.storage if isinstance(chunk, pa.ExtensionArray) else chunk
             flat = storage.flatten().to_numpy(zero_copy_only=False)  # no copy: no nulls
             block = flat.reshape(len(storage), *self.shape[1:])
-            local = wanted[first:last] - self.starts[k]
+            local = rows[first:last] - starts[c]
             if local[-1] - local[0] + 1 == len(local):  # a run of frames: one slice copy
                 out[first:last] = block[local[0] : local[-1] + 1]
             else:
                 out[first:last] = block[local]
-        return out
 
     def timestamps_ns(self) -> npt.NDArray[np.uint64]:
         stamps = self._load_ids("timestamp_ns")

@@ -167,7 +167,25 @@ class ParquetReader:
 
         def load(k: int) -> pa.Array:
             file, i = groups[k]
-            return file.file.read_row_group(i, columns=["frame"]).column(0).combine_chunks()
+            return file.file.read_row_group(i, columns=["frame"]).column(0)
+
+        def load_many(pieces: list[int]) -> dict[int, Any]:
+            """The row groups of each file read in one call (pyarrow decodes them on its
+            threads), then cut back into row groups."""
+            by_file: dict[int, list[int]] = {}
+            for k in pieces:
+                by_file.setdefault(id(groups[k][0]), []).append(k)
+            loaded = {}
+            for ks in by_file.values():
+                file = groups[ks[0]][0]
+                column = file.file.read_row_groups([groups[k][1] for k in ks],
+                                                   columns=["frame"]).column(0)  # fmt: skip
+                offset = 0
+                for k in ks:
+                    rows = file.groups[groups[k][1]]
+                    loaded[k] = column.slice(offset, rows)
+                    offset += rows
+            return loaded
 
         def ids(name: str) -> pa.Array:
             parts = [f.file.read(columns=[name]).column(0) for f in self._files[stream]]
@@ -175,7 +193,8 @@ class ParquetReader:
                                     info.schema.field(name).type).combine_chunks()  # fmt: skip
 
         counts = [f.groups[i] for f, i in groups]
-        return TableFrames(counts, info.frame_shape, info.dtype or np.dtype("uint8"), load, ids)
+        return TableFrames(counts, info.frame_shape, info.dtype or np.dtype("uint8"), load, ids,
+                           load_many)  # fmt: skip
 
 
 def _present(columns: Sequence[str] | None, schema: pa.Schema) -> list[str] | None:

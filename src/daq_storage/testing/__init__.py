@@ -14,6 +14,10 @@ scientist reads your output back::
         def read_frames(self, path, stream): ...  # -> (frames, timestamps_ns, frame_numbers)
         def read_metadata(self, path, stream): ...
 
+For the built-in formats the readers default to :func:`daq_storage.read.open_run` (the
+project's one reader, checked against each format's own library in its tests); a
+plug-in's test class implements them with its format's reader.
+
 Which tests apply is read from the writer class (``supports_tables``,
 ``supports_frames``, the ``on_*`` evolution policy, ``path_is_directory``): the others
 are skipped, with the reason. :mod:`daq_storage.testing.strategies` holds the
