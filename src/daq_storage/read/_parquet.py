@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from daq_storage.errors import ReadError, UnknownStream
@@ -170,7 +172,7 @@ class ParquetReader:
             return file.file.read_row_group(i, columns=["frame"]).column(0)
 
         def load_many(pieces: list[int]) -> dict[int, Any]:
-            """The row groups of each file read in one call (pyarrow decodes them on its
+            """The row groups of each file read in one call (decoded on pyarrow's
             threads), then cut back into row groups."""
             by_file: dict[int, list[int]] = {}
             for k in pieces:
@@ -178,8 +180,12 @@ class ParquetReader:
             loaded = {}
             for ks in by_file.values():
                 file = groups[ks[0]][0]
-                column = file.file.read_row_groups([groups[k][1] for k in ks],
-                                                   columns=["frame"]).column(0)  # fmt: skip
+                # a dataset fragment decodes row groups in parallel (ParquetFile by column)
+                fragment = pads.ParquetFileFormat().make_fragment(
+                    str(file.path), filesystem=pafs.LocalFileSystem()
+                )
+                subset = fragment.subset(row_group_ids=[groups[k][1] for k in ks])
+                column = subset.to_table(columns=["frame"]).column(0)
                 offset = 0
                 for k in ks:
                     rows = file.groups[groups[k][1]]
