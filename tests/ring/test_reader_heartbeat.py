@@ -60,8 +60,11 @@ def fill(ring: RingBuffer) -> None:
 
 @pytest.mark.slow
 def test_a_consumer_that_beats_is_not_evicted_one_that_does_not_is(shm_path: Path) -> None:
+    # The writer waits 5 s, two and a half heartbeat timeouts, for a consumer beating
+    # every 20 ms: only a beater stalled for 2 s at once would be evicted (a shared,
+    # loaded machine stalls a thread for hundreds of ms, not seconds).
     ring = RingBuffer.create(shm_path, capacity_bytes=1 << 16, overflow="block",
-                             block_timeout=1.5, heartbeat_timeout=0.5)  # fmt: skip
+                             block_timeout=5.0, heartbeat_timeout=2.0)  # fmt: skip
     reader = RingReader.open(shm_path, consumer="busy")
     stop = threading.Event()
 
