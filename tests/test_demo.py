@@ -550,7 +550,7 @@ def _one_error_line(result: Result) -> str:
 @pytest.mark.parametrize(
     ("env", "args", "expected"),
     [
-        ({"DAQ_STORAGE_AUTO_FLUSH_INTERVAL_SECS": "5"}, [], "storage actor"),
+        ({"DAQ_STORAGE_AUTO_FLUSH_INTERVAL_SECS": "-1"}, [], "auto_flush_interval_secs: '-1'"),
         (
             {"DAQ_STORAGE_RING_BUFFER_FRAMES": "5", "DAQ_STORAGE_RING_BUFFER_SIZE_MB": "8"},
             [],
