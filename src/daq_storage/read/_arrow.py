@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -167,7 +167,7 @@ class ArrowReader:
 
     def streams(self) -> dict[str, StreamInfo]:
         if self._infos is None:
-            self._infos = {name: _info(name, self._files(name)) for name in self._paths}
+            self._infos = {name: table_stream_info(name, self._files(name)) for name in self._paths}
         return self._infos
 
     def catalog(self) -> dict[str, tuple[str, pa.Schema, int]]:
@@ -233,7 +233,18 @@ def _schema_of(path: Path) -> pa.Schema:
                 from exc  # fmt: skip
 
 
-def _info(name: str, files: list[_File]) -> StreamInfo:
+class TableFile(Protocol):
+    """What :func:`table_stream_info` needs of one file of a stream (Arrow IPC, Parquet)."""
+
+    path: Path
+    rows: int
+    schema: pa.Schema
+    metadata: dict[str, Any]
+
+
+def table_stream_info(name: str, files: Sequence[TableFile]) -> StreamInfo:
+    """A stream kept in table files, part after part: a frame stream if its schema has a
+    tensor ``frame`` column."""
     parts, first = [], 0
     fields: dict[str, pa.Field] = {}
     metadata: dict[str, Any] = {}
@@ -244,10 +255,9 @@ def _info(name: str, files: list[_File]) -> StreamInfo:
             fields.setdefault(field.name, field)
         metadata.update({k: v for k, v in file.metadata.items() if k not in LAYOUT_KEYS})
     schema = pa.schema(list(fields.values()))
+    paths = tuple(f.path for f in files)
     frames = frame_info(schema)
     if frames is not None:
         return StreamInfo(name, "frames", first, schema.remove(schema.get_field_index("frame")),
-                          metadata, tuple(parts), frames[0], frames[1],
-                          files=tuple(f.path for f in files))  # fmt: skip
-    return StreamInfo(name, "table", first, schema, metadata, tuple(parts),
-                      files=tuple(f.path for f in files))  # fmt: skip
+                          metadata, tuple(parts), frames[0], frames[1], files=paths)  # fmt: skip
+    return StreamInfo(name, "table", first, schema, metadata, tuple(parts), files=paths)

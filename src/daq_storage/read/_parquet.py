@@ -22,9 +22,9 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from daq_storage.errors import ReadError, UnknownStream
-from daq_storage.read._arrow import TableFrames, frame_info
+from daq_storage.read._arrow import TableFrames, table_stream_info
 from daq_storage.read._files import SUFFIXES, common_metadata, metadata_document, stream_files
-from daq_storage.read._source import LAYOUT_KEYS, PartInfo, StreamInfo, select
+from daq_storage.read._source import StreamInfo, select
 from daq_storage.read._time import TIME_COLUMN
 from daq_storage.schema import decode_metadata
 
@@ -104,7 +104,8 @@ class ParquetReader:
 
     def streams(self) -> dict[str, StreamInfo]:
         if self._infos is None:
-            self._infos = {name: _info(name, files) for name, files in self._files.items()}
+            found = self._files.items()
+            self._infos = {name: table_stream_info(name, files) for name, files in found}
         return self._infos
 
     def metadata(self) -> dict[str, Any]:
@@ -210,22 +211,3 @@ def _present(columns: Sequence[str] | None, schema: pa.Schema) -> list[str] | No
         return None
     present = [c for c in columns if c in schema.names]
     return present or schema.names[:1]
-
-
-def _info(name: str, files: list[_File]) -> StreamInfo:
-    parts, first = [], 0
-    fields: dict[str, pa.Field] = {}
-    metadata: dict[str, Any] = {}
-    for file in files:
-        parts.append(PartInfo(file.path, "", first, file.rows))
-        first += file.rows
-        for field in file.schema:
-            fields.setdefault(field.name, field)
-        metadata.update({k: v for k, v in file.metadata.items() if k not in LAYOUT_KEYS})
-    schema = pa.schema(list(fields.values()))
-    paths = tuple(f.path for f in files)
-    frames = frame_info(schema)
-    if frames is not None:
-        return StreamInfo(name, "frames", first, schema.remove(schema.get_field_index("frame")),
-                          metadata, tuple(parts), frames[0], frames[1], files=paths)  # fmt: skip
-    return StreamInfo(name, "table", first, schema, metadata, tuple(parts), files=paths)
