@@ -97,6 +97,15 @@ def frame_info(schema: pa.Schema) -> tuple[tuple[int, ...], np.dtype[Any]] | Non
     return tuple(kind.shape), np.dtype(kind.value_type.to_pandas_dtype())
 
 
+def _pooled_empty(shape: tuple[int, ...], dtype: np.dtype[Any]) -> npt.NDArray[Any]:
+    """An uninitialised array in memory from Arrow's pool, as pyarrow's own results are:
+    a pool keeps freed pages mapped, so reading a stack again does not fault in fresh
+    pages for every frame (what ``np.empty`` of a large array does each time)."""
+    count = int(np.prod(shape, dtype=np.int64))
+    buffer = pa.allocate_buffer(count * dtype.itemsize)
+    return np.frombuffer(buffer, dtype, count).reshape(shape)
+
+
 class TableFrames:
     """Frames held in the ``frame`` column of tables (Arrow IPC batches, Parquet row
     groups), read a piece at a time: ``load_many(pieces)`` gives each piece's ``frame``
@@ -112,7 +121,7 @@ class TableFrames:
 
     def read(self, index: slice | npt.NDArray[np.intp]) -> npt.NDArray[Any]:
         wanted = np.arange(self.shape[0])[index] if isinstance(index, slice) else index
-        out = np.empty((len(wanted), *self.shape[1:]), self.dtype)
+        out = _pooled_empty((len(wanted), *self.shape[1:]), self.dtype)
         pieces = segments(self.starts, wanted)
         loaded = self._load_many([k for k, _, _ in pieces])
         for k, first, last in pieces:
