@@ -11,6 +11,7 @@ completed yet (no footer) is read as the stream it starts with.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -37,36 +38,73 @@ class _File:
         self.path = path
         self.source = pa.memory_map(str(path))
         self.batches: list[pa.RecordBatch] = []
-        metadata: dict[bytes, bytes] = {}
+        self._raw: dict[bytes, bytes] | None = None  # schema + batches' custom metadata
+        self._metadata: dict[str, Any] | None = None
         try:
-            schema = self._read(metadata)
+            schema = self._read()
         except (pa.ArrowInvalid, OSError) as exc:
             raise ReadError(f"{path}: not an Arrow IPC file this reader can open ({exc})") from exc
+        self._schema_metadata = dict(schema.metadata or {})
         self.schema = schema.remove_metadata()
-        self.metadata = decode_metadata(metadata)
         self.rows = sum(b.num_rows for b in self.batches)
         self.starts = np.cumsum([0] + [b.num_rows for b in self.batches])
 
-    def _read(self, metadata: dict[bytes, bytes]) -> pa.Schema:
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """The file's metadata: its schema's, updated by each batch's custom metadata.
+        Gathered when first asked for: that walks every batch in Python, which a table
+        read does not need."""
+        if self._metadata is None:
+            if self._raw is None:
+                raw = dict(self._schema_metadata)
+                with contextlib.suppress(pa.ArrowInvalid, OSError):  # listed: readable
+                    self._stream(self._stream_source(), raw, keep=False)
+                self._raw = raw
+            self._metadata = decode_metadata(self._raw)
+        return self._metadata
+
+    def _stream_source(self) -> Any:
+        """The file's messages as a stream (after the magic of a file-format one)."""
+        self.source.seek(0)
+        buffer = self.source.read_buffer()
+        magic = buffer.slice(0, len(_MAGIC)).to_pybytes() == _MAGIC
+        return pa.BufferReader(buffer.slice(8) if magic else buffer)
+
+    def _read(self) -> pa.Schema:
         head = self.source.read(8)
         self.source.seek(0)
         if head.startswith(_MAGIC):
             try:
                 reader = pa.ipc.open_file(self.source)
             except pa.ArrowInvalid:  # being written: no footer yet, a stream after the magic
-                buffer = self.source.read_buffer()
-                return self._stream(pa.BufferReader(buffer.slice(8)), metadata)
-            metadata.update(reader.schema.metadata or {})
+                return self._stream_all(self._stream_source())
+            raw = dict(reader.schema.metadata or {})
             for i in range(reader.num_record_batches):
                 batch, custom = reader.get_batch_with_custom_metadata(i)
-                metadata.update(custom or {})
+                raw.update(custom or {})
                 self.batches.append(batch)
+            self._raw = raw
             return reader.schema
-        return self._stream(self.source, metadata)
+        return self._stream_all(self.source)
 
-    def _stream(self, source: Any, metadata: dict[bytes, bytes]) -> pa.Schema:
+    def _stream_all(self, source: Any) -> pa.Schema:
+        """Every complete batch of a stream at once (pyarrow's ``read_all``); a stream
+        whose last message is still being published is read message by message."""
+        position = source.tell()
         reader = pa.ipc.open_stream(source)
-        metadata.update(reader.schema.metadata or {})
+        try:
+            table = reader.read_all()
+        except (pa.ArrowInvalid, OSError):
+            source.seek(position)
+            raw: dict[bytes, bytes] = {}
+            schema = self._stream(source, raw, keep=True)
+            self._raw = {**(schema.metadata or {}), **raw}
+            return schema
+        self.batches = [batch for batch in table.to_batches() if batch.num_rows]
+        return reader.schema
+
+    def _stream(self, source: Any, metadata: dict[bytes, bytes], *, keep: bool) -> pa.Schema:
+        reader = pa.ipc.open_stream(source)
         while True:
             try:
                 batch, custom = reader.read_next_batch_with_custom_metadata()
@@ -75,7 +113,7 @@ class _File:
             except (pa.ArrowInvalid, OSError):
                 break  # a message being published past what was there when mapped
             metadata.update(custom or {})
-            if batch.num_rows:
+            if keep and batch.num_rows:
                 self.batches.append(batch)
         return reader.schema
 
@@ -213,6 +251,21 @@ class ArrowReader:
                 for start in range(0, batch.num_rows, batch_rows):
                     yield select(batch.slice(start, batch_rows), columns, schema)
 
+    def table(self, stream: str, columns: Sequence[str] | None, start: int | None,
+              stop: int | None, part: int | None = None) -> pa.Table | None:  # fmt: skip
+        """One file's batches as a table in one call when they share a schema (the
+        time range is applied by the caller); ``None``: several files, or batches of
+        several schemas, which :meth:`iter_batches` joins."""
+        files = self._files(stream)
+        chosen = files if part is None else [files[part]]
+        if len(chosen) != 1 or not chosen[0].batches:
+            return None
+        batches = chosen[0].batches
+        first = batches[0].schema
+        if any(not batch.schema.equals(first) for batch in batches[1:]):
+            return None
+        return select(pa.Table.from_batches(batches, first), columns)
+
     def frames(self, stream: str) -> TableFrames:
         info = self.streams().get(stream)
         if info is None or info.kind != "frames":
@@ -248,7 +301,9 @@ class TableFile(Protocol):
     path: Path
     rows: int
     schema: pa.Schema
-    metadata: dict[str, Any]
+
+    @property
+    def metadata(self) -> dict[str, Any]: ...
 
 
 def table_stream_info(name: str, files: Sequence[TableFile]) -> StreamInfo:
