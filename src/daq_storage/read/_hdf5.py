@@ -29,6 +29,7 @@ from daq_storage.read._source import (
     LAYOUT_KEYS,
     PartInfo,
     StreamInfo,
+    column_batches,
     json_values,
     select,
 )
@@ -153,20 +154,12 @@ class _Part:
 
     def batches(self, columns: Sequence[str] | None, batch_rows: int,
                 schema: pa.Schema) -> Iterator[pa.RecordBatch]:  # fmt: skip
+        def read(name: str, start: int, stop: int) -> tuple[pa.Array, pa.Field] | None:
+            column = self.columns.get(name)
+            return None if column is None else (column.read(start, stop), column.field)
+
         names = list(self.columns) if columns is None else list(columns)
-        for start in range(0, self.rows, batch_rows):
-            stop = min(self.rows, start + batch_rows)
-            arrays, fields = [], []
-            for name in names:
-                column = self.columns.get(name)
-                if column is None:
-                    kind = schema.field(name).type
-                    arrays.append(pa.nulls(stop - start, kind))
-                    fields.append(pa.field(name, kind))
-                else:
-                    arrays.append(column.read(start, stop))
-                    fields.append(column.field)
-            yield pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))
+        return column_batches(self.rows, names, batch_rows, schema, read)
 
 
 class _IpcPart:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -27,6 +27,7 @@ __all__ = [
     "Reader",
     "StreamInfo",
     "check_columns",
+    "column_batches",
     "json_values",
     "losses_of",
     "select",
@@ -220,3 +221,26 @@ def select(data: Any, columns: Sequence[str] | None, schema: pa.Schema | None = 
             arrays.append(pa.nulls(data.num_rows, kind))
             fields.append(pa.field(name, kind))
     return type(data).from_arrays(arrays, schema=pa.schema(fields))
+
+
+def column_batches(
+    rows: int,
+    names: Sequence[str],
+    batch_rows: int,
+    schema: pa.Schema,
+    read: Callable[[str, int, int], tuple[pa.Array, pa.Field] | None],
+) -> Iterator[pa.RecordBatch]:
+    """Rows ``[0, rows)`` of a stream kept a column at a time (HDF5, Zarr), in batches
+    of ``batch_rows``: ``read(name, start, stop)`` gives a column's slice and field, or
+    ``None`` for a column this part lacks (all null, of its type in ``schema``)."""
+    for start in range(0, rows, batch_rows):
+        stop = min(rows, start + batch_rows)
+        arrays, fields = [], []
+        for name in names:
+            found = read(name, start, stop)
+            if found is None:
+                kind = schema.field(name).type
+                found = pa.nulls(stop - start, kind), pa.field(name, kind)
+            arrays.append(found[0])
+            fields.append(found[1])
+        yield pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))

@@ -19,7 +19,14 @@ import pyarrow as pa
 import zarr
 
 from daq_storage.errors import ReadError, UnknownStream
-from daq_storage.read._source import LAYOUT_KEYS, PartInfo, StreamInfo, json_values, select
+from daq_storage.read._source import (
+    LAYOUT_KEYS,
+    PartInfo,
+    StreamInfo,
+    column_batches,
+    json_values,
+    select,
+)
 from daq_storage.read._types import arrow_array, parse_type
 
 __all__ = ["ZarrReader"]
@@ -60,23 +67,17 @@ class _Part:
 
     def batches(self, columns: Sequence[str] | None, batch_rows: int,
                 schema: pa.Schema) -> Iterator[pa.RecordBatch]:  # fmt: skip
+        def read(name: str, start: int, stop: int) -> tuple[pa.Array, pa.Field] | None:
+            array = self.arrays.get(name)
+            if array is None:
+                return None
+            field = self.schema.field(name)
+            mask = self.valid.get(self._keys[name])
+            valid = None if mask is None else np.asarray(mask[start:stop], bool)
+            return arrow_array(_numpy(array[start:stop]), field.type, valid), field
+
         names = list(self.arrays) if columns is None else list(columns)
-        for start in range(0, self.rows, batch_rows):
-            stop = min(self.rows, start + batch_rows)
-            arrays, fields = [], []
-            for name in names:
-                array = self.arrays.get(name)
-                if array is None:
-                    kind = schema.field(name).type
-                    arrays.append(pa.nulls(stop - start, kind))
-                    fields.append(pa.field(name, kind))
-                    continue
-                field = self.schema.field(name)
-                mask = self.valid.get(self._keys[name])
-                valid = None if mask is None else np.asarray(mask[start:stop], bool)
-                arrays.append(arrow_array(_numpy(array[start:stop]), field.type, valid))
-                fields.append(field)
-            yield pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))
+        return column_batches(self.rows, names, batch_rows, schema, read)
 
 
 def _numpy_type(array: zarr.Array[Any]) -> pa.DataType:
