@@ -24,7 +24,7 @@ LAYERS: list[set[str]] = [
     {"config", "naming", "schema", "ring"},
     {"sim"},
     {"writers", "acquisition"},
-    {"recorder", "actor", "read"},
+    {"recorder", "actor", "read", "documents"},
     {"repair", "testing", "daemon"},
     {"demo"},
     {"cli"},
