@@ -11,6 +11,7 @@ __all__ = [
     "ActorStopped",
     "ConfigError",
     "DaqStorageError",
+    "DocumentError",
     "FormatError",
     "InvalidName",
     "ReadError",
@@ -130,6 +131,13 @@ class ReadError(DaqStorageError, ValueError):
 class ActorStopped(DaqStorageError, RuntimeError):
     """A message was sent to a :class:`~daq_storage.actor.StorageActor` that has stopped
     or failed; the message names the cause when it failed."""
+
+
+class DocumentError(DaqStorageError, ValueError):
+    """A bluesky document cannot be stored: malformed (it fails event-model's schema),
+    out of order (an event before its descriptor, an unknown run or descriptor), or
+    pointing at external data that cannot be read; the message names the document's
+    kind and uid."""
 
 
 def describe_value(value: object, limit: int = 80) -> str:
