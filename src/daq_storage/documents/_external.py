@@ -394,17 +394,18 @@ class ExternalData:
                 source.close()
         except ExternalFileError as exc:
             raise DocumentError(f"{where}: {exc}") from exc
+        row_shape = rows.shape[1:]
         if shape is not None and None not in shape:
-            return rows.reshape(count, *(int(d) for d in shape))
-        return (
-            rows.reshape(count, *rows.shape[1:])
-            if per_event == 1
-            else rows.reshape(count, per_event, *rows.shape[1:])
-        )
+            dims = tuple(int(d) for d in shape)
+            if int(np.prod(dims)) == per_event * int(np.prod(row_shape)):
+                return rows.reshape(count, *dims)
+        # no usable shape from a descriptor: the rows of one event as they are
+        if per_event == 1:
+            return rows
+        return rows.reshape(count, per_event, *row_shape)
 
     @staticmethod
     def _open(mimetype: str, path: str, parameters: Mapping[str, Any]) -> RowSource:
-        chunk_shape = parameters.get("chunk_shape") or (1,)
         if mimetype == HDF5_MIMETYPE:
             dataset = parameters.get("dataset")
             if not isinstance(dataset, str):
@@ -415,4 +416,8 @@ class ExternalData:
         if not isinstance(template, str):
             raise ExternalFileError("parameters name no file 'template' to read")
         filename = str(parameters.get("filename", ""))
-        return TiffRows(path, template, filename, int(chunk_shape[0]))
+        chunk_shape = parameters.get("chunk_shape") or [1]
+        per_file = chunk_shape[0] if isinstance(chunk_shape, Sequence) else None
+        if isinstance(per_file, bool) or not isinstance(per_file, int) or per_file < 1:
+            raise ExternalFileError(f"chunk_shape {chunk_shape!r} gives no pages per file")
+        return TiffRows(path, template, filename, per_file)
