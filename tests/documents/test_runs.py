@@ -219,3 +219,31 @@ def test_csv_keeps_scalars_beside_a_format_holding_the_images(
     assert "cam__timestamp" in table.columns
     with h5py.File(h5_path, "r") as f:
         assert f["primary.cam/frames"].shape == (3, 3, 4)
+
+
+@pytest.mark.parametrize("copy", [True, False])
+def test_external_images_are_copied_in_or_referenced(record: Record, tmp_path: Path,
+                                                     copy: bool) -> None:  # fmt: skip
+    """ophyd's ``img`` saves each frame to a .npy file and emits resource / datum
+    documents; the frames copied in equal what event-model's Filler reads from them."""
+    from event_model import Filler
+    from ophyd.sim import NumpySeqHandler, img
+
+    writer = DocumentWriter(tmp_path, ("hdf5", "parquet"), copy_external=copy)
+    docs = record(count([img], num=3), writer)
+    with Filler({"NPY_SEQ": NumpySeqHandler}, inplace=False) as filler:
+        filled = [filler(name, doc)[1] for name, doc in docs]
+    expected = np.stack([d["data"]["img"] for d in filled if "descriptor" in d and "seq_num" in d])
+    datum_ids = [e["data"]["img"] for e in events(docs)]
+    for path in writer.files[of_kind(docs, "start")[0]["uid"]]:
+        with open_run(path) as run:
+            assert run.polars("primary")["img"].to_list() == datum_ids
+            datums = run.polars("external.datums")
+            assert datums["datum_id"].to_list() == datum_ids
+            resources = run.polars("external.resources")
+            assert resources["spec"].to_list() == ["NPY_SEQ"]
+            if copy:
+                np.testing.assert_array_equal(run.frames("primary.img")[:], expected)
+                assert run.frames("primary.img").frame_numbers.tolist() == [1, 2, 3]
+            else:
+                assert "primary.img" not in run.streams
