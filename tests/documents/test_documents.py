@@ -222,6 +222,8 @@ def test_file_template_and_versions(tmp_path: Path) -> None:
         ({"writer_options": {"parquet": {}}}, "not in formats"),
         ({"writer_options": {"hdf5": {"no_such_option": 1}}}, "no_such_option"),
         ({"copy_external": "yes"}, "copy_external"),
+        ({"flush_interval": -1}, "flush_interval"),
+        ({"flush_interval": float("nan")}, "flush_interval"),
     ],
 )
 def test_bad_configuration_is_refused(tmp_path: Path, options: dict[str, Any], match: str) -> None:

@@ -1,5 +1,6 @@
 """A run whose stop never comes: the process writing it is killed with SIGKILL, and
-every format's files are readable up to the last flush (every ``batch_size`` rows)."""
+every format's files are readable up to the last flush (``flush_interval=0``: each
+``batch_size`` rows)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ CHILD = textwrap.dedent(
     import event_model
     from daq_storage.documents import DocumentWriter
 
-    writer = DocumentWriter(sys.argv[1], FORMATS, batch_size=10)
+    writer = DocumentWriter(sys.argv[1], FORMATS, batch_size=10, flush_interval=0)
     run = event_model.compose_run(metadata={"plan_name": "killed", "scan_id": 1})
     keys = {"x": {"dtype": "number", "shape": [], "source": "sim:x"}}
     descriptor = run.compose_descriptor(name="primary", data_keys=keys)

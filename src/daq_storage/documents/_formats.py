@@ -30,13 +30,15 @@ class _OneFormat(DocumentWriter):
         directory: str | os.PathLike[str],
         batch_size: int = 1024,
         *,
+        flush_interval: float = 1.0,
         file_template: str | None = None,
         copy_external: bool = True,
         root_map: Mapping[str, str] | None = None,
         **writer_options: Any,
     ) -> None:
         super().__init__(
-            directory, (self.format,), batch_size=batch_size, file_template=file_template,
+            directory, (self.format,), batch_size=batch_size, flush_interval=flush_interval,
+            file_template=file_template,
             copy_external=copy_external, root_map=root_map,
             writer_options={self.format: writer_options},
         )  # fmt: skip

@@ -77,8 +77,11 @@ class DocumentWriter(DocumentRouter):
         directory: Where the runs' files go (created if missing).
         formats: Writer names (``"hdf5"``, ``"zarr"``, ``"arrow"``, ``"parquet"``,
             ``"csv"``, ``"tiff"`` or a plug-in), one output of each per run.
-        batch_size: Rows of a stream gathered before they are written and every writer
-            flushed; the rest at ``stop``.
+        batch_size: Rows of a stream gathered before they are handed to the writers
+            (the rest at ``stop``).
+        flush_interval: Seconds: after a batch is handed over, every writer of the run
+            is flushed when the last flush is this old (0: after every batch), so a
+            reader, or a run whose process is killed, has everything up to then.
         file_template: ``str.format`` template of start-document keys;
             default ``"{plan_name}_{scan_id}"``.
         copy_external: Copy the data of ``resource`` / ``stream_resource`` documents
@@ -97,6 +100,7 @@ class DocumentWriter(DocumentRouter):
         formats: str | Sequence[str] = ("hdf5",),
         *,
         batch_size: int = 1024,
+        flush_interval: float = 1.0,
         file_template: str | None = None,
         copy_external: bool = True,
         root_map: Mapping[str, str] | None = None,
@@ -121,6 +125,16 @@ class DocumentWriter(DocumentRouter):
                 f"batch_size must be an integer >= 1, got {describe_value(batch_size)}"
             )
         self.batch_size = batch_size
+        if (
+            isinstance(flush_interval, bool)
+            or not isinstance(flush_interval, int | float)
+            or not flush_interval >= 0
+        ):
+            raise ConfigError(
+                f"flush_interval must be a number of seconds >= 0, got "
+                f"{describe_value(flush_interval)}"
+            )
+        self.flush_interval = float(flush_interval)
         self.file_template = check_template(
             DEFAULT_TEMPLATE if file_template is None else file_template
         )
@@ -205,8 +219,8 @@ class DocumentWriter(DocumentRouter):
         may return a :class:`RunWriter` made otherwise."""
         return RunWriter(
             start, directory=self.directory, formats=self.formats, batch_size=self.batch_size,
-            template=self.file_template, copy_external=self.copy_external,
-            root_map=self.root_map,
+            flush_interval=self.flush_interval, template=self.file_template,
+            copy_external=self.copy_external, root_map=self.root_map,
         )  # fmt: skip
 
     def descriptor(self, doc: EventDescriptor) -> EventDescriptor:

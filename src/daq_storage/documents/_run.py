@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,6 +101,7 @@ class RunWriter:
         directory: Path,
         formats: Sequence[FormatSpec],
         batch_size: int,
+        flush_interval: float,
         template: str,
         copy_external: bool,
         root_map: Mapping[str, str] | None,
@@ -107,7 +109,9 @@ class RunWriter:
         self.uid: str = start["uid"]
         self.start = dict(start)
         self.batch_size = batch_size
+        self.flush_interval = flush_interval
         self.closed = False
+        self._flushed_at = time.monotonic()
         name = run_name(template, start)
         when = run_time(start)
         directories = sum(1 for f in formats if not f.cls.path_suffix)
@@ -177,7 +181,8 @@ class RunWriter:
         stream.events += 1
         if stream.buffer.rows >= self.batch_size:
             self._write(stream)
-            self._flush_writers()
+            if time.monotonic() - self._flushed_at >= self.flush_interval:
+                self._flush_writers()
 
     def event_page(self, doc: Mapping[str, Any]) -> None:
         stream = self.stream_of(doc["descriptor"], doc_name("event_page", doc))
@@ -185,7 +190,8 @@ class RunWriter:
         stream.events += len(doc["seq_num"])
         if stream.buffer.rows >= self.batch_size:
             self._write(stream)
-            self._flush_writers()
+            if time.monotonic() - self._flushed_at >= self.flush_interval:
+                self._flush_writers()
 
     def stop(self, doc: Mapping[str, Any]) -> None:
         """Write what is buffered, the stop's fields as metadata, and close."""
@@ -224,12 +230,13 @@ class RunWriter:
         (or a run killed after this) sees all of it."""
         for stream in self._streams.values():
             self._write(stream)
-        self._write_references()
         self._flush_writers()
 
     def _flush_writers(self) -> None:
+        self._write_references()
         for output in self.outputs:
             output.writer.flush()
+        self._flushed_at = time.monotonic()
 
     def _write(self, stream: _Stream) -> None:
         rows = stream.buffer.take()
