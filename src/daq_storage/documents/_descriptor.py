@@ -31,8 +31,12 @@ DATA_KEY_FIELDS = ("dtype", "dtype_numpy", "shape", "units", "source", "dims", "
 
 
 def doc_name(kind: str, doc: Mapping[str, Any]) -> str:
-    """``"<kind> document (uid '...')"`` for an error message."""
+    """``"<kind> document (uid '...')"`` for an error message (a page: its first uid and
+    how many rows it has)."""
     uid = doc.get("uid", doc.get("datum_id")) if isinstance(doc, Mapping) else None
+    if isinstance(uid, list):
+        first = uid[0] if uid else None
+        return f"{kind} document (uid {first!r} and {len(uid) - 1} more)"
     return f"{kind} document (uid {uid!r})"
 
 

@@ -167,8 +167,8 @@ class EventBuffer:
                     f"{where}: data and timestamps of {name!r} must hold {n} values"
                 )
             try:
-                stamp_columns[name] = pa.array(np.asarray(stamp, dtype=np.float64))
-            except (TypeError, ValueError):
+                stamp_columns[name] = pa.array(stamp, pa.float64())
+            except (pa.ArrowException, TypeError, ValueError):
                 raise DocumentError(f"{where}: timestamps of {name!r} must be numbers") from None
             if key.kind == "array":
                 frames[name] = key.check_frames(_as_array(value, key, where, page=True), where)

@@ -147,6 +147,7 @@ class DocumentWriter(DocumentRouter):
         self._runs: dict[str, RunWriter] = {}
         self._descriptors: dict[str, RunWriter] = {}
         self._resources: dict[str, RunWriter] = {}
+        self._page_layouts: set[tuple[Any, ...]] = set()
         #: Every run's files, by the run's uid (runs still open and runs stopped).
         self.files: dict[str, tuple[Path, ...]] = {}
 
@@ -236,7 +237,12 @@ class DocumentWriter(DocumentRouter):
         return doc
 
     def event_page(self, doc: EventPage) -> EventPage:
-        _validate("event_page", _skeleton(doc))  # the rows: checked column by column
+        # The page's fields through the schema once per layout (the rows: checked column
+        # by column as they are converted; jsonschema on every value costs 100x writing).
+        layout = _layout(doc)
+        if layout not in self._page_layouts:
+            _validate("event_page", _skeleton(doc))
+            self._page_layouts.add(layout)
         self._by_descriptor("event_page", doc).event_page(doc)
         return doc
 
@@ -333,10 +339,19 @@ def _validate(kind: str, doc: Mapping[str, Any]) -> None:
                             f"{exc.message}") from None  # fmt: skip
 
 
+def _layout(doc: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What the schema check of an event page's fields depends on: its descriptor, its
+    fields and their types, the keys of data / timestamps / filled and their types."""
+    parts: list[Any] = [doc.get("descriptor")]
+    for field, value in doc.items():
+        parts.append((field, type(value)))
+        if isinstance(value, Mapping):
+            parts.append(tuple((k, type(v)) for k, v in value.items()))
+    return tuple(parts)
+
+
 def _skeleton(doc: Mapping[str, Any]) -> Mapping[str, Any]:
-    """An event page without its rows, for the schema check of its fields (checking
-    every value of a 1000-row page through jsonschema costs 100x writing it; the rows
-    are checked as they are converted)."""
+    """An event page without its rows, for the schema check of its fields."""
     skeleton = dict(doc)
     for field in ("uid", "seq_num", "time"):
         if isinstance(doc.get(field), list):
