@@ -35,4 +35,5 @@ def test_the_snippets_run_as_written(tmp_path: Path) -> None:
     assert result.returncode == 0, (
         f"docs/documents.md block {last[-1] if last else '?'} failed:\n{result.stderr}"
     )
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["checked", "grid", "live", "runs"]
+    made = sorted(p.name for p in tmp_path.iterdir())
+    assert made == ["checked", "detector.h5", "external_runs", "grid", "live", "npy", "runs"]

@@ -15,8 +15,8 @@ from daq_storage.errors import DocumentError
 
 __all__ = ["EventBuffer", "Rows"]
 
-#: Resolves a datum id to its array (``None``: not copied in).
-Filler = Callable[[str], np.ndarray | None]
+#: Resolves a datum id to its array in the data key's shape (``None``: not copied in).
+Filler = Callable[[str, Sequence[int | None]], np.ndarray | None]
 
 
 @dataclass
@@ -135,7 +135,7 @@ class EventBuffer:
                 continue
             self._values[name].pending.append(values[name])
             if key.kind == "datum" and fill is not None:
-                frame = fill(values[name])
+                frame = fill(values[name], key.shape)
                 if frame is not None:
                     frame = key.check_frames(np.asarray(frame)[np.newaxis], where)[0]
                     self._filled[name].append((seq_num, float(stamps[name]), frame))
@@ -194,7 +194,7 @@ class EventBuffer:
             for key in self._keys:
                 if key.kind == "datum":
                     for i, datum_id in enumerate(data[key.name]):
-                        frame = fill(datum_id)
+                        frame = fill(datum_id, key.shape)
                         if frame is not None:
                             frame = key.check_frames(np.asarray(frame)[np.newaxis], where)[0]
                             self._filled[key.name].append((int(seq[i]), float(times[i]), frame))

@@ -167,6 +167,7 @@ class RunWriter:
         })  # fmt: skip
         stream.dirty = True
         self._by_descriptor[doc["uid"]] = stream
+        self.external.descriptor(doc)  # the shapes its stream_datum frames come in
 
     def stream_of(self, descriptor_uid: Any, where: str) -> _Stream:
         stream = self._by_descriptor.get(descriptor_uid)
