@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping
@@ -577,3 +579,41 @@ def test_file_locked_by_a_writer_is_a_clear_error(
     with pytest.raises(DocumentError, match=f"{doc['uid']}.*cannot open HDF5 file .*plain.h5"):
         data.stream_datum(doc)
     assert sink.frames == []
+
+
+# -- docs/documents.md, section "External data" ------------------------------------------
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "documents.md"
+_SECTION = re.compile(r"^## External data.*?(?=^## |\Z)", re.MULTILINE | re.DOTALL)
+_BLOCK = re.compile(r"^```python\n(.*?)^```", re.MULTILINE | re.DOTALL)
+
+
+def _external_blocks() -> list[str]:
+    section = _SECTION.search(DOC.read_text())
+    assert section is not None, "docs/documents.md has no '## External data' section"
+    return _BLOCK.findall(section.group(0))
+
+
+def test_docs_external_snippets_check_their_results() -> None:
+    blocks = _external_blocks()
+    assert len(blocks) == 2
+    for block in blocks:
+        assert "assert" in block, f"a block of the external data section checks nothing:\n{block}"
+
+
+def test_docs_external_snippets_run_as_written(tmp_path: Path) -> None:
+    # in order, in one fresh interpreter, in a scratch directory (as a reader would)
+    program = "\n".join(
+        f"print('--- block {i}', flush=True)\n{block}" for i, block in enumerate(_external_blocks())
+    )
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("DAQ_STORAGE_")}
+    result = subprocess.run(
+        [sys.executable, "-c", program],
+        cwd=tmp_path, env=environ, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    last = re.findall(r"--- block (\d+)", result.stdout)
+    assert result.returncode == 0, (
+        f"docs/documents.md external data block {last[-1] if last else '?'} failed:\n"
+        f"{result.stderr}"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["detector.h5", "external_runs", "npy"]
