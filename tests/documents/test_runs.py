@@ -135,11 +135,12 @@ def test_grid_scan_lands_as_one_nd_array_with_dimension_names(
     array = dataset["cam"]
     assert array.dims == ("wavelength", "position", "y", "x")
     assert array.shape == (3, 2, 3, 4)
-    wavelengths, positions = np.linspace(500, 600, 3), np.linspace(0, 1, 2)
+    # The motors' positions are xarray coordinates: select a frame by where it was taken.
+    assert dataset["wavelength"].values.tolist() == [500.0, 550.0, 600.0]
+    assert dataset["position"].values.tolist() == [0.0, 1.0]
     for e in events(docs):
-        i = int(np.argmin(abs(wavelengths - e["data"]["wavelength"])))
-        j = int(np.argmin(abs(positions - e["data"]["position"])))
-        np.testing.assert_array_equal(array.values[i, j], e["data"]["cam"])
+        at = array.sel(wavelength=e["data"]["wavelength"], position=e["data"]["position"])
+        np.testing.assert_array_equal(at.values, e["data"]["cam"])
     assert dataset.attrs["plan_name"] == "grid_scan"
     # Every frame in acquisition order too (HDF5 and Zarr alike).
     frames = np.stack([e["data"]["cam"] for e in events(docs)])

@@ -130,6 +130,11 @@ class RunWriter:
         self.paths: tuple[Path, ...] = tuple(o.writer.path for o in self.outputs)
         self.external = ExternalData(self, copy=copy_external, root_map=root_map)
         self.grid = Grid.from_start(start)
+        #: The grid's motor positions along each axis (the first seen at each index).
+        self._coords: dict[str, np.ndarray] = {}
+        if self.grid is not None:
+            self._coords = {d: np.full(n, np.nan) for d, n in zip(self.grid.dims, self.grid.shape,
+                                                                  strict=True)}  # fmt: skip
         self._streams: dict[str, _Stream] = {}
         self._by_descriptor: dict[str, _Stream] = {}
         self._references: dict[str, list[dict[str, Any]]] = {}
@@ -241,8 +246,8 @@ class RunWriter:
 
     def _write(self, stream: _Stream) -> None:
         rows = stream.buffer.take()
+        name = stream.schema.name
         if rows is not None:
-            name = stream.schema.name
             for output in self.outputs:
                 if output.spec.cls.supports_tables:
                     tensors = output.spec.arrays == "tensor"
@@ -255,8 +260,44 @@ class RunWriter:
                 key = stream.schema.keys[key_name]
                 self._write_frames(stream, key, seq, stamps, frames, tensors=True)
             stream.rows += len(rows)
+            if self.grid is not None and name == self.grid.stream:
+                self._observe_positions(rows)
+        if self.grid is not None and name == self.grid.stream:
+            self._write_coordinates()
         if stream.dirty and (stream.rows or stream.frame_streams):
             self._stream_metadata(stream)
+
+    def _observe_positions(self, rows: Rows) -> None:
+        """Each grid motor's position at each index, from the rows' motor columns."""
+        grid = self.grid
+        assert grid is not None
+        indexes = [grid.index(int(s)) for s in rows.seq_num]
+        for axis, dim in enumerate(grid.dims):
+            column = rows.columns.get(dim)
+            if column is None or not (pa.types.is_floating(column.type)
+                                      or pa.types.is_integer(column.type)):  # fmt: skip
+                continue
+            values = column.to_numpy(zero_copy_only=False)
+            known = self._coords[dim]
+            for index, value in zip(indexes, values, strict=True):
+                if index is not None and np.isnan(known[index[axis]]):
+                    known[index[axis]] = value
+
+    def _write_coordinates(self) -> None:
+        """The motors' positions as 1-d arrays named after their dimension (xarray's
+        coordinates), in each output holding a grid array."""
+        for output in self.outputs:
+            if not output.grids:
+                continue
+            writer: Any = output.writer
+            for dim, values in self._coords.items():
+                if np.isnan(values).all():
+                    continue
+                if f"coordinate {dim}" not in output.grids:
+                    writer.create_array(dim, values.shape, values.shape, dimension_names=(dim,),
+                                        dtype=np.float64, fill_value=np.nan)  # fmt: skip
+                    output.grids[f"coordinate {dim}"] = values.shape
+                writer.write_chunk(dim, (0,), values)
 
     def _write_frames(
         self,
