@@ -8,9 +8,11 @@ then read back whole: by open_run (open, list, read: ``run.table(stream)`` as a
 ``pyarrow.Table``, ``numpy.asarray(run.frames(stream))``), and by the library a
 scientist would call (h5py, pyarrow.ipc, pyarrow.parquet / polars, pyarrow.csv, zarr,
 tifffile) producing the same arrays. The files are in the page cache (just written), for
-both. Each pair runs alternately, best of ``DAQ_BENCH_REPEATS`` (3) each; the ratio is
-open_run's throughput over the library's (1.0: as fast). One-frame rows show what a
-lazy frame array costs to index.
+both. Each pair runs alternately, at least ``DAQ_BENCH_REPEATS`` (5) rounds and until
+each side has run ``DAQ_BENCH_READ_MIN_SECONDS`` (2 s) in all; the ratio is the library's
+best time over open_run's (1.0: as fast), the note the median round's ratio (how far a
+single round spreads on a shared machine). One-frame rows show what a lazy frame array
+costs to index.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import functools
 import gc
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -49,7 +52,9 @@ TARGETS = {"hdf5": "run.h5", "arrow": "run_arrow", "parquet": "run_parquet",
 class Sizes:
     rows: int = int(os.environ.get("DAQ_BENCH_READ_ROWS", "10000000"))
     frames: int = int(os.environ.get("DAQ_BENCH_READ_FRAMES", "2000"))
-    repeats: int = int(os.environ.get("DAQ_BENCH_REPEATS", "3"))
+    repeats: int = int(os.environ.get("DAQ_BENCH_REPEATS", "5"))
+    #: Each side of a pair runs at least this long in all (more rounds for fast reads).
+    min_seconds: float = float(os.environ.get("DAQ_BENCH_READ_MIN_SECONDS", "2"))
     batch_rows: int = 100_000
     frames_per_call: int = 50
     shape: tuple[int, int] = (480, 640)
@@ -79,17 +84,46 @@ def _write(tmp: Path, sizes: Sizes) -> dict[str, Path]:
     return paths
 
 
-def _pair(ours: Callable[[], Any], library: Callable[[], Any], repeats: int) -> tuple[float, float]:
-    """Best wall time of each, run alternately (the library first every other round)."""
-    best = [float("inf"), float("inf")]
-    for round_ in range(repeats):
-        order = [(0, ours), (1, library)]
-        for index, run in order if round_ % 2 == 0 else reversed(order):
+@dataclass
+class Timed:
+    """Wall times of open_run and of the library, taken alternately."""
+
+    ours: list[float]
+    theirs: list[float]
+
+    @property
+    def best(self) -> tuple[float, float]:
+        return min(self.ours), min(self.theirs)
+
+    @property
+    def ratio(self) -> float:
+        """The library's best time over open_run's (1.0: as fast)."""
+        return min(self.theirs) / min(self.ours)
+
+    @property
+    def note(self) -> str:
+        """How far single rounds spread: the median round's ratio, and the rounds."""
+        rounds = [t / o for o, t in zip(self.ours, self.theirs, strict=True)]
+        return f"median {statistics.median(rounds):.2f}x, {len(rounds)} rounds"
+
+
+def _pair(ours: Callable[[], Any], library: Callable[[], Any], repeats: int,
+          min_seconds: float = 0.0) -> Timed:  # fmt: skip
+    """Each run alternately (the library first every other round), at least ``repeats``
+    rounds and until each side has run ``min_seconds`` in all (a read of a few ms is
+    timed over many rounds; the best is what the machine allows, the median how it
+    spread), at most 25 rounds."""
+    timed = Timed([], [])
+    for round_ in range(25):
+        if round_ >= repeats and min(sum(timed.ours), sum(timed.theirs)) >= min_seconds:
+            break
+        order = [(timed.ours, ours), (timed.theirs, library)]
+        for times, run in order if round_ % 2 == 0 else reversed(order):
             gc.collect()
             started = time.perf_counter()
             run()
-            best[index] = min(best[index], time.perf_counter() - started)
-    return best[0], best[1]
+            times.append(time.perf_counter() - started)
+    return timed
 
 
 # --------------------------------------------------------------------------- the libraries
@@ -170,10 +204,10 @@ def bench_tables(report: Report, paths: dict[str, Path], sizes: Sizes) -> None:
         assert table.num_rows == sizes.rows, (name, table.num_rows)
         nbytes = nbytes or table.nbytes
         label, library = TABLE_LIBRARIES[name]
-        ours, theirs = _pair(functools.partial(_our_table, path), functools.partial(library, path),
-                             sizes.repeats)  # fmt: skip
-        report.add(f"{name}: open_run(...).table", nbytes / ours / 1e6, "MB/s",
-                   reference=label, ratio=theirs / ours)  # fmt: skip
+        timed = _pair(functools.partial(_our_table, path), functools.partial(library, path),
+                      sizes.repeats, sizes.min_seconds)  # fmt: skip
+        report.add(f"{name}: open_run(...).table", nbytes / timed.best[0] / 1e6, "MB/s",
+                   reference=label, ratio=timed.ratio, note=timed.note)  # fmt: skip
     path = paths["parquet"]
     if "parquet" in sizes.table_formats:
 
@@ -181,10 +215,11 @@ def bench_tables(report: Report, paths: dict[str, Path], sizes: Sizes) -> None:
             with open_run(path) as run:
                 return run.polars("power")
 
-        mine, theirs = _pair(our_polars, lambda: pl.read_parquet(path / "power.parquet"),
-                             sizes.repeats)  # fmt: skip
-        report.add("parquet: open_run(...).polars", (nbytes or 0) / mine / 1e6, "MB/s",
-                   reference="polars.read_parquet", ratio=theirs / mine)  # fmt: skip
+        timed = _pair(our_polars, lambda: pl.read_parquet(path / "power.parquet"),
+                      sizes.repeats, sizes.min_seconds)  # fmt: skip
+        report.add("parquet: open_run(...).polars", (nbytes or 0) / timed.best[0] / 1e6, "MB/s",
+                   reference="polars.read_parquet", ratio=timed.ratio,
+                   note=timed.note)  # fmt: skip
 
 
 def bench_frames(report: Report, paths: dict[str, Path], sizes: Sizes) -> None:
@@ -195,19 +230,21 @@ def bench_frames(report: Report, paths: dict[str, Path], sizes: Sizes) -> None:
         got = _our_frames(path)
         np.testing.assert_array_equal(got, library(path))
         del got
-        ours, theirs = _pair(functools.partial(_our_frames, path),
-                             functools.partial(library, path), sizes.repeats)  # fmt: skip
-        report.add(f"{name}: asarray(open_run(...).frames)", nbytes / ours / 1e6, "MB/s",
-                   reference=label, ratio=theirs / ours)  # fmt: skip
+        timed = _pair(functools.partial(_our_frames, path), functools.partial(library, path),
+                      sizes.repeats, sizes.min_seconds)  # fmt: skip
+        report.add(f"{name}: asarray(open_run(...).frames)", nbytes / timed.best[0] / 1e6,
+                   "MB/s", reference=label, ratio=timed.ratio, note=timed.note)  # fmt: skip
     middle = sizes.frames // 2
     for name, (label, one) in ONE_FRAME.items():
         if name not in sizes.frame_formats:
             continue
         path = paths[name]
-        ours, theirs = _pair(functools.partial(_our_frame, path, middle),
-                             functools.partial(one, path, middle), sizes.repeats * 3)  # fmt: skip
-        report.add(f"{name}: one frame by index, open_run(...).frames", ours * 1e3, "ms",
-                   reference=label, ratio=theirs / ours, note="open, list, read one")  # fmt: skip
+        timed = _pair(functools.partial(_our_frame, path, middle),
+                      functools.partial(one, path, middle), sizes.repeats * 3,
+                      sizes.min_seconds)  # fmt: skip
+        report.add(f"{name}: one frame by index, open_run(...).frames", timed.best[0] * 1e3,
+                   "ms", reference=label, ratio=timed.ratio,
+                   note=f"open, list, read one; {timed.note}")  # fmt: skip
 
 
 def main(sizes: Sizes | None = None) -> None:
@@ -218,13 +255,13 @@ def main(sizes: Sizes | None = None) -> None:
         paths = _write(tmp, sizes)
         written = time.perf_counter() - started
         tables = Report(
-            f"read: {sizes.rows / 1e6:g} M power-meter rows, whole table, best of "
+            f"read: {sizes.rows / 1e6:g} M power-meter rows, whole table, best of >= "
             f"{sizes.repeats} alternating runs (written in {written:.0f} s)"
         )
         bench_tables(tables, paths, sizes)
         tables.print()
         frames = Report(f"read: {sizes.frames:,} frames {sizes.shape[1]}x{sizes.shape[0]} "
-                        f"uint16, best of {sizes.repeats} alternating runs")  # fmt: skip
+                        f"uint16, best of >= {sizes.repeats} alternating runs")  # fmt: skip
         bench_frames(frames, paths, sizes)
         frames.print()
     finally:

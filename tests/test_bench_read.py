@@ -27,8 +27,9 @@ def test_bench_read_prints_every_row(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(console, "width", 1000)  # no row name wrapped over two lines
-    bench_read.main(bench_read.Sizes(rows=20_000, frames=12, repeats=1, batch_rows=5_000,
-                                     frames_per_call=5, shape=(24, 32)))  # fmt: skip
+    bench_read.main(bench_read.Sizes(rows=20_000, frames=12, repeats=1, min_seconds=0,
+                                     batch_rows=5_000, frames_per_call=5,
+                                     shape=(24, 32)))  # fmt: skip
     out = capsys.readouterr().out
     missing = [row for row in ROWS + REFERENCES if row not in out]
     assert not missing, out

@@ -269,3 +269,26 @@ def test_csv_text_with_line_breaks_across_blocks(tmp_path: Path):
         assert run.table("s", ["v"]).column("v").to_pylist() == list(range(40_000))
         assert run.streams["s"].rows == 40_000
         assert sum(b.num_rows for b in run.iter_batches("s", batch_rows=7000)) == 40_000
+
+
+@pytest.mark.parametrize("name", ["hdf5", "arrow"])
+def test_one_stream_is_read_without_listing_the_others(tmp_path: Path, name: str):
+    """Reading a stream opens that stream alone: another stream that cannot be read does
+    not stop it (listing every stream names the broken one)."""
+    import h5py
+
+    path = tmp_path / {"hdf5": "run.h5", "arrow": "run_arrow"}[name]
+    with open_writer(name, path) as writer:
+        writer.write_batch("good", pa.record_batch({"v": np.arange(5.0)}))
+        writer.write_batch("broken", pa.record_batch({"v": np.arange(5.0)}))
+        writer.write_frames("camera", np.arange(12, dtype=np.uint16).reshape(3, 2, 2))
+    if name == "hdf5":
+        with h5py.File(path, "r+") as file:
+            file["broken"].attrs["schema"] = "{not json"
+    else:
+        (path / "broken.arrows").write_bytes(b"not an Arrow IPC stream")
+    with open_run(path) as run:
+        assert run.table("good").column("v").to_pylist() == [0.0, 1.0, 2.0, 3.0, 4.0]
+        np.testing.assert_array_equal(run.frames("camera")[1], [[4, 5], [6, 7]])
+        with pytest.raises(ReadError, match="broken"):
+            run.streams  # noqa: B018

@@ -221,17 +221,19 @@ class ArrowReader:
         """Stream -> (kind, schema, parts), from the files' schemas alone."""
         out = {}
         for stream, paths in self._paths.items():
-            fields: dict[str, pa.Field] = {}
-            for path in paths:
-                for field in _schema_of(path):
-                    fields.setdefault(field.name, field)
-            schema = pa.schema(list(fields.values()))
-            if frame_info(schema) is not None:
-                out[stream] = ("frames", schema.remove(schema.get_field_index("frame")),
-                               len(paths))  # fmt: skip
+            if stream in self._opened:
+                schemas = [file.schema for file in self._opened[stream]]
             else:
-                out[stream] = ("table", schema, len(paths))
+                schemas = [_schema_of(path) for path in paths]
+            out[stream] = _entry(schemas)
         return out
+
+    def catalog_entry(self, name: str) -> tuple[str, pa.Schema, int] | None:
+        """One stream's (kind, schema, parts): its files opened (what reading it needs
+        next), the others' left alone."""
+        if name not in self._paths:
+            return None
+        return _entry([file.schema for file in self._files(name)])
 
     def metadata(self) -> dict[str, Any]:
         if not self._paths:
@@ -267,7 +269,9 @@ class ArrowReader:
         return select(pa.Table.from_batches(batches, first), columns)
 
     def frames(self, stream: str) -> TableFrames:
-        info = self.streams().get(stream)
+        info = self._infos.get(stream) if self._infos is not None else None
+        if info is None and stream in self._paths:
+            info = table_stream_info(stream, self._files(stream))  # this stream's files alone
         if info is None or info.kind != "frames":
             raise UnknownStream(f"{self.path}: no frame stream {stream!r}")
         batches = [b for f in self._files(stream) for b in f.batches]
@@ -279,6 +283,17 @@ class ArrowReader:
         return TableFrames([b.num_rows for b in batches], info.frame_shape,
                            info.dtype or np.dtype("uint8"),
                            lambda k: batches[k].column("frame"), ids)  # fmt: skip
+
+
+def _entry(schemas: Sequence[pa.Schema]) -> tuple[str, pa.Schema, int]:
+    fields: dict[str, pa.Field] = {}
+    for schema in schemas:
+        for field in schema:
+            fields.setdefault(field.name, field)
+    joined = pa.schema(list(fields.values()))
+    if frame_info(joined) is not None:
+        return "frames", joined.remove(joined.get_field_index("frame")), len(schemas)
+    return "table", joined, len(schemas)
 
 
 def _schema_of(path: Path) -> pa.Schema:

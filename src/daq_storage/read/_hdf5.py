@@ -241,6 +241,12 @@ class Hdf5FrameSource:
         return np.asarray(self.group["frame_number"][: self.shape[0]]).astype(np.uint64)
 
 
+def _holds_streams(group: h5py.Group) -> bool:
+    """``/arrow_data`` of the Arrow IPC layout (a group per stream), not a stream of
+    that name."""
+    return all(isinstance(g, h5py.Group) for g in group.values())
+
+
 class Hdf5Reader:
     """One HDF5 file."""
 
@@ -253,6 +259,7 @@ class Hdf5Reader:
         except OSError as exc:
             raise ReadError(f"{path}: cannot be opened as HDF5 ({exc})") from exc
         self._infos: dict[str, StreamInfo] | None = None
+        self._single: dict[str, StreamInfo | None] = {}  # streams read one by one
         self._parts: dict[str, list[_Part | _IpcPart]] = {}
 
     def close(self) -> None:
@@ -273,22 +280,52 @@ class Hdf5Reader:
 
     def streams(self) -> dict[str, StreamInfo]:
         if self._infos is None:
-            self._infos = {}
+            infos: dict[str, StreamInfo] = {}
             for name, group in self.file.items():
                 if not isinstance(group, h5py.Group) or name.startswith("_"):
                     continue
-                if name == ARROW_GROUP and all(isinstance(g, h5py.Group) for g in group.values()):
+                if name == ARROW_GROUP and _holds_streams(group):
                     for stream, held in group.items():
-                        if "part_of" not in held.attrs:
-                            self._table(stream, held, self._table_parts(stream, held))
+                        info = self._info(stream, held)
+                        if info is not None:
+                            infos[stream] = info
                     continue
-                if "part_of" in group.attrs:
-                    continue
-                if "frames" in group and "schema" not in group.attrs:
-                    self._frames(name, group)
-                else:
-                    self._table(name, group, self._table_parts(name, group))
+                info = self._info(name, group)
+                if info is not None:
+                    infos[name] = info
+            self._infos = infos
         return self._infos
+
+    def catalog_entry(self, name: str) -> tuple[str, pa.Schema, int] | None:
+        """One stream's (kind, schema, parts), reading that stream's group alone."""
+        info = self._one(name)
+        return None if info is None else (info.kind, info.schema, len(info.parts))
+
+    def _one(self, name: str) -> StreamInfo | None:
+        if self._infos is not None:
+            return self._infos.get(name)
+        if name in self._single:
+            return self._single[name]
+        info = None
+        if name and not name.startswith("_") and "/" not in name:
+            group = self.file.get(name)
+            arrow = self.file.get(ARROW_GROUP)
+            layout = isinstance(arrow, h5py.Group) and _holds_streams(arrow)
+            if isinstance(group, h5py.Group) and not (name == ARROW_GROUP and layout):
+                info = self._info(name, group)
+            elif layout and name in arrow:
+                info = self._info(name, arrow[name])
+        self._single[name] = info
+        return info
+
+    def _info(self, name: str, group: Any) -> StreamInfo | None:
+        """The stream held in ``group`` (``None``: a later part of another stream)."""
+        if not isinstance(group, h5py.Group) or "part_of" in group.attrs:
+            return None
+        if group.parent.name != f"/{ARROW_GROUP}" and "frames" in group \
+                and "schema" not in group.attrs:  # fmt: skip
+            return self._frames(name, group)
+        return self._table(name, group, self._table_parts(name, group))
 
     def _table_parts(self, name: str, group: h5py.Group) -> list[_Part | _IpcPart]:
         keys = [group.name]
@@ -304,8 +341,8 @@ class Hdf5Reader:
             parts.append(_IpcPart(held) if ipc else _Part(held))
         return parts
 
-    def _table(self, name: str, group: h5py.Group, parts: list[_Part | _IpcPart]) -> None:
-        assert self._infos is not None
+    def _table(self, name: str, group: h5py.Group,
+               parts: list[_Part | _IpcPart]) -> StreamInfo:  # fmt: skip
         fields: dict[str, pa.Field] = {}
         for part in parts:
             for field in part.schema:
@@ -316,14 +353,13 @@ class Hdf5Reader:
             first += part.rows
         metadata = {k: v for k, v in self._attrs(group).items() if k not in LAYOUT_KEYS}
         self._parts[name] = parts
-        self._infos[name] = StreamInfo(name, "table", first, pa.schema(list(fields.values())),
-                                       metadata, tuple(infos), files=(self.path,))  # fmt: skip
+        return StreamInfo(name, "table", first, pa.schema(list(fields.values())), metadata,
+                          tuple(infos), files=(self.path,))  # fmt: skip
 
-    def _frames(self, name: str, group: h5py.Group) -> None:
-        assert self._infos is not None
+    def _frames(self, name: str, group: h5py.Group) -> StreamInfo:
         source = Hdf5FrameSource(group)
         metadata = {k: v for k, v in self._attrs(group).items() if k not in LAYOUT_KEYS}
-        self._infos[name] = StreamInfo(
+        return StreamInfo(
             name, "frames", source.shape[0], _FRAME_SCHEMA, metadata,
             (PartInfo(self.path, group.name, 0, source.shape[0]),),
             tuple(source.shape[1:]), np.dtype(source.dtype), files=(self.path,),
@@ -331,7 +367,9 @@ class Hdf5Reader:
 
     def iter_batches(self, stream: str, columns: Sequence[str] | None, batch_rows: int,
                      part: int | None = None) -> Iterator[pa.RecordBatch]:  # fmt: skip
-        info = self.streams()[stream]
+        info = self._one(stream)
+        if info is None:
+            raise UnknownStream(f"{self.path}: no stream {stream!r}")
         if info.kind == "frames":
             source = self.frames(stream)
             group = source.group
@@ -349,7 +387,7 @@ class Hdf5Reader:
             yield from held.batches(columns, batch_rows, info.schema)
 
     def frames(self, stream: str) -> Hdf5FrameSource:
-        info = self.streams().get(stream)
+        info = self._one(stream)
         if info is None or info.kind != "frames":
             raise UnknownStream(f"{self.path}: no frame stream {stream!r}")
         return Hdf5FrameSource(self.file[stream])

@@ -126,6 +126,8 @@ class Run:
         self._where: dict[str, list[tuple[Reader, int]]] = {}
         #: stream -> (kind, schema): what reading needs, without counting rows
         self._catalog: dict[str, tuple[str, pa.Schema]] | None = None
+        #: stream -> (kind, schema) of the streams looked up one by one
+        self._entries: dict[str, tuple[str, pa.Schema]] = {}
 
     # --- lifetime ---
     def close(self) -> None:
@@ -217,28 +219,37 @@ class Run:
 
     def _entry(self, name: str) -> tuple[str, pa.Schema]:
         """A stream's kind and schema (every version), as cheaply as each format gives
-        them (CSV counts its rows only when asked)."""
+        them: that stream's files or groups alone where the format can (reading one
+        stream need not open the others), and CSV counts its rows only when asked."""
         self._check_open()
-        if self._catalog is None:
-            catalog: dict[str, tuple[str, pa.Schema]] = {}
-            where: dict[str, list[tuple[Reader, int]]] = {}
-            for reader in self._readers:
-                for stream, (kind, schema, parts) in _catalog_of(reader).items():
-                    where.setdefault(stream, []).extend((reader, i) for i in range(parts))
-                    before = catalog.get(stream)
-                    if before is not None:
-                        fields = {f.name: f for f in before[1]}
-                        for field in schema:
-                            fields.setdefault(field.name, field)
-                        schema = pa.schema(list(fields.values()))
-                    catalog[stream] = (before[0] if before else kind, schema)
-            self._catalog = catalog
-            self._where = where
-        entry = self._catalog.get(name) if isinstance(name, str) else None
+        entry = None
+        if self._catalog is not None:
+            entry = self._catalog.get(name) if isinstance(name, str) else None
+        elif isinstance(name, str):
+            entry = self._entries.get(name)
+            if entry is None:
+                found = [(reader, got) for reader in self._readers
+                         if (got := _entry_of(reader, name)) is not None]  # fmt: skip
+                if found:
+                    entry = _merge(name, found, self._where)
+                    self._entries[name] = entry
         if entry is None:
+            catalog = self._full_catalog()
             raise UnknownStream(f"run {self.path} has no stream {describe_value(name)}; its "
-                                f"streams are {sorted(self._catalog)}")  # fmt: skip
+                                f"streams are {sorted(catalog)}")  # fmt: skip
         return entry
+
+    def _full_catalog(self) -> dict[str, tuple[str, pa.Schema]]:
+        if self._catalog is None:
+            found: dict[str, list[tuple[Reader, tuple[str, pa.Schema, int]]]] = {}
+            for reader in self._readers:
+                for stream, got in _catalog_of(reader).items():
+                    found.setdefault(stream, []).append((reader, got))
+            where: dict[str, list[tuple[Reader, int]]] = {}
+            self._catalog = {stream: _merge(stream, entries, where)
+                             for stream, entries in found.items()}  # fmt: skip
+            self._where = where
+        return self._catalog
 
     def stream(self, name: str) -> StreamInfo:
         """One stream's :class:`StreamInfo`.
@@ -354,8 +365,8 @@ class Run:
     # --- frames ---
     def frames(self, stream: str) -> FrameArray:
         """A frame stream as a lazy :class:`FrameArray` (every version joined)."""
-        info = self.stream(stream)
-        check_stream_kind(info.kind, "frames", stream, str(self.path))
+        kind, _ = self._entry(stream)
+        check_stream_kind(kind, "frames", stream, str(self.path))
         readers: list[Reader] = []
         for reader, _ in self._places(stream, None):
             if reader not in readers:
@@ -367,6 +378,27 @@ class Run:
                             f"across its files: {sorted(shapes)}")  # fmt: skip
         source = sources[0] if len(sources) == 1 else ChainedFrames(sources)
         return FrameArray(source, stream, check_open=self._check_open)
+
+
+def _entry_of(reader: Reader, stream: str) -> tuple[str, pa.Schema, int] | None:
+    """One stream's (kind, schema, number of parts) in one reader, or ``None``."""
+    one = getattr(reader, "catalog_entry", None)
+    if one is not None:
+        return one(stream)  # type: ignore[no-any-return]
+    return _catalog_of(reader).get(stream)
+
+
+def _merge(stream: str, found: Sequence[tuple[Reader, tuple[str, pa.Schema, int]]],
+           where: dict[str, list[tuple[Reader, int]]]) -> tuple[str, pa.Schema]:  # fmt: skip
+    """A stream's kind (its first version's) and schema (every version's fields, first
+    seen first) over the readers that hold it; records its places in ``where``."""
+    places = where[stream] = []
+    fields: dict[str, pa.Field] = {}
+    for reader, (_, schema, parts) in found:
+        places.extend((reader, i) for i in range(parts))
+        for field in schema:
+            fields.setdefault(field.name, field)
+    return found[0][1][0], pa.schema(list(fields.values()))
 
 
 def _catalog_of(reader: Reader) -> dict[str, tuple[str, pa.Schema, int]]:
@@ -399,7 +431,7 @@ def _part_table(reader: Reader, stream: str, columns: list[str] | None, part: in
         if table is not None:
             return table
     batches = list(reader.iter_batches(stream, columns, _WHOLE, part))
-    schema = _catalog_of(reader)[stream][1]
+    schema = _entry_of(reader, stream)[1]  # type: ignore[index]
     if not batches:
         return pa.schema([schema.field(n) for n in columns or schema.names]).empty_table()
     if all(b.schema == batches[0].schema for b in batches):

@@ -49,30 +49,58 @@ class _Stack:
         first = pages.first
         self.frame_shape = tuple(first.shape)
         self.dtype = np.dtype(first.dtype)
-        self.metadata: dict[str, Any] = {}
         self.is_imagej = bool(self.tif.is_imagej)
+        self._ids: tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64]] | None = None
+        self._metadata: dict[str, Any] | None = None
         if self.is_imagej:
             info = json.loads((self.tif.imagej_metadata or {}).get("Info", "{}") or "{}")
-            self.metadata = dict(info.get("metadata", {}))
+            self._metadata = dict(info.get("metadata", {}))
             ids = _sidecar(path.with_suffix(".frames.csv"))
             count = min(len(ids), int((self.tif.imagej_metadata or {}).get("images", len(ids))))
-            self.numbers = np.array([n for n, _ in ids[:count]], np.uint64)
-            self.stamps = np.array([t for _, t in ids[:count]], np.uint64)
+            self._ids = (np.array([n for n, _ in ids[:count]], np.uint64),
+                         np.array([t for _, t in ids[:count]], np.uint64))  # fmt: skip
+            self.rows = count
         else:
+            # Counted from the IFD chain alone; the pages' descriptions (ids, metadata)
+            # are read when first asked for: indexing one frame needs none of them.
+            self.rows = len(pages)
+        self.shape = (self.rows, *self.frame_shape)
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        if self._metadata is None:
+            self._described()
+        assert self._metadata is not None
+        return self._metadata
+
+    @property
+    def numbers(self) -> npt.NDArray[np.uint64]:
+        return self._described()[0]
+
+    @property
+    def stamps(self) -> npt.NDArray[np.uint64]:
+        return self._described()[1]
+
+    def _described(self) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64]]:
+        """Each page's frame number and timestamp, and the stream's metadata, from the
+        pages' JSON descriptions."""
+        if self._ids is None:
             numbers: list[int] = []
             stamps: list[int] = []
-            for text in _descriptions(path, len(pages)):
+            metadata: dict[str, Any] = {}
+            texts = _descriptions(self.path, self.rows)
+            texts += [""] * (self.rows - len(texts))
+            for text in texts:
                 try:
                     described = json.loads(text)
                 except ValueError:
                     described = {}
                 numbers.append(int(described.get("frame_number", len(numbers))))
                 stamps.append(int(described.get("timestamp_ns", 0)))
-                self.metadata.update(described.get("metadata", {}) or {})
-            self.numbers = np.array(numbers, np.uint64)
-            self.stamps = np.array(stamps, np.uint64)
-        self.rows = len(self.numbers)
-        self.shape = (self.rows, *self.frame_shape)
+                metadata.update(described.get("metadata", {}) or {})
+            self._ids = (np.array(numbers, np.uint64), np.array(stamps, np.uint64))
+            self._metadata = metadata
+        return self._ids
 
     def read(self, index: slice | npt.NDArray[np.intp]) -> npt.NDArray[Any]:
         keys = range(self.rows)[index] if isinstance(index, slice) else [int(i) for i in index]
@@ -157,14 +185,45 @@ class TiffReader:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        found = stream_files(path, SUFFIXES["tiff"])
-        self._files = {stream: [_Stack(p) for p in paths] for stream, paths in found.items()}
+        self._paths = stream_files(path, SUFFIXES["tiff"])
+        self._opened: dict[str, list[_Stack]] = {}
         self._infos: dict[str, StreamInfo] | None = None
+        try:  # each stack opened and its pages counted: a file that is no TIFF is named now
+            for stream in self._paths:
+                self._stacks(stream)
+        except BaseException:
+            self.close()
+            raise
+
+    def _stacks(self, stream: str) -> list[_Stack]:
+        stacks = self._opened.get(stream)
+        if stacks is None:
+            stacks = []
+            try:
+                for path in self._paths.get(stream, []):
+                    stacks.append(_Stack(path))
+            except BaseException:
+                for stack in stacks:
+                    stack.tif.close()
+                raise
+            self._opened[stream] = stacks
+        return stacks
+
+    @property
+    def _files(self) -> dict[str, list[_Stack]]:
+        return {stream: self._stacks(stream) for stream in self._paths}
+
+    def catalog_entry(self, name: str) -> tuple[str, pa.Schema, int] | None:
+        """One stream's (kind, schema, parts), its stacks' pages counted, not read."""
+        if name not in self._paths:
+            return None
+        return "frames", _FRAME_SCHEMA, len(self._stacks(name))
 
     def close(self) -> None:
-        for stacks in self._files.values():
+        for stacks in self._opened.values():
             for stack in stacks:
                 stack.tif.close()
+        self._opened.clear()
 
     def streams(self) -> dict[str, StreamInfo]:
         if self._infos is None:
@@ -197,7 +256,7 @@ class TiffReader:
 
     def iter_batches(self, stream: str, columns: Sequence[str] | None, batch_rows: int,
                      part: int | None = None) -> Iterator[pa.RecordBatch]:  # fmt: skip
-        stacks = self._files[stream] if part is None else [self._files[stream][part]]
+        stacks = self._stacks(stream) if part is None else [self._stacks(stream)[part]]
         for stack in stacks:
             for start in range(0, stack.rows, batch_rows):
                 batch = pa.record_batch({
@@ -208,7 +267,7 @@ class TiffReader:
                 yield select(batch, columns)
 
     def frames(self, stream: str) -> ChainedFrames:
-        stacks = self._files.get(stream)
+        stacks = self._stacks(stream) if stream in self._paths else []
         if not stacks:
             raise UnknownStream(f"{self.path}: no frame stream {stream!r}")
         if any(s.frame_shape != stacks[0].frame_shape for s in stacks):

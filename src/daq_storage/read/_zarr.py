@@ -125,60 +125,89 @@ class ZarrReader:
         except Exception as exc:  # zarr raises many kinds for a store it cannot open
             raise ReadError(f"{path}: cannot be opened as a Zarr store ({exc})") from exc
         self._infos: dict[str, StreamInfo] | None = None
+        self._single: dict[str, StreamInfo | None] = {}  # streams read one by one
         self._parts: dict[str, list[_Part]] = {}
+        self._sources: dict[str, ZarrFrameSource] = {}
 
     def close(self) -> None:
         self._parts.clear()
+        self._sources.clear()
 
     def metadata(self) -> dict[str, Any]:
         return json_values(dict(self.root.attrs))
 
     def streams(self) -> dict[str, StreamInfo]:
         if self._infos is None:
-            self._infos = {}
+            infos = {}
             for name, group in self.root.groups():
-                if "part_of" in group.attrs:
-                    continue
-                metadata = {k: v for k, v in json_values(dict(group.attrs)).items()
-                            if k not in LAYOUT_KEYS}  # fmt: skip
-                if "frames" in group and "rows" not in group.attrs:
-                    source = ZarrFrameSource(group)
-                    self._infos[name] = StreamInfo(
-                        name,
-                        "frames",
-                        source.shape[0],
-                        _FRAME_SCHEMA,
-                        metadata,
-                        (PartInfo(self.path, name, 0, source.shape[0]),),
-                        source.shape[1:],
-                        source.dtype,
-                        files=(self.path,),
-                    )
-                    continue
-                recorded: Any = group.attrs.get("parts", [{"key": name}])
-                keys = [str(p["key"]) for p in recorded]
-                parts = []
-                for key in keys:
-                    try:
-                        parts.append(_Part(self.root[key]))  # type: ignore[arg-type]
-                    except KeyError:
-                        break  # recorded, not yet published
-                fields: dict[str, pa.Field] = {}
-                infos, first = [], 0
-                for key, part in zip(keys, parts, strict=False):
-                    infos.append(PartInfo(self.path, key, first, part.rows))
-                    first += part.rows
-                    for field in part.schema:
-                        fields.setdefault(field.name, field)
-                self._parts[name] = parts
-                self._infos[name] = StreamInfo(name, "table", first,
-                                               pa.schema(list(fields.values())), metadata,
-                                               tuple(infos), files=(self.path,))  # fmt: skip
+                info = self._single[name] if name in self._single else self._info(name, group)
+                if info is not None:
+                    infos[name] = info
+            self._infos = infos
         return self._infos
+
+    def catalog_entry(self, name: str) -> tuple[str, pa.Schema, int] | None:
+        """One stream's (kind, schema, parts), reading that stream's group alone."""
+        info = self._one(name)
+        return None if info is None else (info.kind, info.schema, len(info.parts))
+
+    def _one(self, name: str) -> StreamInfo | None:
+        if self._infos is not None:
+            return self._infos.get(name)
+        if name not in self._single:
+            info = None
+            if name and "/" not in name:
+                try:
+                    group = self.root[name]
+                except KeyError:
+                    group = None
+                if isinstance(group, zarr.Group):
+                    info = self._info(name, group)
+            self._single[name] = info
+        return self._single[name]
+
+    def _info(self, name: str, group: zarr.Group) -> StreamInfo | None:
+        if "part_of" in group.attrs:
+            return None
+        metadata = {k: v for k, v in json_values(dict(group.attrs)).items()
+                    if k not in LAYOUT_KEYS}  # fmt: skip
+        if "frames" in group and "rows" not in group.attrs:
+            source = self._sources[name] = ZarrFrameSource(group)
+            return StreamInfo(
+                name,
+                "frames",
+                source.shape[0],
+                _FRAME_SCHEMA,
+                metadata,
+                (PartInfo(self.path, name, 0, source.shape[0]),),
+                source.shape[1:],
+                source.dtype,
+                files=(self.path,),
+            )
+        recorded: Any = group.attrs.get("parts", [{"key": name}])
+        keys = [str(p["key"]) for p in recorded]
+        parts = []
+        for key in keys:
+            try:
+                parts.append(_Part(self.root[key]))  # type: ignore[arg-type]
+            except KeyError:
+                break  # recorded, not yet published
+        fields: dict[str, pa.Field] = {}
+        infos, first = [], 0
+        for key, part in zip(keys, parts, strict=False):
+            infos.append(PartInfo(self.path, key, first, part.rows))
+            first += part.rows
+            for field in part.schema:
+                fields.setdefault(field.name, field)
+        self._parts[name] = parts
+        return StreamInfo(name, "table", first, pa.schema(list(fields.values())), metadata,
+                          tuple(infos), files=(self.path,))  # fmt: skip
 
     def iter_batches(self, stream: str, columns: Sequence[str] | None, batch_rows: int,
                      part: int | None = None) -> Iterator[pa.RecordBatch]:  # fmt: skip
-        info = self.streams()[stream]
+        info = self._one(stream)
+        if info is None:
+            raise UnknownStream(f"{self.path}: no stream {stream!r}")
         if info.kind == "frames":
             source = self.frames(stream)
             stamps, numbers = source.timestamps_ns(), source.frame_numbers()
@@ -195,7 +224,8 @@ class ZarrReader:
             yield from held.batches(columns, batch_rows, info.schema)
 
     def frames(self, stream: str) -> ZarrFrameSource:
-        info = self.streams().get(stream)
+        info = self._one(stream)
         if info is None or info.kind != "frames":
             raise UnknownStream(f"{self.path}: no frame stream {stream!r}")
-        return ZarrFrameSource(self.root[stream])  # type: ignore[arg-type]
+        source = self._sources.get(stream)
+        return source if source is not None else ZarrFrameSource(self.root[stream])  # type: ignore[arg-type]
