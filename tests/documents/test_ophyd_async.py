@@ -70,40 +70,42 @@ def _run_with(
 
 def test_blob_detector_frames_copied_into_the_run(engine: RunEngine, tmp_path: Path) -> None:
     bdet = _blob_detector(tmp_path / "detector")
-    writer = DocumentWriter(tmp_path / "runs", formats=("hdf5",))
+    formats = ("hdf5", "zarr", "arrow", "parquet")
+    writer = DocumentWriter(tmp_path / "runs", formats=formats)
     documents: list[tuple[str, dict[str, Any]]] = []
     _, paths = _run_with(engine, writer, bp.count([bdet], num=5), documents)
     kinds = [name for name, _ in documents]
     assert kinds.count("stream_resource") == 2  # bdet and bdet-sum
     assert kinds.count("stream_datum") == 10
-    (path,) = paths
+    assert len(paths) == len(formats)
     with h5py.File(tmp_path / "detector" / "bdet.h5", "r") as source:
         expected = source["/entry/data/data"][()]
         sums = source["/entry/sum"][()]
     assert expected.shape == (5, *FRAME_SHAPE)
 
-    with open_run(path) as run:
-        assert "primary.bdet" in run.streams
-        frames = np.asarray(run.frames("primary.bdet")[:])
-        np.testing.assert_array_equal(frames.reshape(expected.shape), expected)
-        assert frames.dtype == np.uint8
-        copied_sums = np.asarray(run.frames("primary.bdet-sum")[:])
-        np.testing.assert_array_equal(copied_sums.reshape(-1), sums)
-        resources = run.table("external.resources").to_pylist()
-        assert {r["data_key"] for r in resources} == {"bdet", "bdet-sum"}
-        assert {r["mimetype"] for r in resources} == {"application/x-hdf5"}
-        by_key = {r["data_key"]: json.loads(r["parameters"]) for r in resources}
-        assert by_key["bdet"]["dataset"] == "/entry/data/data"
-        datums = run.table("external.stream_datums").to_pylist()
-        assert len(datums) == 10
-        assert sorted((d["seq_num_start"], d["seq_num_stop"]) for d in datums if
-                      d["data_key"] == "bdet") == [(i, i + 1) for i in range(1, 6)]  # fmt: skip
+    for path in paths:
+        with open_run(path) as run:
+            frames = np.asarray(run.frames("primary.bdet")[:])
+            assert frames.shape == (5, 1, *FRAME_SHAPE), path  # the data key's [1, y, x]
+            assert frames.dtype == np.uint8
+            np.testing.assert_array_equal(frames[:, 0], expected)
+            np.testing.assert_array_equal(run.frames("primary.bdet").frame_numbers, range(1, 6))
+            np.testing.assert_array_equal(np.asarray(run.frames("primary.bdet-sum")[:])[:, 0], sums)
+            resources = run.table("external.resources").to_pylist()
+            assert {r["data_key"] for r in resources} == {"bdet", "bdet-sum"}
+            assert {r["mimetype"] for r in resources} == {"application/x-hdf5"}
+            by_key = {r["data_key"]: json.loads(r["parameters"]) for r in resources}
+            assert by_key["bdet"]["dataset"] == "/entry/data/data"
+            datums = run.table("external.stream_datums").to_pylist()
+            assert len(datums) == 10
+            assert sorted((d["seq_num_start"], d["seq_num_stop"]) for d in datums if
+                          d["data_key"] == "bdet") == [(i, i + 1) for i in range(1, 6)]  # fmt: skip
 
-    # the same frames, with h5py alone
-    with h5py.File(path, "r") as file:
-        names: list[str] = []
-        file.visit(names.append)
-        assert any(name.endswith("primary.bdet") for name in names), names
+    # the run's HDF5 file, with h5py alone
+    (hdf5,) = [path for path in paths if path.suffix == ".h5"]
+    with h5py.File(hdf5, "r") as file:
+        np.testing.assert_array_equal(file["primary.bdet/frames"][:, 0], expected)
+        np.testing.assert_array_equal(file["primary.bdet/frame_number"], range(1, 6))
 
 
 def test_blob_detector_two_runs_two_files(engine: RunEngine, tmp_path: Path) -> None:
