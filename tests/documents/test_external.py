@@ -200,6 +200,27 @@ def test_ad_tiff_datums(run: Any, sink: RecordingSink, tmp_path: Path) -> None:
         np.testing.assert_array_equal(data.fill(datum["datum_id"]), frames[i])
 
 
+def test_hdf5_and_tiff_specs(run: Any, sink: RecordingSink, tmp_path: Path) -> None:
+    frames = _frames(4)
+    _h5(tmp_path / "any.h5", "/scan/images", frames)
+    _h5(tmp_path / "ad.h5", "/entry/data/data", frames)
+    tifffile.imwrite(tmp_path / "one.tiff", frames[0])
+    data = ExternalData(sink, copy=True)
+    cases = [
+        ("HDF5", "any.h5", {"key": "/scan/images"}, {"point_number": 3}, frames[3:4]),
+        ("AD_HDF5_SWMR", "ad.h5", {"frame_per_point": 2}, {"point_number": 1}, frames[2:4]),
+        ("TIFF", "one.tiff", {}, {}, frames[0]),
+    ]
+    for spec, name, resource_kwargs, datum_kwargs, expected in cases:
+        resource = run.compose_resource(
+            spec=spec, root=str(tmp_path), resource_path=name, resource_kwargs=resource_kwargs
+        )
+        data.resource(resource.resource_doc)
+        datum = resource.compose_datum(datum_kwargs=datum_kwargs)
+        data.datum(datum)
+        np.testing.assert_array_equal(data.fill(datum["datum_id"]), expected)
+
+
 def test_root_map_moves_a_resource(run: Any, sink: RecordingSink, tmp_path: Path) -> None:
     image = _frames(1)[0]
     np.save(tmp_path / "moved_0.npy", image)
@@ -404,6 +425,23 @@ def test_tiff_sequence_frames_copied(run: Any, sink: RecordingSink, tmp_path: Pa
         np.testing.assert_array_equal(copied, frames[1:4, np.newaxis])
 
 
+def test_root_map_moves_a_stream_resource(run: Any, sink: RecordingSink, tmp_path: Path) -> None:
+    frames = _frames(2)
+    (tmp_path / "moved" / "scan").mkdir(parents=True)
+    _h5(tmp_path / "moved" / "scan" / "det.h5", "/d", frames)
+    data = ExternalData(sink, copy=True, root_map={"/beamline/data": str(tmp_path / "moved")})
+    bundle = run.compose_stream_resource(
+        mimetype=HDF5,
+        uri="file://localhost/beamline/data/scan/det.h5",
+        data_key="det",
+        parameters={"dataset": "/d"},
+    )
+    data.stream_resource(bundle.stream_resource_doc)
+    data.stream_datum(bundle.compose_stream_datum(indices=_seq(0, 2), seq_nums=_seq(1, 3)))
+    np.testing.assert_array_equal(sink.frames[0][3], frames)
+    assert sink.rows["resources"][0]["uri"] == "file://localhost/beamline/data/scan/det.h5"
+
+
 def test_unknown_mimetype_and_remote_uri_recorded_only(
     run: Any, sink: RecordingSink, tmp_path: Path
 ) -> None:
@@ -566,6 +604,20 @@ def test_frames_read_while_a_swmr_writer_holds_the_file(
         data.stream_datum(ahead)
     assert len(sink.frames) == 1
     assert len(sink.rows["stream_datums"]) == 1
+
+
+def test_swmr_parameter_decides_how_the_file_is_opened(
+    run: Any, sink: RecordingSink, writing_file: Any
+) -> None:
+    path = writing_file("swmr", 2)
+    data = ExternalData(sink, copy=True)
+    bundle = _stream(run, path, "det", {"dataset": "/entry/data/data", "swmr": False})
+    data.stream_resource(bundle.stream_resource_doc)
+    doc = bundle.compose_stream_datum(indices=_seq(0, 2), seq_nums=_seq(1, 3))
+    # told not to use SWMR, the reader cannot open a file a SWMR writer holds
+    with pytest.raises(DocumentError, match=f"{doc['uid']}.*cannot open HDF5 file"):
+        data.stream_datum(doc)
+    assert sink.frames == []
 
 
 def test_file_locked_by_a_writer_is_a_clear_error(
