@@ -329,3 +329,26 @@ class TestRefusedDocuments:
 
     def test_a_start_uid_twice(self, writer: Any, bundle: Any) -> None:
         self._refused(writer, "start", bundle.start_doc, "already started")
+
+
+@pytest.mark.parametrize("fmt", ["hdf5", "zarr", "arrow", "parquet", "csv"])
+def test_every_event_readable_while_the_run_goes_on(tmp_path: Path, fmt: str) -> None:
+    """``flush_interval=0``: each event is flushed, and a reader sees it before the stop;
+    ``close()`` without a stop leaves the run readable, without an exit status."""
+    bundle = _run()
+    desc = bundle.compose_descriptor(name="primary", data_keys=KEYS)
+    with DocumentWriter(tmp_path, fmt, flush_interval=0) as writer:
+        writer("start", bundle.start_doc)
+        writer("descriptor", desc.descriptor_doc)
+        (path,) = writer.files[bundle.start_doc["uid"]]
+        for i in range(3):
+            event = desc.compose_event(data={"x": float(i), "n": i, "label": "a"},
+                                       timestamps={"x": 1.0, "n": 1.0, "label": 1.0})  # fmt: skip
+            writer("event", event)
+            with open_run(path) as run:
+                assert run.streams["primary"].rows == i + 1
+        writer("event", event | {"uid": "last", "seq_num": 4})
+    assert writer.open_runs == []
+    with open_run(path) as run:
+        assert run.streams["primary"].rows == 4
+        assert "exit_status" not in run.metadata

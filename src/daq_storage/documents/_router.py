@@ -77,11 +77,11 @@ class DocumentWriter(DocumentRouter):
         directory: Where the runs' files go (created if missing).
         formats: Writer names (``"hdf5"``, ``"zarr"``, ``"arrow"``, ``"parquet"``,
             ``"csv"``, ``"tiff"`` or a plug-in), one output of each per run.
-        batch_size: Rows of a stream gathered before they are handed to the writers
-            (the rest at ``stop``).
-        flush_interval: Seconds: after a batch is handed over, every writer of the run
-            is flushed when the last flush is this old (0: after every batch), so a
-            reader, or a run whose process is killed, has everything up to then.
+        batch_size: Rows of a stream gathered before they are handed to the writers.
+        flush_interval: Seconds: at the first event (or page) once the last flush is
+            this old, every row gathered is handed over and every writer of the run
+            flushed (0: at every event), so a reader, or a run whose process is killed,
+            has everything up to then. Also at ``stop``, :meth:`flush` and :meth:`close`.
         file_template: ``str.format`` template of start-document keys;
             default ``"{plan_name}_{scan_id}"``.
         copy_external: Copy the data of ``resource`` / ``stream_resource`` documents
@@ -176,6 +176,12 @@ class DocumentWriter(DocumentRouter):
                 raise DocumentError(f"consume_document({name!r}) needs the document too")
             doc, name = name, document_kind(name)
         self(str(name), dict(doc))
+
+    def flush(self) -> None:
+        """Hand every row gathered so far to the writers and flush them, for every run
+        still open: a reader (or a run whose process dies later) sees all of it."""
+        for run in self._runs.values():
+            run.flush()
 
     @property
     def open_runs(self) -> list[str]:

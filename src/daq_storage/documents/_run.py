@@ -185,19 +185,21 @@ class RunWriter:
         stream = self.stream_of(doc["descriptor"], doc_name("event", doc))
         stream.buffer.add_event(doc, self.external.fill)
         stream.events += 1
-        if stream.buffer.rows >= self.batch_size:
-            self._write(stream)
-            if time.monotonic() - self._flushed_at >= self.flush_interval:
-                self._flush_writers()
+        self._after_rows(stream)
 
     def event_page(self, doc: Mapping[str, Any]) -> None:
         stream = self.stream_of(doc["descriptor"], doc_name("event_page", doc))
         stream.buffer.add_page(doc, self.external.fill)
         stream.events += len(doc["seq_num"])
-        if stream.buffer.rows >= self.batch_size:
+        self._after_rows(stream)
+
+    def _after_rows(self, stream: _Stream) -> None:
+        """A full batch to the writers; everything, and a flush, when the last flush is
+        ``flush_interval`` old (a slow scan is not held back until its stop)."""
+        if time.monotonic() - self._flushed_at >= self.flush_interval:
+            self.flush()
+        elif stream.buffer.rows >= self.batch_size:
             self._write(stream)
-            if time.monotonic() - self._flushed_at >= self.flush_interval:
-                self._flush_writers()
 
     def stop(self, doc: Mapping[str, Any]) -> None:
         """Write what is buffered, the stop's fields as metadata, and close."""
