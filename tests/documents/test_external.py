@@ -25,6 +25,7 @@ import tifffile
 
 from daq_storage.documents._external import ExternalData, ExternalSink
 from daq_storage.errors import DaqStorageError, DocumentError
+from daq_storage.writers import Hdf5Writer, TiffWriter
 
 HDF5 = "application/x-hdf5"
 TIFF = "multipart/related;type=image/tiff"
@@ -399,7 +400,8 @@ def test_tiff_sequence_frames_copied(run: Any, sink: RecordingSink, tmp_path: Pa
     stacks = tmp_path / "stacks"
     stacks.mkdir()
     for i in range(2):  # two pages per file
-        tifffile.imwrite(stacks / f"det_{i:06d}.tiff", frames[2 * i : 2 * i + 2])
+        pages = frames[2 * i : 2 * i + 2]
+        tifffile.imwrite(stacks / f"det_{i:06d}.tiff", pages, photometric="minisblack")
     descriptor = _descriptor(run, {"det": [1, 4, 5], "stacked": [1, 4, 5]})
     data = ExternalData(sink, copy=True)
     data.descriptor(descriptor)
@@ -440,6 +442,74 @@ def test_root_map_moves_a_stream_resource(run: Any, sink: RecordingSink, tmp_pat
     data.stream_datum(bundle.compose_stream_datum(indices=_seq(0, 2), seq_nums=_seq(1, 3)))
     np.testing.assert_array_equal(sink.frames[0][3], frames)
     assert sink.rows["resources"][0]["uri"] == "file://localhost/beamline/data/scan/det.h5"
+
+
+def test_streams_of_daq_storage_writers_copied(
+    run: Any, sink: RecordingSink, tmp_path: Path
+) -> None:
+    # this project's writers describe their frame streams as stream resources too
+    frames = _frames(5, (6, 8))
+    with Hdf5Writer(tmp_path / "ours.h5") as writer:
+        writer.write_frames("cam", frames)
+        writer.flush()
+        from_hdf5 = writer.describe("cam").stream_resource()
+    with TiffWriter(tmp_path / "tiff") as writer:
+        writer.write_frames("cam", frames)
+        writer.flush()
+        from_tiff = writer.describe("cam").stream_resource()
+    assert (from_hdf5["mimetype"], from_tiff["mimetype"]) == (HDF5, "image/tiff")
+    descriptor = _descriptor(run, {"h5": [6, 8], "tif": [6, 8]})
+    data = ExternalData(sink, copy=True)
+    data.descriptor(descriptor)
+    for key, resource in (("h5", from_hdf5), ("tif", from_tiff)):
+        bundle = run.compose_stream_resource(data_key=key, **resource)
+        data.stream_resource(bundle.stream_resource_doc)
+        data.stream_datum(
+            bundle.compose_stream_datum(
+                indices=_seq(1, 5), seq_nums=_seq(1, 5), descriptor=descriptor
+            )
+        )
+    assert [(key, seq) for _, key, seq, _ in sink.frames] == [("h5", (1, 5)), ("tif", (1, 5))]
+    for *_, copied in sink.frames:
+        np.testing.assert_array_equal(copied, frames[1:5])
+
+
+def test_stream_continued_over_parts(run: Any, sink: RecordingSink, tmp_path: Path) -> None:
+    frames = _frames(7)
+    _h5(tmp_path / "a.h5", "/cam/frames", frames[:3])
+    _h5(tmp_path / "b.h5", "/cam__part0002/frames", frames[3:])
+    tifffile.imwrite(tmp_path / "cam.tif", frames[:4], photometric="minisblack")
+    tifffile.imwrite(tmp_path / "cam__part0002.tif", frames[4:], photometric="minisblack")
+    hdf5_parts = [
+        {"uri": (tmp_path / "a.h5").as_uri(), "key": "/cam/frames", "first": 0},
+        {"uri": (tmp_path / "b.h5").as_uri(), "key": "/cam__part0002/frames", "first": 3},
+    ]
+    tiff_parts = [
+        {"uri": (tmp_path / "cam.tif").as_uri(), "key": "", "first": 0},
+        {"uri": (tmp_path / "cam__part0002.tif").as_uri(), "key": "", "first": 4},
+    ]
+    data = ExternalData(sink, copy=True)
+    bundles = [
+        _stream(run, tmp_path / "a.h5", "h5", {"dataset": "/cam/frames", "parts": hdf5_parts}),
+        _stream(run, tmp_path / "cam.tif", "tif", {"parts": tiff_parts}, "image/tiff"),
+    ]
+    for bundle in bundles:
+        data.stream_resource(bundle.stream_resource_doc)
+        for start, stop in ((0, 2), (2, 7)):  # the second range spans both parts
+            data.stream_datum(
+                bundle.compose_stream_datum(indices=_seq(start, stop), seq_nums=_seq(start, stop))
+            )
+    for key in ("h5", "tif"):
+        copied = np.concatenate([f for _, k, _, f in sink.frames if k == key])
+        np.testing.assert_array_equal(copied, frames)
+    broken = _stream(run, tmp_path / "a.h5", "x", {"dataset": "/d", "parts": [{"uri": 3}]})
+    data.stream_resource(broken.stream_resource_doc)
+    with pytest.raises(DocumentError, match="'parts' must list local parts"):
+        data.stream_datum(broken.compose_stream_datum(indices=_seq(0, 1), seq_nums=_seq(0, 1)))
+    short = _stream(run, tmp_path / "cam.tif", "tif", {"parts": tiff_parts}, "image/tiff")
+    data.stream_resource(short.stream_resource_doc)
+    with pytest.raises(DocumentError, match=r"cam__part0002\.tif holds 3 pages, pages 0:4"):
+        data.stream_datum(short.compose_stream_datum(indices=_seq(4, 8), seq_nums=_seq(4, 8)))
 
 
 def test_unknown_mimetype_and_remote_uri_recorded_only(

@@ -26,14 +26,11 @@ import numpy as np
 
 from daq_storage.documents._external_files import (
     DATUM_SPECS,
-    HDF5_MIMETYPE,
     STREAM_MIMETYPES,
     BadReference,
     ExternalFileError,
-    Hdf5Rows,
-    RowSource,
-    TiffRows,
     map_path,
+    open_rows,
     read_datum,
     rows_per_event,
     uri_to_path,
@@ -381,7 +378,7 @@ class ExternalData:
         shape = keys[data_key].get("shape") if keys is not None else None
         parameters: Mapping[str, Any] = resource["parameters"]
         try:
-            source = self._open(mimetype, path, parameters)
+            source = open_rows(mimetype, path, parameters, self._root_map)
             try:
                 multiplier = parameters.get("multiplier")
                 per_event = rows_per_event(
@@ -403,21 +400,3 @@ class ExternalData:
         if per_event == 1:
             return rows
         return rows.reshape(count, per_event, *row_shape)
-
-    @staticmethod
-    def _open(mimetype: str, path: str, parameters: Mapping[str, Any]) -> RowSource:
-        if mimetype == HDF5_MIMETYPE:
-            dataset = parameters.get("dataset")
-            if not isinstance(dataset, str):
-                raise ExternalFileError("parameters name no 'dataset' to read")
-            swmr = parameters.get("swmr")
-            return Hdf5Rows(path, dataset, swmr=swmr if isinstance(swmr, bool) else None)
-        template = parameters.get("template")
-        if not isinstance(template, str):
-            raise ExternalFileError("parameters name no file 'template' to read")
-        filename = str(parameters.get("filename", ""))
-        chunk_shape = parameters.get("chunk_shape") or [1]
-        per_file = chunk_shape[0] if isinstance(chunk_shape, Sequence) else None
-        if isinstance(per_file, bool) or not isinstance(per_file, int) or per_file < 1:
-            raise ExternalFileError(f"chunk_shape {chunk_shape!r} gives no pages per file")
-        return TiffRows(path, template, filename, per_file)

@@ -22,13 +22,17 @@ __all__ = [
     "BadReference",
     "HDF5_MIMETYPE",
     "STREAM_MIMETYPES",
+    "TIFF_FILE_MIMETYPE",
     "TIFF_MIMETYPE",
     "ExternalFileError",
     "Hdf5Rows",
     "RowSource",
+    "PartedRows",
+    "TiffPages",
     "TiffRows",
     "format_template",
     "map_path",
+    "open_rows",
     "read_datum",
     "rows_per_event",
     "uri_to_path",
@@ -36,8 +40,10 @@ __all__ = [
 
 HDF5_MIMETYPE = "application/x-hdf5"
 TIFF_MIMETYPE = "multipart/related;type=image/tiff"
+#: One multi-page TIFF file, a page per row (daq-storage's TIFF writer).
+TIFF_FILE_MIMETYPE = "image/tiff"
 #: The ``stream_resource`` mimetypes whose frames can be copied.
-STREAM_MIMETYPES = frozenset({HDF5_MIMETYPE, TIFF_MIMETYPE})
+STREAM_MIMETYPES = frozenset({HDF5_MIMETYPE, TIFF_MIMETYPE, TIFF_FILE_MIMETYPE})
 #: The ``resource`` specs whose datums can be filled.
 DATUM_SPECS = frozenset({"AD_HDF5", "AD_HDF5_SWMR", "HDF5", "AD_TIFF", "TIFF", "NPY_SEQ"})
 
@@ -229,6 +235,145 @@ class TiffRows:
 
     def close(self) -> None:
         self._cache = None
+
+
+class TiffPages:
+    """Rows of one multi-page TIFF file (``image/tiff``): row ``i`` is page ``i``.
+
+    Raises:
+        ExternalFileError: the file cannot be read or holds fewer pages than announced.
+    """
+
+    def __init__(self, path: str) -> None:
+        import tifffile
+
+        self.path = path
+        try:
+            self._tif = tifffile.TiffFile(path)
+        except (OSError, ValueError, tifffile.TiffFileError) as exc:
+            raise ExternalFileError(f"cannot read TIFF file {path}: {exc}") from exc
+
+    def row_shape(self, first: int) -> tuple[int, ...]:
+        return tuple(self._tif.pages.first.shape)
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        have = len(self._tif.pages)
+        if have < stop:
+            raise ExternalFileError(
+                f"TIFF file {self.path} holds {have} pages, pages {start}:{stop} were announced"
+            )
+        pages = np.asarray(self._tif.asarray(key=range(start, stop)))
+        return pages.reshape(stop - start, *self.row_shape(start))
+
+    def close(self) -> None:
+        self._tif.close()
+
+
+class PartedRows:
+    """Rows of a stream continued over parts (daq-storage's ``parameters["parts"]``:
+    ``uri``, ``key`` and ``first`` row of each), each part opened when first needed.
+
+    Raises:
+        ExternalFileError: a part cannot be read (see the part's reader).
+    """
+
+    def __init__(self, parts: Sequence[tuple[int, str, str]], opener: Any) -> None:
+        self._parts = sorted(parts)  # (first, path, key)
+        self._opener = opener
+        self._open: dict[int, RowSource] = {}
+        self.path = self._parts[0][1]
+
+    def _source(self, index: int) -> RowSource:
+        if index not in self._open:
+            _, path, key = self._parts[index]
+            self._open[index] = self._opener(path, key)
+        return self._open[index]
+
+    def _index(self, row: int) -> int:
+        index = 0
+        for i, (first, _, _) in enumerate(self._parts):
+            if first <= row:
+                index = i
+        return index
+
+    def row_shape(self, first: int) -> tuple[int, ...]:
+        index = self._index(first)
+        return self._source(index).row_shape(first - self._parts[index][0])
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        blocks = []
+        row = start
+        while row < stop:
+            index = self._index(row)
+            first = self._parts[index][0]
+            end = self._parts[index + 1][0] if index + 1 < len(self._parts) else stop
+            end = min(end, stop)
+            blocks.append(self._source(index).read(row - first, end - first))
+            row = end
+        return np.concatenate(blocks)
+
+    def close(self) -> None:
+        for source in self._open.values():
+            source.close()
+        self._open.clear()
+
+
+def _parts(
+    parameters: Mapping[str, Any], root_map: Mapping[str, str]
+) -> list[tuple[int, str, str]] | None:
+    """``parameters["parts"]`` as sorted ``(first, local path, key)``, or ``None``."""
+    parts = parameters.get("parts")
+    if parts is None:
+        return None
+    found: list[tuple[int, str, str]] = []
+    valid = isinstance(parts, Sequence) and not isinstance(parts, str)
+    for part in parts if valid else ():
+        fields = part if isinstance(part, Mapping) else {}
+        uri, key, first = fields.get("uri"), fields.get("key", ""), fields.get("first")
+        path = uri_to_path(uri) if isinstance(uri, str) else None
+        if path is None or not isinstance(key, str) or not isinstance(first, int):
+            valid = False
+            break
+        found.append((first, map_path(path, root_map), key))
+    found.sort()
+    if valid and found and found[0][0] == 0:
+        return found
+    raise BadReference(f"parameters 'parts' must list local parts from row 0, got {parts!r}")
+
+
+def open_rows(
+    mimetype: str, path: str, parameters: Mapping[str, Any], root_map: Mapping[str, str]
+) -> RowSource:
+    """The rows a ``stream_resource`` of ``mimetype`` (one of :data:`STREAM_MIMETYPES`)
+    points at, ``path`` being its ``uri``'s local path (root-mapped).
+
+    Raises:
+        BadReference: the parameters lack what the mimetype needs.
+        ExternalFileError: the file cannot be opened.
+    """
+    parts = _parts(parameters, root_map)
+    if mimetype == HDF5_MIMETYPE:
+        dataset = parameters.get("dataset")
+        if not isinstance(dataset, str):
+            raise BadReference("parameters name no 'dataset' to read")
+        flag = parameters.get("swmr")
+        swmr = flag if isinstance(flag, bool) else None
+        if parts is not None:
+            return PartedRows(parts, lambda p, key: Hdf5Rows(p, key or dataset, swmr=swmr))
+        return Hdf5Rows(path, dataset, swmr=swmr)
+    if mimetype == TIFF_FILE_MIMETYPE:
+        if parts is not None:
+            return PartedRows(parts, lambda p, key: TiffPages(p))
+        return TiffPages(path)
+    template = parameters.get("template")
+    if not isinstance(template, str):
+        raise BadReference("parameters name no file 'template' to read")
+    filename = str(parameters.get("filename", ""))
+    chunk_shape = parameters.get("chunk_shape") or [1]
+    per_file = chunk_shape[0] if isinstance(chunk_shape, Sequence) else None
+    if isinstance(per_file, bool) or not isinstance(per_file, int) or per_file < 1:
+        raise BadReference(f"chunk_shape {chunk_shape!r} gives no pages per file")
+    return TiffRows(path, template, filename, per_file)
 
 
 def _int_kwarg(kwargs: Mapping[str, Any], name: str, default: int | None = None) -> int:
