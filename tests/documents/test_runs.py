@@ -248,3 +248,26 @@ def test_external_images_are_copied_in_or_referenced(record: Record, tmp_path: P
                 assert run.frames("primary.img").frame_numbers.tolist() == [1, 2, 3]
             else:
                 assert "primary.img" not in run.streams
+
+
+def test_events_filled_beforehand_keep_their_data_and_datum_ids(
+    record: Record, tmp_path: Path
+) -> None:
+    """Documents that went through event-model's Filler first (the image in the event,
+    the datum id in ``filled``): stored as frames, the ids kept, nothing read again."""
+    from event_model import Filler
+    from ophyd.sim import NumpySeqHandler, img
+
+    docs = record(count([img], num=2))
+    with Filler({"NPY_SEQ": NumpySeqHandler}, inplace=False) as filler:
+        filled = [filler(name, doc) for name, doc in docs]
+    writer = DocumentWriter(tmp_path, "hdf5", copy_external=False)
+    for name, doc in filled:
+        writer(name, doc)
+    evs = [doc for name, doc in filled if name == "event"]
+    (path,) = writer.files[of_kind(docs, "start")[0]["uid"]]
+    with open_run(path) as run:
+        np.testing.assert_array_equal(
+            run.frames("primary.img")[:], np.stack([e["data"]["img"] for e in evs])
+        )
+        assert run.polars("primary")["img"].to_list() == [e["filled"]["img"] for e in evs]

@@ -109,6 +109,7 @@ class EventBuffer:
         data, stamps = doc["data"], doc["timestamps"]
         self._check_keys(data, stamps, where)
         values: dict[str, Any] = {}
+        frames: dict[str, np.ndarray] = {}
         for key in self._keys:
             value = data[key.name]
             stamp = stamps[key.name]
@@ -119,13 +120,19 @@ class EventBuffer:
             if key.kind == "array":
                 values[key.name] = key.check_frames(_as_array(value, key, where)[np.newaxis], where)
             elif key.kind == "datum":
-                if not isinstance(value, str):
-                    raise DocumentError(f"{where}: data key {key.name!r} is external; its value "
-                                        f"must be a datum id (text), got {value!r}")  # fmt: skip
+                frame = None
+                if isinstance(value, str):
+                    frame = None if fill is None else fill(value, key.shape)
+                else:  # filled already (an event through event-model's Filler): the data
+                    frame = _as_array(value, key, where)
+                    reference = (doc.get("filled") or {}).get(key.name)
+                    value = reference if isinstance(reference, str) else ""
+                if frame is not None:
+                    frames[key.name] = key.check_frames(np.asarray(frame)[np.newaxis], where)[0]
                 values[key.name] = value
             else:
                 values[key.name] = _check_scalar(key, value, where)
-        # Every value checked: the event is taken whole or not at all.
+        # Every value checked (and every datum read): the event is taken whole or not at all.
         seq_num = int(doc["seq_num"])
         for key in self._keys:
             name = key.name
@@ -134,11 +141,8 @@ class EventBuffer:
                 self._frames[name].append(values[name])
                 continue
             self._values[name].pending.append(values[name])
-            if key.kind == "datum" and fill is not None:
-                frame = fill(values[name], key.shape)
-                if frame is not None:
-                    frame = key.check_frames(np.asarray(frame)[np.newaxis], where)[0]
-                    self._filled[name].append((seq_num, float(stamps[name]), frame))
+            if name in frames:
+                self._filled[name].append((seq_num, float(stamps[name]), frames[name]))
         self._pending_seq.append(seq_num)
         self._pending_time.append(float(doc["time"]))
         self.rows += 1
@@ -178,6 +182,17 @@ class EventBuffer:
                 columns[name] = pa.array(value, type_)
             except (pa.ArrowException, TypeError, ValueError, OverflowError) as exc:
                 raise DocumentError(f"{where}: data key {name!r} ({type_}): {exc}") from None
+        # Every datum read before anything is kept: the page is taken whole or not at all.
+        filled: dict[str, list[tuple[int, float, np.ndarray]]] = {}
+        for key in self._keys:
+            if key.kind != "datum" or fill is None:
+                continue
+            for i, datum_id in enumerate(data[key.name]):
+                frame = fill(datum_id, key.shape)
+                if frame is not None:
+                    frame = key.check_frames(np.asarray(frame)[np.newaxis], where)[0]
+                    stamp = float(stamps[key.name][i])
+                    filled.setdefault(key.name, []).append((int(seq[i]), stamp, frame))
         for key in self._keys:
             name = key.name
             self._stamps[name].add_chunk(stamp_columns[name], pa.float64())
@@ -190,14 +205,8 @@ class EventBuffer:
         self._seq.append(seq)
         self._time.append(times)
         self.rows += n
-        if fill is not None:
-            for key in self._keys:
-                if key.kind == "datum":
-                    for i, datum_id in enumerate(data[key.name]):
-                        frame = fill(datum_id, key.shape)
-                        if frame is not None:
-                            frame = key.check_frames(np.asarray(frame)[np.newaxis], where)[0]
-                            self._filled[key.name].append((int(seq[i]), float(times[i]), frame))
+        for name, entries in filled.items():
+            self._filled[name].extend(entries)
 
     def _settle_index(self) -> None:
         self._seq.append(np.asarray(self._pending_seq, dtype=np.int64))
