@@ -127,8 +127,10 @@ def test_grid_scan_lands_as_one_nd_array_with_dimension_names(
     """Seed 001's nested scan: wavelength x position x y x x, in Zarr, as xarray shows it;
     the snaking axis puts each frame where its motors were."""
     wavelength, position = SynAxis(name="wavelength"), SynAxis(name="position")
+    spectrum = SynSignal(func=lambda: np.linspace(0.0, 1.0, 5), name="spectrum")
     writer = DocumentWriter(tmp_path, ("zarr", "hdf5"), batch_size=4)
-    plan = grid_scan([cam], wavelength, 500, 600, 3, position, 0, 1, 2, snake_axes=True)
+    plan = grid_scan([cam, spectrum], wavelength, 500, 600, 3, position, 0, 1, 2,
+                     snake_axes=True)  # fmt: skip
     docs = record(plan, writer)
     paths = _by_format(writer, of_kind(docs, "start")[0]["uid"])
     dataset = xr.open_zarr(paths["zarr"])
@@ -142,6 +144,9 @@ def test_grid_scan_lands_as_one_nd_array_with_dimension_names(
         at = array.sel(wavelength=e["data"]["wavelength"], position=e["data"]["position"])
         np.testing.assert_array_equal(at.values, e["data"]["cam"])
     assert dataset.attrs["plan_name"] == "grid_scan"
+    # A second array key: its own dims where a name would clash (x of 4 and x of 5).
+    assert dataset["spectrum"].dims == ("wavelength", "position", "spectrum_x")
+    assert dataset["spectrum"].shape == (3, 2, 5)
     # Every frame in acquisition order too (HDF5 and Zarr alike).
     frames = np.stack([e["data"]["cam"] for e in events(docs)])
     with h5py.File(paths["hdf5"], "r") as f:

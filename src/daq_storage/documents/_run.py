@@ -71,6 +71,7 @@ class _Output:
     spec: FormatSpec
     writer: Writer
     grids: dict[str, Any] = field(default_factory=dict)  # array name -> its shape
+    dim_sizes: dict[str, int] = field(default_factory=dict)  # of the grid arrays' dims
 
 
 @dataclass
@@ -340,7 +341,13 @@ class RunWriter:
         if key.name not in output.grids:
             frame_shape = frames.shape[1:]
             dims = frame_dims(key.name, key.spec, len(frame_shape))
-            dims = [f"{key.name}_{d}" if d in grid.dims else d for d in dims]
+            # A name xarray would see with two sizes (a motor's, another key's) is
+            # prefixed with the key: camera_y.
+            dims = [
+                f"{key.name}_{d}" if d in grid.dims or output.dim_sizes.get(d, size) != size else d
+                for d, size in zip(dims, frame_shape, strict=True)
+            ]
+            output.dim_sizes.update(zip(dims, frame_shape, strict=True))
             fill: Any = np.nan if frames.dtype.kind == "f" else 0
             writer.create_array(
                 key.name, (*grid.shape, *frame_shape), (*(1,) * len(grid.shape), *frame_shape),
