@@ -4,7 +4,8 @@ ophyd-async's ``SimBlobDetector`` writes its frames to an HDF5 file (SWMR) and e
 ``stream_resource`` / ``stream_datum`` documents; ophyd's ``SynSignalWithRegistry``
 (``ophyd.sim.img``'s class) writes one NPY file per frame and emits ``resource`` /
 ``datum`` documents. The frames the DocumentWriter copied into the run are compared with
-the detector's own files (h5py, numpy) and read back with ``open_run``.
+the detector's own files (h5py, numpy) and read back with ``open_run``: step scans
+(``bp.count``) and a fly scan with two detector frames per event.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import bluesky.plan_stubs as bps
 import bluesky.plans as bp
 import h5py
 import numpy as np
@@ -21,7 +23,12 @@ import pytest
 from bluesky import RunEngine
 from bluesky.run_engine import RunEngineResult
 from ophyd.sim import SynSignalWithRegistry
-from ophyd_async.core import StaticFilenameProvider, StaticPathProvider, init_devices
+from ophyd_async.core import (
+    StaticFilenameProvider,
+    StaticPathProvider,
+    TriggerInfo,
+    init_devices,
+)
 from ophyd_async.sim import SimBlobDetector
 
 from daq_storage.documents import DocumentWriter
@@ -158,3 +165,37 @@ def test_ophyd_registry_signal_filled_from_npy_files(engine: RunEngine, tmp_path
         datums = run.table("external.datums").to_pylist()
         assert [d["datum_id"] for d in datums] == datum_ids
         assert [json.loads(d["datum_kwargs"]) for d in datums] == [{"index": i} for i in range(3)]
+
+
+def _fly(bdet: SimBlobDetector, info: TriggerInfo) -> Any:
+    """A fly scan: prepare, kickoff, then collect while the detector completes."""
+    yield from bps.stage(bdet)
+    yield from bps.open_run()
+    yield from bps.prepare(bdet, info, wait=True)
+    yield from bps.declare_stream(bdet, name="primary", collect=True)
+    yield from bps.kickoff(bdet, wait=True)
+    yield from bps.collect_while_completing(flyers=[bdet], dets=[bdet], flush_period=0.05)
+    yield from bps.close_run()
+    yield from bps.unstage(bdet)
+
+
+def test_fly_scan_with_two_frames_per_event(engine: RunEngine, tmp_path: Path) -> None:
+    bdet = _blob_detector(tmp_path / "detector")
+    writer = DocumentWriter(tmp_path / "runs", formats=("hdf5",))
+    info = TriggerInfo(number_of_events=4, collections_per_event=2, livetime=0.01, deadtime=0.01)
+    documents: list[tuple[str, dict[str, Any]]] = []
+    _, (path,) = _run_with(engine, writer, _fly(bdet, info), documents)
+    (descriptor,) = [doc for name, doc in documents if name == "descriptor"]
+    assert descriptor["data_keys"]["bdet"]["shape"] == [2, *FRAME_SHAPE]
+    with h5py.File(tmp_path / "detector" / "bdet.h5", "r") as source:
+        expected = source["/entry/data/data"][()]
+        sums = source["/entry/sum"][()]
+    assert expected.shape == (8, *FRAME_SHAPE)
+    with open_run(path) as run:
+        frames = run.frames("primary.bdet")
+        assert frames.shape == (4, 2, *FRAME_SHAPE)  # an event holds two of the detector's frames
+        np.testing.assert_array_equal(np.asarray(frames[:]).reshape(expected.shape), expected)
+        np.testing.assert_array_equal(frames.frame_numbers, range(1, 5))
+        np.testing.assert_array_equal(
+            np.asarray(run.frames("primary.bdet-sum")[:]), sums.reshape(4, 2)
+        )
