@@ -78,6 +78,19 @@ class _File:
         return out
 
 
+def _whole(file: _File, columns: list[str] | None) -> pa.Table:
+    """The whole file as ``pyarrow.parquet.read_table`` reads it (its dataset scan
+    decodes row groups in parallel: a few % faster than ``ParquetFile.read``); the file as
+    it was opened when a writer has appended since, or is rewriting its footer."""
+    try:
+        table = pq.read_table(file.path, columns=columns)
+    except (pa.ArrowInvalid, OSError):
+        table = None
+    if table is None or table.num_rows != file.rows:
+        table = file.file.read(columns=columns)
+    return table
+
+
 def _ns(value: Any) -> int:
     if isinstance(value, int):
         return value
@@ -124,7 +137,7 @@ class ParquetReader:
             wanted = _present(columns, file.schema)
             groups = file.row_groups(start, stop)
             if len(groups) == len(file.groups):
-                table = file.file.read(columns=wanted)
+                table = _whole(file, wanted)
             else:
                 table = file.file.read_row_groups(groups, columns=wanted)
             tables.append(table.replace_schema_metadata(None))
