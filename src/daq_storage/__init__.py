@@ -44,6 +44,7 @@ if TYPE_CHECKING:
         WriteBatch,
     )
     from daq_storage.config import RingBufferConfig, StorageConfig, StorageSettings
+    from daq_storage.documents import DocumentWriter
     from daq_storage.read import FrameArray, LossRange, Run, StreamInfo, open_run
     from daq_storage.ring import Record, RingBuffer, RingReader, RingStats, max_ring_bytes
     from daq_storage.writers import (
@@ -66,6 +67,7 @@ if TYPE_CHECKING:
 # Where each lazily imported name lives.
 _LAZY = {
     **dict.fromkeys(("FrameArray", "LossRange", "Run", "StreamInfo", "open_run"), "read"),
+    "DocumentWriter": "documents",
     **dict.fromkeys(
         (
             "StorageActor",
@@ -141,6 +143,8 @@ __all__ = [
     "Flush",
     "GetStats",
     "StorageStats",
+    # bluesky documents
+    "DocumentWriter",
     # errors
     "ActorStopped",
     "ConfigError",
