@@ -199,3 +199,33 @@ def test_fly_scan_with_two_frames_per_event(engine: RunEngine, tmp_path: Path) -
         np.testing.assert_array_equal(
             np.asarray(run.frames("primary.bdet-sum")[:]), sums.reshape(4, 2)
         )
+
+
+def test_tiff_runs_take_detector_images_as_pages(engine: RunEngine, tmp_path: Path) -> None:
+    """ophyd-async declares an image key ``[k, y, x]``: a TIFF run keeps ``k`` pages per
+    event, each with its event's seq_num; the detector's sum (shape ``[k]``) is no image
+    and stays in the run's other formats."""
+    bdet = _blob_detector(tmp_path / "detector")
+    writer = DocumentWriter(tmp_path / "runs", formats=("hdf5", "tiff"))
+    _, paths = _run_with(engine, writer, bp.count([bdet], num=3))
+    with h5py.File(tmp_path / "detector" / "bdet.h5", "r") as source:
+        expected = source["/entry/data/data"][()]
+    (tiff,) = [path for path in paths if path.suffix != ".h5"]
+    with open_run(tiff) as run:
+        assert sorted(run.streams) == ["primary.bdet"]
+        frames = run.frames("primary.bdet")
+        assert frames.shape == (3, *FRAME_SHAPE)
+        np.testing.assert_array_equal(np.asarray(frames[:]), expected)
+        np.testing.assert_array_equal(frames.frame_numbers, [1, 2, 3])
+
+    bdet = _blob_detector(tmp_path / "fly")
+    writer = DocumentWriter(tmp_path / "fly_runs", formats=("tiff",))
+    info = TriggerInfo(number_of_events=3, collections_per_event=2, livetime=0.01, deadtime=0.01)
+    _, (tiff,) = _run_with(engine, writer, _fly(bdet, info))
+    with h5py.File(tmp_path / "fly" / "bdet.h5", "r") as source:
+        expected = source["/entry/data/data"][()]
+    with open_run(tiff) as run:
+        frames = run.frames("primary.bdet")
+        assert frames.shape == (6, *FRAME_SHAPE)  # two pages per event
+        np.testing.assert_array_equal(np.asarray(frames[:]), expected)
+        np.testing.assert_array_equal(frames.frame_numbers, [1, 1, 2, 2, 3, 3])

@@ -66,6 +66,28 @@ class FormatSpec:
         return "frames" if self.cls.supports_frames else None
 
 
+def tiff_pages(
+    frames: np.ndarray, numbers: np.ndarray, stamps_ns: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None] | None:
+    """Frames of one data key as TIFF pages: a key of shape ``[1, y, x]`` (one detector
+    image per event, as ophyd-async declares it) gives a page per event, ``[k, y, x]``
+    ``k`` pages per event, each with its event's ``seq_num`` and timestamp; ``None`` for
+    a key that is no image (a spectrum, a scalar)."""
+    shape = frames.shape[1:]
+    while len(shape) > 2 and shape[0] == 1:
+        shape = shape[1:]
+    rgb = len(shape) == 3 and shape[2] in (3, 4)
+    if len(shape) < 2:
+        return None
+    if len(shape) == 2 or rgb:
+        return frames.reshape(len(frames), *shape), numbers, stamps_ns
+    if len(shape) == 3:
+        per_event = shape[0]
+        repeated = None if stamps_ns is None else np.repeat(stamps_ns, per_event)
+        return frames.reshape(-1, *shape[1:]), np.repeat(numbers, per_event), repeated
+    return frames, numbers, stamps_ns  # the writer names what it cannot hold
+
+
 @dataclass
 class _Output:
     spec: FormatSpec
@@ -319,8 +341,14 @@ class RunWriter:
         for output in self.outputs:
             kind = output.spec.arrays
             if kind == "frames" or (tensors and kind == "tensor"):
-                output.writer.write_frames(name, frames, timestamps_ns=ns,
-                                           frame_numbers=seq.astype(np.uint64))  # fmt: skip
+                held, numbers, stamps_ns = frames, seq.astype(np.uint64), ns
+                if output.spec.name == "tiff":
+                    pages = tiff_pages(frames, numbers, ns)
+                    if pages is None:
+                        continue  # TIFF holds images: a spectrum or a scalar is not one
+                    held, numbers, stamps_ns = pages
+                output.writer.write_frames(name, held, timestamps_ns=stamps_ns,
+                                           frame_numbers=numbers)  # fmt: skip
                 if name not in stream.frame_streams:
                     stream.frame_streams.add(name)
                     stream.dirty = True
