@@ -6,10 +6,13 @@ import itertools
 from collections.abc import Callable
 from typing import Any
 
+import event_model
 import numpy as np
 import pytest
 from bluesky import RunEngine
 from ophyd.sim import SynSignal
+
+from tests.documents.external import RecordingSink
 
 Document = tuple[str, dict[str, Any]]
 
@@ -61,3 +64,13 @@ def events(docs: list[Document], stream: str = "primary") -> list[dict[str, Any]
     """The events of one stream, in order."""
     uids = {d["uid"] for d in of_kind(docs, "descriptor") if d["name"] == stream}
     return [d for d in of_kind(docs, "event") if d["descriptor"] in uids]
+
+
+@pytest.fixture
+def run() -> event_model.ComposeRunBundle:
+    return event_model.compose_run(metadata={"plan_name": "count"})
+
+
+@pytest.fixture
+def sink() -> RecordingSink:
+    return RecordingSink()
