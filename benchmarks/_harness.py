@@ -9,12 +9,15 @@ beside the one with defaults: a ratio over 1.0 against defaults alone is no resu
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -129,3 +132,14 @@ def _commit() -> str:
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return found.stdout.strip() or "unknown"
+
+
+@contextlib.contextmanager
+def scratch_directory() -> Iterator[Path]:
+    """A fresh directory for a benchmark's files, on the disk ``DAQ_BENCH_DIR`` names
+    (default: the system's temporary directory), removed afterwards."""
+    path = Path(tempfile.mkdtemp(prefix="daq_storage_bench_", dir=os.environ.get("DAQ_BENCH_DIR")))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)

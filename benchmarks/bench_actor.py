@@ -33,7 +33,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -45,7 +44,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from benchmarks._harness import Report
+from benchmarks._harness import Report, scratch_directory
 from benchmarks._writers import Run, interleaved, tables_run
 from daq_storage.actor import GetStats, StorageActor, WriteBatch
 from daq_storage.config import StorageConfig
@@ -274,8 +273,7 @@ def bench(report: Report, delays_report: Report, sizes: Sizes, tmp: Path) -> Non
 
 def main(sizes: Sizes | None = None) -> None:
     sizes = sizes or Sizes()
-    tmp = Path(tempfile.mkdtemp(prefix="daq_storage_bench_", dir=os.environ.get("DAQ_BENCH_DIR")))
-    try:
+    with scratch_directory() as tmp:
         report = Report(
             f"StorageActor: {sizes.rows:,} power-meter rows in {sizes.batch_rows:,}-row "
             f"batches as IPC bytes, first tell() until stop() returned; best of "
@@ -288,8 +286,6 @@ def main(sizes: Sizes | None = None) -> None:
         bench(report, delays, sizes, tmp)
         report.print()
         delays.print()
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -18,8 +18,6 @@ metadata, no flush until close. Ratio = its time / the document writer's (target
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +26,7 @@ import event_model
 import numpy as np
 import pyarrow as pa
 
-from benchmarks._harness import Report
+from benchmarks._harness import Report, scratch_directory
 from benchmarks._writers import Run, interleaved
 from daq_storage.documents import DocumentWriter
 from daq_storage.writers import open_writer
@@ -126,8 +124,7 @@ def bench(report: Report, sizes: Sizes, tmp: Path) -> None:
 
 def main(sizes: Sizes | None = None) -> None:
     sizes = sizes or Sizes()
-    tmp = Path(tempfile.mkdtemp(prefix="daq_storage_bench_", dir=os.environ.get("DAQ_BENCH_DIR")))
-    try:
+    with scratch_directory() as tmp:
         report = Report(
             f"DocumentWriter: {sizes.rows:,} rows as event pages of {sizes.page_rows:,} rows x "
             f"{len(KEYS)} scalar keys, start document until close; best of {sizes.repeats} "
@@ -135,8 +132,6 @@ def main(sizes: Sizes | None = None) -> None:
         )
         bench(report, sizes, tmp)
         report.print()
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

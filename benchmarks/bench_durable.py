@@ -13,14 +13,12 @@ over the durable run's: the share of its speed a writer keeps when every flush i
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from benchmarks._harness import Report
+from benchmarks._harness import Report, scratch_directory
 from benchmarks._writers import (
     BATCH_ROWS,
     FRAMES_PER_CALL,
@@ -103,12 +101,9 @@ def main() -> None:
         f"durable flushes: flush(durable=True) against flush() at the same points, best of "
         f"{REPEATS} interleaved runs; ratio = flush() time / durable time"
     )
-    tmp = Path(tempfile.mkdtemp(prefix="daq_storage_bench_", dir=os.environ.get("DAQ_BENCH_DIR")))
-    try:
+    with scratch_directory() as tmp:
         bench_tables(report, tmp)
         bench_frames(report, tmp)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     report.print()
 
 

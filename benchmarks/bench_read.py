@@ -20,10 +20,8 @@ from __future__ import annotations
 import functools
 import gc
 import os
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,7 +37,7 @@ import pyarrow.parquet as pq
 import tifffile
 import zarr
 
-from benchmarks._harness import Report
+from benchmarks._harness import Report, scratch_directory
 from daq_storage.read import open_run
 from daq_storage.sim import SimulatedCamera, SimulatedPowerMeter
 from daq_storage.writers import open_writer
@@ -249,8 +247,7 @@ def bench_frames(report: Report, paths: dict[str, Path], sizes: Sizes) -> None:
 
 def main(sizes: Sizes | None = None) -> None:
     sizes = sizes or Sizes()
-    tmp = Path(tempfile.mkdtemp(prefix="daq_storage_bench_", dir=os.environ.get("DAQ_BENCH_DIR")))
-    try:
+    with scratch_directory() as tmp:
         started = time.perf_counter()
         paths = _write(tmp, sizes)
         written = time.perf_counter() - started
@@ -264,8 +261,6 @@ def main(sizes: Sizes | None = None) -> None:
                         f"uint16, best of >= {sizes.repeats} alternating runs")  # fmt: skip
         bench_frames(frames, paths, sizes)
         frames.print()
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

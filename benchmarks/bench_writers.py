@@ -18,9 +18,7 @@ durable flushes in ``bench_durable``.
 from __future__ import annotations
 
 import os
-import shutil
 import sys
-import tempfile
 import zlib
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -39,7 +37,7 @@ import zarr
 import zarr.codecs
 from numcodecs import Blosc, Shuffle
 
-from benchmarks._harness import Report
+from benchmarks._harness import Report, scratch_directory
 from benchmarks._writers import (
     BATCH_ROWS,
     FRAMES,
@@ -417,8 +415,7 @@ def main(parts: Sequence[str] = ()) -> None:
     # First use of fixed_shape_tensor imports pandas (0.2 s): not what is being measured.
     frames_to_batch(FrameBlock(np.zeros((1, 1, 1), np.uint16), np.zeros(1, np.uint64),
                                np.zeros(1, np.uint64)))  # fmt: skip
-    tmp = Path(tempfile.mkdtemp(prefix="daq_storage_bench_", dir=os.environ.get("DAQ_BENCH_DIR")))
-    try:
+    with scratch_directory() as tmp:
         if "frames" in parts:
             frames = Report(
                 f"writers: {FRAMES} frames 640x480 uint16, {FRAMES_PER_CALL} per call, "
@@ -434,8 +431,6 @@ def main(parts: Sequence[str] = ()) -> None:
         )
         bench_tables(tables, tmp)
         tables.print()
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
