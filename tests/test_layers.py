@@ -24,8 +24,8 @@ LAYERS: list[set[str]] = [
     {"config", "naming", "schema", "ring"},
     {"sim"},
     {"writers", "acquisition"},
-    {"recorder", "actor", "read", "documents"},
-    {"repair", "testing", "daemon"},
+    {"recorder", "actor", "read", "documents", "streams"},
+    {"repair", "testing", "daemon", "tools"},
     {"demo"},
     {"cli"},
 ]

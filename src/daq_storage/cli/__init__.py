@@ -19,8 +19,12 @@ from daq_storage.cli._common import (
     error_line,
     reports_errors,
 )
+from daq_storage.cli._convert import convert
 from daq_storage.cli._demo import demo
+from daq_storage.cli._inspect import inspect
+from daq_storage.cli._plot import plot
 from daq_storage.cli._service import register_service_commands
+from daq_storage.cli._tail import tail
 from daq_storage.config import CODEC_KEYS, StorageConfig
 
 __all__ = ["EXIT_DATA_LOST", "EXIT_ERROR", "cli", "console", "main"]
@@ -99,6 +103,8 @@ def repair(path: Path) -> None:
 
 
 cli.add_command(demo)
+for _command in (inspect, convert, tail, plot):
+    cli.add_command(_command)
 register_service_commands(cli)
 
 
