@@ -218,3 +218,25 @@ def test_config_show_reports_any_config_in_one_line_or_shows_it(
         assert "storage.compression" in result.stdout
     else:
         assert "ConfigError" in _one_error_line(result)
+
+
+def test_debug_shows_the_traceback_an_error_line_hides(tmp_path: Path):
+    """Without ``--debug`` an error is one line; with it the exception itself comes
+    through, traceback and all."""
+    from daq_storage.errors import ConfigError
+
+    bad = tmp_path / "daq.toml"
+    bad.write_text("[storage]\nbogus = 1\n")
+    unset = {k: None for k in os.environ if k.startswith("DAQ_STORAGE_")}
+    args = ["config", "show", "--config", str(bad)]
+    quiet = CliRunner().invoke(cli, args, env=unset)
+    assert "ConfigError" in _one_error_line(quiet)
+    loud = CliRunner().invoke(cli, ["--debug", *args], env=unset)
+    assert isinstance(loud.exception, ConfigError), loud.output
+    assert "bogus" in str(loud.exception)
+    shown = subprocess.run([sys.executable, "-m", "daq_storage.cli", "--debug", *args],
+                           capture_output=True, text=True, env={**os.environ, **{
+                               k: "" for k in os.environ if k.startswith("DAQ_STORAGE_")}},
+                           check=False)  # fmt: skip
+    assert shown.returncode != 0
+    assert "Traceback (most recent call last)" in shown.stderr

@@ -32,8 +32,12 @@ __all__ = ["EXIT_DATA_LOST", "EXIT_ERROR", "cli", "console", "main"]
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="daq-storage")
-def cli() -> None:
+@click.option("--debug", is_flag=True,
+              help="Show the traceback of an error instead of one line.")  # fmt: skip
+@click.pass_context
+def cli(context: click.Context, debug: bool) -> None:
     """Store laboratory acquisition data: ring buffer, recorder, format writers."""
+    context.obj = {"debug": debug}
 
 
 @cli.group("config")

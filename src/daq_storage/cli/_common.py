@@ -18,6 +18,7 @@ __all__ = [
     "EXIT_ERROR",
     "config_option",
     "console",
+    "debugging",
     "error_line",
     "reports_errors",
 ]
@@ -48,15 +49,34 @@ def error_line(text: str) -> None:
     click.echo("error: " + " ".join(text.split("\n")), err=True)
 
 
+def debugging() -> bool:
+    """Whether ``daq-storage --debug`` asked for tracebacks."""
+    context = click.get_current_context(silent=True)
+    root = context.find_root() if context is not None else None
+    return root is not None and isinstance(root.obj, dict) and bool(root.obj.get("debug"))
+
+
 def reports_errors(fn: Callable[P, R]) -> Callable[P, R]:
-    """Turn our own errors into one clear line on stderr and exit status 2."""
+    """Turn an error into one clear line on stderr and exit status 2: our own errors by
+    their message, anything else (a bug) by its type and message. ``--debug`` lets the
+    exception and its traceback through instead."""
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return fn(*args, **kwargs)
+        except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
+            raise
         except DaqStorageError as exc:
+            if debugging():
+                raise
             error_line(f"{type(exc).__name__}: {exc}")
+            sys.exit(EXIT_ERROR)
+        except Exception as exc:
+            if debugging():
+                raise
+            error_line(f"unexpected {type(exc).__name__}: {exc} (rerun with daq-storage "
+                       "--debug for the traceback)")  # fmt: skip
             sys.exit(EXIT_ERROR)
 
     return wrapper
