@@ -45,7 +45,15 @@ if TYPE_CHECKING:
     )
     from daq_storage.config import RingBufferConfig, StorageConfig, StorageSettings
     from daq_storage.documents import DocumentWriter
-    from daq_storage.read import FrameArray, LossRange, Run, StreamInfo, open_run
+    from daq_storage.read import (
+        FrameArray,
+        LossRange,
+        Run,
+        RunListing,
+        StreamInfo,
+        list_runs,
+        open_run,
+    )
     from daq_storage.ring import Record, RingBuffer, RingReader, RingStats, max_ring_bytes
     from daq_storage.writers import (
         ArrowWriter,
@@ -66,7 +74,10 @@ if TYPE_CHECKING:
 
 # Where each lazily imported name lives.
 _LAZY = {
-    **dict.fromkeys(("FrameArray", "LossRange", "Run", "StreamInfo", "open_run"), "read"),
+    **dict.fromkeys(
+        ("FrameArray", "LossRange", "Run", "RunListing", "StreamInfo", "list_runs", "open_run"),
+        "read",
+    ),
     "DocumentWriter": "documents",
     **dict.fromkeys(
         (
@@ -131,7 +142,9 @@ __all__ = [
     "repair_parquet",
     # reading back
     "open_run",
+    "list_runs",
     "Run",
+    "RunListing",
     "StreamInfo",
     "FrameArray",
     "LossRange",

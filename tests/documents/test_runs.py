@@ -24,7 +24,7 @@ from ophyd.sim import SynAxis, SynSignal, det, det1, motor, motor1, motor2
 
 from daq_storage.documents import DocumentWriter, Hdf5DocumentWriter, ParquetDocumentWriter
 from daq_storage.errors import ConfigError
-from daq_storage.read import open_run
+from daq_storage.read import list_runs, open_run
 from tests.documents.conftest import Document, events, of_kind
 
 Record = Callable[..., list[Document]]
@@ -170,6 +170,29 @@ def test_two_runs_in_a_row_get_their_own_files(record: Record, tmp_path: Path) -
     base = b.name.split("_v")[0]
     with open_run(tmp_path, run=base) as run:
         assert run.streams["primary"].rows == 4
+
+
+def test_runs_in_several_directory_formats_are_listed_as_one_run_each(
+    record: Record, tmp_path: Path
+) -> None:
+    """Arrow IPC, Parquet and CSV runs are directories: each format of a run takes the
+    next version of the run's one name (as the Recorder names its outputs), so
+    list_runs and open_run see one run in three formats, not three runs."""
+    writer = DocumentWriter(tmp_path, formats=("arrow", "parquet", "csv"))
+    first = record(count([det], num=3), writer)
+    second = record(count([det1], num=5), writer)
+    listings = list_runs(tmp_path)
+    assert len(listings) == 2
+    for docs, listing in zip((first, second), listings, strict=True):
+        uid = of_kind(docs, "start")[0]["uid"]
+        assert listing.formats == ("arrow", "csv", "parquet")
+        assert sorted(p for paths in listing.outputs.values() for p in paths) == sorted(
+            writer.files[uid]
+        )
+        for fmt in listing.formats:
+            with open_run(tmp_path, run=listing.name, format=fmt) as run:
+                assert run.table("primary").num_rows == len(of_kind(docs, "event"))
+                assert run.metadata["uid"] == uid
 
 
 def test_a_failed_run_is_stored_with_its_exit_status(record: Record, tmp_path: Path) -> None:

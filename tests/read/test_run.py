@@ -292,3 +292,28 @@ def test_one_stream_is_read_without_listing_the_others(tmp_path: Path, name: str
         np.testing.assert_array_equal(run.frames("camera")[1], [[4, 5], [6, 7]])
         with pytest.raises(ReadError, match="broken"):
             run.streams  # noqa: B018
+
+
+def test_list_runs_names_each_run_and_its_outputs(tmp_path: Path):
+    """Rotated versions of one run and another run beside them: two listings, versions in
+    numeric order; an output itself lists its one run; nothing there is named."""
+    from daq_storage.read import list_runs
+
+    paths = [_versioned(tmp_path, "hdf5", v) for v in (1, 2, 10)]
+    for first, path in enumerate(paths):
+        _write_version(path, "hdf5", first * 3, 3)
+    other = _versioned(tmp_path, "parquet", 1, experiment="other")
+    _write_version(other, "parquet", 0, 4)
+    others, scan = list_runs(tmp_path)  # by name
+    assert (others.name, others.formats, others.outputs["parquet"]) == (
+        other.name.rsplit("_v", 1)[0], ("parquet",), (other,))  # fmt: skip
+    assert scan.formats == ("hdf5",)
+    assert scan.outputs["hdf5"] == tuple(paths)
+    with open_run(tmp_path, run=scan.name) as run:
+        assert run.streams["s"].rows == 9
+    (alone,) = list_runs(paths[1])
+    assert alone.outputs == {"hdf5": (paths[1],)}
+    with pytest.raises(RunNotFound, match="no runs at"):
+        list_runs(tmp_path / "missing")
+    with pytest.raises(ConfigError, match="must be a path"):
+        list_runs(3)  # type: ignore[arg-type]

@@ -137,12 +137,13 @@ class RunWriter:
         self._flushed_at = time.monotonic()
         name = run_name(template, start)
         when = run_time(start)
-        directories = sum(1 for f in formats if not f.cls.path_suffix)
         self.outputs: list[_Output] = []
         try:
             for fmt in formats:
-                stem = name if fmt.cls.path_suffix or directories < 2 else f"{name}-{fmt.name}"
-                writer = open_output(fmt.cls, directory, stem, when, fmt.options)
+                # As the Recorder names its outputs: one name, each format under the next
+                # free version (two directory formats cannot share one), told apart by
+                # what they hold; open_run lists them as one run in several formats.
+                writer = open_output(fmt.cls, directory, name, when, fmt.options)
                 self.outputs.append(_Output(fmt, writer))
             for output in self.outputs:
                 for key, value in start.items():

@@ -2,7 +2,8 @@
 
 ``open_run(path)`` opens an HDF5 file, a Zarr store, a directory of Arrow IPC, Parquet,
 CSV or TIFF stream files, the rotated versions of a run, or a Recorder's output
-directory (``format=`` picks a format there); the :class:`Run` lists the streams
+directory (``format=`` picks a format there, ``run=`` a run: :func:`list_runs` lists
+them); the :class:`Run` lists the streams
 (:class:`StreamInfo`), gives tables as ``pyarrow.Table`` (or polars), in batches, and
 frames as a lazy :class:`FrameArray` (numpy indexing, or a lazy xarray ``DataArray``)::
 
@@ -17,7 +18,18 @@ from __future__ import annotations
 
 from daq_storage.read._discover import FORMATS
 from daq_storage.read._frames import FrameArray
+from daq_storage.read._listing import RunListing, list_runs
 from daq_storage.read._run import Run, open_run
 from daq_storage.read._source import LossRange, PartInfo, StreamInfo
 
-__all__ = ["FORMATS", "FrameArray", "LossRange", "PartInfo", "Run", "StreamInfo", "open_run"]
+__all__ = [
+    "FORMATS",
+    "FrameArray",
+    "LossRange",
+    "PartInfo",
+    "Run",
+    "RunListing",
+    "StreamInfo",
+    "list_runs",
+    "open_run",
+]
