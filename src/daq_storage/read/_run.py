@@ -46,9 +46,10 @@ _WHOLE = 1 << 22
 def _reader(output: Output) -> Reader:
     kind = output.format
     if kind == "hdf5":
+        from daq_storage.read._channels import channel_reader
         from daq_storage.read._hdf5 import Hdf5Reader
 
-        return Hdf5Reader(output.path)
+        return channel_reader(Hdf5Reader(output.path))
     if kind == "zarr":
         from daq_storage.read._zarr import ZarrReader
 
@@ -66,8 +67,9 @@ def _reader(output: Output) -> Reader:
 
         return TiffReader(output.path)
     from daq_storage.read._arrow import ArrowReader  # also a directory of metadata only
+    from daq_storage.read._channels import channel_reader
 
-    return ArrowReader(output.path)
+    return channel_reader(ArrowReader(output.path))
 
 
 def open_run(path: str | os.PathLike[str], *, format: str | None = None,
