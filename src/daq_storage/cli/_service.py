@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
+from rich.console import RenderableType
 from rich.table import Table
+from rich.text import Text
 
 from daq_storage.cli._common import (
     EXIT_DATA_LOST,
@@ -28,8 +30,16 @@ from daq_storage.errors import DaqStorageError, RingNotFound
 if TYPE_CHECKING:
     from daq_storage.acquisition import AcquisitionResult
     from daq_storage.recorder import RecorderStats
+    from daq_storage.ring import RingStats
 
-__all__ = ["register_service_commands"]
+__all__ = [
+    "no_ring",
+    "recorder_renderables",
+    "register_service_commands",
+    "ring_info",
+    "ring_path",
+    "status_renderables",
+]
 
 #: ``status`` measures the producer's rate over this long (a measurement, not a wait
 #: for anything).
@@ -43,7 +53,7 @@ def register_service_commands(group: click.Group) -> None:
     group.add_command(status)
 
 
-def _ring_path(ring: Path | None, config_file: Path | None) -> Path:
+def ring_path(ring: Path | None, config_file: Path | None) -> Path:
     """``--ring``, else the daemon's ring of ``--config`` (or of the environment)."""
     if ring is not None and config_file is not None:
         raise click.UsageError("give --ring or --config, not both")
@@ -52,10 +62,11 @@ def _ring_path(ring: Path | None, config_file: Path | None) -> Path:
     return daemon_ring_path(StorageConfig.load(config_file))
 
 
-def _no_ring(path: Path) -> RingNotFound:
+def no_ring(path: Path, given: str = "--ring / --config") -> RingNotFound:
+    """The error for no ring at ``path``: what to start, or what to give (``given``)."""
     return RingNotFound(
         f"no ring at {path}: no daemon is running on it (start one with "
-        "`daq-storage daemon`), or give the right --ring / --config"
+        f"`daq-storage daemon`), or give the right {given}"
     )
 
 
@@ -145,17 +156,30 @@ def _incomplete(stats: RecorderStats) -> str:
 
 
 def _print_recorder(stats: RecorderStats, *, live: bool = False) -> None:
+    _print_all(recorder_renderables(stats, live=live))
+
+
+def _print_all(renderables: list[RenderableType]) -> None:
+    for renderable in renderables:
+        # Lines carry paths: wrapped by the terminal, never cut (tables fit the width).
+        console.print(renderable, soft_wrap=isinstance(renderable, Text))
+
+
+def recorder_renderables(stats: RecorderStats, *, live: bool = False) -> list[RenderableType]:
+    """A Recorder's stats as ``status`` shows them: a line, its streams, its formats,
+    its errors (``live``: say so when its process is gone)."""
     state = stats.state
     if live and state in ("starting", "running", "stopping") and not _alive(stats.pid):
         state += " (its process is gone: these are its last stats)"
-    console.print(
-        f"recorder {stats.consumer!r} on {stats.ring} (pid {stats.pid}): {state}, "
-        f"{stats.records:,} records, {stats.bytes_in / 1e6:.1f} MB in, "
-        f"{stats.bytes_on_disk / 1e6:.1f} MB on disk, lag {stats.lag_records:,} records "
-        f"({stats.lag_seconds:.2f} s), {stats.lost:,} lost, {stats.dropped:,} dropped, "
-        f"{stats.flushes} flushes",
-        soft_wrap=True,
-    )
+    out: list[RenderableType] = [
+        Text(
+            f"recorder {stats.consumer!r} on {stats.ring} (pid {stats.pid}): {state}, "
+            f"{stats.records:,} records, {stats.bytes_in / 1e6:.1f} MB in, "
+            f"{stats.bytes_on_disk / 1e6:.1f} MB on disk, lag {stats.lag_records:,} records "
+            f"({stats.lag_seconds:.2f} s), {stats.lost:,} lost, {stats.dropped:,} dropped, "
+            f"{stats.flushes} flushes"
+        )
+    ]
     streams = Table(title="streams", title_justify="left")
     for column in ("stream", "kind", "records", "frames", "rows", "MB", "formats", "refused"):
         streams.add_column(column, justify="right" if column not in ("stream", "kind",
@@ -164,16 +188,16 @@ def _print_recorder(stats: RecorderStats, *, live: bool = False) -> None:
         streams.add_row(s.stream, s.kind, f"{s.records:,}", f"{s.frames:,}", f"{s.rows:,}",
                         f"{s.bytes_in / 1e6:.1f}", ", ".join(s.formats),
                         f"{s.refused + s.unroutable:,}")  # fmt: skip
-    console.print(streams)
+    out.append(streams)
     formats = Table(title="formats", title_justify="left")
     for column in ("format", "state", "frames", "rows", "MB on disk", "files", "error"):
         formats.add_column(column)
     for f in stats.formats.values():
         formats.add_row(f.format, f.state, f"{f.frames:,}", f"{f.rows:,}",
                         f"{f.bytes_on_disk / 1e6:.1f}", "\n".join(f.files), f.error)  # fmt: skip
-    console.print(formats)
-    for error in stats.errors:
-        console.print(f"error: {error}", soft_wrap=True)
+    out.append(formats)
+    out.extend(Text(f"error: {error}") for error in stats.errors)
+    return out
 
 
 # --------------------------------------------------------------------- simulate
@@ -236,12 +260,12 @@ def simulate(
     """
     from daq_storage.acquisition import run_instruments, stop_on_signals
 
-    path = _ring_path(ring, config_file)
+    path = ring_path(ring, config_file)
     if block_timeout is None and config_file is not None:
         block_timeout = StorageConfig.load(config_file).ring_buffer.block_timeout_secs
     everything = not (camera or power_meter or daq)
     if not path.exists():  # (checked again, race-free, when attaching)
-        raise _no_ring(path)
+        raise no_ring(path)
     with stop_on_signals() as stop:
         result = run_instruments(
             path, camera=camera or everything, power_meter=power_meter or everything,
@@ -287,22 +311,43 @@ def status(ring: Path | None, config_file: Path | None, as_json: bool) -> None:
 
     Exits with status 2 when there is no ring there.
     """
-    from daq_storage.daemon import DaemonLock
     from daq_storage.recorder import list_stats
     from daq_storage.ring import RingReader
 
-    path = _ring_path(ring, config_file)
+    path = ring_path(ring, config_file)
     try:
         reader = RingReader.open(path)
     except RingNotFound:
-        raise _no_ring(path) from None
+        raise no_ring(path) from None
     with reader:
         first, t0 = reader.stats(), time.monotonic()
         time.sleep(RATE_SAMPLE_S)  # the rate is measured over this interval
         second, t1 = reader.stats(), time.monotonic()
-        writer_alive = reader.writer_alive
-    seconds = t1 - t0
-    ring_info: dict[str, Any] = {
+        info = ring_info(path, first, second, t1 - t0, writer_alive=reader.writer_alive)
+    consumers = [dataclasses.asdict(r) for r in second.readers]
+    recorders = list_stats(path)
+    if as_json:
+        payload = {
+            "ring": info,
+            "consumers": consumers,
+            "recorders": [
+                {**json.loads(r.to_json()), "process_alive": _alive(r.pid)} for r in recorders
+            ],
+        }
+        click.echo(json.dumps(payload, indent=2))
+        return
+    _print_all(status_renderables(info, consumers, recorders))
+
+
+def ring_info(
+    path: Path, first: RingStats, second: RingStats, seconds: float, *, writer_alive: bool
+) -> dict[str, Any]:
+    """What ``status`` (and ``tail``) say of a ring: its counters at ``second``, the
+    producer's rate since ``first`` (``seconds`` earlier), the daemon holding it."""
+    from daq_storage.daemon import DaemonLock
+
+    seconds = max(seconds, 1e-9)
+    return {
         "path": str(path),
         "capacity": second.capacity,
         "used_bytes": second.used_bytes,
@@ -323,34 +368,22 @@ def status(ring: Path | None, config_file: Path | None, as_json: bool) -> None:
         "mb_per_s": (second.bytes - first.bytes) / 1e6 / seconds,
         "daemon_pid": DaemonLock.holder(path),
     }
-    consumers = [dataclasses.asdict(r) for r in second.readers]
-    recorders = list_stats(path)
-    if as_json:
-        payload = {
-            "ring": ring_info,
-            "consumers": consumers,
-            "recorders": [
-                {**json.loads(r.to_json()), "process_alive": _alive(r.pid)} for r in recorders
-            ],
-        }
-        click.echo(json.dumps(payload, indent=2))
-        return
-    _print_status(ring_info, consumers, recorders)
 
 
-def _print_status(
+def status_renderables(
     ring: dict[str, Any], consumers: list[dict[str, Any]], recorders: list[RecorderStats]
-) -> None:
+) -> list[RenderableType]:
+    """The ring's line, its consumers' table and each Recorder's stats, as ``status``
+    prints them and ``tail`` refreshes them."""
     daemon_pid = ring["daemon_pid"]
-    console.print(
+    line = Text(
         f"ring {ring['path']}: {ring['capacity'] >> 20} MiB, {ring['overflow']}, holds "
         f"{ring['used_bytes'] / 1e6:.1f} MB ({ring['fill']:.0%}), "
         f"{ring['unread_bytes'] / ring['capacity']:.0%} unread; {ring['written']:,} records "
         f"({ring['bytes'] / 1e6:.1f} MB) written, {ring['dropped']:,} dropped; producer "
         + ("attached" if ring["writer_alive"] else "not attached")
         + f", {ring['records_per_s']:,.0f} records/s, {ring['mb_per_s']:.1f} MB/s; daemon "
-        + {None: "not running", -1: "starting"}.get(daemon_pid, f"pid {daemon_pid}"),
-        soft_wrap=True,
+        + {None: "not running", -1: "starting"}.get(daemon_pid, f"pid {daemon_pid}")
     )
     table = Table(title="consumers", title_justify="left")
     for column in ("name", "pid", "state", "alive", "lag MB", "delivered", "lost"):
@@ -359,9 +392,10 @@ def _print_status(
         table.add_row(c["name"], str(c["pid"]), c["state"], "yes" if c["alive"] else "no",
                       f"{c['lag_bytes'] / 1e6:.1f}", f"{c['delivered']:,}",
                       f"{c['lost']:,}")  # fmt: skip
-    console.print(table)
+    out: list[RenderableType] = [line, table]
     for stats in recorders:
-        _print_recorder(stats, live=True)
+        out.extend(recorder_renderables(stats, live=True))
+    return out
 
 
 def _alive(pid: int) -> bool:
