@@ -17,6 +17,24 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 #: Lines each example must print: the results it promises, checked by pattern.
 EXPECTED: dict[str, list[str]] = {
+    "arrow_realtime.py": [
+        r"^live:  5000 readings, newest mean \d\.\d{3} mW$",
+        r"^read while recording: 2500 of 2500 rows so far$",
+        r"^recorded 5000 readings in 50 batches, lost 0$",
+        r"^polars: \(5000, 4\), columns \['timestamp_ns', 'channel', 'value', 'unit'\]$",
+    ],
+    "camera_to_hdf5.py": [
+        r"^h5py: camera_1/frames \(30, 240, 320\) uint16, gzip, chunks \(1, 240, 320\)$",
+        r"^  stored in 0\.\d\d of its raw size$",
+        r"^  file attributes: experiment=wavelength_scan$",
+        r"^  frames at 800 nm: \[10, 11, 12, 13, 14\]$",
+        r"^power_meter_01: 600 rows in W$",
+    ],
+    "csv_export.py": [
+        r"^convert: hdf5 -> csv, files \['metadata\.json', 'power_meter_01\.csv'\]$",
+        r"^  header \['timestamp_ns', 'channel', 'value', 'unit'\], 2000 rows$",
+        r"^power_mW\.csv: \['timestamp', 'power_mW'\], 2000 rows, mean 1\.0\d\d mW$",
+    ],
     "recorder_and_instruments.py": [
         r"^camera_1: produced 30 frames, ring refused 0$",
         r"^recorder: 36 records, lost 0, complete True$",
@@ -36,6 +54,12 @@ EXPECTED: dict[str, list[str]] = {
         r"^h5py: \(10, 120, 160\) ",
         r"^polars: \(1000, 4\)$",
         r"^tifffile: \(10, 120, 160\)$",
+    ],
+    "zarr_nested_scan.py": [
+        r"^xarray: camera_frames \{'wavelength': 10, 'position': 5, 'y': 128, 'x': 128\}$",
+        r"^  dims \('wavelength', 'position', 'y', 'x'\), chunks \(10, 1, 128, 128\)$",
+        r"^  brightest wavelength: 800 nm$",
+        r"^  one image at 800 nm, 1\.0 mm: \(128, 128\), mean \d+ counts$",
     ],
 }
 
