@@ -280,7 +280,7 @@ def _copy(
     with open_writer(kind, path, **options) as writer:
         for info in chosen:  # every table checked before anything is written
             if info.kind == "table":
-                writer.check_batch(info.name, info.schema.empty_table())
+                writer.check_batch(info.name, _empty(info.schema))
         _file_metadata(run, writer)
         shared = run.metadata if len(run.streams) > 1 or run.format in ("hdf5", "zarr") else {}
         copies = []
@@ -340,7 +340,7 @@ def _tables(run: Run, info: StreamInfo, writer: Writer, counter: _Counter, chunk
     rows = 0
     for batch in run.iter_batches(info.name, batch_rows=batch_rows):
         # The stream's metadata is set once above; a batch's would count as a change.
-        batch = batch.replace_schema_metadata(None)
+        batch = _described(batch.replace_schema_metadata(None), info.schema)
         writer.write_batch(info.name, batch)
         rows += batch.num_rows
         counter.step(info.name, batch.num_rows, batch.nbytes, writer)
@@ -362,6 +362,26 @@ def _frames(run: Run, info: StreamInfo, writer: Writer, counter: _Counter, chunk
         counter.step(info.name, stop - start, block.nbytes, writer)
         del block
     return count
+
+
+def _described(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    """``batch`` with each column's metadata (units, scale factors) from the stream's
+    schema where the batch has none: some readers give it only there (CSV)."""
+    fields, changed = [], False
+    for field in batch.schema:
+        index = schema.get_field_index(field.name)
+        known = schema.field(index).metadata if index >= 0 else None
+        if known and not field.metadata:
+            field, changed = field.with_metadata(known), True
+        fields.append(field)
+    if not changed:
+        return batch
+    return pa.RecordBatch.from_arrays(batch.columns, schema=pa.schema(fields))
+
+
+def _empty(schema: pa.Schema) -> pa.RecordBatch:
+    """No rows of ``schema`` (``Schema.empty_table`` would import pandas)."""
+    return pa.RecordBatch.from_arrays([pa.nulls(0, f.type) for f in schema], schema=schema)
 
 
 def _row_bytes(schema: pa.Schema) -> int:
