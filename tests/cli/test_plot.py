@@ -90,6 +90,21 @@ def test_one_column_of_the_arrow_copy(demo_run: Path, tmp_path: Path) -> None:
     assert _colours(pixels) > 20
 
 
+def test_a_palette_png_is_smaller_and_keeps_the_picture(demo_run: Path, tmp_path: Path) -> None:
+    full, small = tmp_path / "full.png", tmp_path / "small.png"
+    for out, extra in ((full, []), (small, ["--palette"])):
+        args = ["plot", str(_h5(demo_run)), "--dpi", "60", *extra, "-o", str(out)]
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 0, result.output
+    with Image.open(small) as image:
+        assert image.mode == "P"  # 8-bit, 256 colours
+    assert small.stat().st_size < full.stat().st_size * 0.75
+    before, after = _png(full).astype(int), _png(small).astype(int)
+    assert before.shape == after.shape == (660, 600, 3)
+    assert np.abs(before - after).mean() < 4  # dithered: the same picture, colour by colour
+    assert _colours(after[360:, 180:540]) > 50  # the frame's gradient, not a few bands
+
+
 def test_last_frame_of_a_zarr_store(tmp_path: Path) -> None:
     camera = SimulatedCamera((48, 64), seed=1)
     block = camera.frames(7)
