@@ -59,7 +59,6 @@ def main() -> None:
             meter.start()
             ready.recv()  # attached: from now on "no record" means "not yet"
             rows = batches = 0
-            peeked = False
             while True:
                 records = consumer.read_many(64, timeout=0.1)
                 if not records and not meter.is_alive():
@@ -71,15 +70,14 @@ def main() -> None:
                     writer.write_batch("power_meter_01", batch)
                     rows += batch.num_rows
                     batches += 1
+                    if batches == BATCHES // 2:
+                        # Another program may read the file while it is being written:
+                        # each batch is published as it is written.
+                        growing = pl.read_ipc_stream(run / "power_meter_01.arrows")
+                        print(f"read while recording: {growing.height} of {rows} rows so far")
                     if batches % 10 == 0:  # the live view, every 100 ms of readings
                         mean = batch.column("value").to_numpy().mean()
                         print(f"live: {rows:5d} readings, newest mean {mean * 1e3:.3f} mW")
-                if not peeked and batches >= BATCHES // 2:
-                    # Another program may read the file while it is being written: each
-                    # batch is published as it is written.
-                    growing = pl.read_ipc_stream(run / "power_meter_01.arrows")
-                    print(f"read while recording: {growing.height} of {rows} rows so far")
-                    peeked = True
             meter.join()
             lost = consumer.lost
     finally:

@@ -35,6 +35,13 @@ EXPECTED: dict[str, list[str]] = {
         r"^  header \['timestamp_ns', 'channel', 'value', 'unit'\], 2000 rows$",
         r"^power_mW\.csv: \['timestamp', 'power_mW'\], 2000 rows, mean 1\.0\d\d mW$",
     ],
+    "multi_format.py": [
+        r"^wrote 100000 samples x 8 channels to \['data\.h5', 'data'\]$",
+        r"^h5py: /data/AI0\.\.AI7 \(100000, 8\) int16, scale_factor 3\.052e-04 V per count$",
+        r"^pyarrow: 100000 rows, columns \['timestamps', 'sample_index', 'AI0'\] \.\.\.$",
+        r"^identical samples and timestamps in both: True$",
+        r"^AI0 through open_run: float64, ",
+    ],
     "recorder_and_instruments.py": [
         r"^camera_1: produced 30 frames, ring refused 0$",
         r"^recorder: 36 records, lost 0, complete True$",

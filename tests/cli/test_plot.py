@@ -196,7 +196,7 @@ def _peak_rss_kib(argv: list[str]) -> int:
 
 
 @pytest.mark.parametrize(
-    "rows", [4_000_000, pytest.param(10_000_000, marks=pytest.mark.stress)], ids=str
+    "rows", [2_000_000, pytest.param(10_000_000, marks=pytest.mark.stress)], ids=str
 )
 def test_a_long_stream_is_drawn_as_min_max_buckets_in_bounded_memory(
     tmp_path: Path, rows: int
