@@ -20,6 +20,7 @@ from daq_storage.cli import cli as main
 from daq_storage.cli._plot import BUCKETS, decimate
 from daq_storage.read import open_run
 from daq_storage.sim import SimulatedCamera
+from daq_storage.streams import ChannelConfig, StreamWriter
 from daq_storage.writers import open_writer
 from tests.cli.conftest import environ
 
@@ -103,6 +104,28 @@ def test_a_palette_png_is_smaller_and_keeps_the_picture(demo_run: Path, tmp_path
     assert before.shape == after.shape == (660, 600, 3)
     assert np.abs(before - after).mean() < 4  # dithered: the same picture, colour by colour
     assert _colours(after[360:, 180:540]) > 50  # the frame's gradient, not a few bands
+
+
+def test_a_stream_writers_lz4_file_plots_in_volts_against_its_timestamps(tmp_path: Path) -> None:
+    """Its time column is ``timestamps`` (a timestamp type); ``sample_index`` counts, so
+    it is not drawn; reading lz4 needs hdf5plugin's filter in the command's process."""
+    channels = [ChannelConfig(0, "AI0", -10.0, 10.0), ChannelConfig(1, "AI1", -1.0, 1.0)]
+    ramp = np.linspace(-0.5, 0.5, 20_000)
+    with StreamWriter(tmp_path / "daq.h5", channels=channels, sample_rate=10_000.0,
+                      compression="lz4", start_ns=T0_NS) as writer:  # fmt: skip
+        writer.write(np.column_stack([ramp * 10, ramp]))  # volts, stored as counts
+    out = tmp_path / "daq.png"
+    result = _daq_storage("plot", "daq.h5", "-o", str(out), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"plot {out} (1000x300 px): data (AI0, AI1; 20,000 rows)\n"
+    with open_run(tmp_path / "daq.h5") as run:
+        series = decimate(run, run.stream("data"), ["AI0", "AI1"])
+    assert series.datetime
+    assert series.time[0] == T0_NS
+    assert series.time[-1] == T0_NS + (20_000 - series.step) * 100_000  # 10 kS/s
+    assert series.units == {"AI0": "V", "AI1": "V"}
+    assert series.high["AI0"].max() == pytest.approx(5.0, abs=1e-3)  # volts, not counts
+    assert series.low["AI1"].min() == pytest.approx(-0.5, abs=1e-4)
 
 
 def test_last_frame_of_a_zarr_store(tmp_path: Path) -> None:

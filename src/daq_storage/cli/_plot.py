@@ -41,6 +41,8 @@ BUCKETS = 2000
 BATCH_ROWS = 262_144
 #: Read progress is shown for tables of more rows than this (on a terminal).
 PROGRESS_ROWS = 1_000_000
+#: Columns that count rather than measure: not drawn unless asked for.
+COUNTERS = frozenset({"sample_index", "frame_number", "seq", "seq_num"})
 FORMATS = ("hdf5", "arrow", "parquet", "csv", "zarr", "tiff")
 
 
@@ -73,11 +75,15 @@ def _text(kind: pa.DataType) -> bool:
 
 def _time_basis(info: StreamInfo) -> tuple[str | None, float, int]:
     """How a table's rows map to time: (column, ns per unit, offset ns). The column is
-    ``timestamp_ns``, else ``sample_index`` with the stream's ``sample_rate`` and
+    ``timestamp_ns``, else the first of a timestamp type (the stream writer's
+    ``timestamps``), else ``sample_index`` with the stream's ``sample_rate`` and
     ``start_ns`` (the DAQ card), else ``None`` (the row number is the axis)."""
     names = info.schema.names
     if "timestamp_ns" in names:
         return "timestamp_ns", 1.0, 0
+    stamped = [f.name for f in info.schema if pa.types.is_timestamp(f.type)]
+    if stamped:
+        return stamped[0], 1.0, 0
     rate, start = info.metadata.get("sample_rate"), info.metadata.get("start_ns")
     if "sample_index" in names and isinstance(rate, int | float) and rate > 0 \
             and isinstance(start, int | float):  # fmt: skip
@@ -106,6 +112,7 @@ def pick_columns(info: StreamInfo, wanted: list[str] | None, where: str) -> list
     time_column = _time_basis(info)[0]
     numeric = [f.name for f in info.schema if _numeric(f.type) and f.name != time_column]
     if wanted is None:
+        numeric = [c for c in numeric if c not in COUNTERS]
         if not numeric:
             raise UnsupportedData(f"stream {info.name!r} of {where} has no numeric column to "
                                   f"plot; its columns are {info.columns}")  # fmt: skip
@@ -402,6 +409,7 @@ def plot(file: Path, output: Path, streams: tuple[str, ...], columns: tuple[str,
       daq-storage plot run.h5 --stream camera_1 --frame -1 -o last_frame.png
       daq-storage plot data/experiment_2026-01-25_14-32-45_v1 --format arrow -o run.png
     """
+    import hdf5plugin  # noqa: F401  (HDF5's lz4 / zstd / blosc filters, for open_run)
     from matplotlib.figure import Figure
 
     from daq_storage.read import open_run
