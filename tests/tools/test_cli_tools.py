@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import pty
+import re
 import select
 import subprocess
 import sys
@@ -195,3 +196,64 @@ def test_convert_shows_a_progress_bar_on_a_terminal(tmp_path: Path):
     )
     assert code == 0, quiet
     assert "converting" not in quiet
+
+
+# --- docs/tools.md runs as written ----------------------------------------------------------
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "tools.md"
+_BLOCK = re.compile(r"^```(\w+)\n(.*?)^```", re.MULTILINE | re.DOTALL)
+
+
+def _shows(line: str, output: str) -> bool:
+    """Whether ``output`` has a line showing ``line``: its pieces between ``…`` in order."""
+    pieces = [piece.strip() for piece in line.split("…") if piece.strip()]
+    pattern = re.compile(".*".join(re.escape(piece) for piece in pieces))
+    return any(pattern.search(out) for out in output.splitlines())
+
+
+def _commands(block: str) -> list[tuple[str, list[str]]]:
+    found = []
+    for chunk in re.split(r"^\$ ", block, flags=re.MULTILINE)[1:]:
+        command, *shown = chunk.splitlines()
+        found.append((command, [line for line in shown if line.strip()]))
+    return found
+
+
+def test_docs_blocks_run_as_written(tmp_path: Path):
+    """docs/tools.md in order in one scratch directory: each python block in a fresh
+    interpreter (it must check its results), each ``$`` command in bash; the lines shown
+    under a command must appear in its output, on stderr with exit status 2 where they
+    are an ``error:`` line, else on stdout with status 0."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("DAQ_STORAGE_")}
+    environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{environ.get('PATH', '')}"
+    blocks = _BLOCK.findall(DOCS.read_text())
+    assert [lang for lang, _ in blocks].count("python") >= 3
+    for lang, body in blocks:
+        if lang == "python":
+            assert "assert " in body, f"a docs block checks nothing:\n{body}"
+            done = subprocess.run(
+                [sys.executable, "-c", body],
+                cwd=tmp_path,
+                env=environ,
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
+            assert done.returncode == 0, f"{body}\n{done.stderr}"
+            continue
+        assert lang == "console"
+        for command, shown in _commands(body):
+            done = subprocess.run(
+                ["bash", "-c", command],
+                cwd=tmp_path,
+                env=environ,
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
+            failing = any(line.startswith("error:") for line in shown)
+            assert done.returncode == (2 if failing else 0), (command, done.stderr)
+            output = done.stderr if failing else done.stdout
+            for line in shown:
+                assert _shows(line, output), f"{command!r} did not print {line!r}:\n{output}"

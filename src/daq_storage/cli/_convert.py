@@ -200,7 +200,8 @@ def _summary(result: ConvertResult) -> None:
     )
     console.print(
         f"converted {result.source} ({result.source_format}) -> {result.target} "
-        f"({result.format}): {len(result.streams)} streams, {result.rows:,} rows, "
+        f"({result.format}): {len(result.streams)} stream{'s' * (len(result.streams) != 1)}, "
+        f"{result.rows:,} rows, "
         f"{result.frames:,} frames in {result.seconds:.1f} s{lost}",
         soft_wrap=True,
     )

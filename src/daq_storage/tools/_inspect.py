@@ -94,9 +94,8 @@ def _output(path: Path, run: Run) -> Node:
                 if not child.name.startswith("."):
                     folder.add(layout_of(child))
             folder.facts = {"bytes": size_of(output)}
-            folder.summary = f"directory · {len(folder.children)} files · " + human_bytes(
-                folder.facts["bytes"]
-            )
+            count = _count(len(folder.children), "file")
+            folder.summary = f"directory · {count} · {human_bytes(folder.facts['bytes'])}"
         else:
             files.add(layout_of(output))
     total = sum(size_of(f) for f in run.files)
