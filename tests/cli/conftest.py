@@ -23,7 +23,8 @@ def environ() -> dict[str, str]:
 @pytest.fixture
 def live_ring(shm_path: Path) -> Iterator[Path]:
     """A 1 MiB ring (``discard_oldest``) being written by a producer process: camera
-    frames on ``camera_1`` and power-meter rows on ``power_meter_01``."""
+    frames on ``camera_1``, power-meter rows on ``power_meter_01``, DAQ samples on
+    ``daq_card``."""
     RingBuffer.create(shm_path, capacity_bytes=1 << 20).close()
     producer = subprocess.Popen(
         [sys.executable, str(WRITER), str(shm_path)], env=environ(), text=True,

@@ -127,8 +127,16 @@ def test_once_prints_one_snapshot_through_a_pipe(live_ring: Path) -> None:
     out = result.stdout
     assert "\x1b[" not in out  # no terminal: no cursor movements
     assert out.count(f"ring {live_ring}: 1 MiB") == 1
+    (ring_line,) = [line for line in out.splitlines() if line.startswith("ring ")]
+    assert ring_line.endswith("; daemon not running")  # one line, never wrapped
     assert re.search(r"│ camera_1 +│ frame +│ +[\d,]+ │ .* │ frame \d+: \(60, 80\) uint16", out)
-    assert re.search(r"power_meter_01 .* last: channel=power_meter_01 +value=\S+ +unit=W", out)
+    assert re.search(r"power_meter_01 .* last: channel=power_meter_01 +value=\S+ W +unit=W", out)
+    # The DAQ card's raw counts, shown in volts (their scale_factor).
+    (daq,) = re.findall(r"│ daq_card .*", out)
+    volts = [float(v) for v in re.findall(r"ai[01]=(-?[\d.]+(?:e-?\d+)?) V", daq)]
+    assert len(volts) == 2
+    assert all(abs(v) <= 10.0 for v in volts), daq
+    assert "sample_index=" in daq
     assert result.stderr == ""
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
+import pyarrow as pa
 from rich.console import Group, RenderableType
 from rich.live import Live
 from rich.table import Table
@@ -36,7 +37,7 @@ __all__ = ["tail"]
 #: The writer's rate is measured over the last this many seconds of refreshes.
 RATE_WINDOW_S = 2.0
 #: Scalar columns shown per table stream (the first ones, ``timestamp_ns`` aside).
-MAX_VALUES = 8
+MAX_VALUES = 10
 #: Piped output (no terminal to redraw): one snapshot at most this often.
 PLAIN_EVERY_S = 1.0
 
@@ -105,6 +106,19 @@ def _value(value: Any) -> str:
     return text if len(text) <= 24 else text[:23] + "…"
 
 
+def _named(field: pa.Field, value: Any) -> str:
+    """``name=value``; raw counts with a ``scale_factor`` (the DAQ card's) in their
+    units: ``ai0=5.755 V``."""
+    meta = field.metadata or {}
+    units = meta.get(b"units", b"").decode(errors="replace")
+    if b"scale_factor" in meta and isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            value = value * float(meta[b"scale_factor"]) + float(meta.get(b"add_offset", 0))
+        except ValueError:
+            units = ""  # a scale that is no number: the raw value, without units
+    return f"{field.name}={_value(value)}" + (f" {units}" if units else "")
+
+
 def _latest(record: Record) -> str:
     """What a stream's newest record holds, in one cell."""
     if record.kind == "frame":
@@ -115,7 +129,7 @@ def _latest(record: Record) -> str:
         if batch.num_rows == 0:
             return "(empty batch)"
         last = batch.slice(batch.num_rows - 1, 1).to_pylist()[0]
-        values = [f"{k}={_value(v)}" for k, v in last.items() if k != "timestamp_ns"]
+        values = [_named(batch.schema.field(k), v) for k, v in last.items() if k != "timestamp_ns"]
         more = len(values) - MAX_VALUES
         shown = values[:MAX_VALUES] + ([f"(+{more} more)"] if more > 0 else [])
         return f"{batch.num_rows:,} rows; last: " + "  ".join(shown)
@@ -139,17 +153,26 @@ def streams_table(reader: RingReader) -> Table:
     return table
 
 
-def snapshot(path: Path, reader: RingReader, first: RingStats, seconds: float) -> Group:
-    """The whole view: ``status``'s ring line, consumers and Recorders, then the
-    streams' newest records."""
+def snapshot(
+    path: Path, reader: RingReader, first: RingStats, seconds: float
+) -> list[RenderableType]:
+    """The whole view: ``status``'s ring line and consumers, the streams' newest
+    records, then each Recorder."""
     from daq_storage.recorder import list_stats
 
     second = reader.stats()
     info = ring_info(path, first, second, seconds, writer_alive=reader.writer_alive)
     consumers = [dataclasses.asdict(r) for r in second.readers]
-    parts: list[RenderableType] = status_renderables(info, consumers, list_stats(path))
+    parts = status_renderables(info, consumers, list_stats(path))
     parts.insert(2, streams_table(reader))
-    return Group(*parts)
+    return parts
+
+
+def _print(parts: list[RenderableType]) -> None:
+    """A snapshot printed for a pipe or a log: lines whole (a reader greps them, as
+    ``status``'s), tables fitted to the width."""
+    for part in parts:
+        console.print(part, soft_wrap=isinstance(part, Text))
 
 
 @click.command()
@@ -193,7 +216,7 @@ def tail(ring: str | None, config_file: Path | None, once: bool, interval: float
         if once:
             time.sleep(RATE_SAMPLE_S)  # the rate is measured over this interval
             first, seconds = rate.add(reader.stats())
-            console.print(snapshot(path, reader, first, seconds))
+            _print(snapshot(path, reader, first, seconds))
             return
         try:
             _follow(path, reader, identity, rate, interval)
@@ -217,9 +240,9 @@ def _follow(
             first, seconds = rate.add(reader.stats())
             view = snapshot(path, reader, first, seconds)
             if live is not None:
-                live.update(view, refresh=True)
+                live.update(Group(*view), refresh=True)
             else:
-                console.print(view)
+                _print(view)
                 console.print(Text(""))
     finally:
         if live is not None:
