@@ -9,6 +9,7 @@ import os
 import pty
 import re
 import select
+import signal
 import subprocess
 import sys
 import time
@@ -257,3 +258,34 @@ def test_docs_blocks_run_as_written(tmp_path: Path):
             output = done.stderr if failing else done.stdout
             for line in shown:
                 assert _shows(line, output), f"{command!r} did not print {line!r}:\n{output}"
+
+
+def test_an_interrupted_conversion_leaves_nothing(tmp_path: Path):
+    source = tmp_path / "frames.h5"
+    from daq_storage.writers import open_writer
+
+    noise = np.random.default_rng(0).integers(0, 4096, (600, 256, 256), np.uint16)
+    with open_writer("hdf5", source, compression="none") as writer:
+        writer.write_frames("camera", noise)  # gzip takes a while over noise
+    exe = Path(sys.executable).with_name("daq-storage")
+    process = subprocess.Popen(
+        [str(exe), "convert", str(source), str(tmp_path / "out.h5")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    try:  # until the conversion has written frames into its hidden output
+        while not any(p.stat().st_size > 1 << 20 for p in tmp_path.glob(".out.h5.*.tmp/out.h5")):
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "the conversion never started writing"
+            time.sleep(0.01)  # polling the directory for the condition, with a deadline
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode != 0
+    assert "Traceback" not in stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["frames.h5"]

@@ -370,3 +370,21 @@ def test_a_run_larger_than_the_process_may_map_converts(tmp_path: Path):
         START_NS + np.arange(frames) * 1000,
     )
     np.testing.assert_array_equal(group["power"]["value"][:], np.arange(rows) * 0.5)  # type: ignore[index]
+
+
+def test_a_stream_in_several_parts_continues_as_the_target_evolves(tmp_path: Path):
+    source = tmp_path / "src"
+    with open_writer("parquet", source) as writer:
+        writer.write_batch(
+            "s", pa.record_batch({"a": pa.array([1, 2], pa.int32()), "b": ["x", "y"]})
+        )
+        writer.write_batch("s", pa.record_batch({"a": ["text", "now"], "b": ["z", "w"]}))
+        writer.write_batch("s", pa.record_batch({"a": ["more"], "b": ["q"], "c": [1.5]}))
+    out = tmp_path / "out.h5"
+    assert convert_run(source, out).rows == 5
+    with h5py.File(out, "r") as f:  # HDF5: a new part for the new type, a column added in place
+        np.testing.assert_array_equal(f["s/a"][()], [1, 2])
+        assert sorted(f["s__part0002"]) == ["a", "b", "c", "c.valid"]
+        assert f["s__part0002/c"][2] == 1.5
+    with open_run(out) as back:
+        assert back.table("s", part=1).column("a").to_pylist() == ["text", "now", "more"]
