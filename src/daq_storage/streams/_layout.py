@@ -162,7 +162,7 @@ def _to_counts(values: npt.NDArray[Any], channel: ChannelConfig,
     if bad.any():
         at = int(np.argmax(bad))
         raise UnsupportedData(
-            f"channel {channel.name!r}: value {values[at]!r} at sample {first + at} is "
+            f"channel {channel.name!r}: value {float(values[at])!r} at sample {first + at} is "
             f"outside its range [{channel.min_value}, {channel.max_value}] {channel.unit}: "
             f"it has no int16 count (store='volts' keeps any value)"
         )

@@ -92,10 +92,20 @@ def writer_from_ring(reader: RingReader, path: str | os.PathLike[str], *, stream
         SchemaMismatch: no record of ``stream`` came in time, or not a DAQ card's.
     """
     timeout = _seconds(timeout, "timeout")
-    first: Record | None = next(_records(reader, stream, timeout), None)
+    first: Record | None = None
+    deadline = time.monotonic() + timeout
+    while first is None:  # one record at a time: the next ones stay for drain()
+        left = deadline - time.monotonic()
+        if left < 0:
+            break
+        record = reader.read_next(timeout=min(left, _POLL_S))
+        if record is None and not reader.writer_alive:
+            break  # nothing left, and nobody to write more
+        if record is not None and record.stream == stream and record.kind == "arrow":
+            first = record
     if first is None:
         raise SchemaMismatch(f"no record of ring stream {stream!r} within {timeout:g} s")
-    channels, rate, start_ns = channels_of(first.schema(), stream)
+    channels, rate, start_ns = channels_of(first.schema, stream)
     writer = StreamWriter(path, channels=channels, sample_rate=rate, start_ns=start_ns,
                           **options)  # fmt: skip
     try:

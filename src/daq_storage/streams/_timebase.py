@@ -75,7 +75,8 @@ class Timebase:
         # numerator; in int64 where every term fits, else in Python ints.
         q0, r0 = divmod(first * self._twice_num + self._half, self._twice_den)
         base = self.start_ns + q0
-        if r0 + max(n - 1, 0) * self._twice_num <= _INT64_MAX and self._twice_den <= _INT64_MAX:
+        if max(r0 + max(n - 1, 0) * self._twice_num, self._twice_num,
+               self._twice_den) <= _INT64_MAX:  # fmt: skip
             steps = np.arange(n, dtype=np.int64)
             steps *= self._twice_num
             steps += r0

@@ -105,7 +105,8 @@ class StreamWriter:
     Raises:
         ConfigError: an argument of the wrong type or value (named in the message).
         InvalidName: a bad channel name, or two channels with one name.
-        FileExistsError: the file (or a non-empty Arrow directory) exists.
+        StorageIOError: the file exists (``EEXIST``: never overwritten), or cannot be
+            made.
     """
 
     def __init__(
