@@ -242,3 +242,11 @@ def test_a_long_stream_is_drawn_as_min_max_buckets_in_bounded_memory(
     # Reading the stream whole would add its size; batches add a few MB.
     assert peak - baseline < data_kib // 2, (baseline, peak, data_kib)
     assert _colours(_png(tmp_path / "large.png")) > 20
+
+
+def test_help_shows_examples() -> None:
+    result = CliRunner().invoke(main, ["plot", "--help"])
+    assert result.exit_code == 0
+    assert "Examples:\n    daq-storage plot data/experiment_" in result.output
+    for option in ("--stream", "--column", "--frame", "--format", "--palette", "--output"):
+        assert option in result.output
