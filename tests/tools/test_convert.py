@@ -388,3 +388,34 @@ def test_a_stream_in_several_parts_continues_as_the_target_evolves(tmp_path: Pat
         assert f["s__part0002/c"][2] == 1.5
     with open_run(out) as back:
         assert back.table("s", part=1).column("a").to_pylist() == ["text", "now", "more"]
+
+
+@pytest.mark.parametrize("target", ["hdf5", "arrow", "parquet", "csv", "zarr"])
+def test_metadata_changes_are_replayed_at_their_rows(tmp_path: Path, target: str):
+    source = tmp_path / "src.h5"
+    with open_writer("hdf5", source) as writer:
+        writer.write_batch(
+            "s", pa.record_batch({"a": [1, 2]}).replace_schema_metadata({"gain": "1"})
+        )
+        writer.write_batch(
+            "s",
+            pa.record_batch({"a": [3, 4, 5]}).replace_schema_metadata({"gain": "2", "label": "x"}),
+        )
+        writer.write_batch(
+            "s", pa.record_batch({"a": [6]}).replace_schema_metadata({"gain": "1", "label": "x"})
+        )
+    changes = [
+        {"row": 2, "key": "gain", "value": 2},
+        {"row": 2, "key": "label", "value": "x"},
+        {"row": 5, "key": "gain", "value": 1},
+    ]
+    out = _target(tmp_path, target)
+    convert_run(source, out, format=target, chunk_bytes=16)  # batches of two rows
+    with open_run(out) as back:
+        metadata = back.stream("s").metadata
+        assert metadata["gain"] == 1
+        assert sorted(metadata["metadata_changes"], key=lambda c: (c["row"], c["key"])) == changes
+        assert back.table("s").column("a").to_pylist() == [1, 2, 3, 4, 5, 6]
+    if target == "hdf5":
+        with h5py.File(out, "r") as f:
+            assert json.loads(f["s"].attrs["metadata_changes"]) == changes

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
+import json
 import math
 import os
 import shutil
@@ -30,6 +32,7 @@ from daq_storage.errors import (
     describe_value,
 )
 from daq_storage.read import Run, StreamInfo, open_run
+from daq_storage.schema import METADATA_CHANGES, decode_metadata
 from daq_storage.writers import Writer, available_writers, get_writer_class, open_writer
 
 __all__ = ["CHUNK_BYTES", "ConvertResult", "StreamCopy", "convert_run", "plan_conversion"]
@@ -286,7 +289,9 @@ def _copy(
         copies = []
         for info in chosen:
             for key, value in info.metadata.items():
-                if key not in _LEDGER_KEYS and not (key in shared and shared[key] == value):
+                if key in _LEDGER_KEYS or key == METADATA_CHANGES:
+                    continue  # the ledger: the run's; the changes: replayed with the rows
+                if not (key in shared and shared[key] == value):
                     writer.set_metadata(key, value, stream=info.name)
             if info.kind == "table":
                 rows = _tables(run, info, writer, counter, chunk_bytes)
@@ -337,14 +342,39 @@ class _Counter:
 
 def _tables(run: Run, info: StreamInfo, writer: Writer, counter: _Counter, chunk_bytes: int) -> int:
     batch_rows = max(1, min(1 << 20, chunk_bytes // _row_bytes(info.schema)))
+    # The stream's metadata was set above; its later changes are replayed as the
+    # schema metadata of the batches from their rows on (the writer records them).
+    changes = sorted(_changes(info), key=lambda change: int(change["row"]))
+    in_force: dict[bytes, bytes] = {}
     rows = 0
     for batch in run.iter_batches(info.name, batch_rows=batch_rows):
-        # The stream's metadata is set once above; a batch's would count as a change.
         batch = _described(batch.replace_schema_metadata(None), info.schema)
-        writer.write_batch(info.name, batch)
-        rows += batch.num_rows
+        stop = rows + batch.num_rows
+        cuts = sorted({int(c["row"]) for c in changes if rows < int(c["row"]) < stop})
+        for first, last in itertools.pairwise([rows, *cuts, stop]):
+            while changes and int(changes[0]["row"]) <= first:
+                change = changes.pop(0)
+                key = str(change["key"])
+                in_force[key.encode()] = _encoded(key, change["value"])
+            piece = batch.slice(first - rows, last - first)
+            writer.write_batch(info.name, piece.replace_schema_metadata(in_force or None))
+        rows = stop
         counter.step(info.name, batch.num_rows, batch.nbytes, writer)
     return rows
+
+
+def _changes(info: StreamInfo) -> list[dict[str, Any]]:
+    found = info.metadata.get(METADATA_CHANGES) or []
+    return [c for c in found if isinstance(c, dict) and {"row", "key", "value"} <= set(c)]
+
+
+def _encoded(key: str, value: Any) -> bytes:
+    """``value`` as the schema metadata of a batch gives it (what
+    :func:`~daq_storage.schema.decode_metadata` reads back as ``value``)."""
+    for raw in (json.dumps(value).encode(), str(value).encode()):
+        if decode_metadata({key.encode(): raw}).get(key) == value:
+            return raw
+    return json.dumps(value).encode()
 
 
 def _frames(run: Run, info: StreamInfo, writer: Writer, counter: _Counter, chunk_bytes: int) -> int:
