@@ -36,6 +36,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import h5py
 import hdf5plugin
@@ -85,7 +86,8 @@ def ours(blocks: Sequence[np.ndarray]) -> Run:
 def _datasets(f: h5py.File) -> list[h5py.Dataset]:
     group = f.create_group("data")
     filters = {"shuffle": True, **hdf5plugin.LZ4()}
-    kinds = [("timestamps", np.int64), ("sample_index", np.uint64)]
+    kinds: list[tuple[str, type[np.integer[Any]]]] = [("timestamps", np.int64),
+                                                      ("sample_index", np.uint64)]  # fmt: skip
     kinds += [(f"ai{i}", np.int16) for i in range(CHANNELS)]
     return [group.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dtype,
                                  chunks=(CHUNK,), **filters)
