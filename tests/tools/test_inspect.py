@@ -80,6 +80,10 @@ def test_hdf5_datasets_with_chunks_codec_and_ratio_as_h5py_sees_them(
         assert layout["facts"]["attributes"]["experiment"] == f.attrs["experiment"]
         value = _find(layout, "power", "value")["facts"]
         assert value["attributes"]["units"] == f["power/value"].attrs["units"] == "W"
+        for facts, name in ((frames, "camera/frames"), (value, "power/value")):
+            ids = f[name].id
+            raw = [ids.get_chunk_info(i).filter_mask != 0 for i in range(ids.get_num_chunks())]
+            assert facts["unfiltered_chunks"] == sum(raw)
 
 
 def test_zarr_arrays_with_dimension_names_and_codecs(every_format: dict[str, Path]):

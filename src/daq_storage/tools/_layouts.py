@@ -126,6 +126,7 @@ def _hdf5_dataset(name: str, dataset: Any) -> Node:
     raw = 0 if variable else int(dataset.size) * dataset.dtype.itemsize
     facts["raw_bytes"] = raw or None
     facts["ratio"] = _ratio(raw, stored)
+    facts["unfiltered_chunks"] = _unfiltered(dataset) if filters and dataset.chunks else 0
     codec = facts["compression"]
     if codec == "gzip" and facts["compression_opts"] is not None:
         codec = f"gzip({facts['compression_opts']})"
@@ -135,8 +136,28 @@ def _hdf5_dataset(name: str, dataset: Any) -> Node:
         f"chunks {_shape(dataset.chunks)}" if dataset.chunks else "contiguous",
         codec,
         _times(facts["ratio"]),
+        f"{facts['unfiltered_chunks']} chunk{'s' * (facts['unfiltered_chunks'] > 1)} "
+        "stored unfiltered"
+        if facts["unfiltered_chunks"]
+        else None,
     )
     return Node(name, "dataset", summary, facts)
+
+
+def _unfiltered(dataset: Any) -> int:
+    """Chunks stored without the dataset's filters (HDF5 marks each in its filter mask:
+    a chunk written raw, not compressed)."""
+    count = 0
+
+    def seen(info: Any) -> None:
+        nonlocal count
+        count += info.filter_mask != 0
+
+    try:
+        dataset.id.chunk_iter(seen)
+    except (AttributeError, RuntimeError, OSError):  # an HDF5 library without H5Dchunk_iter
+        return 0
+    return count
 
 
 # --------------------------------------------------------------------------- Zarr
