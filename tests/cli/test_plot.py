@@ -64,8 +64,8 @@ def test_default_plot_of_a_demo_run_has_every_stream_and_the_middle_frame(
     demo_run: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "run.png"
-    result = _daq_storage("plot", str(_h5(demo_run)), "-o", str(out), cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
+    result = CliRunner().invoke(main, ["plot", str(_h5(demo_run)), "-o", str(out)])
+    assert result.exit_code == 0, result.output
     assert result.stdout == (
         f"plot {out} (1000x1100 px): daq_card (ai0, ai1, ai2, ai3, ai4, ai5, ai6, ai7; "
         "20,000 rows), power_meter_01 (value; 2,000 rows), camera_1 frame 10 (11 of 20)\n"
