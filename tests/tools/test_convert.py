@@ -372,6 +372,23 @@ def test_a_run_larger_than_the_process_may_map_converts(tmp_path: Path):
     np.testing.assert_array_equal(group["power"]["value"][:], np.arange(rows) * 0.5)  # type: ignore[index]
 
 
+@pytest.mark.parametrize("target", ["hdf5", "arrow", "parquet", "csv", "zarr"])
+def test_a_stream_of_no_rows_keeps_its_columns(tmp_path: Path, target: str):
+    source = tmp_path / "src"
+    with open_writer("arrow", source) as writer:
+        writer.write_batch(
+            "empty",
+            pa.record_batch({"a": pa.array([], pa.int32()), "b": pa.array([], pa.string())}),
+        )
+        writer.write_batch("full", pa.record_batch({"a": [1]}))
+    out = _target(tmp_path, target)
+    result = convert_run(source, out, format=target)
+    assert [(s.stream, s.rows) for s in result.streams] == [("empty", 0), ("full", 1)]
+    with open_run(out) as back:
+        assert back.stream("empty").rows == 0
+        assert back.stream("empty").columns == ["a", "b"]
+
+
 def test_a_stream_in_several_parts_continues_as_the_target_evolves(tmp_path: Path):
     source = tmp_path / "src"
     with open_writer("parquet", source) as writer:

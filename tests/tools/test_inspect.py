@@ -215,3 +215,13 @@ def test_node_lookup_names_the_children_there_are(every_format: dict[str, Path])
         node.child("run", "nope")
     assert node.child("run", "streams", "camera").facts["rows"] == 12
     assert sum(1 for _ in node.walk()) > 20
+
+
+def test_an_arrow_file_format_output(tmp_path: Path):
+    write_run("arrow", tmp_path / "run_arrow", ipc_format="file", frames=False)
+    node = inspect_path(tmp_path / "run_arrow" / "power.arrow")
+    assert node.facts["ipc"] == "file format"
+    with pa.memory_map(str(tmp_path / "run_arrow" / "power.arrow")) as source:
+        reader = pa.ipc.open_file(source)
+        assert node.facts["batches"] == reader.num_record_batches
+        assert node.facts["rows"] == reader.read_all().num_rows == 2400

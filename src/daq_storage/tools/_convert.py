@@ -360,6 +360,8 @@ def _tables(run: Run, info: StreamInfo, writer: Writer, counter: _Counter, chunk
             writer.write_batch(info.name, piece.replace_schema_metadata(in_force or None))
         rows = stop
         counter.step(info.name, batch.num_rows, batch.nbytes, writer)
+    if not rows:  # a stream of no rows keeps its columns
+        writer.write_batch(info.name, _empty(info.schema))
     return rows
 
 
