@@ -126,6 +126,11 @@ def test_tables_convert_with_values_metadata_and_units(
         assert got.column("ok").to_pylist() == rich.column("ok").to_pylist()
         channel = back.table("power", ["channel"]).column("channel").to_pylist()
         assert channel == power.column("channel").to_pylist()
+    if target == "hdf5":  # the run's metadata on the file, the stream's on its group
+        with h5py.File(out, "r") as f:
+            assert f.attrs["experiment"] == "readback"
+            assert f["power"].attrs["wavelength_nm"] == 633.0
+            assert "experiment" not in f["power"].attrs
 
 
 # --- frames ---------------------------------------------------------------------------

@@ -285,7 +285,11 @@ def _copy(
             if info.kind == "table":
                 writer.check_batch(info.name, _empty(info.schema))
         _file_metadata(run, writer)
-        shared = run.metadata if len(run.streams) > 1 or run.format in ("hdf5", "zarr") else {}
+        # A format of one file per stream keeps the run's metadata in each stream's file:
+        # what they all hold alike is the run's, the rest the stream's own. (With one
+        # stream it cannot be told apart: it goes to both.)
+        per_stream = run.format not in ("hdf5", "zarr") and len(run.streams) > 1
+        shared = run.metadata if per_stream else {}
         copies = []
         for info in chosen:
             for key, value in info.metadata.items():
