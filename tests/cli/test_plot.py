@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from daq_storage.cli import cli as main
-from daq_storage.cli._plot import BUCKETS, decimate
+from daq_storage.cli._plot_draw import BUCKETS, decimate
 from daq_storage.read import open_run
 from daq_storage.sim import SimulatedCamera
 from daq_storage.streams import ChannelConfig, StreamWriter

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
-import pyarrow as pa
 from rich.console import Group, RenderableType
 from rich.live import Live
 from rich.table import Table
@@ -30,6 +29,8 @@ from daq_storage.config import default_ring_dir
 from daq_storage.errors import RingNotFound
 
 if TYPE_CHECKING:
+    import pyarrow as pa
+
     from daq_storage.ring import Record, RingReader, RingStats
 
 __all__ = ["tail"]
