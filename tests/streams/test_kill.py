@@ -6,6 +6,7 @@ its index, time and value, and nothing that was not written."""
 from __future__ import annotations
 
 import json
+import random
 import signal
 from pathlib import Path
 
@@ -115,3 +116,15 @@ def test_gaps_are_stored_with_their_flush(tmp_path: Path):
     jumps = np.flatnonzero(np.diff(index) != 1)
     assert gaps == [{"first": int(index[j]) + 1, "count": 1234} for j in jumps]
     assert len(gaps) == 1
+
+
+@pytest.mark.stress
+@pytest.mark.parametrize("seed", range(24))
+def test_many_kills_at_random_instants(tmp_path: Path, seed: int):
+    """Kills spread over 0-40 ms from the start of flush 3: inside the flush, inside
+    the writes after it, between them."""
+    delay_ms = 1 + random.Random(seed).randrange(40)
+    path = tmp_path / "run.h5"
+    killed = kill_when(_CHILD, line_starting("flushed 999999999"), str(path), str(delay_ms))
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    _check(path, _flushed(killed.lines))
