@@ -105,4 +105,10 @@ def test_records_that_are_no_cards_are_refused(ring_path: Path, tmp_path: Path):
         writer = StreamWriter(tmp_path / "y.h5", channels=other, sample_rate=10.0)
         with writer, pytest.raises(SchemaMismatch, match="record 2: no column 'ai7'; its col"):
             writer.drain(reader, stream="card", timeout=1)
+        ranged = [ChannelConfig(0, "ai0", -5.0, 5.0), ChannelConfig(1, "ai1", -10.0, 10.0)]
+        ring.write_batch(card.read_block(5).to_record_batch(), stream="card")
+        writer = StreamWriter(tmp_path / "z.h5", channels=ranged, sample_rate=10.0)
+        refused = r"column 'ai0' has scale_factor 0.00030517578125 per count, channel 'ai0' 0.0001"
+        with writer, pytest.raises(SchemaMismatch, match=refused):
+            writer.drain(reader, stream="card", timeout=1)
     assert not (tmp_path / "x.h5").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import operator
 import os
 import time
@@ -201,8 +202,8 @@ class StreamWriter:
         record, or inside it) is recorded as a gap.
 
         Raises:
-            SchemaMismatch: a record lacking a channel's column or ``sample_index``, or
-                with a column of another type.
+            SchemaMismatch: a record lacking a channel's column or ``sample_index``, with
+                a column of another type, or whose ``scale_factor`` is not its channel's.
         """
         self._check_open()
         batch = record.batch()
@@ -219,6 +220,7 @@ class StreamWriter:
             if column.type != pa.int16():
                 raise SchemaMismatch(f"ring stream {record.stream!r}: column {channel.name!r} "
                                      f"is {column.type}, not int16 counts")  # fmt: skip
+            _check_scale(record, batch.schema.field(channel.name), channel)
             arrays.append(column.to_numpy())
         # runs of consecutive indices: each a block of its own (a jump is a gap)
         cuts = np.flatnonzero(np.diff(index.astype(np.int64)) != 1) + 1
@@ -364,6 +366,25 @@ class StreamWriter:
     def __repr__(self) -> str:
         return (f"StreamWriter({str(self.path)!r}, {len(self.channels)} channels at "
                 f"{self.timebase.sample_rate:g}/s, {self.storage_format})")  # fmt: skip
+
+
+def _check_scale(record: Record, field: pa.Field, channel: ChannelConfig) -> None:
+    """Counts whose ``scale_factor`` (field metadata, as a card declares it) is not the
+    channel's would be stored as other values: refused."""
+    declared = (field.metadata or {}).get(b"scale_factor")
+    if declared is None:
+        return
+    try:
+        scale = float(declared)
+    except ValueError:
+        scale = math.nan
+    if not math.isclose(scale, channel.scale_factor, rel_tol=1e-9):
+        raise SchemaMismatch(
+            f"ring stream {record.stream!r}: column {channel.name!r} has scale_factor "
+            f"{declared.decode(errors='replace')} per count, channel {channel.name!r} "
+            f"{channel.scale_factor!r} (range [{channel.min_value}, {channel.max_value}]): its "
+            "counts would be stored as other values"
+        )
 
 
 def _choice(value: Any, accepted: Sequence[Any], name: str) -> Any:
