@@ -260,6 +260,15 @@ def test_docs_blocks_run_as_written(tmp_path: Path):
                 assert _shows(line, output), f"{command!r} did not print {line!r}:\n{output}"
 
 
+def test_inspect_says_what_it_reads_on_a_terminal(every_format: dict[str, Path]):
+    folder = every_format["hdf5"].parent  # every format: six outputs
+    # --progress-after 0: the line from the first file (by default after a second).
+    code, seen = _in_terminal("inspect", str(folder), "--progress-after", "0")
+    assert code == 0, seen
+    assert "inspecting run" in seen
+    assert "run.h5  hdf5 run 'run'" in seen
+
+
 def test_an_interrupted_conversion_leaves_nothing(tmp_path: Path):
     source = tmp_path / "frames.h5"
     from daq_storage.writers import open_writer

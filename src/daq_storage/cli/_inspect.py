@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
+from rich.console import Console
 from rich.text import Text
 from rich.tree import Tree
 
 from daq_storage.cli._common import EXIT_DATA_LOST, console, error_line, reports_errors
 
 if TYPE_CHECKING:
+    from rich.status import Status
+
     from daq_storage.tools import Node
 
 __all__ = ["inspect", "render"]
@@ -43,8 +47,15 @@ Examples:
     is_flag=True,
     help="Leave out the attributes (metadata) of files, groups and datasets.",
 )
+@click.option(
+    "--progress-after",
+    type=float,
+    default=1.0,
+    hidden=True,
+    help="Seconds before the activity line shows.",
+)
 @reports_errors
-def inspect(path: Path, as_json: bool, hide_attributes: bool) -> None:
+def inspect(path: Path, as_json: bool, hide_attributes: bool, progress_after: float) -> None:
     """Show what PATH holds: an HDF5 file, a Zarr store, a run directory of Arrow IPC,
     Parquet, CSV or TIFF files, the rotated versions of a run, a folder of runs, or one
     stream's file.
@@ -60,7 +71,11 @@ def inspect(path: Path, as_json: bool, hide_attributes: bool) -> None:
     """
     from daq_storage.tools import inspect_path
 
-    tree = inspect_path(path)
+    activity = _Activity(progress_after)
+    try:
+        tree = inspect_path(path, progress=activity.update)
+    finally:
+        activity.stop()
     if as_json:
         click.echo(json.dumps(tree.to_dict(), indent=2))
     else:
@@ -79,6 +94,32 @@ def inspect(path: Path, as_json: bool, hide_attributes: bool) -> None:
         error_line(f"{node.name}: {node.problem}")
     if problems:
         sys.exit(EXIT_DATA_LOST)
+
+
+class _Activity:
+    """A spinner on stderr naming what is being read, shown once inspecting has taken
+    ``after`` seconds, and only on a terminal."""
+
+    def __init__(self, after: float) -> None:
+        self.began = time.monotonic()
+        self.after = after
+        self.console = Console(stderr=True)
+        self.status: Status | None = None
+
+    def update(self, where: Path) -> None:
+        if not self.console.is_terminal:
+            return
+        if self.status is None:
+            if time.monotonic() - self.began < self.after:
+                return
+            self.status = self.console.status(f"inspecting {where.name}")
+            self.status.start()
+        else:
+            self.status.update(f"inspecting {where.name}")
+
+    def stop(self) -> None:
+        if self.status is not None:
+            self.status.stop()
 
 
 def _label(node: Node) -> Text:

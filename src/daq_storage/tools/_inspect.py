@@ -5,6 +5,7 @@ it out."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +16,14 @@ from daq_storage.tools._node import Node, human_bytes, plain
 
 __all__ = ["inspect_path"]
 
+#: ``progress(path)``: what the walk reads next.
+Progress = Callable[[Path], None]
+
 #: How deep ``inspect`` walks into folders that are no output themselves.
 MAX_DEPTH = 4
 
 
-def inspect_path(path: str | os.PathLike[str]) -> Node:
+def inspect_path(path: str | os.PathLike[str], *, progress: Progress | None = None) -> Node:
     """A tree of what this project wrote at ``path``: an output (an HDF5 file, a Zarr
     store, a directory of stream files), the rotated versions of a run, a directory of
     several runs or formats (each its own node), or one stream's file.
@@ -31,6 +35,9 @@ def inspect_path(path: str | os.PathLike[str]) -> Node:
     names and codecs; Parquet row groups; Arrow batches; CSV columns; TIFF pages). A
     file that cannot be read is a node with a ``problem``; the tree goes on.
 
+    ``progress(path)`` is called before each output or file is read (a long walk can
+    say where it is).
+
     Raises:
         RunNotFound: nothing at ``path``.
         ConfigError: ``path`` is not a path.
@@ -40,10 +47,11 @@ def inspect_path(path: str | os.PathLike[str]) -> Node:
     where = Path(path)
     if not where.exists():
         raise RunNotFound(f"nothing to inspect at {where}: it does not exist")
-    return _any(where, 0, top=True)
+    return _any(where, 0, progress or _quiet, top=True)
 
 
-def _any(path: Path, depth: int, *, top: bool = False) -> Node:
+def _any(path: Path, depth: int, progress: Progress, *, top: bool = False) -> Node:
+    progress(path)
     try:
         run = open_run(path)
     except (ConfigError, RunNotFound):
@@ -56,11 +64,11 @@ def _any(path: Path, depth: int, *, top: bool = False) -> Node:
         return node
     else:
         with run:
-            return _output(path, run)
+            return _output(path, run, progress)
     if path.is_dir() and (path / "zarr.json").is_file():
         return layout_of(path)
     if path.is_dir():
-        return _directory(path, depth)
+        return _directory(path, depth, progress)
     if top and path.suffix.lower() not in LAYOUTS:
         raise RunNotFound(
             f"{path}: not a file this project writes (HDF5, Zarr, Parquet, Arrow IPC, CSV, TIFF)"
@@ -68,7 +76,11 @@ def _any(path: Path, depth: int, *, top: bool = False) -> Node:
     return layout_of(path)
 
 
-def _directory(path: Path, depth: int) -> Node:
+def _quiet(path: Path) -> None:
+    """No progress reported."""
+
+
+def _directory(path: Path, depth: int, progress: Progress) -> Node:
     node = Node(path.name or str(path), "directory")
     for child in sorted(path.iterdir()):
         if child.name.startswith("."):
@@ -76,14 +88,14 @@ def _directory(path: Path, depth: int) -> Node:
         if child.is_dir() and depth + 1 >= MAX_DEPTH:
             node.add(Node(child.name, "directory", "not walked (too deep)"))
             continue
-        node.add(_any(child, depth + 1))
+        node.add(_any(child, depth + 1, progress))
     runs = sum(c.kind == "output" for c in node.walk())
     node.facts = {"entries": len(node.children), "outputs": runs}
     node.summary = f"directory · {len(node.children)} entries · {runs} outputs"
     return node
 
 
-def _output(path: Path, run: Run) -> Node:
+def _output(path: Path, run: Run, progress: Progress) -> Node:
     """An output (or the rotated versions of one run): the run, then its files."""
     run_node = _run(run)
     files = Node("files", "files")
@@ -92,11 +104,13 @@ def _output(path: Path, run: Run) -> Node:
             folder = files.add(Node(output.name, "directory"))
             for child in sorted(output.iterdir()):
                 if not child.name.startswith("."):
+                    progress(child)
                     folder.add(layout_of(child))
             folder.facts = {"bytes": size_of(output)}
             count = _count(len(folder.children), "file")
             folder.summary = f"directory · {count} · {human_bytes(folder.facts['bytes'])}"
         else:
+            progress(output)
             files.add(layout_of(output))
     total = sum(size_of(f) for f in run.files)
     files.facts = {"count": len(run.files), "bytes": total}
