@@ -139,3 +139,51 @@ def test_the_writers_layouts_read_back(tmp_path: Path, options: dict[str, str]):
     assert table.column("d").to_pylist() == ["a", "b", "a", "a", "a", "q", "a", "a"]
     assert table.column("v").to_pylist() == [1, 2, 3, 4, 5, 6, 7, 2**40]
     assert table.column("n").to_pylist() == [None] * 4 + [1.0, 2.0, 3.0, 4.0]
+
+
+@pytest.mark.parametrize("compression", ["lz4", "zstd", "blosc-lz4"])
+def test_a_fresh_process_reads_filters_h5py_lacks(tmp_path: Path, compression: str):
+    """lz4, zstd and blosc are hdf5plugin's filters: a process that only reads (never
+    imported a writer) decodes them too."""
+    import subprocess
+    import sys
+
+    from daq_storage.writers import open_writer
+
+    path = tmp_path / "run.h5"
+    frames = np.arange(4 * 6 * 8, dtype=np.uint16).reshape(4, 6, 8)
+    with open_writer("hdf5", path, compression=compression) as writer:
+        writer.write_frames("camera", frames)
+        writer.write_batch("power", pa.record_batch({"v": np.arange(100.0)}))
+    program = (
+        "import sys, numpy as np\n"
+        "from daq_storage.read import open_run\n"
+        "assert 'daq_storage.writers' not in sys.modules\n"
+        f"with open_run({str(path)!r}) as run:\n"
+        "    print(int(np.asarray(run.frames('camera')).sum()), run.table('power')['v'][99])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
+                          check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [str(int(frames.sum())), "99.0"]
+
+
+def test_bytes_that_do_not_decode_are_a_read_error_naming_the_stream(tmp_path: Path):
+    """A compressed chunk damaged on disk: h5py's OSError comes out as a ReadError naming
+    the stream, never as a bare library error."""
+    from daq_storage.writers import open_writer
+
+    path = tmp_path / "run.h5"
+    rng = np.random.default_rng(0)
+    with open_writer("hdf5", path, compression="lz4") as writer:
+        writer.write_frames("camera", rng.integers(0, 4096, (4, 64, 64), dtype=np.uint16))
+    with h5py.File(path, "r") as file:
+        info = file["camera/frames"].id.get_chunk_info(0)
+    with path.open("r+b") as raw:
+        raw.seek(info.byte_offset)  # the lz4 filter's header: sizes no block matches
+        raw.write(b"\xff" * 16)
+    with open_run(path) as run:
+        frames = run.frames("camera")
+        with pytest.raises(ReadError, match="frames of stream 'camera'"):
+            frames[0]
+        assert frames.shape == (4, 64, 64)  # what the file says stays readable

@@ -12,7 +12,7 @@ import numpy as np
 import numpy.typing as npt
 
 from daq_storage.errors import ConfigError
-from daq_storage.read._source import FrameSource
+from daq_storage.read._source import FrameSource, read_errors
 from daq_storage.read._time import TimeLike, to_ns
 
 if TYPE_CHECKING:
@@ -189,10 +189,12 @@ class FrameArray:
         if isinstance(positions, slice):
             if positions.stop <= positions.start:
                 return np.empty((0, *self._source.shape[1:]), self.dtype)
-            got = self._source.read(positions)
+            with read_errors(f"frames of stream {self.stream!r}"):
+                got = self._source.read(positions)
         else:
-            got = self._source.read(positions) if len(positions) else \
-                np.empty((0, *self._source.shape[1:]), self.dtype)  # fmt: skip
+            with read_errors(f"frames of stream {self.stream!r}"):
+                got = self._source.read(positions) if len(positions) else \
+                    np.empty((0, *self._source.shape[1:]), self.dtype)  # fmt: skip
         self.frames_read += len(got)
         return got
 

@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import unquote
 
 import h5py
+import hdf5plugin  # noqa: F401  (registers the lz4, zstd, blosc filters the writer uses)
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa

@@ -27,6 +27,7 @@ from daq_storage.read._source import (
     StreamInfo,
     check_columns,
     losses_of,
+    read_errors,
     select,
 )
 from daq_storage.read._time import TIME_COLUMN, TimeLike, in_range, to_ns
@@ -289,7 +290,8 @@ class Run:
         reading = _with_time(wanted, low, high, stream, schema)
         tables = []
         for reader, local in self._places(stream, part):
-            table = _part_table(reader, stream, reading, local, low, high)
+            with read_errors(f"stream {stream!r} of {reader.path}"):
+                table = _part_table(reader, stream, reading, local, low, high)
             if low is not None or high is not None:
                 table = pa.Table.from_batches(
                     [in_range(b, low, high, stream) for b in table.to_batches()], table.schema
@@ -309,7 +311,8 @@ class Run:
         direct = getattr(places[0][0], "polars", None)
         if kind == "table" and direct is not None and start is None and stop is None \
                 and len({reader for reader, _ in places}) == 1:  # fmt: skip
-            got = direct(stream, wanted, part)
+            with read_errors(f"stream {stream!r} of {places[0][0].path}"):
+                got = direct(stream, wanted, part)
             if got is not None:
                 return got  # type: ignore[no-any-return]
         frame = pl.from_arrow(self.table(stream, columns, start=start, stop=stop, part=part))
@@ -343,7 +346,8 @@ class Run:
                 batches = reader.iter_batches(stream, reading, batch_rows, local)
             while True:
                 self._check_open()  # before the reader touches its files: closed with the run
-                batch = next(batches, None)
+                with read_errors(f"stream {stream!r} of {reader.path}"):
+                    batch = next(batches, None)
                 if batch is None:
                     break
                 batch = in_range(batch, low, high, stream)

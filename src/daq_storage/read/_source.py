@@ -18,9 +18,10 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
-from daq_storage.errors import ConfigError, ReadError
+from daq_storage.errors import ConfigError, DaqStorageError, ReadError
 
 __all__ = [
+    "read_errors",
     "FrameSource",
     "LossRange",
     "PartInfo",
@@ -244,3 +245,15 @@ def column_batches(
             arrays.append(found[0])
             fields.append(found[1])
         yield pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))
+
+
+@contextlib.contextmanager
+def read_errors(what: str) -> Iterator[None]:
+    """A library's I/O or decoding failure while reading ``what`` (a file cut short, a
+    filter missing, bytes that do not decode) as a :class:`ReadError` naming it."""
+    try:
+        yield
+    except DaqStorageError:
+        raise
+    except (OSError, pa.ArrowException) as exc:
+        raise ReadError(f"{what} could not be read: {exc}") from exc
