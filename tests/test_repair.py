@@ -158,6 +158,19 @@ def test_empty_files_a_kill_left_at_creation_are_removed(tmp_path: Path):
     assert list(folder.iterdir()) == []
 
 
+def test_a_killed_conversion_s_staging_directory_is_removed(tmp_path: Path):
+    """``daq-storage convert`` builds its output in a hidden ``.<name>.<pid>.<hex>.tmp/``
+    beside the target: one a killed process left (its pid gone) is removed whole."""
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    staging = tmp_path / f".run.zarr.{int(dead.stdout)}.{os.urandom(8).hex()}.tmp"
+    (staging / "power").mkdir(parents=True)
+    (staging / "power" / "zarr.json").write_text("{}")
+    found = check_files(tmp_path)
+    assert [(c.path, c.status) for c in found] == [(staging, "repaired")], found
+    assert list(tmp_path.iterdir()) == []
+
+
 # ---------------------------------------------------------------------- Parquet (F11)
 def test_a_record_one_row_group_behind_never_cuts_a_complete_file(tmp_path: Path):
     """The finding's state (a): killed between a row group's write and its recovery

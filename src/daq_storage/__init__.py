@@ -55,6 +55,7 @@ if TYPE_CHECKING:
         open_run,
     )
     from daq_storage.ring import Record, RingBuffer, RingReader, RingStats, max_ring_bytes
+    from daq_storage.streams import ChannelConfig, StreamWriter
     from daq_storage.writers import (
         ArrowWriter,
         CsvWriter,
@@ -79,6 +80,7 @@ _LAZY = {
         "read",
     ),
     "DocumentWriter": "documents",
+    **dict.fromkeys(("StreamWriter", "ChannelConfig"), "streams"),
     **dict.fromkeys(
         (
             "StorageActor",
@@ -158,6 +160,9 @@ __all__ = [
     "StorageStats",
     # bluesky documents
     "DocumentWriter",
+    # multi-channel streams
+    "StreamWriter",
+    "ChannelConfig",
     # errors
     "ActorStopped",
     "ConfigError",

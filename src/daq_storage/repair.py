@@ -25,6 +25,7 @@ import errno
 import json
 import os
 import re
+import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,7 +131,10 @@ def _check_leftover(path: Path, name: str, pid: int) -> FileCheck:
     if _alive(pid):
         return FileCheck(path, "busy", f"{name} being made by process {pid}, still running")
     try:
-        path.unlink()
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)  # a conversion's staging directory (daq_storage.tools)
+        else:
+            path.unlink()
     except FileNotFoundError:  # its writer (or another repair) was quicker
         pass
     except OSError as exc:

@@ -182,3 +182,21 @@ def test_arrow_alone_writes_a_directory(tmp_path: Path):
     with open_run(tmp_path / "live") as run:
         assert run.format == "arrow"
         assert run.streams["data"].rows == 10
+
+
+def test_a_time_range_reads_the_samples_taken_in_it(tmp_path: Path) -> None:
+    """open_run's start / stop apply to the ``timestamps`` of the issue's layout:
+    [start, stop) at 1 kS/s from sample 0's time picks samples 250..749."""
+    from daq_storage.read import open_run
+    from daq_storage.streams import ChannelConfig, StreamWriter
+
+    start_ns = 1_700_000_000_000_000_000
+    path = tmp_path / "card.h5"
+    with StreamWriter(path, channels=[ChannelConfig(0, "AI0", -10.0, 10.0)], sample_rate=1000.0,
+                      start_ns=start_ns) as writer:  # fmt: skip
+        writer.write(np.arange(1000, dtype=np.int16).reshape(-1, 1))
+    with open_run(path) as run:
+        got = run.table("data", ["sample_index"], start=start_ns + 250_000_000,
+                        stop=start_ns + 750_000_000)  # fmt: skip
+        assert got.column("sample_index").to_pylist() == list(range(250, 750))
+        assert got.column_names == ["sample_index"]

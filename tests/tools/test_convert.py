@@ -118,8 +118,7 @@ def test_tables_convert_with_values_metadata_and_units(
         }
         info = back.stream("power")
         assert info.metadata["wavelength_nm"] == 633.0
-        if "zarr" not in (source, target):  # the Zarr reader drops units (asked to fix)
-            assert info.schema.field("value").metadata[b"units"] == b"W"
+        assert info.schema.field("value").metadata[b"units"] == b"W"
         got = back.table("rich")
         assert got.column("label").to_pylist() == rich.column("label").to_pylist()
         assert got.column("count").to_pylist() == rich.column("count").to_pylist()

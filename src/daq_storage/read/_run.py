@@ -30,7 +30,7 @@ from daq_storage.read._source import (
     read_errors,
     select,
 )
-from daq_storage.read._time import TIME_COLUMN, TimeLike, in_range, to_ns
+from daq_storage.read._time import TIME_COLUMN, TimeLike, in_range, time_column, to_ns
 
 if TYPE_CHECKING:
     import polars
@@ -421,12 +421,13 @@ def _with_time(wanted: list[str] | None, low: int | None, high: int | None, stre
     """The columns to read: ``wanted``, plus the time column a range needs."""
     if low is None and high is None:
         return wanted
-    if TIME_COLUMN not in schema.names:
+    column = time_column(schema)
+    if column is None:
         raise ConfigError(f"stream {stream!r} has no column {TIME_COLUMN!r}: a time range "
                           f"needs one; its columns are {schema.names}")  # fmt: skip
-    if wanted is None or TIME_COLUMN in wanted:
+    if wanted is None or column in wanted:
         return wanted
-    return [*wanted, TIME_COLUMN]
+    return [*wanted, column]
 
 
 def _part_table(reader: Reader, stream: str, columns: list[str] | None, part: int,

@@ -12,10 +12,27 @@ import pyarrow.compute as pc
 
 from daq_storage.errors import ConfigError, describe_value
 
-__all__ = ["TIME_COLUMN", "TimeLike", "in_range", "to_ns"]
+__all__ = ["TIME_COLUMN", "TimeLike", "in_range", "time_column", "to_ns"]
 
 #: The column a time range applies to.
 TIME_COLUMN = "timestamp_ns"
+#: Where a stream has no ``timestamp_ns``: the stream writer's ``/data/timestamps``.
+_OTHER_TIME_COLUMNS = ("timestamps",)
+
+
+def time_column(schema: pa.Schema) -> str | None:
+    """The column of ``schema`` a time range applies to: ``timestamp_ns``, else a
+    ``timestamps`` column of timestamps or integers (nanoseconds); ``None``: none."""
+    if TIME_COLUMN in schema.names:
+        return TIME_COLUMN
+    for name in _OTHER_TIME_COLUMNS:
+        index = schema.get_field_index(name)
+        if index >= 0:
+            kind = schema.field(index).type
+            if pa.types.is_timestamp(kind) or pa.types.is_integer(kind):
+                return name
+    return None
+
 
 TimeLike: TypeAlias = int | np.integer[Any] | np.datetime64 | datetime
 
@@ -49,10 +66,11 @@ def to_ns(value: object, what: str) -> int | None:
 
 def in_range(batch: pa.RecordBatch, start: int | None, stop: int | None,
              stream: str) -> pa.RecordBatch:  # fmt: skip
-    """The rows of ``batch`` whose ``timestamp_ns`` lies in ``[start, stop)``."""
+    """The rows of ``batch`` whose time (:func:`time_column`) lies in ``[start, stop)``."""
     if start is None and stop is None:
         return batch
-    index = batch.schema.get_field_index(TIME_COLUMN)
+    name = time_column(batch.schema)
+    index = -1 if name is None else batch.schema.get_field_index(name)
     if index < 0:
         raise ConfigError(f"stream {stream!r} has no column {TIME_COLUMN!r}: a time range "
                           f"needs one")  # fmt: skip

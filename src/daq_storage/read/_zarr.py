@@ -55,9 +55,13 @@ class _Part:
         for name, array in self.arrays.items():
             text = array.attrs.get("arrow_type")
             kind = parse_type(str(text)) if text else _numpy_type(array)
+            # The writer's CF time attributes describe the stored integers, not the Arrow
+            # type; a value column's own units are its metadata.
+            timeish = pa.types.is_timestamp(kind) or pa.types.is_duration(kind) \
+                or pa.types.is_date(kind)  # fmt: skip
             metadata = {k: v if isinstance(v, str) else str(v) for k, v in array.attrs.items()
-                        if k not in ("arrow_type", "original_name", "coordinates", "units",
-                                     "calendar", "dtype")}  # fmt: skip
+                        if k not in ("arrow_type", "original_name", "coordinates", "dtype")
+                        and not (timeish and k in ("units", "calendar"))}  # fmt: skip
             fields.append(pa.field(name, kind, metadata=metadata or None))
         self.schema = pa.schema(fields)
         rows = group.attrs.get("rows")
