@@ -1,43 +1,20 @@
-"""Every Python snippet of docs/actor.md runs as written and checks its results.
-
-The blocks run in order in one fresh interpreter (as a reader pasting them one after
-the other would), in a scratch directory, with no ``DAQ_STORAGE_*`` variable of the
-caller's environment.
-"""
+"""Every Python snippet of docs/actor.md runs as written and checks its results."""
 
 from __future__ import annotations
 
-import os
-import re
-import subprocess
-import sys
 from pathlib import Path
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "actor.md"
-_BLOCK = re.compile(r"^```python\n(.*?)^```", re.MULTILINE | re.DOTALL)
+from tests.doc_snippets import blocks, check_each_asserts, run_in_order
+
+PAGE = "actor.md"
 
 
 def test_every_snippet_checks_its_results() -> None:
-    blocks = _BLOCK.findall(DOC.read_text())
-    assert len(blocks) >= 4
-    for block in blocks:
-        assert "assert " in block, f"a docs/actor.md block checks nothing:\n{block}"
+    check_each_asserts(blocks(PAGE), 4, PAGE)
 
 
 def test_the_snippets_run_as_written(tmp_path: Path) -> None:
-    program = "\n".join(
-        f"print('--- block {i}', flush=True)\n{block}"
-        for i, block in enumerate(_BLOCK.findall(DOC.read_text()))
-    )
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("DAQ_STORAGE_")}
-    result = subprocess.run(
-        [sys.executable, "-c", program],
-        cwd=tmp_path, env=environ, capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
-    last = re.findall(r"--- block (\d+)", result.stdout)
-    assert result.returncode == 0, (
-        f"docs/actor.md block {last[-1] if last else '?'} failed:\n{result.stderr}"
-    )
+    run_in_order(blocks(PAGE), tmp_path, PAGE)
     # The told-error block stored nothing: its actor left no file (nor directory).
     made = sorted(p.name for p in tmp_path.iterdir())
     assert made == ["actor_data", "bounded_data", "parquet_data"]

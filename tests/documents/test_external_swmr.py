@@ -2,7 +2,6 @@
 it (SWMR or not), and the documented snippets of docs/documents.md's external-data
 section run on their own."""
 
-import os
 import re
 import subprocess
 import sys
@@ -15,6 +14,7 @@ import pytest
 
 from daq_storage.documents._external import ExternalData
 from daq_storage.errors import DocumentError
+from tests.doc_snippets import DOCS, blocks, check_each_asserts, run_in_order
 from tests.documents.external import (
     RecordingSink,
     _descriptor,
@@ -123,37 +123,20 @@ def test_file_locked_by_a_writer_is_a_clear_error(
 
 # -- docs/documents.md, section "External data" ------------------------------------------
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "documents.md"
 _SECTION = re.compile(r"^## External data.*?(?=^## |\Z)", re.MULTILINE | re.DOTALL)
-_BLOCK = re.compile(r"^```python\n(.*?)^```", re.MULTILINE | re.DOTALL)
 
 
 def _external_blocks() -> list[str]:
-    section = _SECTION.search(DOC.read_text())
+    page = DOCS / "documents.md"
+    section = _SECTION.search(page.read_text())
     assert section is not None, "docs/documents.md has no '## External data' section"
-    return _BLOCK.findall(section.group(0))
+    return [snippet for snippet in blocks(page) if snippet in section.group(0)]
 
 
 def test_docs_external_snippets_check_their_results() -> None:
-    blocks = _external_blocks()
-    assert len(blocks) == 2
-    for block in blocks:
-        assert "assert" in block, f"a block of the external data section checks nothing:\n{block}"
+    check_each_asserts(_external_blocks(), 2, "documents.md (External data)")
 
 
 def test_docs_external_snippets_run_as_written(tmp_path: Path) -> None:
-    # in order, in one fresh interpreter, in a scratch directory (as a reader would)
-    program = "\n".join(
-        f"print('--- block {i}', flush=True)\n{block}" for i, block in enumerate(_external_blocks())
-    )
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("DAQ_STORAGE_")}
-    result = subprocess.run(
-        [sys.executable, "-c", program],
-        cwd=tmp_path, env=environ, capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
-    last = re.findall(r"--- block (\d+)", result.stdout)
-    assert result.returncode == 0, (
-        f"docs/documents.md external data block {last[-1] if last else '?'} failed:\n"
-        f"{result.stderr}"
-    )
+    run_in_order(_external_blocks(), tmp_path, "documents.md (External data)", timeout=120)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["detector.h5", "external_runs", "npy"]

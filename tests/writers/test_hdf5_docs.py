@@ -4,31 +4,21 @@ each command with the lines shown under it found in its output."""
 
 from __future__ import annotations
 
-import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "hdf5-layout.md"
-_BLOCK = re.compile(r"^```(\w+)\n(.*?)^```", re.MULTILINE | re.DOTALL)
+from tests.doc_snippets import blocks, check_each_asserts, run_in_order
 
-
-def _blocks(language: str) -> list[str]:
-    return [body for lang, body in _BLOCK.findall(DOC.read_text()) if lang == language]
+PAGE = "hdf5-layout.md"
 
 
 def _run_python(folder: Path) -> None:
-    blocks = _blocks("python")
-    assert len(blocks) >= 4
-    for block in blocks:
-        assert "assert " in block, f"a block checks nothing:\n{block}"
-    program = "\n".join(f"print('--- block {i}', flush=True)\n{b}" for i, b in enumerate(blocks))
-    result = subprocess.run([sys.executable, "-c", program], cwd=folder, capture_output=True,
-                            text=True, timeout=120, check=False)  # fmt: skip
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    snippets = blocks(PAGE)
+    check_each_asserts(snippets, 4, PAGE)
+    run_in_order(snippets, folder, PAGE, timeout=120)
 
 
 def test_python_blocks_run_as_written(tmp_path: Path):
@@ -38,9 +28,9 @@ def test_python_blocks_run_as_written(tmp_path: Path):
 @pytest.mark.skipif(shutil.which("h5dump") is None, reason="h5dump (hdf5-tools) not installed")
 def test_console_blocks_show_what_h5dump_shows(tmp_path: Path):
     _run_python(tmp_path)  # the files the console blocks look at
-    blocks = _blocks("console")
-    assert blocks
-    for block in blocks:
+    consoles = blocks(PAGE, "console")
+    assert consoles
+    for block in consoles:
         output = ""
         for line in block.splitlines():
             if line.startswith("$ "):
