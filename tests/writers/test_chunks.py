@@ -108,3 +108,33 @@ def test_blosc_chunks_decode_from_any_thread_and_no_setting_changes(shuffle: boo
         flags = data[2]  # blosc header: bit 0 = byte shuffle
         assert bool(flags & 1) == shuffle
     assert numcodecs.blosc.use_threads is before
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+@pytest.mark.parametrize("kind", ["compressible", "noise", "2-d"])
+def test_lz4_chunks_are_the_bytes_hdf5plugin_s_filter_writes(
+    tmp_path, shuffle: bool, kind: str
+) -> None:
+    """Our LZ4 chunks, byte for byte what HDF5 writes through hdf5plugin's LZ4 filter
+    (an incompressible chunk kept as it is), and read back by h5py."""
+    import h5py
+    import hdf5plugin
+
+    from daq_storage.writers._chunks import lz4_encoder
+
+    rng = np.random.default_rng(3)
+    chunk = {
+        "compressible": (rng.normal(size=4096) * 10).astype(np.int16),
+        "noise": rng.integers(0, 2**16, 4096, dtype=np.uint16),
+        "2-d": np.arange(6 * 64 * 64, dtype=np.uint16).reshape(6, 64, 64),
+    }[kind]
+    pipeline = {"chunks": chunk.shape, "shuffle": shuffle, **hdf5plugin.LZ4()}
+    with h5py.File(tmp_path / "f.h5", "w") as f:
+        made = f.create_dataset("theirs", data=chunk, **pipeline)
+        ours = f.create_dataset("ours", shape=chunk.shape, dtype=chunk.dtype, **pipeline)
+        ours.id.write_direct_chunk((0,) * chunk.ndim, lz4_encoder(shuffle)(chunk))
+        _, theirs = made.id.read_direct_chunk((0,) * chunk.ndim)
+        _, mine = ours.id.read_direct_chunk((0,) * chunk.ndim)
+    assert mine == theirs
+    with h5py.File(tmp_path / "f.h5", "r") as f:
+        np.testing.assert_array_equal(f["ours"][()], chunk)

@@ -222,3 +222,40 @@ def test_stats_are_snapshots(tmp_path: Path):
     assert (first.batches, first.rows, first.frames, first.files) == (1, 10, 0, (path,))
     assert (second.rows, second.frames, second.bytes_written) == (10, 3, 80 + 96)
     assert second.file_size == path.stat().st_size
+
+
+@pytest.mark.parametrize("compression", ["lz4", "gzip", "zstd", "blosc-lz4"])
+def test_table_chunks_compressed_together_read_back_through_the_filters(
+    tmp_path: Path, compression: str
+) -> None:
+    """A batch's whole chunks of every column and mask are compressed on the writer's
+    pool and stored as the filters would store them: h5py reads the values back, every
+    whole chunk is filtered (none kept raw) and smaller than its rows."""
+    rng = np.random.default_rng(5)
+    rows = 4 * 1024 + 100  # four whole chunks of 1,024 rows, and an open one
+    values = pa.array((np.arange(rows) % 200 + rng.integers(0, 3, rows)).astype(np.int16))
+    nullable = pa.array([None if i % 7 == 0 else float(i) for i in range(rows)])
+    image = np.repeat(np.arange(rows, dtype=np.uint16)[:, None, None], 3, axis=1).repeat(2, 2)
+    tensor = pa.FixedShapeTensorArray.from_numpy_ndarray(image)
+    batch = pa.record_batch({"v": values, "maybe": nullable, "img": tensor,
+                             "label": pa.array([f"s{i % 3}" for i in range(rows)])})  # fmt: skip
+    path = tmp_path / "t.h5"
+    with Hdf5Writer(path, compression=compression, chunk_size=1024) as writer:
+        writer.write_batch("s", batch.slice(0, 2000))
+        writer.write_batch("s", batch.slice(2000))
+    with h5py.File(path, "r") as f:
+        group = f["s"]
+        np.testing.assert_array_equal(group["v"][()], values.to_numpy())
+        np.testing.assert_array_equal(
+            group["maybe.valid"][()], nullable.is_valid().to_numpy(zero_copy_only=False)
+        )
+        np.testing.assert_array_equal(group["img"][()], image)
+        for name in ("v", "maybe", "maybe.valid", "img"):
+            dataset = group[name]
+            per_chunk = dataset.chunks[0]  # 1,024 rows; a mask's bytes are chunked longer
+            zeros = (0,) * (dataset.ndim - 1)
+            for start in range(0, rows - rows % per_chunk, per_chunk):
+                info = dataset.id.get_chunk_info_by_coord((start, *zeros))
+                assert info.filter_mask == 0, (name, start)  # through the filters
+                assert info.size < per_chunk * dataset.dtype.itemsize * np.prod(
+                    dataset.shape[1:], dtype=int), (name, start)  # fmt: skip

@@ -9,6 +9,7 @@ no longer referenced once the call returns.
 
 from __future__ import annotations
 
+import struct
 import zlib
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, wait
@@ -20,10 +21,12 @@ import numpy.typing as npt
 from daq_storage.schema import FrameBlock
 
 __all__ = [
+    "ChunkBatch",
     "ChunkEncode",
     "FrameIds",
     "blosc_encoder",
     "deflate_encoder",
+    "lz4_encoder",
     "run_parallel",
     "split_frames",
     "zstd_encoder",
@@ -82,6 +85,58 @@ def zstd_encoder(level: int, shuffle: bool) -> ChunkEncode:
         return bytes(codec.encode(_shuffled(chunk) if shuffle else chunk))
 
     return encode
+
+
+def lz4_encoder(shuffle: bool) -> ChunkEncode:
+    """hdf5plugin's LZ4 filter 32004 with its default block size (one block up to 1 GiB):
+    the chunk's size (8 bytes) and block size (4 bytes), then the block's compressed size
+    (4 bytes) and bytes, or the block as it is when LZ4 would not shrink it; all sizes
+    big-endian. After HDF5's shuffle filter if ``shuffle``."""
+    import numcodecs
+
+    codec = numcodecs.LZ4(acceleration=1)  # LZ4_compress_default, as the filter uses
+
+    def encode(chunk: npt.NDArray[Any]) -> bytes:
+        data = _shuffled(chunk) if shuffle else chunk.tobytes()
+        size = len(data)
+        if size > _LZ4_BLOCK:
+            raise ValueError(f"an LZ4 chunk holds at most {_LZ4_BLOCK} bytes, got {size}")
+        block = bytes(codec.encode(data))[4:]  # numcodecs' own 4-byte size prefix dropped
+        if len(block) >= size:
+            return struct.pack(">qii", size, size, size) + data
+        return struct.pack(">qii", size, size, len(block)) + block
+
+    return encode
+
+
+_LZ4_BLOCK = 1 << 30  # the filter's default block size
+
+
+class ChunkBatch:
+    """Whole chunks of several datasets gathered while a batch is planned out, then
+    compressed together on a pool (each dataset's chunks alone would keep one core busy
+    at a time) and stored; ``undo`` says how to take a dataset back if that fails."""
+
+    def __init__(self, encode: ChunkEncode) -> None:
+        self.encode = encode
+        self.jobs: list[Callable[[], None]] = []
+        self.undo: list[Callable[[], None]] = []
+
+    def run(self, pool: Callable[[], Executor]) -> None:
+        """Compress and store every gathered chunk; on a failure, undo and raise."""
+        try:
+            if len(self.jobs) > 1:
+                run_parallel(pool(), self.jobs)
+            else:
+                for job in self.jobs:
+                    job()
+        except BaseException:
+            for undo in reversed(self.undo):
+                undo()
+            raise
+        finally:
+            self.jobs.clear()
+            self.undo.clear()
 
 
 def run_parallel(

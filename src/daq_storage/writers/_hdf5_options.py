@@ -18,6 +18,7 @@ from daq_storage.writers._chunks import (
     ChunkEncode,
     blosc_encoder,
     deflate_encoder,
+    lz4_encoder,
     zstd_encoder,
 )
 from daq_storage.writers._contract import WriterOptions
@@ -162,13 +163,15 @@ def filters(options: Hdf5Options) -> dict[str, Any]:
 
 
 def chunk_encoder(options: Hdf5Options) -> ChunkEncode | None:
-    """Our encoder for whole frame chunks (``None``: none, or HDF5 compresses them),
-    giving the bytes the file's filter decodes."""
+    """Our encoder for whole chunks of frames and table columns (``None``: none, or HDF5
+    compresses them), giving the bytes the file's filter decodes."""
     compression, level, shuffle = options.compression, options.level, options.shuffles
     if compression == "gzip":
         return deflate_encoder(level, shuffle)
     if compression == "zstd":
         return zstd_encoder(level, shuffle)
+    if compression == "lz4":
+        return lz4_encoder(shuffle)
     if compression.startswith("blosc-"):
         return blosc_encoder(compression.removeprefix("blosc-"), level, shuffle)
     return None

@@ -30,7 +30,9 @@ chunks than the file is committed stores most of its rows uncompressed.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +43,7 @@ import pyarrow as pa
 
 from daq_storage.errors import InvalidName, SchemaMismatch, UnsupportedData
 from daq_storage.schema import Column, SchemaChange, widened
+from daq_storage.writers._chunks import ChunkBatch, ChunkEncode
 from daq_storage.writers._hdf5_arrow import ArrowStream
 from daq_storage.writers._hdf5_attributes import dataset_name, field_json
 from daq_storage.writers._hdf5_strings import (
@@ -113,8 +116,9 @@ class ColumnStore:
     def rows(self) -> int:
         return self.base + self._pending_rows
 
-    def append(self, values: npt.NDArray[Any]) -> None:
-        """Add rows; every chunk they complete is written at once."""
+    def append(self, values: npt.NDArray[Any], batch: ChunkBatch | None = None) -> None:
+        """Add rows; every chunk they complete is written at once (with ``batch``: given
+        to it, to be compressed with the other columns' chunks)."""
         self._hold(values)
         boundary = self.rows - self.rows % self.chunk
         if boundary <= self.base:
@@ -125,7 +129,7 @@ class ColumnStore:
             self._put_raw(start, data[: self.chunk])
             self.raw = False
             data, start = data[self.chunk :], start + self.chunk
-        if len(data):
+        if len(data) and (batch is None or not self._gather(batch, start, data)):
             self._write(start, data)
         self.base = boundary
 
@@ -241,6 +245,31 @@ class ColumnStore:
             raise
         self.written = max(self.written, end)
 
+    def _gather(self, batch: ChunkBatch, start: int, data: npt.NDArray[Any]) -> bool:
+        """Whole chunks from ``start`` into ``batch`` (the extent grown first, as for a
+        write; ``batch`` takes it back if storing fails); ``False``: not this dataset's
+        kind (text, unfiltered), written as before."""
+        if not self.filtered or self.dataset.dtype.kind in "OSU" or start % self.chunk \
+                or len(data) % self.chunk:  # fmt: skip
+            return False
+        end = start + len(data)
+        written, base = self.written, self.base
+        before = self._grow(end)
+
+        def undo() -> None:
+            self._undo(max(before, written - written % self.chunk))
+            self.written, self.base = written, base
+
+        batch.undo.append(undo)
+        zeros = (0,) * (len(self.dataset.shape) - 1)
+        for at in range(0, len(data), self.chunk):
+            chunk = np.ascontiguousarray(data[at : at + self.chunk], self.dataset.dtype)
+            job = functools.partial(_store_chunk, self.dataset, (start + at, *zeros),
+                                    batch.encode, chunk)  # fmt: skip
+            batch.jobs.append(job)
+        self.written = max(self.written, end)
+        return True
+
     def _put_raw(self, start: int, values: npt.NDArray[Any]) -> None:
         """The chunk at ``start`` uncompressed, at its full size (in place once stored)."""
         chunk = np.empty((self.chunk, *self.dataset.shape[1:]), self.dataset.dtype)
@@ -289,9 +318,14 @@ class TableStream:
     categories, and its row count."""
 
     def __init__(self, filters: dict[str, Any], chunk_rows: Callable[[Column], int],
-                 coder: Coder) -> None:  # fmt: skip
+                 coder: Coder, encode: ChunkEncode | None = None,
+                 pool: Callable[[], Executor] | None = None) -> None:  # fmt: skip
         self._group: h5py.Group | None = None  # made with the first batch that is stored
         self.filters = filters
+        #: our encoder of the filters' bytes and the pool it runs on: a batch's whole
+        #: chunks compressed on all cores (``None``: by HDF5, one after the other)
+        self.encode = encode if pool is not None else None
+        self.pool = pool
         self.chunk_rows = chunk_rows
         self.coder = coder
         self.rows = 0
@@ -416,6 +450,7 @@ class TableStream:
         or replaced (the caller makes that durable at once)."""
         start = self.rows
         changed = False
+        batch = ChunkBatch(self.encode) if self.encode is not None else None
         for item in plan:
             column, store = item.column, item.store
             if store is None:
@@ -432,19 +467,21 @@ class TableStream:
                 changed = True
             if item.encoded is not None:  # categories in the file before any code using them
                 self.coder.categories[column.name].add(item.encoded.new)
-            store.append(column.values)
+            store.append(column.values, batch)
             if column.valid is not None or column.name in self.masks:
                 changed |= column.name not in self.masks
                 mask = self.masks.get(column.name) or self._mask(column.name, start, default=True)
-                mask.append(np.ones(rows, bool) if column.valid is None else column.valid)
+                mask.append(np.ones(rows, bool) if column.valid is None else column.valid, batch)
         present = {item.column.name for item in plan}
         for name, store in self.columns.items():  # columns absent from this batch: null
             if name in present:
                 continue
             changed |= name not in self.masks
             mask = self.masks.get(name) or self._mask(name, start, default=True)
-            store.append(store._filled(rows))
-            mask.append(np.zeros(rows, bool))
+            store.append(store._filled(rows), batch)
+            mask.append(np.zeros(rows, bool), batch)
+        if batch is not None and self.pool is not None:
+            batch.run(self.pool)
         self.rows = start + rows
         return changed
 
@@ -524,6 +561,12 @@ def _described(column: str, origin: str) -> str:
     if column == origin:
         return f"column {column!r}"
     return f"field {column.removeprefix(origin + '.')!r} of struct column {origin!r}"
+
+
+def _store_chunk(dataset: h5py.Dataset, offset: tuple[int, ...], encode: ChunkEncode,
+                 chunk: npt.NDArray[Any]) -> None:  # fmt: skip
+    """One whole chunk, compressed here (on a pool thread), stored as the filters would."""
+    dataset.id.write_direct_chunk(offset, encode(chunk))
 
 
 def write_raw_chunk(dataset: h5py.Dataset, start: int, chunk: npt.NDArray[Any],

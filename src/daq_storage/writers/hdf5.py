@@ -351,7 +351,7 @@ class Hdf5Writer(Writer):
                 if isinstance(exc, CategoriesFull):  # that column as text from here on
                     plain = frozenset({exc.column})
         coder = Coder(self.options.string_mode, self.options.swmr, plain)
-        fresh = TableStream(self._filters, self.options.chunk_rows, coder)
+        fresh = TableStream(self._filters, self.options.chunk_rows, coder, self._encode, self._pool)
         if part:
             self._check_can_create(stream)
         return BatchPlan(change, fresh, plan_on(fresh), part, part and action != "new_part")
