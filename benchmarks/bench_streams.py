@@ -12,9 +12,11 @@ Runs, alternated round by round (reversed order every other round), ``DAQ_BENCH_
   65,536-sample chunks, the HDF5 writer's byte shuffle before lz4), ``write(block)`` per
   block: ``/data/timestamps``, ``/data/sample_index`` and a dataset per channel, plus
   ``/metadata`` and ``/channels``.
-- **h5py, same layout, per block**: plain h5py, the same datasets (dtypes, 65,536-sample
-  chunks, shuffle + hdf5plugin's LZ4 filter), each block's columns, times and indices
-  appended (resize, slice assignment) as it comes.
+- **h5py, same layout, per block**: plain h5py, the same layout (``/metadata`` and
+  ``/channels`` with their attributes, flushed before the first sample as the StreamWriter
+  does; ``/data`` datasets of the same dtypes, 65,536-sample chunks, shuffle +
+  hdf5plugin's LZ4 filter, the channels' CF attributes), each block's columns, times and
+  indices appended (resize, slice assignment) as it comes.
 - **h5py, same layout, whole chunks**: the same, the blocks gathered into whole chunks
   before they are written (as the StreamWriter does): the reference tuned alike (target
   >= 0.9x).
@@ -28,6 +30,7 @@ Every run is made once, untimed, before the rounds (imports, first page-cache pa
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import statistics
@@ -46,6 +49,7 @@ import pyarrow as pa
 from benchmarks._harness import Report, scratch_directory
 from daq_storage.sim import SimulatedDaqCard
 from daq_storage.streams import ChannelConfig, StreamWriter
+from daq_storage.streams._layout import file_metadata
 from daq_storage.writers import Hdf5Writer
 
 CHANNELS = 8
@@ -83,15 +87,35 @@ def ours(blocks: Sequence[np.ndarray]) -> Run:
     return run
 
 
+def _described(f: h5py.File) -> None:
+    """``/metadata`` and ``/channels`` as the StreamWriter writes them: the same layout
+    (the run's attributes; a one-element dataset per channel carrying its description)."""
+    channels = [ChannelConfig(i, f"ai{i}", -10.0, 10.0) for i in range(CHANNELS)]
+    meta = f.create_group("metadata")
+    for key, value in file_metadata(channels, RATE, START_NS, "counts", "lz4", CHUNK).items():
+        meta.attrs[key] = value
+    group = f.create_group("channels")
+    for channel in channels:
+        dataset = group.create_dataset(channel.name, data=np.array([channel.index], np.int32))
+        for key, value in channel.describe().items():
+            dataset.attrs[key] = json.dumps(value) if not isinstance(value, str) else value
+        dataset.attrs["units"] = channel.unit
+    f.flush()  # the file says what it holds before its first sample, as the StreamWriter's
+
+
 def _datasets(f: h5py.File) -> list[h5py.Dataset]:
+    _described(f)
     group = f.create_group("data")
     filters = {"shuffle": True, **hdf5plugin.LZ4()}
     kinds: list[tuple[str, type[np.integer[Any]]]] = [("timestamps", np.int64),
                                                       ("sample_index", np.uint64)]  # fmt: skip
     kinds += [(f"ai{i}", np.int16) for i in range(CHANNELS)]
-    return [group.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dtype,
-                                 chunks=(CHUNK,), **filters)
-            for name, dtype in kinds]  # fmt: skip
+    datasets = [group.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dtype,
+                                     chunks=(CHUNK,), **filters)
+                for name, dtype in kinds]  # fmt: skip
+    for dataset in datasets[2:]:  # the channels' CF attributes, as in /data of the StreamWriter
+        dataset.attrs.update({"units": "V", "scale_factor": 20.0 / 65536, "add_offset": 0.0})
+    return datasets
 
 
 def _append(datasets: list[h5py.Dataset], at: int, columns: Sequence[np.ndarray]) -> None:

@@ -96,6 +96,10 @@ class ColumnStore:
 
     def __init__(self, dataset: h5py.Dataset, start: int, fill: Any) -> None:
         self.dataset = dataset
+        # h5py looks these up in the file at every access: read once (a widening makes a
+        # new store)
+        self.dtype: np.dtype[Any] = dataset.dtype
+        self.inner: tuple[int, ...] = tuple(dataset.shape[1:])
         self.chunk = int(dataset.chunks[0])
         self.filtered = dataset.id.get_create_plist().get_nfilters() > 0
         self.fill = fill
@@ -188,8 +192,8 @@ class ColumnStore:
 
     # ------------------------------------------------------------------ internals
     def _filled(self, rows: int) -> npt.NDArray[Any]:
-        dtype = self.dataset.dtype
-        values = np.empty((rows, *self.dataset.shape[1:]), dtype)
+        dtype = self.dtype
+        values = np.empty((rows, *self.inner), dtype)
         if dtype.kind == "O":
             text = h5py.check_string_dtype(dtype) is not None
             inner = h5py.check_vlen_dtype(dtype)
@@ -249,7 +253,7 @@ class ColumnStore:
         """Whole chunks from ``start`` into ``batch`` (the extent grown first, as for a
         write; ``batch`` takes it back if storing fails); ``False``: not this dataset's
         kind (text, unfiltered), written as before."""
-        if not self.filtered or self.dataset.dtype.kind in "OSU" or start % self.chunk \
+        if not self.filtered or self.dtype.kind in "OSU" or start % self.chunk \
                 or len(data) % self.chunk:  # fmt: skip
             return False
         end = start + len(data)
@@ -261,9 +265,9 @@ class ColumnStore:
             self.written, self.base = written, base
 
         batch.undo.append(undo)
-        zeros = (0,) * (len(self.dataset.shape) - 1)
+        zeros = (0,) * len(self.inner)
         for at in range(0, len(data), self.chunk):
-            chunk = np.ascontiguousarray(data[at : at + self.chunk], self.dataset.dtype)
+            chunk = np.ascontiguousarray(data[at : at + self.chunk], self.dtype)
             job = functools.partial(_store_chunk, self.dataset, (start + at, *zeros),
                                     batch.encode, chunk)  # fmt: skip
             batch.jobs.append(job)
@@ -272,7 +276,7 @@ class ColumnStore:
 
     def _put_raw(self, start: int, values: npt.NDArray[Any]) -> None:
         """The chunk at ``start`` uncompressed, at its full size (in place once stored)."""
-        chunk = np.empty((self.chunk, *self.dataset.shape[1:]), self.dataset.dtype)
+        chunk = np.empty((self.chunk, *self.inner), self.dtype)
         chunk[: len(values)] = values
         chunk[len(values) :] = self.fill if self.fill is not None else 0
         end = start + len(values)
@@ -334,6 +338,8 @@ class TableStream:
         self.names: dict[str, str] = {}  # dataset name -> column name
         self.origins: dict[str, str] = {}  # column name -> the batch field it comes from
         self.schema: pa.Schema | None = None  # of the last batch
+        #: the last planned batch's stream, schema and its fields as (JSON, origin)
+        self._fields: tuple[str, pa.Schema, list[tuple[str, str]]] | None = None
 
     @property
     def group(self) -> h5py.Group:
@@ -360,9 +366,14 @@ class TableStream:
             UnsupportedData: text holding NUL, or (``may_create``) no new datasets.
         """
         columns, encoded = self.coder.flatten(stream, batch)
-        fields: list[tuple[str, str]] = []
-        for field in batch.schema:
-            fields += [(field_json(field, stream), field.name)] * _leaves(field.type)
+        known = self._fields
+        if known is not None and known[0] == stream and batch.schema.equals(known[1], True):
+            fields = known[2]  # the last batch's fields, metadata and all: their JSON too
+        else:
+            fields = []
+            for field in batch.schema:
+                fields += [(field_json(field, stream), field.name)] * _leaves(field.type)
+            self._fields = (stream, batch.schema, fields)
         taken = dict(self.names)
         seen: set[str] = set()
         plan: list[Planned] = []
@@ -393,8 +404,8 @@ class TableStream:
                         f"stored as dataset {name!r}, which holds "
                         f"{_described(column.name, before)} of an earlier batch; rename one"
                     )
-                target = _checked_type(stream, column, store.dataset)
-                if target is not None and target != store.dataset.dtype:
+                target = _checked_type(stream, column, store)
+                if target is not None and target != store.dtype:
                     may_widen(column, str(store.dataset.attrs.get("arrow_type", target)))
                 plan.append(Planned(column, store, name, target, field, origin,
                                     encoded.get(column.name)))  # fmt: skip
@@ -460,7 +471,7 @@ class TableStream:
                     self.coder.decided[column.name] = item.encoded is not None
                 if start:  # a column that appears mid-run: earlier rows are null
                     self._mask(column.name, start, default=False)
-            elif item.widen_to is not None and item.widen_to != store.dataset.dtype:
+            elif item.widen_to is not None and item.widen_to != store.dtype:
                 store = store.widen(self.group, item.widen_to, column.attrs["arrow_type"],
                                     self.filters)  # fmt: skip
                 self.columns[column.name] = store
@@ -584,10 +595,10 @@ def write_raw_chunk(dataset: h5py.Dataset, start: int, chunk: npt.NDArray[Any],
             dataset.id.read_direct_chunk(other)
 
 
-def _checked_type(stream: str, column: Column, dataset: h5py.Dataset) -> np.dtype[Any] | None:
-    """The dtype ``column`` is stored as in ``dataset`` (``None``: as it is, for text and
-    lists); a change that is not a safe widening raises :class:`SchemaMismatch`."""
-    old = dataset.dtype
+def _checked_type(stream: str, column: Column, store: ColumnStore) -> np.dtype[Any] | None:
+    """The dtype ``column`` is stored as in ``store``'s dataset (``None``: as it is, for
+    text and lists); a change that is not a safe widening raises :class:`SchemaMismatch`."""
+    old, dataset = store.dtype, store.dataset
 
     def refused(what: str) -> SchemaMismatch:  # attributes read only then: they are slow
         stored = dataset.attrs.get("arrow_type", old)
@@ -597,8 +608,8 @@ def _checked_type(stream: str, column: Column, dataset: h5py.Dataset) -> np.dtyp
         )
 
     if column.kind == "fixed":
-        if dataset.shape[1:] != column.values.shape[1:] or old.kind in "OS":
-            raise refused(f"stored as {{stored}} shape {dataset.shape[1:]}, got {{new}} shape "
+        if store.inner != column.values.shape[1:] or old.kind in "OS":
+            raise refused(f"stored as {{stored}} shape {store.inner}, got {{new}} shape "
                           f"{column.values.shape[1:]}")  # fmt: skip
         target = widened(old, column.values.dtype)
         if target is None:
