@@ -14,8 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from daq_storage.testing import S3Server
+from daq_storage.testing import s3_server as start_s3_server
+
 # Threads that libraries keep for the life of the process by design (not leaks).
-_LONG_LIVED_THREAD_PREFIXES = ("zarr", "asyncio", "pydevd")
+_LONG_LIVED_THREAD_PREFIXES = ("zarr", "asyncio", "pydevd", "daq_storage_s3_server")
 SHM_DIR = Path("/dev/shm") if Path("/dev/shm").is_dir() else None
 SHM_TEST_PREFIX = f"daq_storage_test_{os.getpid()}_"
 
@@ -101,3 +104,18 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
         if name.startswith("DAQ_STORAGE_"):
             monkeypatch.delenv(name)
     return monkeypatch
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """One S3-compatible server (moto) on loopback for the session; each test takes a
+    bucket of its own (``s3_bucket``). A test that kills its server starts its own with
+    :func:`daq_storage.testing.s3_server`."""
+    with start_s3_server() as server:
+        yield server
+
+
+@pytest.fixture
+def s3_bucket(s3_server: S3Server) -> str:
+    """A fresh, empty bucket on the session's S3 server."""
+    return s3_server.create_bucket()

@@ -21,10 +21,10 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "daq_storage"
 #: Top-level modules and packages by layer; a module may import only lower layers.
 LAYERS: list[set[str]] = [
     {"errors", "_version", "_file_locks"},
-    {"config", "naming", "schema", "ring"},
+    {"config", "naming", "schema", "ring", "location"},
     {"sim"},
     {"writers", "acquisition"},
-    {"recorder", "actor", "read", "documents", "streams"},
+    {"recorder", "actor", "read", "documents", "streams", "flight"},
     {"repair", "testing", "daemon", "tools"},
     {"demo"},
     {"cli"},

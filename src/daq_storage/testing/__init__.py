@@ -40,6 +40,7 @@ from daq_storage.testing._hooks import (
 from daq_storage.testing._kill import Killed, kill_when, line_starting
 from daq_storage.testing._memory import MemoryWriter, StrictMemoryWriter
 from daq_storage.testing._roundtrip import RoundTripTests, write_in_odd_calls
+from daq_storage.testing._s3 import S3Server, s3_server
 
 __all__ = [
     # the suite
@@ -59,6 +60,8 @@ __all__ = [
     "kill_when",
     "line_starting",
     "null_to_none",
+    "S3Server",
+    "s3_server",
     "users_table",
     "write_in_odd_calls",
 ]

@@ -25,6 +25,7 @@ from daq_storage.errors import (
     UnsupportedData,
     WriterClosedError,
 )
+from daq_storage.location import S3Location
 from daq_storage.naming import sanitize_name
 from daq_storage.schema import (
     FrameBlock,
@@ -149,6 +150,10 @@ class Writer(ABC):
     #: :meth:`close` removes the files of a writer that stored nothing; only for writers
     #: that set ``_stored`` whenever they store rows, frames or metadata.
     removes_unused_output: ClassVar[bool] = False
+    #: ``path`` may be an ``s3://bucket/key`` URL (the writer then takes a
+    #: ``storage_options`` keyword and writes through zarr's store API or ``pyarrow.fs``);
+    #: :func:`open_writer` refuses a URL for a writer without it.
+    supports_object_storage: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -180,8 +185,14 @@ class Writer(ABC):
             problems = "; ".join(_problem(error) for error in exc.errors())
             raise ConfigError(f"{cls.name} writer: {problems}") from None
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
+    def __init__(self, path: str | os.PathLike[str] | S3Location) -> None:
+        #: The object-store destination, or None for a local path.
+        self.location: S3Location | None = path if isinstance(path, S3Location) else None
+        #: The local path; for an object store, the URL as a path (messages use
+        #: :attr:`destination`).
+        self.path = Path(path.url if isinstance(path, S3Location) else path)
+        #: Where the output goes, as a user names it: the path, or the ``s3://`` URL.
+        self.destination = str(path.url if isinstance(path, S3Location) else self.path)
         self._closed = False
         self._stats = StatsCounters()
         #: Per table stream: the schema its current part holds (see _observe_metadata).
@@ -368,7 +379,7 @@ class Writer(ABC):
     # ------------------------------------------------------------------ helpers
     def _check_open(self) -> None:
         if self._closed:
-            raise WriterClosedError(f"{self.name} writer for {self.path} is closed")
+            raise WriterClosedError(f"{self.name} writer for {self.destination} is closed")
 
     def _safe_stream(self, stream: str) -> str:
         """The stream's name as used in paths, consistent over the writer's life.
@@ -382,7 +393,7 @@ class Writer(ABC):
         owner = self._stream_names.setdefault(safe, stream)
         if owner != stream:
             raise InvalidName(
-                f"stream names {owner!r} and {stream!r} both map to {safe!r} in {self.path}"
+                f"stream names {owner!r} and {stream!r} both map to {safe!r} in {self.destination}"
             )
         self._safe_names[stream] = safe
         return safe
@@ -457,7 +468,9 @@ class Writer(ABC):
 
     def _known_stream(self, stream: str) -> None:
         if stream not in self._table_metadata and stream not in self._frames_seen:
-            raise UnknownStream(f"{self.name} writer for {self.path} has no stream {stream!r}")
+            raise UnknownStream(
+                f"{self.name} writer for {self.destination} has no stream {stream!r}"
+            )
 
     def _lock_output(self, folder: Path) -> None:
         """Hold the writer lock of ``folder`` until :meth:`close`: a second writer on the

@@ -9,6 +9,7 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from daq_storage.errors import ConfigError
+from daq_storage.location import S3Location, is_remote
 from daq_storage.writers._base import Writer
 
 __all__ = ["ENTRY_POINT_GROUP", "available_writers", "get_writer_class", "open_writer"]
@@ -67,13 +68,27 @@ def get_writer_class(name: str) -> type[Writer]:
     return found
 
 
-def open_writer(name: str, path: str | os.PathLike[str], **options: Any) -> Writer:
+def open_writer(name: str, path: str | os.PathLike[str] | S3Location, **options: Any) -> Writer:
     """Create the writer registered as ``name`` for ``path`` with format ``options``.
 
+    ``path`` may be an ``s3://bucket/key`` URL for the writers that write to object
+    stores (Zarr, Parquet, Arrow IPC); ``storage_options`` (a
+    :class:`~daq_storage.location.S3Options` or a dict of its fields) then say how to
+    reach it, over the standard ``AWS_*`` variables and profiles.
+
     Raises:
-        ConfigError: ``name`` is unknown, or an option is not one the writer takes.
+        ConfigError: ``name`` is unknown, an option is not one the writer takes, or
+            ``path`` is a URL the writer cannot write to.
     """
     cls = get_writer_class(name)
+    if is_remote(path) and not cls.supports_object_storage:
+        remote = sorted(
+            n for n in available_writers() if get_writer_class(n).supports_object_storage
+        )
+        raise ConfigError(
+            f"the {cls.name} writer writes local files only, not {path}; object storage "
+            f"(s3://) is written by: {', '.join(remote) or 'none'}"
+        )
     signature = inspect.signature(cls)
     try:
         signature.bind(path, **options)
