@@ -12,6 +12,7 @@ __all__ = [
     "ConfigError",
     "DaqStorageError",
     "DocumentError",
+    "ServiceError",
     "FormatError",
     "InvalidName",
     "ReadError",
@@ -138,6 +139,12 @@ class DocumentError(DaqStorageError, ValueError):
     out of order (an event before its descriptor, an unknown run or descriptor), or
     pointing at external data that cannot be read; the message names the document's
     kind and uid."""
+
+
+class ServiceError(DaqStorageError, RuntimeError):
+    """A request to the ring's Flight service failed: refused (no or a wrong token, a
+    stream the ring does not hold, writing to a service that does not own the ring's
+    writer) or the service cannot be reached; the message names the service and cause."""
 
 
 def describe_value(value: object, limit: int = 80) -> str:
