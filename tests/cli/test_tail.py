@@ -36,7 +36,10 @@ class Terminal:
     typed there interrupts it, as in a shell); its screen output collected."""
 
     def __init__(self, argv: list[str]) -> None:
-        env = {**environ(), "TERM": "xterm-256color"}
+        # The terminal's size, not an inherited COLUMNS / LINES (pytest-xdist's workers
+        # have them), decides the layout.
+        env = {k: v for k, v in environ().items() if k not in ("COLUMNS", "LINES")}
+        env["TERM"] = "xterm-256color"
         pid, fd = pty.fork()
         if pid == 0:  # the child: size the terminal, become the command
             fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 160, 0, 0))
