@@ -5,16 +5,19 @@ description and durable flushes."""
 from __future__ import annotations
 
 import functools
+import json
 import os
 from abc import abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
-from daq_storage.schema import conform_batch
+from daq_storage.location import S3Location
+from daq_storage.schema import FrameBlock, conform_batch
 from daq_storage.writers._base import (
     StreamDescription,
     StreamPart,
@@ -22,7 +25,8 @@ from daq_storage.writers._base import (
     fsync_paths,
     storage_errors,
 )
-from daq_storage.writers._per_stream import PerStreamWriter
+from daq_storage.writers._object_parts import ObjectParts
+from daq_storage.writers._per_stream import FIRST_ROW, PART_OF, PerStreamWriter
 from daq_storage.writers._tensor import FRAME_TIMESTAMP, frames_to_batch
 
 __all__ = ["FRAME_COLUMNS", "ArrowBatchWriter", "leaf_columns"]
@@ -30,6 +34,11 @@ __all__ = ["FRAME_COLUMNS", "ArrowBatchWriter", "leaf_columns"]
 #: Where a frame stream's data is in its files: column names.
 FRAME_COLUMNS = {"frames": "frame", "timestamps_ns": "timestamp_ns",
                  "frame_numbers": "frame_number"}  # fmt: skip
+
+
+def _part_keys(stream: str, first: int) -> dict[str, str]:
+    """A part object's :data:`PART_OF` and :data:`FIRST_ROW` (every part has them)."""
+    return {PART_OF: json.dumps(stream), FIRST_ROW: json.dumps(first)}
 
 
 def leaf_columns(schema: pa.Schema) -> dict[str, str]:
@@ -60,12 +69,66 @@ class ArrowBatchWriter(PerStreamWriter):
 
     _open: dict[str, Any]  # stream -> its open file (format-specific)
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str] | S3Location) -> None:
         super().__init__(path)
         #: Files completed since the last durable flush (their data is not fsynced).
         self._unsynced: list[Path] = []
         #: Files were created or removed in the directory since the last durable flush.
         self._names_changed = False
+        #: On an object store: the streams' part objects (``_open`` then stays empty).
+        self._remote: ObjectParts | None = None
+        if self.location is not None:
+            self._remote = ObjectParts(self.location, self._suffix, self._encode_part,
+                                       _part_keys)  # fmt: skip
+
+    # ------------------------------------------------------------------ object stores
+    def _encode_part(
+        self, stream: str, schema: pa.Schema, batches: Sequence[pa.RecordBatch]
+    ) -> pa.Buffer:
+        """One part object: a complete file of the format holding ``batches``."""
+        raise NotImplementedError(f"{self.name} writer cannot write to an object store")
+
+    def _part_limits(self) -> tuple[int, int]:
+        """Pending rows and bytes of a stream that make a write upload them as a part
+        (bounding the memory they take between flushes)."""
+        return (1 << 62, 64 << 20)
+
+    def _store(self, stream: str, batch: pa.RecordBatch, *, new_part: bool) -> None:
+        """Take ``batch``: into the stream's file, or pending for its next part object."""
+        remote = self._remote
+        if remote is None:
+            self._write(stream, batch, new_part=new_part)
+            return
+        remote.add(stream, self._safe_stream(stream), batch)
+        rows, nbytes = self._part_limits()
+        if remote.pending_rows(stream) >= rows or remote.pending_bytes(stream) >= nbytes:
+            try:
+                remote.publish(stream, functools.partial(self._metadata_for, stream))
+            except BaseException:  # the call is refused: its rows leave the buffer
+                remote.take_back(stream)  # (a failed upload leaves its run pending, this last)
+                raise
+        self._stats.bytes_written += batch.nbytes
+        self._stats.directory_bytes = remote.bytes_uploaded
+
+    def _flush_remote(self, remote: ObjectParts) -> None:
+        """Upload every stream's pending rows (and metadata changed since its last part);
+        one stream's failure stops no other."""
+
+        def one(stream: str) -> None:
+            metadata = functools.partial(self._metadata_for, stream)
+            remote.publish(stream, metadata)
+            schema = self._table_schemas.get(stream)
+            if schema is None:  # a frame stream: the schema of its batches
+                dtype, shape = self._frame_specs[stream]
+                schema = frames_to_batch(FrameBlock(
+                    np.zeros((0, *shape), dtype), np.zeros(0, np.uint64),
+                    np.zeros(0, np.uint64))).schema  # fmt: skip
+            remote.publish_metadata(stream, schema, metadata)
+
+        try:
+            finish_all(functools.partial(one, stream) for stream in remote)
+        finally:
+            self._stats.directory_bytes = remote.bytes_uploaded
 
     # ------------------------------------------------------------------ the format
     @abstractmethod
@@ -105,7 +168,7 @@ class ArrowBatchWriter(PerStreamWriter):
         batch = self._check_batch(stream, batch)
         _, action = self._plan_change(stream, batch.schema)
         batch, action = self._conformed(stream, batch, action)
-        self._write(stream, batch, new_part=action == "new_part")
+        self._store(stream, batch, new_part=action == "new_part")
         self._observe_metadata(stream, batch)
         if action == "new_part":  # the part's schema, as written (nullability included)
             self._table_schemas[stream] = batch.schema.remove_metadata()
@@ -121,13 +184,15 @@ class ArrowBatchWriter(PerStreamWriter):
         frame_numbers: npt.ArrayLike | None = None,
     ) -> None:
         block = self._check_frames(stream, frames, timestamps_ns, frame_numbers)
-        self._write(stream, frames_to_batch(block), new_part=False)
+        self._store(stream, frames_to_batch(block), new_part=False)
         self._record_frames(stream, block)  # only once stored: a refused call changes nothing
         self._stored = True
         self._stats.frames += len(block)
 
     def visible(self, stream: str) -> int:
         self._known_stream(stream)
+        if self._remote is not None:
+            return self.accepted(stream) - self._remote.pending_rows(stream)
         return self.accepted(stream) - self._unseen(stream)
 
     def describe(self, stream: str) -> StreamDescription:
@@ -209,6 +274,9 @@ class ArrowBatchWriter(PerStreamWriter):
         self._names_changed = False
 
     def _close(self) -> None:
+        if self._remote is not None:
+            self._flush_remote(self._remote)
+            return
         try:
             finish_all(functools.partial(self._finish, opened) for opened in self._open.values())
         finally:

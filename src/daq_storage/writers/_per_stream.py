@@ -43,8 +43,10 @@ from typing import Any, ClassVar
 import pyarrow as pa
 
 from daq_storage.errors import ConfigError, StorageIOError
+from daq_storage.location import S3Location, is_remote
 from daq_storage.schema import METADATA_CHANGES, decode_metadata
 from daq_storage.writers._base import StreamPart, Writer, json_value, storage_errors
+from daq_storage.writers._object_parts import claim_prefix, put_document, release_prefix
 
 __all__ = ["FIRST_ROW", "PART_OF", "PerStreamWriter", "create_hidden", "leftover", "publish"]
 
@@ -105,22 +107,27 @@ class PerStreamWriter(Writer):
     path_suffix: ClassVar[str] = ""
     removes_unused_output: ClassVar[bool] = True
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str] | S3Location) -> None:
+        if is_remote(path) and not self.supports_object_storage:
+            raise ConfigError(f"the {self.name} writer writes local files only, not {path}")
         super().__init__(path)
-        name = self.path.name.lower()
+        name = self.location.name if self.location is not None else self.path.name
         for suffix in self.suffixes:
-            if name.endswith(suffix) and len(name) > len(suffix):
+            if name.lower().endswith(suffix) and len(name) > len(suffix):
                 raise ConfigError(
                     f"{self.name} writes one file per stream ({', '.join(self.suffixes)}) into "
-                    f"the directory {self.path}; name the directory without the {suffix!r} "
-                    f"suffix (such as {self.path.with_name(self.path.name[: -len(suffix)])}): "
-                    "readers take a directory named like a file for one"
+                    f"the directory {self.destination}; name the directory without the "
+                    f"{suffix!r} suffix (such as {name[: -len(suffix)]}): readers take a "
+                    "directory named like a file for one"
                 )
-        with storage_errors(self.path, "cannot create output directory"):
-            self._claim_directory(self.path)
-            if not os.access(self.path, os.W_OK):
-                raise PermissionError(13, "Permission denied")
-        self._lock_output(self.path)
+        if self.location is not None:  # objects under a prefix: see _object_parts
+            claim_prefix(self.location, self.name)
+        else:
+            with storage_errors(self.path, "cannot create output directory"):
+                self._claim_directory(self.path)
+                if not os.access(self.path, os.W_OK):
+                    raise PermissionError(13, "Permission denied")
+            self._lock_output(self.path)
         self._file_metadata: dict[str, str] = {}
         self._stream_metadata: dict[str, dict[str, str]] = {}
         self._part_index: dict[str, int] = {}  # stream -> its current file: 0 the first
@@ -270,7 +277,9 @@ class PerStreamWriter(Writer):
         """Close every stream file. Metadata set while no stream file was ever started has
         no file header to go to: it is written to ``metadata.json`` in the directory, so it
         is never lost."""
-        orphaned = not self._stats.files and (self._file_metadata or self._stream_metadata)
+        orphaned = not (self._stats.files or self.streams) and (
+            self._file_metadata or self._stream_metadata
+        )
         if not self.closed and orphaned and not self.writes_metadata_json:
             document = {
                 "file": {k: json.loads(v) for k, v in self._file_metadata.items()},
@@ -279,6 +288,10 @@ class PerStreamWriter(Writer):
                     for stream, values in self._stream_metadata.items()
                 },
             }
+            if self.location is not None:
+                put_document(self.location, "metadata.json", document)
+                super().close()
+                return
             path = self.path / "metadata.json"
             with storage_errors(path, "cannot write the run's metadata"):
                 self._check_new_file("(metadata)", path)
@@ -286,6 +299,12 @@ class PerStreamWriter(Writer):
                     file.write(json.dumps(document, indent=2, allow_nan=True))
             self._add_file(path)
         super().close()
+
+    def _discard_unused(self) -> None:
+        if self.location is not None:
+            release_prefix(self.location)
+        else:
+            super()._discard_unused()
 
     def set_metadata(self, key: str, value: Any, *, stream: str | None = None) -> None:
         """Stored as key-value metadata (JSON values) of the stream's file(s).

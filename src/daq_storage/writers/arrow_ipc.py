@@ -12,7 +12,7 @@ import contextlib
 import errno
 import functools
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -21,6 +21,7 @@ import pyarrow as pa
 from pydantic import model_validator
 
 from daq_storage.errors import StorageIOError, UnsupportedData
+from daq_storage.location import S3Location, S3Options, parse_location
 from daq_storage.writers._arrow_batches import ArrowBatchWriter
 from daq_storage.writers._arrow_files import (
     EOS,
@@ -75,9 +76,10 @@ def _has_dictionaries(schema: pa.Schema) -> bool:
 
 
 class _Options(WriterOptions):
-    ipc_format: Literal["stream", "file"] = "stream"
+    ipc_format: Literal["stream", "file"] | None = None
     compression: Literal["lz4", "zstd", "none"] | None = None
     compression_level: int | None = None
+    storage_options: S3Options | dict[str, Any] | None = None
 
     @model_validator(mode="after")
     def _level_fits_codec(self) -> _Options:
@@ -157,6 +159,7 @@ class ArrowWriter(ArrowBatchWriter):
     """
 
     name: ClassVar[str] = "arrow"
+    supports_object_storage: ClassVar[bool] = True
     suffixes: ClassVar[tuple[str, ...]] = (".arrows", ".arrow")
     supports_frames: ClassVar[bool] = True
     supports_tables: ClassVar[bool] = True
@@ -172,19 +175,26 @@ class ArrowWriter(ArrowBatchWriter):
 
     def __init__(
         self,
-        path: str | os.PathLike[str],
+        path: str | os.PathLike[str] | S3Location,
         *,
-        ipc_format: Literal["stream", "file"] = "stream",
+        ipc_format: Literal["stream", "file"] | None = None,
         compression: Literal["lz4", "zstd", "none"] | None = None,
         compression_level: int | None = None,
+        storage_options: S3Options | Mapping[str, Any] | None = None,
     ) -> None:
         options = self.validate_options(ipc_format=ipc_format, compression=compression,
-                                        compression_level=compression_level)  # fmt: skip
+                                        compression_level=compression_level,
+                                        storage_options=storage_options)  # fmt: skip
         assert isinstance(options, _Options)
-        super().__init__(path)
+        location = parse_location(path, storage_options)
+        self.ipc_format: Literal["stream", "file"] = options.ipc_format or (
+            "stream" if isinstance(location, Path) else "file"
+        )
+        super().__init__(location)
         self.options = options
-        self.ipc_format = options.ipc_format
         self._suffix = ".arrows" if self.ipc_format == "stream" else ".arrow"
+        if self._remote is not None:
+            self._remote.suffix = self._suffix
         codec = None if options.compression in (None, "none") else options.compression
         if codec is not None and options.compression_level is not None:
             codec = pa.Codec(codec, compression_level=options.compression_level)
@@ -193,6 +203,19 @@ class ArrowWriter(ArrowBatchWriter):
         #: File format: per stream, its rows in files completed one after the other
         #: from its first (what a reader can open).
         self._completed_rows: dict[str, int] = {}
+
+    def _encode_part(
+        self, stream: str, schema: pa.Schema, batches: Sequence[pa.RecordBatch]
+    ) -> pa.Buffer:
+        sink = pa.BufferOutputStream()
+        opener = pa.ipc.new_stream if self.ipc_format == "stream" else pa.ipc.new_file
+        try:
+            with opener(sink, schema, options=self._ipc_options) as writer:
+                for batch in batches:
+                    writer.write_batch(batch)
+        except pa.ArrowException as exc:
+            raise UnsupportedData(f"stream {stream!r}: Arrow IPC cannot store it: {exc}") from exc
+        return sink.getvalue()
 
     @property
     def _mimetype(self) -> str:
@@ -382,6 +405,9 @@ class ArrowWriter(ArrowBatchWriter):
         file-format file becomes readable only when completed: see the class
         docstring). ``durable=True`` then fsyncs the files and the directory."""
         self._check_open()
+        if self._remote is not None:  # uploads are durable once confirmed
+            self._flush_remote(self._remote)
+            return
         steps: list[Callable[[], object]] = [
             functools.partial(self._write_late_metadata, opened)
             for opened in self._open.values()

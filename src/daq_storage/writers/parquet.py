@@ -34,7 +34,7 @@ import fcntl
 import functools
 import math
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +45,7 @@ import pyarrow.parquet as pq
 from pydantic import Field, StrictInt, model_validator
 
 from daq_storage.errors import DaqStorageError, StorageIOError, UnsupportedData
+from daq_storage.location import S3Location, S3Options, parse_location
 from daq_storage.writers._arrow_batches import ArrowBatchWriter
 from daq_storage.writers._base import WriterOptions, finish_all, pwrite_all, storage_errors
 from daq_storage.writers._parquet_footer import FooterShift, check_shift
@@ -100,6 +101,7 @@ class _Options(WriterOptions):
     row_group_size: StrictInt = Field(1_000_000, ge=1)
     row_group_bytes: StrictInt = Field(64 << 20, ge=1)
     max_footer_bytes: StrictInt = Field(1 << 20, ge=1)
+    storage_options: S3Options | dict[str, Any] | None = None
 
     @model_validator(mode="after")
     def _level_fits_codec(self) -> _Options:
@@ -168,6 +170,7 @@ class ParquetWriter(ArrowBatchWriter):
     """
 
     name: ClassVar[str] = "parquet"
+    supports_object_storage: ClassVar[bool] = True
     suffixes: ClassVar[tuple[str, ...]] = (".parquet",)
     supports_frames: ClassVar[bool] = True
     supports_tables: ClassVar[bool] = True
@@ -184,13 +187,14 @@ class ParquetWriter(ArrowBatchWriter):
 
     def __init__(
         self,
-        path: str | os.PathLike[str],
+        path: str | os.PathLike[str] | S3Location,
         *,
         compression: Codec = "snappy",
         compression_level: int | None = None,
         row_group_size: int = 1_000_000,
         row_group_bytes: int = 64 << 20,
         max_footer_bytes: int = 1 << 20,
+        storage_options: S3Options | Mapping[str, Any] | None = None,
     ) -> None:
         options = self.validate_options(
             compression=compression,
@@ -198,9 +202,10 @@ class ParquetWriter(ArrowBatchWriter):
             row_group_size=row_group_size,
             row_group_bytes=row_group_bytes,
             max_footer_bytes=max_footer_bytes,
+            storage_options=storage_options,
         )
         assert isinstance(options, _Options)
-        super().__init__(path)
+        super().__init__(parse_location(path, storage_options))
         self.options = options
         self.compression = options.compression
         self.compression_level = options.compression_level
@@ -212,6 +217,19 @@ class ParquetWriter(ArrowBatchWriter):
         #: Errors of work a write call did after storing its rows (metadata a footer
         #: could not take, a part that could not be closed): raised by the next flush.
         self._deferred: list[Exception] = []
+
+    # ------------------------------------------------------------------ object stores
+    def _encode_part(
+        self, stream: str, schema: pa.Schema, batches: Sequence[pa.RecordBatch]
+    ) -> pa.Buffer:
+        sink = pa.BufferOutputStream()
+        table = pa.Table.from_batches(batches, schema=schema)
+        with self._encoding_errors(stream), pq.ParquetWriter(sink, schema, **self._options()) as w:
+            w.write_table(table, row_group_size=self.row_group_size)
+        return sink.getvalue()
+
+    def _part_limits(self) -> tuple[int, int]:
+        return self.row_group_size, self.row_group_bytes
 
     # ------------------------------------------------------------------ contract
     @property
@@ -540,6 +558,10 @@ class ParquetWriter(ArrowBatchWriter):
         (one stream's failure stops no other; rows the disk refused stay buffered).
         ``durable=True`` then fsyncs the files and the directory."""
         self._check_open()
+        if self._remote is not None:  # uploads are durable once confirmed
+            finish_all([functools.partial(self._flush_remote, self._remote),
+                        self._raise_deferred])  # fmt: skip
+            return
         steps: list[Callable[[], object]] = [
             functools.partial(self._flush_one, opened) for opened in self._open.values()
         ]
