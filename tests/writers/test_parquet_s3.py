@@ -28,6 +28,12 @@ from daq_storage.writers import open_writer
 from daq_storage.writers._object_parts import MARKER
 
 
+def located(url: str, server: S3Server) -> S3Location:
+    location = parse_location(url, server.options())
+    assert isinstance(location, S3Location)
+    return location
+
+
 def keys(location: S3Location) -> list[str]:
     return sorted(o["path"] for o in obstore.list(location.object_store()).collect())
 
@@ -105,12 +111,12 @@ def test_a_taken_prefix_and_a_missing_bucket_are_refused(
         first.write_batch("s", pa.record_batch({"a": [1]}))
     with pytest.raises(StorageIOError, match="already holds objects"):
         open_writer("arrow", url, storage_options=options)
-    assert keys(parse_location(url, options)) == [MARKER, "s/part-000001.parquet"]
+    assert keys(located(url, s3_server)) == [MARKER, "s/part-000001.parquet"]
     with pytest.raises(StorageIOError, match="no such bucket"):
         open_writer("parquet", "s3://no-such-bucket-here/run", storage_options=options)
     # a writer that stored nothing leaves nothing behind
     open_writer("parquet", f"s3://{s3_bucket}/empty", storage_options=options).close()
-    assert keys(parse_location(f"s3://{s3_bucket}/empty", options)) == []
+    assert keys(located(f"s3://{s3_bucket}/empty", s3_server)) == []
 
 
 def test_a_failed_upload_is_retried_under_the_same_key(s3_server: S3Server, s3_bucket: str) -> None:

@@ -12,8 +12,7 @@ completed yet (no footer) is read as the stream it starts with.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -21,8 +20,15 @@ import numpy.typing as npt
 import pyarrow as pa
 
 from daq_storage.errors import ReadError, UnknownStream
+from daq_storage.location import S3Location
 from daq_storage.read._files import SUFFIXES, common_metadata, metadata_document, stream_files
 from daq_storage.read._frames import segments
+from daq_storage.read._object_files import (
+    Source,
+    object_metadata_document,
+    object_stream_files,
+    open_source,
+)
 from daq_storage.read._source import LAYOUT_KEYS, PartInfo, StreamInfo, select
 from daq_storage.schema import decode_metadata
 
@@ -34,9 +40,9 @@ _MAGIC = b"ARROW1"
 class _File:
     """One IPC file's batches (memory-mapped) and its metadata."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Source) -> None:
         self.path = path
-        self.source = pa.memory_map(str(path))
+        self.source = open_source(path)
         self.batches: list[pa.RecordBatch] = []
         self._raw: dict[bytes, bytes] | None = None  # schema + batches' custom metadata
         self._metadata: dict[str, Any] | None = None
@@ -190,13 +196,18 @@ class TableFrames:
 
 
 class ArrowReader:
-    """A directory of Arrow IPC files, each opened when one of its streams is read."""
+    """A directory of Arrow IPC files, or a prefix of part objects in an object store,
+    each opened when one of its streams is read."""
 
     format = "arrow"
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Source) -> None:
         self.path = path
-        self._paths = stream_files(path, SUFFIXES["arrow"])
+        self._paths: Mapping[str, Sequence[Source]]
+        if isinstance(path, S3Location):
+            self._paths = object_stream_files(path, SUFFIXES["arrow"])
+        else:
+            self._paths = stream_files(path, SUFFIXES["arrow"])
         self._opened: dict[str, list[_File]] = {}
         self._infos: dict[str, StreamInfo] | None = None
 
@@ -237,8 +248,12 @@ class ArrowReader:
 
     def metadata(self) -> dict[str, Any]:
         if not self._paths:
+            if isinstance(self.path, S3Location):
+                return dict(object_metadata_document(self.path).get("file", {}))
             return dict(metadata_document(self.path).get("file", {}))
-        return common_metadata(self._files(s)[0].metadata for s in self._paths)
+        # a stream's last part object holds its newest metadata (parts are never rewritten)
+        last = -1 if isinstance(self.path, S3Location) else 0
+        return common_metadata(self._files(s)[last].metadata for s in self._paths)
 
     def iter_batches(self, stream: str, columns: Sequence[str] | None, batch_rows: int,
                      part: int | None = None) -> Iterator[pa.RecordBatch]:  # fmt: skip
@@ -296,9 +311,9 @@ def _entry(schemas: Sequence[pa.Schema]) -> tuple[str, pa.Schema, int]:
     return "table", joined, len(schemas)
 
 
-def _schema_of(path: Path) -> pa.Schema:
+def _schema_of(path: Source) -> pa.Schema:
     """A file's schema, from its header only."""
-    with pa.memory_map(str(path)) as source:
+    with open_source(path) as source:
         try:
             if source.read(6) == _MAGIC:
                 source.seek(8)  # the stream after the magic, in a file being written too
@@ -313,9 +328,14 @@ def _schema_of(path: Path) -> pa.Schema:
 class TableFile(Protocol):
     """What :func:`table_stream_info` needs of one file of a stream (Arrow IPC, Parquet)."""
 
-    path: Path
-    rows: int
-    schema: pa.Schema
+    @property
+    def path(self) -> Source: ...
+
+    @property
+    def rows(self) -> int: ...
+
+    @property
+    def schema(self) -> pa.Schema: ...
 
     @property
     def metadata(self) -> dict[str, Any]: ...

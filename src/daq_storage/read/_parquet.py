@@ -11,19 +11,24 @@ needs.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as pads
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from daq_storage.errors import ReadError, UnknownStream
+from daq_storage.location import S3Location, s3_errors
 from daq_storage.read._arrow import TableFrames, table_stream_info
 from daq_storage.read._files import SUFFIXES, common_metadata, metadata_document, stream_files
+from daq_storage.read._object_files import (
+    Source,
+    arrow_source,
+    object_metadata_document,
+    object_stream_files,
+)
 from daq_storage.read._source import StreamInfo, select
 from daq_storage.read._time import TIME_COLUMN
 from daq_storage.schema import decode_metadata
@@ -33,7 +38,10 @@ __all__ = ["ParquetReader"]
 _RETRIES = 20  # a footer being rewritten takes a few milliseconds
 
 
-def _open(path: Path) -> pq.ParquetFile:
+def _open(path: Source) -> pq.ParquetFile:
+    if isinstance(path, S3Location):  # a part object is complete: no footer being rewritten
+        with s3_errors(path, "read"):
+            return pq.ParquetFile(path.arrow_path, filesystem=path.arrow_filesystem())
     for attempt in range(_RETRIES):
         try:
             return pq.ParquetFile(str(path), memory_map=True)
@@ -46,7 +54,7 @@ def _open(path: Path) -> pq.ParquetFile:
 
 
 class _File:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Source) -> None:
         self.path = path
         self.file = _open(path)
         meta = self.file.metadata
@@ -82,8 +90,9 @@ def _whole(file: _File, columns: list[str] | None) -> pa.Table:
     """The whole file as ``pyarrow.parquet.read_table`` reads it (its dataset scan
     decodes row groups in parallel: a few % faster than ``ParquetFile.read``); the file as
     it was opened when a writer has appended since, or is rewriting its footer."""
+    where, filesystem = arrow_source(file.path)
     try:
-        table = pq.read_table(file.path, columns=columns)
+        table = pq.read_table(where, columns=columns, filesystem=filesystem)
     except (pa.ArrowInvalid, OSError):
         table = None
     if table is None or table.num_rows != file.rows:
@@ -100,13 +109,17 @@ def _ns(value: Any) -> int:
 
 
 class ParquetReader:
-    """A directory of Parquet files."""
+    """A directory of Parquet files, or a prefix of part objects in an object store."""
 
     format = "parquet"
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Source) -> None:
         self.path = path
-        found = stream_files(path, SUFFIXES["parquet"])
+        found: Mapping[str, Sequence[Source]]
+        if isinstance(path, S3Location):
+            found = object_stream_files(path, SUFFIXES["parquet"])
+        else:
+            found = stream_files(path, SUFFIXES["parquet"])
         self._files = {stream: [_File(p) for p in paths] for stream, paths in found.items()}
         self._infos: dict[str, StreamInfo] | None = None
 
@@ -123,8 +136,12 @@ class ParquetReader:
 
     def metadata(self) -> dict[str, Any]:
         if not self._files:
+            if isinstance(self.path, S3Location):
+                return dict(object_metadata_document(self.path).get("file", {}))
             return dict(metadata_document(self.path).get("file", {}))
-        return common_metadata(f[0].metadata for f in self._files.values())
+        # a stream's last part object holds its newest metadata (parts are never rewritten)
+        last = -1 if isinstance(self.path, S3Location) else 0
+        return common_metadata(f[last].metadata for f in self._files.values())
 
     def table(self, stream: str, columns: Sequence[str] | None, start: int | None,
               stop: int | None, part: int | None = None) -> pa.Table | None:  # fmt: skip
@@ -159,8 +176,12 @@ class ParquetReader:
             return None
         if columns is not None and any(c not in files[0].schema.names for c in columns):
             return None
+        options = None
+        if isinstance(self.path, S3Location):
+            options = self.path.polars_options()
         return pl.read_parquet([str(f.path) for f in files], columns=None if columns is None
-                               else list(columns), use_pyarrow=False)  # fmt: skip
+                               else list(columns), use_pyarrow=False,
+                               storage_options=options)  # fmt: skip
 
     def iter_batches(self, stream: str, columns: Sequence[str] | None, batch_rows: int,
                      part: int | None = None, start: int | None = None,
@@ -195,9 +216,8 @@ class ParquetReader:
             for ks in by_file.values():
                 file = groups[ks[0]][0]
                 # a dataset fragment decodes row groups in parallel (ParquetFile by column)
-                fragment = pads.ParquetFileFormat().make_fragment(
-                    str(file.path), filesystem=pafs.LocalFileSystem()
-                )
+                where, filesystem = arrow_source(file.path)
+                fragment = pads.ParquetFileFormat().make_fragment(where, filesystem=filesystem)
                 subset = fragment.subset(row_group_ids=[groups[k][1] for k in ks])
                 column = subset.to_table(columns=["frame"]).column(0)
                 offset = 0
