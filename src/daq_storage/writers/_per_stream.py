@@ -27,6 +27,10 @@ Nothing is ever overwritten:
   in a row, so no stream's file can be another stream's part (stream ``pp.part0002``
   writes ``pp.part0002.<suffix>``, stream ``pp``'s second part is ``pp__part0002``).
   Sorted by name, a stream's files come in part order.
+
+On an object store (Parquet, Arrow IPC) the prefix takes the directory's place: it is
+claimed with a marker object instead of a lock, and each flush adds complete part
+objects (see ``_object_parts``).
 """
 
 from __future__ import annotations

@@ -149,13 +149,27 @@ class ArrowWriter(ArrowBatchWriter):
     ``flush(durable=True)`` fsyncs every open file, the files completed since the last
     durable flush, and the directory.
 
+    On an object store (``path`` an ``s3://bucket/prefix`` URL, or an
+    :class:`~daq_storage.location.S3Location`), which has no appends, batches are
+    buffered and each flush uploads each stream's new rows as one complete IPC file,
+    ``<prefix>/<stream>/part-000001.arrow``, ``part-000002``, ... (the file format by
+    default there: ``pyarrow.dataset.dataset(..., format="arrow")`` and
+    ``polars.scan_ipc(".../*.arrow")`` read a stream's parts as one table); rows are
+    also uploaded once 64 MiB are pending, and :meth:`visible` counts uploaded rows.
+    Each part's schema metadata holds the stream's metadata as of its upload. See
+    ``_object_parts`` for the layout and what a failed upload leaves.
+
     Args:
-        path: output directory.
-        ipc_format: ``"stream"`` (``.arrows``) or ``"file"`` (``.arrow``).
+        path: output directory, or an ``s3://bucket/prefix`` URL.
+        ipc_format: ``"stream"`` (``.arrows``) or ``"file"`` (``.arrow``); default the
+            streaming format for a directory, the file format for an object store.
         compression: ``None`` (or ``"none"``), ``"lz4"`` or ``"zstd"`` IPC buffer
             compression (``[storage] compression``).
         compression_level: the codec's level (``lz4`` 1-12, ``zstd`` up to 22), ``None``
             for its default (``[storage] compression_level``).
+        storage_options: how to reach an ``s3://`` URL (an
+            :class:`~daq_storage.location.S3Options` or a dict of its fields; unset
+            fields from the ``AWS_*`` variables and profiles).
     """
 
     name: ClassVar[str] = "arrow"

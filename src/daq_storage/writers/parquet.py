@@ -38,17 +38,17 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pydantic import Field, StrictInt, model_validator
 
 from daq_storage.errors import DaqStorageError, StorageIOError, UnsupportedData
 from daq_storage.location import S3Location, S3Options, parse_location
 from daq_storage.writers._arrow_batches import ArrowBatchWriter
 from daq_storage.writers._base import WriterOptions, finish_all, pwrite_all, storage_errors
 from daq_storage.writers._parquet_footer import FooterShift, check_shift
+from daq_storage.writers._parquet_options import Codec, ParquetOptions
 from daq_storage.writers._parquet_recovery import (
     MAGIC,
     read_footer,
@@ -58,10 +58,7 @@ from daq_storage.writers._parquet_recovery import (
     write_recovery,
 )
 
-__all__ = ["ParquetWriter", "repair_parquet", "repair_parquet_file"]
-
-Codec = Literal["none", "snappy", "gzip", "zstd", "lz4", "brotli"]
-_CODECS_WITHOUT_LEVEL = ("none", "snappy")
+__all__ = ["Codec", "ParquetWriter", "repair_parquet", "repair_parquet_file"]
 
 
 def _footer_block(metadata: Any) -> bytes:
@@ -93,31 +90,6 @@ class _Open:
     pending: list[pa.RecordBatch] = field(default_factory=list)
     pending_rows: int = 0
     pending_bytes: int = 0
-
-
-class _Options(WriterOptions):
-    compression: Codec = "snappy"
-    compression_level: StrictInt | None = None
-    row_group_size: StrictInt = Field(1_000_000, ge=1)
-    row_group_bytes: StrictInt = Field(64 << 20, ge=1)
-    max_footer_bytes: StrictInt = Field(1 << 20, ge=1)
-    storage_options: S3Options | dict[str, Any] | None = None
-
-    @model_validator(mode="after")
-    def _level_fits_codec(self) -> _Options:
-        level, codec = self.compression_level, self.compression
-        if level is None:
-            return self
-        if codec in _CODECS_WITHOUT_LEVEL:
-            raise ValueError(
-                f"compression {codec!r} takes no compression_level (got {level}); levels "
-                "apply to gzip, zstd, lz4 and brotli"
-            )
-        low = pa.Codec.minimum_compression_level(codec)
-        high = pa.Codec.maximum_compression_level(codec)
-        if not low <= level <= high:
-            raise ValueError(f"compression_level for {codec!r} must be {low}..{high}, got {level}")
-        return self
 
 
 class ParquetWriter(ArrowBatchWriter):
@@ -152,8 +124,17 @@ class ParquetWriter(ArrowBatchWriter):
     ``flush(durable=True)`` fsyncs the open files and their recovery files, the files
     completed since the last durable flush, and the directory.
 
+    On an object store (``path`` an ``s3://bucket/prefix`` URL, or an
+    :class:`~daq_storage.location.S3Location`), which has no appends, each flush
+    uploads each stream's new rows as one complete Parquet file,
+    ``<prefix>/<stream>/part-000001.parquet``, ``part-000002``, ... (a stream's prefix
+    reads as one dataset: ``pyarrow.dataset.dataset``, ``polars.scan_parquet(".../*.parquet")``);
+    rows are also uploaded once ``row_group_size`` rows or ``row_group_bytes`` are
+    pending. A flush with no new rows uploads nothing. See ``_object_parts`` for the
+    layout, the metadata of the parts and what a failed upload leaves.
+
     Args:
-        path: output directory.
+        path: output directory, or an ``s3://bucket/prefix`` URL.
         compression: ``snappy`` (default), ``gzip``, ``zstd``, ``lz4``, ``brotli`` or
             ``none`` (``[storage] compression``).
         compression_level: codec level (``gzip`` 1-9, ``zstd`` up to 22, ``lz4`` 1-12,
@@ -167,6 +148,9 @@ class ParquetWriter(ArrowBatchWriter):
         max_footer_bytes: footer size at which the stream continues in a new part file.
             The footer (about 100 bytes per column per row group) is rewritten after
             each row group, so this bounds that cost in long runs.
+        storage_options: how to reach an ``s3://`` URL (an
+            :class:`~daq_storage.location.S3Options` or a dict of its fields; unset
+            fields from the ``AWS_*`` variables and profiles).
     """
 
     name: ClassVar[str] = "parquet"
@@ -178,7 +162,7 @@ class ParquetWriter(ArrowBatchWriter):
     on_widening: ClassVar[str] = "new_part"
     on_new_columns: ClassVar[str] = "new_part"
     on_incompatible: ClassVar[str] = "new_part"
-    Options: ClassVar[type[WriterOptions]] = _Options
+    Options: ClassVar[type[WriterOptions]] = ParquetOptions
     config_keys: ClassVar[Mapping[str, str]] = {
         "compression": "compression",
         "compression_level": "compression_level",
@@ -204,7 +188,7 @@ class ParquetWriter(ArrowBatchWriter):
             max_footer_bytes=max_footer_bytes,
             storage_options=storage_options,
         )
-        assert isinstance(options, _Options)
+        assert isinstance(options, ParquetOptions)
         super().__init__(parse_location(path, storage_options))
         self.options = options
         self.compression = options.compression
