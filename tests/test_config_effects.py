@@ -119,7 +119,16 @@ EFFECTS: dict[str, list[str]] = {
         "test_demo::test_demo_applies_the_configured_keys",
         _RECORDER + "test_without_formats_the_default_backend_is_recorded",
     ],
-    "storage.output_dir": ["test_demo::test_demo_applies_the_configured_keys"],
+    "storage.output_dir": [
+        "test_demo::test_demo_applies_the_configured_keys",
+        "recorder.test_recorder_s3::test_a_configured_recorder_writes_into_the_bucket_and_reads_back_over_s3",
+    ],
+    "storage.destinations": [
+        "recorder.test_recorder_s3::test_a_configured_recorder_writes_into_the_bucket_and_reads_back_over_s3",
+    ],
+    "storage.s3": [
+        "recorder.test_recorder_s3::test_a_configured_recorder_writes_into_the_bucket_and_reads_back_over_s3",
+    ],
     "storage.auto_flush_interval_secs": [
         "test_config_effects::test_auto_flush_interval_secs_is_the_storage_actors_flush_cadence",
         "actor.test_actor_config::test_the_actor_honours_the_storage_environment_variables",

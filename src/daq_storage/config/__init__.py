@@ -71,9 +71,12 @@ from daq_storage.config._models import (
     BACKENDS,
     CODEC_KEYS,
     COMPRESSIONS,
+    OBJECT_STORAGE_FORMATS,
     RecorderConfig,
     RingBufferConfig,
+    S3Settings,
     StorageSettings,
+    is_url,
 )
 
 # Type aliases used beside the models (demo, daemon): re-exported by name, not in __all__.
@@ -89,14 +92,17 @@ __all__ = [
     "COMPRESSIONS",
     "CODEC_KEYS",
     "ENV_PREFIX",
+    "OBJECT_STORAGE_FORMATS",
     "ConfigValue",
     "RecorderConfig",
     "RingBufferConfig",
+    "S3Settings",
     "StorageConfig",
     "StorageSettings",
     "allowed_values",
     "daemon_ring_path",
     "default_ring_dir",
+    "is_url",
 ]
 
 
@@ -141,6 +147,7 @@ class StorageConfig(BaseSettings):
                 "files itself (one per format, _v{N+1} at each rotation) in "
                 "storage.output_dir; set that instead"
             )
+        _check_destinations(self, origins)
 
     @classmethod
     def settings_customise_sources(
@@ -193,3 +200,30 @@ class StorageConfig(BaseSettings):
                 yield ConfigValue(
                     dotted, getattr(values, key), self._origins.get(dotted, "default")
                 )
+
+
+def _check_destinations(config: StorageConfig, origins: Mapping[str, str]) -> None:
+    """Across sections: a destination only for a recorded format, and an ``s3://`` one
+    only for a format whose writer writes to object storage."""
+    storage = config.storage
+    recorded = dict.fromkeys(
+        [*storage.recorded_formats, *(f for fs in config.recorder.streams.values() for f in fs)]
+    )
+    for named in storage.destinations:
+        if named not in recorded:
+            raise ConfigError(
+                f"storage.destinations.{named} "
+                f"({origins.get('storage.destinations', 'argument')}): {named} is not a "
+                f"recorded format ({', '.join(recorded)}); remove it"
+            )
+    for fmt in storage.remote_formats(recorded):
+        if fmt not in OBJECT_STORAGE_FORMATS:
+            given = fmt in storage.destinations
+            key = f"storage.destinations.{fmt}" if given else "storage.output_dir"
+            origin = origins.get("storage.destinations" if given else key, "argument")
+            raise ConfigError(
+                f"{key} = {storage.destination(fmt)!r} ({origin}): "
+                f"{fmt} cannot write to object storage; the formats that can: "
+                f"{', '.join(OBJECT_STORAGE_FORMATS)} (give {fmt} a local directory in "
+                f"[storage.destinations])"
+            )

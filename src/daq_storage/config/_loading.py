@@ -168,6 +168,8 @@ def _container(section: str, key: str) -> type | None:
     for arg in (annotation, *typing.get_args(annotation)):
         if typing.get_origin(arg) in (list, dict):
             return typing.cast(type, typing.get_origin(arg))
+        if isinstance(arg, type) and issubclass(arg, BaseModel):  # a table: [storage.s3]
+            return dict
     return None
 
 
@@ -187,10 +189,14 @@ def _env_value(name: str, value: str, container: type | None) -> Any:
     except ValueError:
         parsed = None
     if not isinstance(parsed, container):
+        examples = {
+            f"{ENV_PREFIX}S3": '{"endpoint_url": "http://localhost:9000"}',
+            f"{ENV_PREFIX}DESTINATIONS": '{"zarr": "s3://bucket/prefix"}',
+        }
         example = (
             '["hdf5", "arrow"] or hdf5,arrow'
             if container is list
-            else '{"camera_1": ["hdf5", "tiff"]}'
+            else examples.get(name, '{"camera_1": ["hdf5", "tiff"]}')
         )
         raise ConfigError(
             f"invalid value for environment variable {name}={value!r}: expected a JSON "

@@ -3,12 +3,21 @@ validators and the names they accept."""
 
 from __future__ import annotations
 
+import re
 import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from daq_storage.config._paths import _safe_name, default_ring_dir
 from daq_storage.errors import ConfigError
@@ -25,6 +34,30 @@ COMPRESSIONS: tuple[str, ...] = typing.get_args(Compression)
 #: The ``[storage]`` keys a format writer honours through its ``config_keys`` (unset:
 #: the format's own default), mapped by :func:`daq_storage.writers.writer_options`.
 CODEC_KEYS: tuple[str, ...] = ("compression", "compression_level", "chunk_size")
+#: The formats whose writers write to an ``s3://`` destination (their class's
+#: ``supports_object_storage``; the configuration sits below the writers and cannot ask
+#: them, so a test checks that both agree).
+OBJECT_STORAGE_FORMATS: tuple[str, ...] = ("arrow", "parquet", "zarr")
+_SCHEME = re.compile(r"^(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*)://")
+
+
+def is_url(value: object) -> bool:
+    """Whether a destination is a URL (kept as text) rather than a local directory."""
+    return isinstance(value, str) and _SCHEME.match(value) is not None
+
+
+def _destination(value: Any) -> Any:
+    """A local directory as a Path; an ``s3://`` URL kept as text (a Path would fold its
+    ``//``). The URL itself is checked where it is used (``daq_storage.location``)."""
+    if isinstance(value, str):
+        found = _SCHEME.match(value)
+        if found is None:
+            return Path(value)
+        if found["scheme"].lower() not in ("s3", "s3a"):
+            raise ValueError("only s3:// URLs and local directories are destinations")
+        if len(value) == found.end() or value[found.end()] == "/":
+            raise ValueError("an s3:// URL names a bucket: s3://bucket/prefix")
+    return value
 
 
 def _no_nul(value: Path | None) -> Path | None:
@@ -62,6 +95,63 @@ def _no_bool(value: Any) -> Any:
     return value
 
 
+class S3Settings(BaseModel):
+    """The ``[storage.s3]`` table: how to reach the object store of the ``s3://``
+    destinations (``daq_storage.location.S3Options``); every key unset takes the standard
+    source (the ``AWS_*`` environment variables, then the profile files)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    endpoint_url: str | None = Field(
+        None,
+        description="The S3-compatible server (http:// or https://); unset: "
+        "AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL, the profile's, else AWS.",
+    )
+    region: str | None = Field(
+        None, description="Unset: AWS_REGION / AWS_DEFAULT_REGION, the profile's, us-east-1."
+    )
+    profile: str | None = Field(
+        None,
+        description="A profile of ~/.aws/credentials and ~/.aws/config; its keys outrank "
+        "the environment's. Unset: AWS_PROFILE, else default.",
+    )
+    access_key_id: str | None = Field(
+        None, description="With secret_access_key; unset: AWS_ACCESS_KEY_ID, the profile's."
+    )
+    secret_access_key: SecretStr | None = Field(
+        None, description="Never printed (config show masks it)."
+    )
+    session_token: SecretStr | None = Field(None, description="Temporary credentials' token.")
+    anonymous: bool = Field(
+        False,
+        description="Unsigned requests (a public bucket).",
+        json_schema_extra={"allowed": "true or false"},
+    )
+    retry_timeout_s: float = Field(
+        20.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="How long one request is retried before its format is reported failed.",
+    )
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _not_empty(cls, value: Any, info: ValidationInfo) -> Any:
+        if info.field_name != "anonymous":
+            value = _no_bool(value)
+        if value == "":
+            raise ValueError("an empty value: leave the key out instead")
+        return value
+
+    def options(self) -> dict[str, Any]:
+        """The keys set, as ``S3Options`` fields (secrets revealed)."""
+        found = {}
+        for key in self.model_fields_set:
+            value = getattr(self, key)
+            found[key] = value.get_secret_value() if isinstance(value, SecretStr) else value
+        return found
+
+
 class StorageSettings(BaseModel):
     """The ``[storage]`` section: where files go and how they are written."""
 
@@ -76,7 +166,24 @@ class StorageSettings(BaseModel):
         "those that hold its kind); unset: [default_backend]. No duplicates.",
         json_schema_extra={"allowed": f"a list of distinct formats, each one of {_NAMES}"},
     )
-    output_dir: Path = Field(Path("data"), description="Directory that new files are put in.")
+    output_dir: Path | str = Field(
+        Path("data"),
+        description="Directory that new files are put in, or an s3://bucket/prefix "
+        "(Arrow IPC, Parquet and Zarr only: storage.destinations keeps the others local).",
+        json_schema_extra={"allowed": "a path, or an s3://bucket/prefix URL"},
+    )
+    destinations: dict[Backend, Path | str] = Field(
+        default_factory=dict,
+        description="Per format, a directory or s3:// URL instead of output_dir. Only "
+        "recorded formats; a format that cannot write to object storage is refused a URL.",
+        json_schema_extra={"allowed": "a table of format = path or s3:// URL"},
+    )
+    s3: S3Settings | None = Field(
+        None,
+        description="How to reach the object store (endpoint, region, profile, keys); "
+        "refused when no destination is an s3:// URL.",
+        json_schema_extra={"allowed": "a [storage.s3] table of S3 options"},
+    )
     output_path: Path | None = Field(
         None,
         description="Reserved (the seeds' exact output file): refused, as the Recorder names "
@@ -144,10 +251,60 @@ class StorageSettings(BaseModel):
     def _not_a_bool(cls, value: Any) -> Any:
         return _no_bool(value)
 
+    @field_validator("output_dir", mode="before")
+    @classmethod
+    def _directory_or_url(cls, value: Any) -> Any:
+        return _destination(_no_bool(value))
+
+    @field_validator("destinations", mode="before")
+    @classmethod
+    def _destination_per_format(cls, value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return {_lower(k): _destination(_no_bool(v)) for k, v in value.items()}
+        return value
+
     @field_validator("output_dir", "output_path")
     @classmethod
-    def _path_without_nul(cls, value: Path | None) -> Path | None:
+    def _path_without_nul(cls, value: Path | str | None) -> Path | str | None:
+        if isinstance(value, str):
+            if "\x00" in value:
+                raise ValueError("a URL cannot contain a NUL character")
+            return value
         return _no_nul(value)
+
+    @model_validator(mode="after")
+    def _s3_only_with_a_url(self) -> StorageSettings:
+        if self.s3 is not None and not self.remote_formats(self.recorded_formats):
+            raise ValueError(
+                "storage.s3 says how to reach s3:// destinations, but neither "
+                "storage.output_dir nor storage.destinations is one"
+            )
+        return self
+
+    def destination(self, fmt: str) -> Path | str:
+        """Where format ``fmt`` writes: its ``destinations`` entry, else ``output_dir``
+        (a Path, or an ``s3://`` URL as text)."""
+        found: Path | str | None = self.destinations.get(fmt)  # type: ignore[call-overload]
+        return self.output_dir if found is None else found
+
+    def remote_formats(self, formats: typing.Iterable[str]) -> list[str]:
+        """Those of ``formats`` (and of ``destinations``) whose destination is a URL."""
+        names = dict.fromkeys([*formats, *self.destinations])
+        return [f for f in names if is_url(self.destination(f))]
+
+    @property
+    def local_output_dir(self) -> Path:
+        """``output_dir`` for what writes local files only (the storage actor, the demo).
+
+        Raises:
+            ConfigError: ``output_dir`` is an ``s3://`` URL.
+        """
+        if isinstance(self.output_dir, str):
+            raise ConfigError(
+                f"storage.output_dir = {self.output_dir!r}: only the Recorder (daq-storage "
+                "daemon) writes to object storage; give a local directory here"
+            )
+        return self.output_dir
 
 
 class RingBufferConfig(BaseModel):

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from daq_storage.location import S3Location
 from daq_storage.read._source import FrameSource, Reader, StreamInfo
 
 __all__ = ["ChannelReader", "channel_reader"]
@@ -35,7 +36,9 @@ def channel_reader(reader: Reader) -> Reader:
         marked = getattr(held, "attrs", {}).get("layout") == LAYOUT
     else:
         marked = False
-        if (reader.path / f"{_DATA}.arrows").is_file():
+        where = reader.path
+        # (the stream writer writes local files only: an s3:// output is never its)
+        if isinstance(where, Path) and (where / f"{_DATA}.arrows").is_file():
             data = reader.streams().get(_DATA)
             marked = data is not None and data.metadata.get("layout") == LAYOUT
     return ChannelReader(reader) if marked else reader
@@ -61,7 +64,7 @@ class ChannelReader:
 
     def __init__(self, inner: Reader) -> None:
         self._inner = inner
-        self.path: Path = inner.path
+        self.path: Path | S3Location = inner.path
         self.format: str = inner.format
         self._infos: dict[str, StreamInfo] | None = None
         self._scales: dict[str, tuple[float, float]] = {}

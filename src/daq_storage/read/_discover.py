@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from daq_storage.errors import ConfigError, RunNotFound, describe_value
+from daq_storage.location import S3Location
+from daq_storage.read._discover_s3 import S3_FORMATS, s3_children, s3_output_format
 from daq_storage.read._files import SUFFIXES, metadata_document
 
 __all__ = ["FORMATS", "Output", "find_outputs"]
@@ -24,7 +26,7 @@ class Output:
     """One output: its path, format, run name (without ``_v{N}`` and suffix) and version
     (0 when its name has none)."""
 
-    path: Path
+    path: Path | S3Location
     format: str
     base: str
     version: int
@@ -56,9 +58,9 @@ def output_format(path: Path) -> str | None:
     return None
 
 
-def _named(path: Path, kind: str) -> Output:
+def _named(path: Path | S3Location, kind: str) -> Output:
     name = path.name
-    if kind == "hdf5":
+    if kind == "hdf5" and isinstance(path, Path):
         name = path.stem
     elif kind == "zarr" and name.endswith(".zarr"):
         name = name[: -len(".zarr")]
@@ -68,7 +70,7 @@ def _named(path: Path, kind: str) -> Output:
     return Output(path, kind, name, 0)
 
 
-def find_outputs(path: Path, format: str | None, run: str | None) -> list[Output]:
+def find_outputs(path: Path | S3Location, format: str | None, run: str | None) -> list[Output]:
     """The outputs to read for ``open_run(path, format=, run=)``, in version order.
 
     Raises:
@@ -80,6 +82,8 @@ def find_outputs(path: Path, format: str | None, run: str | None) -> list[Output
         raise ConfigError(f"format must be one of {list(FORMATS)}, got {describe_value(format)}")
     if run is not None and not isinstance(run, str):
         raise ConfigError(f"run must be a run's base name (text), got {describe_value(run)}")
+    if isinstance(path, S3Location):
+        return _find_s3(path, format, run)
     kind = output_format(path)
     if kind is not None:
         if format is not None and kind not in (format, "metadata"):
@@ -113,7 +117,27 @@ def _children(directory: Path) -> list[Output]:
     return found
 
 
-def _choose(where: Path, found: Sequence[Output], format: str | None,
+def _find_s3(where: S3Location, format: str | None, run: str | None) -> list[Output]:
+    if format is not None and format not in S3_FORMATS:
+        raise ConfigError(f"{format} outputs are local files (only {', '.join(S3_FORMATS)} "
+                          f"are written to object storage): not at {where.url}")  # fmt: skip
+    kind = s3_output_format(where)
+    if kind is not None:
+        if format is not None and kind != format:
+            raise ConfigError(f"{where.url} is a {kind} output, not {format}")
+        return [_named(where, kind)]
+    found = [_named(child, k) for child, k in s3_children(where)]
+    if found:
+        return _choose(where, found, format, run)
+    if where.key:  # a run's base name: its rotated versions beside it
+        beside = [o for c, k in s3_children(where.parent) if (o := _named(c, k)).base == where.name]
+        if beside:
+            return _choose(where.parent, beside, format, None)
+    raise RunNotFound(f"no run at {where.url}: no Zarr store or directory of Parquet or "
+                      f"Arrow IPC stream files there")  # fmt: skip
+
+
+def _choose(where: Path | S3Location, found: Sequence[Output], format: str | None,
             run: str | None) -> list[Output]:  # fmt: skip
     bases = sorted({o.base for o in found})
     if run is not None:

@@ -4,7 +4,7 @@ rotated version of one format's output."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
@@ -18,7 +18,9 @@ from daq_storage.errors import (
     WriterClosedError,
     describe_value,
 )
+from daq_storage.location import S3Location, S3Options, parse_location
 from daq_storage.read._discover import Output, find_outputs
+from daq_storage.read._discover_s3 import S3_FORMATS
 from daq_storage.read._frames import ChainedFrames, FrameArray, check_stream_kind
 from daq_storage.read._source import (
     LossRange,
@@ -44,37 +46,46 @@ BATCH_ROWS = 65_536
 _WHOLE = 1 << 22
 
 
+def _local(output: Output) -> Path:
+    """The output's path, for a reader of local files only."""
+    if isinstance(output.path, S3Location):
+        raise ReadError(f"{output.path.url}: {output.format} outputs are read from local "
+                        f"files only (object storage holds {', '.join(S3_FORMATS)})")  # fmt: skip
+    return output.path
+
+
 def _reader(output: Output) -> Reader:
     kind = output.format
     if kind == "hdf5":
         from daq_storage.read._channels import channel_reader
         from daq_storage.read._hdf5 import Hdf5Reader
 
-        return channel_reader(Hdf5Reader(output.path))
+        return channel_reader(Hdf5Reader(_local(output)))
     if kind == "zarr":
         from daq_storage.read._zarr import ZarrReader
 
-        return ZarrReader(output.path)
+        return ZarrReader(_local(output))
     if kind == "parquet":
         from daq_storage.read._parquet import ParquetReader
 
-        return ParquetReader(output.path)
+        return ParquetReader(_local(output))
     if kind == "csv":
         from daq_storage.read._csv import CsvReader
 
-        return CsvReader(output.path)
+        return CsvReader(_local(output))
     if kind == "tiff":
         from daq_storage.read._tiff import TiffReader
 
-        return TiffReader(output.path)
+        return TiffReader(_local(output))
     from daq_storage.read._arrow import ArrowReader  # also a directory of metadata only
     from daq_storage.read._channels import channel_reader
 
-    return channel_reader(ArrowReader(output.path))
+    return channel_reader(ArrowReader(_local(output)))
 
 
-def open_run(path: str | os.PathLike[str], *, format: str | None = None,
-             run: str | None = None) -> Run:  # fmt: skip
+def open_run(path: str | os.PathLike[str] | S3Location, *, format: str | None = None,
+             run: str | None = None,
+             storage_options: S3Options | Mapping[str, Any] | None = None) -> Run:  # fmt: skip
     """Open what a writer or a Recorder wrote, to read it back.
 
     Args:
@@ -86,15 +97,20 @@ def open_run(path: str | os.PathLike[str], *, format: str | None = None,
             (``"hdf5"``, ``"arrow"``, ``"parquet"``, ``"csv"``, ``"zarr"``, ``"tiff"``).
         run: which run to read (its name without ``_v{N}``) where a directory holds
             several.
+        storage_options: for an ``s3://bucket/prefix`` path (a Zarr store, a Parquet or
+            Arrow IPC output, or a Recorder's prefix), how to reach the store
+            (:class:`~daq_storage.location.S3Options` or a mapping of its fields; unset:
+            the ``AWS_*`` environment and profiles).
 
     Raises:
         RunNotFound: nothing this project writes at ``path``.
         ConfigError: several formats or runs and no choice (the message lists them).
         ReadError: a file that cannot be read back (named).
+        StorageIOError: the object store cannot be reached or listed (named).
     """
-    if not isinstance(path, str | os.PathLike):
+    if not isinstance(path, str | os.PathLike | S3Location):
         raise ConfigError(f"path must be a path, got {describe_value(path)}")
-    where = Path(path)
+    where = parse_location(path, storage_options)
     outputs = find_outputs(where, format, run)
     readers: list[Reader] = []
     try:
@@ -117,7 +133,8 @@ class Run:
         files: the outputs read, in version order.
     """
 
-    def __init__(self, path: Path, outputs: Sequence[Output], readers: Sequence[Reader]) -> None:
+    def __init__(self, path: Path | S3Location, outputs: Sequence[Output],
+                 readers: Sequence[Reader]) -> None:  # fmt: skip
         self.path = path
         self.files = tuple(o.path for o in outputs)
         self.format = outputs[0].format

@@ -19,6 +19,7 @@ import numpy.typing as npt
 import pyarrow as pa
 
 from daq_storage.errors import ConfigError, DaqStorageError, ReadError
+from daq_storage.location import S3Location
 
 __all__ = [
     "read_errors",
@@ -46,7 +47,7 @@ class PartInfo:
     or Zarr group; empty for a file of its own), the stream's index of its first row
     (frame) within its output, and how many rows (frames) it holds."""
 
-    path: Path
+    path: Path | S3Location
     key: str
     first: int
     rows: int
@@ -78,7 +79,7 @@ class StreamInfo:
     parts: tuple[PartInfo, ...]
     frame_shape: tuple[int, ...] = ()
     dtype: np.dtype[Any] | None = None
-    files: tuple[Path, ...] = field(default=(), repr=False)
+    files: tuple[Path | S3Location, ...] = field(default=(), repr=False)
 
     @property
     def columns(self) -> list[str]:
@@ -99,7 +100,7 @@ class LossRange:
     after_ns: int | None
     before_ns: int | None
     detected_ns: int | None
-    file: Path
+    file: Path | S3Location
 
 
 class FrameSource(Protocol):
@@ -119,8 +120,11 @@ class FrameSource(Protocol):
 class Reader(Protocol):
     """One output of one format (what every format module implements)."""
 
-    path: Path
     format: str
+
+    @property
+    def path(self) -> Path | S3Location:
+        """The output: a file or directory, or an ``s3://`` prefix."""
 
     def streams(self) -> dict[str, StreamInfo]: ...
 
@@ -155,7 +159,7 @@ def json_values(values: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def losses_of(metadata: Mapping[str, Any], file: Path) -> list[LossRange]:
+def losses_of(metadata: Mapping[str, Any], file: Path | S3Location) -> list[LossRange]:
     """The loss ledger a file's metadata holds (``loss_ledger``), as ranges."""
     ledger = metadata.get("loss_ledger")
     if isinstance(ledger, str):

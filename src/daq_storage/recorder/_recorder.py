@@ -32,6 +32,7 @@ from daq_storage.errors import ConfigError, DaqStorageError, InvalidName, descri
 from daq_storage.naming import sanitize_name
 from daq_storage.recorder import _args as a
 from daq_storage.recorder._control import PipeReader, ThreadControl, child_main, rebuild
+from daq_storage.recorder._destinations import Destination, resolve_destinations
 from daq_storage.recorder._loop import DrainLoop, LoopSettings, with_state
 from daq_storage.recorder._routing import Routing
 from daq_storage.recorder._sinks import SinkSettings
@@ -44,6 +45,7 @@ from daq_storage.recorder._stats import stats_path as _stats_path
 
 if TYPE_CHECKING:
     from daq_storage.config import StorageConfig
+    from daq_storage.location import S3Options
 
 __all__ = ["Recorder", "RecorderNotRunning", "RecorderTimeout"]
 
@@ -113,7 +115,11 @@ class Recorder:
         ring: the ring file.
         formats: formats every stream goes to (those that can hold its kind).
         streams: per-stream formats, overriding ``formats`` for that stream.
-        output_dir, experiment: where files go and what they are named after.
+        output_dir, experiment: where files go (a directory, or an ``s3://bucket/prefix``
+            for the formats that write to object storage) and what they are named after.
+        destinations: per format, a directory or ``s3://`` URL instead of ``output_dir``.
+        storage_options: how to reach the ``s3://`` destinations (``S3Options`` or a
+            mapping of its fields; unset: the ``AWS_*`` environment and profiles).
         options: per format, the writer's keyword arguments.
         consumer: the ring consumer name (several Recorders need different names).
         metadata: file-level metadata set in every file (besides ``recorder``).
@@ -130,7 +136,9 @@ class Recorder:
         *,
         formats: Sequence[str] = ("hdf5",),
         streams: Mapping[str, Sequence[str]] | None = None,
-        output_dir: str | os.PathLike[str] = "data",
+        output_dir: Destination = "data",
+        destinations: Mapping[str, Destination] | None = None,
+        storage_options: S3Options | Mapping[str, Any] | None = None,
         experiment: str = "experiment",
         options: Mapping[str, Mapping[str, Any]] | None = None,
         consumer: str = "recorder",
@@ -148,7 +156,9 @@ class Recorder:
     ) -> None:
         self._ring = a.path(ring, "ring")
         self._routing = Routing(formats, streams)
-        self._output_dir = a.path(output_dir, "output_dir")
+        self._destinations = resolve_destinations(
+            self._routing, output_dir, destinations, storage_options
+        )
         if not isinstance(experiment, str):
             raise ConfigError(f"experiment must be a string, got {describe_value(experiment)}")
         try:
@@ -233,7 +243,8 @@ class Recorder:
         mode: Literal["process", "thread"] = "process",
     ) -> Recorder:
         """A Recorder as ``config`` describes it: ``[storage]`` formats (or
-        default_backend), output_dir, experiment, flush_interval_ms and the codec keys
+        default_backend), output_dir, destinations, s3, experiment, flush_interval_ms and
+        the codec keys
         (per format, through ``writers.writer_options``: a key a format cannot honour is
         refused), and the ``[recorder]`` keys; ``ring`` defaults to the daemon's ring
         (``[ring_buffer] path``, else ``default_ring_dir() / "daq_storage_{experiment}"``).
@@ -257,6 +268,8 @@ class Recorder:
         return cls(
             daemon_ring_path(config) if ring is None else ring,
             formats=formats, streams=streams, output_dir=settings.output_dir,
+            destinations={str(k): v for k, v in settings.destinations.items()},
+            storage_options=None if settings.s3 is None else settings.s3.options(),
             experiment=settings.experiment, options=options,
             flush_interval_s=settings.flush_interval_ms / 1000, mode=mode,
             metadata={"experiment": settings.experiment},
@@ -315,7 +328,7 @@ class Recorder:
             fmt: SinkSettings(
                 fmt=fmt,
                 options=self._options.get(fmt, {}),
-                output_dir=self._output_dir,
+                output_dir=self._destinations[fmt],
                 experiment=self._experiment,
                 when=when,
                 metadata=metadata,

@@ -26,7 +26,9 @@ import numpy.typing as npt
 import pyarrow as pa
 
 from daq_storage.errors import InvalidName, SchemaMismatch, StorageIOError, UnsupportedData
+from daq_storage.location import S3Location
 from daq_storage.naming import claim_path, next_path
+from daq_storage.recorder._claims import free_s3_names
 from daq_storage.recorder._stats import FormatStats, LossGap
 from daq_storage.writers import Writer
 
@@ -75,7 +77,7 @@ class SinkSettings:
 
     fmt: str
     options: Mapping[str, Any]
-    output_dir: Path
+    output_dir: Path | S3Location  # a directory, or an s3:// prefix
     experiment: str
     when: datetime  # the Recorder's start: every file of the run is named after it
     metadata: Mapping[str, Any]  # file-level metadata set in every file that holds data
@@ -110,7 +112,7 @@ class FormatSink:
         self._state = "idle"
         self._error = ""
         self._writer: Writer | None = None
-        self._path: Path | None = None  # the current output, as claimed
+        self._path: Path | S3Location | None = None  # the current output, as claimed
         self._opened_at = 0.0
         self._stored = False  # the current writer stored something
         self._files: tuple[str, ...] = ()
@@ -319,8 +321,9 @@ class FormatSink:
     def _open(self) -> Writer:
         s = self.settings
         cls = self._cls
+        path: Path | S3Location
         with _CLAIMS:
-            if cls.path_suffix:
+            if cls.path_suffix or isinstance(s.output_dir, S3Location):
                 writer, path = self._create_named(cls)
             else:  # a directory of per-stream files: claimed (mkdir), filled by the writer
                 path = claim_path(s.output_dir, s.experiment, "", when=s.when, directory=True)
@@ -337,14 +340,26 @@ class FormatSink:
         self._files = (*self._closed_files, str(path))
         return writer
 
-    def _create_named(self, cls: type[Writer]) -> tuple[Writer, Path]:
-        """A file (``.h5``) or store (``.zarr``) under the next free ``_v{N}`` name, made
-        by its writer, which creates it exclusively and initialises it at once: no empty
-        claimed name is left for a kill to find between the claim and the writer's first
-        bytes. A name another process takes meanwhile: the next one."""
+    def _create_named(self, cls: type[Writer]) -> tuple[Writer, Path | S3Location]:
+        """A file (``.h5``), store (``.zarr``) or object prefix under the next free
+        ``_v{N}`` name, made by its writer, which creates it exclusively and initialises
+        it at once: no empty claimed name is left for a kill to find between the claim and
+        the writer's first bytes. A name another process takes meanwhile: the next one."""
         s = self.settings
+        where = s.output_dir
+        # In a bucket, every writer claims its prefix itself (a conditional create).
+        free = (
+            free_s3_names(where, s.experiment, cls.path_suffix, when=s.when)
+            if isinstance(where, S3Location)
+            else None
+        )
+        path: Path | S3Location
         for _ in range(_NAME_ATTEMPTS):
-            path = next_path(s.output_dir, s.experiment, cls.path_suffix, when=s.when)
+            if free is None:
+                assert isinstance(where, Path)
+                path = next_path(where, s.experiment, cls.path_suffix, when=s.when)
+            else:
+                path = next(free)
             try:
                 return cls(path, **s.options), path
             except OSError as exc:
@@ -485,8 +500,11 @@ class FormatSink:
                 _remove_if_empty(self._path)
 
 
-def _remove_if_empty(path: Path) -> None:
-    """Remove a claimed output that holds nothing (an empty file or directory)."""
+def _remove_if_empty(path: Path | S3Location) -> None:
+    """Remove a claimed output that holds nothing (an empty file or directory; a writer
+    in a bucket releases its own claim)."""
+    if isinstance(path, S3Location):
+        return
     try:
         if path.is_dir() and not path.is_symlink():
             path.rmdir()

@@ -99,7 +99,8 @@ def _output(path: Path, run: Run, progress: Progress) -> Node:
     """An output (or the rotated versions of one run): the run, then its files."""
     run_node = _run(run)
     files = Node("files", "files")
-    for output in run.files:
+    local = [f for f in run.files if isinstance(f, Path)]  # inspect opens local paths only
+    for output in local:
         if output.is_dir() and not (output / "zarr.json").is_file():
             folder = files.add(Node(output.name, "directory"))
             for child in sorted(output.iterdir()):
@@ -112,9 +113,9 @@ def _output(path: Path, run: Run, progress: Progress) -> Node:
         else:
             progress(output)
             files.add(layout_of(output))
-    total = sum(size_of(f) for f in run.files)
-    files.facts = {"count": len(run.files), "bytes": total}
-    files.summary = f"{_count(len(run.files), 'output')} · {human_bytes(total)}"
+    total = sum(size_of(f) for f in local)
+    files.facts = {"count": len(local), "bytes": total}
+    files.summary = f"{_count(len(local), 'output')} · {human_bytes(total)}"
     lost = run_node.facts["lost_records"]
     node = Node(
         path.name or str(path),
