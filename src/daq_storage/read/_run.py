@@ -68,7 +68,7 @@ def _reader(output: Output) -> Reader:
     if kind == "parquet":
         from daq_storage.read._parquet import ParquetReader
 
-        return ParquetReader(_local(output))
+        return ParquetReader(output.path)
     if kind == "csv":
         from daq_storage.read._csv import CsvReader
 
@@ -80,7 +80,7 @@ def _reader(output: Output) -> Reader:
     from daq_storage.read._arrow import ArrowReader  # also a directory of metadata only
     from daq_storage.read._channels import channel_reader
 
-    return channel_reader(ArrowReader(_local(output)))
+    return channel_reader(ArrowReader(output.path))
 
 
 def open_run(path: str | os.PathLike[str] | S3Location, *, format: str | None = None,
