@@ -347,7 +347,7 @@ def run_demo(
     ring = _create_ring(config, plan)
     capacity = ring.capacity  # as created: rounded up to whole pages
     try:
-        _make_output_dir(config.storage.output_dir)
+        _make_output_dir(config.storage.local_output_dir)
         # Registered before this process lets go of the ring, so nobody takes it over.
         recorder.start()
         try:
@@ -366,7 +366,7 @@ def run_demo(
         streams=_streams(acquired, final),
         formats=tuple(_format_summary(f, final) for f in final.formats.values()),
         seconds=time.perf_counter() - started,
-        output_dir=config.storage.output_dir,
+        output_dir=config.storage.local_output_dir,
         ring_path=plan.path,
         ring_capacity=capacity,
         overflow=plan.overflow,

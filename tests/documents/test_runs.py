@@ -186,7 +186,7 @@ def test_runs_in_several_directory_formats_are_listed_as_one_run_each(
     for docs, listing in zip((first, second), listings, strict=True):
         uid = of_kind(docs, "start")[0]["uid"]
         assert listing.formats == ("arrow", "csv", "parquet")
-        assert sorted(p for paths in listing.outputs.values() for p in paths) == sorted(
+        assert sorted((p for paths in listing.outputs.values() for p in paths), key=str) == sorted(
             writer.files[uid]
         )
         for fmt in listing.formats:

@@ -125,7 +125,7 @@ class StorageActor:
             )
         sources = {v.key: v.source for v in config.sources() if v.source != "default"}
         options = writer_options(writer_class, settings, sources=sources)
-        self._output = Output(writer_class, options, settings.output_dir, settings.experiment)
+        self._output = Output(writer_class, options, settings.local_output_dir, settings.experiment)
         self._auto_flush_s = float(settings.auto_flush_interval_secs)
         self._bounds = (max_messages, max_bytes)
         Mailbox(max_messages, max_bytes)  # the bounds checked now, not at start

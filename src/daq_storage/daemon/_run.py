@@ -196,7 +196,7 @@ class DaemonInfo:
     capacity: int
     overflow: str
     formats: tuple[str, ...]
-    output_dir: Path
+    output_dir: Path | str  # a local directory, or an s3:// URL
     consumer: str
     pid: int  # the daemon's
     recorder_pid: int | None
