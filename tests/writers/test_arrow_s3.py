@@ -97,3 +97,12 @@ def test_a_failed_open_is_named(s3_server: S3Server, s3_bucket: str) -> None:
         open_writer("arrow", location)
     with pytest.raises(StorageIOError, match="no such bucket"):
         open_writer("arrow", "s3://missing-bucket-b/run", storage_options=s3_server.options())
+
+
+def test_metadata_without_streams_goes_to_metadata_json(
+    s3_server: S3Server, s3_bucket: str
+) -> None:
+    location = located(f"s3://{s3_bucket}/notes", s3_server)
+    with open_writer("arrow", location) as writer:
+        writer.set_metadata("sample", {"name": "quartz", "mm": 2})
+    assert ArrowReader(location).metadata() == {"sample": {"name": "quartz", "mm": 2}}

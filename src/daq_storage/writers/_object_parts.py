@@ -214,8 +214,9 @@ class ObjectParts:
         data = self.encode(found.stream, schema, [b.replace_schema_metadata(full) for b in batches])
         rows = sum(b.num_rows for b in batches)
         with s3_errors(target, f"upload {rows} rows to"):
-            obstore.put(self.location.object_store(), f"{found.safe}/{target.name}",
-                        data.to_pybytes())  # fmt: skip
+            # (obstore takes unsigned bytes: pyarrow's buffer is viewed as such, not copied)
+            body = obstore.Bytes(memoryview(data).cast("B"))
+            obstore.put(self.location.object_store(), f"{found.safe}/{target.name}", body)
         found.parts += 1
         found.metadata = metadata
         self.bytes_uploaded += data.size
