@@ -191,3 +191,26 @@ def test_kill_9_leaves_only_complete_parts(s3_server: S3Server, s3_bucket: str) 
     rows = dataset(location.child("s")).column("i").to_pylist()
     assert rows == list(range(len(rows)))
     assert len(rows) >= flushed
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "arrow"])
+def test_describe_names_each_streams_prefix(s3_server: S3Server, s3_bucket: str,
+                                            fmt: str) -> None:  # fmt: skip
+    """A stream on S3 is a dataset of part objects: describe() (and the StreamResource a
+    bluesky run records) names its prefix, which pyarrow reads as one table."""
+    url = f"s3://{s3_bucket}/described-{fmt}"
+    with open_writer(fmt, url, storage_options=s3_server.options()) as writer:
+        writer.write_batch("t", pa.table({"x": [1, 2]}))
+        writer.flush()
+        writer.write_batch("t", pa.table({"x": [3]}))
+        writer.write_frames("cam", np.zeros((2, 4, 4), np.uint16))
+        writer.flush()
+        table = writer.describe("t")
+        frames = writer.describe("cam")
+    assert table.uri == f"{url}/t" == table.stream_resource()["uri"]
+    assert [part.uri for part in table.parts] == [f"{url}/t"]
+    assert frames.uri == f"{url}/cam"
+    location = located(table.uri, s3_server)
+    read = pads.dataset(location.arrow_path, filesystem=location.arrow_filesystem(),
+                        format="parquet" if fmt == "parquet" else "arrow").to_table()  # fmt: skip
+    assert read.column("x").to_pylist() == [1, 2, 3]

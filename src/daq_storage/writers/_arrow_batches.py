@@ -200,7 +200,11 @@ class ArrowBatchWriter(PerStreamWriter):
         and its columns; a frame stream's dtype and frame shape, and in
         ``extra_keys`` the columns holding frames, timestamps and frame numbers."""
         self._known_stream(stream)
-        first = self._part_path(stream, 0)
+        first: Path | S3Location
+        if self._remote is not None:  # the stream's prefix: a dataset of part objects
+            first = self._remote.location.child(self._safe_names[stream])
+        else:
+            first = self._part_path(stream, 0)
         frames = stream not in self._table_metadata
         if frames:
             dtype, shape = self._frame_specs[stream]

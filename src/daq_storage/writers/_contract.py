@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from daq_storage.errors import InvalidName, SchemaMismatch, UnsupportedData
+from daq_storage.location import S3Location
 from daq_storage.schema import CHANGE_KINDS, EVOLUTIONS, SchemaChange
 
 if TYPE_CHECKING:
@@ -78,9 +79,18 @@ class StreamPart:
     evolve in place; ``first`` is the stream's index (row or frame) where the part starts.
     """
 
-    path: Path
+    path: Path | S3Location  # a file or store, or an object-store prefix
     key: str  # the dataset / array / group in ``path``; "" when the file is the part
     first: int
+
+    @property
+    def uri(self) -> str:
+        """``file://`` URI of the part's file, or its ``s3://`` URL."""
+        return _uri(self.path)
+
+
+def _uri(path: Path | S3Location) -> str:
+    return path.url if isinstance(path, S3Location) else path.absolute().as_uri()
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +108,9 @@ class StreamDescription:
     kind: Literal["table", "frames"]
     format: str  # the writer's registry name
     mimetype: str
-    path: Path  # the first part's file (or store)
+    #: The first part's file or store; on object storage the stream's prefix (a dataset
+    #: of part objects) or the store's.
+    path: Path | S3Location
     key: str  # the first part's dataset / array / group; "" when the file is the part
     parts: tuple[StreamPart, ...]
     visible: int
@@ -113,8 +125,8 @@ class StreamDescription:
 
     @property
     def uri(self) -> str:
-        """``file://`` URI of the first part's file."""
-        return self.path.absolute().as_uri()
+        """``file://`` URI of the first part's file, or its ``s3://`` URL."""
+        return _uri(self.path)
 
     def stream_resource(self) -> dict[str, Any]:
         """The fields of a bluesky ``StreamResource`` document for this stream (without
@@ -126,8 +138,7 @@ class StreamDescription:
             parameters["compression"] = self.compression
         if len(self.parts) > 1:
             parameters["parts"] = [
-                {"uri": part.path.absolute().as_uri(), "key": part.key, "first": part.first}
-                for part in self.parts
+                {"uri": part.uri, "key": part.key, "first": part.first} for part in self.parts
             ]
         return {"uri": self.uri, "mimetype": self.mimetype, "parameters": parameters}
 
