@@ -14,17 +14,22 @@ import contextlib
 import errno
 import json
 import os
+from collections.abc import Mapping
 from concurrent.futures import Executor, ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
+import obstore
 import zarr
 
+from daq_storage.location import S3Location, S3Options, parse_location
 from daq_storage.schema import METADATA_CHANGES
 from daq_storage.writers._base import WriterStats, json_value
 from daq_storage.writers._zarr_limits import zarr_errors
 from daq_storage.writers._zarr_metadata import StreamGroup, create_store, write_root
+from daq_storage.writers._zarr_objects import ObjectCountingStore, claim_objects
 from daq_storage.writers._zarr_options import ZarrOptions, compressors
-from daq_storage.writers._zarr_store import CountingStore, Tally, sync_store
+from daq_storage.writers._zarr_store import CountingStore, Tally
 from daq_storage.writers._zarr_streams import FrameArrays, TableArrays
 from daq_storage.writers.zarr_arrays import ZarrArrayBuilder, check_attribute_key
 
@@ -37,9 +42,18 @@ class ZarrGroups(ZarrArrayBuilder):
     """A Zarr V3 store with one group per stream part (see the module docstring)."""
 
     options: ZarrOptions
+    #: A local folder's store or an object store's: the writer uses either the same way.
+    _store: CountingStore | ObjectCountingStore
 
-    def __init__(self, path: str | os.PathLike[str], options: ZarrOptions) -> None:
-        super().__init__(path)
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | S3Location,
+        options: ZarrOptions,
+        storage_options: S3Options | Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(parse_location(path, storage_options))
+        #: what errors name: the store's folder or its URL
+        self._target: Path | S3Location = self.location or self.path
         self.options = options
         self._compressors = compressors(options)
         #: Per table stream, its current part; earlier parts in ``_earlier``.
@@ -58,15 +72,18 @@ class ZarrGroups(ZarrArrayBuilder):
         self._order: list[str] = []  # the root's children in the order they came
         self._unsynced: set[str] = set()  # groups published since the last durable flush
         self._tally = Tally()
-        self._root_bytes = 0
-        with zarr_errors(self.path, "cannot create Zarr store"):
-            self._claim_store()
-            self._store = CountingStore.counted(self.path, self._tally)
+        with zarr_errors(self._target, "cannot create Zarr store"):
+            if self.location is None:
+                self._store = CountingStore.counted(self.path, self._tally, self._claim_store())
+                self._add_file(self.path)
+            else:
+                self._store = ObjectCountingStore.counted(self.location, self._tally)
+                claim_objects(self.location, self._store)
             self._root = zarr.open_group(self._store, mode="r+", use_consolidated=False)
-        self._add_file(self.path)
         self._own_pool: ThreadPoolExecutor | None = None
+        self._builder_used = False  # the seeds' builder made nodes: the root crawls them
 
-    def _claim_store(self) -> None:
+    def _claim_store(self) -> Path:
         """Make the store with its root ``zarr.json`` in a folder beside it, renamed into
         place: no reader finds a store without metadata, and of two writers racing for
         one path the second is refused (a non-empty store is never overwritten)."""
@@ -75,13 +92,26 @@ class ZarrGroups(ZarrArrayBuilder):
             raise FileExistsError(errno.EEXIST, "File exists (a non-empty store is never "
                                   "overwritten)")  # fmt: skip
         self._claim_directory(self.path.parent)
-        #: where what is made under a temporary name goes when no stream's own folder
-        #: fits: the root's documents, a group before it has an array of its own
-        self._scratch = create_store(self.path)
+        # where what is made under a temporary name goes when no stream's own folder
+        # fits: the root's documents, a group before it has an array of its own
+        scratch = create_store(self.path)
         if not existed:
             self._made_dirs.insert(0, self.path)
-        self._root_bytes = os.stat(self.path / _ROOT_DOCUMENT).st_size
-        self._tally.add(self._root_bytes)
+        self._tally.add(os.stat(self.path / _ROOT_DOCUMENT).st_size)
+        return scratch
+
+    def _ensure_room(self, nbytes: int, what: str, file: Path) -> None:
+        if self.location is None:  # an object store has no disk to fill
+            super()._ensure_room(nbytes, what, file)
+
+    def _discard_unused(self) -> None:
+        if not isinstance(self._store, ObjectCountingStore):
+            super()._discard_unused()
+            return
+        with contextlib.suppress(Exception):  # as locally: best effort
+            for batch in obstore.list(self._store.store):
+                for meta in batch:
+                    self._store.remove(meta["path"])
 
     def _pool(self) -> Executor:
         """The executor compressing shards: the caller's, else one of our own."""
@@ -106,9 +136,9 @@ class ZarrGroups(ZarrArrayBuilder):
         return group
 
     def _new_group(self, stream: str, key: str, attributes: dict[str, Any]) -> StreamGroup:
-        group = StreamGroup(self.path / key, self._tally)
-        with zarr_errors(self.path, f"cannot create stream {stream!r}"):
-            group.create(attributes, self._scratch)
+        group = self._store.new_group(key)
+        with zarr_errors(self._target, f"cannot create stream {stream!r}"):
+            group.create(attributes)
         self._groups[key] = group
         self._group_streams[key] = stream
         self._attributes[key] = dict(attributes)
@@ -124,7 +154,7 @@ class ZarrGroups(ZarrArrayBuilder):
         self._data_groups.discard(key)
         self._unsynced.discard(key)
         with contextlib.suppress(OSError):  # the error that brought us here is reported
-            group.discard(self._scratch)
+            group.discard()
 
     def _publish(self, stream: str, key: str, arrays: dict[str, dict[str, Any]]) -> None:
         """Show group ``key`` of ``stream`` with ``arrays`` and its attributes as of now:
@@ -139,13 +169,11 @@ class ZarrGroups(ZarrArrayBuilder):
                 attributes = {**described, **attributes}
             attributes.update(self._user_attributes.get(key, {}))
         self._unsynced.add(key)
-        self._groups[key].publish(arrays, attributes, self._scratch)
+        self._groups[key].publish(arrays, attributes)
 
     def _publish_root(self) -> None:
-        size = write_root(self.path, self._user_attributes[""], self._order, self._groups,
-                          self._scratch)  # fmt: skip
-        self._tally.add(size - self._root_bytes)
-        self._root_bytes = size
+        write_root(self._store, self._user_attributes[""], self._order, self._groups,
+                   crawl=self._builder_used)  # fmt: skip
 
     # ------------------------------------------------------------------ metadata
     def set_metadata(self, key: str, value: Any, *, stream: str | None = None) -> None:
@@ -155,7 +183,7 @@ class ZarrGroups(ZarrArrayBuilder):
         self._check_open()
         check_attribute_key(key)
         value = json.loads(json_value(value, what=f"metadata {key!r}"))
-        where = "" if stream is None else self._group(stream).folder.name
+        where = "" if stream is None else self._group(stream).key
         self._user_attributes.setdefault(where, {})[key] = value
         self._stored = True
 
@@ -163,15 +191,15 @@ class ZarrGroups(ZarrArrayBuilder):
     def _sync(self) -> None:
         """fsync what the flushes since the last durable one wrote: objects (chunks,
         shards), the documents of the groups they published, the root's, and the
-        folders naming them."""
+        folders naming them (on an object store, the completed PUTs are durable)."""
         dirty = self._tally.take()
         groups = set(self._unsynced)
         documents = [self.path / _ROOT_DOCUMENT]
         for key in groups:
             documents += self._groups[key].durable_paths()
         try:
-            with zarr_errors(self.path, "cannot sync the Zarr store to disk"):
-                sync_store(self.path, dirty, documents)
+            with zarr_errors(self._target, "cannot sync the Zarr store to disk"):
+                self._store.sync(dirty, documents)
         except BaseException:
             self._tally.give_back(dirty)
             raise

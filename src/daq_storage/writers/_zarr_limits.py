@@ -22,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 
 from daq_storage.errors import ConfigError, SchemaMismatch, StorageIOError
+from daq_storage.location import S3Location, s3_errors
 from daq_storage.writers._base import storage_errors
 
 __all__ = [
@@ -72,17 +73,22 @@ def check_buffer(
         )
 
 
-def out_of_memory(path: Path, action: str, exc: MemoryError) -> StorageIOError:
+def out_of_memory(path: Path | S3Location, action: str, exc: MemoryError) -> StorageIOError:
     """``exc`` as a ``StorageIOError`` (``ENOMEM``) naming ``action`` (the stream)."""
     return StorageIOError(errno.ENOMEM, f"{action}: out of memory ({exc})", str(path))
 
 
 @contextmanager
-def zarr_errors(path: Path, action: str) -> Iterator[None]:
-    """:func:`storage_errors`, and running out of memory as :func:`out_of_memory`."""
+def zarr_errors(path: Path | S3Location, action: str) -> Iterator[None]:
+    """:func:`storage_errors` (for an object store, :func:`s3_errors`: the URL, endpoint
+    and cause), and running out of memory as :func:`out_of_memory`."""
     try:
-        with storage_errors(path, action):
-            yield
+        if isinstance(path, S3Location):
+            with s3_errors(path, action.removeprefix("cannot ")):
+                yield
+        else:
+            with storage_errors(path, action):
+                yield
     except MemoryError as exc:
         raise out_of_memory(path, action, exc) from exc
 

@@ -39,13 +39,26 @@ import json
 import os
 import shutil
 import uuid
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from daq_storage.writers._zarr_store import Tally
+if TYPE_CHECKING:
+    from daq_storage.writers._zarr_store import Tally
 
-__all__ = ["StreamGroup", "create_store", "encode", "group_document", "replace_file", "write_root"]
+__all__ = [
+    "Documents",
+    "LinkedGroup",
+    "StreamGroup",
+    "create_store",
+    "encode",
+    "folders",
+    "group_document",
+    "read_json",
+    "replace_file",
+    "write_root",
+]
 
 _METADATA = "zarr.json"
 _LINK = ".daq_metadata"  # in the host array's folder: -> .daq_metadata.<n>
@@ -105,25 +118,69 @@ def group_document(attributes: Mapping[str, Any], flat: Mapping[str, Any]) -> di
     }
 
 
-class StreamGroup:
-    """One stream's group: its documents as published, and the next publication.
-
-    Every folder (the group's, an array's) is made complete under a temporary name and
-    renamed into place, so no reader lists a node without its ``zarr.json``. Methods
-    that take ``scratch`` make such things there while the group has no array of its
-    own: a folder on the same filesystem that no reader lists.
+class StreamGroup(ABC):
+    """One stream's group: its documents as published, and the next publication (a
+    local folder: :class:`LinkedGroup`; an object store: ``_zarr_objects.ObjectGroup``).
     """
 
-    def __init__(self, folder: Path, tally: Tally) -> None:
-        self.folder = folder
+    def __init__(self, key: str, tally: Tally) -> None:
+        self.key = key  # the group's path in the store
         #: array name -> its document as readers see it now, in the group's order
         self.arrays: dict[str, dict[str, Any]] = {}
         self.document: dict[str, Any] = group_document({}, {})
+        self._tally = tally
+
+    @abstractmethod
+    def create(self, attributes: Mapping[str, Any]) -> None:
+        """Make the group, empty, with ``attributes``."""
+
+    @abstractmethod
+    def add_array(self, name: str, document: dict[str, Any]) -> None:
+        """Make a new array visible with ``document`` (its shape: the group's length as
+        published, so that every array of the group keeps one length)."""
+
+    @abstractmethod
+    def remove_array(self, name: str) -> None:
+        """Remove an array :meth:`add_array` made (in a commit that failed)."""
+
+    @abstractmethod
+    def publish(self, arrays: Mapping[str, dict[str, Any]], attributes: Mapping[str, Any]) -> bool:
+        """Show ``arrays`` (every array of the group, in order) and ``attributes``, after
+        the data they cover; ``False`` if readers already see exactly that."""
+
+    @abstractmethod
+    def durable_paths(self) -> list[Path]:
+        """The local files and folders a durable flush fsyncs for the documents."""
+
+    @abstractmethod
+    def discard(self) -> None:
+        """Remove the group (made by a call that failed before it held anything)."""
+
+    @abstractmethod
+    def finish(self) -> None:
+        """Leave the documents as a plain Zarr store holds them (at close)."""
+
+    def _unchanged(self, document: dict[str, Any], arrays: Mapping[str, Any]) -> bool:
+        return document == self.document and list(arrays) == list(self.arrays)
+
+
+class LinkedGroup(StreamGroup):
+    """A stream's group in a local folder, its documents swapped with one rename.
+
+    Every folder (the group's, an array's) is made complete under a temporary name and
+    renamed into place, so no reader lists a node without its ``zarr.json``. While the
+    group has no array of its own, such things are made in ``scratch``: a folder on the
+    same filesystem that no reader lists.
+    """
+
+    def __init__(self, folder: Path, tally: Tally, scratch: Path) -> None:
+        super().__init__(folder.name, tally)
+        self.folder = folder
+        self._scratch = scratch
         self._host: str | None = None  # the array whose folder holds the documents
         self._version = 0
         #: bytes of each document file (the group's under ``_GROUP``), counted in ``tally``
         self._sizes: dict[str, int] = {}
-        self._tally = tally
 
     def _sized(self, name: str, data: bytes) -> bytes:
         """``data``, counted as the document ``name`` (replacing what it held)."""
@@ -142,25 +199,22 @@ class StreamGroup:
     def _versions(self, version: int) -> Path:
         return self.folder / str(self._host) / f"{_LINK}.{version}"
 
-    def _staging(self, scratch: Path) -> Path:
-        folder = _temporary(self.host or scratch, "partial")
+    def _staging(self) -> Path:
+        folder = _temporary(self.host or self._scratch, "partial")
         folder.mkdir()
         return folder
 
-    def create(self, attributes: Mapping[str, Any], scratch: Path) -> None:
-        """Make the group, empty, with ``attributes``."""
+    def create(self, attributes: Mapping[str, Any]) -> None:
         document = group_document(attributes, {})
-        staging = self._staging(scratch)
+        staging = self._staging()
         data = encode(document)
         (staging / _METADATA).write_bytes(data)
         _appear(staging, self.folder)
         self._sized(_GROUP, data)
         self.document = document
 
-    def add_array(self, name: str, document: dict[str, Any], scratch: Path) -> None:
-        """Make a new array visible with ``document`` (its shape: the group's length as
-        published, so that every array of the group keeps one length)."""
-        staging = self._staging(scratch)
+    def add_array(self, name: str, document: dict[str, Any]) -> None:
+        staging = self._staging()
         data = encode(document)
         if self._host is None:  # the group's first array holds the documents from now on
             versions = staging / f"{_LINK}.0"
@@ -186,29 +240,25 @@ class StreamGroup:
                 f"{self._host}/{_LINK}/{_GROUP}", self.folder / _METADATA, self.folder / self._host
             )
 
-    def remove_array(self, name: str, scratch: Path) -> None:
-        """Remove an array :meth:`add_array` made (in a commit that failed)."""
+    def remove_array(self, name: str) -> None:
         if name not in self.arrays:
             return  # not made here: whatever is at its place is someone else's
         if name == self._host:  # the others go too (made later): documents as plain files
             self.finish()
-        trash = _temporary(self.host or scratch, "removed")
+        trash = _temporary(self.host or self._scratch, "removed")
         (self.folder / name).rename(trash)  # gone for readers at once
         self.arrays.pop(name, None)
         self._unsized(name)
         shutil.rmtree(trash, ignore_errors=True)
 
-    def publish(
-        self, arrays: Mapping[str, dict[str, Any]], attributes: Mapping[str, Any], scratch: Path
-    ) -> bool:
-        """Show ``arrays`` (every array of the group, in order) and ``attributes`` at once;
-        ``False`` if readers already see exactly that."""
+    def publish(self, arrays: Mapping[str, dict[str, Any]], attributes: Mapping[str, Any]) -> bool:
+        """Every document of the group changes at once (one rename)."""
         document = group_document(attributes, arrays)
-        if document == self.document and list(arrays) == list(self.arrays):
+        if self._unchanged(document, arrays):
             return False
         if self._host is None:
             data = encode(document)
-            replace_file(self.folder / _METADATA, data, scratch)
+            replace_file(self.folder / _METADATA, data, self._scratch)
             self._sized(_GROUP, data)
         else:
             self._link_group()
@@ -232,8 +282,8 @@ class StreamGroup:
         return True
 
     def durable_paths(self) -> list[Path]:
-        """The files and folders that make the documents as published reachable: what a
-        durable flush fsyncs (symbolic links are synced with the folder holding them)."""
+        """The files and folders that make the documents as published reachable
+        (symbolic links are synced with the folder holding them)."""
         paths = [self.folder]
         paths += [self.folder / name for name in self.arrays]
         host = self.host
@@ -246,16 +296,15 @@ class StreamGroup:
             paths += [versions / name for name in self.arrays]
         return paths
 
-    def discard(self, scratch: Path) -> None:
-        """Remove the group (made by a call that failed before it held anything)."""
-        trash = _temporary(scratch, "removed")
+    def discard(self) -> None:
+        trash = _temporary(self._scratch, "removed")
         self.folder.rename(trash)
         for name in list(self._sizes):
             self._unsized(name)
         shutil.rmtree(trash, ignore_errors=True)
 
     def finish(self) -> None:
-        """Turn the links into plain files with the same documents (at close)."""
+        """Turn the links into plain files with the same documents."""
         host = self.host
         if host is None:
             return
@@ -286,26 +335,48 @@ def create_store(path: Path) -> Path:
     return outside
 
 
+class Documents(Protocol):
+    """Where the root's document and the seeds' builder's nodes are read and written (a
+    local folder or an object store, keys relative to the store)."""
+
+    def read_document(self, key: str) -> dict[str, Any] | None:
+        """The JSON document at ``key``; ``None`` when there is none."""
+        ...
+
+    def children(self, prefix: str) -> list[str]:
+        """The names of the nodes right below ``prefix`` ("" for the root), sorted."""
+        ...
+
+    def put_document(self, key: str, data: bytes) -> None:
+        """Put ``data`` at ``key`` whole (readers see the old or the new document)."""
+        ...
+
+
 def write_root(
-    root: Path,
+    store: Documents,
     attributes: Mapping[str, Any],
     order: Sequence[str],
     groups: Mapping[str, StreamGroup],
-    scratch: Path,
-) -> int:
+    *,
+    crawl: bool,
+) -> None:
     """Rewrite the root's ``zarr.json``: ``attributes`` and the consolidated metadata of
-    every node (stream groups as they publish themselves; other nodes, from the seeds'
-    builder, as found, their groups' consolidated metadata rewritten too). Returns the
-    document's size."""
-    document = _read(root) or group_document({}, {})
+    every node (stream groups as they publish themselves; with ``crawl``, other nodes,
+    from the seeds' builder, as found, their groups' consolidated metadata rewritten
+    too)."""
+    document = store.read_document(_METADATA) or group_document({}, {})
     flat: dict[str, Any] = {}
-    for name in _children(root, order):
+    names = list(order)
+    if crawl:
+        found = store.children("")
+        names += [name for name in found if name not in groups]
+    for name in names:
         group = groups.get(name)
         if group is not None:
             nested: Iterable[tuple[str, Any]] = group.arrays.items()
             node: dict[str, Any] | None = group.document
         else:
-            node, below = _crawl(root / name, scratch)
+            node, below = _crawl(store, name)
             nested = below.items()
         if node is None:
             continue  # not a node (yet)
@@ -317,41 +388,39 @@ def write_root(
             flat[name] = node
     document["attributes"] = {**document.get("attributes", {}), **attributes}
     document["consolidated_metadata"] = _consolidated(flat)
-    data = encode(document)
-    replace_file(root / _METADATA, data, scratch)
-    return len(data)
+    store.put_document(_METADATA, encode(document))
 
 
-def _read(folder: Path) -> dict[str, Any] | None:
+def read_json(path: Path) -> dict[str, Any] | None:
+    """The JSON document in file ``path``; ``None`` when there is none."""
     try:
-        document: dict[str, Any] = json.loads((folder / _METADATA).read_bytes())
+        document: dict[str, Any] = json.loads(path.read_bytes())
     except (FileNotFoundError, NotADirectoryError):
         return None
     return document
 
 
-def _children(folder: Path, order: Sequence[str]) -> list[str]:
-    names = sorted(e.name for e in os.scandir(folder) if e.is_dir() and e.name[0] != ".")
-    first = [name for name in order if name in names]
-    return [*first, *(name for name in names if name not in first)]
+def folders(path: Path) -> list[str]:
+    """The folders in ``path`` that can be nodes (not hidden), sorted."""
+    return sorted(e.name for e in os.scandir(path) if e.is_dir() and e.name[0] != ".")
 
 
-def _crawl(folder: Path, scratch: Path) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+def _crawl(store: Documents, key: str) -> tuple[dict[str, Any] | None, dict[str, Any]]:
     """A node of the seeds' builder and the flat metadata below it (a group's own
     consolidated metadata rewritten)."""
-    document = _read(folder)
+    document = store.read_document(f"{key}/{_METADATA}")
     flat: dict[str, Any] = {}
     if document is None or document.get("node_type") != "group":
         return document, flat
-    for name in _children(folder, ()):
-        child, below = _crawl(folder / name, scratch)
+    for name in store.children(key):
+        child, below = _crawl(store, f"{key}/{name}")
         if child is None:
             continue
         if child.get("node_type") == "group":
             flat[name] = {**child, "consolidated_metadata": _consolidated({})}
-            flat.update({f"{name}/{key}": value for key, value in below.items()})
+            flat.update({f"{name}/{k}": value for k, value in below.items()})
         else:
             flat[name] = child
     document["consolidated_metadata"] = _consolidated(flat)
-    replace_file(folder / _METADATA, encode(document), scratch)
+    store.put_document(f"{key}/{_METADATA}", encode(document))
     return document, flat

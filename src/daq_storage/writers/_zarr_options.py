@@ -8,6 +8,7 @@ from typing import Any, Literal, Self
 import zarr.codecs
 from pydantic import Field, model_validator
 
+from daq_storage.location import S3Options
 from daq_storage.writers._contract import WriterOptions
 
 __all__ = ["COMPRESSIONS", "Compression", "ZarrOptions", "compressors"]
@@ -35,6 +36,7 @@ class ZarrOptions(WriterOptions):
     frames_per_chunk: int = Field(1, ge=1)
     shard_frames: int | None = Field(None, ge=1)
     executor: Executor | None = None
+    storage_options: S3Options | dict[str, Any] | None = None
 
     @property
     def level(self) -> int:

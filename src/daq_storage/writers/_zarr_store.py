@@ -1,5 +1,7 @@
-"""The Zarr writer's store: zarr-python's ``LocalStore``, counting what it holds and
-remembering what a durable flush must fsync.
+"""The Zarr writer's local store: zarr-python's ``LocalStore``, counting what it holds
+and remembering what a durable flush must fsync (the object-store twin is in
+``_zarr_objects``; the writer uses either through the same methods: ``put``,
+``new_group``, the :class:`~._zarr_metadata.Documents` methods and ``sync``).
 
 ``stats`` must not walk a store of thousands of chunk files, so every object written or
 deleted through :class:`CountingStore` (chunks, shards, the seeds' builder's documents)
@@ -24,20 +26,36 @@ import threading
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Protocol, Self
 
 import zarr.storage
 from zarr.core.buffer import Buffer
 
 from daq_storage.writers._io import fsync_paths
+from daq_storage.writers._zarr_metadata import (
+    LinkedGroup,
+    StreamGroup,
+    folders,
+    read_json,
+    replace_file,
+)
 
-__all__ = ["MAX_LOOSE_KEYS", "CountingStore", "DirtyKeys", "Tally", "sync_store", "write_object"]
+__all__ = [
+    "APPENDED",
+    "MAX_LOOSE_KEYS",
+    "CountingStore",
+    "DirtyKeys",
+    "Puts",
+    "Tally",
+    "sync_store",
+    "write_object",
+]
 
 #: Keys outside an appended array's runs remembered one by one for the next durable flush.
 MAX_LOOSE_KEYS = 65536
 #: ``<array>/c/<i>`` followed by zeros only: a chunk (or shard) of an array appended along
 #: its first axis, whose other axes hold one chunk.
-_APPENDED = re.compile(r"^(?P<array>.+)/c/(?P<index>\d+)(?P<rest>(?:/0)*)$")
+APPENDED = re.compile(r"^(?P<array>.+)/c/(?P<index>\d+)(?P<rest>(?:/0)*)$")
 
 
 def _size(path: Path) -> int:
@@ -77,7 +95,7 @@ class DirtyKeys:
         self.overflowed = False
 
     def add(self, key: str) -> None:
-        found = _APPENDED.match(key)
+        found = APPENDED.match(key)
         if found is not None:
             run = (found["array"], found["rest"])
             index = int(found["index"])
@@ -140,21 +158,49 @@ class Tally:
             self._dirty.merge(keys)
 
 
+class Puts(Protocol):
+    """A store the writer puts whole objects in (its own shards)."""
+
+    def put(self, key: str, buffers: Sequence[Any], *, exclusive: bool = False) -> None: ...
+
+
 class CountingStore(zarr.storage.LocalStore):
-    """A ``LocalStore`` whose writes and deletes update a :class:`Tally`."""
+    """A ``LocalStore`` whose writes and deletes update a :class:`Tally`; ``scratch`` is
+    a folder on its filesystem that no reader lists (see ``_zarr_metadata``)."""
 
     tally: Tally
+    scratch: Path
 
     @classmethod
-    def counted(cls, root: Path, tally: Tally) -> CountingStore:
+    def counted(cls, root: Path, tally: Tally, scratch: Path) -> CountingStore:
         store = cls(root)
-        store.tally = tally
+        store.tally, store.scratch = tally, scratch
         return store
 
     def with_read_only(self, read_only: bool = False) -> Self:
         store = super().with_read_only(read_only)
-        store.tally = self.tally
+        store.tally, store.scratch = self.tally, self.scratch
         return store
+
+    def new_group(self, key: str) -> StreamGroup:
+        return LinkedGroup(self.root / key, self.tally, self.scratch)
+
+    def read_document(self, key: str) -> dict[str, Any] | None:
+        return read_json(self.root / key)
+
+    def children(self, prefix: str) -> list[str]:
+        return folders(self.root / prefix)
+
+    def put_document(self, key: str, data: bytes) -> None:
+        """Made in ``scratch`` and renamed: never a temporary name where readers list."""
+        path = self.root / key
+        old = _size(path)
+        replace_file(path, data, self.scratch)
+        self.tally.add(len(data) - old)
+
+    def sync(self, dirty: DirtyKeys, documents: Iterable[Path]) -> None:
+        """fsync (see :func:`sync_store`)."""
+        sync_store(self.root, dirty, documents)
 
     def put(self, key: str, buffers: Sequence[Any], *, exclusive: bool = False) -> None:
         """Write object ``key`` from ``buffers`` (the writer's own shards use this too)."""

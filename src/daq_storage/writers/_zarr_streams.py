@@ -15,12 +15,12 @@ import unicodedata
 from collections.abc import Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import zarr
+import zarr.abc.store
 import zarr.codecs
 import zarr.storage
 
@@ -30,7 +30,8 @@ from daq_storage.schema import Column, FrameBlock, time_attrs
 from daq_storage.writers._chunks import ChunkEncode, FrameIds, run_parallel
 from daq_storage.writers._zarr_limits import Origins
 from daq_storage.writers._zarr_metadata import StreamGroup
-from daq_storage.writers._zarr_store import CountingStore
+from daq_storage.writers._zarr_objects import ObjectCountingStore
+from daq_storage.writers._zarr_store import CountingStore, Puts
 
 __all__ = [
     "ID_CHUNK",
@@ -79,20 +80,15 @@ def grid(
 
 
 def new_array(
-    store: zarr.storage.LocalStore,
-    group: StreamGroup,
-    name: str,
-    length: int,
-    scratch: Path,
-    **options: Any,
+    store: zarr.abc.store.Store, group: StreamGroup, name: str, length: int, **options: Any
 ) -> zarr.Array[Any]:
     """Make array ``name`` of ``group`` visible with ``length`` along its first axis and
     return its writing handle. ``options`` are ``zarr.create_array``'s (``shape`` with a
     first axis of 0); the metadata is built in memory and written by ``group``."""
     template = zarr.create_array(zarr.storage.MemoryStore(), **options).metadata
     inner = tuple(template.shape[1:])
-    group.add_array(name, template.update_shape((length, *inner)).to_dict(), scratch)
-    path = zarr.storage.StorePath(store, f"{group.folder.name}/{name}")
+    group.add_array(name, template.update_shape((length, *inner)).to_dict())
+    path = zarr.storage.StorePath(store, f"{group.key}/{name}")
     return zarr.Array(zarr.AsyncArray(template.update_shape((_UNBOUNDED, *inner)), path))
 
 
@@ -189,7 +185,7 @@ class FrameArrays:
     and the frames on their way to them."""
 
     group: StreamGroup
-    store: CountingStore
+    store: Puts
     prefix: str  # the frames array's chunk keys start with it: "<group>/frames/c"
     frames: zarr.Array[Any]
     timestamps: zarr.Array[Any]
@@ -206,9 +202,8 @@ class FrameArrays:
     @classmethod
     def create(
         cls,
-        store: CountingStore,
+        store: CountingStore | ObjectCountingStore,
         group: StreamGroup,
-        scratch: Path,
         frames: npt.NDArray[Any],
         per_chunk: int,
         shard_frames: int | None,
@@ -235,19 +230,19 @@ class FrameArrays:
             shards = None if shard_frames is None else (shard_frames, *shape)
             layout = {"chunks": (per_chunk, *shape), "compressors": codecs, "shards": shards}
         try:
-            images = new_array(store, group, "frames", 0, scratch, shape=(0, *shape),
+            images = new_array(store, group, "frames", 0, shape=(0, *shape),
                                dtype=frames.dtype, dimension_names=names, fill_value=0,
                                attributes=_FRAME_COORDINATES, **layout)  # fmt: skip
             stamps, numbers = (
-                new_array(store, group, name, 0, scratch, shape=(0,), chunks=(ID_CHUNK,),
+                new_array(store, group, name, 0, shape=(0,), chunks=(ID_CHUNK,),
                           dtype=np.uint64, dimension_names=["frame"], attributes=attributes)
                 for name, attributes in (("timestamp_ns", time_attrs("ns")), ("frame_number", {}))
             )  # fmt: skip
         except BaseException:  # the next call starts again: nothing half-made stays
             for name in ("frame_number", "timestamp_ns", "frames"):
-                group.remove_array(name, scratch)
+                group.remove_array(name)
             raise
-        return cls(group, store, f"{group.folder.name}/frames/c", images, stamps, numbers)
+        return cls(group, store, f"{group.key}/frames/c", images, stamps, numbers)
 
     def write(self, start: int, block: FrameBlock) -> None:
         """zarr-python encodes and writes (partial shards, codecs without an encoder here)."""
@@ -283,8 +278,9 @@ class FrameArrays:
                 for k in range(count // shard_frames)]  # fmt: skip
 
     def store_shards(self) -> None:
-        """Write the compressed shards as whole objects through the store (temporary name,
-        then renamed: readers never see half a shard)."""
+        """Write the compressed shards as whole objects through the store (a file under a
+        temporary name, then renamed; an object put whole: readers never see half a
+        shard)."""
         trailing = "/".join(["0"] * (self.frames.ndim - 1))
         while self.encoded:
             shard, parts = self.encoded[0]

@@ -157,7 +157,7 @@ class ZarrTables(ZarrGroups):
         try:
             self._write_batch(stream, batch, new_part=action == "new_part")
         except MemoryError as exc:
-            raise out_of_memory(self.path, f"cannot write stream {stream!r}", exc) from exc
+            raise out_of_memory(self._target, f"cannot write stream {stream!r}", exc) from exc
 
     def _write_batch(self, stream: str, batch: pa.RecordBatch, *, new_part: bool) -> None:
         columns = flatten_batch(batch, stream=stream)
@@ -222,7 +222,7 @@ class ZarrTables(ZarrGroups):
         aligned = table.rows + table.pending_rows
         count = aligned - aligned % chunk_rows - table.rows
         try:
-            with zarr_errors(self.path, f"cannot write stream {stream!r}"):
+            with zarr_errors(self._target, f"cannot write stream {stream!r}"):
                 self._commit_rows(table, count)
         except BaseException:  # this batch is refused; rows accepted before stay pending
             table.pending.pop()
@@ -235,7 +235,7 @@ class ZarrTables(ZarrGroups):
 
     def _table(self, stream: str) -> TableArrays:
         group = self._group(stream)
-        key = group.folder.name
+        key = group.key
         self._attributes[key]["rows"] = 0
         self._data_groups.add(key)
         table = self._tables[stream] = TableArrays(group)
@@ -245,7 +245,7 @@ class ZarrTables(ZarrGroups):
         """Continue ``stream`` in a new group ``<stream>__partNNNN``: the current part's
         rows go to its chunks first (published with it at the next flush), and the parts
         are recorded in the first group's ``parts``."""
-        with zarr_errors(self.path, f"cannot write stream {stream!r}"):
+        with zarr_errors(self._target, f"cannot write stream {stream!r}"):
             self._commit_rows(previous, previous.pending_rows)
         safe = self._safe_stream(stream)
         first = previous.first + previous.rows
@@ -272,7 +272,7 @@ class ZarrTables(ZarrGroups):
         if len(parts) == 1:
             del self._parts[stream]
         self._record_parts(stream)
-        self._drop_group(table.group.folder.name)
+        self._drop_group(table.group.key)
 
     def _record_parts(self, stream: str) -> None:
         """The first group's ``parts`` attribute: every part's key and first row."""
@@ -307,11 +307,11 @@ class ZarrTables(ZarrGroups):
             # Nothing counts as written: arrays made now go (readers saw them all null),
             # and every row stays pending, written again from the same row.
             for name in set(table.masks) - had_masks:
-                table.group.remove_array(f"{table.names[name]}.valid", self._scratch)
+                table.group.remove_array(f"{table.names[name]}.valid")
                 del table.masks[name]
             for name in created:
                 if table.arrays.pop(name, None) is not None:
-                    table.group.remove_array(table.names[name], self._scratch)
+                    table.group.remove_array(table.names[name])
             raise
         rest = table.pending_rows - count
         table.pending = (
@@ -340,7 +340,7 @@ class ZarrTables(ZarrGroups):
         if table.rows:  # a column that appears mid-run: earlier rows are null (mask first)
             self._mask_array(table, column, False)
         table.arrays[column] = new_array(
-            self._store, table.group, name, table.published, self._scratch,
+            self._store, table.group, name, table.published,
             shape=(0, *inner), chunks=(self.options.chunk_size or TABLE_CHUNK_ROWS, *inner),
             dtype=str if dtype.kind == "O" else dtype,
             dimension_names=["row", *(f"{name}_{i}" for i in range(len(inner)))],
@@ -353,7 +353,7 @@ class ZarrTables(ZarrGroups):
         rows written before the mask existed."""
         name = table.names[column]
         mask = table.masks[column] = new_array(
-            self._store, table.group, f"{name}.valid", table.published, self._scratch,
+            self._store, table.group, f"{name}.valid", table.published,
             shape=(0,), chunks=(self.options.chunk_size or TABLE_CHUNK_ROWS,), dtype=bool,
             dimension_names=["row"], compressors=self._compressors, fill_value=earlier,
             attributes={"meaning": f"True where {name} holds a value; False where it is null"},
@@ -374,7 +374,7 @@ class ZarrTables(ZarrGroups):
 
     def _flush_table(self, stream: str, table: TableArrays) -> None:
         self._commit_rows(table, table.pending_rows)
-        key = table.group.folder.name
+        key = table.group.key
         self._attributes[key]["rows"] = table.rows
         self._publish(stream, key, table.documents())
         table.published = table.rows

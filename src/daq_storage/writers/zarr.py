@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from typing import Any, ClassVar
 
@@ -57,6 +57,7 @@ import numpy.typing as npt
 import pyarrow as pa
 
 from daq_storage.errors import SchemaMismatch
+from daq_storage.location import S3Location, S3Options
 from daq_storage.schema import FrameBlock, join_frames
 from daq_storage.writers._base import StreamDescription, StreamPart, WriterOptions, finish_all
 from daq_storage.writers._chunks import ChunkEncode, blosc_encoder, split_frames
@@ -103,7 +104,8 @@ class ZarrWriter(ZarrTables):
     :meth:`create_array` and :meth:`write_chunk` (see :mod:`.zarr_arrays`).
 
     Args:
-        path: the store directory (created; an existing non-empty one is refused).
+        path: the store directory (created; an existing non-empty one is refused), or
+            an ``s3://`` URL (the prefix must hold no object).
         compression: ``blosc-lz4`` (default), ``blosc-zstd``, ``zstd``, ``gzip``, ``none``
             (``[storage] compression``).
         compression_level: codec level (blosc and gzip 0-9, zstd 1-22; default 5;
@@ -114,6 +116,11 @@ class ZarrWriter(ZarrTables):
             no sharding, one object per chunk).
         executor: threads that compress blosc shards, shareable between writers
             (default: a pool of the writer's own, ``min(4, os.cpu_count())`` threads).
+        storage_options: how to reach an ``s3://bucket/prefix/run.zarr`` URL (an
+            :class:`~daq_storage.location.S3Options` or a dict of its fields; unset
+            ones come from the ``AWS_*`` variables and profiles). The store is then
+            zarr-python's ``ObjectStore``: see ``_zarr_objects`` for what is visible
+            when and what protects a key.
     """
 
     name: ClassVar[str] = "zarr"
@@ -132,10 +139,11 @@ class ZarrWriter(ZarrTables):
     }
     path_suffix: ClassVar[str] = ".zarr"
     removes_unused_output: ClassVar[bool] = True
+    supports_object_storage: ClassVar[bool] = True
 
     def __init__(
         self,
-        path: str | os.PathLike[str],
+        path: str | os.PathLike[str] | S3Location,
         *,
         compression: str = "blosc-lz4",
         compression_level: int | None = None,
@@ -143,14 +151,15 @@ class ZarrWriter(ZarrTables):
         frames_per_chunk: int = 1,
         shard_frames: int | None = None,
         executor: Executor | None = None,
+        storage_options: S3Options | Mapping[str, Any] | None = None,
     ) -> None:
         options = self.validate_options(
             compression=compression, compression_level=compression_level,
             chunk_size=chunk_size, frames_per_chunk=frames_per_chunk,
-            shard_frames=shard_frames, executor=executor,
+            shard_frames=shard_frames, executor=executor, storage_options=storage_options,
         )  # fmt: skip
         assert isinstance(options, ZarrOptions)
-        super().__init__(path, options)
+        super().__init__(path, options, storage_options)
         self._encode: ChunkEncode | None = None
         if options.compression.startswith("blosc-") and options.shard_frames is not None:
             cname = options.compression.removeprefix("blosc-")
@@ -178,7 +187,7 @@ class ZarrWriter(ZarrTables):
         """
         if stream in self._tables:
             raise SchemaMismatch(f"stream {stream!r} holds a table; frames go to another stream")
-        with zarr_errors(self.path, f"cannot write frames of stream {stream!r}"):
+        with zarr_errors(self._target, f"cannot write frames of stream {stream!r}"):
             block = self._check_frames(stream, frames, timestamps_ns, frame_numbers)
             unit = self.options.shard_frames or self.options.frames_per_chunk
             objects = len(block) // unit + 1
@@ -240,11 +249,11 @@ class ZarrWriter(ZarrTables):
             return target
         group = self._group(stream)
         target = FrameArrays.create(
-            self._store, group, self._scratch, block.frames, self.options.frames_per_chunk,
+            self._store, group, block.frames, self.options.frames_per_chunk,
             self.options.shard_frames, self._compressors, own_shards=self._encode is not None,
         )  # fmt: skip
         self._frame_streams[stream] = target
-        self._data_groups.add(group.folder.name)
+        self._data_groups.add(group.key)
         return target
 
     def _flush_frames(self, stream: str, target: FrameArrays) -> None:
@@ -257,7 +266,7 @@ class ZarrWriter(ZarrTables):
             target.partial = None
         target.store_shards()
         target.write_ids()
-        self._publish(stream, target.group.folder.name, target.documents())
+        self._publish(stream, target.group.key, target.documents())
         target.published = target.length
 
     # ------------------------------------------------------------------ progress
@@ -280,7 +289,7 @@ class ZarrWriter(ZarrTables):
         safe = self._safe_stream(stream)
         described = functools.partial(
             StreamDescription, stream=stream, format=self.name, mimetype=self.mimetype,
-            path=self.path, visible=self.visible(stream), accepted=self.accepted(stream),
+            path=self._target, visible=self.visible(stream), accepted=self.accepted(stream),
             compression=self.options.codec,
         )  # fmt: skip
         target = self._frame_streams.get(stream)
@@ -290,14 +299,14 @@ class ZarrWriter(ZarrTables):
             unit = self.options.shard_frames or self.options.frames_per_chunk
             return described(
                 kind="frames", key=key, dtype=str(target.frames.dtype), shape=shape,
-                parts=self._stream_parts(stream, StreamPart(self.path, key, 0)),
+                parts=self._stream_parts(stream, StreamPart(self._target, key, 0)),
                 chunk_shape=(unit, *shape),
                 extra_keys={"timestamps_ns": f"{safe}/timestamp_ns",
                             "frame_numbers": f"{safe}/frame_number"},
             )  # fmt: skip
         return described(
             kind="table", key=safe, columns=_leaf_types(self._table_schemas[stream]),
-            parts=self._stream_parts(stream, StreamPart(self.path, safe, 0)),
+            parts=self._stream_parts(stream, StreamPart(self._target, safe, 0)),
             chunk_shape=(self.options.chunk_size or TABLE_CHUNK_ROWS,),
         )  # fmt: skip
 
@@ -330,7 +339,7 @@ class ZarrWriter(ZarrTables):
         what = f"cannot {action} " + ("Zarr store" if stream is None else f"stream {stream!r}")
 
         def run() -> None:
-            with zarr_errors(self.path, what):
+            with zarr_errors(self._target, what):
                 step()
 
         return run

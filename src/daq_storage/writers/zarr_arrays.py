@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import operator
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,7 @@ import numpy.typing as npt
 import zarr
 
 from daq_storage.errors import InvalidName, SchemaMismatch
+from daq_storage.location import S3Location
 from daq_storage.writers._base import Writer, json_value
 from daq_storage.writers._zarr_limits import zarr_errors
 from daq_storage.writers._zarr_streams import grid
@@ -43,6 +45,8 @@ class ZarrArrayBuilder(Writer):
 
     _root: zarr.Group
     _compressors: Any
+    _target: Path | S3Location  # what errors name
+    _builder_used: bool  # nodes made here: the root's metadata looks for them
 
     def create_array(
         self,
@@ -73,8 +77,8 @@ class ZarrArrayBuilder(Writer):
         if attributes is not None:
             attributes = json.loads(json_value(attributes, what=f"attributes of array {name!r}"))
         sizes = grid(name, shape, chunks, shards)
-        self._stored = True
-        with zarr_errors(self.path, f"cannot create array {name!r}"):
+        self._stored = self._builder_used = True
+        with zarr_errors(self._target, f"cannot create array {name!r}"):
             try:
                 return self._root.create_array(
                     path, shape=sizes[0], chunks=sizes[1], shards=sizes[2], dtype=dtype,
@@ -114,7 +118,7 @@ class ZarrArrayBuilder(Writer):
                 "does not fit"
             )
         self._ensure_room(values.nbytes, f"array {name!r}", self.path)
-        with zarr_errors(self.path, f"cannot write to array {name!r}"):
+        with zarr_errors(self._target, f"cannot write to array {name!r}"):
             try:
                 array[region] = values
             except (ValueError, TypeError) as exc:

@@ -1,0 +1,247 @@
+"""The Zarr writer on an object store (``s3://bucket/prefix/run.zarr``): zarr-python's
+``ObjectStore`` over obstore, counting what it puts, and stream groups whose documents
+are objects.
+
+The writer's code is the same as for a local folder (see ``_zarr_store``); what differs:
+
+- **Objects, not files.** Each PUT is atomic: an object (chunk, shard, document) is
+  complete when it appears, and a partial chunk or shard rewritten at the next flush
+  is replaced whole. There are no renames, links or temporary names.
+- **Order is visibility.** Chunks and shards are put first; at a flush each array's
+  ``zarr.json`` (its grown shape), then the group's ``zarr.json`` (the consolidated
+  metadata every default reader uses), then the root's. A reader of the consolidated
+  metadata sees each stream as of one flush; one reading every array's ``zarr.json``
+  may see two flushes, as locally. A kill leaves every object put before it: what was
+  flushed stays readable.
+- **Nothing overwritten.** A store is created only under a prefix holding no object,
+  and its root ``zarr.json`` with a conditional create (``If-None-Match``): of two
+  writers racing for a prefix, the second is refused. That protects the root while
+  both try to create it; there is no lock on S3, so nothing stops another program
+  that ignores the root from writing into the prefix afterwards.
+- **Durability.** A completed PUT is durable: ``flush(durable=True)`` has nothing more
+  to do.
+- **Sizes without listing.** Every object put is counted by its size; a rewrite of an
+  appended array's last chunk (the only chunk a stream rewrites) replaces the size
+  remembered for it, so memory stays bounded by the arrays, not their chunks.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import obstore
+import obstore.exceptions
+import zarr.storage
+from zarr.core.buffer import Buffer
+
+from daq_storage.errors import StorageIOError
+from daq_storage.location import S3Location, s3_errors
+from daq_storage.writers._zarr_metadata import StreamGroup, encode, group_document
+from daq_storage.writers._zarr_store import APPENDED, DirtyKeys, Tally
+
+__all__ = ["ObjectCountingStore", "ObjectGroup", "ObjectSizes", "claim_objects"]
+
+_METADATA = "zarr.json"
+
+
+class ObjectSizes:
+    """The size of each object put, as far as a later rewrite needs it: per appended
+    array (``<array>/c/<i>/0...``) its last chunk's, other keys one by one (documents,
+    the seeds' builder's chunks). A key known neither way is asked for (``HEAD``)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last: dict[tuple[str, str], tuple[int, int]] = {}  # run -> index, size
+        self._loose: dict[str, int] = {}
+
+    def swap(self, key: str, size: int, head: Any) -> int:
+        """Record ``key`` as ``size`` bytes (0: deleted); return what it held before
+        (``head(key)`` asks the store when unknown)."""
+        found = APPENDED.match(key)
+        with self._lock:
+            if found is not None:
+                run, index = (found["array"], found["rest"]), int(found["index"])
+                last = self._last.get(run)
+                if last is None or index >= last[0]:
+                    self._last[run] = (index, size)
+                    return 0 if last is None or index > last[0] else last[1]
+            if key in self._loose:
+                old = self._loose[key]
+                self._loose[key] = size
+                return old
+        old = int(head(key))
+        with self._lock:
+            self._loose[key] = size
+        return old
+
+
+class ObjectCountingStore(zarr.storage.ObjectStore):  # type: ignore[type-arg]
+    """zarr-python's ``ObjectStore`` at ``location``, its puts and deletes counted in a
+    :class:`Tally`."""
+
+    tally: Tally
+    location: S3Location
+    sizes: ObjectSizes
+
+    @classmethod
+    def counted(cls, location: S3Location, tally: Tally) -> ObjectCountingStore:
+        store = cls(location.object_store())
+        store.tally, store.location, store.sizes = tally, location, ObjectSizes()
+        return store
+
+    def with_read_only(self, read_only: bool = False) -> ObjectCountingStore:
+        store = type(self)(self.store, read_only=read_only)
+        store.tally, store.location, store.sizes = self.tally, self.location, self.sizes
+        return store
+
+    def _head(self, key: str) -> int:
+        try:
+            return int(obstore.head(self.store, key)["size"])
+        except FileNotFoundError:
+            return 0
+
+    def _counted(self, key: str, size: int) -> None:
+        self.tally.replaced(key, self.sizes.swap(key, size, self._head), size)
+
+    def put(self, key: str, buffers: Sequence[Any], *, exclusive: bool = False) -> None:
+        """Put object ``key`` from ``buffers`` whole (one request).
+
+        Raises:
+            FileExistsError: ``exclusive`` and the key exists (it stays as it was).
+        """
+        data: Any = buffers[0] if len(buffers) == 1 else b"".join(buffers)
+        try:
+            obstore.put(self.store, key, data, mode="create" if exclusive else "overwrite")
+        except obstore.exceptions.AlreadyExistsError as exc:
+            raise FileExistsError(errno.EEXIST, f"{self.location.child(key)} exists") from exc
+        self._counted(key, memoryview(data).nbytes)
+
+    def remove(self, key: str) -> None:
+        obstore.delete(self.store, key)
+        self._counted(key, 0)
+
+    def remove_prefix(self, prefix: str) -> None:
+        """Delete every object below ``prefix`` (a failed call's node: a listing)."""
+        for batch in obstore.list(self.store, prefix=f"{prefix}/"):
+            for meta in batch:
+                self.remove(meta["path"])
+
+    async def set(self, key: str, value: Buffer) -> None:
+        await super().set(key, value)
+        self._counted(key, len(value))
+
+    async def set_if_not_exists(self, key: str, value: Buffer) -> None:
+        try:
+            await obstore.put_async(self.store, key, value.as_buffer_like(), mode="create")
+        except obstore.exceptions.AlreadyExistsError:
+            return
+        self._counted(key, len(value))
+
+    async def delete(self, key: str) -> None:
+        await super().delete(key)
+        self._counted(key, 0)
+
+    # ------------------------------------------------------------------ the writer's side
+    def new_group(self, key: str) -> StreamGroup:
+        return ObjectGroup(key, self)
+
+    def read_document(self, key: str) -> dict[str, Any] | None:
+        try:
+            data = obstore.get(self.store, key).bytes()
+        except FileNotFoundError:
+            return None
+        document: dict[str, Any] = json.loads(bytes(data))
+        return document
+
+    def children(self, prefix: str) -> list[str]:
+        found = obstore.list_with_delimiter(self.store, prefix=f"{prefix}/" if prefix else None)
+        names = (str(p).rstrip("/").rpartition("/")[2] for p in found["common_prefixes"])
+        return sorted(name for name in names if not name.startswith("."))
+
+    def put_document(self, key: str, data: bytes) -> None:
+        self.put(key, [data])
+
+    def sync(self, dirty: DirtyKeys, documents: Iterable[Path]) -> None:
+        """Nothing to do: a completed PUT is durable."""
+
+
+class ObjectGroup(StreamGroup):
+    """A stream's group in an object store: each document an object, the arrays' put
+    before the group's (see the module docstring)."""
+
+    def __init__(self, key: str, store: ObjectCountingStore) -> None:
+        super().__init__(key, store.tally)
+        self._store = store
+
+    def create(self, attributes: Mapping[str, Any]) -> None:
+        document = group_document(attributes, {})
+        self._store.put(f"{self.key}/{_METADATA}", [encode(document)])
+        self.document = document
+
+    def add_array(self, name: str, document: dict[str, Any]) -> None:
+        self._store.put(f"{self.key}/{name}/{_METADATA}", [encode(document)])
+        self.arrays[name] = document
+
+    def remove_array(self, name: str) -> None:
+        if name not in self.arrays:
+            return  # not made here
+        self._store.remove(f"{self.key}/{name}/{_METADATA}")  # gone for readers at once
+        self.arrays.pop(name)
+        self._store.remove_prefix(f"{self.key}/{name}")
+
+    def publish(self, arrays: Mapping[str, dict[str, Any]], attributes: Mapping[str, Any]) -> bool:
+        """The arrays' documents that changed, then the group's. A publication that fails
+        part way is put again whole by the next (the same keys)."""
+        document = group_document(attributes, arrays)
+        if self._unchanged(document, arrays):
+            return False
+        for name, array in arrays.items():
+            if self.arrays.get(name) != array:
+                self._store.put(f"{self.key}/{name}/{_METADATA}", [encode(array)])
+        self._store.put(f"{self.key}/{_METADATA}", [encode(document)])
+        self.document = document
+        self.arrays = dict(arrays)
+        return True
+
+    def durable_paths(self) -> list[Path]:
+        return []
+
+    def discard(self) -> None:
+        self._store.remove_prefix(self.key)
+        self.arrays.clear()
+
+    def finish(self) -> None:
+        """Nothing to do: the documents are plain objects."""
+
+
+def claim_objects(location: S3Location, store: ObjectCountingStore) -> None:
+    """Create the store at ``location``: the bucket checked, a prefix holding any object
+    refused, the root ``zarr.json`` created conditionally (see the module docstring).
+
+    Raises:
+        StorageIOError: no such bucket, access denied, the store cannot be reached, or
+            something is there already (``EEXIST``, naming an object found).
+    """
+    location.check_bucket()
+    found: Any = None
+    with s3_errors(location, "create the Zarr store"):
+        listed = next(iter(obstore.list(store.store, chunk_size=1)), [])
+        if listed:
+            found = location.child(listed[0]["path"])
+        else:
+            try:
+                store.put(_METADATA, [encode(group_document({}, {}))], exclusive=True)
+            except FileExistsError:
+                found = location.child(_METADATA)  # another writer came first
+    if found is not None:
+        raise StorageIOError(
+            errno.EEXIST,
+            f"cannot create the Zarr store {location.url}: {found} exists (a store is never "
+            "overwritten)",
+            location.url,
+        )
