@@ -4,7 +4,8 @@ stream, an array per column along ``row`` (struct fields as ``parent.child``, nu
 parts in ``<stream>__part0002``...
 
 The store is opened through its consolidated metadata, which a writer publishes whole
-at each flush: a reader sees every stream as of one flush.
+at each flush: a reader sees every stream as of one flush. A store in a bucket (an
+:class:`~daq_storage.location.S3Location`) is read through zarr-python's ``ObjectStore``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import pyarrow as pa
 import zarr
 
 from daq_storage.errors import ReadError, UnknownStream
+from daq_storage.location import S3Location
 from daq_storage.read._source import (
     LAYOUT_KEYS,
     PartInfo,
@@ -122,10 +124,13 @@ class ZarrReader:
 
     format = "zarr"
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path | S3Location) -> None:
         self.path = path
         try:
-            self.root = zarr.open_group(str(path), mode="r")
+            if isinstance(path, S3Location):
+                self.root = zarr.open_group(store=path.zarr_store(read_only=True), mode="r")
+            else:
+                self.root = zarr.open_group(str(path), mode="r")
         except Exception as exc:  # zarr raises many kinds for a store it cannot open
             raise ReadError(f"{path}: cannot be opened as a Zarr store ({exc})") from exc
         self._infos: dict[str, StreamInfo] | None = None

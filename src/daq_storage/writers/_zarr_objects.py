@@ -59,25 +59,34 @@ class ObjectSizes:
         self._last: dict[tuple[str, str], tuple[int, int]] = {}  # run -> index, size
         self._loose: dict[str, int] = {}
 
-    def swap(self, key: str, size: int, head: Any) -> int:
-        """Record ``key`` as ``size`` bytes (0: deleted); return what it held before
-        (``head(key)`` asks the store when unknown)."""
+    @staticmethod
+    def _run(key: str) -> tuple[tuple[str, str], int] | None:
         found = APPENDED.match(key)
+        return None if found is None else ((found["array"], found["rest"]), int(found["index"]))
+
+    def known(self, key: str) -> int | None:
+        """The size ``key`` holds (0: absent), ``None`` when not known here."""
+        appended = self._run(key)
         with self._lock:
-            if found is not None:
-                run, index = (found["array"], found["rest"]), int(found["index"])
+            if appended is not None:
+                last = self._last.get(appended[0])
+                if last is None or appended[1] > last[0]:
+                    return 0  # past the array's last chunk: new
+                if appended[1] == last[0]:
+                    return last[1]
+            return self._loose.get(key)
+
+    def record(self, key: str, size: int) -> None:
+        """``key`` now holds ``size`` bytes (0: deleted)."""
+        appended = self._run(key)
+        with self._lock:
+            if appended is not None:
+                run, index = appended
                 last = self._last.get(run)
                 if last is None or index >= last[0]:
                     self._last[run] = (index, size)
-                    return 0 if last is None or index > last[0] else last[1]
-            if key in self._loose:
-                old = self._loose[key]
-                self._loose[key] = size
-                return old
-        old = int(head(key))
-        with self._lock:
+                    return
             self._loose[key] = size
-        return old
 
 
 class ObjectCountingStore(zarr.storage.ObjectStore):  # type: ignore[type-arg]
@@ -99,14 +108,28 @@ class ObjectCountingStore(zarr.storage.ObjectStore):  # type: ignore[type-arg]
         store.tally, store.location, store.sizes = self.tally, self.location, self.sizes
         return store
 
-    def _head(self, key: str) -> int:
+    def _before(self, key: str) -> int:
+        """The size ``key`` holds before a write (asked for when not known)."""
+        known = self.sizes.known(key)
+        if known is not None:
+            return known
         try:
             return int(obstore.head(self.store, key)["size"])
         except FileNotFoundError:
             return 0
 
-    def _counted(self, key: str, size: int) -> None:
-        self.tally.replaced(key, self.sizes.swap(key, size, self._head), size)
+    async def _before_async(self, key: str) -> int:
+        known = self.sizes.known(key)
+        if known is not None:
+            return known
+        try:
+            return int((await obstore.head_async(self.store, key))["size"])
+        except FileNotFoundError:
+            return 0
+
+    def _counted(self, key: str, old: int, size: int) -> None:
+        self.sizes.record(key, size)
+        self.tally.replaced(key, old, size)
 
     def put(self, key: str, buffers: Sequence[Any], *, exclusive: bool = False) -> None:
         """Put object ``key`` from ``buffers`` whole (one request).
@@ -115,15 +138,17 @@ class ObjectCountingStore(zarr.storage.ObjectStore):  # type: ignore[type-arg]
             FileExistsError: ``exclusive`` and the key exists (it stays as it was).
         """
         data: Any = buffers[0] if len(buffers) == 1 else b"".join(buffers)
+        old = 0 if exclusive else self._before(key)
         try:
             obstore.put(self.store, key, data, mode="create" if exclusive else "overwrite")
         except obstore.exceptions.AlreadyExistsError as exc:
             raise FileExistsError(errno.EEXIST, f"{self.location.child(key)} exists") from exc
-        self._counted(key, memoryview(data).nbytes)
+        self._counted(key, old, memoryview(data).nbytes)
 
     def remove(self, key: str) -> None:
+        old = self._before(key)
         obstore.delete(self.store, key)
-        self._counted(key, 0)
+        self._counted(key, old, 0)
 
     def remove_prefix(self, prefix: str) -> None:
         """Delete every object below ``prefix`` (a failed call's node: a listing)."""
@@ -132,19 +157,21 @@ class ObjectCountingStore(zarr.storage.ObjectStore):  # type: ignore[type-arg]
                 self.remove(meta["path"])
 
     async def set(self, key: str, value: Buffer) -> None:
+        old = await self._before_async(key)
         await super().set(key, value)
-        self._counted(key, len(value))
+        self._counted(key, old, len(value))
 
     async def set_if_not_exists(self, key: str, value: Buffer) -> None:
         try:
             await obstore.put_async(self.store, key, value.as_buffer_like(), mode="create")
         except obstore.exceptions.AlreadyExistsError:
             return
-        self._counted(key, len(value))
+        self._counted(key, 0, len(value))
 
     async def delete(self, key: str) -> None:
+        old = await self._before_async(key)
         await super().delete(key)
-        self._counted(key, 0)
+        self._counted(key, old, 0)
 
     # ------------------------------------------------------------------ the writer's side
     def new_group(self, key: str) -> StreamGroup:

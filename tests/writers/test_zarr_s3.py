@@ -1,0 +1,182 @@
+"""The Zarr writer on an S3-compatible object store (moto on loopback): frames and tables
+read back over S3 with xarray and zarr after every flush while the writer is open, the
+read API's ZarrReader on a bucket, refusal of an existing store and of a missing bucket,
+a server that dies mid-run, and kill -9 of a writer process."""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from typing import Any
+
+import numpy as np
+import obstore
+import pyarrow as pa
+import pytest
+import xarray as xr
+import zarr
+
+from daq_storage.errors import StorageIOError
+from daq_storage.location import S3Location, parse_location
+from daq_storage.read._zarr import ZarrReader
+from daq_storage.testing import s3_server
+from daq_storage.testing._s3 import S3Server
+from daq_storage.writers import ZarrWriter, open_writer
+
+
+def located(url: str, server: S3Server) -> S3Location:
+    location = parse_location(url, server.options())
+    assert isinstance(location, S3Location)
+    return location
+
+
+def sizes(location: S3Location) -> dict[str, int]:
+    listed = obstore.list(location.object_store()).collect()
+    return {o["path"]: o["size"] for o in listed}
+
+
+def frames_of(first: int, count: int) -> np.ndarray:
+    ids = np.arange(first, first + count, dtype=np.uint16)
+    return (ids[:, None, None] * 3 + np.arange(12, dtype=np.uint16).reshape(3, 4)).astype(np.uint16)
+
+
+def xarray_view(location: S3Location, group: str) -> xr.Dataset:
+    found = xr.open_zarr(location.url, group=group, storage_options=location.fsspec_options())
+    assert isinstance(found, xr.Dataset)
+    return found
+
+
+def zarr_view(location: S3Location) -> zarr.Group:
+    """A fresh store, as another program opens the bucket."""
+    return zarr.open_group(store=location.zarr_store(read_only=True), mode="r")
+
+
+def array(group: zarr.Group, path: str) -> zarr.Array[Any]:
+    found = group[path]
+    assert isinstance(found, zarr.Array)
+    return found
+
+
+def test_every_flush_is_visible_whole_over_s3(s3_server: S3Server, s3_bucket: str) -> None:
+    """Own shards (blosc), zarr-python's chunks (tables, ids) and documents go to the
+    bucket; readers see exactly the flushed frames and rows after each flush, nothing
+    before; stats count every object put; the read API opens the store in the bucket."""
+    location = located(f"s3://{s3_bucket}/runs/run.zarr", s3_server)
+    options = s3_server.options()
+    writer = open_writer("zarr", location.url, storage_options=options, shard_frames=4,
+                         chunk_size=5)  # fmt: skip
+    assert isinstance(writer, ZarrWriter)
+    assert list(sizes(location)) == ["zarr.json"]
+    writer.write_frames("cam", frames_of(0, 6), timestamps_ns=np.arange(6) * 10)
+    writer.write_batch("power", pa.record_batch({"v": np.arange(7.0), "n": np.arange(7)}))
+    assert (writer.visible("cam"), writer.visible("power")) == (0, 0)
+    assert "cam" not in zarr_view(location)  # data objects only: no stream to see yet
+    writer.flush()
+    assert (writer.visible("cam"), writer.visible("power")) == (6, 7)
+    cam = xarray_view(location, "cam")
+    np.testing.assert_array_equal(cam["frames"].values, frames_of(0, 6))
+    assert cam["frame_number"].values.tolist() == list(range(6))
+    np.testing.assert_array_equal(xarray_view(location, "power")["v"].values, np.arange(7.0))
+
+    writer.write_frames("cam", frames_of(6, 5))  # completes the partial shard, and more
+    writer.write_batch("power", pa.record_batch({"v": np.arange(7.0, 12.0),
+                                                 "n": np.arange(7, 12)}))  # fmt: skip
+    seen = zarr_view(location)  # unflushed frames are in no reader's view
+    assert (array(seen, "cam/frames").shape[0], array(seen, "power/v").shape[0]) == (6, 7)
+    writer.set_metadata("sample", "Si")
+    writer.flush(durable=True)
+    seen = zarr_view(location)
+    np.testing.assert_array_equal(array(seen, "cam/frames")[:], frames_of(0, 11))
+    assert np.asarray(array(seen, "power/n")[:]).tolist() == list(range(12))
+    assert seen.attrs["sample"] == "Si"
+    assert writer.stats.file_size == sum(sizes(location).values())
+    described = writer.describe("cam")
+    assert described.path == location
+    assert described.parts[0].uri == location.url
+    writer.close()
+
+    reader = ZarrReader(location)
+    assert reader.streams()["power"].rows == 12
+    assert reader.frames("cam").read(slice(9, 11)).tolist() == frames_of(9, 2).tolist()
+    assert next(reader.iter_batches("power", ["n"], 100)).column("n").to_pylist() == list(range(12))
+
+
+def test_an_existing_store_and_a_missing_bucket_are_refused(
+    s3_server: S3Server, s3_bucket: str
+) -> None:
+    url = f"s3://{s3_bucket}/run.zarr"
+    options = s3_server.options()
+    with ZarrWriter(url, storage_options=options) as first:
+        with pytest.raises(StorageIOError, match="exists") as caught:
+            ZarrWriter(url, storage_options=options)  # a second writer, while open
+        assert caught.value.errno == errno.EEXIST
+        first.write_batch("s", pa.record_batch({"a": [1, 2]}))
+    before = sizes(located(url, s3_server))
+    with pytest.raises(StorageIOError, match="exists"):
+        open_writer("zarr", url, storage_options=options)  # closed: still never overwritten
+    assert sizes(located(url, s3_server)) == before
+    with pytest.raises(StorageIOError, match="no such bucket"):
+        ZarrWriter("s3://no-such-bucket-here/run.zarr", storage_options=options)
+    # a writer that stored nothing leaves nothing behind
+    ZarrWriter(f"s3://{s3_bucket}/unused.zarr", storage_options=options).close()
+    assert sizes(located(f"s3://{s3_bucket}/unused.zarr", s3_server)) == {}
+
+
+def test_a_server_that_dies_mid_run_fails_the_flush_in_bounded_time() -> None:
+    with s3_server() as server:
+        bucket = server.create_bucket()
+        options = server.options(retry_timeout_s=2.0)
+        url = f"s3://{bucket}/run.zarr"
+        writer = ZarrWriter(url, storage_options=options, shard_frames=2)
+        writer.write_frames("cam", frames_of(0, 3))
+        writer.flush()
+        writer.write_frames("cam", frames_of(3, 4))  # written: the first shard, at least
+        server.kill()
+        with pytest.raises(StorageIOError, match=f"{url}.*cannot reach the object store"):
+            writer.flush()
+        assert (writer.visible("cam"), writer.accepted("cam")) == (3, 7)
+        with pytest.raises(StorageIOError, match=url):
+            writer.close()
+
+
+_WRITER = """
+import sys
+import numpy as np, pyarrow as pa
+from daq_storage.writers import open_writer
+writer = open_writer("zarr", sys.argv[1], shard_frames=4, chunk_size=100)
+n = 0
+while True:
+    ids = np.arange(n, n + 3)
+    writer.write_frames("cam", np.broadcast_to(ids[:, None, None], (3, 8, 8)).astype(np.uint16),
+                        frame_numbers=ids)
+    writer.write_batch("s", pa.record_batch({"i": np.arange(n * 10, n * 10 + 30)}))
+    n += 3
+    if n % 9 == 0:
+        writer.flush()
+        print(n, flush=True)
+"""
+
+
+def test_kill_9_leaves_the_bucket_readable_with_every_flush(
+    s3_server: S3Server, s3_bucket: str
+) -> None:
+    location = located(f"s3://{s3_bucket}/run.zarr", s3_server)
+    env = {**os.environ, **s3_server.environ()}
+    with subprocess.Popen([sys.executable, "-c", textwrap.dedent(_WRITER), location.url],
+                          stdout=subprocess.PIPE, text=True, env=env) as child:  # fmt: skip
+        assert child.stdout is not None
+        for _ in range(4):  # four flushes confirmed; killed while writing the next frames
+            flushed = int(child.stdout.readline())
+        child.send_signal(signal.SIGKILL)
+    cam = xarray_view(location, "cam")
+    count = cam.sizes["frame"]
+    assert count >= flushed
+    assert count % 9 == 0
+    assert cam["frame_number"].values.tolist() == list(range(count))
+    np.testing.assert_array_equal(cam["frames"].values[:, 0, 0], np.arange(count))
+    rows = xarray_view(location, "s")["i"].values
+    assert rows.tolist() == list(range(count * 10))
