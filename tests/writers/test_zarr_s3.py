@@ -62,9 +62,10 @@ def array(group: zarr.Group, path: str) -> zarr.Array[Any]:
 
 
 def test_every_flush_is_visible_whole_over_s3(s3_server: S3Server, s3_bucket: str) -> None:
-    """Own shards (blosc), zarr-python's chunks (tables, ids) and documents go to the
-    bucket; readers see exactly the flushed frames and rows after each flush, nothing
-    before; stats count every object put; the read API opens the store in the bucket."""
+    """Own shards (blosc), zarr-python's chunks (tables, ids, the seeds' builder) and
+    documents go to the bucket; readers see exactly the flushed frames and rows after
+    each flush, nothing before; stats count every object put; the read API opens the
+    store in the bucket."""
     location = located(f"s3://{s3_bucket}/runs/run.zarr", s3_server)
     options = s3_server.options()
     writer = open_writer("zarr", location.url, storage_options=options, shard_frames=4,
@@ -97,7 +98,11 @@ def test_every_flush_is_visible_whole_over_s3(s3_server: S3Server, s3_bucket: st
     described = writer.describe("cam")
     assert described.path == location
     assert described.parts[0].uri == location.url
+    writer.create_array("scan/cube", (2, 4, 4), (1, 4, 4))  # the seeds' builder, same store
+    writer.write_chunk("scan/cube", (1, 0, 0), np.ones((1, 4, 4), np.uint16))
     writer.close()
+    assert np.asarray(array(zarr_view(location), "scan/cube")[:]).sum() == 16
+    assert writer.stats.file_size == sum(sizes(location).values())
 
     reader = ZarrReader(location)
     assert reader.streams()["power"].rows == 12
