@@ -8,9 +8,6 @@ from __future__ import annotations
 import errno
 import os
 import signal
-import subprocess
-import sys
-import textwrap
 from typing import Any
 
 import numpy as np
@@ -26,6 +23,7 @@ from daq_storage.read._zarr import ZarrReader
 from daq_storage.testing import s3_server
 from daq_storage.testing._s3 import S3Server
 from daq_storage.writers import ZarrWriter, open_writer
+from tests.writers.kill_harness import kill_when, line_starting
 
 
 def located(url: str, server: S3Server) -> S3Location:
@@ -162,21 +160,19 @@ while True:
     n += 3
     if n % 9 == 0:
         writer.flush()
-        print(n, flush=True)
+        print(f"flushed {n}", flush=True)
 """
 
 
 def test_kill_9_leaves_the_bucket_readable_with_every_flush(
     s3_server: S3Server, s3_bucket: str
 ) -> None:
+    """Killed while writing the frames after its fourth flush (the line is the signal)."""
     location = located(f"s3://{s3_bucket}/run.zarr", s3_server)
     env = {**os.environ, **s3_server.environ()}
-    with subprocess.Popen([sys.executable, "-c", textwrap.dedent(_WRITER), location.url],
-                          stdout=subprocess.PIPE, text=True, env=env) as child:  # fmt: skip
-        assert child.stdout is not None
-        for _ in range(4):  # four flushes confirmed; killed while writing the next frames
-            flushed = int(child.stdout.readline())
-        child.send_signal(signal.SIGKILL)
+    killed = kill_when(_WRITER, line_starting("flushed 36"), location.url, env=env)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    flushed = int(killed.flushed[-1].split()[1])
     cam = xarray_view(location, "cam")
     count = cam.sizes["frame"]
     assert count >= flushed
