@@ -23,6 +23,7 @@ from daq_storage.cli._convert import convert
 from daq_storage.cli._demo import demo
 from daq_storage.cli._inspect import inspect
 from daq_storage.cli._plot import plot
+from daq_storage.cli._serve import serve
 from daq_storage.cli._service import register_service_commands
 from daq_storage.cli._tail import tail
 from daq_storage.config import CODEC_KEYS, StorageConfig
@@ -107,7 +108,7 @@ def repair(path: Path) -> None:
 
 
 cli.add_command(demo)
-for _command in (inspect, convert, tail, plot):
+for _command in (inspect, convert, tail, plot, serve):
     cli.add_command(_command)
 register_service_commands(cli)
 
