@@ -1,4 +1,6 @@
-"""What readers of a Zarr V3 store see: every stream group published whole, at once.
+"""What readers of a Zarr V3 store see: every stream group published whole, at once (in
+a local folder; :class:`StreamGroup` is also what an object store's groups implement,
+see ``_zarr_objects``).
 
 Data (chunks, shards) is written under its final name before any metadata covers it
 (zarr-python and the writer's shard writes both use a temporary name and a rename), and

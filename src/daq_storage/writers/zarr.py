@@ -43,6 +43,10 @@ readers should use consolidated metadata (the default of ``xr.open_zarr`` and
 array's ``zarr.json`` in turn, and a flush between two reads shows it two lengths
 (``conflicting sizes for dimension``); no writer can prevent that (N files read at N
 instants; Zarr has no lock or snapshot), so such a reader should retry.
+
+The store may be an ``s3://bucket/prefix/run.zarr`` URL: the same writer then writes
+through zarr-python's ``ObjectStore`` (obstore), every chunk, shard and document an
+object put whole, the documents after the data they cover (see ``_zarr_objects``).
 """
 
 from __future__ import annotations
