@@ -231,20 +231,23 @@ def _object_store(options: ResolvedS3, bucket: str, prefix: str) -> S3Store:
 
 
 # ---------------------------------------------------------------------- errors
-_DENIED = ("AccessDenied", "ACCESS_DENIED", "Forbidden", "InvalidAccessKeyId", "403")
+#: Matched as words of the server's answer (a bare "403" would match a port in the URL).
+_DENIED = ("AccessDenied", "ACCESS_DENIED", "403 Forbidden", "InvalidAccessKeyId")
 _UNREACHABLE = (
     "NETWORK_CONNECTION",
     "Connection refused",
     "error sending request",
-    "connect",
+    "Could not connect",
     "timed out",
     "Timeout",
     "dns error",
 )
+#: In this order: a request that never reached the server says so before any word of an
+#: answer it did not get.
 _CAUSES: list[tuple[tuple[str, ...], int, str]] = [
+    (_UNREACHABLE, errno.EHOSTUNREACH, "cannot reach the object store"),
     (("NoSuchBucket", "bucket does not exist"), errno.ENOENT, "no such bucket"),
     ((*_DENIED, "SignatureDoesNotMatch"), errno.EACCES, "access denied"),
-    (_UNREACHABLE, errno.EHOSTUNREACH, "cannot reach the object store"),
 ]
 
 
