@@ -12,7 +12,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from daq_storage.errors import ConfigError, StorageIOError
-from daq_storage.location import S3Location, S3Options, parse_location, s3_errors
+from daq_storage.location import (
+    S3Location,
+    S3Options,
+    describe_failure,
+    parse_location,
+    s3_errors,
+)
 from daq_storage.testing import S3Server
 
 NO_AWS = {
@@ -132,3 +138,21 @@ def test_an_unreachable_endpoint_is_a_storage_error() -> None:
     with pytest.raises(StorageIOError, match="cannot write"), s3_errors(location, "write"):
         pq.write_table(pa.table({"x": [1]}), location.child("y.parquet").arrow_path,
                        filesystem=location.arrow_filesystem())  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("text", "code"),
+    [
+        # A port that reads like a status code: the request never got an answer.
+        ("Error performing PUT http://127.0.0.1:40369/b/k - HTTP error: error sending request",
+         errno.EHOSTUNREACH),
+        ("AWS Error NETWORK_CONNECTION during PutObject: Could not connect to server",
+         errno.EHOSTUNREACH),
+        ("Server returned non-2xx status code: 404 Not Found: <Code>NoSuchBucket</Code>",
+         errno.ENOENT),
+        ("Server returned non-2xx status code: 403 Forbidden: <Code>AccessDenied</Code>",
+         errno.EACCES),
+    ],
+)  # fmt: skip
+def test_failures_are_named_by_their_cause(text: str, code: int) -> None:
+    assert describe_failure(OSError(text))[0] == code
