@@ -52,9 +52,8 @@ from benchmarks._writers import (
     raw_write,
     tables_run,
 )
-from daq_storage.schema import FrameBlock
+from daq_storage.schema import FrameBlock, frames_to_batch
 from daq_storage.sim import SimulatedCamera, SimulatedPowerMeter
-from daq_storage.writers._tensor import frames_to_batch
 
 GZIP_FRAMES = min(FRAMES, 200)  # gzip runs at ~100 MB/s: fewer frames, same ratio
 SINK_BUFFER = 1 << 20  # what a careful pyarrow user puts between the IPC writer and the file

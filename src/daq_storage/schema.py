@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Iterator, Mapping
+import math
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -27,7 +28,11 @@ __all__ = [
     "evolution_for",
     "evolved_schema",
     "Column",
+    "FRAME_COLUMNS",
+    "FRAME_TIMESTAMP",
     "FrameBlock",
+    "frame_schema",
+    "frames_to_batch",
     "StreamMetadata",
     "decode_metadata",
     "flatten_batch",
@@ -152,6 +157,39 @@ class FrameBlock:
     def copy(self) -> FrameBlock:
         """A copy that owns its memory (the caller may reuse the original's buffers)."""
         return FrameBlock(self.frames.copy(), self.timestamps_ns.copy(), self.frame_numbers.copy())
+
+
+#: The type of a frame stream's ``timestamp_ns`` column: nanoseconds since the epoch, UTC
+#: (pandas and polars show dates).
+FRAME_TIMESTAMP = pa.timestamp("ns", "UTC")
+#: Frames as Arrow (the Arrow IPC and Parquet writers, Flight): one row per frame.
+FRAME_COLUMNS = ("timestamp_ns", "frame_number", "frame")
+
+
+def frame_schema(dtype: np.dtype[Any], shape: Sequence[int]) -> pa.Schema:
+    """Frames of ``dtype`` and ``shape`` as Arrow: ``timestamp_ns``, ``frame_number``
+    (``uint64``) and ``frame``, a ``fixed_shape_tensor``."""
+    tensor = pa.fixed_shape_tensor(pa.from_numpy_dtype(dtype), list(shape))
+    return pa.schema([("timestamp_ns", FRAME_TIMESTAMP), ("frame_number", pa.uint64()),
+                      ("frame", tensor)])  # fmt: skip
+
+
+def frames_to_batch(block: FrameBlock) -> pa.RecordBatch:
+    """``block`` as :func:`frame_schema`'s batch, one row per frame (zero-copy)."""
+    frames = block.frames
+    schema = frame_schema(frames.dtype, frames.shape[1:])
+    tensor = schema.field("frame").type
+    flat = pa.array(frames.reshape(-1)) if frames.size else pa.array([], tensor.value_type)
+    storage = pa.FixedSizeListArray.from_arrays(flat, math.prod(frames.shape[1:]))
+    return pa.RecordBatch.from_arrays(
+        [
+            # Same int64 nanoseconds; the writers refuse stamps past 2**63 - 1.
+            pa.array(block.timestamps_ns.view(np.int64), FRAME_TIMESTAMP),
+            pa.array(block.frame_numbers, pa.uint64()),
+            pa.ExtensionArray.from_storage(tensor, storage),
+        ],
+        schema=schema,
+    )
 
 
 def join_frames(blocks: list[FrameBlock]) -> FrameBlock:

@@ -8,7 +8,6 @@ store frames in. Raw records are rows of ``timestamp_ns`` and ``data`` (``binary
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,6 +17,13 @@ import pyarrow as pa
 
 from daq_storage.errors import SchemaMismatch
 from daq_storage.ring import Record
+from daq_storage.schema import (
+    FRAME_COLUMNS,
+    FRAME_TIMESTAMP,
+    FrameBlock,
+    frame_schema,
+    frames_to_batch,
+)
 
 __all__ = [
     "FRAME_COLUMNS",
@@ -33,15 +39,7 @@ __all__ = [
 ]
 
 #: The type of ``timestamp_ns`` in frame and raw batches: nanoseconds since the epoch.
-TIMESTAMP = pa.timestamp("ns", "UTC")
-FRAME_COLUMNS = ("timestamp_ns", "frame_number", "frame")
-
-
-def frame_schema(dtype: np.dtype[Any], shape: Sequence[int]) -> pa.Schema:
-    """The schema of a frame stream of ``dtype`` and ``shape``."""
-    tensor = pa.fixed_shape_tensor(pa.from_numpy_dtype(dtype), list(shape))
-    return pa.schema([("timestamp_ns", TIMESTAMP), ("frame_number", pa.uint64()),
-                      ("frame", tensor)])  # fmt: skip
+TIMESTAMP = FRAME_TIMESTAMP
 
 
 def raw_schema() -> pa.Schema:
@@ -66,22 +64,11 @@ def record_schema(record: Record) -> pa.Schema:
     return raw_schema()
 
 
-def frames_batch(schema: pa.Schema, records: Sequence[Record]) -> pa.RecordBatch:
-    """Frame ``records`` (of ``schema``'s dtype and shape) as one batch."""
-    tensor: pa.FixedShapeTensorType = schema.field("frame").type
-    value_type = tensor.value_type
-    size = math.prod(tensor.shape)
-    arrays = [r.array() for r in records]
-    flat = np.concatenate([a.reshape(-1) for a in arrays]) if arrays else np.empty(0)
-    values = pa.array(flat, value_type) if flat.size else pa.array([], value_type)
-    storage = pa.FixedSizeListArray.from_arrays(values, size)
-    stamps = np.fromiter((r.timestamp_ns for r in records), np.int64, len(records))
+def frames_batch(records: Sequence[Record]) -> pa.RecordBatch:
+    """Frame ``records`` (of one dtype and shape) as one batch of :func:`frame_schema`."""
+    stamps = np.fromiter((r.timestamp_ns for r in records), np.uint64, len(records))
     numbers = np.fromiter((r.frame_number for r in records), np.uint64, len(records))
-    return pa.RecordBatch.from_arrays(
-        [pa.array(stamps, TIMESTAMP), pa.array(numbers, pa.uint64()),
-         pa.ExtensionArray.from_storage(tensor, storage)],
-        schema=schema,
-    )  # fmt: skip
+    return frames_to_batch(FrameBlock(np.stack([r.array() for r in records]), stamps, numbers))
 
 
 def raw_batch(records: Sequence[Record]) -> pa.RecordBatch:
@@ -94,7 +81,7 @@ def raw_batch(records: Sequence[Record]) -> pa.RecordBatch:
 def records_batch(schema: pa.Schema, kind: str, records: Sequence[Record]) -> pa.RecordBatch:
     """Consecutive ``records`` of one stream and schema as one batch of ``schema``."""
     if kind == "frame":
-        return frames_batch(schema, records)
+        return frames_batch(records)
     if kind == "raw":
         return raw_batch(records)
     batches = [r.batch() for r in records]

@@ -15,8 +15,9 @@ import pyarrow.flight as fl
 
 from daq_storage.errors import ServiceError
 from daq_storage.flight._auth import bearer_headers
-from daq_storage.flight._batches import TIMESTAMP, frame_schema, frames_of
+from daq_storage.flight._batches import frames_of
 from daq_storage.flight._ticket import BatchInfo, Start, Ticket
+from daq_storage.schema import FrameBlock, frames_to_batch
 
 __all__ = ["Batch", "FlightClient", "Subscription", "connect"]
 
@@ -179,18 +180,9 @@ class FlightClient:
     def put_frames(self, stream: str, frames: npt.NDArray[Any], *,
                    timestamps_ns: npt.ArrayLike, frame_numbers: npt.ArrayLike) -> None:  # fmt: skip
         """Write ``frames`` (an ``(n, *shape)`` array) into the ring as frame records."""
-        frames = np.ascontiguousarray(frames)
-        schema = frame_schema(frames.dtype, frames.shape[1:])
-        tensor = schema.field("frame").type
-        storage = pa.FixedSizeListArray.from_arrays(
-            pa.array(frames.reshape(-1)), int(np.prod(frames.shape[1:], dtype=np.int64))
-        )
-        stamps = np.asarray(timestamps_ns, np.uint64).view(np.int64)
-        batch = pa.RecordBatch.from_arrays(
-            [pa.array(stamps, TIMESTAMP), pa.array(np.asarray(frame_numbers, np.uint64)),
-             pa.ExtensionArray.from_storage(tensor, storage)],
-            schema=schema,
-        )  # fmt: skip
+        block = FrameBlock(np.ascontiguousarray(frames), np.asarray(timestamps_ns, np.uint64),
+                           np.asarray(frame_numbers, np.uint64))  # fmt: skip
+        batch = frames_to_batch(block)
         self.put(stream, batch)
 
 

@@ -17,7 +17,7 @@ import numpy.typing as npt
 import pyarrow as pa
 
 from daq_storage.location import S3Location
-from daq_storage.schema import FrameBlock, conform_batch
+from daq_storage.schema import FRAME_TIMESTAMP, FrameBlock, conform_batch, frames_to_batch
 from daq_storage.writers._base import (
     StreamDescription,
     StreamPart,
@@ -27,7 +27,6 @@ from daq_storage.writers._base import (
 )
 from daq_storage.writers._object_parts import ObjectParts
 from daq_storage.writers._per_stream import FIRST_ROW, PART_OF, PerStreamWriter
-from daq_storage.writers._tensor import FRAME_TIMESTAMP, frames_to_batch
 
 __all__ = ["FRAME_COLUMNS", "ArrowBatchWriter", "leaf_columns"]
 
