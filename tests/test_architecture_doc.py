@@ -34,6 +34,8 @@ def test_the_contract_table_matches_the_writer_class(name: str):
         assert row[kind] == (getattr(cls, kind) if cls.supports_tables else "-"), kind
     keys = ", ".join(f"`{key}`" for key in sorted(cls.config_keys)) or "none"
     assert row["`config_keys`"] == keys
+    remote = row["`s3://`"]
+    assert remote.startswith("yes") if cls.supports_object_storage else remote == "no"
     assert "TBD" not in row.values()
 
 
