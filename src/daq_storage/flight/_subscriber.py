@@ -53,6 +53,7 @@ class Subscriber:
         self._record_bytes = 1 << 16  # the stream's record size, learnt as records come
         self._leftover: list[Record] = []
         self._after = -1 if ticket.after_seq is None else ticket.after_seq
+        self._sent_through = self._after  # the seq of the last record sent (-1: none)
         try:
             first = self._first_record()
             reference = first if first is not None else self._latest()
@@ -133,7 +134,11 @@ class Subscriber:
         self._gap = 0
         self.lost_total += lost
         self.delivered += len(records)
-        first, last = (records[0].seq, records[-1].seq) if records else (-1, -1)
+        if records:
+            first, last = records[0].seq, records[-1].seq
+            self._sent_through = last
+        else:  # nothing new: the client resumes after the last record it was sent
+            first = last = self._sent_through
         return batch, BatchInfo(first, last, lost, self.lost_total, changed).encode()
 
     def batches(self) -> Iterator[Pair]:

@@ -57,7 +57,7 @@ class BatchInfo:
 
     Attributes:
         first_seq, last_seq: ring sequence numbers of the batch's first and last record
-            (``-1`` for an empty batch).
+            (an empty batch: both the last record sent before it, ``-1`` for none).
         lost: ring records this subscriber skipped since its previous batch, because the
             ring's writer overwrote them before they were sent (a lapped subscriber).
             The ring numbers records of all its streams in one sequence, so in a ring
