@@ -9,7 +9,7 @@ from __future__ import annotations
 import pickle
 import struct
 import sys
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 import pyarrow.flight as fl
 
@@ -18,13 +18,13 @@ from daq_storage.flight import Batch, FlightClient, Subscription, connect
 _SIZE = struct.Struct("<Q")
 
 
-def send(stream: BinaryIO, value: Any) -> None:
+def send(stream: IO[bytes], value: Any) -> None:
     data = pickle.dumps(value)
     stream.write(_SIZE.pack(len(data)) + data)
     stream.flush()
 
 
-def receive(stream: BinaryIO) -> Any:
+def receive(stream: IO[bytes]) -> Any:
     head = stream.read(_SIZE.size)
     if len(head) < _SIZE.size:
         raise EOFError

@@ -179,18 +179,21 @@ def test_a_schema_change_ends_the_stream_and_the_client_resumes_after_it(
     from daq_storage.flight import connect
 
     writer.write_batch(_table(0, 2), stream="table")
-    with FlightService(writer.path) as service, connect(service.url) as client:
-        with client.subscribe("table", start="oldest") as subscription:
-            batches = iter(subscription)
-            first = next(batches)
-            assert first.data["x"].to_pylist() == [0, 1]
-            changed = pa.record_batch({"x": pa.array(["a", "b"]), "y": [1.0, 2.0]})
-            writer.write_batch(changed, stream="table")
-            writer.write_batch(_table(5, 1), stream="table")  # and back again
-            second = next(batches)
-            assert second.data.schema.names == ["x", "y"]
-            assert second.data["x"].to_pylist() == ["a", "b"]
-            third = next(batches)
-            assert third.data["x"].to_pylist() == [5]
-            assert subscription.lost_total == 0
-            assert (first.info.lost, second.info.lost, third.info.lost) == (0, 0, 0)
+    with (
+        FlightService(writer.path) as service,
+        connect(service.url) as client,
+        client.subscribe("table", start="oldest") as subscription,
+    ):
+        batches = iter(subscription)
+        first = next(batches)
+        assert first.data["x"].to_pylist() == [0, 1]
+        changed = pa.record_batch({"x": pa.array(["a", "b"]), "y": [1.0, 2.0]})
+        writer.write_batch(changed, stream="table")
+        writer.write_batch(_table(5, 1), stream="table")  # and back again
+        second = next(batches)
+        assert second.data.schema.names == ["x", "y"]
+        assert second.data["x"].to_pylist() == ["a", "b"]
+        third = next(batches)
+        assert third.data["x"].to_pylist() == [5]
+        assert subscription.lost_total == 0
+        assert (first.info.lost, second.info.lost, third.info.lost) == (0, 0, 0)

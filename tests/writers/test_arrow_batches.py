@@ -291,6 +291,7 @@ def test_describe_says_where_tables_and_frames_live(tmp_path: Path, kind: str):
     resource = cam.stream_resource()
     assert resource["uri"] == (directory / f"cam{SUFFIX[kind]}").absolute().as_uri()
     assert resource["mimetype"] == mimetype
+    assert isinstance(cam.path, Path)
     stored = read_part(kind, cam.path)
     np.testing.assert_array_equal(
         stored.column(cam.extra_keys["frames"]).combine_chunks().to_numpy_ndarray(), frames

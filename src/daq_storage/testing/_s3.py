@@ -100,9 +100,7 @@ def s3_server() -> Iterator[S3Server]:
         process.wait()
         process.stderr.close()
         raise RuntimeError("moto's S3 server did not start: " + "".join(seen)[-2000:])
-    drain = threading.Thread(
-        target=_drain, args=(process.stderr,), name=DRAIN_THREAD, daemon=True
-    )
+    drain = threading.Thread(target=_drain, args=(process.stderr,), name=DRAIN_THREAD, daemon=True)
     drain.start()
     server = S3Server(process, endpoint)
     try:
