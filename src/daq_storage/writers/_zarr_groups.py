@@ -125,6 +125,7 @@ class ZarrGroups(ZarrArrayBuilder):
         if self._own_pool is not None:
             self._own_pool.shutdown()
             self._own_pool = None
+        self._store.close_writes()
 
     # ------------------------------------------------------------------ groups
     def _group(self, stream: str) -> StreamGroup:

@@ -31,8 +31,9 @@ import errno
 import json
 import threading
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import obstore
 import obstore.exceptions
@@ -44,7 +45,17 @@ from daq_storage.location import S3Location, s3_errors
 from daq_storage.writers._zarr_metadata import StreamGroup, encode, group_document
 from daq_storage.writers._zarr_store import APPENDED, DirtyKeys, Tally
 
-__all__ = ["ObjectCountingStore", "ObjectGroup", "ObjectSizes", "claim_objects"]
+#: Shard writes in flight at once; a write_frames call returns with at most this many
+#: unconfirmed (their bytes held until then).
+UPLOADS_IN_FLIGHT = 8
+
+__all__ = [
+    "UPLOADS_IN_FLIGHT",
+    "ObjectCountingStore",
+    "ObjectGroup",
+    "ObjectSizes",
+    "claim_objects",
+]
 
 _METADATA = "zarr.json"
 
@@ -52,7 +63,7 @@ _METADATA = "zarr.json"
 class ObjectSizes:
     """The size of each object put, as far as a later rewrite needs it: per appended
     array (``<array>/c/<i>/0...``) its last chunk's, other keys one by one (documents,
-    the seeds' builder's chunks). A key known neither way is asked for (``HEAD``)."""
+    the seeds' builder's chunks). A chunk known neither way is asked for (``HEAD``)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -65,7 +76,9 @@ class ObjectSizes:
         return None if found is None else ((found["array"], found["rest"]), int(found["index"]))
 
     def known(self, key: str) -> int | None:
-        """The size ``key`` holds (0: absent), ``None`` when not known here."""
+        """The size ``key`` holds (0: absent), ``None`` when not known here: a chunk
+        before its array's last one that is not remembered. The store was an empty
+        prefix when the writer claimed it, so any other key never recorded is new."""
         appended = self._run(key)
         with self._lock:
             if appended is not None:
@@ -74,7 +87,8 @@ class ObjectSizes:
                     return 0  # past the array's last chunk: new
                 if appended[1] == last[0]:
                     return last[1]
-            return self._loose.get(key)
+                return self._loose.get(key)
+            return self._loose.get(key, 0)
 
     def record(self, key: str, size: int) -> None:
         """``key`` now holds ``size`` bytes (0: deleted)."""
@@ -96,6 +110,10 @@ class ObjectCountingStore(zarr.storage.ObjectStore):  # type: ignore[type-arg]
     tally: Tally
     location: S3Location
     sizes: ObjectSizes
+    #: put_later starts a write on the store's own threads (a request's latency is
+    #: the object store's main cost: several are in flight at once)
+    writes_in_background: ClassVar[bool] = True
+    _writers: ThreadPoolExecutor | None = None
 
     @classmethod
     def counted(cls, location: S3Location, tally: Tally) -> ObjectCountingStore:
@@ -144,6 +162,17 @@ class ObjectCountingStore(zarr.storage.ObjectStore):  # type: ignore[type-arg]
         except obstore.exceptions.AlreadyExistsError as exc:
             raise FileExistsError(errno.EEXIST, f"{self.location.child(key)} exists") from exc
         self._counted(key, old, memoryview(data).nbytes)
+
+    def put_later(self, key: str, buffers: Sequence[Any]) -> Future[None]:
+        if self._writers is None:
+            self._writers = ThreadPoolExecutor(UPLOADS_IN_FLIGHT, "daq_storage_zarr_put")
+        return self._writers.submit(self.put, key, buffers)
+
+    def close_writes(self) -> None:
+        """Wait for the writes started and stop their threads (at close)."""
+        if self._writers is not None:
+            self._writers.shutdown()
+            self._writers = None
 
     def remove(self, key: str) -> None:
         old = self._before(key)

@@ -24,9 +24,10 @@ import os
 import re
 import threading
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future
 from pathlib import Path
-from typing import Any, Protocol, Self
+from typing import Any, ClassVar, Protocol, Self
 
 import zarr.storage
 from zarr.core.buffer import Buffer
@@ -47,6 +48,7 @@ __all__ = [
     "DirtyKeys",
     "Puts",
     "Tally",
+    "done_now",
     "sync_store",
     "write_object",
 ]
@@ -161,7 +163,22 @@ class Tally:
 class Puts(Protocol):
     """A store the writer puts whole objects in (its own shards)."""
 
-    def put(self, key: str, buffers: Sequence[Any], *, exclusive: bool = False) -> None: ...
+    def put_later(self, key: str, buffers: Sequence[Any]) -> Future[None]:
+        """Put object ``key`` from ``buffers``: done now (a local folder), or started in
+        the background (an object store); the future holds the outcome."""
+        ...
+
+
+def done_now(call: Callable[[], None]) -> Future[None]:
+    """``call()`` run now, its outcome as a finished future."""
+    outcome: Future[None] = Future()
+    try:
+        call()
+    except BaseException as exc:  # the caller reads it from the future
+        outcome.set_exception(exc)
+    else:
+        outcome.set_result(None)
+    return outcome
 
 
 class CountingStore(zarr.storage.LocalStore):
@@ -170,6 +187,8 @@ class CountingStore(zarr.storage.LocalStore):
 
     tally: Tally
     scratch: Path
+    #: its writes are done when put_later returns
+    writes_in_background: ClassVar[bool] = False
 
     @classmethod
     def counted(cls, root: Path, tally: Tally, scratch: Path) -> CountingStore:
@@ -206,6 +225,12 @@ class CountingStore(zarr.storage.LocalStore):
         """Write object ``key`` from ``buffers`` (the writer's own shards use this too)."""
         old = write_object(self.root / key, buffers, exclusive=exclusive)
         self.tally.replaced(key, old, sum(memoryview(b).nbytes for b in buffers))
+
+    def put_later(self, key: str, buffers: Sequence[Any]) -> Future[None]:
+        return done_now(lambda: self.put(key, buffers))
+
+    def close_writes(self) -> None:
+        """Nothing runs in the background here."""
 
     def remove(self, key: str) -> None:
         path = self.root / key

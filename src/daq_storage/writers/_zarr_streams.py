@@ -13,7 +13,8 @@ import operator
 import re
 import unicodedata
 from collections.abc import Sequence
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future
+from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +31,7 @@ from daq_storage.schema import Column, FrameBlock, time_attrs
 from daq_storage.writers._chunks import ChunkEncode, FrameIds, run_parallel
 from daq_storage.writers._zarr_limits import Origins
 from daq_storage.writers._zarr_metadata import StreamGroup
-from daq_storage.writers._zarr_objects import ObjectCountingStore
+from daq_storage.writers._zarr_objects import UPLOADS_IN_FLIGHT, ObjectCountingStore
 from daq_storage.writers._zarr_store import CountingStore, Puts
 
 __all__ = [
@@ -194,8 +195,10 @@ class FrameArrays:
     published: int = 0  # frames readers see
     #: frames short of a whole shard (or chunk), copied: the caller may reuse its array
     partial: FrameBlock | None = None
-    #: compressed shards waiting for their file write: (shard index, inner chunk bytes)
-    encoded: list[tuple[int, list[bytes]]] = field(default_factory=list)
+    #: compressed shards not yet confirmed written: shard index -> inner chunks' bytes
+    encoded: dict[int, list[bytes]] = field(default_factory=dict)
+    #: writes started in the background (an object store's), by shard index
+    uploads: dict[int, Future[None]] = field(default_factory=dict)
     #: ids of stored frames not yet in the id arrays
     ids: FrameIds = field(default_factory=lambda: FrameIds(0))
 
@@ -265,30 +268,52 @@ class FrameArrays:
         ready: FrameBlock,
         per_chunk: int,
         shard_frames: int,
-    ) -> list[tuple[int, list[bytes]]]:
+    ) -> dict[int, list[bytes]]:
         """Compress the shards' inner chunks on ``pool`` while the previous call's shards
         are written; return this call's, for the next call (or flush) to write."""
         count = len(ready.frames)
         inner = [ready.frames[i : i + per_chunk] for i in range(0, count, per_chunk)]
         jobs = [functools.partial(encode, chunk) for chunk in inner]
-        encoded = run_parallel(pool, jobs, meanwhile=self.store_shards)
+        encoded = run_parallel(pool, jobs, meanwhile=functools.partial(self.store_shards,
+                                                                       wait=False))  # fmt: skip
         per_shard = shard_frames // per_chunk
         first_shard = start // shard_frames
-        return [(first_shard + k, encoded[k * per_shard : (k + 1) * per_shard])
-                for k in range(count // shard_frames)]  # fmt: skip
+        return {first_shard + k: encoded[k * per_shard : (k + 1) * per_shard]
+                for k in range(count // shard_frames)}  # fmt: skip
 
-    def store_shards(self) -> None:
+    def start_uploads(self) -> None:
+        """Start writing every compressed shard not being written (never raises: a
+        failure is the upload's, reported by :meth:`store_shards`)."""
+        trailing = "/".join(["0"] * (self.frames.ndim - 1))
+        for shard, parts in self.encoded.items():
+            if shard not in self.uploads:
+                sizes = [len(p) for p in parts]
+                offsets = np.cumsum([0, *sizes[:-1]], dtype=np.uint64)
+                index = np.column_stack([offsets, sizes]).astype("<u8")
+                key = f"{self.prefix}/{shard}/{trailing}"
+                self.uploads[shard] = self.store.put_later(key, [*parts, index.tobytes()])
+
+    def store_shards(self, *, wait: bool = True) -> None:
         """Write the compressed shards as whole objects through the store (a file under a
         temporary name, then renamed; an object put whole: readers never see half a
-        shard)."""
-        trailing = "/".join(["0"] * (self.frames.ndim - 1))
-        while self.encoded:
-            shard, parts = self.encoded[0]
-            sizes = [len(p) for p in parts]
-            offsets = np.cumsum([0, *sizes[:-1]], dtype=np.uint64)
-            index = np.column_stack([offsets, sizes]).astype("<u8")
-            self.store.put(f"{self.prefix}/{shard}/{trailing}", [*parts, index.tobytes()])
-            self.encoded.pop(0)
+        shard). An object store writes them in the background: without ``wait`` this
+        returns once at most :data:`UPLOADS_IN_FLIGHT` are unconfirmed. A shard whose
+        write failed stays, to be written again by the next call; the failure is raised
+        once every write waited for has ended."""
+        self.start_uploads()
+        in_flight = list(self.uploads.values())
+        futures_wait(in_flight if wait else in_flight[:-UPLOADS_IN_FLIGHT])
+        failure: BaseException | None = None
+        for shard, upload in list(self.uploads.items()):
+            if upload.done():
+                del self.uploads[shard]
+                error = upload.exception()
+                if error is None:
+                    del self.encoded[shard]
+                elif failure is None:
+                    failure = error
+        if failure is not None:
+            raise failure
 
     def documents(self) -> dict[str, dict[str, Any]]:
         """The arrays' documents with every stored frame."""

@@ -212,7 +212,7 @@ class ZarrWriter(ZarrTables):
         head, whole, rest = split_frames(block, target.length, unit)
         # Frames past target.length are invisible until published, and written
         # again there if this call fails.
-        encoded: list[tuple[int, list[bytes]]] = []
+        encoded: dict[int, list[bytes]] = {}
         if len(head):  # completes the partial shard a flush wrote
             target.write(target.length, head)
         if len(whole) and self._encode is None:
@@ -225,7 +225,9 @@ class ZarrWriter(ZarrTables):
                 self.options.frames_per_chunk, self.options.shard_frames,
             )  # fmt: skip
         stored = len(head) + len(whole)
-        target.encoded.extend(encoded)
+        target.encoded.update(encoded)
+        if self._store.writes_in_background:  # started now: writes overlap the next call
+            target.start_uploads()
         target.ids.add(block.part(0, stored))
         target.length += stored
         target.partial = rest.copy() if len(rest) else None  # the caller may reuse it
