@@ -23,7 +23,7 @@ from daq_storage.location import S3Location, S3Options, parse_location
 from daq_storage.read import list_runs, open_run
 from daq_storage.recorder import Recorder
 from daq_storage.testing import S3Server, s3_server
-from daq_storage.writers import get_writer_class, open_writer
+from daq_storage.writers import open_writer
 from tests.recorder._helpers import (
     CAMERA,
     TABLE,
@@ -38,13 +38,8 @@ from tests.recorder._helpers import (
     ring_at,
 )
 
-#: Until the Zarr writer writes to object storage (in progress), its tests wait.
-ZARR_WRITES_S3 = get_writer_class("zarr").supports_object_storage
-ZARR_ON_S3 = pytest.mark.skipif(
-    not ZARR_WRITES_S3, reason="the Zarr writer does not write to object storage yet"
-)
 #: The formats the happy path sends to the bucket.
-BUCKET_FORMATS = ("parquet", "zarr") if ZARR_WRITES_S3 else ("parquet",)
+BUCKET_FORMATS = ("parquet", "zarr")
 
 
 def _config(tmp_path: Path, server: S3Server, bucket: str) -> Path:
@@ -110,8 +105,6 @@ def test_a_configured_recorder_writes_into_the_bucket_and_reads_back_over_s3(
         f"{parquet}/{TABLE}/*.parquet", storage_options=location.polars_options()
     )
     assert rows["i"].to_list() == list(range(producer.rows))
-    if not ZARR_WRITES_S3:
-        return
     store = listing.outputs["zarr"][0]
     data = xr.open_zarr(f"{store}/{TABLE}", storage_options=location.fsspec_options(),
                         consolidated=False)  # fmt: skip
@@ -167,7 +160,7 @@ def _rows_over_s3(fmt: str, url: str, options: S3Options) -> pa.Table:
     return pa.table({"i": group["i"][:], "v": group["v"][:]})
 
 
-@pytest.mark.parametrize("fmt", ["parquet", pytest.param("zarr", marks=ZARR_ON_S3)])
+@pytest.mark.parametrize("fmt", ["parquet", "zarr"])
 def test_the_server_killed_mid_run_fails_its_format_alone(tmp_path: Path, shm_path: Path, fmt: str):
     with s3_server() as server:
         bucket = server.create_bucket()

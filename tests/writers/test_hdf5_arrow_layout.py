@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import signal
-from decimal import Decimal
+from decimal import Context, Decimal
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -126,7 +126,8 @@ def _values(kind: pa.DataType) -> st.SearchStrategy[Any]:
         value = st.binary(max_size=6)
     elif pa.types.is_decimal(kind):
         value = st.integers(-(10**kind.precision) + 1, 10**kind.precision - 1).map(
-            lambda i: Decimal(i).scaleb(-kind.scale)
+            # Exact: the default context keeps 28 digits and would round a wider value.
+            lambda i: Decimal(i).scaleb(-kind.scale, context=Context(prec=80))
         )
     elif pa.types.is_date32(kind):
         value = st.integers(-100_000, 100_000)

@@ -64,7 +64,7 @@ def _reader(output: Output) -> Reader:
     if kind == "zarr":
         from daq_storage.read._zarr import ZarrReader
 
-        return ZarrReader(_local(output))
+        return ZarrReader(output.path)
     if kind == "parquet":
         from daq_storage.read._parquet import ParquetReader
 
