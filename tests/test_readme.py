@@ -21,8 +21,11 @@ from pathlib import Path
 
 import pytest
 
+from daq_storage.testing import S3Server
+
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
+README_BUCKET = "lab-data"
 _BLOCK = re.compile(r"^```(\w+)\n(.*?)^```", re.MULTILINE | re.DOTALL)
 
 
@@ -49,7 +52,10 @@ def test_every_python_block_checks_its_results():
         assert "assert " in block, f"a README block checks nothing:\n{block}"
 
 
-def test_python_blocks_run_as_written(scratch: Path):
+def test_python_blocks_run_as_written(scratch: Path, s3_server: S3Server):
+    # The object-storage block writes to bucket lab-data of an S3-compatible server that
+    # the standard AWS_* variables name, as on a lab machine.
+    s3_server.create_bucket(README_BUCKET)
     program = "\n".join(
         f"print('--- README block {i}', flush=True)\n{block}"
         for i, block in enumerate(_blocks("python"))
@@ -57,7 +63,7 @@ def test_python_blocks_run_as_written(scratch: Path):
     result = subprocess.run(
         [sys.executable, "-c", program],
         cwd=scratch,
-        env=_environ(),
+        env={**_environ(), **s3_server.environ()},
         capture_output=True,
         text=True,
         timeout=300,
@@ -67,7 +73,8 @@ def test_python_blocks_run_as_written(scratch: Path):
     assert result.returncode == 0, (
         f"README python block {last[-1] if last else '?'} failed:\n{result.stderr}"
     )
-    rings = [Path("/dev/shm/lab_ring"), Path("/dev/shm/lab_recorder_ring")]
+    rings = [Path("/dev/shm/lab_ring"), Path("/dev/shm/lab_recorder_ring"),
+             Path("/dev/shm/lab_flight_ring")]  # fmt: skip
     left = [
         p for ring in rings for p in (ring, ring.with_name(f"{ring.name}.recorder.recorder.json"))
     ]
