@@ -4,6 +4,7 @@ cause, against a real S3-compatible server on loopback."""
 from __future__ import annotations
 
 import errno
+import os
 from pathlib import Path
 
 import obstore
@@ -156,3 +157,30 @@ def test_an_unreachable_endpoint_is_a_storage_error() -> None:
 )  # fmt: skip
 def test_failures_are_named_by_their_cause(text: str, code: int) -> None:
     assert describe_failure(OSError(text))[0] == code
+
+
+def test_a_profile_names_the_server_and_the_keys(
+    s3_server: S3Server, s3_bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writer reaches the store through a named profile alone (endpoint, region and
+    keys in the profile files, as the AWS CLI keeps them), and a reader through
+    ``AWS_PROFILE``."""
+    from daq_storage import open_run, open_writer
+    from daq_storage.testing._s3 import ACCESS_KEY, SECRET_KEY
+
+    (tmp_path / "credentials").write_text(
+        f"[lab]\naws_access_key_id = {ACCESS_KEY}\naws_secret_access_key = {SECRET_KEY}\n"
+    )
+    (tmp_path / "config").write_text(
+        f"[profile lab]\nregion = us-east-1\nendpoint_url = {s3_server.endpoint_url}\n"
+    )
+    for key in [k for k in os.environ if k.startswith("AWS_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "credentials"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "config"))
+    url = f"s3://{s3_bucket}/profiled"
+    with open_writer("parquet", url, storage_options={"profile": "lab"}) as writer:
+        writer.write_batch("power", pa.table({"watts": [1.5, 2.5]}))
+    monkeypatch.setenv("AWS_PROFILE", "lab")
+    with open_run(url) as run:
+        assert run.table("power")["watts"].to_pylist() == [1.5, 2.5]
