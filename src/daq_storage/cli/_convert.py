@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -28,12 +27,13 @@ Examples:
   daq-storage convert run.h5 power_csv --format csv --streams power_meter_01
   daq-storage convert data/ camera.zarr --from hdf5 --streams camera_1
   daq-storage convert run_arrow run.h5 --option compression=lz4
+  daq-storage convert run.h5 s3://lab-data/converted/run.zarr   # AWS_* say where
 """
 
 
 @click.command("convert", epilog=_EXAMPLES)
-@click.argument("source", type=click.Path(path_type=Path))
-@click.argument("target", type=click.Path(path_type=Path))
+@click.argument("source")
+@click.argument("target")
 @click.option(
     "--format",
     "-f",
@@ -80,8 +80,8 @@ Examples:
 )
 @reports_errors
 def convert(
-    source: Path,
-    target: Path,
+    source: str,
+    target: str,
     target_format: str | None,
     streams: tuple[str, ...],
     source_format: str | None,
@@ -99,6 +99,12 @@ def convert(
     loss ledger are carried over; rows and frames are copied in chunks of a few MB, so
     a run larger than memory converts. TARGET must not exist: nothing is ever
     overwritten, and a conversion that fails leaves no TARGET behind.
+
+    SOURCE and TARGET may be s3://bucket/prefix URLs (a Zarr store, a Parquet or Arrow
+    IPC output), reached with the AWS_* variables and ~/.aws profiles. A TARGET prefix
+    holding any object is refused; the conversion writes into it directly, its state in
+    _daq_storage_conversion.json ("converting", then "complete"); a failure removes what
+    it wrote, and inspect reports a conversion killed outright.
 
     This replaces the post-hoc CSV export script of the design notes:
     `daq-storage convert run.h5 run_csv --format csv --streams power_meter_01`.

@@ -18,6 +18,7 @@ from daq_storage.cli._common import EXIT_DATA_LOST, console, error_line, reports
 if TYPE_CHECKING:
     from rich.status import Status
 
+    from daq_storage.location import S3Location
     from daq_storage.tools import Node
 
 __all__ = ["inspect", "render"]
@@ -33,11 +34,12 @@ Examples:
   daq-storage inspect data/                  # every run and format in a folder
   daq-storage inspect run_parquet/power.parquet
   daq-storage inspect run.zarr --json | jq '.children[0].facts'
+  daq-storage inspect s3://lab-data/runs/    # AWS_* variables / profile say where
 """
 
 
 @click.command("inspect", epilog=_EXAMPLES)
-@click.argument("path", type=click.Path(path_type=Path))
+@click.argument("path")
 @click.option(
     "--json", "as_json", is_flag=True, help="Print the tree as JSON (every fact, in full)."
 )
@@ -55,10 +57,12 @@ Examples:
     help="Seconds before the activity line shows.",
 )
 @reports_errors
-def inspect(path: Path, as_json: bool, hide_attributes: bool, progress_after: float) -> None:
+def inspect(path: str, as_json: bool, hide_attributes: bool, progress_after: float) -> None:
     """Show what PATH holds: an HDF5 file, a Zarr store, a run directory of Arrow IPC,
     Parquet, CSV or TIFF files, the rotated versions of a run, a folder of runs, or one
-    stream's file.
+    stream's file; or an s3://bucket/prefix: a Zarr store, a Parquet or Arrow IPC output
+    (its part objects per stream), or a prefix of such outputs, reached with the AWS_*
+    variables and ~/.aws profiles (no credentials on the command line).
 
     For each run: the loss ledger (records the Recorder lost), the run's metadata, each
     stream's kind, rows or frames, columns and metadata. For each file, its layout:
@@ -66,8 +70,8 @@ def inspect(path: Path, as_json: bool, hide_attributes: bool, progress_after: fl
     attributes), Zarr arrays (dimension names, chunks, codecs, ratio), Parquet schema
     and row groups, Arrow IPC schema and batches, CSV columns and rows, TIFF pages.
 
-    Exits with status 3 when a file could not be read (each named on stderr), 2 on an
-    error.
+    Exits with status 3 when a file could not be read or a conversion into a bucket
+    was interrupted (each named on stderr), 2 on an error.
     """
     from daq_storage.tools import inspect_path
 
@@ -106,7 +110,7 @@ class _Activity:
         self.console = Console(stderr=True)
         self.status: Status | None = None
 
-    def update(self, where: Path) -> None:
+    def update(self, where: Path | S3Location) -> None:
         if not self.console.is_terminal:
             return
         if self.status is None:

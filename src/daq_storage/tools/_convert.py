@@ -5,7 +5,8 @@ and written with :func:`~daq_storage.writers.open_writer`.
 The output is made under a hidden temporary name beside its own
 (``.<name>.<pid>.<hex>.tmp/``, which no reader lists and ``daq-storage repair`` knows)
 and takes its name only once complete: a conversion that fails or is interrupted leaves
-no output, and an existing path is never replaced.
+no output, and an existing path is never replaced. Into an object store, which has no
+rename, see ``_convert_s3``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,8 +32,10 @@ from daq_storage.errors import (
     UnsupportedData,
     describe_value,
 )
+from daq_storage.location import S3Location, S3Options, is_remote, parse_location
 from daq_storage.read import Run, StreamInfo, open_run
 from daq_storage.schema import METADATA_CHANGES, decode_metadata
+from daq_storage.tools._convert_s3 import check_object_target, convert_into_objects
 from daq_storage.writers import Writer, available_writers, get_writer_class, open_writer
 
 __all__ = ["CHUNK_BYTES", "ConvertResult", "StreamCopy", "convert_run", "plan_conversion"]
@@ -64,15 +67,16 @@ class ConvertResult:
     """What :func:`convert_run` made.
 
     Attributes:
-        source: the run read. target: the output made (complete).
+        source: the run read. target: the output made (complete): a local path, or
+            the prefix in an object store.
         source_format, format: the formats read and written.
         streams: each stream copied, in order.
         lost_records: records the source run's loss ledger records (carried over).
         seconds: how long it took.
     """
 
-    source: Path
-    target: Path
+    source: Path | S3Location
+    target: Path | S3Location
     source_format: str
     format: str
     streams: tuple[StreamCopy, ...]
@@ -90,7 +94,7 @@ class ConvertResult:
         return sum(s.rows for s in self.streams if s.kind == "frames")
 
 
-def target_format(target: Path, format: str | None) -> str:
+def target_format(target: Path | S3Location, format: str | None) -> str:
     """``format`` (checked), else the format ``target``'s suffix names (``.h5``:
     hdf5, ``.zarr``: zarr).
 
@@ -153,8 +157,8 @@ def plan_conversion(
 
 
 def convert_run(
-    source: str | os.PathLike[str],
-    target: str | os.PathLike[str],
+    source: str | os.PathLike[str] | S3Location,
+    target: str | os.PathLike[str] | S3Location,
     *,
     format: str | None = None,
     streams: Sequence[str] | None = None,
@@ -163,6 +167,7 @@ def convert_run(
     options: dict[str, Any] | None = None,
     progress: Progress | None = None,
     chunk_bytes: int = CHUNK_BYTES,
+    storage_options: S3Options | Mapping[str, Any] | None = None,
 ) -> ConvertResult:
     """Copy the run at ``source`` into a new output at ``target`` in ``format``.
 
@@ -184,15 +189,68 @@ def convert_run(
         options: the target writer's options (``{"compression": "zstd"}``).
         progress: called as ``progress(done, total, stream)`` after each chunk.
         chunk_bytes: the payload read and written at a time.
+        storage_options: how to reach the store of an ``s3://`` ``source`` or ``target``
+            (:class:`~daq_storage.location.S3Options` or a mapping of its fields; unset:
+            the ``AWS_*`` environment and profiles). Pass an
+            :class:`~daq_storage.location.S3Location` for a side reached otherwise.
+
+    An ``s3://bucket/prefix`` ``target`` (Zarr, Parquet, Arrow IPC) is written straight
+    into the prefix, which the writer claims (a prefix holding any object is refused);
+    its ``_daq_storage_conversion.json`` says ``"converting"``, then ``"complete"``. A
+    conversion that fails or is interrupted removes what it put; one killed outright
+    leaves complete objects and the document saying ``"converting"`` (``inspect``
+    reports it). See docs/tools.md.
 
     Raises:
-        StorageIOError: ``target`` exists, or its directory does not.
+        StorageIOError: ``target`` exists (a prefix holding objects), or its directory
+            does not; the object store failed (named).
         UnsupportedData: a stream the format cannot hold (before anything is written).
-        UnknownStream: a stream the run lacks. ConfigError: a bad format or option.
+        UnknownStream: a stream the run lacks. ConfigError: a bad format or option, or
+            a format that cannot write to object storage for an ``s3://`` target.
         RunNotFound, ReadError: as :func:`~daq_storage.read.open_run`.
     """
     began = time.monotonic()
-    out = Path(target)
+    if isinstance(chunk_bytes, bool) or not isinstance(chunk_bytes, int) or chunk_bytes < 1:
+        raise ConfigError(f"chunk_bytes must be an int >= 1, got {describe_value(chunk_bytes)}")
+    out = parse_location(target, storage_options if is_remote(target) else None)
+    src = parse_location(source, storage_options if is_remote(source) else None)
+    kind = target_format(out, format)
+    if isinstance(out, S3Location):
+        check_object_target(out, kind)
+    else:
+        _check_local_target(out)
+    with open_run(src, format=source_format, run=run) as opened:
+        chosen = plan_conversion(opened, kind, streams)
+
+        copies: list[StreamCopy] = []
+
+        def fill(writer: Writer) -> dict[str, int]:
+            copies.extend(_copy(opened, chosen, writer, progress, chunk_bytes))
+            return {c.stream: c.rows for c in copies}
+
+        if isinstance(out, S3Location):
+            described = {"name": opened.path.name, "format": opened.format, "source": str(src)}
+            convert_into_objects(kind, out, options or {}, fill, described)
+        else:
+            staging = _staging(out)
+            try:
+                with open_writer(kind, staging / out.name, **(options or {})) as writer:
+                    fill(writer)
+                _publish(staging / out.name, out)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+        return ConvertResult(
+            src,
+            out,
+            opened.format,
+            kind,
+            tuple(copies),
+            opened.lost_records,
+            time.monotonic() - began,
+        )
+
+
+def _check_local_target(out: Path) -> None:
     if os.path.lexists(out):
         raise StorageIOError(
             errno.EEXIST,
@@ -204,28 +262,6 @@ def convert_run(
             errno.ENOENT,
             f"cannot convert into {out}: directory {out.parent} does not exist",
             str(out.parent),
-        )
-    if isinstance(chunk_bytes, bool) or not isinstance(chunk_bytes, int) or chunk_bytes < 1:
-        raise ConfigError(f"chunk_bytes must be an int >= 1, got {describe_value(chunk_bytes)}")
-    kind = target_format(out, format)
-    with open_run(source, format=source_format, run=run) as opened:
-        chosen = plan_conversion(opened, kind, streams)
-        staging = _staging(out)
-        try:
-            copies = _copy(
-                opened, chosen, kind, staging / out.name, options or {}, progress, chunk_bytes
-            )
-            _publish(staging / out.name, out)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-        return ConvertResult(
-            Path(source),
-            out,
-            opened.format,
-            kind,
-            tuple(copies),
-            opened.lost_records,
-            time.monotonic() - began,
         )
 
 
@@ -272,36 +308,33 @@ def _publish(made: Path, out: Path) -> None:
 def _copy(
     run: Run,
     chosen: list[StreamInfo],
-    kind: str,
-    path: Path,
-    options: dict[str, Any],
+    writer: Writer,
     progress: Progress | None,
     chunk_bytes: int,
 ) -> list[StreamCopy]:
     total = sum(info.rows for info in chosen)
     counter = _Counter(total, progress)
-    with open_writer(kind, path, **options) as writer:
-        for info in chosen:  # every table checked before anything is written
-            if info.kind == "table":
-                writer.check_batch(info.name, _empty(info.schema))
-        _file_metadata(run, writer)
-        # A format of one file per stream keeps the run's metadata in each stream's file:
-        # what they all hold alike is the run's, the rest the stream's own. (With one
-        # stream it cannot be told apart: it goes to both.)
-        per_stream = run.format not in ("hdf5", "zarr") and len(run.streams) > 1
-        shared = run.metadata if per_stream else {}
-        copies = []
-        for info in chosen:
-            for key, value in info.metadata.items():
-                if key in _LEDGER_KEYS or key == METADATA_CHANGES:
-                    continue  # the ledger: the run's; the changes: replayed with the rows
-                if not (key in shared and shared[key] == value):
-                    writer.set_metadata(key, value, stream=info.name)
-            if info.kind == "table":
-                rows = _tables(run, info, writer, counter, chunk_bytes)
-            else:
-                rows = _frames(run, info, writer, counter, chunk_bytes)
-            copies.append(StreamCopy(info.name, info.kind, rows))
+    for info in chosen:  # every table checked before anything is written
+        if info.kind == "table":
+            writer.check_batch(info.name, _empty(info.schema))
+    _file_metadata(run, writer)
+    # A format of one file per stream keeps the run's metadata in each stream's file:
+    # what they all hold alike is the run's, the rest the stream's own. (With one
+    # stream it cannot be told apart: it goes to both.)
+    per_stream = run.format not in ("hdf5", "zarr") and len(run.streams) > 1
+    shared = run.metadata if per_stream else {}
+    copies = []
+    for info in chosen:
+        for key, value in info.metadata.items():
+            if key in _LEDGER_KEYS or key == METADATA_CHANGES:
+                continue  # the ledger: the run's; the changes: replayed with the rows
+            if not (key in shared and shared[key] == value):
+                writer.set_metadata(key, value, stream=info.name)
+        if info.kind == "table":
+            rows = _tables(run, info, writer, counter, chunk_bytes)
+        else:
+            rows = _frames(run, info, writer, counter, chunk_bytes)
+        copies.append(StreamCopy(info.name, info.kind, rows))
     return copies
 
 

@@ -17,7 +17,8 @@ import pyarrow as pa
 from daq_storage.schema import decode_metadata
 from daq_storage.tools._node import Node, human_bytes, plain
 
-__all__ = ["LAYOUTS", "layout_of", "size_of"]
+__all__ = ["LAYOUTS", "arrow_layout", "json_layout", "layout_of", "parquet_layout", "size_of",
+           "zarr_layout"]  # fmt: skip
 
 #: Arrow metadata keys that repeat the schema (pyarrow's own): not shown.
 _ARROW_OWN = (b"ARROW:schema",)
@@ -164,13 +165,17 @@ def _unfiltered(dataset: Any) -> int:
 def _zarr(path: Path) -> Node:
     import zarr
 
-    group = zarr.open_group(str(path), mode="r")
+    return zarr_layout(path.name, size_of(path), zarr.open_group(str(path), mode="r"))
+
+
+def zarr_layout(name: str, size: int, group: Any) -> Node:
+    """The layout of the Zarr store whose root group is ``group`` (``size`` bytes)."""
     node = Node(
-        path.name,
+        name,
         "file",
         facts={
             "format": "zarr",
-            "bytes": size_of(path),
+            "bytes": size,
             "attributes": plain(dict(group.attrs)),
             "zarr_format": group.metadata.zarr_format,
         },
@@ -256,9 +261,15 @@ def _fields(schema: pa.Schema) -> list[Node]:
 
 
 def _parquet(path: Path) -> Node:
+    return parquet_layout(path.name, size_of(path), path)
+
+
+def parquet_layout(name: str, size: int, source: Any) -> Node:
+    """The layout of a Parquet file (``size`` bytes) read from ``source`` (a path or an
+    open file: only its footer is read)."""
     import pyarrow.parquet as pq
 
-    with pq.ParquetFile(path) as parquet:
+    with pq.ParquetFile(source) as parquet:
         md = parquet.metadata
         schema = parquet.schema_arrow
         groups = [md.row_group(i) for i in range(md.num_row_groups)]
@@ -283,11 +294,11 @@ def _parquet(path: Path) -> Node:
                 column.summary, "/".join(codecs) or None, _times(column.facts["ratio"])
             )
         node = Node(
-            path.name,
+            name,
             "file",
             facts={
                 "format": "parquet",
-                "bytes": size_of(path),
+                "bytes": size,
                 "rows": md.num_rows,
                 "row_groups": md.num_row_groups,
                 "row_group_rows": [g.num_rows for g in groups],
@@ -310,36 +321,41 @@ def _parquet(path: Path) -> Node:
 # ---------------------------------------------------------------------- Arrow IPC
 def _arrow(path: Path) -> Node:
     with pa.memory_map(str(path)) as source:
-        head = source.read(6)
-        source.seek(0)
-        batches = rows = 0
-        custom: dict[bytes, bytes] = {}
-        if head == b"ARROW1":
-            reader = pa.ipc.open_file(source)
-            schema = reader.schema
-            for i in range(reader.num_record_batches):
-                batch, extra = reader.get_batch_with_custom_metadata(i)
-                batches, rows = batches + 1, rows + batch.num_rows
-                custom.update(extra or {})
-            kind = "file format"
-        else:
-            stream = pa.ipc.open_stream(source)
-            schema = stream.schema
-            while True:
-                try:
-                    batch, extra = stream.read_next_batch_with_custom_metadata()
-                except StopIteration:
-                    break
-                batches, rows = batches + 1, rows + batch.num_rows
-                custom.update(extra or {})
-            kind = "streaming format"
+        return arrow_layout(path.name, size_of(path), source)
+
+
+def arrow_layout(name: str, size: int, source: pa.NativeFile) -> Node:
+    """The layout of an Arrow IPC file or stream (``size`` bytes) read from ``source``."""
+    head = source.read(6)
+    source.seek(0)
+    batches = rows = 0
+    custom: dict[bytes, bytes] = {}
+    if head == b"ARROW1":
+        reader = pa.ipc.open_file(source)
+        schema = reader.schema
+        for i in range(reader.num_record_batches):
+            batch, extra = reader.get_batch_with_custom_metadata(i)
+            batches, rows = batches + 1, rows + batch.num_rows
+            custom.update(extra or {})
+        kind = "file format"
+    else:
+        stream = pa.ipc.open_stream(source)
+        schema = stream.schema
+        while True:
+            try:
+                batch, extra = stream.read_next_batch_with_custom_metadata()
+            except StopIteration:
+                break
+            batches, rows = batches + 1, rows + batch.num_rows
+            custom.update(extra or {})
+        kind = "streaming format"
     columns = _fields(schema)
     node = Node(
-        path.name,
+        name,
         "file",
         facts={
             "format": "arrow",
-            "bytes": size_of(path),
+            "bytes": size,
             "ipc": kind,
             "rows": rows,
             "batches": batches,
@@ -377,16 +393,21 @@ def _csv(path: Path) -> Node:
 
 
 def _json(path: Path) -> Node:
+    return json_layout(path.name, path.read_bytes())
+
+
+def json_layout(name: str, data: bytes) -> Node:
+    """A JSON document's keys and content."""
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
+        document = json.loads(data)
     except ValueError as exc:
-        return Node(path.name, "file", "JSON file", {"format": "json"}, problem=f"not JSON: {exc}")
+        return Node(name, "file", "JSON file", {"format": "json"}, problem=f"not JSON: {exc}")
     keys = list(document) if isinstance(document, dict) else []
     return Node(
-        path.name,
+        name,
         "file",
         _join("JSON file", f"keys {', '.join(keys)}" if keys else None),
-        {"format": "json", "bytes": size_of(path), "content": plain(document)},
+        {"format": "json", "bytes": len(data), "content": plain(document)},
     )
 
 
