@@ -54,12 +54,14 @@ def runs(s3_server: S3Server) -> str:
 
 def test_a_prefix_of_outputs_laid_out_from_the_objects(s3_server: S3Server, runs: str):
     tree = inspect_path(runs, storage_options=s3_server.options())
-    assert tree.kind == "directory" and tree.problems == []
+    assert tree.kind == "directory"
+    assert tree.problems == []
     assert sorted(c.name for c in tree.children) == ["cam.zarr", "power_v1", "scan_v1"]
     json.dumps(tree.to_dict())  # every fact plain JSON
 
     scan = tree.child("scan_v1")
-    assert scan.facts["format"] == "parquet" and scan.facts["url"] == f"{runs}/scan_v1"
+    assert scan.facts["format"] == "parquet"
+    assert scan.facts["url"] == f"{runs}/scan_v1"
     assert scan.facts["lost_records"] == GAPS[0]["count"]
     run = scan.child("run")
     assert run.children[0].kind == "loss_ledger"  # the ledger first
@@ -84,7 +86,8 @@ def test_a_prefix_of_outputs_laid_out_from_the_objects(s3_server: S3Server, runs
     assert tree.child("cam.zarr").facts["objects"] == tree.child("cam.zarr", "files").facts["count"]
 
     one = inspect_path(f"{runs}/scan_v1", storage_options=s3_server.options())
-    assert one.kind == "output" and one.name == "scan_v1"
+    assert one.kind == "output"
+    assert one.name == "scan_v1"
     with pytest.raises(RunNotFound, match="nothing to inspect at s3://"):
         inspect_path(f"{runs}/nothing-here", storage_options=s3_server.options())
 
@@ -102,5 +105,6 @@ def test_the_cli_reaches_the_store_through_the_aws_variables(s3_server: S3Server
 
     done = s3_cli(s3_server, "inspect", "s3://no-such-bucket-for-inspect/runs")
     assert done.returncode == 2
-    assert done.stderr.startswith("error: StorageIOError") and "no such bucket" in done.stderr
+    assert done.stderr.startswith("error: StorageIOError")
+    assert "no such bucket" in done.stderr
     assert done.stderr.count("\n") == 1
