@@ -19,6 +19,7 @@ import h5py
 import numpy as np
 import pytest
 
+from daq_storage.testing import S3Server
 from tests.tools.conftest import cli, write_lossy_versions
 
 
@@ -219,12 +220,15 @@ def _commands(block: str) -> list[tuple[str, list[str]]]:
     return found
 
 
-def test_docs_blocks_run_as_written(tmp_path: Path):
+def test_docs_blocks_run_as_written(tmp_path: Path, s3_server: S3Server):
     """docs/tools.md in order in one scratch directory: each python block in a fresh
     interpreter (it must check its results), each ``$`` command in bash; the lines shown
     under a command must appear in its output, on stderr with exit status 2 where they
-    are an ``error:`` line, else on stdout with status 0."""
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("DAQ_STORAGE_")}
+    are an ``error:`` line, else on stdout with status 0. Bucket ``lab-data`` is on the
+    session's S3 server, named by the ``AWS_*`` variables."""
+    s3_server.create_bucket("lab-data")
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("DAQ_STORAGE_", "AWS_"))}
+    environ.update(s3_server.environ())
     environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{environ.get('PATH', '')}"
     blocks = _BLOCK.findall(DOCS.read_text())
     assert [lang for lang, _ in blocks].count("python") >= 3
