@@ -63,3 +63,20 @@ def test_runs_in_a_bucket_are_listed_and_read_back(s3_server: S3Server, s3_bucke
         list_runs(f"s3://{s3_bucket}-missing/lab", storage_options=options)
     with pytest.raises(ConfigError, match="storage_options are for s3:// URLs"):
         open_run("data", storage_options=options)
+
+
+@pytest.mark.parametrize("fmt", ["arrow", "parquet"])
+def test_a_run_in_a_bucket_keeps_its_own_metadata_not_its_parts(
+    s3_server: S3Server, s3_bucket: str, fmt: str
+) -> None:
+    """Every part object says which stream it belongs to and where it starts: that is
+    layout, not the run's metadata (which a conversion would carry on)."""
+    url = f"s3://{s3_bucket}/one-stream-{fmt}"
+    with open_writer(fmt, url, storage_options=s3_server.options()) as writer:
+        writer.set_metadata("sample", "Si-42")
+        writer.write_batch("power", pa.table({"watts": [1.5]}))
+        writer.flush()
+        writer.write_batch("power", pa.table({"watts": [2.5]}))
+    with open_run(url, storage_options=s3_server.options()) as run:
+        assert run.metadata == {"sample": "Si-42"}
+        assert run.table("power")["watts"].to_pylist() == [1.5, 2.5]

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from daq_storage.errors import ReadError
+from daq_storage.read._source import LAYOUT_KEYS
 
 __all__ = ["SUFFIXES", "common_metadata", "metadata_document", "stream_files"]
 
@@ -60,11 +61,12 @@ def metadata_document(directory: Path) -> dict[str, Any]:
 
 def common_metadata(per_stream: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     """The key-value pairs every stream's metadata holds alike: where a format keeps the
-    file's metadata in each stream's file, what they share is the file's."""
+    file's metadata in each stream's file, what they share is the file's (its layout
+    keys aside: which stream a part belongs to and where it starts are no run's)."""
     common: dict[str, Any] | None = None
     for metadata in per_stream:
         if common is None:
-            common = dict(metadata)
+            common = {k: v for k, v in metadata.items() if k not in LAYOUT_KEYS}
         else:
             common = {k: v for k, v in common.items() if k in metadata and metadata[k] == v}
     return common or {}
