@@ -42,10 +42,11 @@ def main() -> None:
     record(run)
 
     # 1. The stream as it is. Frames have no CSV form: only the table is asked for.
-    result = convert_run(run, out / "experiment_csv", format="csv", streams=["power_meter_01"])
-    files = sorted(p.name for p in result.target.iterdir())
+    target = out / "experiment_csv"
+    result = convert_run(run, target, format="csv", streams=["power_meter_01"])
+    files = sorted(p.name for p in target.iterdir())
     print(f"convert: {result.source_format} -> {result.format}, files {files}")
-    with open(result.target / "power_meter_01.csv", newline="") as f:
+    with open(target / "power_meter_01.csv", newline="") as f:
         rows = list(csv.reader(f))
     print(f"  header {rows[0]}, {len(rows) - 1} rows")
 
