@@ -184,3 +184,34 @@ def test_a_profile_names_the_server_and_the_keys(
     monkeypatch.setenv("AWS_PROFILE", "lab")
     with open_run(url) as run:
         assert run.table("power")["watts"].to_pylist() == [1.5, 2.5]
+
+
+def test_of_writers_racing_for_a_prefix_exactly_one_claims_it(
+    s3_server: S3Server, s3_bucket: str
+) -> None:
+    import threading
+
+    location = parse_location(f"s3://{s3_bucket}/raced", s3_server.options())
+    assert isinstance(location, S3Location)
+    start = threading.Barrier(6)
+    outcomes: list[object] = []
+
+    def claim(n: int) -> None:
+        start.wait()
+        try:
+            location.claim("claim.json", str(n).encode(), what="a test output")
+            outcomes.append(n)
+        except StorageIOError as exc:
+            outcomes.append(exc)
+
+    threads = [threading.Thread(target=claim, args=(n,)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    (winner,) = [o for o in outcomes if isinstance(o, int)]
+    refused = [o for o in outcomes if isinstance(o, StorageIOError)]
+    assert len(refused) == 5
+    assert all(e.errno == errno.EEXIST and "already holds objects" in str(e) for e in refused)
+    body = obstore.get(location.object_store(), "claim.json").bytes()
+    assert bytes(body) == str(winner).encode()

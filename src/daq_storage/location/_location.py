@@ -118,6 +118,37 @@ class S3Location:
             found["aws_skip_signature"] = "true"
         return found
 
+    def claim(self, key: str, body: bytes, *, what: str) -> None:
+        """Make this prefix ``what``'s own: the bucket checked, a prefix that holds any
+        object refused, then object ``key`` created with a conditional create
+        (``If-None-Match``), so of two writers racing for the prefix one is refused.
+        There is no lock on S3: this is what protects an output.
+
+        Raises:
+            StorageIOError: no such bucket, access denied, the store cannot be reached,
+                or the prefix is taken (``EEXIST``, naming an object found there).
+        """
+        import obstore
+        import obstore.exceptions
+
+        self.check_bucket()
+        store = self.object_store()
+        with s3_errors(self, f"create {what}"):
+            listed = next(iter(obstore.list(store, chunk_size=1)), [])
+            found = listed[0]["path"] if listed else None
+            if found is None:
+                try:
+                    obstore.put(store, key, body, mode="create")
+                except obstore.exceptions.AlreadyExistsError:
+                    found = key  # another writer came first
+        if found is not None:
+            raise StorageIOError(
+                errno.EEXIST,
+                f"cannot create {what} at {self.url}: it already holds objects (such as "
+                f"{self.child(found)}); an output is never overwritten: write to a new prefix",
+                self.url,
+            )
+
     def check_bucket(self) -> None:
         """Raise :class:`StorageIOError` unless the bucket exists and can be listed with
         these credentials (a destination checked before anything is written)."""

@@ -36,7 +36,6 @@ table (names starting with ``_`` are skipped by pyarrow's datasets and by the gl
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import os
 import socket
@@ -47,7 +46,6 @@ from typing import Any
 
 import pyarrow as pa
 
-from daq_storage.errors import StorageIOError
 from daq_storage.location import S3Location, s3_errors
 
 __all__ = ["MARKER", "ObjectParts", "claim_prefix", "part_name", "put_document", "release_prefix"]
@@ -70,39 +68,14 @@ def part_name(number: int, suffix: str) -> str:
 
 
 def claim_prefix(location: S3Location, writer: str) -> None:
-    """Check the bucket, refuse a prefix that holds objects, and create the marker.
+    """Make the prefix the writer's: :meth:`S3Location.claim` with the marker naming it.
 
     Raises:
-        StorageIOError: no such bucket, access denied, the store cannot be reached, or the
-            prefix is taken (``EEXIST``, naming an object found there).
+        StorageIOError: as :meth:`S3Location.claim` (``EEXIST``: the prefix is taken).
     """
-    import obstore
-    import obstore.exceptions
-
-    location.check_bucket()
-    store = location.object_store()
-    with s3_errors(location, "open"):
-        found = next(iter(obstore.list(store, chunk_size=1)), [])
-    if found:
-        raise StorageIOError(
-            errno.EEXIST,
-            f"{location.url} already holds objects (such as {found[0]['path']}); nothing is "
-            "overwritten: write to a new prefix",
-            location.url,
-        )
     claim = {"writer": writer, "host": socket.gethostname(), "pid": os.getpid(),
              "started": time.time()}  # fmt: skip
-    try:
-        with s3_errors(location.child(MARKER), "create"):
-            obstore.put(store, MARKER, json.dumps(claim).encode(), mode="create")
-    except StorageIOError as exc:
-        if isinstance(exc.__cause__, obstore.exceptions.AlreadyExistsError):
-            raise StorageIOError(
-                errno.EEXIST,
-                f"another writer claimed {location.url} at the same time; write to a new prefix",
-                location.url,
-            ) from exc
-        raise
+    location.claim(MARKER, json.dumps(claim).encode(), what=f"a {writer} output")
 
 
 def release_prefix(location: S3Location) -> None:

@@ -40,8 +40,7 @@ import obstore.exceptions
 import zarr.storage
 from zarr.core.buffer import Buffer
 
-from daq_storage.errors import StorageIOError
-from daq_storage.location import S3Location, s3_errors
+from daq_storage.location import S3Location
 from daq_storage.writers._zarr_metadata import StreamGroup, encode, group_document
 from daq_storage.writers._zarr_store import APPENDED, DirtyKeys, Tally
 
@@ -144,6 +143,10 @@ class ObjectCountingStore(zarr.storage.ObjectStore):  # type: ignore[type-arg]
             return int((await obstore.head_async(self.store, key))["size"])
         except FileNotFoundError:
             return 0
+
+    def record_put(self, key: str, old: int, size: int) -> None:
+        """Count object ``key`` put from outside the store: ``old`` bytes before, ``size`` now."""
+        self._counted(key, old, size)
 
     def _counted(self, key: str, old: int, size: int) -> None:
         self.sizes.record(key, size)
@@ -276,28 +279,12 @@ class ObjectGroup(StreamGroup):
 
 
 def claim_objects(location: S3Location, store: ObjectCountingStore) -> None:
-    """Create the store at ``location``: the bucket checked, a prefix holding any object
-    refused, the root ``zarr.json`` created conditionally (see the module docstring).
+    """Create the store at ``location``: :meth:`S3Location.claim` with the root
+    ``zarr.json`` (see the module docstring), counted in the store's tally.
 
     Raises:
-        StorageIOError: no such bucket, access denied, the store cannot be reached, or
-            something is there already (``EEXIST``, naming an object found).
+        StorageIOError: as :meth:`S3Location.claim` (``EEXIST``: something is there).
     """
-    location.check_bucket()
-    found: Any = None
-    with s3_errors(location, "create the Zarr store"):
-        listed = next(iter(obstore.list(store.store, chunk_size=1)), [])
-        if listed:
-            found = location.child(listed[0]["path"])
-        else:
-            try:
-                store.put(_METADATA, [encode(group_document({}, {}))], exclusive=True)
-            except FileExistsError:
-                found = location.child(_METADATA)  # another writer came first
-    if found is not None:
-        raise StorageIOError(
-            errno.EEXIST,
-            f"cannot create the Zarr store {location.url}: {found} exists (a store is never "
-            "overwritten)",
-            location.url,
-        )
+    root = encode(group_document({}, {}))
+    location.claim(_METADATA, root, what="the Zarr store")
+    store.record_put(_METADATA, 0, len(root))
