@@ -191,6 +191,8 @@ def _print_demo(result: DemoResult) -> None:
             note = _note(result, s.stream, fmt, stored, lost)
             if s.dropped:
                 note += f" ({s.dropped:,} refused by the full ring)"
+            if not s.formats and not s.produced:
+                stored = 0  # nothing to store is not a loss
             table.add_row(
                 s.stream, fmt, s.kind, f"{s.produced:,}",
                 "?" if stored is None else f"{stored:,}", "?" if lost is None else f"{lost:,}",
@@ -223,7 +225,7 @@ def _print_demo(result: DemoResult) -> None:
 
 def _note(result: DemoResult, stream: str, fmt: str, stored: int | None, lost: int | None) -> str:
     if fmt == "-":
-        return "NO FORMAT HOLDS IT"
+        return "NO FORMAT HOLDS IT" if lost else "none produced"
     if stored == 0:
         return "NOTHING STORED"
     if lost is None:
